@@ -1,0 +1,735 @@
+//! The payment flows around the order aggregate: place, confirm, refund, reconcile, expire.
+//!
+//! The order of steps is what makes them safe:
+//! 1. record the intent (`PaymentConfirmationStarted`, `RefundRequested`) with a version check —
+//!    only one of several concurrent requests gets through;
+//! 2. call the provider with the idempotency key recorded in step 1 — a retry is the same call;
+//! 3. record the outcome. If the process dies between 2 and 3, the reconciler asks the provider.
+
+use crate::clock::Clock;
+use crate::context::RequestContext;
+use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
+use crate::operations::SalesSwitches;
+use chrono::{DateTime, Duration, Utc};
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::money::Money;
+use payledger_domain::operations::SalesBlock;
+use payledger_domain::order::{
+    self, Order, OrderCommand, OrderError, OrderEvent, OrderStatus, OutcomeSource, PlaceOrder,
+    ProviderOutcome, RefundOutcome, RefundStatus,
+};
+use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_gateway::{
+    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderPayment,
+    ProviderPaymentStatus,
+};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// How long a duplicate confirm waits for the first one's outcome before answering 409.
+    pub duplicate_confirm_wait_ms: u64,
+    /// Orders kept in memory per process.
+    pub order_cache_capacity: usize,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            duplicate_confirm_wait_ms: 15_000,
+            order_cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    #[error("claimed amount {claimed_minor} differs from the order amount {expected_minor}")]
+    AmountMismatch {
+        claimed_minor: i64,
+        expected_minor: i64,
+    },
+    #[error("the provider refused: {} ({})", .0.provider_code, .0.provider_message)]
+    Refused(ProviderFailure),
+    #[error("the payment provider is unavailable")]
+    ProviderUnavailable { retry_after_ms: u64 },
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the order is being changed by other requests; retry")]
+    Contention,
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
+    #[error("{}", crate::operations::describe_block(.0))]
+    SalesSuspended(SalesBlock),
+}
+
+impl From<ExecuteError<OrderError>> for PaymentError {
+    fn from(error: ExecuteError<OrderError>) -> Self {
+        match error {
+            ExecuteError::Domain(e) => PaymentError::Order(e),
+            ExecuteError::Append(e) if e.is_unavailable() => {
+                PaymentError::Unavailable(e.to_string())
+            }
+            ExecuteError::Read(e) => PaymentError::Unavailable(e.to_string()),
+            ExecuteError::Contention => PaymentError::Contention,
+            other => PaymentError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// An order after a command: the authoritative state, straight from the command side.
+#[derive(Debug, Clone)]
+pub struct OrderSnapshot {
+    pub state: Order,
+    pub version: i64,
+    /// Global position of the last event this request appended (or read), for read-your-writes.
+    pub position: Option<i64>,
+    /// The request changed nothing: it repeated one already answered.
+    pub replay: bool,
+}
+
+/// How a confirm ended.
+#[derive(Debug, Clone)]
+pub enum ConfirmOutcome {
+    Captured(OrderSnapshot),
+    /// Sent, but the provider's answer is unknown; the reconciler will settle it.
+    Pending(OrderSnapshot),
+}
+
+#[derive(Debug, Clone)]
+pub struct PlaceOrderInput {
+    pub order_id: Option<OrderId>,
+    pub amount: Money,
+    pub customer_id: CustomerId,
+    pub payee_id: PayeeId,
+    pub order_name: String,
+    pub service_starts_at: Option<DateTime<Utc>>,
+}
+
+/// What the reconciler did with one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    NothingPending,
+    TooRecent,
+    Settled(Vec<String>),
+    StillUnknown(String),
+}
+
+pub struct Payments {
+    executor: Arc<Executor>,
+    orders: AggregateCache<Order>,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+    config: PaymentsConfig,
+    /// Kill switches checked before a new order or payment; none: every sale goes ahead.
+    sales_switches: Option<Arc<SalesSwitches>>,
+}
+
+impl Payments {
+    pub fn new(
+        executor: Arc<Executor>,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        config: PaymentsConfig,
+    ) -> Payments {
+        Payments {
+            orders: AggregateCache::new(config.order_cache_capacity),
+            executor,
+            gateway,
+            clock,
+            config,
+            sales_switches: None,
+        }
+    }
+
+    /// Makes new orders and payments respect the kill switches.
+    pub fn with_sales_switches(mut self, switches: Arc<SalesSwitches>) -> Payments {
+        self.sales_switches = Some(switches);
+        self
+    }
+
+    async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
+        match &self.sales_switches {
+            Some(switches) => switches.check_sale(payee_id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records a payment made outside payledger as the order's capture (source `manual`).
+    /// Callers claim the provider transaction id first (`Operations::record_external_payment`).
+    pub async fn record_manual_payment(
+        &self,
+        order_id: &OrderId,
+        provider_transaction_id: PaymentKey,
+        amount_minor: i64,
+        method: Option<String>,
+        context: &RequestContext,
+    ) -> Result<OrderSnapshot, PaymentError> {
+        let executed = self
+            .execute(
+                order_id,
+                OrderCommand::RecordManualPayment {
+                    provider_transaction_id,
+                    amount_minor,
+                    method,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        let replay = executed.events.is_empty();
+        Ok(Self::snapshot(executed, replay))
+    }
+
+    /// Cancels the enrollment an order paid for (no refund by itself).
+    pub async fn cancel_enrollment(
+        &self,
+        order_id: &OrderId,
+        reason: String,
+        context: &RequestContext,
+    ) -> Result<OrderSnapshot, PaymentError> {
+        let executed = self
+            .execute(
+                order_id,
+                OrderCommand::CancelEnrollment {
+                    reason,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        Ok(Self::snapshot(executed, false))
+    }
+
+    pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
+        &self.gateway
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    async fn execute(
+        &self,
+        order_id: &OrderId,
+        command: OrderCommand,
+        context: &RequestContext,
+    ) -> Result<Executed<Order>, PaymentError> {
+        Ok(self
+            .executor
+            .execute(&self.orders, &order::stream_id(order_id), command, context)
+            .await?)
+    }
+
+    fn snapshot(executed: Executed<Order>, replay: bool) -> OrderSnapshot {
+        OrderSnapshot {
+            position: executed.append.as_ref().map(|a| a.last_position),
+            state: executed.state,
+            version: executed.version,
+            replay,
+        }
+    }
+
+    /// The order as the command side knows it; `None` when it does not exist.
+    pub async fn load_order(
+        &self,
+        order_id: &OrderId,
+    ) -> Result<Option<OrderSnapshot>, PaymentError> {
+        let (version, state) = self
+            .executor
+            .load(&self.orders, &order::stream_id(order_id))
+            .await?;
+        Ok((version > 0).then_some(OrderSnapshot {
+            state,
+            version,
+            position: None,
+            replay: false,
+        }))
+    }
+
+    pub async fn place_order(
+        &self,
+        input: PlaceOrderInput,
+        context: &RequestContext,
+    ) -> Result<OrderSnapshot, PaymentError> {
+        self.check_sale(&input.payee_id).await?;
+        let order_id = input.order_id.unwrap_or_else(OrderId::generate);
+        let command = OrderCommand::Place(PlaceOrder {
+            order_id: order_id.clone(),
+            amount: input.amount,
+            customer_id: input.customer_id,
+            payee_id: input.payee_id,
+            order_name: input.order_name,
+            provider: self.gateway.provider_name().to_string(),
+            service_starts_at: input.service_starts_at,
+            placed_at: self.clock.now(),
+        });
+        let executed = self.execute(&order_id, command, context).await?;
+        Ok(Self::snapshot(executed, false))
+    }
+
+    /// Confirms a payment the customer authorised at the provider (Toss `paymentKey`, `orderId`,
+    /// `amount`). Concurrent and repeated confirms of one order charge the provider once and get
+    /// the same answer.
+    pub async fn confirm(
+        &self,
+        order_id: &OrderId,
+        payment_key: PaymentKey,
+        claimed_amount_minor: i64,
+        context: &RequestContext,
+    ) -> Result<ConfirmOutcome, PaymentError> {
+        if self.sales_switches.is_some() {
+            // Only a confirmation that would start a new charge is stopped: a repeated confirm
+            // of a paid order still answers its success.
+            if let Some(snapshot) = self.load_order(order_id).await? {
+                let starts_a_charge = matches!(
+                    snapshot.state.status,
+                    OrderStatus::Ready | OrderStatus::Failed
+                );
+                if let (true, Some(placed)) = (starts_a_charge, snapshot.state.placed.as_ref()) {
+                    self.check_sale(&placed.payee_id).await?;
+                }
+            }
+        }
+        let command = OrderCommand::StartConfirmation {
+            payment_key: payment_key.clone(),
+            claimed_amount_minor,
+            at: self.clock.now(),
+        };
+        let executed = match self.execute(order_id, command, context).await {
+            Ok(executed) => executed,
+            Err(PaymentError::Order(OrderError::AlreadyPaid)) => {
+                return self.answer_repeat(order_id, &payment_key).await
+            }
+            Err(PaymentError::Order(OrderError::ConfirmationInProgress)) => {
+                return self.wait_for_outcome(order_id, &payment_key).await
+            }
+            Err(other) => return Err(other),
+        };
+        let started = match executed.events.first() {
+            Some(OrderEvent::ConfirmationRejected(rejected)) => {
+                return Err(PaymentError::AmountMismatch {
+                    claimed_minor: rejected.claimed_amount_minor,
+                    expected_minor: rejected.expected_amount_minor,
+                })
+            }
+            Some(OrderEvent::PaymentConfirmationStarted(started)) => started.clone(),
+            _ => {
+                return Err(PaymentError::Internal(
+                    "confirmation started no attempt".into(),
+                ))
+            }
+        };
+        let placed = executed
+            .state
+            .placed
+            .clone()
+            .ok_or_else(|| PaymentError::Internal("confirmed order has no placement".into()))?;
+        let request = ConfirmRequest {
+            payment_key: payment_key.to_string(),
+            order_id: order_id.to_string(),
+            amount_minor: started.amount_minor,
+            currency: placed.amount.currency(),
+            idempotency_key: started.idempotency_key,
+        };
+        let (outcome, retry_after_ms) = match self.gateway.confirm(&request).await {
+            Ok(payment) => (approved(&payment, self.clock.now()), None),
+            Err(GatewayError::Refused(failure))
+                if failure.class == FailureClass::AlreadyProcessed =>
+            {
+                (self.outcome_from_lookup(order_id, &payment_key).await, None)
+            }
+            Err(GatewayError::Refused(failure)) => (ProviderOutcome::Refused { failure }, None),
+            Err(GatewayError::OutcomeUnknown { reason }) => {
+                (ProviderOutcome::Unknown { reason }, None)
+            }
+            Err(GatewayError::NotSent {
+                reason,
+                retry_after_ms,
+            }) => (
+                // Certainly not charged: the attempt ends and the customer may try again.
+                ProviderOutcome::Refused {
+                    failure: ProviderFailure {
+                        class: FailureClass::ProviderError,
+                        provider_code: "PROVIDER_UNAVAILABLE".into(),
+                        provider_message: reason,
+                    },
+                },
+                Some(retry_after_ms.unwrap_or(1_000)),
+            ),
+        };
+        let recorded = match self
+            .execute(
+                order_id,
+                OrderCommand::RecordConfirmationOutcome {
+                    outcome,
+                    source: OutcomeSource::Request,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await
+        {
+            Ok(recorded) => recorded,
+            // The reconciler (or a webhook) settled this attempt while the provider call was in
+            // flight: what is recorded is the truth, answer from it.
+            Err(PaymentError::Order(OrderError::NoConfirmationPending)) => {
+                return self.wait_for_outcome(order_id, &payment_key).await;
+            }
+            Err(other) => return Err(other),
+        };
+        match recorded.state.status {
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+                Ok(ConfirmOutcome::Captured(Self::snapshot(recorded, false)))
+            }
+            OrderStatus::Failed => {
+                let failure = recorded
+                    .state
+                    .last_failure
+                    .clone()
+                    .unwrap_or(ProviderFailure {
+                        class: FailureClass::Unclassified,
+                        provider_code: "UNKNOWN".into(),
+                        provider_message: String::new(),
+                    });
+                match retry_after_ms {
+                    Some(retry_after_ms) => {
+                        Err(PaymentError::ProviderUnavailable { retry_after_ms })
+                    }
+                    None => Err(PaymentError::Refused(failure)),
+                }
+            }
+            _ => Ok(ConfirmOutcome::Pending(Self::snapshot(recorded, false))),
+        }
+    }
+
+    /// A confirm of an order that is already paid: success again for the same payment key (the
+    /// customer refreshed the success page), a conflict for another one.
+    async fn answer_repeat(
+        &self,
+        order_id: &OrderId,
+        payment_key: &PaymentKey,
+    ) -> Result<ConfirmOutcome, PaymentError> {
+        let snapshot = self
+            .load_order(order_id)
+            .await?
+            .ok_or(PaymentError::Order(OrderError::NotFound))?;
+        if snapshot.state.payment_key.as_ref() == Some(payment_key) {
+            Ok(ConfirmOutcome::Captured(OrderSnapshot {
+                replay: true,
+                ..snapshot
+            }))
+        } else {
+            Err(PaymentError::Order(OrderError::AlreadyPaid))
+        }
+    }
+
+    /// Another request is confirming this order: wait for its outcome and answer the same.
+    async fn wait_for_outcome(
+        &self,
+        order_id: &OrderId,
+        payment_key: &PaymentKey,
+    ) -> Result<ConfirmOutcome, PaymentError> {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.config.duplicate_confirm_wait_ms);
+        loop {
+            let snapshot = self
+                .load_order(order_id)
+                .await?
+                .ok_or(PaymentError::Order(OrderError::NotFound))?;
+            let same_key = snapshot.state.payment_key.as_ref() == Some(payment_key);
+            match snapshot.state.status {
+                OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+                    return if same_key {
+                        Ok(ConfirmOutcome::Captured(OrderSnapshot {
+                            replay: true,
+                            ..snapshot
+                        }))
+                    } else {
+                        Err(PaymentError::Order(OrderError::AlreadyPaid))
+                    };
+                }
+                OrderStatus::Failed if same_key => {
+                    if let Some(failure) = snapshot.state.last_failure.clone() {
+                        return Err(PaymentError::Refused(failure));
+                    }
+                }
+                OrderStatus::OutcomeUnknown if same_key => {
+                    return Ok(ConfirmOutcome::Pending(OrderSnapshot {
+                        replay: true,
+                        ..snapshot
+                    }))
+                }
+                OrderStatus::Confirming => {}
+                _ => return Err(PaymentError::Order(OrderError::ConfirmationInProgress)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PaymentError::Order(OrderError::ConfirmationInProgress));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// What the provider says about an order's payment, as an outcome to record.
+    async fn outcome_from_lookup(
+        &self,
+        order_id: &OrderId,
+        payment_key: &PaymentKey,
+    ) -> ProviderOutcome {
+        match self.gateway.payment_by_order_id(order_id.as_str()).await {
+            Ok(Some(payment)) if payment.payment_key == payment_key.as_str() => {
+                match payment.status {
+                    ProviderPaymentStatus::Done
+                    | ProviderPaymentStatus::PartialCanceled
+                    | ProviderPaymentStatus::Canceled => approved(&payment, self.clock.now()),
+                    ProviderPaymentStatus::Aborted | ProviderPaymentStatus::Expired => {
+                        ProviderOutcome::Refused {
+                            failure: ProviderFailure {
+                                class: FailureClass::InvalidRequest,
+                                provider_code: format!("{:?}", payment.status).to_uppercase(),
+                                provider_message:
+                                    "the provider reports the payment was not completed".into(),
+                            },
+                        }
+                    }
+                    _ => ProviderOutcome::Unknown {
+                        reason: format!("provider reports {:?}", payment.status),
+                    },
+                }
+            }
+            Ok(Some(_)) => ProviderOutcome::Refused {
+                failure: ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "PAYMENT_KEY_MISMATCH".into(),
+                    provider_message:
+                        "the provider's payment for this order has another payment key".into(),
+                },
+            },
+            Ok(None) => ProviderOutcome::Refused {
+                failure: ProviderFailure {
+                    class: FailureClass::NotFound,
+                    provider_code: "NOT_FOUND_PAYMENT".into(),
+                    provider_message: "the provider has no payment for this order".into(),
+                },
+            },
+            Err(error) => ProviderOutcome::Unknown {
+                reason: format!("lookup failed: {error}"),
+            },
+        }
+    }
+
+    /// Refunds all (`amount_minor: None`) or part of a captured payment. Repeating a refund id
+    /// repeats nothing: a settled refund is answered as it was, an unsettled one is driven on
+    /// with the same provider idempotency key.
+    pub async fn refund(
+        &self,
+        order_id: &OrderId,
+        refund_id: Option<RefundId>,
+        amount_minor: Option<i64>,
+        reason: String,
+        context: &RequestContext,
+    ) -> Result<(RefundId, OrderSnapshot), PaymentError> {
+        let refund_id = refund_id.unwrap_or_else(RefundId::generate);
+        let requested = self
+            .execute(
+                order_id,
+                OrderCommand::RequestRefund {
+                    refund_id: refund_id.clone(),
+                    amount_minor,
+                    reason,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        let replay = requested.events.is_empty();
+        let refund = requested
+            .state
+            .refunds
+            .get(&refund_id)
+            .cloned()
+            .ok_or_else(|| PaymentError::Internal("requested refund is missing".into()))?;
+        if matches!(
+            refund.status,
+            RefundStatus::Completed | RefundStatus::Failed
+        ) {
+            return Ok((refund_id, Self::snapshot(requested, replay)));
+        }
+        let settled = self
+            .drive_refund(
+                order_id,
+                &refund_id,
+                &requested.state,
+                OutcomeSource::Request,
+                context,
+            )
+            .await?;
+        Ok((refund_id, Self::snapshot(settled, replay)))
+    }
+
+    async fn drive_refund(
+        &self,
+        order_id: &OrderId,
+        refund_id: &RefundId,
+        state: &Order,
+        source: OutcomeSource,
+        context: &RequestContext,
+    ) -> Result<Executed<Order>, PaymentError> {
+        let refund = state
+            .refunds
+            .get(refund_id)
+            .ok_or(PaymentError::Order(OrderError::RefundNotFound))?;
+        let payment_key = state
+            .payment_key
+            .as_ref()
+            .ok_or(PaymentError::Order(OrderError::NotPaid))?;
+        let request = CancelRequest {
+            payment_key: payment_key.to_string(),
+            cancel_amount_minor: Some(refund.amount_minor),
+            cancel_reason: refund.reason.clone(),
+            idempotency_key: refund.idempotency_key.clone(),
+        };
+        let outcome = match self.gateway.cancel(&request).await {
+            Ok(payment) => RefundOutcome::Completed {
+                transaction_key: payment
+                    .cancels
+                    .last()
+                    .map(|c| c.transaction_key.clone())
+                    .unwrap_or_else(|| refund.idempotency_key.clone()),
+            },
+            Err(GatewayError::Refused(failure)) => RefundOutcome::Refused { failure },
+            Err(GatewayError::OutcomeUnknown { reason }) => RefundOutcome::Unknown { reason },
+            Err(GatewayError::NotSent { reason, .. }) => RefundOutcome::Refused {
+                failure: ProviderFailure {
+                    class: FailureClass::ProviderError,
+                    provider_code: "PROVIDER_UNAVAILABLE".into(),
+                    provider_message: reason,
+                },
+            },
+        };
+        self.execute(
+            order_id,
+            OrderCommand::RecordRefundOutcome {
+                refund_id: refund_id.clone(),
+                outcome,
+                source,
+                at: self.clock.now(),
+            },
+            context,
+        )
+        .await
+    }
+
+    /// Settles what this order left unknown: a confirmation or refunds with no recorded outcome
+    /// for longer than `older_than`. Asks the provider; never guesses.
+    pub async fn reconcile_order(
+        &self,
+        order_id: &OrderId,
+        older_than: Duration,
+    ) -> Result<Reconciled, PaymentError> {
+        let context = RequestContext::system("reconciler");
+        let Some(snapshot) = self.load_order(order_id).await? else {
+            return Ok(Reconciled::NothingPending);
+        };
+        let now = self.clock.now();
+        let mut settled = Vec::new();
+        let mut too_recent = false;
+        let state = snapshot.state;
+        if matches!(
+            state.status,
+            OrderStatus::Confirming | OrderStatus::OutcomeUnknown
+        ) {
+            let started_at = state.confirmation_started_at.unwrap_or(now);
+            if now - started_at < older_than {
+                too_recent = true;
+            } else if let Some(payment_key) = state.payment_key.clone() {
+                let outcome = self.outcome_from_lookup(order_id, &payment_key).await;
+                if let ProviderOutcome::Unknown { reason } = &outcome {
+                    return Ok(Reconciled::StillUnknown(reason.clone()));
+                }
+                self.execute(
+                    order_id,
+                    OrderCommand::RecordConfirmationOutcome {
+                        outcome,
+                        source: OutcomeSource::Reconciler,
+                        at: now,
+                    },
+                    &context,
+                )
+                .await?;
+                settled.push("confirmation".to_string());
+            }
+        }
+        let pending_refunds: Vec<RefundId> = state
+            .refunds
+            .iter()
+            .filter(|(_, r)| {
+                matches!(
+                    r.status,
+                    RefundStatus::Requested | RefundStatus::OutcomeUnknown
+                )
+            })
+            .filter(|(_, r)| {
+                let old_enough = now - r.requested_at >= older_than;
+                too_recent |= !old_enough;
+                old_enough
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !pending_refunds.is_empty() {
+            let (_, current) = self
+                .executor
+                .load(&self.orders, &order::stream_id(order_id))
+                .await?;
+            for refund_id in pending_refunds {
+                let after = self
+                    .drive_refund(
+                        order_id,
+                        &refund_id,
+                        &current,
+                        OutcomeSource::Reconciler,
+                        &context,
+                    )
+                    .await?;
+                if after
+                    .state
+                    .refunds
+                    .get(&refund_id)
+                    .is_some_and(|r| r.status == RefundStatus::OutcomeUnknown)
+                {
+                    return Ok(Reconciled::StillUnknown(format!("refund {refund_id}")));
+                }
+                settled.push(format!("refund {refund_id}"));
+            }
+        }
+        Ok(match (settled.is_empty(), too_recent) {
+            (false, _) => Reconciled::Settled(settled),
+            (true, true) => Reconciled::TooRecent,
+            (true, false) => Reconciled::NothingPending,
+        })
+    }
+
+    /// Expires an order whose payment window closed unpaid.
+    pub async fn expire(&self, order_id: &OrderId) -> Result<OrderSnapshot, PaymentError> {
+        let executed = self
+            .execute(
+                order_id,
+                OrderCommand::Expire {
+                    at: self.clock.now(),
+                },
+                &RequestContext::system("expiry"),
+            )
+            .await?;
+        Ok(Self::snapshot(executed, false))
+    }
+}
+
+fn approved(payment: &ProviderPayment, now: DateTime<Utc>) -> ProviderOutcome {
+    ProviderOutcome::Approved {
+        approved_at: payment.approved_at.unwrap_or(now),
+        method: payment.method.clone(),
+    }
+}

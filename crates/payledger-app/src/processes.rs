@@ -1,0 +1,775 @@
+//! The process managers of bookings, claims and settlement (run by
+//! [`payledger_projector::process`]). Each reacts to events with idempotent commands whose ids
+//! derive from the triggering event:
+//!
+//! | process | on | does | id |
+//! | --- | --- | --- | --- |
+//! | `bookings` | `PaymentCaptured` of a booking | reserves the slot | the slot remembers each order |
+//! | `bookings` | `SlotReservationRefused` | refunds the order in full, reason `SLOT_TAKEN` | refund `slot-taken` |
+//! | `bookings` | `BookingCancelled` | refunds the customer's share, releases the slot | refund `cancel` |
+//! | `claims` | `ClaimResolved` with an additional refund | refunds it on the order | refund `claim-{id}-{round}` |
+//! | `claims` | `ClaimResolved` with penalties | warns the payee | warning `{claim}:{round}:{i}` |
+//! | `settlements` | fulfilment, late cancellation, a claim awarding a payout | payment line | `payment:{order}` |
+//! | `settlements` | `RefundCompleted` of a payable order | refund line | `refund:{order}:{refund}` |
+//! | `settlements` | `ClaimFiled` / `ClaimAppealed` on a payable order | hold line | `hold:{claim}:{round}` |
+//! | `settlements` | `ClaimResolved` | release, compensation lines | `release:…`, `compensation:…` |
+//! | `settlements` | `StatementConfirmed` with a negative net | carried balance | `carry:{statement}` |
+//!
+//! A refund that the provider refuses is tried again under a new id (`slot-taken.2`, …) up to
+//! [`MAX_REFUND_ATTEMPTS`]; one whose outcome is not known yet makes the process wait (the
+//! reconciler settles it) rather than risk refunding twice.
+
+use crate::bookings::{Bookings, FlowError};
+use crate::claims::Claims;
+use crate::context::RequestContext;
+use crate::payments::{PaymentError, Payments};
+use crate::settlements::Settlements;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use payledger_domain::booking::{BookingEvent, CANCEL_REFUND_ID};
+use payledger_domain::claim::{self, ClaimEvent};
+use payledger_domain::codec;
+use payledger_domain::ids::{ClaimId, OrderId, PayeeId, RefundId};
+use payledger_domain::money::Currency;
+use payledger_domain::order::{OrderError, OrderEvent, RefundStatus};
+use payledger_domain::payee;
+use payledger_domain::settlement::{LineKind, StatementEvent, StatementKey, StatementLine};
+use payledger_domain::slot::SlotEvent;
+use payledger_projector::process::{ProcessError, ProcessManager};
+use payledger_store::RecordedEvent;
+use serde::de::DeserializeOwned;
+use sqlx::{PgConnection, Row};
+use std::sync::Arc;
+
+/// Refund attempts (new refund ids) before a process gives up and dead-letters the event.
+pub const MAX_REFUND_ATTEMPTS: u32 = 5;
+/// The refund reason of a booking that lost its slot.
+pub const SLOT_TAKEN_REASON: &str = "SLOT_TAKEN";
+/// The refund id of a booking that lost its slot.
+pub const SLOT_TAKEN_REFUND_ID: &str = "slot-taken";
+
+fn decode<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProcessError> {
+    codec::decode(&event.event_type, &event.payload)
+        .map_err(|e| ProcessError::GiveUp(e.to_string()))
+}
+
+fn flow_error(error: FlowError) -> ProcessError {
+    if error.is_transient() {
+        ProcessError::Retry(error.to_string())
+    } else {
+        ProcessError::GiveUp(error.to_string())
+    }
+}
+
+fn parse_id<T>(parsed: Result<T, payledger_domain::ids::InvalidId>) -> Result<T, ProcessError> {
+    parsed.map_err(|e| ProcessError::GiveUp(e.to_string()))
+}
+
+/// How a refund the process asked for ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundEnsured {
+    /// Completed under this id.
+    Completed(RefundId),
+    /// Nothing (more) could be refunded: the order was refunded by other means.
+    NothingLeft,
+}
+
+/// Refunds `amount_minor` (all that is left with `None`) of an order exactly once, under the
+/// refund id `base_id` or, after refusals, `base_id.2`, `base_id.3`, …
+///
+/// - a completed attempt: done, whatever happens again;
+/// - an attempt in flight (requested, or outcome unknown): wait — the reconciler settles it;
+/// - another refund of the order in flight: wait, so the amount left is known;
+/// - an amount above what is left is cut to what is left (a claim resolved while a support
+///   refund ran must not refund twice); nothing left is done.
+pub async fn ensure_refund(
+    payments: &Payments,
+    order_id: &OrderId,
+    base_id: &str,
+    amount_minor: Option<i64>,
+    reason: &str,
+    context: &RequestContext,
+) -> Result<RefundEnsured, ProcessError> {
+    let order = payments
+        .load_order(order_id)
+        .await
+        .map_err(|e| flow_error(e.into()))?
+        .ok_or_else(|| ProcessError::GiveUp(format!("order {order_id} does not exist")))?;
+    let state = &order.state;
+    let mut failed_attempts = 0u32;
+    for attempt in 1..=MAX_REFUND_ATTEMPTS {
+        let id = if attempt == 1 {
+            base_id.to_string()
+        } else {
+            format!("{base_id}.{attempt}")
+        };
+        let refund_id = parse_id(RefundId::parse(id))?;
+        match state.refunds.get(&refund_id).map(|r| r.status) {
+            Some(RefundStatus::Completed) => return Ok(RefundEnsured::Completed(refund_id)),
+            Some(RefundStatus::Requested | RefundStatus::OutcomeUnknown) => {
+                return Err(ProcessError::Retry(format!(
+                    "refund {refund_id} of {order_id} is in flight"
+                )))
+            }
+            Some(RefundStatus::Failed) => failed_attempts += 1,
+            None => {
+                return request_refund(
+                    payments,
+                    order_id,
+                    refund_id,
+                    amount_minor,
+                    reason,
+                    context,
+                    state,
+                )
+                .await
+            }
+        }
+    }
+    Err(ProcessError::GiveUp(format!(
+        "the provider refused the refund of {order_id} {failed_attempts} times"
+    )))
+}
+
+async fn request_refund(
+    payments: &Payments,
+    order_id: &OrderId,
+    refund_id: RefundId,
+    amount_minor: Option<i64>,
+    reason: &str,
+    context: &RequestContext,
+    state: &payledger_domain::order::Order,
+) -> Result<RefundEnsured, ProcessError> {
+    if state.refund_pending_minor > 0 {
+        return Err(ProcessError::Retry(format!(
+            "another refund of {order_id} is in flight"
+        )));
+    }
+    let left = state.refundable_minor();
+    let amount = match amount_minor {
+        Some(wanted) => wanted.min(left),
+        None => left,
+    };
+    if amount <= 0 {
+        return Ok(RefundEnsured::NothingLeft);
+    }
+    let result = payments
+        .refund(
+            order_id,
+            Some(refund_id.clone()),
+            Some(amount),
+            reason.to_string(),
+            context,
+        )
+        .await;
+    match result {
+        Ok((_, after)) => match after.state.refunds.get(&refund_id).map(|r| r.status) {
+            Some(RefundStatus::Completed) => Ok(RefundEnsured::Completed(refund_id)),
+            Some(RefundStatus::Failed) => Err(ProcessError::Retry(format!(
+                "the provider refused refund {refund_id} of {order_id}; trying a new attempt"
+            ))),
+            _ => Err(ProcessError::Retry(format!(
+                "refund {refund_id} of {order_id} is in flight"
+            ))),
+        },
+        Err(PaymentError::Order(OrderError::NothingToRefund)) => Ok(RefundEnsured::NothingLeft),
+        Err(PaymentError::Order(OrderError::RefundExceedsRefundable { .. })) => Err(
+            ProcessError::Retry(format!("the refundable amount of {order_id} changed")),
+        ),
+        Err(error) => Err(flow_error(error.into())),
+    }
+}
+
+fn system_context(process: &str) -> RequestContext {
+    RequestContext::system(&format!("process:{process}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// bookings
+// ---------------------------------------------------------------------------------------------
+
+/// Reserves slots of paid bookings, refunds those that lost theirs, finishes cancellations.
+pub struct BookingProcess {
+    bookings: Arc<Bookings>,
+}
+
+impl BookingProcess {
+    pub const NAME: &'static str = "bookings";
+
+    pub fn new(bookings: Arc<Bookings>) -> BookingProcess {
+        BookingProcess { bookings }
+    }
+}
+
+#[async_trait]
+impl ProcessManager for BookingProcess {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    async fn handle(
+        &self,
+        _state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        let context = system_context(Self::NAME);
+        let payments = self.bookings.payments();
+        if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+            if event.event_type != "PaymentCaptured" {
+                return Ok(());
+            }
+            let order_id = parse_id(OrderId::parse(order_id))?;
+            self.bookings
+                .reserve_slot(&order_id, &context)
+                .await
+                .map_err(flow_error)?;
+        } else if event.stream_id.starts_with("slot-") {
+            if let SlotEvent::SlotReservationRefused(refused) = decode(event)? {
+                ensure_refund(
+                    payments,
+                    &refused.order_id,
+                    SLOT_TAKEN_REFUND_ID,
+                    None,
+                    SLOT_TAKEN_REASON,
+                    &context,
+                )
+                .await?;
+            }
+        } else if event.stream_id.starts_with("booking-") {
+            let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
+            if cancelled.refund_now_minor > 0 {
+                ensure_refund(
+                    payments,
+                    &cancelled.order_id,
+                    CANCEL_REFUND_ID,
+                    Some(cancelled.refund_now_minor),
+                    &payledger_domain::booking::refund_reason(&cancelled.decision),
+                    &context,
+                )
+                .await?;
+            }
+            self.bookings
+                .release_slot(
+                    &cancelled.order_id,
+                    payledger_domain::slot::RELEASE_REASON_CANCELLED,
+                    &context,
+                )
+                .await
+                .map_err(flow_error)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// claims
+// ---------------------------------------------------------------------------------------------
+
+/// Refunds what claim resolutions decided and warns payees they penalised.
+pub struct ClaimProcess {
+    claims: Arc<Claims>,
+    payments: Arc<Payments>,
+}
+
+impl ClaimProcess {
+    pub const NAME: &'static str = "claims";
+
+    pub fn new(claims: Arc<Claims>, payments: Arc<Payments>) -> ClaimProcess {
+        ClaimProcess { claims, payments }
+    }
+}
+
+#[async_trait]
+impl ProcessManager for ClaimProcess {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    async fn handle(
+        &self,
+        _state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        let Some(claim_id) = event.stream_id.strip_prefix("claim-") else {
+            return Ok(());
+        };
+        if event.event_type != "ClaimResolved" {
+            return Ok(());
+        }
+        let ClaimEvent::ClaimResolved(resolved) = decode(event)? else {
+            return Ok(());
+        };
+        let claim_id = parse_id(ClaimId::parse(claim_id))?;
+        let context = system_context(Self::NAME);
+        if resolved.additional_refund_minor > 0 {
+            let refund_id = claim::refund_id(&claim_id, resolved.round);
+            ensure_refund(
+                &self.payments,
+                &resolved.order_id,
+                refund_id.as_str(),
+                Some(resolved.additional_refund_minor),
+                &format!("CLAIM_RESOLVED {claim_id}"),
+                &context,
+            )
+            .await?;
+        }
+        for (index, _penalty) in resolved.penalties.iter().enumerate() {
+            self.claims
+                .warn_payee(
+                    &resolved.payee_id,
+                    payee::warning_id(&claim_id, resolved.round, index),
+                    &claim_id,
+                    format!("claim {claim_id}: {}", resolved.reason)
+                        .chars()
+                        .take(1_000)
+                        .collect(),
+                    &context,
+                )
+                .await
+                .map_err(flow_error)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// settlements
+// ---------------------------------------------------------------------------------------------
+
+/// Puts money events on the payees' weekly statements. Its memory of orders and claims lives in
+/// `pm_settlement_orders` / `pm_settlement_claims`, written in the process's transaction.
+pub struct SettlementProcess {
+    settlements: Arc<Settlements>,
+}
+
+struct OrderRow {
+    payee_id: PayeeId,
+    currency: Currency,
+    captured_minor: i64,
+    refunded_minor: i64,
+    payable_week: Option<NaiveDate>,
+}
+
+impl SettlementProcess {
+    pub const NAME: &'static str = "settlements";
+
+    pub fn new(settlements: Arc<Settlements>) -> SettlementProcess {
+        SettlementProcess { settlements }
+    }
+
+    async fn order_row(
+        state: &mut PgConnection,
+        order_id: &OrderId,
+    ) -> Result<Option<OrderRow>, ProcessError> {
+        let row = sqlx::query(
+            "SELECT payee_id, currency, captured_minor, refunded_minor, payable_week \
+             FROM pm_settlement_orders WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .fetch_optional(&mut *state)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let currency: String = row.try_get("currency")?;
+        Ok(Some(OrderRow {
+            payee_id: parse_id(PayeeId::parse(row.try_get::<String, _>("payee_id")?))?,
+            currency: Currency::parse(&currency)
+                .map_err(|e| ProcessError::GiveUp(e.to_string()))?,
+            captured_minor: row.try_get("captured_minor")?,
+            refunded_minor: row.try_get("refunded_minor")?,
+            payable_week: row.try_get("payable_week")?,
+        }))
+    }
+
+    fn line(
+        line_id: String,
+        kind: LineKind,
+        order_id: &OrderId,
+        claim_id: Option<&ClaimId>,
+        amount_minor: i64,
+        occurred_at: DateTime<Utc>,
+        memo: &str,
+    ) -> StatementLine {
+        StatementLine {
+            line_id,
+            kind,
+            order_id: Some(order_id.clone()),
+            claim_id: claim_id.cloned(),
+            amount_minor,
+            occurred_at,
+            carried_from: None,
+            memo: memo.to_string(),
+        }
+    }
+
+    async fn add(
+        &self,
+        base: StatementKey,
+        line: StatementLine,
+    ) -> Result<StatementKey, ProcessError> {
+        self.settlements
+            .add_line(base, line, &system_context(Self::NAME))
+            .await
+            .map_err(flow_error)
+    }
+
+    fn week_key(&self, order: &OrderRow, week_start: NaiveDate) -> StatementKey {
+        StatementKey {
+            payee_id: order.payee_id.clone(),
+            week_start,
+            currency: order.currency,
+        }
+    }
+
+    /// Puts the order's payment (and what was refunded before) on the statement of `at`'s week,
+    /// and holds it for claims already open. Once per order.
+    async fn make_payable(
+        &self,
+        state: &mut PgConnection,
+        order_id: &OrderId,
+        at: DateTime<Utc>,
+        memo: &str,
+    ) -> Result<(), ProcessError> {
+        let Some(order) = Self::order_row(state, order_id).await? else {
+            return Ok(());
+        };
+        if order.payable_week.is_some() || order.captured_minor == 0 {
+            return Ok(());
+        }
+        let base = self
+            .settlements
+            .key_for(order.payee_id.clone(), order.currency, at);
+        let payment = Self::line(
+            format!("payment:{order_id}"),
+            LineKind::Payment,
+            order_id,
+            None,
+            order.captured_minor,
+            at,
+            memo,
+        );
+        let key = self.add(base, payment).await?;
+        if order.refunded_minor > 0 {
+            let refunds = Self::line(
+                format!("refund:{order_id}:before-payable"),
+                LineKind::Refund,
+                order_id,
+                None,
+                order.refunded_minor,
+                at,
+                "refunded before the payment became payable",
+            );
+            self.add(key.clone(), refunds).await?;
+        }
+        sqlx::query("UPDATE pm_settlement_orders SET payable_week = $2 WHERE order_id = $1")
+            .bind(order_id.as_str())
+            .bind(key.week_start)
+            .execute(&mut *state)
+            .await?;
+        let open_claims: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT claim_id, round FROM pm_settlement_claims \
+             WHERE order_id = $1 AND is_open AND held_minor = 0 ORDER BY claim_id",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&mut *state)
+        .await?;
+        let order = OrderRow {
+            payable_week: Some(key.week_start),
+            ..order
+        };
+        for (claim_id, round) in open_claims {
+            let claim_id = parse_id(ClaimId::parse(claim_id))?;
+            self.hold(
+                state,
+                &order,
+                order_id,
+                &claim_id,
+                round,
+                key.week_start,
+                at,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Holds what is left of a payable order while `claim_id` is open.
+    #[allow(clippy::too_many_arguments)]
+    async fn hold(
+        &self,
+        state: &mut PgConnection,
+        order: &OrderRow,
+        order_id: &OrderId,
+        claim_id: &ClaimId,
+        round: i32,
+        base_week: NaiveDate,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let at_stake = order.captured_minor - order.refunded_minor;
+        if at_stake <= 0 {
+            return Ok(());
+        }
+        let line = Self::line(
+            format!("hold:{claim_id}:{round}"),
+            LineKind::Hold,
+            order_id,
+            Some(claim_id),
+            at_stake,
+            at,
+            "held while the claim is open",
+        );
+        let key = self.add(self.week_key(order, base_week), line).await?;
+        sqlx::query(
+            "UPDATE pm_settlement_claims SET held_minor = $2, hold_week = $3 WHERE claim_id = $1",
+        )
+        .bind(claim_id.as_str())
+        .bind(at_stake)
+        .bind(key.week_start)
+        .execute(&mut *state)
+        .await?;
+        Ok(())
+    }
+
+    async fn on_order_event(
+        &self,
+        state: &mut PgConnection,
+        order_id: &OrderId,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        match decode::<OrderEvent>(event)? {
+            OrderEvent::OrderPlaced(placed) => {
+                sqlx::query(
+                    "INSERT INTO pm_settlement_orders (order_id, payee_id, currency) \
+                     VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(order_id.as_str())
+                .bind(placed.payee_id.as_str())
+                .bind(placed.amount.currency().code())
+                .execute(&mut *state)
+                .await?;
+            }
+            OrderEvent::PaymentCaptured(captured) => {
+                sqlx::query(
+                    "UPDATE pm_settlement_orders SET captured_minor = $2 WHERE order_id = $1",
+                )
+                .bind(order_id.as_str())
+                .bind(captured.amount_minor)
+                .execute(&mut *state)
+                .await?;
+            }
+            OrderEvent::RefundCompleted(refund) => {
+                sqlx::query(
+                    "UPDATE pm_settlement_orders SET refunded_minor = refunded_minor + $2 \
+                     WHERE order_id = $1",
+                )
+                .bind(order_id.as_str())
+                .bind(refund.amount_minor)
+                .execute(&mut *state)
+                .await?;
+                let Some(order) = Self::order_row(state, order_id).await? else {
+                    return Ok(());
+                };
+                if order.payable_week.is_some() {
+                    let line = Self::line(
+                        format!("refund:{order_id}:{}", refund.refund_id),
+                        LineKind::Refund,
+                        order_id,
+                        None,
+                        refund.amount_minor,
+                        refund.at,
+                        &refund.refund_id.to_string(),
+                    );
+                    let base =
+                        self.settlements
+                            .key_for(order.payee_id.clone(), order.currency, refund.at);
+                    self.add(base, line).await?;
+                }
+            }
+            OrderEvent::OrderFulfilled(fulfilled) => {
+                self.make_payable(state, order_id, fulfilled.at, "service delivered")
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_claim_event(
+        &self,
+        state: &mut PgConnection,
+        claim_id: &ClaimId,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        match decode::<ClaimEvent>(event)? {
+            ClaimEvent::ClaimFiled(filed) => {
+                sqlx::query(
+                    "INSERT INTO pm_settlement_claims (claim_id, order_id, round, is_open) \
+                     VALUES ($1, $2, 1, true) ON CONFLICT (claim_id) DO NOTHING",
+                )
+                .bind(claim_id.as_str())
+                .bind(filed.order_id.as_str())
+                .execute(&mut *state)
+                .await?;
+                if let Some(order) = Self::order_row(state, &filed.order_id).await? {
+                    if let Some(week) = order.payable_week {
+                        self.hold(state, &order, &filed.order_id, claim_id, 1, week, filed.at)
+                            .await?;
+                    }
+                }
+            }
+            ClaimEvent::ClaimResolved(resolved) => {
+                let claim: Option<(i64, Option<NaiveDate>)> = sqlx::query_as(
+                    "SELECT held_minor, hold_week FROM pm_settlement_claims WHERE claim_id = $1",
+                )
+                .bind(claim_id.as_str())
+                .fetch_optional(&mut *state)
+                .await?;
+                let Some(order) = Self::order_row(state, &resolved.order_id).await? else {
+                    return Ok(());
+                };
+                if let Some((held_minor, Some(hold_week))) = claim {
+                    if held_minor > 0 {
+                        // Never before the hold's own statement.
+                        let now_week = self.settlements.key_for(
+                            order.payee_id.clone(),
+                            order.currency,
+                            resolved.at,
+                        );
+                        let base = self.week_key(&order, hold_week.max(now_week.week_start));
+                        let line = Self::line(
+                            format!("release:{claim_id}:{}", resolved.round),
+                            LineKind::HoldReleased,
+                            &resolved.order_id,
+                            Some(claim_id),
+                            held_minor,
+                            resolved.at,
+                            "claim resolved",
+                        );
+                        self.add(base, line).await?;
+                    }
+                }
+                sqlx::query(
+                    "UPDATE pm_settlement_claims SET is_open = false, held_minor = 0, round = $2 \
+                     WHERE claim_id = $1",
+                )
+                .bind(claim_id.as_str())
+                .bind(resolved.round as i32)
+                .execute(&mut *state)
+                .await?;
+                if resolved.provider_compensation_minor > 0 {
+                    let line = Self::line(
+                        format!("compensation:{claim_id}:{}", resolved.round),
+                        LineKind::Compensation,
+                        &resolved.order_id,
+                        Some(claim_id),
+                        resolved.provider_compensation_minor,
+                        resolved.at,
+                        "compensation decided by the claim",
+                    );
+                    let base = self.settlements.key_for(
+                        order.payee_id.clone(),
+                        order.currency,
+                        resolved.at,
+                    );
+                    self.add(base, line).await?;
+                }
+                if resolved.provider_payout_minor > 0 {
+                    self.make_payable(state, &resolved.order_id, resolved.at, "awarded by a claim")
+                        .await?;
+                }
+            }
+            ClaimEvent::ClaimAppealed(appealed) => {
+                let row: Option<(String, i32)> = sqlx::query_as(
+                    "UPDATE pm_settlement_claims SET is_open = true, round = round + 1 \
+                     WHERE claim_id = $1 RETURNING order_id, round",
+                )
+                .bind(claim_id.as_str())
+                .fetch_optional(&mut *state)
+                .await?;
+                let Some((order_id, round)) = row else {
+                    return Ok(());
+                };
+                let order_id = parse_id(OrderId::parse(order_id))?;
+                if let Some(order) = Self::order_row(state, &order_id).await? {
+                    if order.payable_week.is_some() {
+                        let week = self
+                            .settlements
+                            .key_for(order.payee_id.clone(), order.currency, appealed.at)
+                            .week_start;
+                        self.hold(state, &order, &order_id, claim_id, round, week, appealed.at)
+                            .await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProcessManager for SettlementProcess {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    async fn handle(
+        &self,
+        state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+            let order_id = parse_id(OrderId::parse(order_id))?;
+            self.on_order_event(state, &order_id, event).await
+        } else if let Some(claim_id) = event.stream_id.strip_prefix("claim-") {
+            let claim_id = parse_id(ClaimId::parse(claim_id))?;
+            self.on_claim_event(state, &claim_id, event).await
+        } else if event.stream_id.starts_with("booking-") {
+            let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
+            if cancelled.decision.provider_minor > 0 {
+                self.make_payable(
+                    state,
+                    &cancelled.order_id,
+                    cancelled.at,
+                    "cancelled late: the provider's share",
+                )
+                .await?;
+            }
+            Ok(())
+        } else if event.stream_id.starts_with("settlement-") {
+            if let StatementEvent::StatementConfirmed(confirmed) = decode(event)? {
+                if confirmed.totals.carry_forward_minor < 0 {
+                    let key = StatementKey::parse(&confirmed.statement_id)
+                        .map_err(|e| ProcessError::GiveUp(e.to_string()))?;
+                    let line = StatementLine {
+                        line_id: format!("carry:{}", confirmed.statement_id),
+                        kind: LineKind::CarriedBalance,
+                        order_id: None,
+                        claim_id: None,
+                        amount_minor: confirmed.totals.carry_forward_minor,
+                        occurred_at: confirmed.at,
+                        carried_from: Some(key.week_start),
+                        memo: format!("negative net of {}", confirmed.statement_id),
+                    };
+                    self.add(key.next(), line).await?;
+                }
+            }
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The three process managers over shared services, in the order `serve` starts them.
+pub fn all(
+    bookings: Arc<Bookings>,
+    claims: Arc<Claims>,
+    settlements: Arc<Settlements>,
+) -> Vec<Arc<dyn ProcessManager>> {
+    let payments = bookings.payments().clone();
+    vec![
+        Arc::new(BookingProcess::new(bookings)),
+        Arc::new(ClaimProcess::new(claims, payments)),
+        Arc::new(SettlementProcess::new(settlements)),
+    ]
+}

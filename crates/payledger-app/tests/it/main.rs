@@ -1,0 +1,6 @@
+//! Application-level tests against a real PostgreSQL (`payledger-testdb`) and a real sandbox
+//! provider (`payledger-sandbox`). One binary, one module per feature.
+
+mod subscriptions;
+mod support;
+mod wallets;

@@ -1,0 +1,204 @@
+//! Fill a store with realistic events, then time a rebuild of every read model.
+
+use anyhow::Context;
+use chrono::{Duration as ChronoDuration, TimeZone, Utc};
+use payledger_domain::codec;
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::money::{Currency, Money};
+use payledger_domain::order::*;
+use payledger_store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, WriterConfig};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Generated ids, amounts and dates are valid by construction.
+const VALID: &str = "generated values are valid by construction";
+
+/// Concurrent writers while filling: enough to keep group commit's batches full.
+const FILL_WRITERS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub events: i64,
+    pub filled: i64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+}
+
+impl RebuildReport {
+    pub fn summary_line(&self) -> String {
+        format!(
+            "events={} events_per_s={:.0}",
+            self.events, self.events_per_s
+        )
+    }
+}
+
+/// The events of one realistic order: placed and paid; some partly refunded, some fulfilled,
+/// some declined first, some never paid.
+fn order_history(n: u64) -> Vec<OrderEvent> {
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+        .single()
+        .expect(VALID)
+        + ChronoDuration::seconds(i64::try_from(n % 5_000_000).unwrap_or(0));
+    let order_id = OrderId::parse(format!("bench-fill-{n:010}")).expect(VALID);
+    let amount_minor = 10_000 + i64::try_from(n % 90_000).unwrap_or(0);
+    let payee_id = PayeeId::parse(format!("payee_{}", n % 200)).expect(VALID);
+    let key = PaymentKey::parse(format!("pk_fill_{n}")).expect(VALID);
+    let mut events = vec![OrderEvent::OrderPlaced(PlaceOrder {
+        order_id: order_id.clone(),
+        amount: Money::new(amount_minor, Currency::KRW).expect(VALID),
+        customer_id: CustomerId::parse(format!("cust_{}", n % 10_000)).expect(VALID),
+        payee_id: payee_id.clone(),
+        order_name: "Pilates, 10 sessions".into(),
+        provider: "sandbox".into(),
+        service_starts_at: Some(t0 + ChronoDuration::days(3)),
+        placed_at: t0,
+    })];
+    if n % 10 == 9 {
+        return events; // never paid
+    }
+    let mut attempt = 1;
+    if n % 7 == 3 {
+        events.push(started(&order_id, &key, amount_minor, attempt, t0));
+        events.push(OrderEvent::PaymentFailed(PaymentFailed {
+            payment_key: key.clone(),
+            failure: payledger_domain::provider_failure::ProviderFailure {
+                class: payledger_domain::provider_failure::FailureClass::SoftDecline,
+                provider_code: "REJECT_CARD_COMPANY".into(),
+                provider_message: "declined".into(),
+            },
+            source: OutcomeSource::Request,
+            at: t0,
+        }));
+        attempt += 1;
+    }
+    events.push(started(&order_id, &key, amount_minor, attempt, t0));
+    events.push(OrderEvent::PaymentCaptured(PaymentCaptured {
+        payment_key: key,
+        amount_minor,
+        currency: Currency::KRW,
+        payee_id: payee_id.clone(),
+        approved_at: t0 + ChronoDuration::seconds(1),
+        method: Some("CARD".into()),
+        source: OutcomeSource::Request,
+    }));
+    if n % 3 == 1 {
+        let refund_id = RefundId::parse(format!("rf_{n}")).expect(VALID);
+        events.push(OrderEvent::RefundRequested(RefundRequested {
+            idempotency_key: format!("order-{order_id}:refund:{refund_id}"),
+            refund_id: refund_id.clone(),
+            amount_minor: amount_minor / 2,
+            currency: Currency::KRW,
+            reason: "schedule change".into(),
+            at: t0 + ChronoDuration::hours(1),
+        }));
+        events.push(OrderEvent::RefundCompleted(RefundCompleted {
+            refund_id,
+            amount_minor: amount_minor / 2,
+            currency: Currency::KRW,
+            payee_id,
+            transaction_key: format!("tx_{n}"),
+            source: OutcomeSource::Request,
+            at: t0 + ChronoDuration::hours(1),
+        }));
+    } else if n % 3 == 2 {
+        events.push(OrderEvent::OrderFulfilled(OrderFulfilled {
+            at: t0 + ChronoDuration::days(3),
+        }));
+    }
+    events
+}
+
+fn started(
+    order_id: &OrderId,
+    key: &PaymentKey,
+    amount_minor: i64,
+    attempt: u32,
+    at: chrono::DateTime<Utc>,
+) -> OrderEvent {
+    OrderEvent::PaymentConfirmationStarted(ConfirmationStarted {
+        payment_key: key.clone(),
+        amount_minor,
+        attempt,
+        idempotency_key: format!("order-{order_id}:confirm:{attempt}"),
+        at,
+    })
+}
+
+/// Appends orders until the store holds at least `events` events. Returns how many it added.
+pub async fn fill(pool: &PgPool, events: i64) -> anyhow::Result<i64> {
+    let head = payledger_store::head_position(pool).await?;
+    if head >= events {
+        return Ok(0);
+    }
+    let store = EventStore::new(pool.clone(), WriterConfig::default());
+    let existing_orders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE stream_id LIKE 'order-bench-fill-%' AND stream_version = 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(
+        u64::try_from(existing_orders).unwrap_or(0),
+    ));
+    let written = Arc::new(std::sync::atomic::AtomicI64::new(head));
+    let metadata = EventMetadata {
+        actor: Some("system:bench-fill".into()),
+        ..EventMetadata::default()
+    };
+    let tasks: Vec<_> = (0..FILL_WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            let next = next.clone();
+            let written = written.clone();
+            let metadata = metadata.clone();
+            tokio::spawn(async move {
+                while written.load(std::sync::atomic::Ordering::Relaxed) < events {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let history = order_history(n);
+                    let Some(OrderEvent::OrderPlaced(placed)) = history.first() else {
+                        continue;
+                    };
+                    let stream = stream_id(&placed.order_id);
+                    let new_events = history
+                        .iter()
+                        .map(|e| {
+                            let (event_type, payload) = codec::encode(e)?;
+                            Ok(NewEvent::new(event_type, payload, metadata.clone()))
+                        })
+                        .collect::<Result<Vec<_>, codec::CodecError>>()?;
+                    let count = new_events.len() as i64;
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, new_events, false)
+                        .await?;
+                    written.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("a fill writer panicked")??;
+    }
+    Ok(payledger_store::head_position(pool).await? - head)
+}
+
+/// Rebuilds every read model from zero in one pass and reports the rate.
+pub async fn rebuild_all(
+    pool: &PgPool,
+    progress: &(dyn Fn(i64, i64) + Send + Sync),
+) -> anyhow::Result<RebuildReport> {
+    let projections = payledger_read_models::all_projections();
+    let refs: Vec<&dyn payledger_projector::Projection> =
+        projections.iter().map(|p| p.as_ref()).collect();
+    let started = Instant::now();
+    let position = payledger_projector::rebuild_many(pool, &refs, progress).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RebuildReport {
+        events: position,
+        filled: 0,
+        seconds,
+        events_per_s: position as f64 / seconds.max(f64::EPSILON),
+    })
+}

@@ -1,0 +1,363 @@
+//! The double-entry journal: how each money event posts to named accounts (domain spec §3.8).
+//!
+//! Posting rules are pure functions of one event (plus the order's or statement's payee and
+//! currency, which some events do not repeat). Every entry is in one currency and balances —
+//! debits equal credits — which [`JournalEntry::new`] asserts before an entry can exist.
+//!
+//! | event | debit | credit | amount |
+//! | --- | --- | --- | --- |
+//! | `PaymentCaptured` | provider_clearing | payee_payable | captured |
+//! | `RefundRequested` | payee_payable | customer_refunds | refund |
+//! | `RefundCompleted` | customer_refunds | provider_clearing | refund |
+//! | `RefundFailed` | customer_refunds | payee_payable | refund (the request is undone) |
+//! | `ClaimResolved` with a provider compensation | compensation_expense | payee_payable | compensation |
+//! | `StatementConfirmed`, fee > 0 | payee_payable | platform_fee_revenue | fee |
+//! | `StatementConfirmed`, fee < 0 (fee given back) | platform_fee_revenue | payee_payable | −fee |
+//! | `StatementConfirmed`, net payable > 0 | payee_payable | payouts | net payable |
+//! | `StatementPaidOut` | payouts | provider_clearing | amount paid |
+//! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
+//!
+//! So `provider_clearing` is the money the provider holds for the platform, `payee_payable` what
+//! payees are owed but not yet confirmed, `customer_refunds` refunds asked for and not yet
+//! settled, `payouts` confirmed statements not yet paid, and the income-statement accounts
+//! accumulate fees, subscription charges (paid to the platform itself, no payee) and
+//! compensations. An unknown refund outcome posts nothing: the money has
+//! not moved as far as anyone knows.
+
+use crate::claim::ClaimEvent;
+use crate::ids::PayeeId;
+use crate::money::Currency;
+use crate::order::OrderEvent;
+use crate::settlement::StatementEvent;
+use crate::subscription::SubscriptionEvent;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Account {
+    ProviderClearing,
+    PayeePayable,
+    CustomerRefunds,
+    PlatformFeeRevenue,
+    CompensationExpense,
+    Payouts,
+    SubscriptionRevenue,
+}
+
+impl Account {
+    pub const ALL: [Account; 7] = [
+        Account::ProviderClearing,
+        Account::PayeePayable,
+        Account::CustomerRefunds,
+        Account::PlatformFeeRevenue,
+        Account::CompensationExpense,
+        Account::Payouts,
+        Account::SubscriptionRevenue,
+    ];
+
+    /// The account of a name, as stored.
+    pub fn parse(name: &str) -> Option<Account> {
+        Account::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Account::ProviderClearing => "provider_clearing",
+            Account::PayeePayable => "payee_payable",
+            Account::CustomerRefunds => "customer_refunds",
+            Account::PlatformFeeRevenue => "platform_fee_revenue",
+            Account::CompensationExpense => "compensation_expense",
+            Account::Payouts => "payouts",
+            Account::SubscriptionRevenue => "subscription_revenue",
+        }
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+/// One line of an entry: a positive amount on one side of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Posting {
+    pub account: Account,
+    pub side: Side,
+    pub amount_minor: i64,
+    /// Whose money, for drilling into `payee_payable` and `payouts`.
+    pub payee_id: Option<PayeeId>,
+}
+
+/// A balanced set of postings in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalEntry {
+    pub currency: Currency,
+    pub memo: String,
+    postings: Vec<Posting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("entry '{memo}' does not balance: debits {debits_minor}, credits {credits_minor}")]
+    Unbalanced {
+        memo: String,
+        debits_minor: i64,
+        credits_minor: i64,
+    },
+    #[error("entry '{0}' has a posting that is not a positive amount")]
+    NotPositive(String),
+    #[error("entry '{0}' has no postings")]
+    Empty(String),
+}
+
+impl JournalEntry {
+    /// An entry, if its postings are positive and debits equal credits.
+    pub fn new(
+        currency: Currency,
+        memo: impl Into<String>,
+        postings: Vec<Posting>,
+    ) -> Result<JournalEntry, JournalError> {
+        let memo = memo.into();
+        if postings.is_empty() {
+            return Err(JournalError::Empty(memo));
+        }
+        if postings.iter().any(|p| p.amount_minor <= 0) {
+            return Err(JournalError::NotPositive(memo));
+        }
+        let (debits_minor, credits_minor) = totals(&postings);
+        if debits_minor != credits_minor {
+            return Err(JournalError::Unbalanced {
+                memo,
+                debits_minor,
+                credits_minor,
+            });
+        }
+        Ok(JournalEntry {
+            currency,
+            memo,
+            postings,
+        })
+    }
+
+    pub fn postings(&self) -> &[Posting] {
+        &self.postings
+    }
+
+    pub fn is_balanced(&self) -> bool {
+        let (debits, credits) = totals(&self.postings);
+        debits == credits
+    }
+}
+
+/// (debits, credits) of postings, in i128 so no sum of i64 amounts can overflow.
+fn totals(postings: &[Posting]) -> (i64, i64) {
+    let sum = |side: Side| -> i128 {
+        postings
+            .iter()
+            .filter(|p| p.side == side)
+            .map(|p| i128::from(p.amount_minor))
+            .sum()
+    };
+    let clamp = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
+    (clamp(sum(Side::Debit)), clamp(sum(Side::Credit)))
+}
+
+/// Moves `amount_minor` from `credit` to `debit`. Zero posts nothing; a negative amount posts the
+/// other way round, so callers never build an unbalanced or negative entry.
+fn transfer(
+    currency: Currency,
+    memo: &str,
+    debit: Account,
+    credit: Account,
+    amount_minor: i64,
+    payee_id: Option<&PayeeId>,
+) -> Option<JournalEntry> {
+    if amount_minor == 0 {
+        return None;
+    }
+    let (debit, credit, amount_minor) = if amount_minor > 0 {
+        (debit, credit, amount_minor)
+    } else {
+        (credit, debit, -amount_minor)
+    };
+    let posting = |account, side| Posting {
+        account,
+        side,
+        amount_minor,
+        payee_id: payee_id.cloned(),
+    };
+    let postings = vec![posting(debit, Side::Debit), posting(credit, Side::Credit)];
+    // Two postings of one amount on opposite sides: balanced by construction.
+    JournalEntry::new(currency, memo, postings).ok()
+}
+
+/// The order's payee and currency: `RefundFailed` repeats neither.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderFacts {
+    pub payee_id: PayeeId,
+    pub currency: Currency,
+}
+
+/// Entries of an order event. `facts` are the order's, from its `OrderPlaced`.
+pub fn post_order_event(event: &OrderEvent, facts: Option<&OrderFacts>) -> Vec<JournalEntry> {
+    let payee = facts.map(|f| &f.payee_id);
+    let entry = match event {
+        OrderEvent::PaymentCaptured(c) => transfer(
+            c.currency,
+            "payment captured",
+            Account::ProviderClearing,
+            Account::PayeePayable,
+            c.amount_minor,
+            Some(&c.payee_id),
+        ),
+        OrderEvent::RefundRequested(r) => transfer(
+            r.currency,
+            "refund requested",
+            Account::PayeePayable,
+            Account::CustomerRefunds,
+            r.amount_minor,
+            payee,
+        ),
+        OrderEvent::RefundCompleted(r) => transfer(
+            r.currency,
+            "refund completed",
+            Account::CustomerRefunds,
+            Account::ProviderClearing,
+            r.amount_minor,
+            Some(&r.payee_id),
+        ),
+        OrderEvent::RefundFailed(r) => facts.and_then(|f| {
+            transfer(
+                f.currency,
+                "refund failed: request undone",
+                Account::CustomerRefunds,
+                Account::PayeePayable,
+                r.amount_minor,
+                Some(&f.payee_id),
+            )
+        }),
+        _ => None,
+    };
+    entry.into_iter().collect()
+}
+
+/// Entries of a claim event.
+pub fn post_claim_event(event: &ClaimEvent) -> Vec<JournalEntry> {
+    match event {
+        ClaimEvent::ClaimResolved(r) => transfer(
+            r.currency,
+            "claim compensation to the provider",
+            Account::CompensationExpense,
+            Account::PayeePayable,
+            r.provider_compensation_minor,
+            Some(&r.payee_id),
+        )
+        .into_iter()
+        .collect(),
+        _ => vec![],
+    }
+}
+
+/// Entries of a settlement statement event.
+pub fn post_statement_event(event: &StatementEvent) -> Vec<JournalEntry> {
+    match event {
+        StatementEvent::StatementConfirmed(c) => [
+            transfer(
+                c.currency,
+                "platform fee",
+                Account::PayeePayable,
+                Account::PlatformFeeRevenue,
+                c.totals.platform_fee_minor,
+                Some(&c.payee_id),
+            ),
+            transfer(
+                c.currency,
+                "statement confirmed: net payable due",
+                Account::PayeePayable,
+                Account::Payouts,
+                c.totals.net_payable_minor,
+                Some(&c.payee_id),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        StatementEvent::StatementPaidOut(p) => transfer(
+            p.currency,
+            "payout sent",
+            Account::Payouts,
+            Account::ProviderClearing,
+            p.amount_minor,
+            Some(&p.payee_id),
+        )
+        .into_iter()
+        .collect(),
+        _ => vec![],
+    }
+}
+
+/// Entries of a subscription event: a successful charge is the platform's own revenue.
+pub fn post_subscription_event(event: &SubscriptionEvent) -> Vec<JournalEntry> {
+    match event {
+        SubscriptionEvent::ChargeSucceeded(c) => transfer(
+            c.currency,
+            "subscription charge",
+            Account::ProviderClearing,
+            Account::SubscriptionRevenue,
+            c.amount_minor,
+            None,
+        )
+        .into_iter()
+        .collect(),
+        _ => vec![],
+    }
+}
+
+/// Debit and credit totals per account and currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrialBalance {
+    pub rows: BTreeMap<(Account, Currency), (i64, i64)>,
+}
+
+impl TrialBalance {
+    pub fn post(&mut self, entry: &JournalEntry) {
+        for posting in entry.postings() {
+            let row = self
+                .rows
+                .entry((posting.account, entry.currency))
+                .or_default();
+            match posting.side {
+                Side::Debit => row.0 += posting.amount_minor,
+                Side::Credit => row.1 += posting.amount_minor,
+            }
+        }
+    }
+
+    /// Per currency: (debits, credits). A balanced book has them equal in every currency.
+    pub fn by_currency(&self) -> BTreeMap<Currency, (i64, i64)> {
+        let mut sums: BTreeMap<Currency, (i64, i64)> = BTreeMap::new();
+        for ((_, currency), (debits, credits)) in &self.rows {
+            let sum = sums.entry(*currency).or_default();
+            sum.0 += debits;
+            sum.1 += credits;
+        }
+        sums
+    }
+
+    pub fn is_balanced(&self) -> bool {
+        self.by_currency().values().all(|(d, c)| d == c)
+    }
+}

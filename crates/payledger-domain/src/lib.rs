@@ -1,0 +1,24 @@
+//! The ledger's rules: money, identifiers, aggregates, commands and events.
+//!
+//! This crate does no IO. It knows nothing about SQL, HTTP or payment providers: aggregates are
+//! rebuilt from events handed to them and answer commands with new events, so every rule here is
+//! testable in memory with cqrs-es's given/when/then framework.
+
+pub mod billing;
+pub mod booking;
+pub mod claim;
+pub mod codec;
+pub mod customer;
+pub mod ids;
+pub mod journal;
+pub mod money;
+pub mod operations;
+pub mod order;
+pub mod payee;
+pub mod provider_failure;
+pub mod refund_policy;
+pub mod settlement;
+pub mod slot;
+pub mod subscription;
+pub mod wallet;
+pub mod webhook;

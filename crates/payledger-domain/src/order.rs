@@ -1,0 +1,899 @@
+//! The order: one payment, from placement through confirmation, refunds and fulfilment.
+//! Stream `order-{order_id}`.
+//!
+//! A confirmation is two steps around the provider call: `PaymentConfirmationStarted` is appended
+//! *before* the provider is called (its expected-version check lets exactly one of several
+//! concurrent confirms through), and the outcome is appended after. An outcome that is not known
+//! (timeout after sending) is recorded as such and settled later by the reconciler, never guessed.
+
+use crate::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use crate::money::{Currency, Money};
+use crate::provider_failure::{FailureClass, ProviderFailure};
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Toss closes the payment window 30 minutes after the order became READY.
+pub const CONFIRMATION_WINDOW_MINUTES: i64 = 30;
+
+/// How many refunds one order may carry; a bound so an order's state stays small.
+pub const MAX_REFUNDS_PER_ORDER: usize = 100;
+
+pub fn stream_id(order_id: &OrderId) -> String {
+    format!("order-{order_id}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderCommand {
+    Place(PlaceOrder),
+    StartConfirmation {
+        payment_key: PaymentKey,
+        claimed_amount_minor: i64,
+        at: DateTime<Utc>,
+    },
+    RecordConfirmationOutcome {
+        outcome: ProviderOutcome,
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    },
+    RequestRefund {
+        refund_id: RefundId,
+        /// `None`: everything still refundable.
+        amount_minor: Option<i64>,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    RecordRefundOutcome {
+        refund_id: RefundId,
+        outcome: RefundOutcome,
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    },
+    Expire {
+        at: DateTime<Utc>,
+    },
+    RecordFulfilment {
+        at: DateTime<Utc>,
+    },
+    /// An admin records a payment the customer made outside payledger (runbook §5 "결제 강제
+    /// 주입"). The provider transaction id's uniqueness is enforced by its own stream
+    /// (`operations::provider_transaction_stream`) before this command runs.
+    RecordManualPayment {
+        provider_transaction_id: PaymentKey,
+        amount_minor: i64,
+        method: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// An admin cancels the enrollment (the service entitlement) this order paid for (runbook §5
+    /// "잘못된 enrollment 취소"). The money side is a separate, ordinary refund.
+    CancelEnrollment {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrder {
+    pub order_id: OrderId,
+    pub amount: Money,
+    pub customer_id: CustomerId,
+    pub payee_id: PayeeId,
+    pub order_name: String,
+    pub provider: String,
+    pub service_starts_at: Option<DateTime<Utc>>,
+    pub placed_at: DateTime<Utc>,
+}
+
+/// What the provider said about a charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ProviderOutcome {
+    Approved {
+        approved_at: DateTime<Utc>,
+        method: Option<String>,
+    },
+    Refused {
+        failure: ProviderFailure,
+    },
+    Unknown {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RefundOutcome {
+    Completed { transaction_key: String },
+    Refused { failure: ProviderFailure },
+    Unknown { reason: String },
+}
+
+/// Who learned the outcome: the request that called the provider, or the reconciler asking later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeSource {
+    Request,
+    Reconciler,
+    /// Recorded by an admin for a payment made outside payledger.
+    Manual,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced(PlaceOrder),
+    /// A confirm whose claimed amount differed from the placed amount. Recorded because the
+    /// runbook watches the mismatch rate (it signals price bugs or tampering).
+    ConfirmationRejected(ConfirmationRejected),
+    PaymentConfirmationStarted(ConfirmationStarted),
+    PaymentCaptured(PaymentCaptured),
+    PaymentFailed(PaymentFailed),
+    PaymentOutcomeUnknown(OutcomeUnknown),
+    RefundRequested(RefundRequested),
+    RefundCompleted(RefundCompleted),
+    RefundFailed(RefundFailed),
+    RefundOutcomeUnknown(RefundOutcomeUnknown),
+    OrderExpired(OrderExpired),
+    OrderFulfilled(OrderFulfilled),
+    EnrollmentCancelled(EnrollmentCancelled),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationRejected {
+    pub payment_key: PaymentKey,
+    pub reason: RejectionReason,
+    pub claimed_amount_minor: i64,
+    pub expected_amount_minor: i64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectionReason {
+    AmountMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationStarted {
+    pub payment_key: PaymentKey,
+    pub amount_minor: i64,
+    /// 1 for the first confirmation of the order; a new attempt only follows a definite failure.
+    pub attempt: u32,
+    /// Sent to the provider: every retry of this attempt is the same provider request.
+    pub idempotency_key: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCaptured {
+    pub payment_key: PaymentKey,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub payee_id: PayeeId,
+    pub approved_at: DateTime<Utc>,
+    pub method: Option<String>,
+    pub source: OutcomeSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFailed {
+    pub payment_key: PaymentKey,
+    pub failure: ProviderFailure,
+    pub source: OutcomeSource,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeUnknown {
+    pub payment_key: PaymentKey,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRequested {
+    pub refund_id: RefundId,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub reason: String,
+    pub idempotency_key: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundCompleted {
+    pub refund_id: RefundId,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub payee_id: PayeeId,
+    pub transaction_key: String,
+    pub source: OutcomeSource,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundFailed {
+    pub refund_id: RefundId,
+    pub amount_minor: i64,
+    pub failure: ProviderFailure,
+    pub source: OutcomeSource,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundOutcomeUnknown {
+    pub refund_id: RefundId,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderExpired {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderFulfilled {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentCancelled {
+    pub reason: String,
+    /// Whether the order had been paid when its enrollment was cancelled (a refund may follow).
+    pub was_paid: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            OrderEvent::OrderPlaced(_) => "OrderPlaced",
+            OrderEvent::ConfirmationRejected(_) => "ConfirmationRejected",
+            OrderEvent::PaymentConfirmationStarted(_) => "PaymentConfirmationStarted",
+            OrderEvent::PaymentCaptured(_) => "PaymentCaptured",
+            OrderEvent::PaymentFailed(_) => "PaymentFailed",
+            OrderEvent::PaymentOutcomeUnknown(_) => "PaymentOutcomeUnknown",
+            OrderEvent::RefundRequested(_) => "RefundRequested",
+            OrderEvent::RefundCompleted(_) => "RefundCompleted",
+            OrderEvent::RefundFailed(_) => "RefundFailed",
+            OrderEvent::RefundOutcomeUnknown(_) => "RefundOutcomeUnknown",
+            OrderEvent::OrderExpired(_) => "OrderExpired",
+            OrderEvent::OrderFulfilled(_) => "OrderFulfilled",
+            OrderEvent::EnrollmentCancelled(_) => "EnrollmentCancelled",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("order does not exist")]
+    NotFound,
+    #[error("an order with this id already exists")]
+    AlreadyExists,
+    #[error("the order name must be 1 to 100 characters")]
+    InvalidOrderName,
+    #[error("a confirmation of this order is in progress")]
+    ConfirmationInProgress,
+    #[error("the order is already paid")]
+    AlreadyPaid,
+    #[error("the order expired before it was confirmed")]
+    Expired,
+    #[error("the order has not been paid")]
+    NotPaid,
+    #[error("refund of {requested_minor} exceeds the refundable {refundable_minor}")]
+    RefundExceedsRefundable {
+        requested_minor: i64,
+        refundable_minor: i64,
+    },
+    #[error("refund amount must be greater than zero")]
+    RefundAmountNotPositive,
+    #[error("nothing is left to refund")]
+    NothingToRefund,
+    #[error("a refund with this id already exists with a different amount or reason")]
+    RefundIdConflict,
+    #[error("the order has reached the maximum of {MAX_REFUNDS_PER_ORDER} refunds")]
+    TooManyRefunds,
+    #[error("the refund reason must be 1 to 200 characters")]
+    InvalidRefundReason,
+    #[error("no refund with this id")]
+    RefundNotFound,
+    #[error("no confirmation is waiting for an outcome")]
+    NoConfirmationPending,
+    #[error("the order can no longer expire")]
+    NotExpirable,
+    #[error("the order is already fulfilled")]
+    AlreadyFulfilled,
+    #[error(
+        "a manual payment can only be recorded for an unpaid order with no confirmation in flight"
+    )]
+    ManualPaymentNotAllowed,
+    #[error("the manual payment's amount {recorded_minor} differs from the order amount {expected_minor}")]
+    ManualPaymentAmountMismatch {
+        recorded_minor: i64,
+        expected_minor: i64,
+    },
+    #[error("the order's enrollment is already cancelled")]
+    EnrollmentAlreadyCancelled,
+    #[error("the cancellation reason must be 1 to 200 characters")]
+    InvalidCancellationReason,
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// No events yet.
+    #[default]
+    New,
+    /// Placed, waiting for the customer's payment (Toss READY).
+    Ready,
+    /// The provider was asked; its answer is not recorded yet.
+    Confirming,
+    /// The provider was asked and nobody knows its answer: the reconciler will find out.
+    OutcomeUnknown,
+    /// The last attempt failed; the customer may try again with a new payment.
+    Failed,
+    Paid,
+    PartiallyRefunded,
+    Refunded,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundStatus {
+    Requested,
+    OutcomeUnknown,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundState {
+    pub amount_minor: i64,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub idempotency_key: String,
+    pub requested_at: DateTime<Utc>,
+    /// Why the provider refused it, when it did.
+    pub failure: Option<ProviderFailure>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub placed: Option<PlaceOrder>,
+    pub status: OrderStatus,
+    pub payment_key: Option<PaymentKey>,
+    pub confirmation_attempts: u32,
+    pub pending_idempotency_key: Option<String>,
+    /// When the confirmation now waiting for an outcome was sent (the reconciler's age check).
+    pub confirmation_started_at: Option<DateTime<Utc>>,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    /// Requested but not yet completed or failed: held back from what can still be refunded.
+    pub refund_pending_minor: i64,
+    pub refunds: BTreeMap<RefundId, RefundState>,
+    pub last_failure: Option<ProviderFailure>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub fulfilled_at: Option<DateTime<Utc>>,
+    /// Set when an admin cancelled the enrollment: no new payment, no fulfilment after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    pub fn refundable_minor(&self) -> i64 {
+        self.captured_minor - self.refunded_minor - self.refund_pending_minor
+    }
+
+    fn placed(&self) -> Result<&PlaceOrder, OrderError> {
+        self.placed.as_ref().ok_or(OrderError::NotFound)
+    }
+
+    pub fn is_paid(&self) -> bool {
+        matches!(
+            self.status,
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded
+        )
+    }
+
+    /// The ledger's invariant for one order: refunds never exceed the capture.
+    fn assert_invariants(&self) {
+        assert!(self.captured_minor >= 0, "negative capture");
+        assert!(
+            self.refunded_minor >= 0 && self.refund_pending_minor >= 0,
+            "negative refund total"
+        );
+        assert!(
+            self.refunded_minor + self.refund_pending_minor <= self.captured_minor,
+            "refunds {} + pending {} exceed capture {}",
+            self.refunded_minor,
+            self.refund_pending_minor,
+            self.captured_minor
+        );
+    }
+
+    fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        match command {
+            OrderCommand::Place(place) => self.place(place),
+            OrderCommand::StartConfirmation {
+                payment_key,
+                claimed_amount_minor,
+                at,
+            } => self.start_confirmation(payment_key, claimed_amount_minor, at),
+            OrderCommand::RecordConfirmationOutcome {
+                outcome,
+                source,
+                at,
+            } => self.record_confirmation_outcome(outcome, source, at),
+            OrderCommand::RequestRefund {
+                refund_id,
+                amount_minor,
+                reason,
+                at,
+            } => self.request_refund(refund_id, amount_minor, reason, at),
+            OrderCommand::RecordRefundOutcome {
+                refund_id,
+                outcome,
+                source,
+                at,
+            } => self.record_refund_outcome(refund_id, outcome, source, at),
+            OrderCommand::Expire { at } => self.expire(at),
+            OrderCommand::RecordFulfilment { at } => self.fulfil(at),
+            OrderCommand::RecordManualPayment {
+                provider_transaction_id,
+                amount_minor,
+                method,
+                at,
+            } => self.record_manual_payment(provider_transaction_id, amount_minor, method, at),
+            OrderCommand::CancelEnrollment { reason, at } => self.cancel_enrollment(reason, at),
+        }
+    }
+
+    fn record_manual_payment(
+        &self,
+        provider_transaction_id: PaymentKey,
+        amount_minor: i64,
+        method: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        if self.is_paid() && self.payment_key.as_ref() == Some(&provider_transaction_id) {
+            // The same manual payment recorded again (a retried admin request): nothing new.
+            return Ok(vec![]);
+        }
+        // Confirming/OutcomeUnknown: the provider may be charging right now, so recording an
+        // outside payment could charge the customer twice; settle that first (reconcile).
+        if !matches!(
+            self.status,
+            OrderStatus::Ready | OrderStatus::Failed | OrderStatus::Expired
+        ) || self.enrollment_cancelled_at.is_some()
+        {
+            return Err(OrderError::ManualPaymentNotAllowed);
+        }
+        let expected = placed.amount.amount_minor();
+        if amount_minor != expected {
+            return Err(OrderError::ManualPaymentAmountMismatch {
+                recorded_minor: amount_minor,
+                expected_minor: expected,
+            });
+        }
+        Ok(vec![OrderEvent::PaymentCaptured(PaymentCaptured {
+            payment_key: provider_transaction_id,
+            amount_minor: expected,
+            currency: placed.amount.currency(),
+            payee_id: placed.payee_id.clone(),
+            approved_at: at,
+            method,
+            source: OutcomeSource::Manual,
+        })])
+    }
+
+    fn cancel_enrollment(
+        &self,
+        reason: String,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        self.placed()?;
+        let reason_len = reason.chars().count();
+        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+            return Err(OrderError::InvalidCancellationReason);
+        }
+        if self.enrollment_cancelled_at.is_some() {
+            return Err(OrderError::EnrollmentAlreadyCancelled);
+        }
+        if matches!(
+            self.status,
+            OrderStatus::Confirming | OrderStatus::OutcomeUnknown
+        ) {
+            // The charge may be happening: cancelling now would leave a paid, cancelled order
+            // nobody refunds. Settle the confirmation first.
+            return Err(OrderError::ConfirmationInProgress);
+        }
+        Ok(vec![OrderEvent::EnrollmentCancelled(EnrollmentCancelled {
+            reason,
+            was_paid: self.is_paid(),
+            at,
+        })])
+    }
+
+    fn place(&self, place: PlaceOrder) -> Result<Vec<OrderEvent>, OrderError> {
+        if self.placed.is_some() {
+            return Err(OrderError::AlreadyExists);
+        }
+        let name_len = place.order_name.chars().count();
+        if name_len == 0 || name_len > 100 || place.order_name.chars().any(char::is_control) {
+            return Err(OrderError::InvalidOrderName);
+        }
+        Ok(vec![OrderEvent::OrderPlaced(place)])
+    }
+
+    fn start_confirmation(
+        &self,
+        payment_key: PaymentKey,
+        claimed_amount_minor: i64,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        match self.status {
+            OrderStatus::Confirming | OrderStatus::OutcomeUnknown => {
+                return Err(OrderError::ConfirmationInProgress)
+            }
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+                return Err(OrderError::AlreadyPaid)
+            }
+            OrderStatus::Expired => return Err(OrderError::Expired),
+            OrderStatus::New | OrderStatus::Ready | OrderStatus::Failed => {}
+        }
+        if self.enrollment_cancelled_at.is_some() {
+            return Err(OrderError::EnrollmentAlreadyCancelled);
+        }
+        if at >= self.window_closes_at(placed) {
+            return Err(OrderError::Expired);
+        }
+        let expected = placed.amount.amount_minor();
+        if claimed_amount_minor != expected {
+            return Ok(vec![OrderEvent::ConfirmationRejected(
+                ConfirmationRejected {
+                    payment_key,
+                    reason: RejectionReason::AmountMismatch,
+                    claimed_amount_minor,
+                    expected_amount_minor: expected,
+                    at,
+                },
+            )]);
+        }
+        let attempt = self.confirmation_attempts + 1;
+        Ok(vec![OrderEvent::PaymentConfirmationStarted(
+            ConfirmationStarted {
+                idempotency_key: format!("{}:confirm:{attempt}", stream_id(&placed.order_id)),
+                payment_key,
+                amount_minor: expected,
+                attempt,
+                at,
+            },
+        )])
+    }
+
+    fn window_closes_at(&self, placed: &PlaceOrder) -> DateTime<Utc> {
+        placed.placed_at + Duration::minutes(CONFIRMATION_WINDOW_MINUTES)
+    }
+
+    fn record_confirmation_outcome(
+        &self,
+        outcome: ProviderOutcome,
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        if !matches!(
+            self.status,
+            OrderStatus::Confirming | OrderStatus::OutcomeUnknown
+        ) {
+            return Err(OrderError::NoConfirmationPending);
+        }
+        let payment_key = self
+            .payment_key
+            .clone()
+            .ok_or(OrderError::NoConfirmationPending)?;
+        let event = match outcome {
+            ProviderOutcome::Approved {
+                approved_at,
+                method,
+            } => OrderEvent::PaymentCaptured(PaymentCaptured {
+                payment_key,
+                amount_minor: placed.amount.amount_minor(),
+                currency: placed.amount.currency(),
+                payee_id: placed.payee_id.clone(),
+                approved_at,
+                method,
+                source,
+            }),
+            ProviderOutcome::Refused { failure } => OrderEvent::PaymentFailed(PaymentFailed {
+                payment_key,
+                failure,
+                source,
+                at,
+            }),
+            ProviderOutcome::Unknown { reason } => {
+                if self.status == OrderStatus::OutcomeUnknown {
+                    // Still unknown: recording it again would only add noise.
+                    return Ok(vec![]);
+                }
+                OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
+                    payment_key,
+                    reason,
+                    at,
+                })
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn request_refund(
+        &self,
+        refund_id: RefundId,
+        amount_minor: Option<i64>,
+        reason: String,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        let reason_len = reason.chars().count();
+        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+            return Err(OrderError::InvalidRefundReason);
+        }
+        if let Some(existing) = self.refunds.get(&refund_id) {
+            // The same refund asked again: nothing new happens, whatever its state.
+            let same_amount = amount_minor.is_none_or(|a| a == existing.amount_minor);
+            if same_amount && existing.reason == reason {
+                return Ok(vec![]);
+            }
+            return Err(OrderError::RefundIdConflict);
+        }
+        if !self.is_paid() {
+            return Err(OrderError::NotPaid);
+        }
+        if self.refunds.len() >= MAX_REFUNDS_PER_ORDER {
+            return Err(OrderError::TooManyRefunds);
+        }
+        let refundable = self.refundable_minor();
+        let amount = match amount_minor {
+            Some(a) if a <= 0 => return Err(OrderError::RefundAmountNotPositive),
+            Some(a) => a,
+            None if refundable == 0 => return Err(OrderError::NothingToRefund),
+            None => refundable,
+        };
+        if amount > refundable {
+            return Err(OrderError::RefundExceedsRefundable {
+                requested_minor: amount,
+                refundable_minor: refundable,
+            });
+        }
+        Ok(vec![OrderEvent::RefundRequested(RefundRequested {
+            idempotency_key: format!("{}:refund:{refund_id}", stream_id(&placed.order_id)),
+            refund_id,
+            amount_minor: amount,
+            currency: placed.amount.currency(),
+            reason,
+            at,
+        })])
+    }
+
+    fn record_refund_outcome(
+        &self,
+        refund_id: RefundId,
+        outcome: RefundOutcome,
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        let refund = self
+            .refunds
+            .get(&refund_id)
+            .ok_or(OrderError::RefundNotFound)?;
+        if matches!(
+            refund.status,
+            RefundStatus::Completed | RefundStatus::Failed
+        ) {
+            // Already settled: a late duplicate outcome changes nothing.
+            return Ok(vec![]);
+        }
+        let event = match outcome {
+            RefundOutcome::Completed { transaction_key } => {
+                OrderEvent::RefundCompleted(RefundCompleted {
+                    refund_id,
+                    amount_minor: refund.amount_minor,
+                    currency: placed.amount.currency(),
+                    payee_id: placed.payee_id.clone(),
+                    transaction_key,
+                    source,
+                    at,
+                })
+            }
+            RefundOutcome::Refused { failure } => OrderEvent::RefundFailed(RefundFailed {
+                refund_id,
+                amount_minor: refund.amount_minor,
+                failure,
+                source,
+                at,
+            }),
+            RefundOutcome::Unknown { reason } => {
+                if refund.status == RefundStatus::OutcomeUnknown {
+                    return Ok(vec![]);
+                }
+                OrderEvent::RefundOutcomeUnknown(RefundOutcomeUnknown {
+                    refund_id,
+                    reason,
+                    at,
+                })
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn expire(&self, at: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        if !matches!(self.status, OrderStatus::Ready | OrderStatus::Failed) {
+            return Err(OrderError::NotExpirable);
+        }
+        if at < self.window_closes_at(placed) {
+            return Err(OrderError::NotExpirable);
+        }
+        Ok(vec![OrderEvent::OrderExpired(OrderExpired { at })])
+    }
+
+    fn fulfil(&self, at: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
+        self.placed()?;
+        if self.fulfilled_at.is_some() {
+            return Err(OrderError::AlreadyFulfilled);
+        }
+        if !self.is_paid() {
+            return Err(OrderError::NotPaid);
+        }
+        if self.enrollment_cancelled_at.is_some() {
+            return Err(OrderError::EnrollmentAlreadyCancelled);
+        }
+        Ok(vec![OrderEvent::OrderFulfilled(OrderFulfilled { at })])
+    }
+
+    fn after_refund_change(&mut self) {
+        if self.captured_minor > 0 && self.refunded_minor == self.captured_minor {
+            self.status = OrderStatus::Refunded;
+        } else if self.refunded_minor > 0 {
+            self.status = OrderStatus::PartiallyRefunded;
+        }
+    }
+}
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: OrderCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), OrderError> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        self.assert_invariants();
+        Ok(())
+    }
+
+    fn apply(&mut self, event: OrderEvent) {
+        match event {
+            OrderEvent::OrderPlaced(placed) => {
+                self.placed = Some(placed);
+                self.status = OrderStatus::Ready;
+            }
+            OrderEvent::ConfirmationRejected(_) => {}
+            OrderEvent::PaymentConfirmationStarted(started) => {
+                self.status = OrderStatus::Confirming;
+                self.payment_key = Some(started.payment_key);
+                self.confirmation_attempts = started.attempt;
+                self.pending_idempotency_key = Some(started.idempotency_key);
+                self.confirmation_started_at = Some(started.at);
+            }
+            OrderEvent::PaymentCaptured(captured) => {
+                self.status = OrderStatus::Paid;
+                // The same key for a confirmed payment; the provider transaction for a manual one.
+                self.payment_key = Some(captured.payment_key.clone());
+                self.captured_minor = captured.amount_minor;
+                self.paid_at = Some(captured.approved_at);
+                self.pending_idempotency_key = None;
+                self.confirmation_started_at = None;
+                self.last_failure = None;
+            }
+            OrderEvent::PaymentFailed(failed) => {
+                // AlreadyProcessed is resolved into a capture by the application before recording.
+                debug_assert_ne!(failed.failure.class, FailureClass::AlreadyProcessed);
+                self.status = OrderStatus::Failed;
+                self.pending_idempotency_key = None;
+                self.confirmation_started_at = None;
+                self.last_failure = Some(failed.failure);
+            }
+            OrderEvent::PaymentOutcomeUnknown(_) => self.status = OrderStatus::OutcomeUnknown,
+            OrderEvent::RefundRequested(requested) => {
+                self.refund_pending_minor += requested.amount_minor;
+                self.refunds.insert(
+                    requested.refund_id,
+                    RefundState {
+                        amount_minor: requested.amount_minor,
+                        reason: requested.reason,
+                        status: RefundStatus::Requested,
+                        idempotency_key: requested.idempotency_key,
+                        requested_at: requested.at,
+                        failure: None,
+                    },
+                );
+            }
+            OrderEvent::RefundCompleted(completed) => {
+                if let Some(refund) = self.refunds.get_mut(&completed.refund_id) {
+                    refund.status = RefundStatus::Completed;
+                    self.refund_pending_minor -= refund.amount_minor;
+                    self.refunded_minor += refund.amount_minor;
+                }
+                self.after_refund_change();
+            }
+            OrderEvent::RefundFailed(failed) => {
+                if let Some(refund) = self.refunds.get_mut(&failed.refund_id) {
+                    refund.status = RefundStatus::Failed;
+                    refund.failure = Some(failed.failure);
+                    self.refund_pending_minor -= refund.amount_minor;
+                }
+            }
+            OrderEvent::RefundOutcomeUnknown(unknown) => {
+                if let Some(refund) = self.refunds.get_mut(&unknown.refund_id) {
+                    refund.status = RefundStatus::OutcomeUnknown;
+                }
+            }
+            OrderEvent::OrderExpired(_) => self.status = OrderStatus::Expired,
+            OrderEvent::OrderFulfilled(fulfilled) => self.fulfilled_at = Some(fulfilled.at),
+            OrderEvent::EnrollmentCancelled(cancelled) => {
+                self.enrollment_cancelled_at = Some(cancelled.at)
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Given/when/then specifications of the aggregates.
+
+mod booking;
+mod claim;
+mod customer;
+mod journal;
+mod operations;
+mod order;
+mod payee;
+mod refund_policy;
+mod settlement;
+mod slot;
+mod subscription;
+mod wallet;

@@ -1,0 +1,369 @@
+//! The order aggregate, specified as given (history) / when (command) / then (events or error).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::money::{Currency, Money};
+use payledger_domain::order::*;
+use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+
+type OrderTest = TestFramework<Order>;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap()
+}
+
+fn order_id() -> OrderId {
+    OrderId::parse("order-0001").unwrap()
+}
+
+fn key() -> PaymentKey {
+    PaymentKey::parse("pk_test_1").unwrap()
+}
+
+fn placed(amount_minor: i64) -> OrderEvent {
+    OrderEvent::OrderPlaced(PlaceOrder {
+        order_id: order_id(),
+        amount: Money::new(amount_minor, Currency::KRW).unwrap(),
+        customer_id: CustomerId::parse("cust_1").unwrap(),
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        order_name: "Yoga class".into(),
+        provider: "sandbox".into(),
+        service_starts_at: None,
+        placed_at: t0(),
+    })
+}
+
+fn started(attempt: u32) -> OrderEvent {
+    started_at(attempt, t0())
+}
+
+fn started_at(attempt: u32, at: DateTime<Utc>) -> OrderEvent {
+    OrderEvent::PaymentConfirmationStarted(ConfirmationStarted {
+        payment_key: key(),
+        amount_minor: 50_000,
+        attempt,
+        idempotency_key: format!("order-order-0001:confirm:{attempt}"),
+        at,
+    })
+}
+
+fn captured() -> OrderEvent {
+    OrderEvent::PaymentCaptured(PaymentCaptured {
+        payment_key: key(),
+        amount_minor: 50_000,
+        currency: Currency::KRW,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        approved_at: t0(),
+        method: Some("CARD".into()),
+        source: OutcomeSource::Request,
+    })
+}
+
+fn refund_requested(id: &str, amount_minor: i64) -> OrderEvent {
+    OrderEvent::RefundRequested(RefundRequested {
+        refund_id: RefundId::parse(id).unwrap(),
+        amount_minor,
+        currency: Currency::KRW,
+        reason: "changed mind".into(),
+        idempotency_key: format!("order-order-0001:refund:{id}"),
+        at: t0(),
+    })
+}
+
+fn refund_completed(id: &str, amount_minor: i64) -> OrderEvent {
+    OrderEvent::RefundCompleted(RefundCompleted {
+        refund_id: RefundId::parse(id).unwrap(),
+        amount_minor,
+        currency: Currency::KRW,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        transaction_key: format!("tx_{id}"),
+        source: OutcomeSource::Request,
+        at: t0(),
+    })
+}
+
+fn refund(id: &str, amount_minor: Option<i64>) -> OrderCommand {
+    OrderCommand::RequestRefund {
+        refund_id: RefundId::parse(id).unwrap(),
+        amount_minor,
+        reason: "changed mind".into(),
+        at: t0(),
+    }
+}
+
+fn confirm(amount_minor: i64, at: DateTime<Utc>) -> OrderCommand {
+    OrderCommand::StartConfirmation {
+        payment_key: key(),
+        claimed_amount_minor: amount_minor,
+        at,
+    }
+}
+
+#[test]
+fn placing_a_new_order_records_it() {
+    let OrderEvent::OrderPlaced(place) = placed(50_000) else {
+        unreachable!()
+    };
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(OrderCommand::Place(place))
+        .then_expect_events(vec![placed(50_000)]);
+}
+
+#[test]
+fn placing_an_order_twice_is_refused() {
+    let OrderEvent::OrderPlaced(place) = placed(50_000) else {
+        unreachable!()
+    };
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(OrderCommand::Place(place))
+        .then_expect_error(OrderError::AlreadyExists);
+}
+
+#[test]
+fn confirming_with_the_placed_amount_starts_the_first_attempt() {
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(confirm(50_000, t0()))
+        .then_expect_events(vec![started(1)]);
+}
+
+#[test]
+fn a_claimed_amount_that_differs_is_rejected_and_recorded() {
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(confirm(100, t0()))
+        .then_expect_events(vec![OrderEvent::ConfirmationRejected(
+            ConfirmationRejected {
+                payment_key: key(),
+                reason: RejectionReason::AmountMismatch,
+                claimed_amount_minor: 100,
+                expected_amount_minor: 50_000,
+                at: t0(),
+            },
+        )]);
+}
+
+#[test]
+fn a_second_confirm_while_the_first_is_in_flight_is_refused() {
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(confirm(50_000, t0()))
+        .then_expect_error(OrderError::ConfirmationInProgress);
+}
+
+#[test]
+fn confirming_a_paid_order_is_refused() {
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), captured()])
+        .when(confirm(50_000, t0()))
+        .then_expect_error(OrderError::AlreadyPaid);
+}
+
+#[test]
+fn after_a_definite_failure_a_new_attempt_gets_a_new_idempotency_key() {
+    let failed = OrderEvent::PaymentFailed(PaymentFailed {
+        payment_key: key(),
+        failure: ProviderFailure {
+            class: FailureClass::SoftDecline,
+            provider_code: "REJECT_CARD_COMPANY".into(),
+            provider_message: "declined".into(),
+        },
+        source: OutcomeSource::Request,
+        at: t0(),
+    });
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), failed])
+        .when(confirm(50_000, t0()))
+        .then_expect_events(vec![started(2)]);
+}
+
+#[test]
+fn the_payment_window_closes_thirty_minutes_after_placement() {
+    let closes = t0() + Duration::minutes(CONFIRMATION_WINDOW_MINUTES);
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(confirm(50_000, closes))
+        .then_expect_error(OrderError::Expired);
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(confirm(50_000, closes - Duration::seconds(1)))
+        .then_expect_events(vec![started_at(1, closes - Duration::seconds(1))]);
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(OrderCommand::Expire { at: closes })
+        .then_expect_events(vec![OrderEvent::OrderExpired(OrderExpired { at: closes })]);
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(OrderCommand::Expire { at: closes })
+        .then_expect_error(OrderError::NotExpirable);
+}
+
+#[test]
+fn an_approval_captures_the_placed_amount() {
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(OrderCommand::RecordConfirmationOutcome {
+            outcome: ProviderOutcome::Approved {
+                approved_at: t0(),
+                method: Some("CARD".into()),
+            },
+            source: OutcomeSource::Request,
+            at: t0(),
+        })
+        .then_expect_events(vec![captured()]);
+}
+
+#[test]
+fn an_unknown_outcome_is_recorded_once_and_blocks_new_attempts() {
+    let unknown = OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
+        payment_key: key(),
+        reason: "timeout".into(),
+        at: t0(),
+    });
+    let record_unknown = || OrderCommand::RecordConfirmationOutcome {
+        outcome: ProviderOutcome::Unknown {
+            reason: "timeout".into(),
+        },
+        source: OutcomeSource::Request,
+        at: t0(),
+    };
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(record_unknown())
+        .then_expect_events(vec![unknown.clone()]);
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), unknown.clone()])
+        .when(record_unknown())
+        .then_expect_events(vec![]);
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), unknown])
+        .when(confirm(50_000, t0()))
+        .then_expect_error(OrderError::ConfirmationInProgress);
+}
+
+#[test]
+fn a_refund_without_amount_refunds_everything_refundable() {
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 20_000),
+            refund_completed("r1", 20_000),
+        ])
+        .when(refund("r2", None))
+        .then_expect_events(vec![refund_requested("r2", 30_000)]);
+}
+
+#[test]
+fn refunds_in_flight_count_against_what_is_refundable() {
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 40_000),
+        ])
+        .when(refund("r2", Some(10_001)))
+        .then_expect_error(OrderError::RefundExceedsRefundable {
+            requested_minor: 10_001,
+            refundable_minor: 10_000,
+        });
+}
+
+#[test]
+fn a_refund_of_an_unpaid_order_is_refused() {
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(refund("r1", Some(1)))
+        .then_expect_error(OrderError::NotPaid);
+}
+
+#[test]
+fn the_same_refund_requested_again_changes_nothing_but_a_different_one_under_its_id_fails() {
+    let given = vec![
+        placed(50_000),
+        started(1),
+        captured(),
+        refund_requested("r1", 20_000),
+    ];
+    OrderTest::with(())
+        .given(given.clone())
+        .when(refund("r1", Some(20_000)))
+        .then_expect_events(vec![]);
+    OrderTest::with(())
+        .given(given)
+        .when(refund("r1", Some(5_000)))
+        .then_expect_error(OrderError::RefundIdConflict);
+}
+
+#[test]
+fn a_failed_refund_releases_its_amount() {
+    let failed = OrderEvent::RefundFailed(RefundFailed {
+        refund_id: RefundId::parse("r1").unwrap(),
+        amount_minor: 50_000,
+        failure: ProviderFailure {
+            class: FailureClass::ProviderError,
+            provider_code: "PROVIDER_ERROR".into(),
+            provider_message: "down".into(),
+        },
+        source: OutcomeSource::Request,
+        at: t0(),
+    });
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+            failed,
+        ])
+        .when(refund("r2", None))
+        .then_expect_events(vec![refund_requested("r2", 50_000)]);
+}
+
+#[test]
+fn a_late_duplicate_refund_outcome_changes_nothing() {
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 10_000),
+            refund_completed("r1", 10_000),
+        ])
+        .when(OrderCommand::RecordRefundOutcome {
+            refund_id: RefundId::parse("r1").unwrap(),
+            outcome: RefundOutcome::Completed {
+                transaction_key: "tx_r1".into(),
+            },
+            source: OutcomeSource::Reconciler,
+            at: t0(),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn fulfilment_needs_a_paid_order_and_happens_once() {
+    let at = t0() + Duration::days(2);
+    OrderTest::with(())
+        .given(vec![placed(50_000)])
+        .when(OrderCommand::RecordFulfilment { at })
+        .then_expect_error(OrderError::NotPaid);
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), captured()])
+        .when(OrderCommand::RecordFulfilment { at })
+        .then_expect_events(vec![OrderEvent::OrderFulfilled(OrderFulfilled { at })]);
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            OrderEvent::OrderFulfilled(OrderFulfilled { at }),
+        ])
+        .when(OrderCommand::RecordFulfilment { at })
+        .then_expect_error(OrderError::AlreadyFulfilled);
+}

@@ -1,0 +1,256 @@
+//! The one interface payledger uses to move money at a payment provider, and its adapters.
+//!
+//! The application layer only ever sees [`PaymentGateway`]. Every call carries payledger's own
+//! idempotency key, so a retried or concurrent call can never charge twice, and every error says
+//! whether the provider may have acted ([`GatewayError::OutcomeUnknown`]) or certainly did not.
+//!
+//! [`TossGateway`] is the Toss Payments adapter; pointed at a `payledger-sandbox` it runs with no
+//! keys and no network:
+//!
+//! ```no_run
+//! # async fn demo(order: payledger_gateway::ConfirmRequest) {
+//! use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
+//!
+//! // Production: TossConfig::new(TOSS_API_BASE_URL, TossSecretKey::new(key_from_env)).
+//! let gateway = TossGateway::new(TossConfig::sandbox("http://127.0.0.1:8081"))
+//!     .expect("valid configuration");
+//! match gateway.confirm(&order).await {
+//!     Ok(payment) => println!("{:?}", payment.status),
+//!     Err(error) => println!("{error}"), // Refused / OutcomeUnknown / NotSent
+//! }
+//! println!("{:?} {:?}", gateway.circuit_state(), gateway.stats());
+//! # let _ = TossSecretKey::new("unused");
+//! # }
+//! ```
+
+pub mod circuit;
+mod toss;
+
+pub use toss::{
+    classify_toss_failure, toss_code_class, GatewayConfigError, TossConfig, TossGateway,
+    TossSecretKey, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS, SANDBOX_SECRET_KEY,
+    TOSS_API_BASE_URL, TOSS_FAILURE_CODES,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use payledger_domain::money::Currency;
+use payledger_domain::provider_failure::ProviderFailure;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Confirm (approve) a payment the customer authorised at the provider's checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmRequest {
+    pub payment_key: String,
+    pub order_id: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    /// Derived from the order, so every retry of this confirm is the same request to the provider.
+    pub idempotency_key: String,
+}
+
+/// Cancel all or part of a captured payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    pub payment_key: String,
+    /// `None` cancels the whole remaining balance.
+    pub cancel_amount_minor: Option<i64>,
+    pub cancel_reason: String,
+    /// One per refund, so a retried refund is the same cancel.
+    pub idempotency_key: String,
+}
+
+/// Issue a billing key from the auth key the provider's card-registration window returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueBillingKeyRequest {
+    pub customer_key: String,
+    pub auth_key: String,
+}
+
+/// Charge a billing key (automatic payment).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChargeBillingKeyRequest {
+    pub billing_key: BillingKeySecret,
+    pub customer_key: String,
+    pub order_id: String,
+    pub order_name: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    /// `{subscription}:{cycle}:{attempt}`: a new attempt is a new key.
+    pub idempotency_key: String,
+}
+
+impl fmt::Debug for ChargeBillingKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChargeBillingKeyRequest")
+            .field("billing_key", &self.billing_key)
+            .field("order_id", &self.order_id)
+            .field("amount_minor", &self.amount_minor)
+            .field("currency", &self.currency)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A billing key. It is a secret (it can be charged without the customer): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BillingKeySecret(String);
+
+impl BillingKeySecret {
+    pub fn new(value: String) -> BillingKeySecret {
+        BillingKeySecret(value)
+    }
+    /// The only way to read it; call sites are few and greppable.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BillingKeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BillingKeySecret(***)")
+    }
+}
+
+/// Card facts payledger may keep (PCI DSS SAQ A): never the number, only these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CardMetadata {
+    pub issuer_code: String,
+    pub last4: String,
+    pub card_type: String,
+    /// `YYYY-MM`, when the provider tells it.
+    pub expiry: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingKeyIssued {
+    pub billing_key: BillingKeySecret,
+    pub customer_key: String,
+    pub card: CardMetadata,
+}
+
+/// Payment status as the provider reports it (Toss `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProviderPaymentStatus {
+    Ready,
+    InProgress,
+    WaitingForDeposit,
+    Done,
+    Canceled,
+    PartialCanceled,
+    Aborted,
+    Expired,
+}
+
+/// A payment as the provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPayment {
+    pub payment_key: String,
+    pub order_id: String,
+    pub status: ProviderPaymentStatus,
+    pub total_amount_minor: i64,
+    /// What is left after cancels.
+    pub balance_amount_minor: i64,
+    pub currency: Currency,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub method: Option<String>,
+    pub card: Option<CardMetadata>,
+    pub cancels: Vec<ProviderCancel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCancel {
+    pub transaction_key: String,
+    pub cancel_amount_minor: i64,
+    pub cancel_reason: String,
+    pub canceled_at: DateTime<Utc>,
+}
+
+/// Whether the provider's circuit lets calls through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The provider answered and refused: nothing happened at the provider.
+    #[error("provider refused: {} ({})", .0.provider_code, .0.provider_message)]
+    Refused(ProviderFailure),
+    /// The request may have reached the provider and nobody knows what it did (timeout after
+    /// sending, connection reset). Never guessed: a reconciler asks the provider later.
+    #[error("provider outcome unknown: {reason}")]
+    OutcomeUnknown { reason: String },
+    /// The request certainly did not reach the provider (circuit open, connection refused).
+    #[error("provider not reached: {reason}")]
+    NotSent {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// A gateway's counters since it was made, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStats {
+    /// Calls of the trait's methods.
+    pub calls: u64,
+    /// HTTP requests made (a call makes one per attempt).
+    pub attempts: u64,
+    /// Attempts that failed in a way that counts against the provider's health: no connection,
+    /// no answer in time, a 5xx, `PROVIDER_ERROR`. Business refusals are not failures.
+    pub failures: u64,
+    /// Attempts after the first within a call.
+    pub retries: u64,
+    /// Attempts the open circuit refused without calling the provider.
+    pub short_circuited: u64,
+    /// Calls that ended in a refusal (`GatewayError::Refused`).
+    pub refusals: u64,
+    /// Calls that ended with an unknown outcome (`GatewayError::OutcomeUnknown`).
+    pub outcome_unknown: u64,
+}
+
+/// The one interface to a payment provider.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// The provider's name as recorded in events (`toss`, `sandbox`).
+    fn provider_name(&self) -> &str;
+
+    async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError>;
+
+    /// `Ok(None)` when the provider has no payment for this order.
+    async fn payment_by_order_id(
+        &self,
+        order_id: &str,
+    ) -> Result<Option<ProviderPayment>, GatewayError>;
+
+    async fn payment_by_key(
+        &self,
+        payment_key: &str,
+    ) -> Result<Option<ProviderPayment>, GatewayError>;
+
+    async fn cancel(&self, request: &CancelRequest) -> Result<ProviderPayment, GatewayError>;
+
+    async fn issue_billing_key(
+        &self,
+        request: &IssueBillingKeyRequest,
+    ) -> Result<BillingKeyIssued, GatewayError>;
+
+    async fn charge_billing_key(
+        &self,
+        request: &ChargeBillingKeyRequest,
+    ) -> Result<ProviderPayment, GatewayError>;
+
+    fn circuit_state(&self) -> CircuitState;
+
+    /// The gateway's counters, when it keeps any.
+    fn stats(&self) -> Option<GatewayStats> {
+        None
+    }
+}

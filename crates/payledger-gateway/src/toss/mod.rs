@@ -1,0 +1,927 @@
+//! The Toss Payments adapter: [`TossGateway`] speaks Toss's REST API over HTTPS (or plain HTTP
+//! to a sandbox on this machine), with a timeout on every call, bounded retries with full-jitter
+//! backoff for retryable failures only, and a circuit breaker.
+//!
+//! Retrying a payment is safe because every attempt of one call carries the same
+//! `Idempotency-Key`: the provider acts at most once and answers the rest with its first answer.
+
+mod codes;
+mod wire;
+
+pub use codes::{classify_toss_failure, toss_code_class, TOSS_FAILURE_CODES};
+
+use crate::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
+use crate::{
+    BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
+    ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
+    ProviderPayment,
+};
+use async_trait::async_trait;
+use base64::Engine as _;
+use payledger_domain::money::Currency;
+use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use rand::Rng as _;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Toss's production API.
+pub const TOSS_API_BASE_URL: &str = "https://api.tosspayments.com";
+
+/// The secret key the sandbox accepts by default (`payledger-sandbox`'s `DEFAULT_SECRET_KEY`).
+pub const SANDBOX_SECRET_KEY: &str = "test_sk_sandbox";
+
+/// Upper bounds on configuration, so a typo cannot make one call retry for an hour.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+pub const MAX_BACKOFF_MS: u64 = 60_000;
+
+/// Largest response body read from the provider; a Toss payment is a few kilobytes.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Longest transport-error description kept in an error.
+const MAX_REASON_CHARS: usize = 300;
+
+/// A Toss secret key. Never printed: `Debug` shows `***`, and there is no `Display`.
+#[derive(Clone)]
+pub struct TossSecretKey(String);
+
+impl TossSecretKey {
+    pub fn new(value: impl Into<String>) -> TossSecretKey {
+        TossSecretKey(value.into())
+    }
+
+    /// The only way to read it; used once, to build the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TossSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TossSecretKey(***)")
+    }
+}
+
+/// How [`TossGateway`] talks to Toss.
+#[derive(Debug, Clone)]
+pub struct TossConfig {
+    /// `https://api.tosspayments.com`, or a sandbox's `http://127.0.0.1:port`. Plain HTTP is
+    /// only accepted for loopback hosts: the secret key travels in every request.
+    pub base_url: String,
+    pub secret_key: TossSecretKey,
+    /// Recorded in events as the provider (`toss`, `sandbox`).
+    pub provider_name: String,
+    /// Time to open a connection; a connect failure is certain not to have reached Toss.
+    pub connect_timeout_ms: u64,
+    /// Whole-request timeout of calls that move money (confirm, cancel, billing issue and
+    /// charge). Toss's guidance for confirm is to wait generously: card networks can be slow.
+    pub timeout_ms: u64,
+    /// Whole-request timeout of lookups.
+    pub lookup_timeout_ms: u64,
+    /// Attempts per call, the first included (1 disables retries).
+    pub max_attempts: u32,
+    /// Retry `n` sleeps a random time in `0..=min(backoff_max_ms, backoff_base_ms * 2^(n-1))`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub circuit: CircuitConfig,
+}
+
+impl TossConfig {
+    /// Toss's defaults against `base_url`.
+    pub fn new(base_url: impl Into<String>, secret_key: TossSecretKey) -> TossConfig {
+        TossConfig {
+            base_url: base_url.into(),
+            secret_key,
+            provider_name: "toss".to_owned(),
+            connect_timeout_ms: 3_000,
+            timeout_ms: 10_000,
+            lookup_timeout_ms: 5_000,
+            max_attempts: 3,
+            backoff_base_ms: 200,
+            backoff_max_ms: 2_000,
+            circuit: CircuitConfig::default(),
+        }
+    }
+
+    /// The same client against a `payledger-sandbox` at `base_url`, with its default key.
+    pub fn sandbox(base_url: impl Into<String>) -> TossConfig {
+        TossConfig {
+            provider_name: "sandbox".to_owned(),
+            ..TossConfig::new(base_url, TossSecretKey::new(SANDBOX_SECRET_KEY))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayConfigError {
+    #[error("base_url is not a URL: {0}")]
+    BaseUrl(String),
+    #[error("base_url must use https unless it points at this machine")]
+    InsecureBaseUrl,
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("the HTTP client could not be built: {0}")]
+    HttpClient(String),
+}
+
+/// Counters of one gateway, read by [`TossGateway::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    retries: AtomicU64,
+    short_circuited: AtomicU64,
+    refusals: AtomicU64,
+    outcome_unknown: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The Toss Payments client.
+pub struct TossGateway {
+    provider_name: String,
+    base_url: Url,
+    authorization: HeaderValue,
+    http: reqwest::Client,
+    timeout: Duration,
+    lookup_timeout: Duration,
+    max_attempts: u32,
+    backoff_base_ms: u64,
+    backoff_max_ms: u64,
+    breaker: CircuitBreaker,
+    counters: Counters,
+}
+
+impl fmt::Debug for TossGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TossGateway")
+            .field("provider_name", &self.provider_name)
+            .field("base_url", &self.base_url.as_str())
+            .field("circuit", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a call may move money: decides what an unanswered request means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    MovesMoney,
+    Lookup,
+}
+
+/// One provider call: what to send and how to name it in logs (never the URL: billing keys are
+/// part of some paths).
+struct Call<'a> {
+    operation: &'static str,
+    method: Method,
+    url: Url,
+    body: Option<Value>,
+    idempotency_key: Option<&'a str>,
+    kind: CallKind,
+}
+
+/// How one HTTP attempt ended.
+enum Attempt {
+    /// 2xx and its body.
+    Answered(Vec<u8>),
+    /// A definitive refusal: retrying the same request cannot change it.
+    Refused(ProviderFailure),
+    Retryable(Retryable),
+}
+
+enum Retryable {
+    /// Certainly not sent (no connection).
+    NotSent(String),
+    /// Sent, and no usable answer came back: the provider may have acted.
+    Unknown(String),
+    /// The provider answered that it failed (`PROVIDER_ERROR`, 5xx, 429).
+    Provider(ProviderFailure),
+    /// 409 `IDEMPOTENT_REQUEST_PROCESSING`: an earlier attempt with this key is still running.
+    InProgress(ProviderFailure),
+}
+
+impl TossGateway {
+    pub fn new(config: TossConfig) -> Result<TossGateway, GatewayConfigError> {
+        TossGateway::with_clock(config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// As [`TossGateway::new`], with the circuit breaker reading `clock`.
+    pub fn with_clock(
+        config: TossConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<TossGateway, GatewayConfigError> {
+        let base_url = Url::parse(&config.base_url)
+            .map_err(|err| GatewayConfigError::BaseUrl(err.to_string()))?;
+        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
+            return Err(GatewayConfigError::BaseUrl(
+                "expected an http(s) base URL".to_owned(),
+            ));
+        }
+        if base_url.scheme() == "http" && !is_loopback(&base_url) {
+            return Err(GatewayConfigError::InsecureBaseUrl);
+        }
+        check_range(
+            "connect_timeout_ms",
+            config.connect_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        check_range("timeout_ms", config.timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        check_range(
+            "lookup_timeout_ms",
+            config.lookup_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        check_range(
+            "max_attempts",
+            u64::from(config.max_attempts),
+            1,
+            u64::from(MAX_ATTEMPTS_LIMIT),
+        )?;
+        check_range("backoff_base_ms", config.backoff_base_ms, 0, MAX_BACKOFF_MS)?;
+        check_range("backoff_max_ms", config.backoff_max_ms, 0, MAX_BACKOFF_MS)?;
+        check_range(
+            "circuit.failure_threshold",
+            u64::from(config.circuit.failure_threshold),
+            1,
+            1_000,
+        )?;
+        check_range("circuit.open_ms", config.circuit.open_ms, 0, 3_600_000)?;
+
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:", config.secret_key.expose()));
+        let mut authorization =
+            HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+                GatewayConfigError::OutOfRange("secret key is not header-safe".to_owned())
+            })?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            // A redirect would carry the secret key somewhere payledger was not configured to
+            // send it.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("payledger/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| GatewayConfigError::HttpClient(err.without_url().to_string()))?;
+        Ok(TossGateway {
+            provider_name: config.provider_name,
+            base_url,
+            authorization,
+            http,
+            timeout: Duration::from_millis(config.timeout_ms),
+            lookup_timeout: Duration::from_millis(config.lookup_timeout_ms),
+            max_attempts: config.max_attempts,
+            backoff_base_ms: config.backoff_base_ms,
+            backoff_max_ms: config.backoff_max_ms,
+            breaker: CircuitBreaker::with_clock(config.circuit, clock),
+            counters: Counters::default(),
+        })
+    }
+
+    /// A snapshot of this gateway's counters.
+    pub fn stats(&self) -> GatewayStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        GatewayStats {
+            calls: read(&self.counters.calls),
+            attempts: read(&self.counters.attempts),
+            failures: read(&self.counters.failures),
+            retries: read(&self.counters.retries),
+            short_circuited: read(&self.counters.short_circuited),
+            refusals: read(&self.counters.refusals),
+            outcome_unknown: read(&self.counters.outcome_unknown),
+        }
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base_url.clone();
+        // `cannot_be_a_base` was ruled out in the constructor, so the segments are editable;
+        // each segment is percent-encoded, so a key cannot reshape the path.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict.
+    async fn execute(&self, call: Call<'_>) -> Result<Vec<u8>, GatewayError> {
+        bump(&self.counters.calls);
+        let result = self.attempts(&call).await;
+        match &result {
+            Err(GatewayError::Refused(_)) => bump(&self.counters.refusals),
+            Err(GatewayError::OutcomeUnknown { reason }) => {
+                bump(&self.counters.outcome_unknown);
+                tracing::warn!(
+                    provider = %self.provider_name,
+                    operation = call.operation,
+                    %reason,
+                    "provider outcome unknown; a reconciler must ask the provider"
+                );
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn attempts(&self, call: &Call<'_>) -> Result<Vec<u8>, GatewayError> {
+        // Once any attempt may have reached the provider, "not sent" is no longer true of the
+        // call, whatever later attempts say.
+        let mut unknown_reason: Option<String> = None;
+        let mut last_failure: Option<Retryable> = None;
+        for attempt in 1..=self.max_attempts {
+            if attempt > 1 {
+                bump(&self.counters.retries);
+                tokio::time::sleep(self.backoff(attempt - 1)).await;
+            }
+            let permit = match self.breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(short) => {
+                    bump(&self.counters.short_circuited);
+                    return Err(match unknown_reason {
+                        Some(reason) => GatewayError::OutcomeUnknown { reason },
+                        None => GatewayError::NotSent {
+                            reason: format!("circuit open for provider {}", self.provider_name),
+                            retry_after_ms: Some(short.retry_after_ms),
+                        },
+                    });
+                }
+            };
+            bump(&self.counters.attempts);
+            match self.attempt(call).await {
+                Attempt::Answered(body) => {
+                    permit.succeeded();
+                    return Ok(body);
+                }
+                Attempt::Refused(failure) => {
+                    permit.succeeded();
+                    return Err(GatewayError::Refused(failure));
+                }
+                Attempt::Retryable(failure) => {
+                    match &failure {
+                        Retryable::InProgress(_) => permit.succeeded(),
+                        _ => {
+                            bump(&self.counters.failures);
+                            permit.failed();
+                        }
+                    }
+                    let reason = failure.describe();
+                    if matches!(failure, Retryable::Unknown(_) | Retryable::InProgress(_)) {
+                        unknown_reason = Some(reason.clone());
+                    }
+                    tracing::warn!(
+                        provider = %self.provider_name,
+                        operation = call.operation,
+                        attempt,
+                        max_attempts = self.max_attempts,
+                        %reason,
+                        "provider call failed"
+                    );
+                    last_failure = Some(failure);
+                }
+            }
+        }
+        if let Some(reason) = unknown_reason {
+            return Err(GatewayError::OutcomeUnknown { reason });
+        }
+        Err(match last_failure {
+            Some(Retryable::Provider(failure)) => GatewayError::Refused(failure),
+            Some(failure) => GatewayError::NotSent {
+                reason: failure.describe(),
+                retry_after_ms: None,
+            },
+            None => GatewayError::NotSent {
+                reason: "no attempt was made".to_owned(),
+                retry_after_ms: None,
+            },
+        })
+    }
+
+    /// Full jitter: a uniformly random sleep up to the exponential cap, so clients that failed
+    /// together do not retry together.
+    fn backoff(&self, retry: u32) -> Duration {
+        let cap_ms = backoff_cap_ms(retry, self.backoff_base_ms, self.backoff_max_ms);
+        Duration::from_millis(rand::rng().random_range(0..=cap_ms))
+    }
+
+    async fn attempt(&self, call: &Call<'_>) -> Attempt {
+        let timeout = match call.kind {
+            CallKind::MovesMoney => self.timeout,
+            CallKind::Lookup => self.lookup_timeout,
+        };
+        let mut request = self
+            .http
+            .request(call.method.clone(), call.url.clone())
+            .timeout(timeout)
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(key) = call.idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => return Attempt::Retryable(transport_failure(err, timeout)),
+        };
+        let status = response.status();
+        let body = match read_capped(response).await {
+            Ok(body) => body,
+            Err(reason) => return Attempt::Retryable(Retryable::Unknown(reason)),
+        };
+        if status.is_success() {
+            return Attempt::Answered(body);
+        }
+        classify_error_answer(status, &body, call.kind)
+    }
+
+    async fn confirm_payment(
+        &self,
+        request: &ConfirmRequest,
+    ) -> Result<ProviderPayment, GatewayError> {
+        require_krw(request.currency)?;
+        let body = self
+            .execute(Call {
+                operation: "confirm",
+                method: Method::POST,
+                url: self.url(&["v1", "payments", "confirm"]),
+                body: Some(json!({
+                    "paymentKey": request.payment_key,
+                    "orderId": request.order_id,
+                    "amount": request.amount_minor,
+                })),
+                idempotency_key: Some(&request.idempotency_key),
+                kind: CallKind::MovesMoney,
+            })
+            .await?;
+        let payment = self.read_money_answer("confirm", wire::parse_payment(&body))?;
+        self.expect_same("confirm", &payment.order_id, &request.order_id)?;
+        Ok(payment)
+    }
+
+    async fn lookup(
+        &self,
+        operation: &'static str,
+        url: Url,
+    ) -> Result<Option<ProviderPayment>, GatewayError> {
+        let result = self
+            .execute(Call {
+                operation,
+                method: Method::GET,
+                url,
+                body: None,
+                idempotency_key: None,
+                kind: CallKind::Lookup,
+            })
+            .await;
+        match result {
+            Ok(body) => {
+                wire::parse_payment(&body)
+                    .map(Some)
+                    .map_err(|err| GatewayError::OutcomeUnknown {
+                        reason: format!("{operation}: {err}"),
+                    })
+            }
+            Err(GatewayError::Refused(failure)) if failure.class == FailureClass::NotFound => {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A 2xx to a money-moving call that cannot be read means the provider acted and payledger
+    /// cannot say how: an unknown outcome, never a guess.
+    fn read_money_answer<T>(
+        &self,
+        operation: &'static str,
+        parsed: Result<T, wire::UnreadableAnswer>,
+    ) -> Result<T, GatewayError> {
+        parsed.map_err(|err| {
+            bump(&self.counters.outcome_unknown);
+            tracing::error!(provider = %self.provider_name, operation, error = %err, "provider answered 2xx with a body payledger cannot read");
+            GatewayError::OutcomeUnknown {
+                reason: format!("{operation}: {err}"),
+            }
+        })
+    }
+
+    fn expect_same(
+        &self,
+        operation: &'static str,
+        answered: &str,
+        asked: &str,
+    ) -> Result<(), GatewayError> {
+        if answered == asked {
+            return Ok(());
+        }
+        bump(&self.counters.outcome_unknown);
+        tracing::error!(provider = %self.provider_name, operation, "provider answered about a different payment than asked");
+        Err(GatewayError::OutcomeUnknown {
+            reason: format!("{operation}: the provider answered about a different payment"),
+        })
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for TossGateway {
+    fn provider_name(&self) -> &str {
+        &self.provider_name
+    }
+
+    async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError> {
+        self.confirm_payment(request).await
+    }
+
+    async fn payment_by_order_id(
+        &self,
+        order_id: &str,
+    ) -> Result<Option<ProviderPayment>, GatewayError> {
+        let url = self.url(&["v1", "payments", "orders", order_id]);
+        let found = self.lookup("payment_by_order_id", url).await?;
+        match found {
+            Some(payment) => {
+                self.expect_same("payment_by_order_id", &payment.order_id, order_id)?;
+                Ok(Some(payment))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn payment_by_key(
+        &self,
+        payment_key: &str,
+    ) -> Result<Option<ProviderPayment>, GatewayError> {
+        let url = self.url(&["v1", "payments", payment_key]);
+        let found = self.lookup("payment_by_key", url).await?;
+        match found {
+            Some(payment) => {
+                self.expect_same("payment_by_key", &payment.payment_key, payment_key)?;
+                Ok(Some(payment))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn cancel(&self, request: &CancelRequest) -> Result<ProviderPayment, GatewayError> {
+        let mut body = json!({ "cancelReason": request.cancel_reason });
+        if let Some(amount) = request.cancel_amount_minor {
+            body["cancelAmount"] = json!(amount);
+        }
+        let answer = self
+            .execute(Call {
+                operation: "cancel",
+                method: Method::POST,
+                url: self.url(&["v1", "payments", &request.payment_key, "cancel"]),
+                body: Some(body),
+                idempotency_key: Some(&request.idempotency_key),
+                kind: CallKind::MovesMoney,
+            })
+            .await?;
+        let payment = self.read_money_answer("cancel", wire::parse_payment(&answer))?;
+        self.expect_same("cancel", &payment.payment_key, &request.payment_key)?;
+        Ok(payment)
+    }
+
+    async fn issue_billing_key(
+        &self,
+        request: &IssueBillingKeyRequest,
+    ) -> Result<BillingKeyIssued, GatewayError> {
+        // The request carries no key of its own; one per call still makes this call's retries
+        // one request to the provider.
+        let idempotency_key = format!("billing-issue-{}", uuid::Uuid::new_v4());
+        let answer = self
+            .execute(Call {
+                operation: "issue_billing_key",
+                method: Method::POST,
+                url: self.url(&["v1", "billing", "authorizations", "issue"]),
+                body: Some(json!({
+                    "authKey": request.auth_key,
+                    "customerKey": request.customer_key,
+                })),
+                idempotency_key: Some(&idempotency_key),
+                kind: CallKind::MovesMoney,
+            })
+            .await?;
+        let issued =
+            self.read_money_answer("issue_billing_key", wire::parse_billing_key(&answer))?;
+        self.expect_same(
+            "issue_billing_key",
+            &issued.customer_key,
+            &request.customer_key,
+        )?;
+        Ok(BillingKeyIssued {
+            billing_key: BillingKeySecret::new(issued.billing_key),
+            customer_key: issued.customer_key,
+            card: issued.card,
+        })
+    }
+
+    async fn charge_billing_key(
+        &self,
+        request: &ChargeBillingKeyRequest,
+    ) -> Result<ProviderPayment, GatewayError> {
+        require_krw(request.currency)?;
+        let answer = self
+            .execute(Call {
+                operation: "charge_billing_key",
+                method: Method::POST,
+                url: self.url(&["v1", "billing", request.billing_key.expose()]),
+                body: Some(json!({
+                    "customerKey": request.customer_key,
+                    "amount": request.amount_minor,
+                    "orderId": request.order_id,
+                    "orderName": request.order_name,
+                })),
+                idempotency_key: Some(&request.idempotency_key),
+                kind: CallKind::MovesMoney,
+            })
+            .await?;
+        let payment = self.read_money_answer("charge_billing_key", wire::parse_payment(&answer))?;
+        self.expect_same("charge_billing_key", &payment.order_id, &request.order_id)?;
+        Ok(payment)
+    }
+
+    fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    fn stats(&self) -> Option<GatewayStats> {
+        Some(TossGateway::stats(self))
+    }
+}
+
+impl Retryable {
+    fn describe(&self) -> String {
+        match self {
+            Retryable::NotSent(reason) | Retryable::Unknown(reason) => reason.clone(),
+            Retryable::Provider(failure) | Retryable::InProgress(failure) => {
+                format!("{}: {}", failure.provider_code, failure.provider_message)
+            }
+        }
+    }
+}
+
+/// Toss's card payments through this adapter are in won; anything else is refused before a
+/// request is made (nothing reaches the provider, so nothing can have happened there).
+fn require_krw(currency: Currency) -> Result<(), GatewayError> {
+    if currency == Currency::KRW {
+        return Ok(());
+    }
+    Err(GatewayError::Refused(ProviderFailure {
+        class: FailureClass::InvalidRequest,
+        provider_code: "PAYLEDGER_UNSUPPORTED_CURRENCY".to_owned(),
+        provider_message: format!("the Toss adapter charges in KRW only, not {currency}"),
+    }))
+}
+
+/// What a non-2xx answer means.
+fn classify_error_answer(status: StatusCode, body: &[u8], kind: CallKind) -> Attempt {
+    let Ok(error) = serde_json::from_slice::<wire::ErrorWire>(body) else {
+        // Not Toss speaking: a proxy or load balancer. A 5xx from one of those (a 502 or 504)
+        // may come after Toss acted on a forwarded payment.
+        let failure = ProviderFailure {
+            class: class_of_status(status),
+            provider_code: format!("HTTP_{}", status.as_u16()),
+            provider_message: format!("the provider answered {status} without a Toss error body"),
+        };
+        return match (status.is_server_error(), kind) {
+            (true, CallKind::MovesMoney) => {
+                Attempt::Retryable(Retryable::Unknown(failure.provider_message))
+            }
+            (true, CallKind::Lookup) => Attempt::Retryable(Retryable::Provider(failure)),
+            (false, _) => Attempt::Refused(failure),
+        };
+    };
+    let failure = ProviderFailure {
+        class: classify_toss_failure(&error.code, status.as_u16()),
+        provider_code: error.code(),
+        provider_message: error.message(),
+    };
+    if status == StatusCode::CONFLICT && error.code == "IDEMPOTENT_REQUEST_PROCESSING" {
+        return Attempt::Retryable(Retryable::InProgress(failure));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || failure.class.is_retryable() {
+        return Attempt::Retryable(Retryable::Provider(ProviderFailure {
+            class: FailureClass::ProviderError,
+            ..failure
+        }));
+    }
+    Attempt::Refused(failure)
+}
+
+fn class_of_status(status: StatusCode) -> FailureClass {
+    if status.is_server_error() {
+        FailureClass::ProviderError
+    } else {
+        FailureClass::Unclassified
+    }
+}
+
+/// A transport error, described without its URL (some paths hold a billing key).
+fn transport_failure(err: reqwest::Error, timeout: Duration) -> Retryable {
+    let err = err.without_url();
+    if err.is_connect() {
+        return Retryable::NotSent(bounded_reason(format!(
+            "could not connect to the provider: {}",
+            error_chain(&err)
+        )));
+    }
+    if err.is_timeout() {
+        return Retryable::Unknown(format!(
+            "no answer from the provider within {} ms",
+            timeout.as_millis()
+        ));
+    }
+    Retryable::Unknown(bounded_reason(format!(
+        "the request failed after it may have been sent: {}",
+        error_chain(&err)
+    )))
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(format!(
+                        "the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(err) => {
+                let err = err.without_url();
+                return Err(if err.is_timeout() {
+                    "the provider's answer was cut off by the timeout".to_owned()
+                } else {
+                    bounded_reason(format!(
+                        "reading the provider's answer failed: {}",
+                        error_chain(&err)
+                    ))
+                });
+            }
+        }
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn bounded_reason(reason: String) -> String {
+    if reason.chars().count() <= MAX_REASON_CHARS {
+        reason
+    } else {
+        reason.chars().take(MAX_REASON_CHARS).collect()
+    }
+}
+
+/// The exponential cap of retry `retry` (1 for the first retry).
+pub(crate) fn backoff_cap_ms(retry: u32, base_ms: u64, max_ms: u64) -> u64 {
+    let doublings = retry.saturating_sub(1).min(32);
+    base_ms.saturating_mul(1_u64 << doublings).min(max_ms)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), GatewayConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(GatewayConfigError::OutOfRange(format!(
+            "{name} must be between {min} and {max}, got {value}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        assert_eq!(backoff_cap_ms(1, 100, 1_000), 100);
+        assert_eq!(backoff_cap_ms(2, 100, 1_000), 200);
+        assert_eq!(backoff_cap_ms(3, 100, 1_000), 400);
+        assert_eq!(backoff_cap_ms(5, 100, 1_000), 1_000);
+        assert_eq!(backoff_cap_ms(u32::MAX, u64::MAX, 60_000), 60_000);
+    }
+
+    #[test]
+    fn the_secret_key_never_prints() {
+        let config = TossConfig::new(TOSS_API_BASE_URL, TossSecretKey::new("live_sk_very_secret"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very_secret"), "{printed}");
+        let gateway = TossGateway::new(config).unwrap();
+        let printed = format!("{gateway:?}");
+        assert!(!printed.contains("very_secret"), "{printed}");
+    }
+
+    #[test]
+    fn plain_http_is_only_for_this_machine() {
+        let remote = TossConfig::new("http://api.tosspayments.com", TossSecretKey::new("k"));
+        assert_eq!(
+            TossGateway::new(remote).unwrap_err(),
+            GatewayConfigError::InsecureBaseUrl
+        );
+        assert!(TossGateway::new(TossConfig::sandbox("http://127.0.0.1:9")).is_ok());
+        assert!(TossGateway::new(TossConfig::sandbox("http://localhost:9")).is_ok());
+    }
+
+    #[test]
+    fn configuration_out_of_bounds_is_refused() {
+        let mut config = TossConfig::sandbox("http://127.0.0.1:9");
+        config.max_attempts = 0;
+        assert!(matches!(
+            TossGateway::new(config.clone()),
+            Err(GatewayConfigError::OutOfRange(_))
+        ));
+        config.max_attempts = MAX_ATTEMPTS_LIMIT + 1;
+        assert!(matches!(
+            TossGateway::new(config.clone()),
+            Err(GatewayConfigError::OutOfRange(_))
+        ));
+        config.max_attempts = 3;
+        config.timeout_ms = 0;
+        assert!(matches!(
+            TossGateway::new(config),
+            Err(GatewayConfigError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn path_segments_are_encoded_so_a_key_cannot_reshape_the_path() {
+        let gateway = TossGateway::new(TossConfig::sandbox("http://127.0.0.1:9/")).unwrap();
+        let url = gateway.url(&["v1", "payments", "a/../b?c"]);
+        assert_eq!(url.path(), "/v1/payments/a%2F..%2Fb%3Fc");
+        assert_eq!(url.query(), None);
+    }
+
+    #[test]
+    fn answers_without_a_toss_body_are_unknown_only_when_money_may_have_moved() {
+        let bad_gateway =
+            classify_error_answer(StatusCode::BAD_GATEWAY, b"<html>", CallKind::MovesMoney);
+        assert!(matches!(
+            bad_gateway,
+            Attempt::Retryable(Retryable::Unknown(_))
+        ));
+        let lookup = classify_error_answer(StatusCode::BAD_GATEWAY, b"<html>", CallKind::Lookup);
+        assert!(matches!(lookup, Attempt::Retryable(Retryable::Provider(_))));
+        let teapot = classify_error_answer(StatusCode::IM_A_TEAPOT, b"", CallKind::MovesMoney);
+        assert!(matches!(
+            teapot,
+            Attempt::Refused(ProviderFailure {
+                class: FailureClass::Unclassified,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn provider_error_is_retryable_whatever_its_status() {
+        let body = br#"{"code":"PROVIDER_ERROR","message":"temporary"}"#;
+        let answer = classify_error_answer(StatusCode::BAD_REQUEST, body, CallKind::MovesMoney);
+        assert!(matches!(answer, Attempt::Retryable(Retryable::Provider(_))));
+        let busy = br#"{"code":"IDEMPOTENT_REQUEST_PROCESSING","message":"busy"}"#;
+        let answer = classify_error_answer(StatusCode::CONFLICT, busy, CallKind::MovesMoney);
+        assert!(matches!(
+            answer,
+            Attempt::Retryable(Retryable::InProgress(_))
+        ));
+        let declined = br#"{"code":"REJECT_CARD_COMPANY","message":"no"}"#;
+        let answer = classify_error_answer(StatusCode::FORBIDDEN, declined, CallKind::MovesMoney);
+        assert!(matches!(
+            answer,
+            Attempt::Refused(ProviderFailure {
+                class: FailureClass::SoftDecline,
+                ..
+            })
+        ));
+    }
+}

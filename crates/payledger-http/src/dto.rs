@@ -1,0 +1,292 @@
+//! Request and response bodies (camelCase, like the Toss API), and their validation.
+//!
+//! Requests are parsed into domain types here, so nothing invalid gets past the edge: an amount
+//! that exists is a positive integer within the maximum, an id that exists is well-formed.
+
+use crate::errors::{ApiError, ErrorCode};
+use chrono::{DateTime, Utc};
+use payledger_app::payments::OrderSnapshot;
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::money::{check_amount, Currency, MoneyError, MAX_AMOUNT_MINOR};
+use payledger_domain::order::{Order, OrderStatus};
+use payledger_read_models::orders::{OrderView, TimelineEntry};
+use serde::{Deserialize, Serialize};
+
+/// The largest JSON body any endpoint accepts.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Page sizes of list endpoints.
+pub const DEFAULT_PAGE_SIZE: i64 = 100;
+pub const MAX_PAGE_SIZE: i64 = 1_000;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlaceOrderBody {
+    pub order_id: Option<String>,
+    #[schema(value_type = i64)]
+    pub amount: serde_json::Number,
+    pub currency: String,
+    pub customer_id: String,
+    pub payee_id: String,
+    pub order_name: String,
+    pub service_starts_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfirmBody {
+    pub payment_key: String,
+    pub order_id: String,
+    #[schema(value_type = i64)]
+    pub amount: serde_json::Number,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefundBody {
+    pub refund_id: Option<String>,
+    #[schema(value_type = Option<i64>)]
+    pub amount: Option<serde_json::Number>,
+    pub reason: String,
+}
+
+/// An amount in minor units: a JSON integer, > 0, ≤ the maximum. `1.0`, `"100"`, `1e3` are not.
+pub fn parse_amount(number: &serde_json::Number, field: &str) -> Result<i64, ApiError> {
+    let amount = number.as_i64().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidAmount,
+            format!(
+                "{field} must be an integer number of minor units between 1 and {MAX_AMOUNT_MINOR}"
+            ),
+        )
+        .with("field", field)
+    })?;
+    check_amount(amount)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidAmount, e.to_string()).with("field", field))
+}
+
+pub fn parse_currency(code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).map_err(|e| match e {
+        MoneyError::UnknownCurrency(_) => ApiError::new(
+            ErrorCode::UnknownCurrency,
+            "currency must be one of KRW, JPY, USD, EUR, GBP",
+        )
+        .with("field", "currency"),
+        other => {
+            ApiError::new(ErrorCode::InvalidField, other.to_string()).with("field", "currency")
+        }
+    })
+}
+
+macro_rules! id_parser {
+    ($fn_name:ident, $ty:ty, $field:literal) => {
+        pub fn $fn_name(value: &str) -> Result<$ty, ApiError> {
+            <$ty>::parse(value.to_string()).map_err(|e| ApiError::field($field, e.to_string()))
+        }
+    };
+}
+
+id_parser!(parse_order_id, OrderId, "orderId");
+id_parser!(parse_customer_id, CustomerId, "customerId");
+id_parser!(parse_payee_id, PayeeId, "payeeId");
+id_parser!(parse_payment_key, PaymentKey, "paymentKey");
+id_parser!(parse_refund_id, RefundId, "refundId");
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBody {
+    pub order_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub customer_id: String,
+    pub payee_id: String,
+    pub order_name: String,
+    pub provider: String,
+    pub payment_key: Option<String>,
+    pub captured_amount: i64,
+    pub refunded_amount: i64,
+    pub refund_pending_amount: i64,
+    pub refundable_amount: i64,
+    pub last_failure_code: Option<String>,
+    pub service_starts_at: Option<DateTime<Utc>>,
+    pub placed_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub fulfilled_at: Option<DateTime<Utc>>,
+    /// The order stream's version.
+    pub version: i64,
+    /// Global position of the last event this answer reflects; pass it as `minPosition` to read
+    /// endpoints to read your own writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    /// Present and true when this answer repeats an earlier one (nothing new happened).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+fn status_name(status: OrderStatus) -> String {
+    payledger_domain::codec::wire_name(&status)
+}
+
+impl OrderBody {
+    pub fn from_snapshot(snapshot: &OrderSnapshot) -> Result<OrderBody, ApiError> {
+        let order: &Order = &snapshot.state;
+        let placed = order
+            .placed
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("order snapshot without placement"))?;
+        Ok(OrderBody {
+            order_id: placed.order_id.to_string(),
+            status: status_name(order.status),
+            amount: placed.amount.amount_minor(),
+            currency: placed.amount.currency().code().to_string(),
+            customer_id: placed.customer_id.to_string(),
+            payee_id: placed.payee_id.to_string(),
+            order_name: placed.order_name.clone(),
+            provider: placed.provider.clone(),
+            payment_key: order.payment_key.as_ref().map(ToString::to_string),
+            captured_amount: order.captured_minor,
+            refunded_amount: order.refunded_minor,
+            refund_pending_amount: order.refund_pending_minor,
+            refundable_amount: order.refundable_minor(),
+            last_failure_code: order.last_failure.as_ref().map(|f| f.provider_code.clone()),
+            service_starts_at: placed.service_starts_at,
+            placed_at: placed.placed_at,
+            paid_at: order.paid_at,
+            fulfilled_at: order.fulfilled_at,
+            version: snapshot.version,
+            position: snapshot.position,
+            replay: snapshot.replay,
+        })
+    }
+
+    pub fn from_view(view: OrderView) -> OrderBody {
+        OrderBody {
+            order_id: view.order_id,
+            status: view.status,
+            amount: view.amount_minor,
+            currency: view.currency,
+            customer_id: view.customer_id,
+            payee_id: view.payee_id,
+            order_name: view.order_name,
+            provider: view.provider,
+            payment_key: view.payment_key,
+            captured_amount: view.captured_minor,
+            refunded_amount: view.refunded_minor,
+            refund_pending_amount: view.refund_pending_minor,
+            refundable_amount: view.refundable_minor,
+            last_failure_code: view.last_failure_code,
+            service_starts_at: view.service_starts_at,
+            placed_at: view.placed_at,
+            paid_at: view.paid_at,
+            fulfilled_at: view.fulfilled_at,
+            version: view.stream_version,
+            position: Some(view.last_position),
+            replay: false,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundAnswer {
+    pub refund_id: String,
+    pub amount: i64,
+    pub status: String,
+    pub order: OrderBody,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineBody {
+    pub order_id: String,
+    pub entries: Vec<TimelineEntryBody>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntryBody {
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub summary: String,
+    pub data: serde_json::Value,
+}
+
+impl From<TimelineEntry> for TimelineEntryBody {
+    fn from(e: TimelineEntry) -> Self {
+        TimelineEntryBody {
+            position: e.global_position,
+            stream_id: e.stream_id,
+            stream_version: e.stream_version,
+            event_type: e.event_type,
+            recorded_at: e.recorded_at,
+            actor: e.actor,
+            summary: e.summary,
+            data: e.payload,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<payledger_store::RecordedEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}
+
+/// `?after=N&limit=M` for paged reads.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+impl PageQuery {
+    pub fn after(&self) -> Result<i64, ApiError> {
+        match self.after {
+            Some(a) if a < 0 => Err(ApiError::new(ErrorCode::InvalidQuery, "after must be >= 0")),
+            Some(a) => Ok(a),
+            None => Ok(0),
+        }
+    }
+
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            Some(l) if !(1..=MAX_PAGE_SIZE).contains(&l) => Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
+            )),
+            Some(l) => Ok(l),
+            None => Ok(DEFAULT_PAGE_SIZE),
+        }
+    }
+}
+
+/// `?minPosition=N`: wait (briefly) until the read model has caught up with position N.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    pub min_position: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrderSearchQuery {
+    pub payment_key: Option<String>,
+    pub customer_id: Option<String>,
+    pub limit: Option<i64>,
+}

@@ -1,0 +1,363 @@
+//! The HTTP surface of payledger (actix-web). The only crate that knows HTTP and JSON bodies.
+//!
+//! Handlers parse requests into domain types (`dto`), call the application layer, and map every
+//! failure to one row of the error table (`errors`). Bad input is a 4xx before anything is
+//! stored; a 500 means a bug.
+
+pub mod admin;
+pub mod auth;
+pub mod bookings;
+mod claims;
+pub mod dto;
+pub mod errors;
+pub mod idempotency;
+mod log;
+pub mod metrics;
+pub mod openapi;
+mod orders;
+mod payment_status;
+mod settlements;
+pub mod subscriptions;
+pub mod webhooks;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use errors::{ApiError, ErrorCode};
+use payledger_app::context::RequestContext;
+use payledger_app::payments::Payments;
+use payledger_store::EventStore;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// What handlers share.
+pub struct AppState {
+    pub payments: Arc<Payments>,
+    pub store: EventStore,
+    /// Pool for read models and health checks.
+    pub read_pool: PgPool,
+    /// Committed positions of the projections this process runs.
+    pub projection_positions: HashMap<String, watch::Receiver<i64>>,
+    /// API keys and order owners (`auth`).
+    pub access: Arc<auth::AccessControl>,
+    /// Stored answers of commands sent with an `Idempotency-Key`.
+    pub idempotency: Arc<idempotency::IdempotencyStore>,
+    /// Kill switches, manual operations and the admin audit trail.
+    pub operations: Arc<payledger_app::operations::Operations>,
+}
+
+/// The request id of a request: the caller's `x-request-id` when it is sane, otherwise new.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+fn request_id_of(request: &actix_web::dev::ServiceRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !has_card_like_digits(v)
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
+}
+
+/// A caller's request id is logged and stored in event metadata, so it must not smuggle a card
+/// number (PAN: 12 to 19 digits) into either: such ids are replaced by a generated one.
+fn has_card_like_digits(text: &str) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= 12 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Who is asking and which request this is, for event metadata. The actor is the API key's
+/// (`client:NAME`, `admin:NAME`, …); `anonymous` only on open routes.
+pub fn request_context(request: &HttpRequest) -> RequestContext {
+    let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let actor = auth::principal(request).map_or_else(|| "anonymous".to_string(), |p| p.actor());
+    RequestContext::new(actor, request_id)
+}
+
+/// The order a request is about, for the request log: set by handlers whose order id is in the
+/// body (`/v1/payments/confirm`); routes with `{order_id}` in the path are read from it.
+#[derive(Debug, Clone)]
+pub struct LoggedOrderId(pub String);
+
+/// Mounts every route on `config`.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(
+            web::JsonConfig::default()
+                .limit(dto::MAX_BODY_BYTES)
+                .error_handler(|error, _| json_error(error).into()),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|error, _| query_error(error).into()))
+        .app_data(web::PathConfig::default().error_handler(|error, _| path_error(error).into()))
+        .route("/healthz", web::get().to(log::healthz))
+        .route("/readyz", web::get().to(log::readyz))
+        .route("/metrics", web::get().to(metrics::scrape))
+        .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .route("/docs", web::get().to(openapi::docs_page))
+        .service(
+            web::scope("/v1")
+                .route("/orders", web::post().to(orders::place_order))
+                .route("/orders", web::get().to(orders::search_orders))
+                .route("/orders/{order_id}", web::get().to(orders::get_order))
+                .route(
+                    "/orders/{order_id}/timeline",
+                    web::get().to(orders::timeline),
+                )
+                .route("/orders/{order_id}/refunds", web::post().to(orders::refund))
+                .route("/payments/confirm", web::post().to(orders::confirm_payment))
+                .route(
+                    "/billing-keys",
+                    web::post().to(subscriptions::register_billing_key),
+                )
+                .route(
+                    "/billing-keys/{billing_key_id}",
+                    web::delete().to(subscriptions::revoke_billing_key),
+                )
+                .route(
+                    "/subscriptions",
+                    web::post().to(subscriptions::start_subscription),
+                )
+                .route(
+                    "/subscriptions",
+                    web::get().to(subscriptions::list_subscriptions),
+                )
+                .route(
+                    "/subscriptions/{subscription_id}",
+                    web::get().to(subscriptions::get_subscription),
+                )
+                .route(
+                    "/subscriptions/{subscription_id}/charge",
+                    web::post().to(subscriptions::charge),
+                )
+                .route(
+                    "/subscriptions/{subscription_id}/payment-method",
+                    web::post().to(subscriptions::change_payment_method),
+                )
+                .route(
+                    "/subscriptions/{subscription_id}/cancel",
+                    web::post().to(subscriptions::cancel),
+                )
+                .route(
+                    "/subscriptions/{subscription_id}/resume",
+                    web::post().to(subscriptions::resume),
+                )
+                .route(
+                    "/wallets/{customer_id}",
+                    web::get().to(subscriptions::get_wallet),
+                )
+                .route(
+                    "/wallets/{customer_id}/credits",
+                    web::post().to(subscriptions::purchase_credits),
+                )
+                .route(
+                    "/wallets/{customer_id}/spend",
+                    web::post().to(subscriptions::spend_credits),
+                )
+                .route("/streams/{stream_id}", web::get().to(log::read_stream))
+                .route("/events", web::get().to(log::read_events))
+                .route(
+                    "/orders/{order_id}/cancel",
+                    web::post().to(bookings::cancel),
+                )
+                .route(
+                    "/orders/{order_id}/fulfil",
+                    web::post().to(bookings::fulfil),
+                )
+                .route("/claims", web::post().to(claims::file_claim))
+                .route("/claims", web::get().to(claims::list_claims))
+                .route("/claims/stats", web::get().to(claims::claim_stats))
+                .route("/claims/{claim_id}", web::get().to(claims::get_claim))
+                .route(
+                    "/claims/{claim_id}/statements",
+                    web::post().to(claims::submit_statement),
+                )
+                .route("/claims/{claim_id}/assign", web::post().to(claims::assign))
+                .route(
+                    "/claims/{claim_id}/resolve",
+                    web::post().to(claims::resolve),
+                )
+                .route("/claims/{claim_id}/appeal", web::post().to(claims::appeal))
+                .route("/settlements", web::get().to(settlements::list_statements))
+                .route(
+                    "/settlements/{statement_id}/confirm",
+                    web::post().to(settlements::confirm),
+                )
+                .route(
+                    "/settlements/{statement_id}/payout",
+                    web::post().to(settlements::payout),
+                )
+                .route(
+                    "/journal/trial-balance",
+                    web::get().to(settlements::trial_balance),
+                )
+                .route("/webhooks/{provider}", web::post().to(webhooks::receive))
+                .route(
+                    "/admin/webhooks/dead-letters",
+                    web::get().to(webhooks::inbound_dead_letters),
+                )
+                .route(
+                    "/admin/webhooks/dead-letters/{id}/replay",
+                    web::post().to(webhooks::replay_inbound),
+                )
+                .route(
+                    "/admin/notifications/dead-letters",
+                    web::get().to(webhooks::outbound_dead_letters),
+                )
+                .route(
+                    "/admin/notifications/dead-letters/{id}/replay",
+                    web::post().to(webhooks::replay_outbound),
+                )
+                .route(
+                    "/orders/{order_id}/payment-status",
+                    web::get().to(payment_status::payment_status),
+                )
+                .route("/admin/switches", web::get().to(admin::get_switches))
+                .route(
+                    "/admin/switches/payments/suspend",
+                    web::post().to(admin::suspend_payments),
+                )
+                .route(
+                    "/admin/switches/payments/resume",
+                    web::post().to(admin::resume_payments),
+                )
+                .route(
+                    "/admin/switches/payees/{payee_id}/suspend",
+                    web::post().to(admin::suspend_payee),
+                )
+                .route(
+                    "/admin/switches/payees/{payee_id}/resume",
+                    web::post().to(admin::resume_payee),
+                )
+                .route(
+                    "/admin/orders/{order_id}/external-payments",
+                    web::post().to(admin::record_external_payment),
+                )
+                .route(
+                    "/admin/orders/{order_id}/cancel-enrollment",
+                    web::post().to(admin::cancel_enrollment),
+                ),
+        )
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))
+        }));
+}
+
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as application/json",
+        ),
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::new(ErrorCode::InvalidJson, describe_json_error(&e))
+        }
+        other => ApiError::new(ErrorCode::InvalidJson, other.to_string()),
+    }
+}
+
+/// serde's message names the problem (unknown field, missing field, wrong type) and where.
+fn describe_json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    text.chars().take(300).collect()
+}
+
+fn query_error(error: QueryPayloadError) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidQuery,
+        error.to_string().chars().take(300).collect::<String>(),
+    )
+}
+
+fn path_error(error: PathError) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidField,
+        error.to_string().chars().take(300).collect::<String>(),
+    )
+}
+
+/// Gives every request an id (echoed as `x-request-id`) and logs one structured line per request.
+pub fn request_logging<S, B>(
+    request: actix_web::dev::ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<
+        actix_web::dev::ServiceRequest,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let started = Instant::now();
+    let request_id = request_id_of(&request);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let method = request.method().to_string();
+    let path = request.path().to_string();
+    let future = service.call(request);
+    async move {
+        let mut response = future.await?;
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        }
+        let error_code = response
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .map(|e| e.code.as_str());
+        // Ids only (validated by their parsers before they are used); never a header or a body.
+        let http_request = response.request();
+        let actor = auth::principal(http_request).map(|p| p.actor());
+        let order_id = http_request
+            .extensions()
+            .get::<LoggedOrderId>()
+            .map(|o| o.0.clone())
+            .or_else(|| {
+                http_request
+                    .match_info()
+                    .get("order_id")
+                    .filter(|id| payledger_domain::ids::OrderId::parse(*id).is_ok())
+                    .map(str::to_string)
+            });
+        if status >= 500 {
+            tracing::error!(
+                request_id, method, path, status, error_code, latency_ms, actor, order_id,
+                "request"
+            );
+        } else {
+            tracing::info!(
+                request_id, method, path, status, error_code, latency_ms, actor, order_id,
+                "request"
+            );
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,81 @@
+//! The raw log for auditors (streams and the global log, with positions and hashes) and health.
+
+use crate::dto::{EventPage, PageQuery};
+use crate::errors::{ApiError, ErrorCode};
+use crate::AppState;
+use actix_web::{web, HttpResponse};
+
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream_id}",
+    tag = "log",
+    params(("stream_id" = String, Path, description = "A stream id, e.g. `order-{order_id}`"), crate::dto::PageQuery),
+    responses((status = 200, description = "The stream's events with versions, positions and hashes", body = crate::dto::EventPage))
+)]
+pub async fn read_stream(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let stream_id = path.into_inner();
+    if stream_id.is_empty() || stream_id.len() > 200 {
+        return Err(ApiError::field(
+            "streamId",
+            "stream id must be 1 to 200 characters",
+        ));
+    }
+    let (after, limit) = (query.after()?, query.limit()?);
+    let events = state.store.read_stream(&stream_id, after, limit).await?;
+    if events.is_empty() && after == 0 {
+        return Err(ApiError::new(
+            ErrorCode::StreamNotFound,
+            "no events in this stream",
+        ));
+    }
+    let next_after = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.stream_version))
+        .flatten();
+    Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "log",
+    params(crate::dto::PageQuery),
+    responses((status = 200, description = "The global log in commit order", body = crate::dto::EventPage))
+)]
+pub async fn read_events(
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (after, limit) = (query.after()?, query.limit()?);
+    let events = state.store.read_all(after, limit).await?;
+    let next_after = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.global_position))
+        .flatten();
+    Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
+}
+
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "The process is up", body = Object))
+)]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The process can serve: the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses((status = 200, description = "The database answers; `headPosition` is the log's head", body = Object))
+)]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let head = payledger_store::head_position(&state.read_pool).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "headPosition": head })))
+}

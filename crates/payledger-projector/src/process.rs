@@ -1,0 +1,401 @@
+//! Process managers: followers of the global log that *do* something for each event — refund an
+//! order whose slot was taken, refund what a claim decided, put a payment on a settlement
+//! statement — by running commands through the application.
+//!
+//! Guarantees, and what they rest on:
+//! - **Every event is handled at least once.** The process's checkpoint (table
+//!   `process_checkpoints`) moves past an event only after its handler returned; a crash in
+//!   between replays the event.
+//! - **Every effect happens once.** Handlers only run idempotent commands whose ids derive from
+//!   the triggering event (refund id `slot-taken`, `claim-{id}-{round}`, line id
+//!   `payment:{order}`, …): replaying an event finds its commands done and does nothing new.
+//!   At-least-once plus idempotent is effectively once.
+//! - **One active instance across processes.** The runner holds a session advisory lock on its own
+//!   connection, like [`crate::run_projection`]; another process takes over when that connection
+//!   dies, and every checkpoint update is fenced on the previous position so a runner that lost
+//!   its lock unknowingly cannot move it.
+//! - **Handlers may keep state** in their own tables through the connection they are given: it is
+//!   inside the transaction that also moves the checkpoint, so the state is always the fold of the
+//!   log up to the checkpoint, however often a batch is replayed.
+//!
+//! A handler answers [`ProcessError::Retry`] for what may work later (the provider is down, a
+//! refund is still in flight): the runner keeps what the batch did up to that event, waits with a
+//! growing backoff and tries the same event again, forever — stopping would lose a refund.
+//! [`ProcessError::GiveUp`] is for what retrying cannot fix: the event is recorded in
+//! `process_dead_letters` for an admin and the process moves on.
+
+/// After a wake-up, how long a process manager waits for more events to batch.
+const COALESCE_MS: u64 = 5;
+
+use crate::{PositionSender, Wakeup};
+use async_trait::async_trait;
+use payledger_store::{read_all, RecordedEvent};
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait between two tries of an event that asked to be retried.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
+/// How much of an error message a dead letter keeps.
+const MAX_ERROR_CHARS: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Might work later: the event is tried again after a backoff.
+    #[error("will retry: {0}")]
+    Retry(String),
+    /// Cannot work: the event is dead-lettered and the process moves on.
+    #[error("gave up: {0}")]
+    GiveUp(String),
+    #[error("process state: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("failed to read the log: {0}")]
+    Read(#[from] payledger_store::ReadError),
+}
+
+/// Reacts to events of the global log with idempotent commands.
+#[async_trait]
+pub trait ProcessManager: Send + Sync + 'static {
+    /// Stable name: the checkpoint row and the advisory lock are keyed by it.
+    fn name(&self) -> &'static str;
+
+    /// Handles one event. Called at least once per event, in log order; must be idempotent.
+    /// `state` is inside the transaction that moves the checkpoint past this event.
+    async fn handle(
+        &self,
+        state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Events per transaction. Small: handlers call the provider, and a retry replays the batch
+    /// only from the failing event.
+    pub batch_size: i64,
+    pub poll_interval_ms: u64,
+    pub standby_retry_ms: u64,
+    /// First wait after an error; doubles up to [`MAX_RETRY_BACKOFF_MS`].
+    pub error_backoff_ms: u64,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            batch_size: 100,
+            poll_interval_ms: 1_000,
+            standby_retry_ms: 2_000,
+            error_backoff_ms: 250,
+        }
+    }
+}
+
+/// Where a process manager stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStatus {
+    pub name: String,
+    pub position: i64,
+    pub head_position: i64,
+    pub lag_events: i64,
+    pub dead_letters: i64,
+}
+
+fn lock_key(name: &str) -> i64 {
+    // FNV-1a, as for projections, under another prefix: a process and a projection of the same
+    // name never share a lock.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("payledger-process:{name}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Creates the checkpoint row of `name` at `start_position` if it is missing. A new process
+/// manager added to a running ledger decides here whether it reacts to history (0) or only to
+/// what happens from now on (the head).
+pub async fn ensure_checkpoint(
+    pool: &PgPool,
+    name: &str,
+    start_position: i64,
+) -> Result<(), ProcessError> {
+    sqlx::query(
+        "INSERT INTO process_checkpoints (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(start_position.max(0))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn status(pool: &PgPool) -> Result<Vec<ProcessStatus>, ProcessError> {
+    let head = payledger_store::head_position(pool).await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT c.name, c.position, \
+                (SELECT count(*) FROM process_dead_letters d WHERE d.name = c.name) \
+         FROM process_checkpoints c ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, position, dead_letters)| ProcessStatus {
+            name,
+            position,
+            head_position: head,
+            lag_events: (head - position).max(0),
+            dead_letters,
+        })
+        .collect())
+}
+
+/// A dead-lettered event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub name: String,
+    pub global_position: i64,
+    pub stream_id: String,
+    pub event_type: String,
+    pub error: String,
+}
+
+pub async fn dead_letters(pool: &PgPool, name: &str) -> Result<Vec<DeadLetter>, ProcessError> {
+    let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT name, global_position, stream_id, event_type, error FROM process_dead_letters \
+         WHERE name = $1 ORDER BY global_position LIMIT 1000",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, global_position, stream_id, event_type, error)| DeadLetter {
+                name,
+                global_position,
+                stream_id,
+                event_type,
+                error,
+            },
+        )
+        .collect())
+}
+
+/// Runs one process manager forever: waits for its lock, then follows the log.
+pub async fn run_process(
+    connect: PgConnectOptions,
+    process: Arc<dyn ProcessManager>,
+    config: ProcessConfig,
+    wakeup: Wakeup,
+    positions: Arc<PositionSender>,
+) {
+    let mut backoff_ms = config.error_backoff_ms.max(1);
+    loop {
+        match follow(
+            &connect,
+            process.as_ref(),
+            &config,
+            Some(&wakeup),
+            &positions,
+        )
+        .await
+        {
+            Ok(_) => {
+                backoff_ms = config.error_backoff_ms.max(1);
+                tokio::time::sleep(Duration::from_millis(config.standby_retry_ms)).await;
+            }
+            Err(error) => {
+                tracing::warn!(process = process.name(), %error, backoff_ms, "process manager paused; retrying");
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(MAX_RETRY_BACKOFF_MS);
+            }
+        }
+    }
+}
+
+/// What [`catch_up`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Handled everything up to this position (the head when it was reached).
+    Reached(i64),
+    /// Another process holds the lock: it is the active instance.
+    Standby,
+}
+
+/// Handles every event up to the head once, then returns (tests, and a CLI that finishes what a
+/// stopped `serve` left). Returns an error for an event that asked to be retried.
+pub async fn catch_up(
+    connect: &PgConnectOptions,
+    process: &dyn ProcessManager,
+    config: &ProcessConfig,
+) -> Result<CatchUp, ProcessError> {
+    let (sender, _receiver) = tokio::sync::watch::channel(0);
+    follow(connect, process, config, None, &sender).await
+}
+
+/// Follows the log while holding the lock. With `wakeup` it waits for new events forever; without
+/// it returns once the head is reached. `Ok(Standby)` when another process holds the lock.
+async fn follow(
+    connect: &PgConnectOptions,
+    process: &dyn ProcessManager,
+    config: &ProcessConfig,
+    wakeup: Option<&Wakeup>,
+    positions: &PositionSender,
+) -> Result<CatchUp, ProcessError> {
+    let mut conn = PgConnection::connect_with(connect).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(process.name()))
+        .fetch_one(&mut conn)
+        .await?;
+    if !locked {
+        return Ok(CatchUp::Standby);
+    }
+    sqlx::query(
+        "INSERT INTO process_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(process.name())
+    .execute(&mut conn)
+    .await?;
+    tracing::info!(process = process.name(), "process manager active");
+    let mut woken = wakeup.map(Wakeup::subscribe);
+    loop {
+        let position = read_checkpoint(&mut conn, process.name()).await?;
+        positions.send_replace(position);
+        let events = read_all(&mut conn, position, config.batch_size.clamp(1, 10_000)).await?;
+        if events.is_empty() {
+            match woken.as_mut() {
+                None => return Ok(CatchUp::Reached(position)),
+                Some(woken) => {
+                    tokio::select! {
+                        // Let the events committing meanwhile join this batch (see
+                        // `RunnerConfig::coalesce_ms`).
+                        _ = woken.changed() => {
+                            tokio::time::sleep(Duration::from_millis(COALESCE_MS)).await;
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        let outcome = handle_batch(&mut conn, process, position, &events).await?;
+        positions.send_replace(outcome.committed_to);
+        if let Some(error) = outcome.retry {
+            // What came before the failing event is committed; the event itself is tried again.
+            return Err(error);
+        }
+    }
+}
+
+struct BatchOutcome {
+    committed_to: i64,
+    retry: Option<ProcessError>,
+}
+
+/// Handles `events` in one transaction with a savepoint per event. On a retryable failure the
+/// events before it are committed with the checkpoint just before it.
+async fn handle_batch(
+    conn: &mut PgConnection,
+    process: &dyn ProcessManager,
+    from: i64,
+    events: &[RecordedEvent],
+) -> Result<BatchOutcome, ProcessError> {
+    let mut tx = conn.begin().await?;
+    let mut done_to = from;
+    let mut retry = None;
+    for event in events {
+        let mut savepoint = tx.begin().await?;
+        match process.handle(&mut savepoint, event).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(ProcessError::GiveUp(reason)) => {
+                // Whatever the handler wrote for this event goes; the dead letter stays.
+                savepoint.rollback().await?;
+                tracing::error!(
+                    process = process.name(),
+                    position = event.global_position,
+                    stream_id = event.stream_id,
+                    event_type = event.event_type,
+                    %reason,
+                    "process manager gave up on an event; dead-lettered"
+                );
+                record_dead_letter(&mut tx, process.name(), event, &reason).await?;
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                retry = Some(error);
+                break;
+            }
+        }
+        done_to = event.global_position;
+    }
+    if done_to > from {
+        if !advance_checkpoint(&mut tx, process.name(), from, done_to).await? {
+            // Another runner moved the checkpoint: this one lost its lock. Drop the batch; its
+            // commands were idempotent and the other runner does them too.
+            tx.rollback().await?;
+            return Err(ProcessError::Retry(
+                "the checkpoint moved under this runner".into(),
+            ));
+        }
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(BatchOutcome {
+        committed_to: done_to,
+        retry,
+    })
+}
+
+async fn record_dead_letter(
+    conn: &mut PgConnection,
+    name: &str,
+    event: &RecordedEvent,
+    reason: &str,
+) -> Result<(), ProcessError> {
+    let error: String = reason.chars().take(MAX_ERROR_CHARS).collect();
+    sqlx::query(
+        "INSERT INTO process_dead_letters (name, global_position, stream_id, event_type, error) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name, global_position) DO UPDATE SET error = EXCLUDED.error",
+    )
+    .bind(name)
+    .bind(event.global_position)
+    .bind(&event.stream_id)
+    .bind(&event.event_type)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<i64, ProcessError> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM process_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(position.unwrap_or(0))
+}
+
+async fn advance_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, ProcessError> {
+    let updated = sqlx::query(
+        "UPDATE process_checkpoints SET position = $3, updated_at = now() \
+         WHERE name = $1 AND position = $2",
+    )
+    .bind(name)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}

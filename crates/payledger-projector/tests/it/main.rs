@@ -1,0 +1,3 @@
+//! The projector runtime and the process-manager runtime against a real PostgreSQL.
+
+mod process;

@@ -1,0 +1,230 @@
+//! Process managers: each event handled to completion once, across failures, with one runner.
+
+use async_trait::async_trait;
+use payledger_projector::process::{self, CatchUp, ProcessConfig, ProcessError, ProcessManager};
+use payledger_store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, WriterConfig};
+use payledger_testdb::TestDatabase;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgConnection;
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+/// Records every event it handles in a table inside the process transaction, and fails as told.
+struct Recorder {
+    /// Positions that fail with `Retry` the first time they are seen.
+    retry_once: Mutex<HashSet<i64>>,
+    /// Positions that always fail with `GiveUp`.
+    give_up: HashSet<i64>,
+    /// Every call, committed or not: shows what was replayed.
+    calls: Mutex<Vec<i64>>,
+}
+
+impl Recorder {
+    fn new(retry_once: &[i64], give_up: &[i64]) -> Recorder {
+        Recorder {
+            retry_once: Mutex::new(retry_once.iter().copied().collect()),
+            give_up: give_up.iter().copied().collect(),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessManager for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn handle(
+        &self,
+        state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        self.calls.lock().unwrap().push(event.global_position);
+        // Written before failing: a failed event's writes must not survive.
+        sqlx::query("INSERT INTO handled (position) VALUES ($1)")
+            .bind(event.global_position)
+            .execute(&mut *state)
+            .await?;
+        if self
+            .retry_once
+            .lock()
+            .unwrap()
+            .remove(&event.global_position)
+        {
+            return Err(ProcessError::Retry("not yet".into()));
+        }
+        if self.give_up.contains(&event.global_position) {
+            return Err(ProcessError::GiveUp("never".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn setup(events: usize) -> (TestDatabase, PgConnectOptions) {
+    let db = TestDatabase::fresh().await;
+    sqlx::query("CREATE TABLE handled (position bigint PRIMARY KEY)")
+        .execute(&db.owner_pool)
+        .await
+        .unwrap();
+    sqlx::query("GRANT ALL ON handled TO payledger_app")
+        .execute(&db.owner_pool)
+        .await
+        .unwrap();
+    let store = EventStore::new(db.app_pool.clone(), WriterConfig::default());
+    for i in 0..events {
+        store
+            .append(
+                &format!("thing-{i}"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(
+                    "ThingHappened",
+                    serde_json::json!({ "i": i }),
+                    Default::default(),
+                )],
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    let connect = PgConnectOptions::from_str(&db.app_url).unwrap();
+    (db, connect)
+}
+
+async fn handled(db: &TestDatabase) -> Vec<i64> {
+    sqlx::query_scalar("SELECT position FROM handled ORDER BY position")
+        .fetch_all(&db.owner_pool)
+        .await
+        .unwrap()
+}
+
+fn config(batch_size: i64) -> ProcessConfig {
+    ProcessConfig {
+        batch_size,
+        ..ProcessConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn every_event_is_handled_once_and_the_checkpoint_reaches_the_head() {
+    let (db, connect) = setup(25).await;
+    let recorder = Recorder::new(&[], &[]);
+    let reached = process::catch_up(&connect, &recorder, &config(10))
+        .await
+        .unwrap();
+    assert_eq!(reached, CatchUp::Reached(25));
+    assert_eq!(handled(&db).await, (1..=25).collect::<Vec<_>>());
+    // Nothing new: nothing handled again.
+    process::catch_up(&connect, &recorder, &config(10))
+        .await
+        .unwrap();
+    assert_eq!(recorder.calls.lock().unwrap().len(), 25);
+}
+
+#[tokio::test]
+async fn a_retry_keeps_the_work_before_it_and_replays_only_the_failing_event() {
+    let (db, connect) = setup(10).await;
+    let recorder = Recorder::new(&[7], &[]);
+    let first = process::catch_up(&connect, &recorder, &config(100)).await;
+    assert!(matches!(first, Err(ProcessError::Retry(_))), "{first:?}");
+    // 1..=6 committed with their checkpoint; 7's write rolled back.
+    assert_eq!(handled(&db).await, (1..=6).collect::<Vec<_>>());
+    let status = process::status(&db.app_pool).await.unwrap();
+    assert_eq!(status[0].position, 6);
+    let second = process::catch_up(&connect, &recorder, &config(100))
+        .await
+        .unwrap();
+    assert_eq!(second, CatchUp::Reached(10));
+    assert_eq!(handled(&db).await, (1..=10).collect::<Vec<_>>());
+    let calls = recorder.calls.lock().unwrap().clone();
+    assert_eq!(calls, vec![1, 2, 3, 4, 5, 6, 7, 7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_handled_is_dead_lettered_and_the_process_moves_on() {
+    let (db, connect) = setup(5).await;
+    let recorder = Recorder::new(&[], &[3]);
+    let reached = process::catch_up(&connect, &recorder, &config(100))
+        .await
+        .unwrap();
+    assert_eq!(reached, CatchUp::Reached(5));
+    assert_eq!(handled(&db).await, vec![1, 2, 4, 5]);
+    let dead = process::dead_letters(&db.app_pool, "recorder")
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].global_position, dead[0].stream_id.as_str()),
+        (3, "thing-2")
+    );
+    assert_eq!(
+        process::status(&db.app_pool).await.unwrap()[0].dead_letters,
+        1
+    );
+}
+
+/// Blocks in its first event until released, after saying it got there (so it holds the lock).
+struct Slow {
+    arrived: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl ProcessManager for Slow {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn handle(
+        &self,
+        state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        self.arrived.notify_one();
+        let _permit = self
+            .release
+            .acquire()
+            .await
+            .map_err(|e| ProcessError::Retry(e.to_string()))?;
+        sqlx::query("INSERT INTO handled (position) VALUES ($1)")
+            .bind(event.global_position)
+            .execute(&mut *state)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn only_one_runner_is_active_at_a_time() {
+    let (db, connect) = setup(3).await;
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = Slow {
+        arrived: arrived.clone(),
+        release: release.clone(),
+    };
+    let connect_a = connect.clone();
+    let active =
+        tokio::spawn(async move { process::catch_up(&connect_a, &slow, &config(100)).await });
+    arrived.notified().await;
+    // The first runner is inside an event, holding the lock: a second one stands by.
+    let second = Recorder::new(&[], &[]);
+    assert_eq!(
+        process::catch_up(&connect, &second, &config(100))
+            .await
+            .unwrap(),
+        CatchUp::Standby
+    );
+    assert!(second.calls.lock().unwrap().is_empty());
+    release.add_permits(100);
+    assert_eq!(active.await.unwrap().unwrap(), CatchUp::Reached(3));
+    assert_eq!(handled(&db).await, vec![1, 2, 3]);
+    // Its lock went with its connection: the second runner can take over now.
+    assert_eq!(
+        process::catch_up(&connect, &second, &config(100))
+            .await
+            .unwrap(),
+        CatchUp::Reached(3)
+    );
+}

@@ -1,0 +1,543 @@
+//! Read model "journal": every money event's balanced double-entry lines (the posting rules are
+//! [`payledger_domain::journal`]), the trial balance at any global position, and the auditor's
+//! check that every entry and the whole book balance — recomputed from the event log too, so a
+//! journal table edited behind the ledger's back does not verify.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use payledger_domain::claim::ClaimEvent;
+use payledger_domain::codec;
+use payledger_domain::ids::PayeeId;
+use payledger_domain::journal::{
+    post_claim_event, post_order_event, post_statement_event, post_subscription_event, Account,
+    JournalEntry, OrderFacts, Side, TrialBalance,
+};
+use payledger_domain::money::Currency;
+use payledger_domain::order::OrderEvent;
+use payledger_domain::settlement::StatementEvent;
+use payledger_domain::subscription::SubscriptionEvent;
+use payledger_projector::{Projection, ProjectionError};
+use payledger_store::{read_all, RecordedEvent, MAX_READ_LIMIT};
+use sqlx::{PgConnection, PgPool, Row};
+use std::collections::{BTreeMap, HashMap};
+
+pub struct JournalProjection;
+
+/// Event types that post (or that the posting rules need facts from). Others are not decoded.
+const POSTING_EVENT_TYPES: &[&str] = &[
+    "OrderPlaced",
+    "PaymentCaptured",
+    "RefundRequested",
+    "RefundCompleted",
+    "RefundFailed",
+    "ClaimResolved",
+    "StatementConfirmed",
+    "StatementPaidOut",
+    "ChargeSucceeded",
+];
+
+fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
+    ProjectionError::BadEvent {
+        position: event.global_position,
+        reason,
+    }
+}
+
+fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
+    codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))
+}
+
+/// What posting needs to remember between events: each order's payee and currency.
+#[derive(Default)]
+struct Facts {
+    orders: HashMap<String, OrderFacts>,
+}
+
+/// The entries one event posts. `facts` must hold the event's order when it is an order event.
+fn entries_of(
+    event: &RecordedEvent,
+    facts: &mut Facts,
+) -> Result<Vec<JournalEntry>, ProjectionError> {
+    if !POSTING_EVENT_TYPES.contains(&event.event_type.as_str()) {
+        return Ok(vec![]);
+    }
+    let stream = event.stream_id.as_str();
+    if let Some(order_id) = stream.strip_prefix("order-") {
+        let decoded: OrderEvent = decode(event)?;
+        if let OrderEvent::OrderPlaced(placed) = &decoded {
+            facts.orders.insert(
+                order_id.to_string(),
+                OrderFacts {
+                    payee_id: placed.payee_id.clone(),
+                    currency: placed.amount.currency(),
+                },
+            );
+        }
+        return Ok(post_order_event(&decoded, facts.orders.get(order_id)));
+    }
+    if stream.starts_with("claim-") {
+        return Ok(post_claim_event(&decode::<ClaimEvent>(event)?));
+    }
+    if stream.starts_with("settlement-") {
+        return Ok(post_statement_event(&decode::<StatementEvent>(event)?));
+    }
+    if stream.starts_with("subscription-") {
+        return Ok(post_subscription_event(&decode::<SubscriptionEvent>(
+            event,
+        )?));
+    }
+    Ok(vec![])
+}
+
+#[async_trait]
+impl Projection for JournalProjection {
+    fn name(&self) -> &'static str {
+        "journal"
+    }
+
+    fn schema_sql(&self) -> &'static str {
+        include_str!("../../../projections/journal.sql")
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["journal_lines", "journal_entries", "journal_order_facts"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let relevant: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| POSTING_EVENT_TYPES.contains(&e.event_type.as_str()))
+            .collect();
+        if relevant.is_empty() {
+            return Ok(());
+        }
+        let mut facts = load_facts(conn, &relevant).await?;
+        let known: Vec<String> = facts.orders.keys().cloned().collect();
+        let mut e = EntryColumns::default();
+        let mut l = LineColumns::default();
+        for event in relevant {
+            for (entry_no, entry) in entries_of(event, &mut facts)?.into_iter().enumerate() {
+                // Pair assertion: the rules build balanced entries; the table must only ever
+                // receive balanced ones.
+                if !entry.is_balanced() {
+                    return Err(bad(
+                        event,
+                        format!("entry '{}' does not balance", entry.memo),
+                    ));
+                }
+                let entry_id = format!("{}-{}", event.global_position, entry_no + 1);
+                e.entry_id.push(entry_id.clone());
+                e.global_position.push(event.global_position);
+                e.entry_no.push(entry_no as i32 + 1);
+                e.stream_id.push(event.stream_id.clone());
+                e.event_type.push(event.event_type.clone());
+                e.recorded_at.push(event.recorded_at);
+                e.currency.push(entry.currency.code().to_string());
+                e.memo.push(entry.memo.clone());
+                for (line_no, posting) in entry.postings().iter().enumerate() {
+                    let (debit, credit) = match posting.side {
+                        Side::Debit => (posting.amount_minor, 0),
+                        Side::Credit => (0, posting.amount_minor),
+                    };
+                    l.entry_id.push(entry_id.clone());
+                    l.line_no.push(line_no as i32 + 1);
+                    l.global_position.push(event.global_position);
+                    l.account.push(posting.account.name().to_string());
+                    l.currency.push(entry.currency.code().to_string());
+                    l.debit.push(debit);
+                    l.credit.push(credit);
+                    l.payee_id
+                        .push(posting.payee_id.as_ref().map(|p| p.to_string()));
+                }
+            }
+        }
+        save_facts(conn, &facts, &known).await?;
+        e.insert(conn).await?;
+        l.insert(conn).await?;
+        Ok(())
+    }
+}
+
+async fn load_facts(
+    conn: &mut PgConnection,
+    events: &[&RecordedEvent],
+) -> Result<Facts, ProjectionError> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.event_type != "OrderPlaced")
+        .filter_map(|e| e.stream_id.strip_prefix("order-").map(str::to_string))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut facts = Facts::default();
+    if ids.is_empty() {
+        return Ok(facts);
+    }
+    let rows = sqlx::query(
+        "SELECT order_id, payee_id, currency FROM journal_order_facts WHERE order_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let payee: String = row.try_get("payee_id")?;
+        let currency: String = row.try_get("currency")?;
+        let (Ok(payee_id), Ok(currency)) = (PayeeId::parse(payee), Currency::parse(&currency))
+        else {
+            continue;
+        };
+        facts
+            .orders
+            .insert(row.try_get("order_id")?, OrderFacts { payee_id, currency });
+    }
+    Ok(facts)
+}
+
+async fn save_facts(
+    conn: &mut PgConnection,
+    facts: &Facts,
+    known: &[String],
+) -> Result<(), ProjectionError> {
+    let mut order_ids = Vec::new();
+    let mut payees = Vec::new();
+    let mut currencies = Vec::new();
+    for (order_id, f) in &facts.orders {
+        if known.contains(order_id) {
+            continue;
+        }
+        order_ids.push(order_id.clone());
+        payees.push(f.payee_id.to_string());
+        currencies.push(f.currency.code().to_string());
+    }
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO journal_order_facts (order_id, payee_id, currency) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(&order_ids)
+    .bind(&payees)
+    .bind(&currencies)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct EntryColumns {
+    entry_id: Vec<String>,
+    global_position: Vec<i64>,
+    entry_no: Vec<i32>,
+    stream_id: Vec<String>,
+    event_type: Vec<String>,
+    recorded_at: Vec<DateTime<Utc>>,
+    currency: Vec<String>,
+    memo: Vec<String>,
+}
+
+impl EntryColumns {
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.entry_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO journal_entries (entry_id, global_position, entry_no, stream_id, event_type, \
+                recorded_at, currency, memo) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::text[], $5::text[], \
+                $6::timestamptz[], $7::text[], $8::text[])",
+        )
+        .bind(&self.entry_id)
+        .bind(&self.global_position)
+        .bind(&self.entry_no)
+        .bind(&self.stream_id)
+        .bind(&self.event_type)
+        .bind(&self.recorded_at)
+        .bind(&self.currency)
+        .bind(&self.memo)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct LineColumns {
+    entry_id: Vec<String>,
+    line_no: Vec<i32>,
+    global_position: Vec<i64>,
+    account: Vec<String>,
+    currency: Vec<String>,
+    debit: Vec<i64>,
+    credit: Vec<i64>,
+    payee_id: Vec<Option<String>>,
+}
+
+impl LineColumns {
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.entry_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO journal_lines (entry_id, line_no, global_position, account, currency, \
+                debit_minor, credit_minor, payee_id) \
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], \
+                $6::bigint[], $7::bigint[], $8::text[])",
+        )
+        .bind(&self.entry_id)
+        .bind(&self.line_no)
+        .bind(&self.global_position)
+        .bind(&self.account)
+        .bind(&self.currency)
+        .bind(&self.debit)
+        .bind(&self.credit)
+        .bind(&self.payee_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalanceRow {
+    pub account: String,
+    pub currency: String,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+    /// Debits less credits: positive for a debit balance.
+    pub balance_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    pub currency: String,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+}
+
+impl CurrencyTotals {
+    pub fn balanced(&self) -> bool {
+        self.debit_minor == self.credit_minor
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalanceView {
+    /// The global position the balances are at.
+    pub position: i64,
+    pub rows: Vec<TrialBalanceRow>,
+    pub by_currency: Vec<CurrencyTotals>,
+}
+
+impl TrialBalanceView {
+    pub fn balanced(&self) -> bool {
+        self.by_currency.iter().all(CurrencyTotals::balanced)
+    }
+}
+
+/// Where the journal read model stands (its checkpoint).
+pub async fn journal_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'journal'")
+            .fetch_optional(pool)
+            .await?;
+    Ok(position.unwrap_or(0))
+}
+
+/// Balances per account and currency of every line at or before `at` (the journal's position
+/// when `None`; never past it — callers wait for the projection first).
+pub async fn trial_balance(
+    pool: &PgPool,
+    at: Option<i64>,
+) -> Result<TrialBalanceView, sqlx::Error> {
+    let projected = journal_position(pool).await?;
+    let position = at.map_or(projected, |a| a.min(projected));
+    let rows = sqlx::query(
+        "SELECT account, currency, sum(debit_minor)::bigint AS debit, sum(credit_minor)::bigint AS credit \
+         FROM rm.journal_lines WHERE global_position <= $1 \
+         GROUP BY account, currency ORDER BY currency, account",
+    )
+    .bind(position)
+    .fetch_all(pool)
+    .await?;
+    let mut view = TrialBalanceView {
+        position,
+        rows: Vec::with_capacity(rows.len()),
+        by_currency: Vec::new(),
+    };
+    let mut sums: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for row in rows {
+        let debit: i64 = row.try_get("debit")?;
+        let credit: i64 = row.try_get("credit")?;
+        let currency: String = row.try_get("currency")?;
+        let sum = sums.entry(currency.clone()).or_default();
+        sum.0 += debit;
+        sum.1 += credit;
+        view.rows.push(TrialBalanceRow {
+            account: row.try_get("account")?,
+            currency,
+            debit_minor: debit,
+            credit_minor: credit,
+            balance_minor: debit - credit,
+        });
+    }
+    view.by_currency = sums
+        .into_iter()
+        .map(|(currency, (debit_minor, credit_minor))| CurrencyTotals {
+            currency,
+            debit_minor,
+            credit_minor,
+        })
+        .collect();
+    Ok(view)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntryView {
+    pub entry_id: String,
+    pub global_position: i64,
+    pub stream_id: String,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub currency: String,
+    pub memo: String,
+}
+
+/// Entries after `after_position`, oldest first.
+pub async fn entries(
+    pool: &PgPool,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<JournalEntryView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT entry_id, global_position, stream_id, event_type, recorded_at, currency, memo \
+         FROM rm.journal_entries WHERE global_position > $1 ORDER BY global_position, entry_no LIMIT $2",
+    )
+    .bind(after_position)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(JournalEntryView {
+                entry_id: row.try_get("entry_id")?,
+                global_position: row.try_get("global_position")?,
+                stream_id: row.try_get("stream_id")?,
+                event_type: row.try_get("event_type")?,
+                recorded_at: row.try_get("recorded_at")?,
+                currency: row.try_get("currency")?,
+                memo: row.try_get("memo")?,
+            })
+        })
+        .collect()
+}
+
+/// What `audit verify` found in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalReport {
+    /// The journal's position: everything up to it was checked.
+    pub position: i64,
+    pub entries_checked: i64,
+    /// Entries whose debits and credits differ, or that mix currencies (first few).
+    pub unbalanced_entries: Vec<String>,
+    pub book: Vec<CurrencyTotals>,
+    /// Account balances that differ from the ones recomputed from the event log with the
+    /// posting rules: `(account, currency, stored, recomputed)`.
+    pub mismatches: Vec<(String, String, i64, i64)>,
+}
+
+impl JournalReport {
+    pub fn ok(&self) -> bool {
+        self.unbalanced_entries.is_empty()
+            && self.book.iter().all(CurrencyTotals::balanced)
+            && self.mismatches.is_empty()
+    }
+}
+
+/// How many offending entries a report names.
+const MAX_REPORTED_ENTRIES: i64 = 20;
+
+/// Checks every journal entry and the whole book, and recomputes the balances from the log.
+pub async fn verify(pool: &PgPool) -> Result<JournalReport, payledger_store::ReadError> {
+    let position = journal_position(pool).await?;
+    let entries_checked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rm.journal_entries WHERE global_position <= $1")
+            .bind(position)
+            .fetch_one(pool)
+            .await?;
+    let unbalanced_entries: Vec<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM rm.journal_lines WHERE global_position <= $1 GROUP BY entry_id \
+         HAVING sum(debit_minor) <> sum(credit_minor) OR count(DISTINCT currency) <> 1 \
+         ORDER BY min(global_position) LIMIT $2",
+    )
+    .bind(position)
+    .bind(MAX_REPORTED_ENTRIES)
+    .fetch_all(pool)
+    .await?;
+    let stored = trial_balance(pool, Some(position)).await?;
+    let recomputed = recompute(pool, position).await?;
+    let mut mismatches = Vec::new();
+    let mut stored_rows: BTreeMap<(String, String), i64> = stored
+        .rows
+        .iter()
+        .map(|r| ((r.account.clone(), r.currency.clone()), r.balance_minor))
+        .collect();
+    for ((account, currency), (debit, credit)) in &recomputed.rows {
+        let key = (account.name().to_string(), currency.code().to_string());
+        let stored_balance = stored_rows.remove(&key).unwrap_or(0);
+        if stored_balance != debit - credit {
+            mismatches.push((key.0, key.1, stored_balance, debit - credit));
+        }
+    }
+    for ((account, currency), balance) in stored_rows {
+        if balance != 0 {
+            mismatches.push((account, currency, balance, 0));
+        }
+    }
+    Ok(JournalReport {
+        position,
+        entries_checked,
+        unbalanced_entries,
+        book: stored.by_currency,
+        mismatches,
+    })
+}
+
+/// The trial balance recomputed from the event log up to `position` with the posting rules.
+pub async fn recompute(
+    pool: &PgPool,
+    position: i64,
+) -> Result<TrialBalance, payledger_store::ReadError> {
+    let mut facts = Facts::default();
+    let mut book = TrialBalance::default();
+    let mut after = 0;
+    while after < position {
+        let page = read_all(pool, after, MAX_READ_LIMIT.min(position - after)).await?;
+        let Some(last) = page.last() else { break };
+        after = last.global_position;
+        for event in &page {
+            let entries =
+                entries_of(event, &mut facts).map_err(|e| payledger_store::ReadError::Corrupt {
+                    position: event.global_position,
+                    reason: e.to_string(),
+                })?;
+            for entry in &entries {
+                book.post(entry);
+            }
+        }
+    }
+    Ok(book)
+}
+
+/// The account names the journal uses, for documentation and CLI output.
+pub fn account_names() -> Vec<&'static str> {
+    Account::ALL.iter().map(|a| a.name()).collect()
+}

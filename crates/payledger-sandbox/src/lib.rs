@@ -1,0 +1,270 @@
+//! A local HTTP server that speaks the Toss Payments API, so the same client code runs in
+//! development, tests and production with no keys and no network.
+//!
+//! State lives in memory behind one mutex; nothing is persisted. The test inputs that make a
+//! payment fail, time out or recover are documented in this crate's `README.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), payledger_sandbox::SandboxError> {
+//! let sandbox = payledger_sandbox::start(
+//!     "127.0.0.1:0".parse().expect("literal address"),
+//!     payledger_sandbox::SandboxConfig::default(),
+//! )
+//! .await?;
+//! println!("Toss API at {}", sandbox.base_url());
+//! sandbox.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod behaviour;
+mod http;
+mod store;
+mod wire;
+
+pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
+pub use wire::SandboxStats;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use base64::Engine as _;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use store::{Store, StoreLimits};
+use tokio::task::JoinHandle;
+
+/// The secret key the sandbox accepts unless told otherwise. It is a test key by Toss's own
+/// naming (`test_sk_`), and worthless outside the sandbox.
+pub const DEFAULT_SECRET_KEY: &str = "test_sk_sandbox";
+
+/// The longest a `sandbox_timeout_after_charge_` answer can be held back.
+pub const MAX_TIMEOUT_AFTER_CHARGE_DELAY_MS: u64 = 120_000;
+
+/// How the sandbox runs.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// The secret key clients must send as `Basic base64(secret_key + ":")`.
+    pub secret_key: String,
+    /// Requests with a larger body get 413.
+    pub max_body_bytes: usize,
+    /// How many payments, billing keys, idempotency records and order counters it holds, each.
+    /// When one is full the sandbox answers 503 `SANDBOX_CAPACITY_EXCEEDED`; it never evicts.
+    pub max_records: usize,
+    /// How long a `sandbox_timeout_after_charge_` answer is held back (capped at
+    /// [`MAX_TIMEOUT_AFTER_CHARGE_DELAY_MS`]).
+    pub timeout_after_charge_delay_ms: u64,
+    /// Worker threads. One is plenty: handlers never block, delays are timers.
+    pub workers: usize,
+    /// Whether the server stops itself on SIGINT/SIGTERM. Off by default, so a process that
+    /// embeds the sandbox decides when it stops; a standalone sandbox turns it on.
+    pub handle_signals: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            secret_key: DEFAULT_SECRET_KEY.to_owned(),
+            max_body_bytes: 16 * 1024,
+            max_records: 1_000_000,
+            timeout_after_charge_delay_ms: 30_000,
+            workers: 1,
+            handle_signals: false,
+        }
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("secret_key", &"***")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_records", &self.max_records)
+            .field(
+                "timeout_after_charge_delay_ms",
+                &self.timeout_after_charge_delay_ms,
+            )
+            .field("workers", &self.workers)
+            .field("handle_signals", &self.handle_signals)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox configuration: {0}")]
+    InvalidConfig(&'static str),
+    #[error("failed to listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sandbox server failed")]
+    Server(#[source] std::io::Error),
+    #[error("the sandbox server task ended abnormally")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("the sandbox has no such billing key")]
+    UnknownBillingKey,
+}
+
+/// A sandbox serving requests. Dropping it stops the server.
+pub struct RunningSandbox {
+    addr: SocketAddr,
+    shared: web::Data<http::Shared>,
+    handle: ServerHandle,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a sandbox on `listen` (port 0 picks a free port; [`RunningSandbox::addr`] tells it).
+///
+/// Must be called from inside a Tokio runtime; the server runs as a task on it, its workers on
+/// their own threads.
+pub async fn start(
+    listen: SocketAddr,
+    config: SandboxConfig,
+) -> Result<RunningSandbox, SandboxError> {
+    if config.secret_key.is_empty() {
+        return Err(SandboxError::InvalidConfig("secret_key must not be empty"));
+    }
+    if config.max_records == 0 || config.max_body_bytes == 0 || config.workers == 0 {
+        return Err(SandboxError::InvalidConfig(
+            "max_records, max_body_bytes and workers must be above zero",
+        ));
+    }
+    let listener = TcpListener::bind(listen).map_err(|source| SandboxError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let expected_authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", config.secret_key))
+    );
+    let delay_ms = config
+        .timeout_after_charge_delay_ms
+        .min(MAX_TIMEOUT_AFTER_CHARGE_DELAY_MS);
+    let shared = web::Data::new(http::Shared {
+        store: Mutex::new(Store::new(StoreLimits {
+            max_records: config.max_records,
+            timeout_after_charge_delay: Duration::from_millis(delay_ms),
+        })),
+        expected_authorization,
+        max_body_bytes: config.max_body_bytes,
+    });
+    let app_shared = shared.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_shared.clone())
+            .configure(http::routes)
+    })
+    .workers(config.workers)
+    // Scripted delays can hold a request for 30 s; stopping must not wait for them.
+    .shutdown_timeout(1);
+    if !config.handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server
+        .listen(listener)
+        .map_err(|source| SandboxError::Bind {
+            addr: listen,
+            source,
+        })?
+        .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    tracing::info!(%addr, "payment sandbox listening");
+    Ok(RunningSandbox {
+        addr,
+        shared,
+        handle,
+        task: Some(task),
+    })
+}
+
+impl RunningSandbox {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://{addr}`: the base URL a Toss client uses instead of `https://api.tosspayments.com`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What `GET /sandbox/stats` answers.
+    pub fn stats(&self) -> SandboxStats {
+        self.shared.store().stats()
+    }
+
+    /// What `POST /sandbox/outage` does: every provider route answers 503 for `duration`
+    /// (zero ends an outage).
+    pub fn start_outage(&self, duration: Duration) {
+        self.shared.store().start_outage(duration, Instant::now());
+    }
+
+    /// What `POST /sandbox/billing-keys/{billingKey}/behaviour` does.
+    pub fn set_billing_key_behaviour(
+        &self,
+        billing_key: &str,
+        behaviour: Behaviour,
+    ) -> Result<(), SandboxError> {
+        if self
+            .shared
+            .store()
+            .set_billing_key_behaviour(billing_key, behaviour)
+        {
+            Ok(())
+        } else {
+            Err(SandboxError::UnknownBillingKey)
+        }
+    }
+
+    /// What `POST /sandbox/reset` does: forgets every payment, key, record and counter.
+    pub fn reset(&self) {
+        self.shared.store().reset();
+    }
+
+    /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
+    pub async fn stop(mut self) {
+        self.handle.stop(false).await;
+        if let Some(task) = self.task.take() {
+            // The server's own result no longer matters once it is told to stop.
+            let _ = task.await;
+        }
+    }
+
+    /// Serves until the server stops (by a signal when `handle_signals` is on).
+    pub async fn wait(mut self) -> Result<(), SandboxError> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(SandboxError::Task)?
+                .map_err(SandboxError::Server),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            // The stop command is sent when `stop` is called; the returned future only waits
+            // for it to finish, which a destructor cannot do.
+            drop(self.handle.stop(false));
+        }
+    }
+}
+
+impl fmt::Debug for RunningSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSandbox")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,397 @@
+//! The Postgres event store. This crate owns every SQL statement that touches `events`.
+//!
+//! - Appends go through [`EventStore::append`]: one call per command, each with its own expected
+//!   version and its own answer. Behind it a single writer task gathers the appends that arrive
+//!   while the previous transaction is committing and writes them in one transaction (group
+//!   commit), so the cost of a WAL flush is shared by many commands.
+//! - Every event gets a gapless global position in commit order (see `migrations/0001`), so a
+//!   reader following `global_position > checkpoint` never skips a late commit.
+//! - Each stream is a SHA-256 hash chain ([`chain`]); [`audit::verify_all`] recomputes them.
+
+pub mod audit;
+pub mod chain;
+mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use writer::WriterConfig;
+
+/// Upper bound of one read of the global log or a stream: pages keep memory flat.
+pub const MAX_READ_LIMIT: i64 = 10_000;
+/// How many events one command may append at once.
+pub const MAX_EVENTS_PER_APPEND: usize = 1_000;
+/// How large one event's payload plus metadata may be once serialised.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The migrations under `/migrations`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies pending migrations. Safe to call from several processes at once (sqlx takes an
+/// advisory lock while migrating).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// What the caller expects the stream's version to be before its events are appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version is.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this version (1-based).
+    Exact(i64),
+}
+
+/// Who and why, attached to every event. Covered by the hash chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `client:NAME`, `admin:NAME`, `system:reconciler`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh time-ordered id.
+    pub fn new(event_type: impl Into<String>, payload: Value, metadata: EventMetadata) -> Self {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata,
+        }
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(with = "hex_bytes")]
+    pub prev_hash: [u8; 32],
+    #[serde(with = "hex_bytes")]
+    pub hash: [u8; 32],
+}
+
+impl RecordedEvent {
+    /// The hash recomputed from the stored fields (not the stored hash).
+    pub fn recompute_hash(&self) -> [u8; 32] {
+        chain::event_hash(&chain::HashedFields {
+            prev_hash: &self.prev_hash,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        })
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append (for a duplicate: where the stream is now).
+    pub stream_version: i64,
+    pub first_position: i64,
+    pub last_position: i64,
+    pub recorded_at: DateTime<Utc>,
+    /// Every event id already existed with the same content: nothing new was written and the
+    /// positions are the original ones.
+    pub duplicate: bool,
+    /// Hash of the stream's new last event (for the caller's stream cache).
+    pub head_hash: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} is at version {actual}, expected {expected:?}")]
+    WrongExpectedVersion {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    #[error("an event id of this append already exists with different content")]
+    EventIdConflict,
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("failed to append events: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the event writer has stopped")]
+    WriterStopped,
+}
+
+impl AppendError {
+    /// Whether the database (not the request) is at fault, so the client should retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AppendError::Database(_) | AppendError::WriterStopped)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("failed to read events: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored event at position {position} is corrupt: {reason}")]
+    Corrupt { position: i64, reason: String },
+}
+
+/// The event store handle; cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    writer: Arc<writer::Writer>,
+}
+
+impl EventStore {
+    /// Starts the group-commit writer on `pool`. Must be called inside a tokio runtime.
+    pub fn new(pool: PgPool, config: WriterConfig) -> EventStore {
+        EventStore {
+            writer: Arc::new(writer::Writer::spawn(pool.clone(), config)),
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends `events` to `stream_id` atomically if the stream is where `expected` says.
+    ///
+    /// With `check_event_ids`, re-appending events whose ids already exist with the same content
+    /// returns the original outcome (`duplicate: true`); the same id with other content is
+    /// [`AppendError::EventIdConflict`]. Leave it off for freshly generated ids: it costs a lookup.
+    pub async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        check_event_ids: bool,
+    ) -> Result<AppendOutcome, AppendError> {
+        validate_append(stream_id, &events)?;
+        self.writer
+            .append(stream_id.to_string(), expected, events, check_event_ids)
+            .await
+    }
+
+    /// Events of one stream with `stream_version > after_version`, oldest first.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
+             ORDER BY stream_version LIMIT $3"
+        ))
+        .bind(stream_id)
+        .bind(after_version)
+        .bind(limit.clamp(1, MAX_READ_LIMIT))
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        self.writer.remember_heads(&events);
+        Ok(events)
+    }
+
+    /// Every event of one stream, oldest first, read page by page.
+    pub async fn read_whole_stream(
+        &self,
+        stream_id: &str,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |e: &RecordedEvent| e.stream_version);
+            let page = self.read_stream(stream_id, after, MAX_READ_LIMIT).await?;
+            let done = (page.len() as i64) < MAX_READ_LIMIT;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The global log after `after_position`, in order. Positions are gapless and in commit
+    /// order, so the last position returned is a safe checkpoint.
+    pub async fn read_all(
+        &self,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        read_all(&self.pool, after_position, limit).await
+    }
+
+    /// The position of the last committed event (0 for an empty store).
+    pub async fn head_position(&self) -> Result<i64, ReadError> {
+        head_position(&self.pool).await
+    }
+}
+
+/// Reads the global log on any executor (projectors read inside their own transactions).
+pub async fn read_all<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+    ))
+    .bind(after_position)
+    .bind(limit.clamp(1, MAX_READ_LIMIT))
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+pub async fn head_position<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, ReadError> {
+    let position: i64 =
+        sqlx::query_scalar("SELECT last_position FROM event_sequencer WHERE id = 1")
+            .fetch_one(executor)
+            .await?;
+    Ok(position)
+}
+
+/// The payloads of the events at `positions` (at most [`MAX_READ_LIMIT`]), by position.
+pub async fn payloads_at<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    positions: &[i64],
+) -> Result<std::collections::HashMap<i64, Value>, ReadError> {
+    let positions = &positions[..positions.len().min(MAX_READ_LIMIT as usize)];
+    let rows: Vec<(i64, Value)> = sqlx::query_as(
+        "SELECT global_position, payload FROM events WHERE global_position = ANY($1)",
+    )
+    .bind(positions)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// When the event at `position` was recorded (`None` when it does not exist yet).
+pub async fn recorded_at<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<DateTime<Utc>>, ReadError> {
+    let at = sqlx::query_scalar("SELECT recorded_at FROM events WHERE global_position = $1")
+        .bind(position)
+        .fetch_optional(executor)
+        .await?;
+    Ok(at)
+}
+
+const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
+    schema_version, payload, metadata, recorded_at, prev_hash, hash";
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
+    let position: i64 = row.try_get("global_position")?;
+    let to_hash = |name: &str| -> Result<[u8; 32], ReadError> {
+        let bytes: Vec<u8> = row.try_get(name)?;
+        bytes.try_into().map_err(|_| ReadError::Corrupt {
+            position,
+            reason: format!("{name} is not 32 bytes"),
+        })
+    };
+    Ok(RecordedEvent {
+        global_position: position,
+        stream_id: row.try_get("stream_id")?,
+        stream_version: row.try_get("stream_version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+        prev_hash: to_hash("prev_hash")?,
+        hash: to_hash("hash")?,
+    })
+}
+
+fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
+    let invalid = |reason: String| Err(AppendError::Invalid(reason));
+    if stream_id.is_empty() || stream_id.len() > 200 || stream_id.chars().any(char::is_control) {
+        return invalid("stream id must be 1 to 200 characters without control characters".into());
+    }
+    if events.is_empty() || events.len() > MAX_EVENTS_PER_APPEND {
+        return invalid(format!(
+            "an append carries 1 to {MAX_EVENTS_PER_APPEND} events, got {}",
+            events.len()
+        ));
+    }
+    for event in events {
+        if event.event_type.is_empty()
+            || event.event_type.len() > 100
+            || event.event_type.chars().any(char::is_control)
+        {
+            return invalid(
+                "event type must be 1 to 100 characters without control characters".into(),
+            );
+        }
+        if event.schema_version < 1 {
+            return invalid("schema version starts at 1".into());
+        }
+        let metadata = serde_json::to_value(&event.metadata)
+            .map_err(|e| AppendError::Invalid(format!("metadata does not serialise: {e}")))?;
+        for value in [&event.payload, &metadata] {
+            if chain::contains_non_integer_number(value) {
+                return invalid("event payloads hold integers only: no floats near money".into());
+            }
+            if chain::contains_nul(value) {
+                return invalid("event payloads cannot contain NUL characters".into());
+            }
+        }
+        let size = event.payload.to_string().len() + metadata.to_string().len();
+        if size > MAX_EVENT_BYTES {
+            return invalid(format!("event of {size} bytes exceeds {MAX_EVENT_BYTES}"));
+        }
+    }
+    Ok(())
+}

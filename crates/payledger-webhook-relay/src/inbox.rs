@@ -1,0 +1,396 @@
+//! Accepting inbound deliveries: verify on the raw body, store, answer. And the dead-letter queue.
+
+use chrono::{DateTime, Utc};
+use payledger_app::clock::Clock;
+use payledger_domain::webhook::{WebhookDeliveryEvent, WebhookReplayRequested};
+use payledger_metrics::metrics;
+use payledger_store::EventStore;
+use payledger_webhooks::{verify, HeaderSource, Scheme, SignatureError};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+use std::sync::Arc;
+
+use crate::config::{WebhookSettings, MAX_WEBHOOK_BODY_BYTES};
+use crate::deliveries::{self, StreamError};
+use crate::provider::{usable_event_id, Provider};
+use crate::short;
+
+const TOSS_SIGNATURE_HEADER: &str = "tosspayments-webhook-signature";
+
+/// Shared by the HTTP handlers, the worker and the CLI.
+pub struct Relay {
+    pub pool: PgPool,
+    pub store: EventStore,
+    pub settings: WebhookSettings,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes this process's inbound worker when a delivery is stored.
+    pub wakeup: tokio::sync::Notify,
+}
+
+/// A delivery stored (or found stored already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub inbox_id: i64,
+    pub event_id: String,
+    /// The event was delivered before: nothing new was stored.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Forged, stale or malformed signature headers, or payledger's own misconfiguration
+    /// ([`SignatureError::is_misconfiguration`]).
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("the webhook body is not usable: {0}")]
+    PayloadInvalid(&'static str),
+    #[error("the webhook body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")]
+    BodyTooLarge,
+    #[error("failed to store the webhook: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl AcceptError {
+    /// The stable error code answered and counted.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AcceptError::Signature(e) => e.code(),
+            AcceptError::PayloadInvalid(_) => "E_WEBHOOK_PAYLOAD_INVALID",
+            AcceptError::BodyTooLarge => "E_BODY_TOO_LARGE",
+            AcceptError::Database(_) => "E_UNAVAILABLE",
+        }
+    }
+}
+
+/// What verification and parsing established before storing.
+struct Checked {
+    scheme: Scheme,
+    secret_index: Option<usize>,
+    must_refetch: bool,
+    delivery_id: Option<String>,
+    event_id: String,
+    event_type: Option<String>,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        store: EventStore,
+        settings: WebhookSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Relay {
+        Relay {
+            pool,
+            store,
+            settings,
+            clock,
+            wakeup: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Verifies one delivery against its raw body and stores it for the worker. Refusals are
+    /// counted (metrics) and recorded (`webhook_rejections`, one row per code and minute).
+    pub async fn accept(
+        &self,
+        provider: Provider,
+        headers: &dyn HeaderSource<'_>,
+        raw_body: &[u8],
+        remote_addr: Option<&str>,
+    ) -> Result<Accepted, AcceptError> {
+        let now = self.clock.now();
+        let result = match self.check(provider, headers, raw_body, now) {
+            Ok(checked) => self.store_delivery(provider, checked, raw_body, now).await,
+            Err(error) => Err(error),
+        };
+        match &result {
+            Ok(accepted) if accepted.duplicate => {
+                metrics().webhook_received(provider.as_str(), "duplicate")
+            }
+            Ok(_) => {
+                metrics().webhook_received(provider.as_str(), "accepted");
+                self.wakeup.notify_one();
+            }
+            Err(AcceptError::Database(_)) => {}
+            Err(error) => {
+                self.record_rejection(provider, error, remote_addr, now)
+                    .await
+            }
+        }
+        result
+    }
+
+    /// Counts a refusal the HTTP layer made before calling [`Relay::accept`] (body too large).
+    pub async fn reject(&self, provider: Provider, error: &AcceptError, remote_addr: Option<&str>) {
+        self.record_rejection(provider, error, remote_addr, self.clock.now())
+            .await;
+    }
+
+    fn check(
+        &self,
+        provider: Provider,
+        headers: &dyn HeaderSource<'_>,
+        raw_body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Checked, AcceptError> {
+        if raw_body.len() > MAX_WEBHOOK_BODY_BYTES {
+            return Err(AcceptError::BodyTooLarge);
+        }
+        let scheme = match provider {
+            Provider::Toss if headers.header(TOSS_SIGNATURE_HEADER).is_none() => {
+                Scheme::TossUnsigned
+            }
+            other => other.signed_scheme(),
+        };
+        let verified = verify(
+            scheme,
+            headers,
+            raw_body,
+            self.settings.inbound.secrets_for(provider),
+            now,
+            self.settings.inbound.tolerance,
+        )?;
+        // Parsed only after the signature held: nothing from an unverified body is looked at.
+        let body: Value = serde_json::from_slice(raw_body)
+            .map_err(|_| AcceptError::PayloadInvalid("the body is not a JSON object"))?;
+        if !body.is_object() {
+            return Err(AcceptError::PayloadInvalid("the body is not a JSON object"));
+        }
+        let event_id = match (provider, provider.body_event_id(&body)) {
+            (_, Some(id)) => id.to_string(),
+            (Provider::Standard, None) => verified
+                .delivery_id
+                .clone()
+                .ok_or(AcceptError::PayloadInvalid("webhook-id is missing"))?,
+            (Provider::Toss, None) => verified
+                .delivery_id
+                .clone()
+                .filter(|id| usable_event_id(id))
+                .unwrap_or_else(|| format!("sha256-{}", hex::encode(Sha256::digest(raw_body)))),
+            (Provider::Stripe | Provider::Paddle, None) => {
+                return Err(AcceptError::PayloadInvalid("the body has no event id"))
+            }
+        };
+        if !usable_event_id(&event_id) {
+            return Err(AcceptError::PayloadInvalid(
+                "the event id must be 1 to 128 characters of A-Z a-z 0-9 - _ . : =",
+            ));
+        }
+        if verified.must_refetch && crate::toss::refetch_key(&body).is_none() {
+            return Err(AcceptError::PayloadInvalid(
+                "an unsigned Toss event must name a paymentKey or an orderId to re-fetch",
+            ));
+        }
+        Ok(Checked {
+            scheme,
+            secret_index: verified.secret_index,
+            must_refetch: verified.must_refetch,
+            delivery_id: verified.delivery_id,
+            event_type: provider
+                .body_event_type(&body)
+                .map(|t| t.chars().take(200).collect()),
+            event_id,
+        })
+    }
+
+    async fn store_delivery(
+        &self,
+        provider: Provider,
+        checked: Checked,
+        raw_body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, AcceptError> {
+        let scheme_name = serde_json::to_value(checked.scheme)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let headers = json!({ "deliveryId": checked.delivery_id });
+        let row = sqlx::query(
+            "INSERT INTO webhook_inbox (provider, event_id, event_type, delivery_id, scheme, \
+                secret_index, must_refetch, raw_body, headers, status, attempts, next_attempt_at, \
+                received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
+             ON CONFLICT (provider, event_id) \
+                DO UPDATE SET redeliveries = webhook_inbox.redeliveries + 1 \
+             RETURNING id, (xmax = 0) AS inserted",
+        )
+        .bind(provider.as_str())
+        .bind(&checked.event_id)
+        .bind(&checked.event_type)
+        .bind(&checked.delivery_id)
+        .bind(scheme_name)
+        .bind(checked.secret_index.map(|i| i as i16))
+        .bind(checked.must_refetch)
+        .bind(raw_body)
+        .bind(headers)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let inserted: bool = row.try_get("inserted")?;
+        Ok(Accepted {
+            inbox_id: row.try_get("id")?,
+            event_id: checked.event_id,
+            duplicate: !inserted,
+        })
+    }
+
+    async fn record_rejection(
+        &self,
+        provider: Provider,
+        error: &AcceptError,
+        remote_addr: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        let code = error.code();
+        metrics().webhook_rejected(provider.as_str(), code);
+        // The message is payledger's own text (the verifier's errors never quote the request).
+        let reason = short(error);
+        tracing::warn!(
+            provider = provider.as_str(),
+            code,
+            reason,
+            remote_addr,
+            "webhook refused"
+        );
+        let stored = sqlx::query(
+            "INSERT INTO webhook_rejections (provider, code, minute, count, last_reason, \
+                last_remote_addr, last_seen_at) \
+             VALUES ($1, $2, date_trunc('minute', $3), 1, $4, $5, $3) \
+             ON CONFLICT (provider, code, minute) DO UPDATE SET \
+                count = webhook_rejections.count + 1, last_reason = EXCLUDED.last_reason, \
+                last_remote_addr = EXCLUDED.last_remote_addr, last_seen_at = EXCLUDED.last_seen_at",
+        )
+        .bind(provider.as_str())
+        .bind(code)
+        .bind(now)
+        .bind(&reason)
+        .bind(remote_addr.map(|a| a.chars().take(100).collect::<String>()))
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = stored {
+            tracing::warn!(%error, "failed to record a webhook rejection");
+        }
+    }
+
+    /// Dead-lettered inbound deliveries, oldest first, after inbox id `after_id`.
+    pub async fn inbound_dead_letters(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<InboundDeadLetter>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM webhook_inbox \
+             WHERE status = 'dead' AND id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after_id)
+        .bind(limit.clamp(1, 1_000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(InboundDeadLetter::from_row).collect()
+    }
+
+    /// Puts a dead-lettered delivery back in the queue, to be processed from attempt 1 again,
+    /// and records who asked in its stream.
+    pub async fn replay_inbound(
+        &self,
+        inbox_id: i64,
+        requested_by: &str,
+    ) -> Result<InboundDeadLetter, ReplayError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM webhook_inbox WHERE id = $1"
+        ))
+        .bind(inbox_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(ReplayError::NotFound)?;
+        let letter = InboundDeadLetter::from_row(&row)?;
+        if letter.status != "dead" {
+            return Err(ReplayError::NotDeadLettered);
+        }
+        let now = self.clock.now();
+        let provider = letter.provider.clone();
+        let event_id = letter.event_id.clone();
+        deliveries::append(
+            &self.store,
+            &provider,
+            &event_id,
+            requested_by,
+            |recorded| {
+                vec![WebhookDeliveryEvent::WebhookReplayRequested(
+                    WebhookReplayRequested {
+                        provider: provider.clone(),
+                        event_id: event_id.clone(),
+                        requested_by: requested_by.to_string(),
+                        order_id: recorded.order_id.clone(),
+                        at: now,
+                    },
+                )]
+            },
+        )
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE webhook_inbox SET status = 'pending', attempts = 0, next_attempt_at = $2, \
+                dead_lettered_at = NULL \
+             WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(inbox_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(ReplayError::NotDeadLettered);
+        }
+        tracing::info!(inbox_id, provider, requested_by, "webhook replay requested");
+        Ok(InboundDeadLetter {
+            status: "pending".into(),
+            attempts: 0,
+            dead_lettered_at: None,
+            ..letter
+        })
+    }
+}
+
+const DEAD_LETTER_COLUMNS: &str = "id, provider, event_id, event_type, status, attempts, \
+    last_error, received_at, dead_lettered_at";
+
+/// A dead-lettered inbound delivery (what the admin API and the CLI list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundDeadLetter {
+    pub id: i64,
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub dead_lettered_at: Option<DateTime<Utc>>,
+}
+
+impl InboundDeadLetter {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<InboundDeadLetter, sqlx::Error> {
+        Ok(InboundDeadLetter {
+            id: row.try_get("id")?,
+            provider: row.try_get("provider")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            received_at: row.try_get("received_at")?,
+            dead_lettered_at: row.try_get("dead_lettered_at")?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dead letter with this id")]
+    NotFound,
+    #[error("this delivery is not dead-lettered (pending, applied or delivered)")]
+    NotDeadLettered,
+    #[error("failed to replay: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}

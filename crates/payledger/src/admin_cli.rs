@@ -1,0 +1,256 @@
+//! `payledger switches …` and `payledger ops …`: the runbook's toggles and manual operations
+//! (source document 2 §5–6) from the command line, as the same audited commands the admin HTTP
+//! endpoints run. Each is recorded in its own stream with actor `cli:$USER`, and in `audit-admin`.
+
+use crate::keys::cli_actor;
+use crate::startup::{ProviderSettings, Settings};
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use payledger_app::clock::{Clock, SystemClock};
+use payledger_app::context::RequestContext;
+use payledger_app::executor::Executor;
+use payledger_app::operations::{ExternalPaymentInput, Operations, SalesSwitches};
+use payledger_app::payments::{Payments, PaymentsConfig};
+use payledger_domain::ids::{OrderId, PayeeId, PaymentKey};
+use payledger_domain::money::Currency;
+use payledger_domain::operations::{AdminAction, KillSwitches, SwitchCommand};
+use payledger_gateway::{TossConfig, TossGateway};
+use payledger_store::{EventStore, WriterConfig};
+use sqlx::PgPool;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SwitchesCommand {
+    /// Which switches are on.
+    Status,
+    /// Stop every new payment (new orders and confirmations answer E_PAYMENTS_SUSPENDED).
+    SuspendPayments {
+        #[arg(long)]
+        reason: String,
+    },
+    ResumePayments,
+    /// Stop one payee's sales (new orders and confirmations answer E_PAYEE_SUSPENDED).
+    SuspendPayee {
+        payee_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    ResumePayee {
+        payee_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum OpsCliCommand {
+    /// Record a payment made outside payledger; the transaction id pays for one order only.
+    RecordExternalPayment {
+        order_id: String,
+        /// Who took the money: `toss`, `bank_transfer`, …
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        transaction_id: String,
+        /// In minor units.
+        #[arg(long)]
+        amount: i64,
+        #[arg(long)]
+        currency: String,
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Cancel an order's enrollment; with --refund also refund what is refundable (needs the
+    /// provider: PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY).
+    CancelEnrollment {
+        order_id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        refund: bool,
+    },
+}
+
+struct Wiring {
+    operations: Operations,
+    switches: Arc<SalesSwitches>,
+}
+
+fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
+    let config = match Settings::provider_from_env() {
+        ProviderSettings::EmbeddedSandbox if needs_provider => bail!(
+            "this asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
+        ),
+        // Never called: these operations only record events.
+        ProviderSettings::EmbeddedSandbox => TossConfig::sandbox("http://127.0.0.1:9".to_string()),
+        ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url),
+        ProviderSettings::Toss {
+            base_url,
+            secret_key,
+        } => TossConfig::new(base_url, secret_key),
+    };
+    let gateway = TossGateway::new(config).context("failed to configure the provider")?;
+    let executor = Arc::new(Executor::new(EventStore::new(
+        pool.clone(),
+        WriterConfig::default(),
+    )));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let switches = Arc::new(SalesSwitches::new(executor.clone()));
+    let payments = Arc::new(
+        Payments::new(
+            executor.clone(),
+            Arc::new(gateway),
+            clock.clone(),
+            PaymentsConfig::default(),
+        )
+        .with_sales_switches(switches.clone()),
+    );
+    Ok(Wiring {
+        operations: Operations::new(executor, payments, switches.clone(), clock),
+        switches,
+    })
+}
+
+fn print_switches(out: &mut impl Write, switches: &KillSwitches) -> anyhow::Result<()> {
+    match &switches.payments_suspended {
+        Some(s) => writeln!(out, "payments: SUSPENDED since {} ({})", s.at, s.reason)?,
+        None => writeln!(out, "payments: on")?,
+    }
+    if switches.suspended_payees.is_empty() {
+        writeln!(out, "suspended payees: none")?;
+    }
+    for (payee, s) in &switches.suspended_payees {
+        writeln!(
+            out,
+            "payee {payee}: SUSPENDED since {} ({})",
+            s.at, s.reason
+        )?;
+    }
+    Ok(())
+}
+
+async fn audit(operations: &Operations, action: String, context: &RequestContext) {
+    let action = AdminAction {
+        action,
+        path: "-".to_string(),
+        status: 200,
+        key_id: "cli".to_string(),
+        remote_addr: None,
+        forwarded_for: None,
+        user_agent: Some(format!("payledger-cli/{}", env!("CARGO_PKG_VERSION"))),
+        at: operations.now(),
+    };
+    if let Err(error) = operations.record_admin_action(action, context).await {
+        eprintln!("warning: failed to record the action in audit-admin: {error}");
+    }
+}
+
+pub async fn run_switches(command: SwitchesCommand, pool: &PgPool) -> anyhow::Result<ExitCode> {
+    let wiring = wire(pool, false)?;
+    let context = RequestContext::new(cli_actor(), None);
+    let now = wiring.operations.now();
+    let mut out = std::io::stdout().lock();
+    let (name, command) = match command {
+        SwitchesCommand::Status => {
+            print_switches(&mut out, &wiring.switches.current().await?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        SwitchesCommand::SuspendPayments { reason } => (
+            "switches suspend-payments".to_string(),
+            SwitchCommand::SuspendPayments { reason, at: now },
+        ),
+        SwitchesCommand::ResumePayments => (
+            "switches resume-payments".to_string(),
+            SwitchCommand::ResumePayments { at: now },
+        ),
+        SwitchesCommand::SuspendPayee { payee_id, reason } => (
+            format!("switches suspend-payee {payee_id}"),
+            SwitchCommand::SuspendPayee {
+                payee_id: PayeeId::parse(payee_id)?,
+                reason,
+                at: now,
+            },
+        ),
+        SwitchesCommand::ResumePayee { payee_id } => (
+            format!("switches resume-payee {payee_id}"),
+            SwitchCommand::ResumePayee {
+                payee_id: PayeeId::parse(payee_id)?,
+                at: now,
+            },
+        ),
+    };
+    let flipped = wiring.switches.flip(command, &context).await?;
+    audit(&wiring.operations, format!("cli {name}"), &context).await;
+    if !flipped.changed {
+        writeln!(out, "(already so; nothing recorded)")?;
+    }
+    print_switches(&mut out, &flipped.switches)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_ops(command: OpsCliCommand, pool: &PgPool) -> anyhow::Result<ExitCode> {
+    let context = RequestContext::new(cli_actor(), None);
+    let mut out = std::io::stdout().lock();
+    match command {
+        OpsCliCommand::RecordExternalPayment {
+            order_id,
+            provider,
+            transaction_id,
+            amount,
+            currency,
+            method,
+            reason,
+        } => {
+            let wiring = wire(pool, false)?;
+            let input = ExternalPaymentInput {
+                order_id: OrderId::parse(order_id.clone())?,
+                provider,
+                provider_transaction_id: PaymentKey::parse(transaction_id)?,
+                amount_minor: amount,
+                currency: Currency::parse(&currency)?,
+                method,
+                reason,
+            };
+            let snapshot = wiring
+                .operations
+                .record_external_payment(input, &context)
+                .await?;
+            audit(
+                &wiring.operations,
+                format!("cli ops record-external-payment {order_id}"),
+                &context,
+            )
+            .await;
+            writeln!(
+                out,
+                "order {order_id}: {:?}, captured {} (version {})",
+                snapshot.state.status, snapshot.state.captured_minor, snapshot.version
+            )?;
+        }
+        OpsCliCommand::CancelEnrollment {
+            order_id,
+            reason,
+            refund,
+        } => {
+            let wiring = wire(pool, refund)?;
+            let snapshot = wiring
+                .operations
+                .cancel_enrollment(&OrderId::parse(order_id.clone())?, reason, refund, &context)
+                .await?;
+            audit(
+                &wiring.operations,
+                format!("cli ops cancel-enrollment {order_id}"),
+                &context,
+            )
+            .await;
+            writeln!(
+                out,
+                "order {order_id}: enrollment cancelled; {:?}, refunded {} of {}",
+                snapshot.state.status, snapshot.state.refunded_minor, snapshot.state.captured_minor
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,191 @@
+//! Operator and auditor commands that run against the database and exit.
+
+use crate::database::Database;
+use crate::startup::ProviderSettings;
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use payledger_app::clock::SystemClock;
+use payledger_app::executor::Executor;
+use payledger_app::payments::{Payments, PaymentsConfig};
+use payledger_gateway::{TossConfig, TossGateway};
+use payledger_store::{EventStore, WriterConfig};
+use sqlx::PgPool;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub enum OpsCommand {
+    Migrate,
+    ProjectionStatus,
+    Rebuild {
+        name: String,
+    },
+    Replay {
+        stream_id: String,
+    },
+    AuditVerify,
+    /// `payledger audit trial-balance [--at POSITION]`
+    AuditTrialBalance {
+        at: Option<i64>,
+    },
+    Timeline {
+        order_id: String,
+    },
+    Reconcile {
+        older_than_s: i64,
+    },
+    /// `payledger webhooks dlq …` (inbound) and `payledger notifications dlq …` (outbound).
+    WebhookDeadLetters {
+        command: crate::webhook_jobs::WebhooksCommand,
+        outbound: bool,
+    },
+}
+
+pub async fn run(
+    command: OpsCommand,
+    _database: &Database,
+    pool: &PgPool,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        // Database::open already migrated.
+        OpsCommand::Migrate => {
+            writeln!(out, "migrations are up to date")?;
+        }
+        OpsCommand::ProjectionStatus => {
+            let statuses = payledger_projector::status(pool).await?;
+            writeln!(
+                out,
+                "{:<16} {:>12} {:>12} {:>10} {:>10}",
+                "projection", "position", "head", "lag", "lag_ms"
+            )?;
+            for s in statuses {
+                writeln!(
+                    out,
+                    "{:<16} {:>12} {:>12} {:>10} {:>10}",
+                    s.name, s.position, s.head_position, s.lag_events, s.lag_ms
+                )?;
+            }
+        }
+        OpsCommand::Rebuild { name } => {
+            let Some(projection) = payledger_read_models::projection_named(&name) else {
+                let known: Vec<&str> = payledger_read_models::all_projections()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect();
+                bail!("no projection named '{name}'; known: {}", known.join(", "));
+            };
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("rebuilding {name}"));
+            let started = std::time::Instant::now();
+            let progress_bar = bar.clone();
+            let progress = move |position: i64, head: i64| {
+                progress_bar.set_length(head.max(0) as u64);
+                progress_bar.set_position(position.max(0) as u64);
+            };
+            let position =
+                payledger_projector::rebuild(pool, projection.as_ref(), &progress).await?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            writeln!(
+                out,
+                "rebuilt {name} up to position {position} in {secs:.2}s and swapped it in"
+            )?;
+        }
+        OpsCommand::Replay { stream_id } => {
+            let store = EventStore::new(pool.clone(), WriterConfig::default());
+            let events = store.read_whole_stream(&stream_id).await?;
+            if events.is_empty() {
+                bail!("stream '{stream_id}' has no events");
+            }
+            for event in events {
+                writeln!(out, "{}", serde_json::to_string(&event)?)?;
+            }
+        }
+        OpsCommand::AuditVerify => {
+            let report = payledger_store::audit::verify_all(pool).await?;
+            match &report.first_problem {
+                None => {
+                    writeln!(
+                        out,
+                        "ok: {} events in {} streams verify up to position {}",
+                        report.events_checked, report.streams_checked, report.head_position
+                    )?;
+                    // The books too: every journal entry and the whole book must balance.
+                    if !crate::journal_cli::verify_journal(pool, &mut out).await? {
+                        return Ok(ExitCode::from(3));
+                    }
+                }
+                Some(problem) => {
+                    writeln!(
+                        out,
+                        "BROKEN at global position {} (stream {}, version {}, event {}): {}",
+                        problem.global_position,
+                        problem.stream_id,
+                        problem.stream_version,
+                        problem.event_id,
+                        problem.problem
+                    )?;
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        OpsCommand::AuditTrialBalance { at } => {
+            if !crate::journal_cli::print_trial_balance(pool, at, &mut out).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        OpsCommand::Timeline { order_id } => {
+            let entries =
+                payledger_read_models::orders::timeline(pool, &order_id, 0, 10_000).await?;
+            if entries.is_empty() {
+                bail!("no timeline for order '{order_id}' (unknown, or not projected yet)");
+            }
+            for e in entries {
+                writeln!(
+                    out,
+                    "{}  #{:<6} {:<28} {:<24} {}",
+                    e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+                    e.global_position,
+                    e.event_type,
+                    e.actor.unwrap_or_default(),
+                    e.summary
+                )?;
+            }
+        }
+        OpsCommand::WebhookDeadLetters { command, outbound } => {
+            return crate::webhook_jobs::run_dead_letters(command, outbound, pool, &mut out).await;
+        }
+        OpsCommand::Reconcile { older_than_s } => {
+            let config = match crate::startup::Settings::provider_from_env() {
+                ProviderSettings::EmbeddedSandbox => bail!(
+                    "reconcile asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
+                ),
+                ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url),
+                ProviderSettings::Toss { base_url, secret_key } => TossConfig::new(base_url, secret_key),
+            };
+            let gateway = TossGateway::new(config).context("failed to configure the provider")?;
+            let store = EventStore::new(pool.clone(), WriterConfig::default());
+            let payments = Payments::new(
+                Arc::new(Executor::new(store)),
+                Arc::new(gateway),
+                Arc::new(SystemClock),
+                PaymentsConfig::default(),
+            );
+            let report = crate::jobs::reconcile_once(
+                &payments,
+                pool,
+                chrono::Duration::seconds(older_than_s.max(0)),
+            )
+            .await?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

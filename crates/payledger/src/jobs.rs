@@ -1,0 +1,100 @@
+//! Background jobs inside `serve`: the reconciler (unknown outcomes, stuck confirmations and
+//! refunds) and the expiry of orders whose payment window closed.
+//!
+//! Candidates come from the orders read model, which is only an index: each candidate is
+//! re-checked against its event stream by the command it receives. Several `serve` processes
+//! may run these jobs at once; every command is version-checked and every provider call carries
+//! its idempotency key, so doing one twice changes nothing.
+
+use payledger_app::payments::{Payments, Reconciled};
+use payledger_domain::ids::OrderId;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Orders looked at per pass.
+const MAX_CANDIDATES_PER_PASS: i64 = 500;
+
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    pub examined: usize,
+    pub settled: usize,
+    pub still_unknown: usize,
+    pub expired: usize,
+    pub errors: usize,
+}
+
+pub async fn run_reconciler(
+    payments: Arc<Payments>,
+    pool: PgPool,
+    every: Duration,
+    older_than: chrono::Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match reconcile_once(&payments, &pool, older_than).await {
+            Ok(report) if report.examined > 0 => {
+                tracing::info!(?report, "reconciler pass");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reconciler pass failed"),
+        }
+    }
+}
+
+/// One pass: settle unknown outcomes older than `older_than`, expire unpaid orders.
+pub async fn reconcile_once(
+    payments: &Payments,
+    pool: &PgPool,
+    older_than: chrono::Duration,
+) -> Result<ReconcileReport, sqlx::Error> {
+    let mut report = ReconcileReport::default();
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM rm.orders \
+         WHERE status IN ('CONFIRMING', 'OUTCOME_UNKNOWN') OR refund_pending_minor > 0 \
+         ORDER BY updated_at LIMIT $1",
+    )
+    .bind(MAX_CANDIDATES_PER_PASS)
+    .fetch_all(pool)
+    .await?;
+    for order_id in pending {
+        let Ok(order_id) = OrderId::parse(order_id) else {
+            continue;
+        };
+        report.examined += 1;
+        match payments.reconcile_order(&order_id, older_than).await {
+            Ok(Reconciled::Settled(_)) => report.settled += 1,
+            Ok(Reconciled::StillUnknown(_)) => report.still_unknown += 1,
+            Ok(_) => {}
+            Err(error) => {
+                report.errors += 1;
+                tracing::warn!(%order_id, %error, "failed to reconcile an order");
+            }
+        }
+    }
+    let window = chrono::Duration::minutes(payledger_domain::order::CONFIRMATION_WINDOW_MINUTES);
+    let expirable: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM rm.orders WHERE status IN ('READY', 'FAILED') AND placed_at < $1 \
+         ORDER BY placed_at LIMIT $2",
+    )
+    .bind(payments.clock().now() - window)
+    .bind(MAX_CANDIDATES_PER_PASS)
+    .fetch_all(pool)
+    .await?;
+    for order_id in expirable {
+        let Ok(order_id) = OrderId::parse(order_id) else {
+            continue;
+        };
+        report.examined += 1;
+        match payments.expire(&order_id).await {
+            Ok(_) => report.expired += 1,
+            Err(error) => {
+                report.errors += 1;
+                tracing::debug!(%order_id, %error, "order not expired");
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,14 @@
+//! The payledger service: how the crates are put together (`startup`), where the database comes
+//! from (`database`), background jobs (`jobs`) and the operator commands (`commands`).
+
+pub mod admin_cli;
+pub mod bench;
+pub mod billing_jobs;
+pub mod booking_jobs;
+pub mod commands;
+pub mod database;
+pub mod jobs;
+pub mod journal_cli;
+pub mod keys;
+pub mod startup;
+pub mod webhook_jobs;

@@ -1,0 +1,342 @@
+//! `payledger`: one binary for serving, operating and auditing the ledger.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use payledger::database::Database;
+use payledger::startup::{Application, Settings};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// glibc's allocator spent a fifth of the server's CPU under load (malloc_consolidate,
+/// unlink_chunk in `perf`); mimalloc's thread-local free lists avoid most of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "payledger",
+    version,
+    about = "An event-sourced payment ledger on PostgreSQL"
+)]
+struct Cli {
+    /// Where the managed PostgreSQL cluster lives when DATABASE_URL is not set.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLEDGER_DATA_DIR",
+        default_value = ".payledger"
+    )]
+    data_dir: PathBuf,
+    /// Use this database instead of the managed cluster.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Run migrations with this URL (the schema owner) instead of DATABASE_URL.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYLEDGER_MIGRATE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    migrate_database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API, the projectors and the reconciler.
+    Serve {
+        #[arg(long, env = "PAYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect or rebuild read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Print a stream's events (JSON lines, with versions, positions and hashes).
+    Replay { stream_id: String },
+    /// Verify the ledger.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print one order's timeline.
+    Timeline { order_id: String },
+    /// Settle unknown payment outcomes now (the same pass `serve` runs on a schedule).
+    Reconcile {
+        /// Only outcomes older than this many seconds.
+        #[arg(long, default_value_t = 60)]
+        older_than_s: i64,
+    },
+    /// Run the sandbox payment provider (the Toss-compatible API) on its own.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
+    /// Stop the managed PostgreSQL cluster of the data directory.
+    StopDatabase,
+    /// Create, list and revoke API keys (printed once, stored hashed).
+    Keys {
+        #[command(subcommand)]
+        command: payledger::keys::KeysCommand,
+    },
+    /// Kill switches: stop all new payments or one payee's sales (audited).
+    Switches {
+        #[command(subcommand)]
+        command: payledger::admin_cli::SwitchesCommand,
+    },
+    /// Manual operations: record an outside payment, cancel an enrollment (audited).
+    Ops {
+        #[command(subcommand)]
+        command: payledger::admin_cli::OpsCliCommand,
+    },
+    /// Inbound provider webhooks: the dead-letter queue.
+    Webhooks {
+        #[command(subcommand)]
+        command: payledger::webhook_jobs::WebhooksCommand,
+    },
+    /// Outbound notifications to products: the dead-letter queue.
+    Notifications {
+        #[command(subcommand)]
+        command: payledger::webhook_jobs::WebhooksCommand,
+    },
+    /// Recurring billing: run the subscription scheduler's pass now or as of a time.
+    Billing {
+        #[command(subcommand)]
+        command: payledger::billing_jobs::BillingCommand,
+    },
+    /// Measure: drive the HTTP API under load, or time a rebuild of every read model.
+    #[command(args_conflicts_with_subcommands = true)]
+    Bench {
+        #[command(subcommand)]
+        mode: Option<BenchMode>,
+        /// The server to drive; without it the benchmark starts its own on the embedded defaults.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        duration_s: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup_s: u64,
+        /// Data directory of a benchmark-started server or store (kept apart from --data-dir).
+        #[arg(long, default_value = ".payledger-bench")]
+        store_dir: PathBuf,
+        /// Offer this many commands/s in total (open loop) instead of driving flat out.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Sample projector lag from the database during the run (the self-started server's, or
+        /// DATABASE_URL's).
+        #[arg(long)]
+        measure_lag: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// Fill a store with N realistic events (or reuse it) and time a rebuild of every read model.
+    Rebuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value = ".payledger-bench")]
+        store_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each projection's position and lag.
+    Status,
+    /// Rebuild a read model from position 0 into fresh tables, then swap them in.
+    Rebuild { name: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every hash chain and check the global log, then check that every journal entry
+    /// and the whole book balance; non-zero exit names the first break.
+    Verify,
+    /// Print the journal's balances per account and currency at a global position.
+    TrialBalance {
+        /// Global position (default: the head of the log).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = cli.data_dir.clone();
+    let database_url = cli.database_url.clone();
+    let migrate_url = cli.migrate_database_url.clone();
+    match cli.command {
+        Command::Serve { listen } => {
+            let mut settings = Settings::embedded(listen, data_dir);
+            settings.database_url = database_url;
+            settings.migrate_database_url = migrate_url;
+            settings.provider = Settings::provider_from_env();
+            settings.webhooks = payledger_webhook_relay::WebhookSettings::from_env()
+                .context("invalid webhook configuration")?;
+            settings.settlement = payledger_app::settlements::SettlementConfig::from_env()
+                .context("invalid settlement configuration")?;
+            let app = Application::build(settings).await?;
+            eprintln!(
+                "payledger is serving on http://127.0.0.1:{} (ctrl-c stops it)",
+                app.port()
+            );
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox { listen } => {
+            let config = payledger_sandbox::SandboxConfig {
+                handle_signals: true,
+                ..payledger_sandbox::SandboxConfig::default()
+            };
+            let sandbox = payledger_sandbox::start(listen, config)
+                .await
+                .context("failed to start the sandbox")?;
+            eprintln!(
+                "sandbox provider on {} (ctrl-c stops it)",
+                sandbox.base_url()
+            );
+            sandbox.wait().await.context("the sandbox failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            mode: Some(BenchMode::Rebuild { events, store_dir }),
+            ..
+        } => {
+            payledger::bench::run_rebuild(events, database_url.as_deref(), &store_dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            mode: None,
+            target,
+            clients,
+            duration_s,
+            warmup_s,
+            store_dir,
+            rate,
+            measure_lag,
+        } => {
+            payledger::bench::run_load(payledger::bench::LoadArgs {
+                target,
+                clients,
+                duration_s,
+                warmup_s,
+                store_dir,
+                rate_per_s: rate,
+                measure_lag,
+                database_url: database_url.clone(),
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StopDatabase => {
+            let options = payledger_pgcluster::ClusterOptions::new(&data_dir);
+            match payledger_pgcluster::ManagedCluster::join_running(options).await? {
+                Some(cluster) => {
+                    cluster.stop()?;
+                    eprintln!("stopped the cluster in {}", data_dir.display());
+                }
+                None => eprintln!("no cluster is running in {}", data_dir.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Billing { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            let pool = database.app_pool(4).await?;
+            payledger::billing_jobs::run(command, &database, &pool, &data_dir).await
+        }
+        Command::Keys { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::keys::run(command, &database.app_pool(2).await?).await
+        }
+        Command::Switches { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::admin_cli::run_switches(command, &database.app_pool(2).await?).await
+        }
+        Command::Ops { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::admin_cli::run_ops(command, &database.app_pool(2).await?).await
+        }
+        command => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            let pool = database.app_pool(4).await?;
+            payledger::commands::run(command_name(command), &database, &pool).await
+        }
+    }
+}
+
+fn command_name(command: Command) -> payledger::commands::OpsCommand {
+    use payledger::commands::OpsCommand;
+    match command {
+        Command::Migrate => OpsCommand::Migrate,
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => OpsCommand::ProjectionStatus,
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => OpsCommand::Rebuild { name },
+        Command::Replay { stream_id } => OpsCommand::Replay { stream_id },
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => OpsCommand::AuditVerify,
+        Command::Audit {
+            command: AuditCommand::TrialBalance { at },
+        } => OpsCommand::AuditTrialBalance { at },
+        Command::Timeline { order_id } => OpsCommand::Timeline { order_id },
+        Command::Reconcile { older_than_s } => OpsCommand::Reconcile { older_than_s },
+        Command::Webhooks { command } => OpsCommand::WebhookDeadLetters {
+            command,
+            outbound: false,
+        },
+        Command::Notifications { command } => OpsCommand::WebhookDeadLetters {
+            command,
+            outbound: true,
+        },
+        Command::Serve { .. }
+        | Command::Sandbox { .. }
+        | Command::StopDatabase
+        | Command::Keys { .. }
+        | Command::Billing { .. }
+        | Command::Switches { .. }
+        | Command::Ops { .. }
+        | Command::Bench { .. } => {
+            unreachable!("handled before the database is opened")
+        }
+    }
+}

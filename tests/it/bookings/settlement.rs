@@ -1,0 +1,202 @@
+//! Weekly settlement through the API: fulfilled payments, the platform fee, confirmation that
+//! freezes a statement, a payout that closes it, and a late claim carried to the next week.
+
+use super::*;
+
+fn statement_line<'a>(statement: &'a Value, kind: &str) -> Vec<&'a Value> {
+    statement["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_late_claim_on_a_confirmed_statement_is_carried_to_the_next_one() {
+    let app = spawn().await;
+    // Week of Monday 2026-10-05 in Seoul; t0 is that Monday 09:00 KST.
+    let starts = t0() + Duration::hours(3);
+    app.paid_booking("weekly-1", 80_001, starts).await;
+    app.paid_booking("weekly-2", 50_000, starts + Duration::hours(2))
+        .await;
+    app.clock.set(starts + Duration::hours(4));
+    for id in ["weekly-1", "weekly-2"] {
+        let fulfilled = app
+            .post(&format!("/v1/orders/{id}/fulfil"), &json!({}))
+            .await;
+        assert_eq!(fulfilled.status, 200, "{}", fulfilled.body);
+        assert!(fulfilled.body["fulfilledAt"].is_string());
+    }
+    app.settle().await;
+    let statement_id = format!("{THERAPIST}-2026-10-05-KRW");
+
+    // Not before the week is over (Sunday 24:00 KST = Sunday 15:00 UTC).
+    let early = app
+        .admin(
+            &format!("/v1/settlements/{statement_id}/confirm"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (early.status, early.body["code"].as_str()),
+        (409, Some("E_STATEMENT_PERIOD_NOT_OVER"))
+    );
+    let week_end = Utc.with_ymd_and_hms(2026, 10, 11, 15, 0, 0).unwrap();
+    assert_eq!(
+        DateTime::parse_from_rfc3339(early.body["periodEnd"].as_str().unwrap()).unwrap(),
+        week_end
+    );
+
+    app.clock.set(week_end + Duration::hours(9));
+    let confirmed = app
+        .admin(
+            &format!("/v1/settlements/{statement_id}/confirm"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let totals = &confirmed.body["totals"];
+    assert_eq!(totals["payments"], 130_001);
+    // 10 % of 130,001 rounds down in the payee's favour.
+    assert_eq!(totals["platformFee"], 13_000);
+    assert_eq!(totals["netPayable"], 117_001);
+    assert_eq!(confirmed.body["status"], "confirmed");
+
+    let wrong = app
+        .admin(
+            &format!("/v1/settlements/{statement_id}/payout"),
+            &json!({"reference": "bank-77", "amount": 117000}),
+        )
+        .await;
+    assert_eq!(
+        (
+            wrong.status,
+            wrong.body["code"].as_str(),
+            wrong.body["netPayable"].as_i64()
+        ),
+        (409, Some("E_PAYOUT_AMOUNT_MISMATCH"), Some(117_001))
+    );
+    let paid = app
+        .admin(
+            &format!("/v1/settlements/{statement_id}/payout"),
+            &json!({"reference": "bank-77", "amount": 117001}),
+        )
+        .await;
+    assert_eq!(
+        (paid.status, paid.body["status"].as_str()),
+        (200, Some("paid_out")),
+        "{}",
+        paid.body
+    );
+
+    // A quality claim about weekly-1 after its statement was confirmed and paid.
+    let filed = app
+        .post(
+            "/v1/claims",
+            &json!({"claimId": "clm-late", "orderId": "weekly-1", "type": "SERVICE_QUALITY",
+                    "filedBy": "customer", "description": "30 of 50 minutes"}),
+        )
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    app.settle().await;
+
+    let this_week = &app.statements("2026-10-05").await[0];
+    assert_eq!(this_week["status"], "paid_out");
+    assert_eq!(
+        this_week["totals"]["netPayable"], 117_001,
+        "a confirmed statement stays frozen"
+    );
+    assert!(statement_line(this_week, "hold").is_empty());
+    let next_week = app.statements("2026-10-12").await;
+    assert_eq!(next_week.len(), 1, "the hold opened next week's statement");
+    let holds = statement_line(&next_week[0], "hold");
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0]["amount"], 80_001);
+    assert_eq!(holds[0]["carriedFrom"], "2026-10-05");
+    assert_eq!(holds[0]["claimId"], "clm-late");
+
+    // Resolved with a partial refund: the hold is released, the refund taken off next week.
+    app.admin("/v1/claims/clm-late/assign", &json!({})).await;
+    let resolved = app
+        .admin(
+            "/v1/claims/clm-late/resolve",
+            &json!({"outcome": "split", "reason": "a shortened session", "refundAmount": 32000, "providerPayoutAmount": 48001}),
+        )
+        .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    app.settle().await;
+    let next_week = &app.statements("2026-10-12").await[0];
+    let t = &next_week["totals"];
+    assert_eq!(
+        (
+            t["held"].as_i64(),
+            t["released"].as_i64(),
+            t["refunds"].as_i64()
+        ),
+        (Some(80_001), Some(80_001), Some(32_000))
+    );
+    // The fee on the refunded part is given back: net sales −32,000, fee −3,200.
+    assert_eq!(
+        (t["netSales"].as_i64(), t["platformFee"].as_i64()),
+        (Some(-32_000), Some(-3_200))
+    );
+    assert_eq!(
+        (t["netPayable"].as_i64(), t["carryForward"].as_i64()),
+        (Some(0), Some(-28_800))
+    );
+
+    // Confirming it carries the negative net to the week after.
+    app.clock
+        .set(week_end + Duration::days(7) + Duration::hours(1));
+    let second = app
+        .admin(
+            &format!("/v1/settlements/{THERAPIST}-2026-10-12-KRW/confirm"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    app.settle().await;
+    let third = app.statements("2026-10-19").await;
+    let carried = statement_line(&third[0], "carried_balance");
+    assert_eq!(carried.len(), 1, "{:?}", third);
+    assert_eq!(carried[0]["amount"], -28_800);
+
+    // The books balance, and what the provider still holds is the fee kept and the carried debt.
+    let books = app.trial_balance().await;
+    assert_eq!(books["balanced"], true, "{books}");
+    assert_eq!(
+        balance(&books, "provider_clearing"),
+        130_001 - 117_001 - 32_000
+    );
+    assert_eq!(balance(&books, "platform_fee_revenue"), -(13_000 - 3_200));
+    assert_eq!(balance(&books, "payouts"), 0);
+}
+
+#[tokio::test]
+async fn a_late_cancellation_pays_the_provider_share_and_an_early_one_nothing() {
+    let app = spawn().await;
+    let day = Duration::days(1);
+    app.paid_booking("late-cancel", 80_001, t0() + day * 2)
+        .await;
+    app.paid_booking("early-cancel", 60_000, t0() + day * 5)
+        .await;
+    // 30 hours before the first, four days and more before the second.
+    app.clock.set(t0() + Duration::hours(18));
+    let late = app.post("/v1/orders/late-cancel/cancel", &json!({})).await;
+    assert_eq!(late.body["tier"], "HALF", "{}", late.body);
+    let early = app.post("/v1/orders/early-cancel/cancel", &json!({})).await;
+    assert_eq!(early.body["tier"], "FULL", "{}", early.body);
+    app.settle().await;
+    let week = &app.statements("2026-10-05").await[0];
+    let payments = statement_line(week, "payment");
+    assert_eq!(
+        payments.len(),
+        1,
+        "only the late cancellation is payable: {week}"
+    );
+    assert_eq!(payments[0]["orderId"], "late-cancel");
+    assert_eq!(week["totals"]["payments"], 80_001);
+    assert_eq!(week["totals"]["refunds"], 40_000);
+    assert_eq!(week["totals"]["netSales"], 40_001);
+}

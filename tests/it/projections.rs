@@ -1,0 +1,340 @@
+//! The projector runtime: crashes mid-batch never apply an event twice or skip one, and a
+//! rebuild from zero gives the same rows.
+
+use async_trait::async_trait;
+use payledger_app::clock::SystemClock;
+use payledger_app::context::RequestContext;
+use payledger_app::executor::Executor;
+use payledger_app::payments::{Payments, PaymentsConfig, PlaceOrderInput};
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey};
+use payledger_domain::money::{Currency, Money};
+use payledger_gateway::{TossConfig, TossGateway};
+use payledger_projector::{Projection, ProjectionError, RunnerConfig, Wakeup};
+use payledger_read_models::orders::OrdersProjection;
+use payledger_store::{EventStore, RecordedEvent, WriterConfig};
+use payledger_testdb::TestDatabase;
+use sqlx::{PgConnection, PgPool};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Writes a realistic history: orders placed, paid, partly refunded.
+async fn fill(db: &TestDatabase, orders: usize) -> payledger_sandbox::RunningSandbox {
+    let sandbox =
+        payledger_sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0)), Default::default())
+            .await
+            .unwrap();
+    let gateway = TossGateway::new(TossConfig::sandbox(sandbox.base_url())).unwrap();
+    let store = EventStore::new(db.app_pool.clone(), WriterConfig::default());
+    let payments = Payments::new(
+        Arc::new(Executor::new(store)),
+        Arc::new(gateway),
+        Arc::new(SystemClock),
+        PaymentsConfig::default(),
+    );
+    let context = RequestContext::new("client:test", None);
+    for n in 0..orders {
+        let order_id = OrderId::parse(format!("order-proj-{n}")).unwrap();
+        payments
+            .place_order(
+                PlaceOrderInput {
+                    order_id: Some(order_id.clone()),
+                    amount: Money::new(10_000 + n as i64, Currency::KRW).unwrap(),
+                    customer_id: CustomerId::parse(format!("cust_{}", n % 7)).unwrap(),
+                    payee_id: PayeeId::parse("payee_1").unwrap(),
+                    order_name: "Pilates".into(),
+                    service_starts_at: None,
+                },
+                &context,
+            )
+            .await
+            .unwrap();
+        if n % 3 != 0 {
+            let key = PaymentKey::parse(format!("pk_proj_{n}")).unwrap();
+            payments
+                .confirm(&order_id, key, 10_000 + n as i64, &context)
+                .await
+                .unwrap();
+        }
+        if n % 5 == 1 && n % 3 != 0 {
+            payments
+                .refund(&order_id, None, Some(1_000), "partial".into(), &context)
+                .await
+                .unwrap();
+        }
+    }
+    sandbox
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Writes the batch, then fails before the checkpoint moves.
+    ErrorAfterWriting,
+    /// Writes the batch, then hangs until the test kills the runner.
+    HangAfterWriting,
+}
+
+struct FaultyOrders {
+    batches: AtomicU32,
+    fault_on_batch: u32,
+    fault: Fault,
+}
+
+#[async_trait]
+impl Projection for FaultyOrders {
+    fn name(&self) -> &'static str {
+        OrdersProjection.name()
+    }
+    fn schema_sql(&self) -> &'static str {
+        OrdersProjection.schema_sql()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        OrdersProjection.tables()
+    }
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        OrdersProjection.apply(conn, events).await?;
+        if self.batches.fetch_add(1, Ordering::SeqCst) == self.fault_on_batch {
+            match self.fault {
+                Fault::ErrorAfterWriting => {
+                    return Err(ProjectionError::BadEvent {
+                        position: events[0].global_position,
+                        reason: "simulated crash after writing the batch".into(),
+                    })
+                }
+                Fault::HangAfterWriting => tokio::time::sleep(Duration::from_secs(3600)).await,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn small_batches() -> RunnerConfig {
+    RunnerConfig {
+        batch_size: 7,
+        poll_interval_ms: 50,
+        standby_retry_ms: 50,
+        error_backoff_ms: 50,
+        coalesce_ms: 0,
+    }
+}
+
+fn start_runner(db: &TestDatabase, projection: Arc<dyn Projection>) -> tokio::task::JoinHandle<()> {
+    let connect = db.app_url.parse().unwrap();
+    tokio::spawn(payledger_projector::run_projection(
+        connect,
+        projection,
+        small_batches(),
+        Wakeup::default(),
+        Arc::new(tokio::sync::watch::channel(0).0),
+    ))
+}
+
+async fn wait_until_caught_up(pool: &PgPool) {
+    for _ in 0..400 {
+        let statuses = payledger_projector::status(pool).await.unwrap();
+        if statuses
+            .iter()
+            .any(|s| s.name == "orders" && s.lag_events == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("projection did not catch up");
+}
+
+/// Every row of the orders read model, as text, in a stable order.
+async fn snapshot(pool: &PgPool) -> (Vec<String>, Vec<String>) {
+    let orders: Vec<String> =
+        sqlx::query_scalar("SELECT o::text FROM rm.orders o ORDER BY order_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let timeline: Vec<String> = sqlx::query_scalar(
+        "SELECT t::text FROM rm.order_timeline t ORDER BY order_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (orders, timeline)
+}
+
+async fn assert_equals_a_rebuild(db: &TestDatabase) {
+    let live = snapshot(&db.app_pool).await;
+    assert!(!live.0.is_empty());
+    payledger_projector::rebuild(&db.app_pool, &OrdersProjection, &|_, _| {})
+        .await
+        .unwrap();
+    let rebuilt = snapshot(&db.app_pool).await;
+    assert_eq!(
+        live, rebuilt,
+        "the live read model differs from a rebuild from zero"
+    );
+}
+
+async fn event_count(pool: &PgPool) -> i64 {
+    payledger_store::head_position(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_after_writing_is_rolled_back_and_replayed_once() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 30).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    let runner = start_runner(
+        &db,
+        Arc::new(FaultyOrders {
+            batches: AtomicU32::new(0),
+            fault_on_batch: 3,
+            fault: Fault::ErrorAfterWriting,
+        }),
+    );
+    wait_until_caught_up(&db.app_pool).await;
+    runner.abort();
+    // Each event once in the timeline (a double apply would also violate its primary key).
+    let timeline_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.order_timeline")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(timeline_rows, event_count(&db.app_pool).await);
+    assert_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_batch_leaves_nothing_half_applied() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 30).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    let doomed = start_runner(
+        &db,
+        Arc::new(FaultyOrders {
+            batches: AtomicU32::new(0),
+            fault_on_batch: 4,
+            fault: Fault::HangAfterWriting,
+        }),
+    );
+    // Let it get stuck inside batch 5 with its writes done but not committed, then kill it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'orders'")
+            .fetch_one(&db.app_pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        checkpoint, 28,
+        "four batches of 7 committed before the hang"
+    );
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.order_timeline")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(visible, 28, "the hanging batch's writes are not visible");
+    doomed.abort();
+    let _ = doomed.await;
+
+    let replacement = start_runner(&db, Arc::new(OrdersProjection));
+    wait_until_caught_up(&db.app_pool).await;
+    replacement.abort();
+    let timeline_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.order_timeline")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(timeline_rows, event_count(&db.app_pool).await);
+    assert_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
+async fn only_one_runner_per_projection_is_active_and_another_takes_over() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 10).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    let first = start_runner(&db, Arc::new(OrdersProjection));
+    wait_until_caught_up(&db.app_pool).await;
+    let second = start_runner(&db, Arc::new(OrdersProjection));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap();
+    assert_eq!(holders, 1, "exactly one runner holds the orders lock");
+    // The active runner dies; the standby takes over and keeps projecting new events.
+    first.abort();
+    let _ = first.await;
+    let _more = fill_more(&db).await;
+    wait_until_caught_up(&db.app_pool).await;
+    second.abort();
+    assert_equals_a_rebuild(&db).await;
+}
+
+async fn fill_more(db: &TestDatabase) -> payledger_sandbox::RunningSandbox {
+    let sandbox =
+        payledger_sandbox::start(SocketAddr::from(([127, 0, 0, 1], 0)), Default::default())
+            .await
+            .unwrap();
+    let gateway = TossGateway::new(TossConfig::sandbox(sandbox.base_url())).unwrap();
+    let payments = Payments::new(
+        Arc::new(Executor::new(EventStore::new(
+            db.app_pool.clone(),
+            WriterConfig::default(),
+        ))),
+        Arc::new(gateway),
+        Arc::new(SystemClock),
+        PaymentsConfig::default(),
+    );
+    let context = RequestContext::new("client:test", None);
+    for n in 0..5 {
+        let order_id = OrderId::parse(format!("order-more-{n}")).unwrap();
+        payments
+            .place_order(
+                PlaceOrderInput {
+                    order_id: Some(order_id),
+                    amount: Money::new(500, Currency::KRW).unwrap(),
+                    customer_id: CustomerId::parse("cust_more").unwrap(),
+                    payee_id: PayeeId::parse("payee_1").unwrap(),
+                    order_name: "Extra".into(),
+                    service_starts_at: None,
+                },
+                &context,
+            )
+            .await
+            .unwrap();
+    }
+    sandbox
+}
+
+#[tokio::test]
+async fn a_rebuild_while_the_live_runner_serves_ends_with_the_same_rows() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 25).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    let runner = start_runner(&db, Arc::new(OrdersProjection));
+    wait_until_caught_up(&db.app_pool).await;
+    let before = snapshot(&db.app_pool).await;
+    let position = payledger_projector::rebuild(&db.app_pool, &OrdersProjection, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(position, event_count(&db.app_pool).await);
+    // New events after the swap are projected by the live runner into the new tables.
+    let _more = fill_more(&db).await;
+    wait_until_caught_up(&db.app_pool).await;
+    runner.abort();
+    let after = snapshot(&db.app_pool).await;
+    assert!(after.0.len() == before.0.len() + 5);
+    assert_equals_a_rebuild(&db).await;
+}

@@ -1,0 +1,242 @@
+//! Helpers shared by the end-to-end tests: a live payledger on a throw-away database.
+//!
+//! `spawn_app` builds the service exactly as `payledger serve` does (`Application::build`) on
+//! port 0, against a fresh database and its own sandbox provider, and drives it over HTTP.
+
+use payledger::startup::{Application, ProviderSettings, Settings};
+use payledger_app::api_keys::{self, Role};
+use payledger_sandbox::{RunningSandbox, SandboxConfig};
+use payledger_testdb::TestDatabase;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    pub sandbox: RunningSandbox,
+    pub app_pool: sqlx::PgPool,
+    /// API keys created before the server starts, one per role (`client:e2e`, `client:other`,
+    /// `support:help`, `auditor:books`, `admin:ops`). `post` and `get` send `client_key`
+    /// (`auditor_key` for the raw log); `post_as` / `get_as` send the one given.
+    pub client_key: String,
+    pub other_client_key: String,
+    pub support_key: String,
+    pub auditor_key: String,
+    pub admin_key: String,
+}
+
+/// The keys `spawn_app` creates, in the order of [`TestApp`]'s key fields.
+pub const TEST_KEYS: &[(&str, Role)] = &[
+    ("e2e", Role::Client),
+    ("other", Role::Client),
+    ("help", Role::Support),
+    ("books", Role::Auditor),
+    ("ops", Role::Admin),
+];
+
+pub struct SpawnOptions {
+    /// The provider call timeout (short, so timeout-after-charge tests stay fast).
+    pub gateway_timeout_ms: u64,
+    /// Reconciler interval; 0 turns it off so tests drive it by hand.
+    pub reconcile_interval_ms: u64,
+    /// Webhook secrets, notification endpoints and retry pacing (none configured by default).
+    pub webhooks: payledger_webhook_relay::WebhookSettings,
+    /// How long the provider circuit stays open (short in tests).
+    pub circuit_open_ms: u64,
+    /// How old an unknown outcome must be before the reconciler asks the provider.
+    pub reconcile_after_ms: u64,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            gateway_timeout_ms: 2_000,
+            reconcile_interval_ms: 0,
+            webhooks: payledger_webhook_relay::WebhookSettings::default(),
+            circuit_open_ms: 500,
+            reconcile_after_ms: 0,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(SpawnOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
+    let db = TestDatabase::fresh().await;
+    let sandbox = payledger_sandbox::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SandboxConfig {
+            timeout_after_charge_delay_ms: options.gateway_timeout_ms * 3,
+            ..SandboxConfig::default()
+        },
+    )
+    .await
+    .expect("start the sandbox");
+    let mut settings = Settings::embedded(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        std::env::temp_dir().join("payledger-tests-unused"),
+    );
+    settings.database_url = Some(db.app_url.clone());
+    settings.migrate_database_url = Some(db.owner_url.clone());
+    settings.provider = ProviderSettings::Sandbox {
+        base_url: sandbox.base_url(),
+    };
+    settings.db_max_connections = 16;
+    settings.http_workers = 2;
+    settings.reconcile_interval_ms = options.reconcile_interval_ms;
+    settings.webhooks = options.webhooks;
+    settings.reconcile_after_ms = options.reconcile_after_ms;
+    settings.runner.poll_interval_ms = 100;
+    settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
+    settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);
+    // Created before the server starts, so it finds keys and creates none of its own; seeding
+    // records no events, so positions in tests start at 1 as before.
+    let keys: Vec<String> = api_keys::seed_if_empty(&db.app_pool, TEST_KEYS, "system:tests")
+        .await
+        .expect("create the test API keys")
+        .into_iter()
+        .map(|k| k.secret.expose().to_string())
+        .collect();
+    let app = Application::build(settings)
+        .await
+        .expect("build the application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let app_pool = db.app_pool.clone();
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build the HTTP client"),
+        db,
+        sandbox,
+        app_pool,
+        client_key: keys[0].clone(),
+        other_client_key: keys[1].clone(),
+        support_key: keys[2].clone(),
+        auditor_key: keys[3].clone(),
+        admin_key: keys[4].clone(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// The key a test sends by default: the auditor's for the raw log, else the client's.
+    pub fn default_key(&self, path: &str) -> &str {
+        if path.starts_with("/v1/streams/") || path.starts_with("/v1/events") {
+            &self.auditor_key
+        } else {
+            &self.client_key
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_as(self.default_key(path), path, body).await
+    }
+
+    /// POST as the holder of `key`.
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("send the request")
+    }
+
+    /// GET as the holder of `key`.
+    pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("send the request")
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(self.default_key(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send the request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.get_as(self.default_key(path), path).await
+    }
+
+    /// Places an order of `amount` KRW and returns its id.
+    pub async fn place_order(&self, order_id: &str, amount: i64) -> Value {
+        let response = self
+            .post(
+                "/v1/orders",
+                &json!({
+                    "orderId": order_id,
+                    "amount": amount,
+                    "currency": "KRW",
+                    "customerId": "cust_1",
+                    "payeeId": "payee_1",
+                    "orderName": "Yoga class"
+                }),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 201, "place order");
+        response.json().await.expect("order body")
+    }
+
+    pub async fn confirm(
+        &self,
+        order_id: &str,
+        payment_key: &str,
+        amount: i64,
+    ) -> reqwest::Response {
+        self.post(
+            "/v1/payments/confirm",
+            &json!({"paymentKey": payment_key, "orderId": order_id, "amount": amount}),
+        )
+        .await
+    }
+
+    /// The store's last position: proves whether a request stored anything.
+    pub async fn head_position(&self) -> i64 {
+        payledger_store::head_position(&self.app_pool)
+            .await
+            .expect("read the head position")
+    }
+
+    /// Waits until every projection has caught up with the store.
+    pub async fn wait_for_projections(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let statuses = payledger_projector::status(&self.app_pool)
+                .await
+                .expect("projection status");
+            if !statuses.is_empty() && statuses.iter().all(|s| s.lag_events == 0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "projections did not catch up: {statuses:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
