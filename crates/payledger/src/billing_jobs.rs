@@ -151,17 +151,34 @@ pub fn load_cipher(
 }
 
 /// Reads the development key, creating it (readable by this user only) on first use.
+///
+/// Several processes (two `serve`s, parallel tests) may start on one data directory at once. The
+/// key is written to a private file first and published under its name with a hard link, which
+/// fails if the name exists: a reader sees either no file or a whole key, never a half-written
+/// one, and every process ends up with the same key.
 fn development_key(data_dir: &Path) -> anyhow::Result<[u8; billing_key_cipher::KEY_BYTES]> {
     let path = data_dir.join(DEV_KEY_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return billing_key_cipher::decode_key(&text)
-            .with_context(|| format!("{} is not a billing key secret", path.display()));
+    let read_existing = || -> anyhow::Result<[u8; billing_key_cipher::KEY_BYTES]> {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        billing_key_cipher::decode_key(&text)
+            .with_context(|| format!("{} is not a billing key secret", path.display()))
+    };
+    if path.exists() {
+        return read_existing();
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let key = billing_key_cipher::generate_key();
     use base64::Engine as _;
     let text = base64::engine::general_purpose::STANDARD.encode(key);
+    // Unique per process and per call: tests build several applications in one process.
+    static DRAFTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let draft_number = DRAFTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let draft = data_dir.join(format!(
+        "{DEV_KEY_FILE}.draft-{}-{draft_number}",
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -169,21 +186,24 @@ fn development_key(data_dir: &Path) -> anyhow::Result<[u8; billing_key_cipher::K
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(&path) {
-        Ok(mut file) => {
+    let written = options
+        .open(&draft)
+        .and_then(|mut file| {
             use std::io::Write;
-            file.write_all(text.as_bytes())
-                .with_context(|| format!("failed to write {}", path.display()))?;
-            Ok(key)
-        }
-        // Another process created it first: use theirs.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("failed to read {}", path.display()))?;
-            billing_key_cipher::decode_key(&text)
-                .with_context(|| format!("{} is not a billing key secret", path.display()))
-        }
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .with_context(|| format!("failed to write {}", draft.display()));
+    let published = written.and_then(|()| match std::fs::hard_link(&draft, &path) {
+        Ok(()) => Ok(Some(key)),
+        // Another process published its key first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
         Err(error) => Err(error).with_context(|| format!("failed to create {}", path.display())),
+    });
+    let _ = std::fs::remove_file(&draft);
+    match published? {
+        Some(key) => Ok(key),
+        None => read_existing(),
     }
 }
 
@@ -384,6 +404,60 @@ pub async fn run(
             } else {
                 std::process::ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many starters, released at once by a barrier, on fresh data directories, several rounds:
+    /// a reader that could see a half-written key file fails here.
+    #[test]
+    fn processes_starting_together_on_a_new_data_dir_share_one_whole_development_key() {
+        const STARTERS: usize = 32;
+        for round in 0..20 {
+            let data_dir = std::env::temp_dir().join(format!(
+                "payledger-dev-key-race-{}-{round}-{}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ));
+            let start = std::sync::Barrier::new(STARTERS);
+            let keys: Vec<_> = std::thread::scope(|scope| {
+                let starters: Vec<_> = (0..STARTERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            development_key(&data_dir).map_err(|e| format!("{e:#}"))
+                        })
+                    })
+                    .collect();
+                starters
+                    .into_iter()
+                    .map(|starter| starter.join().expect("the starter thread panicked"))
+                    .collect()
+            });
+            let first = keys[0]
+                .as_ref()
+                .expect("the first starter read a whole key");
+            for key in &keys {
+                assert_eq!(
+                    key.as_ref().expect("every starter read a whole key"),
+                    first,
+                    "every starter uses the same key"
+                );
+            }
+            let files: Vec<_> = std::fs::read_dir(&data_dir)
+                .expect("list the data dir")
+                .map(|entry| entry.expect("read an entry").file_name())
+                .collect();
+            assert_eq!(
+                files,
+                vec![std::ffi::OsString::from(DEV_KEY_FILE)],
+                "no drafts are left behind"
+            );
+            std::fs::remove_dir_all(&data_dir).expect("remove the data dir");
         }
     }
 }
