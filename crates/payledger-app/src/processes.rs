@@ -207,6 +207,16 @@ impl ProcessManager for BookingProcess {
         Self::NAME
     }
 
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        let stream = event.stream_id.as_str();
+        match event.event_type.as_str() {
+            "PaymentCaptured" => stream.starts_with("order-"),
+            "SlotReservationRefused" => stream.starts_with("slot-"),
+            "BookingCancelled" => stream.starts_with("booking-"),
+            _ => false,
+        }
+    }
+
     async fn handle(
         &self,
         _state: &mut PgConnection,
@@ -283,6 +293,10 @@ impl ClaimProcess {
 impl ProcessManager for ClaimProcess {
     fn name(&self) -> &'static str {
         Self::NAME
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        event.event_type == "ClaimResolved" && event.stream_id.starts_with("claim-")
     }
 
     async fn handle(
@@ -710,6 +724,19 @@ impl SettlementProcess {
 impl ProcessManager for SettlementProcess {
     fn name(&self) -> &'static str {
         Self::NAME
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        let stream = event.stream_id.as_str();
+        match event.event_type.as_str() {
+            "OrderPlaced" | "PaymentCaptured" | "RefundCompleted" | "OrderFulfilled" => {
+                stream.starts_with("order-")
+            }
+            "ClaimFiled" | "ClaimResolved" | "ClaimAppealed" => stream.starts_with("claim-"),
+            "BookingCancelled" => stream.starts_with("booking-"),
+            "StatementConfirmed" => stream.starts_with("settlement-"),
+            _ => false,
+        }
     }
 
     async fn handle(

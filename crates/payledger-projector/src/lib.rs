@@ -14,6 +14,8 @@
 //! `search_path` to the live or the build schema.
 
 pub mod process;
+pub mod tail;
+pub mod verify;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -24,6 +26,9 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+pub use tail::{EventBatch, LogTail};
+pub use verify::{verify, TableDifference, VerifyReport};
 
 /// The schema live read models are served from.
 pub const LIVE_SCHEMA: &str = "rm";
@@ -133,7 +138,7 @@ pub async fn ensure_live(
     Ok(())
 }
 
-async fn create_tables(
+pub(crate) async fn create_tables(
     conn: &mut PgConnection,
     schema: &str,
     projection: &dyn Projection,
@@ -151,7 +156,10 @@ async fn create_tables(
 /// Asynchronous commit is safe here, and only here: a projection's rows and its checkpoint
 /// commit together, so a server crash loses both at once and the batch is simply projected
 /// again. Events themselves are always committed synchronously.
-async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {
+pub(crate) async fn set_search_path(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<(), ProjectionError> {
     conn.execute(
         format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit TO off")
             .as_str(),
@@ -189,21 +197,29 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ProjectionEr
     Ok(statuses)
 }
 
-/// Wakes runners when new events commit. Fed by a LISTEN task (see [`listen_for_events`]).
+/// What the followers of the log in one process share: the signal that new events committed
+/// (fed by a LISTEN task, see [`listen_for_events`]) and the [`LogTail`] they read them from.
 #[derive(Clone)]
 pub struct Wakeup {
     sender: Arc<watch::Sender<i64>>,
+    tail: LogTail,
 }
 
 impl Default for Wakeup {
     fn default() -> Self {
         Wakeup {
             sender: Arc::new(watch::channel(0).0),
+            tail: LogTail::default(),
         }
     }
 }
 
 impl Wakeup {
+    /// The shared tail of the log the followers woken by this read from.
+    pub fn tail(&self) -> &LogTail {
+        &self.tail
+    }
+
     pub fn notify(&self, position: i64) {
         self.sender.send_replace(position);
     }
@@ -289,16 +305,24 @@ async fn run_while_holding_lock(
     // This runner is the only writer of its checkpoint while it holds the lock (a rebuild's swap
     // is caught by the fenced update below), so the position is read once, not per batch.
     let mut position = read_checkpoint(&mut conn, projection.name()).await?;
+    let mut at_head = false;
     loop {
         positions.send_replace(position);
-        let events = read_all(&mut conn, position, config.batch_size).await?;
+        if at_head {
+            let _ = wait_for_events(
+                &mut woken,
+                position,
+                config.coalesce_ms,
+                config.poll_interval_ms,
+            )
+            .await;
+        }
+        let events = wakeup
+            .tail()
+            .read_after(&mut conn, position, config.batch_size)
+            .await?;
+        at_head = (events.len() as i64) < config.batch_size;
         if events.is_empty() {
-            tokio::select! {
-                _ = woken.changed() => {
-                    tokio::time::sleep(Duration::from_millis(config.coalesce_ms)).await;
-                }
-                _ = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
-            }
             continue;
         }
         let mut tx = conn.begin().await?;
@@ -315,6 +339,43 @@ async fn run_while_holding_lock(
         position = last;
         positions.send_replace(last);
     }
+}
+
+/// Waits until there may be events after `position`, which the last read found to be the head.
+///
+/// Returns at once when a notification already announced a later position; otherwise on the
+/// next notification (after `coalesce_ms`, so that events committing meanwhile join the batch)
+/// or after `poll_interval_ms`, the fallback for notifications that never arrive. Under load
+/// this saves every follower the read that used to find nothing after each batch.
+pub(crate) async fn wait_for_events(
+    woken: &mut watch::Receiver<i64>,
+    position: i64,
+    coalesce_ms: u64,
+    poll_interval_ms: u64,
+) -> Woken {
+    if *woken.borrow_and_update() > position {
+        return Woken::Notified;
+    }
+    tokio::select! {
+        changed = woken.changed() => {
+            if changed.is_ok() {
+                tokio::time::sleep(Duration::from_millis(coalesce_ms)).await;
+                return Woken::Notified;
+            }
+            tokio::time::sleep(Duration::from_millis(poll_interval_ms)).await;
+            Woken::Polled
+        }
+        _ = tokio::time::sleep(Duration::from_millis(poll_interval_ms)) => Woken::Polled,
+    }
+}
+
+/// Why [`wait_for_events`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// A notification announced events after the follower's position.
+    Notified,
+    /// The poll interval passed without one: the follower has been idle.
+    Polled,
 }
 
 async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<i64, ProjectionError> {

@@ -61,6 +61,14 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// Stable name: the checkpoint row and the advisory lock are keyed by it.
     fn name(&self) -> &'static str;
 
+    /// Whether [`ProcessManager::handle`] could do anything for `event`, judged from its stream
+    /// and type alone. Events it answers `false` for are passed over without a savepoint, a
+    /// decode or a round trip (the checkpoint still moves past them): most process managers
+    /// ignore most of the log, and the savepoints alone cost two round trips per event.
+    fn wants(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
+
     /// Handles one event. Called at least once per event, in log order; must be idempotent.
     /// `state` is inside the transaction that moves the checkpoint past this event.
     async fn handle(
@@ -263,28 +271,35 @@ async fn follow(
     .await?;
     tracing::info!(process = process.name(), "process manager active");
     let mut woken = wakeup.map(Wakeup::subscribe);
+    // Only this runner moves the checkpoint while it holds the lock, and every move is fenced on
+    // the previous position: it is followed in memory, and read again only when the runner has
+    // been idle for a poll interval (an operator may have moved it back to replay history).
+    let mut position = read_checkpoint(&mut conn, process.name()).await?;
+    let limit = config.batch_size.clamp(1, 10_000);
+    let mut at_head = false;
     loop {
-        let position = read_checkpoint(&mut conn, process.name()).await?;
         positions.send_replace(position);
-        let events = read_all(&mut conn, position, config.batch_size.clamp(1, 10_000)).await?;
-        if events.is_empty() {
-            match woken.as_mut() {
-                None => return Ok(CatchUp::Reached(position)),
-                Some(woken) => {
-                    tokio::select! {
-                        // Let the events committing meanwhile join this batch (see
-                        // `RunnerConfig::coalesce_ms`).
-                        _ = woken.changed() => {
-                            tokio::time::sleep(Duration::from_millis(COALESCE_MS)).await;
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(config.poll_interval_ms)) => {}
-                    }
-                    continue;
-                }
+        if let (true, Some(woken)) = (at_head, woken.as_mut()) {
+            let why =
+                crate::wait_for_events(woken, position, COALESCE_MS, config.poll_interval_ms).await;
+            if why == crate::Woken::Polled {
+                position = read_checkpoint(&mut conn, process.name()).await?;
             }
         }
+        let events = match wakeup {
+            Some(wakeup) => wakeup.tail().read_after(&mut conn, position, limit).await?,
+            None => crate::EventBatch::from(read_all(&mut conn, position, limit).await?),
+        };
+        at_head = (events.len() as i64) < limit;
+        if events.is_empty() {
+            if woken.is_none() {
+                return Ok(CatchUp::Reached(position));
+            }
+            continue;
+        }
         let outcome = handle_batch(&mut conn, process, position, &events).await?;
-        positions.send_replace(outcome.committed_to);
+        position = outcome.committed_to;
+        positions.send_replace(position);
         if let Some(error) = outcome.retry {
             // What came before the failing event is committed; the event itself is tried again.
             return Err(error);
@@ -297,8 +312,14 @@ struct BatchOutcome {
     retry: Option<ProcessError>,
 }
 
-/// Handles `events` in one transaction with a savepoint per event. On a retryable failure the
-/// events before it are committed with the checkpoint just before it.
+/// Handles `events` in one transaction. On a retryable failure the events before it are
+/// committed with the checkpoint just before it; an event given up on is dead-lettered and the
+/// checkpoint moves past it.
+///
+/// No savepoints (two round trips per event): a failing handler aborts the whole attempt, and
+/// the events before it are then handled again in a new transaction — handlers are idempotent,
+/// so that is harmless — before the failure is dealt with. The failing handler itself is not
+/// called twice for one attempt. Events after an event given up on are left for the next batch.
 async fn handle_batch(
     conn: &mut PgConnection,
     process: &dyn ProcessManager,
@@ -306,33 +327,56 @@ async fn handle_batch(
     events: &[RecordedEvent],
 ) -> Result<BatchOutcome, ProcessError> {
     let mut tx = conn.begin().await?;
-    let mut done_to = from;
-    let mut retry = None;
-    for event in events {
-        let mut savepoint = tx.begin().await?;
-        match process.handle(&mut savepoint, event).await {
-            Ok(()) => savepoint.commit().await?,
-            Err(ProcessError::GiveUp(reason)) => {
-                // Whatever the handler wrote for this event goes; the dead letter stays.
-                savepoint.rollback().await?;
-                tracing::error!(
-                    process = process.name(),
-                    position = event.global_position,
-                    stream_id = event.stream_id,
-                    event_type = event.event_type,
-                    %reason,
-                    "process manager gave up on an event; dead-lettered"
-                );
-                record_dead_letter(&mut tx, process.name(), event, &reason).await?;
-            }
-            Err(error) => {
-                savepoint.rollback().await?;
-                retry = Some(error);
-                break;
-            }
+    let mut failure = None;
+    for (index, event) in events.iter().enumerate() {
+        if !process.wants(event) {
+            continue;
         }
-        done_to = event.global_position;
+        if let Err(error) = process.handle(&mut tx, event).await {
+            failure = Some((index, error));
+            break;
+        }
     }
+    let Some((failed_at, error)) = failure else {
+        let done_to = events.last().map_or(from, |e| e.global_position);
+        return commit_batch(tx, process, from, done_to, None).await;
+    };
+    // The failed handler may have left the transaction aborted: start again without it.
+    tx.rollback().await?;
+    let mut tx = conn.begin().await?;
+    let before = &events[..failed_at];
+    for event in before.iter().filter(|e| process.wants(e)) {
+        // It succeeded a moment ago; if it fails now, the next round starts over from `from`.
+        process.handle(&mut tx, event).await?;
+    }
+    let done_before = before.last().map_or(from, |e| e.global_position);
+    let failed = &events[failed_at];
+    match error {
+        ProcessError::GiveUp(reason) => {
+            tracing::error!(
+                process = process.name(),
+                position = failed.global_position,
+                stream_id = failed.stream_id,
+                event_type = failed.event_type,
+                %reason,
+                "process manager gave up on an event; dead-lettered"
+            );
+            record_dead_letter(&mut tx, process.name(), failed, &reason).await?;
+            commit_batch(tx, process, from, failed.global_position, None).await
+        }
+        retry => commit_batch(tx, process, from, done_before, Some(retry)).await,
+    }
+}
+
+/// Moves the checkpoint from `from` to `done_to` (fenced) and commits; rolls back when nothing
+/// was done.
+async fn commit_batch(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    process: &dyn ProcessManager,
+    from: i64,
+    done_to: i64,
+    retry: Option<ProcessError>,
+) -> Result<BatchOutcome, ProcessError> {
     if done_to > from {
         if !advance_checkpoint(&mut tx, process.name(), from, done_to).await? {
             // Another runner moved the checkpoint: this one lost its lock. Drop the batch; its
