@@ -284,6 +284,17 @@ impl Bookings {
         order_id: &OrderId,
         context: &RequestContext,
     ) -> Result<Option<ReservationOutcome>, FlowError> {
+        // Whether an order books a slot is fixed when it is placed: an order this process knows
+        // books none needs no read of its stream (most orders under load).
+        let books_no_slot = self.payments.peek_order(order_id).is_some_and(|held| {
+            held.state
+                .placed
+                .as_ref()
+                .is_some_and(|placed| placed.service_starts_at.is_none())
+        });
+        if books_no_slot {
+            return Ok(None);
+        }
         let snapshot = self.order(order_id).await?;
         let Some(placed) = snapshot.state.placed.as_ref() else {
             return Ok(None);

@@ -139,6 +139,17 @@ impl Executor {
         self.catch_up(cache, stream_id, version, state).await
     }
 
+    /// The state this process last saw of a stream, without reading the store; `None` when it
+    /// holds none. It may be behind the store (another process may have appended since), so
+    /// only facts that never change once recorded — who placed an order, for whom, whether it
+    /// books a slot — may be taken from it without [`Executor::load`].
+    pub fn peek<A>(&self, cache: &AggregateCache<A>, stream_id: &str) -> Option<(i64, A)>
+    where
+        A: Aggregate + Clone,
+    {
+        cache.get(stream_id)
+    }
+
     /// Applies whatever the store has after `version` to `state`.
     async fn catch_up<A>(
         &self,

@@ -234,6 +234,20 @@ impl Payments {
     }
 
     /// The order as the command side knows it; `None` when it does not exist.
+    /// The order as this process last saw it, without reading the store (see
+    /// [`Executor::peek`]: only for facts that never change once recorded).
+    pub fn peek_order(&self, order_id: &OrderId) -> Option<OrderSnapshot> {
+        let (version, state) = self
+            .executor
+            .peek(&self.orders, &order::stream_id(order_id))?;
+        Some(OrderSnapshot {
+            state,
+            version,
+            position: None,
+            replay: false,
+        })
+    }
+
     pub async fn load_order(
         &self,
         order_id: &OrderId,
@@ -283,8 +297,21 @@ impl Payments {
     ) -> Result<ConfirmOutcome, PaymentError> {
         if self.sales_switches.is_some() {
             // Only a confirmation that would start a new charge is stopped: a repeated confirm
-            // of a paid order still answers its success.
-            if let Some(snapshot) = self.load_order(order_id).await? {
+            // of a paid order still answers its success. The state this process holds is good
+            // enough when it says a charge would start (the payee never changes, and a status
+            // seen as ready or failed can only have moved on to one that also gets checked or
+            // refuses the confirm); any other answer is checked against the store.
+            let held = self.peek_order(order_id).filter(|snapshot| {
+                matches!(
+                    snapshot.state.status,
+                    OrderStatus::Ready | OrderStatus::Failed
+                )
+            });
+            let snapshot = match held {
+                Some(snapshot) => Some(snapshot),
+                None => self.load_order(order_id).await?,
+            };
+            if let Some(snapshot) = snapshot {
                 let starts_a_charge = matches!(
                     snapshot.state.status,
                     OrderStatus::Ready | OrderStatus::Failed

@@ -285,6 +285,21 @@ impl AccessControl {
         Ok(principal)
     }
 
+    /// Remembers who placed `order_id`, known to the handler that just appended its first
+    /// event: the confirm that follows then needs no read of the stream to check its caller.
+    pub fn remember_owner(&self, order_id: &OrderId, owner: &str) {
+        self.remember(order_id, Some(owner.to_string()));
+    }
+
+    fn remember(&self, order_id: &OrderId, owner: Option<String>) {
+        if let Ok(mut owners) = self.owners.lock() {
+            if owners.len() >= OWNER_CACHE_CAPACITY {
+                owners.clear();
+            }
+            owners.insert(order_id.to_string(), owner);
+        }
+    }
+
     /// The actor who placed `order_id` (from its first event), `None` if it does not exist.
     pub async fn order_owner(
         &self,
@@ -312,12 +327,7 @@ impl AccessControl {
             .get("actor")
             .and_then(|a| a.as_str())
             .map(str::to_string);
-        if let Ok(mut owners) = self.owners.lock() {
-            if owners.len() >= OWNER_CACHE_CAPACITY {
-                owners.clear();
-            }
-            owners.insert(order_id.to_string(), owner.clone());
-        }
+        self.remember(order_id, owner.clone());
         Ok(owner)
     }
 }

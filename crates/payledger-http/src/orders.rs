@@ -156,6 +156,12 @@ pub async fn place_order(
         .place_order(input, &context)
         .await
         .map_err(payment_error)?;
+    if let (false, 1, Some(placed)) = (snapshot.replay, snapshot.version, &snapshot.state.placed) {
+        // This request recorded the order's first event, with this caller as its actor.
+        state
+            .access
+            .remember_owner(&placed.order_id, &context.actor);
+    }
     let body = OrderBody::from_snapshot(&snapshot)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/orders/{}", body.order_id)))
