@@ -338,3 +338,51 @@ async fn a_rebuild_while_the_live_runner_serves_ends_with_the_same_rows() {
     assert!(after.0.len() == before.0.len() + 5);
     assert_equals_a_rebuild(&db).await;
 }
+
+#[tokio::test]
+async fn verify_finds_a_live_read_model_equal_to_its_rebuild_and_names_a_tampered_table() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 20).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    let runner = start_runner(&db, Arc::new(OrdersProjection));
+    wait_until_caught_up(&db.app_pool).await;
+
+    // Verified while the live runner is still running.
+    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    assert!(report.matches(), "{report:?}");
+    assert_eq!(report.position, event_count(&db.app_pool).await);
+    runner.abort();
+
+    // A read model that drifted from the log (here: edited by hand) is caught, per table.
+    sqlx::query(
+        "UPDATE rm.orders SET order_name = order_name || ' (edited)' \
+         WHERE order_id = (SELECT min(order_id) FROM rm.orders)",
+    )
+    .execute(&db.owner_pool)
+    .await
+    .unwrap();
+    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection)
+        .await
+        .unwrap();
+    assert!(!report.matches(), "a tampered row went unnoticed");
+    assert_eq!(
+        report.differences,
+        vec![payledger_projector::TableDifference {
+            table: "orders".into(),
+            missing_rows: 1,
+            unexpected_rows: 1,
+        }]
+    );
+    // Verifying changed nothing: no scratch schema is left behind.
+    let scratch: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'rm_verify_%'",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, 0);
+}

@@ -20,6 +20,10 @@ pub enum OpsCommand {
     Rebuild {
         name: String,
     },
+    /// `payledger projections verify [NAME]`
+    VerifyProjections {
+        name: Option<String>,
+    },
     Replay {
         stream_id: String,
     },
@@ -39,6 +43,18 @@ pub enum OpsCommand {
         command: crate::webhook_jobs::WebhooksCommand,
         outbound: bool,
     },
+}
+
+fn projection_named(
+    name: &str,
+) -> anyhow::Result<std::sync::Arc<dyn payledger_projector::Projection>> {
+    payledger_read_models::projection_named(name).with_context(|| {
+        let known: Vec<&str> = payledger_read_models::all_projections()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        format!("no projection named '{name}'; known: {}", known.join(", "))
+    })
 }
 
 pub async fn run(
@@ -68,13 +84,7 @@ pub async fn run(
             }
         }
         OpsCommand::Rebuild { name } => {
-            let Some(projection) = payledger_read_models::projection_named(&name) else {
-                let known: Vec<&str> = payledger_read_models::all_projections()
-                    .iter()
-                    .map(|p| p.name())
-                    .collect();
-                bail!("no projection named '{name}'; known: {}", known.join(", "));
-            };
+            let projection = projection_named(&name)?;
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -97,6 +107,25 @@ pub async fn run(
                 out,
                 "rebuilt {name} up to position {position} in {secs:.2}s and swapped it in"
             )?;
+        }
+        OpsCommand::VerifyProjections { name } => {
+            let projections = match name {
+                None => payledger_read_models::all_projections(),
+                Some(name) => vec![projection_named(&name)?],
+            };
+            let mut all_match = true;
+            for projection in projections {
+                let report = payledger_projector::verify(pool, projection.as_ref())
+                    .await
+                    .with_context(|| {
+                        format!("failed to verify the {} read model", projection.name())
+                    })?;
+                all_match &= report.matches();
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            }
+            if !all_match {
+                return Ok(ExitCode::from(1));
+            }
         }
         OpsCommand::Replay { stream_id } => {
             let store = EventStore::new(pool.clone(), WriterConfig::default());

@@ -153,6 +153,13 @@ enum ProjectionsCommand {
     Status,
     /// Rebuild a read model from position 0 into fresh tables, then swap them in.
     Rebuild { name: String },
+    /// Check that read models equal a rebuild from zero, without changing anything: each is
+    /// rebuilt up to its live checkpoint in a scratch schema, compared row for row and rolled
+    /// back. Prints one JSON line per read model; exit 1 when any differs.
+    Verify {
+        /// One read model (default: all of them).
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -311,6 +318,9 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
         } => OpsCommand::Rebuild { name },
+        Command::Projections {
+            command: ProjectionsCommand::Verify { name },
+        } => OpsCommand::VerifyProjections { name },
         Command::Replay { stream_id } => OpsCommand::Replay { stream_id },
         Command::Audit {
             command: AuditCommand::Verify,

@@ -233,6 +233,21 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
 
     let verify = run(payledger(dir.path(), Some(urls)).args(["audit", "verify"]));
     assert!(verify.status.success(), "{}", stdout(&verify));
+    // Every read model, after five SIGKILLs mid-batch, equals a rebuild from zero up to its
+    // checkpoint.
+    let verify = run(payledger(dir.path(), Some(urls)).args(["projections", "verify"]));
+    assert!(
+        verify.status.success(),
+        "a read model differs from its rebuild: {}{}",
+        stdout(&verify),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(
+        stdout(&verify).lines().count(),
+        payledger_read_models::all_projections().len(),
+        "one report per read model: {}",
+        stdout(&verify)
+    );
 }
 
 async fn wait_for_projections(db: &TestDatabase) {
