@@ -223,3 +223,87 @@ async fn credits_need_a_membership_and_stop_at_zero() {
         (Some(0), Some(2))
     );
 }
+
+#[tokio::test]
+async fn clients_see_and_change_only_the_customers_they_created() {
+    let app = spawn_app().await;
+    let key = register_key(&app, "cust_owned", "bln_owned_1").await;
+    let billing_key_id = key["billingKeyId"].as_str().unwrap();
+    start(&app, "sub_owned", "cust_owned", billing_key_id).await;
+    let other = &app.other_client_key;
+
+    // Another client: the subscription does not exist for it …
+    for (path, body) in [
+        ("/v1/subscriptions/sub_owned/cancel", Some(json!({}))),
+        ("/v1/subscriptions/sub_owned/resume", Some(json!({}))),
+        (
+            "/v1/subscriptions/sub_owned/payment-method",
+            Some(json!({"billingKeyId": billing_key_id})),
+        ),
+        ("/v1/subscriptions/sub_owned", None),
+    ] {
+        let response = match body {
+            Some(body) => app.post_as(other, path, &body).await,
+            None => app.get_as(other, path).await,
+        };
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], "E_SUBSCRIPTION_NOT_FOUND", "{path}");
+    }
+    // … nor does the customer: no billing key, subscription or wallet in its name.
+    let customer_requests = [
+        app.post_as(
+            other,
+            "/v1/billing-keys",
+            &json!({"customerId": "cust_owned", "authKey": "bln_stolen"}),
+        )
+        .await,
+        app.post_as(
+            other,
+            "/v1/subscriptions",
+            &json!({"subscriptionId": "sub_stolen", "customerId": "cust_owned",
+                    "planId": "standard", "amount": 9900, "currency": "KRW",
+                    "interval": "month", "billingKeyId": billing_key_id,
+                    "orderName": "Standard membership"}),
+        )
+        .await,
+        app.get_as(other, "/v1/wallets/cust_owned").await,
+        app.post_as(
+            other,
+            "/v1/wallets/cust_owned/spend",
+            &json!({"credits": 1, "reason": "steal"}),
+        )
+        .await,
+        app.delete_as(
+            other,
+            &format!("/v1/billing-keys/{billing_key_id}?customerId=cust_owned"),
+        )
+        .await,
+    ];
+    for response in customer_requests {
+        let path = response.url().path().to_string();
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], "E_CUSTOMER_NOT_FOUND", "{path}");
+    }
+    let charges = app.sandbox.stats().total_charges;
+    assert_eq!(charges, 1, "only the owner's subscription was charged");
+
+    // The owner keeps every right; the other client may still create customers of its own.
+    let mine = app.get("/v1/subscriptions/sub_owned").await;
+    assert_eq!(mine.status().as_u16(), 200);
+    let wallet = app.get("/v1/wallets/cust_owned").await;
+    assert_eq!(wallet.status().as_u16(), 200);
+    let theirs = app
+        .post_as(
+            other,
+            "/v1/billing-keys",
+            &json!({"customerId": "cust_theirs", "authKey": "bln_theirs_1"}),
+        )
+        .await;
+    assert_eq!(theirs.status().as_u16(), 201);
+    let cancelled = app
+        .post("/v1/subscriptions/sub_owned/cancel", &json!({}))
+        .await;
+    assert_eq!(cancelled.status().as_u16(), 200);
+}

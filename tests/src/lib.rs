@@ -153,6 +153,16 @@ impl TestApp {
             .expect("send the request")
     }
 
+    /// DELETE as the holder of `key`.
+    pub async fn delete_as(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("send the request")
+    }
+
     /// GET as the holder of `key`.
     pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
         self.client

@@ -22,7 +22,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use payledger_app::api_keys::{self, Principal, Role};
-use payledger_domain::ids::OrderId;
+use payledger_domain::ids::{CustomerId, OrderId};
 use payledger_domain::operations::AdminAction;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -288,15 +288,18 @@ impl AccessControl {
     /// Remembers who placed `order_id`, known to the handler that just appended its first
     /// event: the confirm that follows then needs no read of the stream to check its caller.
     pub fn remember_owner(&self, order_id: &OrderId, owner: &str) {
-        self.remember(order_id, Some(owner.to_string()));
+        self.remember(
+            payledger_domain::order::stream_id(order_id),
+            Some(owner.to_string()),
+        );
     }
 
-    fn remember(&self, order_id: &OrderId, owner: Option<String>) {
+    fn remember(&self, stream_id: String, owner: Option<String>) {
         if let Ok(mut owners) = self.owners.lock() {
             if owners.len() >= OWNER_CACHE_CAPACITY {
                 owners.clear();
             }
-            owners.insert(order_id.to_string(), owner);
+            owners.insert(stream_id, owner);
         }
     }
 
@@ -306,20 +309,28 @@ impl AccessControl {
         state: &AppState,
         order_id: &OrderId,
     ) -> Result<Option<String>, ApiError> {
+        self.stream_owner(state, &payledger_domain::order::stream_id(order_id))
+            .await
+    }
+
+    /// The actor of a stream's first event: who created the order or the customer. `None` while
+    /// the stream does not exist.
+    async fn stream_owner(
+        &self,
+        state: &AppState,
+        stream_id: &str,
+    ) -> Result<Option<String>, ApiError> {
         if let Some(owner) = self
             .owners
             .lock()
             .ok()
-            .and_then(|o| o.get(order_id.as_str()).cloned())
+            .and_then(|o| o.get(stream_id).cloned())
         {
             return Ok(owner);
         }
-        let first = state
-            .store
-            .read_stream(&payledger_domain::order::stream_id(order_id), 0, 1)
-            .await?;
+        let first = state.store.read_stream(stream_id, 0, 1).await?;
         let Some(first) = first.first() else {
-            // Not placed (yet): not remembered, it may be placed any moment.
+            // Not created (yet): not remembered, it may be created any moment.
             return Ok(None);
         };
         let owner = first
@@ -327,7 +338,7 @@ impl AccessControl {
             .get("actor")
             .and_then(|a| a.as_str())
             .map(str::to_string);
-        self.remember(order_id, owner.clone());
+        self.remember(stream_id.to_string(), owner.clone());
         Ok(owner)
     }
 }
@@ -354,6 +365,31 @@ pub async fn check_order_access(
         Some(owner) if owner != principal.actor() => Err(ApiError::new(
             ErrorCode::OrderNotFound,
             "order does not exist",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A client acts only for the customers it created: the actor of the customer stream's first
+/// event (its first billing key) owns the customer's billing keys, subscriptions and wallet.
+/// Another client is answered as if the customer did not exist. A customer nobody created yet
+/// is free to claim; other roles are not limited.
+pub async fn check_customer_access(
+    state: &AppState,
+    request: &HttpRequest,
+    customer_id: &CustomerId,
+) -> Result<(), ApiError> {
+    let Some(principal) = principal(request) else {
+        return Ok(());
+    };
+    if principal.role != Role::Client {
+        return Ok(());
+    }
+    let stream_id = payledger_domain::customer::stream_id(customer_id);
+    match state.access.stream_owner(state, &stream_id).await? {
+        Some(owner) if owner != principal.actor() => Err(ApiError::new(
+            ErrorCode::CustomerNotFound,
+            "customer does not exist",
         )),
         _ => Ok(()),
     }

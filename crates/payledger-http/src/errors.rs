@@ -102,6 +102,7 @@ error_codes! {
     TooManyBillingKeys => (CONFLICT, "E_TOO_MANY_BILLING_KEYS", "The customer has reached the maximum number of billing keys (or subscriptions)."),
     UnknownPlan => (BAD_REQUEST, "E_UNKNOWN_PLAN", "The plan is not in the plan catalogue (`PAYLEDGER_PLAN_CATALOGUE`)."),
     SubscriptionNotFound => (NOT_FOUND, "E_SUBSCRIPTION_NOT_FOUND", "No subscription with this id."),
+    CustomerNotFound => (NOT_FOUND, "E_CUSTOMER_NOT_FOUND", "No customer with this id for this API client (a client sees only the customers it created)."),
     SubscriptionAlreadyExists => (CONFLICT, "E_SUBSCRIPTION_ALREADY_EXISTS", "A subscription with this id was already started."),
     NothingDue => (CONFLICT, "E_NOTHING_DUE", "Nothing is due: the current cycle has not started, is paid, or a cancellation stops charging."),
     ChargeInProgress => (CONFLICT, "E_CHARGE_IN_PROGRESS", "A charge attempt of this subscription is still running; retry shortly."),

@@ -429,6 +429,36 @@ fn parse_interval(unit: &str, count: Option<u32>) -> Result<BillingInterval, Api
         .map_err(|e| ApiError::field("intervalCount", e.to_string()))
 }
 
+/// A client may act on a subscription only if its customer is one the client created (see
+/// [`crate::auth::check_customer_access`]); another client's subscription answers 404 as if it
+/// did not exist. A subscription that does not exist is left to the handler to report.
+async fn check_subscription_access(
+    state: &AppState,
+    request: &HttpRequest,
+    subscription_id: &SubscriptionId,
+) -> Result<(), ApiError> {
+    let is_client = crate::auth::principal(request)
+        .is_some_and(|p| p.role == payledger_app::api_keys::Role::Client);
+    if !is_client {
+        return Ok(());
+    }
+    let snapshot = services(request)?
+        .load_subscription(subscription_id)
+        .await
+        .map_err(billing_error)?;
+    let Some(terms) = snapshot.and_then(|s| s.state.terms) else {
+        return Ok(());
+    };
+    crate::auth::check_customer_access(state, request, &terms.customer_id)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::SubscriptionNotFound,
+                "subscription does not exist",
+            )
+        })
+}
+
 fn services(request: &HttpRequest) -> Result<&Subscriptions, ApiError> {
     request
         .app_data::<web::Data<Subscriptions>>()
@@ -551,11 +581,13 @@ pub fn billing_error(error: BillingError) -> ApiError {
     responses((status = 201, description = "Issued by the provider and stored encrypted", body = crate::subscriptions::BillingKeyBody))
 )]
 pub async fn register_billing_key(
+    state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let body: RegisterBillingKeyBody = parse_body(body.into_inner())?;
     let customer_id = parse_customer_id(&body.customer_id)?;
+    crate::auth::check_customer_access(&state, &request, &customer_id).await?;
     let auth_key_len = body.auth_key.chars().count();
     if auth_key_len == 0 || auth_key_len > 300 || body.auth_key.chars().any(char::is_control) {
         return Err(ApiError::field(
@@ -608,6 +640,7 @@ pub async fn revoke_billing_key(
             parse_customer_id(&view.customer_id)?
         }
     };
+    crate::auth::check_customer_access(&state, &request, &customer_id).await?;
     let info = services(&request)?
         .revoke_billing_key(
             &customer_id,
@@ -633,6 +666,7 @@ pub async fn revoke_billing_key(
     responses((status = 201, description = "Started", body = crate::subscriptions::SubscriptionBody))
 )]
 pub async fn start_subscription(
+    state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -654,6 +688,7 @@ pub async fn start_subscription(
         anchor: body.anchor,
         order_name: body.order_name,
     };
+    crate::auth::check_customer_access(&state, &request, &input.customer_id).await?;
     let snapshot = services(&request)?
         .start(input, &request_context(&request))
         .await
@@ -683,6 +718,7 @@ pub async fn get_subscription(
     query: web::Query<SubscriptionGetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
+    check_subscription_access(&state, &request, &subscription_id).await?;
     let services = services(&request)?;
     state
         .wait_for_projection("subscriptions", query.min_position)
@@ -807,11 +843,13 @@ pub async fn charge(
     responses((status = 200, description = "The new billing key is used from now on", body = crate::subscriptions::SubscriptionBody))
 )]
 pub async fn change_payment_method(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
+    check_subscription_access(&state, &request, &subscription_id).await?;
     let body: PaymentMethodBody = parse_body(body.into_inner())?;
     let billing_key_id = parse_billing_key_id(&body.billing_key_id)?;
     let snapshot = services(&request)?
@@ -831,11 +869,13 @@ pub async fn change_payment_method(
     responses((status = 200, description = "Cancelled (at period end unless `mode` says otherwise)", body = crate::subscriptions::SubscriptionBody))
 )]
 pub async fn cancel(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: Option<web::Json<serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
+    check_subscription_access(&state, &request, &subscription_id).await?;
     let body: CancelBody = match body {
         Some(body) => parse_body(body.into_inner())?,
         None => CancelBody::default(),
@@ -869,10 +909,12 @@ pub async fn cancel(
     responses((status = 200, description = "A scheduled cancellation is withdrawn", body = crate::subscriptions::SubscriptionBody))
 )]
 pub async fn resume(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
+    check_subscription_access(&state, &request, &subscription_id).await?;
     let snapshot = services(&request)?
         .resume(&subscription_id, &request_context(&request))
         .await
@@ -895,11 +937,13 @@ pub async fn resume(
     responses((status = 201, description = "Credits purchased", body = crate::subscriptions::WalletBody), (status = 200, description = "A repeated purchase id: the original answer", body = crate::subscriptions::WalletBody))
 )]
 pub async fn purchase_credits(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = parse_customer_id(&path)?;
+    crate::auth::check_customer_access(&state, &request, &customer_id).await?;
     let body: PurchaseCreditsBody = parse_body(body.into_inner())?;
     let credits = parse_credits(&body.credits)?;
     let order_id = parse_order_id(&body.order_id)?;
@@ -937,11 +981,13 @@ pub async fn purchase_credits(
     responses((status = 200, description = "Credits spent", body = crate::subscriptions::WalletBody))
 )]
 pub async fn spend_credits(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = parse_customer_id(&path)?;
+    crate::auth::check_customer_access(&state, &request, &customer_id).await?;
     let body: SpendCreditsBody = parse_body(body.into_inner())?;
     let credits = parse_credits(&body.credits)?;
     let spend_id = body
@@ -975,10 +1021,12 @@ pub async fn spend_credits(
     responses((status = 200, description = "The credit wallet", body = crate::subscriptions::WalletBody))
 )]
 pub async fn get_wallet(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = parse_customer_id(&path)?;
+    crate::auth::check_customer_access(&state, &request, &customer_id).await?;
     let snapshot = services(&request)?
         .wallet(&customer_id)
         .await
