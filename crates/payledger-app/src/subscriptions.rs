@@ -17,6 +17,7 @@ use crate::billing_key_cipher::{BillingKeyCipher, CipherError};
 use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
+use crate::operations::SalesSwitches;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{
@@ -108,6 +109,9 @@ pub enum BillingError {
     Contention,
     #[error("the scheduler's index failed: {0}")]
     Index(String),
+    /// The "all payments" kill switch is on: no charge was attempted or recorded.
+    #[error("new payments are suspended: {0}")]
+    PaymentsSuspended(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -216,6 +220,9 @@ pub struct RunDueReport {
     /// Candidates another process got to first.
     pub skipped: usize,
     pub refunds_clawed_back: usize,
+    /// Charges due but held back by the "all payments" kill switch; they stay due and are
+    /// charged by the first pass after the switch is turned off.
+    pub held_by_kill_switch: usize,
     pub errors: usize,
 }
 
@@ -229,6 +236,7 @@ pub struct Subscriptions {
     cipher: Arc<BillingKeyCipher>,
     clock: Arc<dyn Clock>,
     config: SubscriptionsConfig,
+    switches: Option<Arc<SalesSwitches>>,
 }
 
 /// How an attempt ended, for the pass report.
@@ -256,6 +264,30 @@ impl Subscriptions {
             cipher,
             clock,
             config,
+            switches: None,
+        }
+    }
+
+    /// Billing-key charges obey the "all payments" kill switch (source document 2, §6): while it
+    /// is on, no attempt is recorded or sent. Without switches nothing is held back (tests).
+    pub fn with_sales_switches(mut self, switches: Arc<SalesSwitches>) -> Subscriptions {
+        self.switches = Some(switches);
+        self
+    }
+
+    /// Refuses when the "all payments" kill switch is on. Per-payee switches do not apply:
+    /// subscriptions are the platform's own sales, not a payee's.
+    async fn check_payments_allowed(&self) -> Result<(), BillingError> {
+        let Some(switches) = &self.switches else {
+            return Ok(());
+        };
+        let current = switches
+            .current()
+            .await
+            .map_err(|e| BillingError::Unavailable(e.to_string()))?;
+        match &current.payments_suspended {
+            Some(suspension) => Err(BillingError::PaymentsSuspended(suspension.reason.clone())),
+            None => Ok(()),
         }
     }
 
@@ -453,13 +485,18 @@ impl Subscriptions {
             .load(&self.customers, &customer::stream_id(&input.customer_id))
             .await?;
         customer.active_billing_key(&input.billing_key_id)?;
+        let now = self.clock.now();
+        if input.anchor.unwrap_or(now) <= now {
+            // Its first charge is due at once: refuse the whole start rather than record a
+            // subscription whose charge the kill switch would then hold back.
+            self.check_payments_allowed().await?;
+        }
         let subscription_id = input
             .subscription_id
             .unwrap_or_else(SubscriptionId::generate);
         if self.load_subscription(&subscription_id).await?.is_some() {
             return Err(BillingError::Subscription(SubscriptionError::AlreadyExists));
         }
-        let now = self.clock.now();
         // Linked first: if the process dies before the subscription starts, the link points at
         // an empty stream, which every reader treats as no subscription.
         self.executor
@@ -512,6 +549,7 @@ impl Subscriptions {
         trigger: AttemptTrigger,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
+        self.check_payments_allowed().await?;
         let now = self.clock.now();
         let executed = self
             .execute(
@@ -1089,6 +1127,14 @@ impl Subscriptions {
             };
             let result = match action {
                 DueAction::Charge => {
+                    if let Err(BillingError::PaymentsSuspended(_)) =
+                        self.check_payments_allowed().await
+                    {
+                        // Not an attempt: nothing is recorded, no retry is counted, and the
+                        // charge stays due for the first pass after the switch is off.
+                        report.held_by_kill_switch += 1;
+                        return Ok(());
+                    }
                     match self
                         .execute(
                             subscription_id,

@@ -473,6 +473,7 @@ fn services(request: &HttpRequest) -> Result<&Subscriptions, ApiError> {
 pub fn billing_error(error: BillingError) -> ApiError {
     let message = error.to_string();
     match error {
+        BillingError::PaymentsSuspended(_) => ApiError::new(ErrorCode::PaymentsSuspended, message),
         BillingError::Customer(e) => match e {
             CustomerError::BillingKeyNotFound => {
                 ApiError::new(ErrorCode::BillingKeyNotFound, message)

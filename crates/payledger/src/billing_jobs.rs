@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use payledger_app::billing_key_cipher::{self, BillingKeyCipher};
 use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::executor::Executor;
+use payledger_app::operations::SalesSwitches;
 use payledger_app::subscriptions::{
     BillingIndex, RunDueReport, Subscriptions, SubscriptionsConfig,
 };
@@ -260,13 +261,18 @@ pub fn build(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Subscriptions>> {
     let cipher = load_cipher(data_dir, provider)?;
-    Ok(Arc::new(Subscriptions::new(
-        executor,
-        gateway,
-        Arc::new(cipher),
-        clock,
-        settings.subscriptions.clone(),
-    )))
+    // Charges obey the same kill switches as one-off payments, read through the same stream.
+    let switches = Arc::new(SalesSwitches::new(executor.clone()));
+    Ok(Arc::new(
+        Subscriptions::new(
+            executor,
+            gateway,
+            Arc::new(cipher),
+            clock,
+            settings.subscriptions.clone(),
+        )
+        .with_sales_switches(switches),
+    ))
 }
 
 /// The scheduler inside `serve`: a pass every `every`. Several processes may run it at once;

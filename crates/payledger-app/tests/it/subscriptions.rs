@@ -14,6 +14,7 @@ use payledger_domain::subscription::{
     ATTEMPT_STALE_AFTER_SECONDS,
 };
 use payledger_sandbox::{Behaviour, SandboxConfig};
+use std::sync::Arc;
 
 fn days(n: i64) -> Duration {
     Duration::days(n)
@@ -743,4 +744,80 @@ async fn the_billing_key_never_appears_in_clear_in_the_event_log() {
     assert_eq!(read_model.len(), 1);
     assert!(!read_model[0].contains(&provider_key));
     assert!(read_model[0].contains("\"status\":\"active\""));
+}
+
+#[tokio::test]
+async fn the_all_payments_kill_switch_holds_charges_back_until_it_is_turned_off() {
+    use payledger_app::operations::SalesSwitches;
+    use payledger_domain::billing::{BillingInterval, PlanId};
+    use payledger_domain::money::{Currency, Money};
+    use payledger_domain::operations::SwitchCommand;
+
+    let h = Harness::start().await;
+    let switches = Arc::new(SalesSwitches::new(Arc::new(Executor::new(h.store.clone()))));
+    let services = h.services().with_sales_switches(switches.clone());
+    let (id, key) = h
+        .subscribe(&services, "cust_kill", "kill", "sandbox_approve_kill")
+        .await;
+    assert_eq!(h.provider_counts(&order_id("kill", 1)), (1, 1));
+    let due = status(&services, "kill").await.next_charge_at.unwrap();
+
+    // Given the operator stopped all payments,
+    switches
+        .flip(
+            SwitchCommand::SuspendPayments {
+                reason: "incident 42".into(),
+                at: h.now(),
+            },
+            &context(),
+        )
+        .await
+        .unwrap();
+    let stream = subscription::stream_id(&id);
+    let recorded_before = h.events(&stream).await.len();
+
+    // when the second cycle falls due, the scheduler holds it back: no attempt, no event,
+    // nothing sent, no retry counted;
+    let held = h.run_due_at(&services, due).await;
+    assert_eq!((held.attempts, held.held_by_kill_switch), (0, 1));
+    assert_eq!(h.provider_counts(&order_id("kill", 2)), (0, 0));
+    assert_eq!(h.events(&stream).await.len(), recorded_before);
+    // an admin's charge and a subscription whose first charge is due now are refused whole.
+    let admin = services
+        .charge(&id, AttemptTrigger::Admin, &context())
+        .await;
+    assert!(
+        matches!(admin, Err(BillingError::PaymentsSuspended(_))),
+        "{admin:?}"
+    );
+    let new_one = services
+        .start(
+            payledger_app::subscriptions::StartSubscriptionInput {
+                subscription_id: Some(SubscriptionId::parse("kill_new").unwrap()),
+                customer_id: customer("cust_kill"),
+                plan_id: PlanId::parse("standard").unwrap(),
+                amount: Money::new(9_900, Currency::KRW).unwrap(),
+                interval: BillingInterval::monthly(),
+                billing_key_id: key,
+                anchor: None,
+                order_name: None,
+            },
+            &context(),
+        )
+        .await;
+    assert!(
+        matches!(new_one, Err(BillingError::PaymentsSuspended(_))),
+        "{new_one:?}"
+    );
+    assert!(h.events("subscription-kill_new").await.is_empty());
+
+    // Then, once payments resume, the first pass charges the held cycle exactly once.
+    switches
+        .flip(SwitchCommand::ResumePayments { at: h.now() }, &context())
+        .await
+        .unwrap();
+    let resumed = h.run_due_at(&services, due + Duration::hours(1)).await;
+    assert_eq!((resumed.attempts, resumed.succeeded), (1, 1));
+    assert_eq!(h.provider_counts(&order_id("kill", 2)), (1, 1));
+    assert_eq!(status(&services, "kill").await.paid_cycles, 2);
 }
