@@ -10,16 +10,17 @@ use payledger_domain::codec;
 use payledger_domain::ids::PayeeId;
 use payledger_domain::journal::{
     post_claim_event, post_order_event, post_statement_event, post_subscription_event, Account,
-    JournalEntry, OrderFacts, Side, TrialBalance,
+    JournalEntry, OrderFacts, Posting, Side, TrialBalance,
 };
 use payledger_domain::money::Currency;
 use payledger_domain::order::OrderEvent;
 use payledger_domain::settlement::StatementEvent;
 use payledger_domain::subscription::SubscriptionEvent;
-use payledger_projector::{Projection, ProjectionError};
+use payledger_projector::copy::CopyRows;
+use payledger_projector::{BulkBuild, Projection, ProjectionError};
 use payledger_store::{read_all, RecordedEvent, MAX_READ_LIMIT};
 use sqlx::{PgConnection, PgPool, Row};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub struct JournalProjection;
 
@@ -115,34 +116,24 @@ impl Projection for JournalProjection {
         if relevant.is_empty() {
             return Ok(());
         }
-        let mut facts = load_facts(conn, &relevant).await?;
+        let mut facts = load_facts(conn, &ids_needing_facts(&relevant, |_| true)).await?;
         let known: Vec<String> = facts.orders.keys().cloned().collect();
         let mut e = EntryColumns::default();
         let mut l = LineColumns::default();
         for event in relevant {
-            for (entry_no, entry) in entries_of(event, &mut facts)?.into_iter().enumerate() {
-                // Pair assertion: the rules build balanced entries; the table must only ever
-                // receive balanced ones.
-                if !entry.is_balanced() {
-                    return Err(bad(
-                        event,
-                        format!("entry '{}' does not balance", entry.memo),
-                    ));
-                }
-                let entry_id = format!("{}-{}", event.global_position, entry_no + 1);
+            for (entry_no, entry) in balanced_entries(event, &mut facts)?.iter().enumerate() {
+                let entry_no = entry_no as i32 + 1;
+                let entry_id = entry_id(event, entry_no);
                 e.entry_id.push(entry_id.clone());
                 e.global_position.push(event.global_position);
-                e.entry_no.push(entry_no as i32 + 1);
+                e.entry_no.push(entry_no);
                 e.stream_id.push(event.stream_id.clone());
                 e.event_type.push(event.event_type.clone());
                 e.recorded_at.push(event.recorded_at);
                 e.currency.push(entry.currency.code().to_string());
                 e.memo.push(entry.memo.clone());
                 for (line_no, posting) in entry.postings().iter().enumerate() {
-                    let (debit, credit) = match posting.side {
-                        Side::Debit => (posting.amount_minor, 0),
-                        Side::Credit => (0, posting.amount_minor),
-                    };
+                    let (debit, credit) = debit_and_credit(posting);
                     l.entry_id.push(entry_id.clone());
                     l.line_no.push(line_no as i32 + 1);
                     l.global_position.push(event.global_position);
@@ -160,19 +151,187 @@ impl Projection for JournalProjection {
         l.insert(conn).await?;
         Ok(())
     }
+
+    fn bulk_builder(&self) -> Option<Box<dyn BulkBuild>> {
+        Some(Box::new(JournalBulk::default()))
+    }
 }
 
-async fn load_facts(
-    conn: &mut PgConnection,
-    events: &[&RecordedEvent],
-) -> Result<Facts, ProjectionError> {
+/// The entries one event posts, each checked to balance.
+fn balanced_entries(
+    event: &RecordedEvent,
+    facts: &mut Facts,
+) -> Result<Vec<JournalEntry>, ProjectionError> {
+    let entries = entries_of(event, facts)?;
+    // Pair assertion: the rules build balanced entries; the table must only ever receive
+    // balanced ones.
+    if let Some(entry) = entries.iter().find(|entry| !entry.is_balanced()) {
+        return Err(bad(
+            event,
+            format!("entry '{}' does not balance", entry.memo),
+        ));
+    }
+    Ok(entries)
+}
+
+fn entry_id(event: &RecordedEvent, entry_no: i32) -> String {
+    format!("{}-{}", event.global_position, entry_no)
+}
+
+fn debit_and_credit(posting: &Posting) -> (i64, i64) {
+    match posting.side {
+        Side::Debit => (posting.amount_minor, 0),
+        Side::Credit => (0, posting.amount_minor),
+    }
+}
+
+/// Orders whose facts posting `events` needs from an earlier batch (every order event but
+/// OrderPlaced, which brings its own), distinct, and for which `missing` holds.
+fn ids_needing_facts(events: &[&RecordedEvent], missing: impl Fn(&str) -> bool) -> Vec<String> {
     let mut ids: Vec<String> = events
         .iter()
         .filter(|e| e.event_type != "OrderPlaced")
-        .filter_map(|e| e.stream_id.strip_prefix("order-").map(str::to_string))
+        .filter_map(|e| e.stream_id.strip_prefix("order-"))
+        .filter(|id| missing(id))
+        .map(str::to_string)
         .collect();
     ids.sort_unstable();
     ids.dedup();
+    ids
+}
+
+/// The rebuild's bulk path: posts many batches in memory and writes the three tables with
+/// `COPY`. Order facts an earlier flush wrote are read back when a later event needs them.
+#[derive(Default)]
+struct JournalBulk {
+    facts: Facts,
+    /// Orders in `facts` that were read back from the build table (not to be written again).
+    stored: HashSet<String>,
+    rows: Option<JournalCopy>,
+}
+
+/// The rows of `journal_entries` and `journal_lines` being collected for `COPY`.
+struct JournalCopy {
+    entries: CopyRows,
+    lines: CopyRows,
+}
+
+const ENTRY_COLUMNS: &str =
+    "entry_id, global_position, entry_no, stream_id, event_type, recorded_at, currency, memo";
+const LINE_COLUMNS: &str =
+    "entry_id, line_no, global_position, account, currency, debit_minor, credit_minor, payee_id";
+const JOURNAL_COLUMN_COUNT: i16 = 8;
+
+impl JournalCopy {
+    fn new() -> JournalCopy {
+        JournalCopy {
+            entries: CopyRows::new(JOURNAL_COLUMN_COUNT),
+            lines: CopyRows::new(JOURNAL_COLUMN_COUNT),
+        }
+    }
+
+    /// The rows `apply` writes for `entry`, in [`ENTRY_COLUMNS`] and [`LINE_COLUMNS`] order.
+    fn push(
+        &mut self,
+        event: &RecordedEvent,
+        entry_no: i32,
+        entry: &JournalEntry,
+    ) -> Result<(), ProjectionError> {
+        let entry_id = entry_id(event, entry_no);
+        let currency = entry.currency.code();
+        let e = &mut self.entries;
+        e.row();
+        e.text(&entry_id)?;
+        e.field(&event.global_position)?;
+        e.field(&entry_no)?;
+        e.text(&event.stream_id)?;
+        e.text(&event.event_type)?;
+        e.field(&event.recorded_at)?;
+        e.text(currency)?;
+        e.text(&entry.memo)?;
+        for (line_no, posting) in entry.postings().iter().enumerate() {
+            let (debit, credit) = debit_and_credit(posting);
+            let l = &mut self.lines;
+            l.row();
+            l.text(&entry_id)?;
+            l.field(&(line_no as i32 + 1))?;
+            l.field(&event.global_position)?;
+            l.text(posting.account.name())?;
+            l.text(currency)?;
+            l.field(&debit)?;
+            l.field(&credit)?;
+            l.field(&posting.payee_id.as_ref().map(|p| p.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BulkBuild for JournalBulk {
+    async fn fold(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let relevant: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| POSTING_EVENT_TYPES.contains(&e.event_type.as_str()))
+            .collect();
+        // Orders placed in this batch bring their facts along; the others' are in memory or
+        // were flushed.
+        let placed_here: HashSet<&str> = relevant
+            .iter()
+            .filter(|e| e.event_type == "OrderPlaced")
+            .filter_map(|e| e.stream_id.strip_prefix("order-"))
+            .collect();
+        let flushed = ids_needing_facts(&relevant, |id| {
+            !self.facts.orders.contains_key(id) && !placed_here.contains(id)
+        });
+        if !flushed.is_empty() {
+            let loaded = load_facts(conn, &flushed).await?;
+            self.stored.extend(loaded.orders.keys().cloned());
+            self.facts.orders.extend(loaded.orders);
+        }
+        let rows = self.rows.get_or_insert_with(JournalCopy::new);
+        for event in relevant {
+            for (entry_no, entry) in balanced_entries(event, &mut self.facts)?.iter().enumerate() {
+                rows.push(event, entry_no as i32 + 1, entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keyed_tables(&self) -> &'static [&'static str] {
+        &["journal_order_facts"]
+    }
+
+    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let facts = std::mem::take(&mut self.facts);
+        let stored = std::mem::take(&mut self.stored);
+        let mut new_facts = CopyRows::new(3);
+        for (order_id, f) in facts.orders.iter().filter(|(id, _)| !stored.contains(*id)) {
+            new_facts.row();
+            new_facts.text(order_id)?;
+            new_facts.text(f.payee_id.as_str())?;
+            new_facts.text(f.currency.code())?;
+        }
+        new_facts
+            .copy_into(conn, "journal_order_facts (order_id, payee_id, currency)")
+            .await?;
+        if let Some(rows) = self.rows.take() {
+            rows.entries
+                .copy_into(conn, &format!("journal_entries ({ENTRY_COLUMNS})"))
+                .await?;
+            rows.lines
+                .copy_into(conn, &format!("journal_lines ({LINE_COLUMNS})"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Facts of the orders `ids` (distinct) stored by earlier batches.
+async fn load_facts(conn: &mut PgConnection, ids: &[String]) -> Result<Facts, ProjectionError> {
     let mut facts = Facts::default();
     if ids.is_empty() {
         return Ok(facts);
@@ -180,7 +339,7 @@ async fn load_facts(
     let rows = sqlx::query(
         "SELECT order_id, payee_id, currency FROM journal_order_facts WHERE order_id = ANY($1)",
     )
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {

@@ -6,10 +6,11 @@ use cqrs_es::Aggregate;
 use payledger_domain::codec;
 use payledger_domain::order::{Order, OrderEvent, OrderStatus};
 use payledger_domain::webhook::{self, WebhookDeliveryEvent};
-use payledger_projector::{Projection, ProjectionError};
+use payledger_projector::copy::CopyRows;
+use payledger_projector::{BulkBuild, Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const ORDER_STREAM_PREFIX: &str = "order-";
 
@@ -87,7 +88,10 @@ impl Projection for OrdersProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut timeline = TimelineRows::default();
-        push_webhook_rows(events, &mut timeline)?;
+        push_webhook_rows(events, &mut |order_id, event, summary| {
+            timeline.push(order_id, event, summary);
+            Ok(())
+        })?;
         let relevant: Vec<&RecordedEvent> = events
             .iter()
             .filter(|e| order_id_of(&e.stream_id).is_some())
@@ -96,41 +100,168 @@ impl Projection for OrdersProjection {
             timeline.insert(conn).await?;
             return Ok(());
         }
-        let mut folding = load(conn, &relevant).await?;
-        for event in &relevant {
+        let mut ids: Vec<String> = relevant
+            .iter()
+            .filter_map(|e| order_id_of(&e.stream_id).map(str::to_string))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut folding = load(conn, &ids).await?;
+        for event in relevant {
             let order_id = order_id_of(&event.stream_id).unwrap_or_default();
-            let decoded: OrderEvent = codec::decode(&event.event_type, &event.payload)
-                .map_err(|e| bad(event, e.to_string()))?;
-            let row = folding
-                .entry(order_id.to_string())
-                .or_insert_with(|| Folding {
-                    order: Order::default(),
-                    stream_version: 0,
-                    last_position: 0,
-                    updated_at: event.recorded_at,
-                    amount_mismatch_count: 0,
-                });
-            // Pair assertion: the log hands each stream's events over contiguously.
-            if event.stream_version != row.stream_version + 1 {
-                return Err(bad(
-                    event,
-                    format!(
-                        "version {} follows {}",
-                        event.stream_version, row.stream_version
-                    ),
-                ));
-            }
-            if let OrderEvent::ConfirmationRejected(_) = &decoded {
-                row.amount_mismatch_count += 1;
-            }
-            timeline.push(order_id, event, summarize(&decoded));
-            row.order.apply(decoded);
-            row.stream_version = event.stream_version;
-            row.last_position = event.global_position;
-            row.updated_at = event.recorded_at;
+            let summary = fold_event(&mut folding, order_id, event)?;
+            timeline.push(order_id, event, summary);
         }
         save(conn, folding).await?;
         timeline.insert(conn).await?;
+        Ok(())
+    }
+
+    fn bulk_builder(&self) -> Option<Box<dyn BulkBuild>> {
+        Some(Box::new(OrdersBulk::default()))
+    }
+}
+
+/// Folds one order event into its row (created by the stream's first event) and returns the
+/// event's timeline summary.
+fn fold_event(
+    folding: &mut HashMap<String, Folding>,
+    order_id: &str,
+    event: &RecordedEvent,
+) -> Result<String, ProjectionError> {
+    let decoded: OrderEvent =
+        codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))?;
+    if !folding.contains_key(order_id) {
+        folding.insert(
+            order_id.to_string(),
+            Folding {
+                order: Order::default(),
+                stream_version: 0,
+                last_position: 0,
+                updated_at: event.recorded_at,
+                amount_mismatch_count: 0,
+            },
+        );
+    }
+    let row = folding
+        .get_mut(order_id)
+        .ok_or_else(|| bad(event, "the folded row vanished".into()))?;
+    // Pair assertion: the log hands each stream's events over contiguously.
+    if event.stream_version != row.stream_version + 1 {
+        return Err(bad(
+            event,
+            format!(
+                "version {} follows {}",
+                event.stream_version, row.stream_version
+            ),
+        ));
+    }
+    if let OrderEvent::ConfirmationRejected(_) = &decoded {
+        row.amount_mismatch_count += 1;
+    }
+    let summary = summarize(&decoded);
+    row.order.apply(decoded);
+    row.stream_version = event.stream_version;
+    row.last_position = event.global_position;
+    row.updated_at = event.recorded_at;
+    Ok(summary)
+}
+
+/// The rebuild's bulk path: folds order streams across many batches in memory and writes both
+/// tables with `COPY`. Orders whose rows an earlier flush wrote are read back and upserted, as
+/// the live path does.
+#[derive(Default)]
+struct OrdersBulk {
+    folding: HashMap<String, Folding>,
+    /// Orders in `folding` that were read back from the build table.
+    stored: HashSet<String>,
+    timeline: Option<CopyRows>,
+}
+
+#[async_trait]
+impl BulkBuild for OrdersBulk {
+    async fn fold(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let timeline = self
+            .timeline
+            .get_or_insert_with(|| CopyRows::new(TIMELINE_COLUMN_COUNT));
+        push_webhook_rows(events, &mut |order_id, event, summary| {
+            copy_timeline_row(timeline, order_id, event, &summary)
+        })?;
+        self.read_back_flushed(conn, events).await?;
+        let timeline = self
+            .timeline
+            .get_or_insert_with(|| CopyRows::new(TIMELINE_COLUMN_COUNT));
+        for event in events {
+            let Some(order_id) = order_id_of(&event.stream_id) else {
+                continue;
+            };
+            let summary = fold_event(&mut self.folding, order_id, event)?;
+            copy_timeline_row(timeline, order_id, event, &summary)?;
+        }
+        Ok(())
+    }
+
+    fn keyed_tables(&self) -> &'static [&'static str] {
+        &["orders"]
+    }
+
+    async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let folding = std::mem::take(&mut self.folding);
+        let stored = std::mem::take(&mut self.stored);
+        let (old, new): (HashMap<_, _>, HashMap<_, _>) = folding
+            .into_iter()
+            .partition(|(order_id, _)| stored.contains(order_id));
+        save(conn, old).await?;
+        let mut orders = CopyRows::new(ORDER_COLUMN_COUNT);
+        for (order_id, row) in &new {
+            if let Some(columns) = OrderRow::of(order_id, row) {
+                columns.copy(&mut orders)?;
+            }
+        }
+        orders
+            .copy_into(conn, &format!("orders ({ORDER_COLUMNS}, state)"))
+            .await?;
+        if let Some(timeline) = self.timeline.take() {
+            timeline
+                .copy_into(conn, &format!("order_timeline ({TIMELINE_COLUMNS})"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl OrdersBulk {
+    /// Reads back the rows of orders that an earlier flush wrote and that `events` continue: a
+    /// stream met for the first time at a version after 1 started before that flush.
+    async fn read_back_flushed(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut met = HashSet::new();
+        let mut ids = Vec::new();
+        for event in events {
+            let Some(order_id) = order_id_of(&event.stream_id) else {
+                continue;
+            };
+            // Only a stream's first event in the batch tells whether it started earlier.
+            if met.insert(order_id)
+                && event.stream_version > 1
+                && !self.folding.contains_key(order_id)
+            {
+                ids.push(order_id.to_string());
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let loaded = load(conn, &ids).await?;
+        self.stored.extend(loaded.keys().cloned());
+        self.folding.extend(loaded);
         Ok(())
     }
 }
@@ -140,7 +271,7 @@ impl Projection for OrdersProjection {
 /// events, so support sees provider-side changes in one place.
 fn push_webhook_rows(
     events: &[RecordedEvent],
-    timeline: &mut TimelineRows,
+    push: &mut dyn FnMut(&str, &RecordedEvent, String) -> Result<(), ProjectionError>,
 ) -> Result<(), ProjectionError> {
     for event in events
         .iter()
@@ -149,7 +280,7 @@ fn push_webhook_rows(
         let decoded: WebhookDeliveryEvent = codec::decode(&event.event_type, &event.payload)
             .map_err(|e| bad(event, e.to_string()))?;
         if let Some(order_id) = decoded.order_id() {
-            timeline.push(order_id, event, decoded.summary());
+            push(order_id, event, decoded.summary())?;
         }
     }
     Ok(())
@@ -162,21 +293,16 @@ fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
     }
 }
 
+/// The stored rows of `ids` (distinct), to fold further events into.
 async fn load(
     conn: &mut PgConnection,
-    events: &[&RecordedEvent],
+    ids: &[String],
 ) -> Result<HashMap<String, Folding>, ProjectionError> {
-    let mut ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| order_id_of(&e.stream_id).map(str::to_string))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
     let rows = sqlx::query(
         "SELECT order_id, state, stream_version, last_position, updated_at, amount_mismatch_count \
          FROM orders WHERE order_id = ANY($1)",
     )
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut folding = HashMap::with_capacity(ids.len());
@@ -205,47 +331,118 @@ fn status_name(status: OrderStatus) -> String {
     payledger_domain::codec::wire_name(&status)
 }
 
+/// One `orders` row, derived from a folded order: the same values whether it is written by the
+/// live upsert or by a rebuild's `COPY`.
+struct OrderRow<'a> {
+    order_id: &'a str,
+    status: String,
+    amount_minor: i64,
+    currency: &'static str,
+    customer_id: String,
+    payee_id: String,
+    order_name: &'a str,
+    provider: &'a str,
+    payment_key: Option<String>,
+    last_failure_code: Option<&'a str>,
+    service_starts_at: Option<DateTime<Utc>>,
+    placed_at: DateTime<Utc>,
+    row: &'a Folding,
+}
+
+impl<'a> OrderRow<'a> {
+    /// `None` before OrderPlaced, which cannot happen: the aggregate refuses other events first.
+    fn of(order_id: &'a str, row: &'a Folding) -> Option<OrderRow<'a>> {
+        let placed = row.order.placed.as_ref()?;
+        Some(OrderRow {
+            order_id,
+            status: status_name(row.order.status),
+            amount_minor: placed.amount.amount_minor(),
+            currency: placed.amount.currency().code(),
+            customer_id: placed.customer_id.to_string(),
+            payee_id: placed.payee_id.to_string(),
+            order_name: &placed.order_name,
+            provider: &placed.provider,
+            payment_key: row.order.payment_key.as_ref().map(|k| k.to_string()),
+            last_failure_code: row
+                .order
+                .last_failure
+                .as_ref()
+                .map(|f| f.provider_code.as_str()),
+            service_starts_at: placed.service_starts_at,
+            placed_at: placed.placed_at,
+            row,
+        })
+    }
+
+    /// The fields in [`ORDER_COLUMNS`] order, then `state`.
+    fn copy(&self, rows: &mut CopyRows) -> Result<(), ProjectionError> {
+        let order = &self.row.order;
+        rows.row();
+        rows.text(self.order_id)?;
+        rows.text(&self.status)?;
+        rows.field(&self.amount_minor)?;
+        rows.text(self.currency)?;
+        rows.text(&self.customer_id)?;
+        rows.text(&self.payee_id)?;
+        rows.text(self.order_name)?;
+        rows.text(self.provider)?;
+        rows.field(&self.payment_key)?;
+        rows.field(&order.captured_minor)?;
+        rows.field(&order.refunded_minor)?;
+        rows.field(&order.refund_pending_minor)?;
+        rows.field(&order.refundable_minor())?;
+        rows.field(&self.last_failure_code)?;
+        rows.field(&self.row.amount_mismatch_count)?;
+        rows.field(&self.service_starts_at)?;
+        rows.field(&self.placed_at)?;
+        rows.field(&order.paid_at)?;
+        rows.field(&order.fulfilled_at)?;
+        rows.field(&self.row.stream_version)?;
+        rows.field(&self.row.last_position)?;
+        rows.field(&self.row.updated_at)?;
+        rows.jsonb(order)
+    }
+}
+
+/// Columns of `orders` besides `state`, in the order [`OrderRow::copy`] writes them.
+const ORDER_COLUMN_COUNT: i16 = 23;
+
 /// Writes every folded row with one multi-row upsert.
 async fn save(
     conn: &mut PgConnection,
     folding: HashMap<String, Folding>,
 ) -> Result<(), ProjectionError> {
     let mut c = Columns::default();
-    for (order_id, row) in folding {
-        let Some(placed) = row.order.placed.as_ref() else {
-            // Events before OrderPlaced cannot exist (the aggregate refuses them).
+    for (order_id, row) in &folding {
+        let Some(r) = OrderRow::of(order_id, row) else {
             continue;
         };
-        c.order_id.push(order_id);
-        c.status.push(status_name(row.order.status));
-        c.amount_minor.push(placed.amount.amount_minor());
-        c.currency.push(placed.amount.currency().code().to_string());
-        c.customer_id.push(placed.customer_id.to_string());
-        c.payee_id.push(placed.payee_id.to_string());
-        c.order_name.push(placed.order_name.clone());
-        c.provider.push(placed.provider.clone());
-        c.payment_key
-            .push(row.order.payment_key.as_ref().map(|k| k.to_string()));
-        c.captured_minor.push(row.order.captured_minor);
-        c.refunded_minor.push(row.order.refunded_minor);
-        c.refund_pending_minor.push(row.order.refund_pending_minor);
-        c.refundable_minor.push(row.order.refundable_minor());
-        c.last_failure_code.push(
-            row.order
-                .last_failure
-                .as_ref()
-                .map(|f| f.provider_code.clone()),
-        );
+        let order = &row.order;
+        c.order_id.push(order_id.clone());
+        c.status.push(r.status);
+        c.amount_minor.push(r.amount_minor);
+        c.currency.push(r.currency.to_string());
+        c.customer_id.push(r.customer_id);
+        c.payee_id.push(r.payee_id);
+        c.order_name.push(r.order_name.to_string());
+        c.provider.push(r.provider.to_string());
+        c.payment_key.push(r.payment_key);
+        c.captured_minor.push(order.captured_minor);
+        c.refunded_minor.push(order.refunded_minor);
+        c.refund_pending_minor.push(order.refund_pending_minor);
+        c.refundable_minor.push(order.refundable_minor());
+        c.last_failure_code
+            .push(r.last_failure_code.map(str::to_string));
         c.amount_mismatch_count.push(row.amount_mismatch_count);
-        c.service_starts_at.push(placed.service_starts_at);
-        c.placed_at.push(placed.placed_at);
-        c.paid_at.push(row.order.paid_at);
-        c.fulfilled_at.push(row.order.fulfilled_at);
+        c.service_starts_at.push(r.service_starts_at);
+        c.placed_at.push(r.placed_at);
+        c.paid_at.push(order.paid_at);
+        c.fulfilled_at.push(order.fulfilled_at);
         c.stream_version.push(row.stream_version);
         c.last_position.push(row.last_position);
         c.updated_at.push(row.updated_at);
         c.state.push(
-            serde_json::to_value(&row.order).map_err(|e| ProjectionError::BadEvent {
+            serde_json::to_value(order).map_err(|e| ProjectionError::BadEvent {
                 position: row.last_position,
                 reason: format!("order state does not serialise: {e}"),
             })?,
@@ -379,6 +576,29 @@ impl TimelineRows {
         .await?;
         Ok(())
     }
+}
+
+/// Columns of `order_timeline`, in the order [`copy_timeline_row`] writes them.
+const TIMELINE_COLUMNS: &str =
+    "order_id, global_position, stream_id, stream_version, event_type, recorded_at, actor, summary";
+const TIMELINE_COLUMN_COUNT: i16 = 8;
+
+/// The timeline row [`TimelineRows::push`] makes, encoded for `COPY`.
+fn copy_timeline_row(
+    rows: &mut CopyRows,
+    order_id: &str,
+    event: &RecordedEvent,
+    summary: &str,
+) -> Result<(), ProjectionError> {
+    rows.row();
+    rows.text(order_id)?;
+    rows.field(&event.global_position)?;
+    rows.text(&event.stream_id)?;
+    rows.field(&event.stream_version)?;
+    rows.text(&event.event_type)?;
+    rows.field(&event.recorded_at)?;
+    rows.field(&event.metadata.get("actor").and_then(|a| a.as_str()))?;
+    rows.text(summary)
 }
 
 /// One line a support person can read.
