@@ -102,6 +102,16 @@ impl Chunks {
         })
     }
 
+    /// What a follower after `after` is served from the cache: a window only if it is a full
+    /// batch or reaches the newest cached event. A follower behind the tail would otherwise
+    /// catch up one small chunk per transaction (chunks are as small as the commits that made
+    /// them); it reads a full batch of its own instead.
+    fn serve(&self, after: i64, limit: usize) -> Option<EventBatch> {
+        let batch = self.window_after(after, limit)?;
+        let last = batch.last().map(|e| e.global_position);
+        (batch.len() == limit || last == self.newest_position()).then_some(batch)
+    }
+
     fn push(&mut self, chunk: Arc<Chunk>, capacity_events: usize) {
         self.events += chunk.events.len();
         self.chunks.push_back(chunk);
@@ -140,7 +150,7 @@ impl LogTail {
 
     fn cached(&self, after: i64, limit: usize) -> Option<EventBatch> {
         let chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        chunks.window_after(after, limit)
+        chunks.serve(after, limit)
     }
 
     fn newest_position(&self) -> Option<i64> {
@@ -162,7 +172,7 @@ impl LogTail {
         }
         let at_the_tail = self.newest_position().is_none_or(|newest| after >= newest);
         if !at_the_tail {
-            // Behind everything cached: a catch-up read of its own, not worth keeping.
+            // Behind the cached tail: a catch-up read of its own, not worth keeping.
             return Ok(EventBatch::whole(read_all(&mut *conn, after, limit).await?));
         }
         let _reading = self.reading.lock().await;
@@ -235,6 +245,22 @@ mod tests {
         );
         let batch = chunks.window_after(10, 100).expect("position 11 is cached");
         assert_eq!(positions(&batch), vec![11, 12]);
+    }
+
+    #[test]
+    fn a_follower_behind_the_tail_is_served_only_full_batches_from_the_cache() {
+        let mut chunks = Chunks::default();
+        chunks.push(chunk(1, 3), 100);
+        chunks.push(chunk(4, 5), 100);
+        chunks.push(chunk(6, 9), 100);
+        // Short of its limit and not at the newest event: it reads a full batch itself.
+        assert!(chunks.serve(0, 10).is_none());
+        assert!(chunks.serve(3, 10).is_none());
+        // A full batch, or what reaches the newest event, comes from the cache.
+        let full = chunks.serve(0, 2).expect("a full batch");
+        assert_eq!(positions(&full), vec![1, 2]);
+        let at_tail = chunks.serve(6, 10).expect("the rest of the newest chunk");
+        assert_eq!(positions(&at_tail), vec![7, 8, 9]);
     }
 
     #[test]
