@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, Executed, Executor};
 use crate::payments::{PaymentError, Payments};
+use chrono::{DateTime, Utc};
 use payledger_domain::claim::{
     self, Claim, ClaimCommand, ClaimError, ClaimType, ClaimedOrder, FileClaim, Party, ResolveClaim,
     Side,
@@ -268,6 +269,17 @@ impl Claims {
             )
             .await?;
         Ok(executed.state)
+    }
+
+    /// When `payee_id` may take a new booking again, if a penalty suspension (three warnings:
+    /// seven days) runs at `at`; `None` when it may take one now.
+    pub async fn booking_suspension(
+        &self,
+        payee_id: &PayeeId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, FlowError> {
+        let payee = self.payee(payee_id).await?;
+        Ok(payee.suspended_until.filter(|_| payee.is_suspended_at(at)))
     }
 
     pub async fn payee(&self, payee_id: &PayeeId) -> Result<Payee, FlowError> {

@@ -66,7 +66,7 @@ error_codes! {
     IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "E_IDEMPOTENCY_KEY_REUSED", "This Idempotency-Key was already used with a different request (method, path or body); use a new key."),
     IdempotencyInProgress => (CONFLICT, "E_IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still running; retry after `Retry-After` seconds for its answer."),
     PaymentsSuspended => (CONFLICT, "E_PAYMENTS_SUSPENDED", "An operator stopped all new payments (kill switch); nothing was recorded or charged."),
-    PayeeSuspended => (CONFLICT, "E_PAYEE_SUSPENDED", "An operator stopped this payee's sales (kill switch); nothing was recorded or charged."),
+    PayeeSuspended => (CONFLICT, "E_PAYEE_SUSPENDED", "This payee takes no new sales: an operator stopped them (kill switch), or, for a booking, the payee serves a 7-day suspension after three warnings (`suspendedUntil`); nothing was recorded or charged."),
     EnrollmentCancelled => (CONFLICT, "E_ENROLLMENT_CANCELLED", "An admin cancelled this order's enrollment: it can no longer be paid or fulfilled."),
     ProviderTransactionAlreadyRecorded => (CONFLICT, "E_PROVIDER_TRANSACTION_ALREADY_RECORDED", "This provider transaction id is already recorded for another order (`orderId`)."),
     WebhookProviderUnknown => (NOT_FOUND, "E_WEBHOOK_PROVIDER_UNKNOWN", "Webhooks are accepted from `toss`, `stripe`, `paddle` and `standard` (Standard Webhooks senders) only."),

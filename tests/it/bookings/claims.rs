@@ -272,6 +272,38 @@ async fn a_resolution_refunds_once_warns_the_provider_and_three_warnings_suspend
     let until = DateTime::parse_from_rfc3339(suspended["until"].as_str().unwrap()).unwrap();
     assert_eq!(until - from, Duration::days(7));
 
+    // While suspended the provider takes no booking; nothing is recorded for the refused one.
+    let refused = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": "during-suspension", "amount": 80_000, "currency": "KRW",
+                    "customerId": "parent-lee", "payeeId": THERAPIST,
+                    "orderName": "Speech therapy session",
+                    "serviceStartsAt": (app.clock.now() + Duration::days(2)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (409, Some("E_PAYEE_SUSPENDED")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["suspendedUntil"], suspended["until"]);
+    let nothing = app
+        .get_as(&app.auditor_key, "/v1/streams/order-during-suspension")
+        .await;
+    assert_eq!(nothing.status, 404, "{}", nothing.body);
+    // Seven days later it takes bookings again.
+    app.clock
+        .set(until.with_timezone(&chrono::Utc) + Duration::minutes(1));
+    app.place_booking(
+        "after-suspension",
+        "parent-lee",
+        80_000,
+        app.clock.now() + Duration::days(2),
+    )
+    .await;
+
     // The queue, a detail and the statistics.
     let queue = app
         .get_as(
