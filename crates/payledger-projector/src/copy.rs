@@ -42,11 +42,6 @@ impl CopyRows {
         self.rows
     }
 
-    /// Bytes held: what a builder counts against its memory bound.
-    pub fn held_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Starts a row; exactly `columns` fields must follow.
     pub fn row(&mut self) {
         assert_eq!(

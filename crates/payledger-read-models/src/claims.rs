@@ -1,6 +1,7 @@
 //! Read model "claims": the admins' queue (by status, type and age), each claim's detail and the
 //! statistics (count by type and outcome, median time to resolve).
 
+use crate::fold::{bad, distinct_ids, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -78,13 +79,6 @@ fn claim_id_of(stream_id: &str) -> Option<&str> {
     stream_id.strip_prefix(CLAIM_STREAM_PREFIX)
 }
 
-fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
-    ProjectionError::BadEvent {
-        position: event.global_position,
-        reason,
-    }
-}
-
 fn name_of<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
     payledger_domain::codec::wire_name(value)
 }
@@ -128,15 +122,7 @@ impl Projection for ClaimsProjection {
                     last_position: 0,
                     updated_at: event.recorded_at,
                 });
-            if event.stream_version != row.stream_version + 1 {
-                return Err(bad(
-                    event,
-                    format!(
-                        "version {} follows {}",
-                        event.stream_version, row.stream_version
-                    ),
-                ));
-            }
+            ensure_follows(event, row.stream_version)?;
             row.claim.apply(decoded);
             row.stream_version = event.stream_version;
             row.last_position = event.global_position;
@@ -150,12 +136,7 @@ async fn load(
     conn: &mut PgConnection,
     events: &[&RecordedEvent],
 ) -> Result<HashMap<String, Folding>, ProjectionError> {
-    let mut ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| claim_id_of(&e.stream_id).map(str::to_string))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct_ids(events.iter().filter_map(|e| claim_id_of(&e.stream_id)));
     let rows = sqlx::query(
         "SELECT claim_id, state, stream_version, last_position, updated_at FROM claims \
          WHERE claim_id = ANY($1)",

@@ -3,6 +3,7 @@
 //! check that every entry and the whole book balance — recomputed from the event log too, so a
 //! journal table edited behind the ledger's back does not verify.
 
+use crate::fold::{bad, distinct_ids};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::claim::ClaimEvent;
@@ -36,13 +37,6 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "StatementPaidOut",
     "ChargeSucceeded",
 ];
-
-fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
-    ProjectionError::BadEvent {
-        position: event.global_position,
-        reason,
-    }
-}
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
     codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))
@@ -109,10 +103,7 @@ impl Projection for JournalProjection {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let relevant: Vec<&RecordedEvent> = events
-            .iter()
-            .filter(|e| POSTING_EVENT_TYPES.contains(&e.event_type.as_str()))
-            .collect();
+        let relevant = posting_events(events);
         if relevant.is_empty() {
             return Ok(());
         }
@@ -153,7 +144,11 @@ impl Projection for JournalProjection {
     }
 
     fn bulk_builder(&self) -> Option<Box<dyn BulkBuild>> {
-        Some(Box::new(JournalBulk::default()))
+        Some(Box::new(JournalBulk {
+            facts: Facts::default(),
+            stored: HashSet::new(),
+            rows: JournalCopy::new(),
+        }))
     }
 }
 
@@ -188,26 +183,31 @@ fn debit_and_credit(posting: &Posting) -> (i64, i64) {
 /// Orders whose facts posting `events` needs from an earlier batch (every order event but
 /// OrderPlaced, which brings its own), distinct, and for which `missing` holds.
 fn ids_needing_facts(events: &[&RecordedEvent], missing: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut ids: Vec<String> = events
+    distinct_ids(
+        events
+            .iter()
+            .filter(|e| e.event_type != "OrderPlaced")
+            .filter_map(|e| e.stream_id.strip_prefix("order-"))
+            .filter(|id| missing(id)),
+    )
+}
+
+/// The events of a batch that post to the journal.
+fn posting_events(events: &[RecordedEvent]) -> Vec<&RecordedEvent> {
+    events
         .iter()
-        .filter(|e| e.event_type != "OrderPlaced")
-        .filter_map(|e| e.stream_id.strip_prefix("order-"))
-        .filter(|id| missing(id))
-        .map(str::to_string)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+        .filter(|e| POSTING_EVENT_TYPES.contains(&e.event_type.as_str()))
+        .collect()
 }
 
 /// The rebuild's bulk path: posts many batches in memory and writes the three tables with
 /// `COPY`. Order facts an earlier flush wrote are read back when a later event needs them.
-#[derive(Default)]
 struct JournalBulk {
     facts: Facts,
     /// Orders in `facts` that were read back from the build table (not to be written again).
     stored: HashSet<String>,
-    rows: Option<JournalCopy>,
+    /// Entry and line rows since the last flush.
+    rows: JournalCopy,
 }
 
 /// The rows of `journal_entries` and `journal_lines` being collected for `COPY`.
@@ -273,10 +273,7 @@ impl BulkBuild for JournalBulk {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let relevant: Vec<&RecordedEvent> = events
-            .iter()
-            .filter(|e| POSTING_EVENT_TYPES.contains(&e.event_type.as_str()))
-            .collect();
+        let relevant = posting_events(events);
         // Orders placed in this batch bring their facts along; the others' are in memory or
         // were flushed.
         let placed_here: HashSet<&str> = relevant
@@ -292,10 +289,9 @@ impl BulkBuild for JournalBulk {
             self.stored.extend(loaded.orders.keys().cloned());
             self.facts.orders.extend(loaded.orders);
         }
-        let rows = self.rows.get_or_insert_with(JournalCopy::new);
         for event in relevant {
             for (entry_no, entry) in balanced_entries(event, &mut self.facts)?.iter().enumerate() {
-                rows.push(event, entry_no as i32 + 1, entry)?;
+                self.rows.push(event, entry_no as i32 + 1, entry)?;
             }
         }
         Ok(())
@@ -318,14 +314,13 @@ impl BulkBuild for JournalBulk {
         new_facts
             .copy_into(conn, "journal_order_facts (order_id, payee_id, currency)")
             .await?;
-        if let Some(rows) = self.rows.take() {
-            rows.entries
-                .copy_into(conn, &format!("journal_entries ({ENTRY_COLUMNS})"))
-                .await?;
-            rows.lines
-                .copy_into(conn, &format!("journal_lines ({LINE_COLUMNS})"))
-                .await?;
-        }
+        let rows = std::mem::replace(&mut self.rows, JournalCopy::new());
+        rows.entries
+            .copy_into(conn, &format!("journal_entries ({ENTRY_COLUMNS})"))
+            .await?;
+        rows.lines
+            .copy_into(conn, &format!("journal_lines ({LINE_COLUMNS})"))
+            .await?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing in this crate writes events.
 
 pub mod claims;
+mod fold;
 pub mod journal;
 pub mod orders;
 pub mod settlements;

@@ -1,5 +1,6 @@
 //! Read model "orders": the order row and the per-order timeline.
 
+use crate::fold::{bad, distinct_ids, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -100,12 +101,7 @@ impl Projection for OrdersProjection {
             timeline.insert(conn).await?;
             return Ok(());
         }
-        let mut ids: Vec<String> = relevant
-            .iter()
-            .filter_map(|e| order_id_of(&e.stream_id).map(str::to_string))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = distinct_ids(relevant.iter().filter_map(|e| order_id_of(&e.stream_id)));
         let mut folding = load(conn, &ids).await?;
         for event in relevant {
             let order_id = order_id_of(&event.stream_id).unwrap_or_default();
@@ -118,7 +114,7 @@ impl Projection for OrdersProjection {
     }
 
     fn bulk_builder(&self) -> Option<Box<dyn BulkBuild>> {
-        Some(Box::new(OrdersBulk::default()))
+        Some(Box::new(OrdersBulk::new()))
     }
 }
 
@@ -131,31 +127,16 @@ fn fold_event(
 ) -> Result<String, ProjectionError> {
     let decoded: OrderEvent =
         codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))?;
-    if !folding.contains_key(order_id) {
-        folding.insert(
-            order_id.to_string(),
-            Folding {
-                order: Order::default(),
-                stream_version: 0,
-                last_position: 0,
-                updated_at: event.recorded_at,
-                amount_mismatch_count: 0,
-            },
-        );
-    }
     let row = folding
-        .get_mut(order_id)
-        .ok_or_else(|| bad(event, "the folded row vanished".into()))?;
-    // Pair assertion: the log hands each stream's events over contiguously.
-    if event.stream_version != row.stream_version + 1 {
-        return Err(bad(
-            event,
-            format!(
-                "version {} follows {}",
-                event.stream_version, row.stream_version
-            ),
-        ));
-    }
+        .entry(order_id.to_string())
+        .or_insert_with(|| Folding {
+            order: Order::default(),
+            stream_version: 0,
+            last_position: 0,
+            updated_at: event.recorded_at,
+            amount_mismatch_count: 0,
+        });
+    ensure_follows(event, row.stream_version)?;
     if let OrderEvent::ConfirmationRejected(_) = &decoded {
         row.amount_mismatch_count += 1;
     }
@@ -170,12 +151,12 @@ fn fold_event(
 /// The rebuild's bulk path: folds order streams across many batches in memory and writes both
 /// tables with `COPY`. Orders whose rows an earlier flush wrote are read back and upserted, as
 /// the live path does.
-#[derive(Default)]
 struct OrdersBulk {
     folding: HashMap<String, Folding>,
     /// Orders in `folding` that were read back from the build table.
     stored: HashSet<String>,
-    timeline: Option<CopyRows>,
+    /// Timeline rows since the last flush.
+    timeline: CopyRows,
 }
 
 #[async_trait]
@@ -185,22 +166,16 @@ impl BulkBuild for OrdersBulk {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let timeline = self
-            .timeline
-            .get_or_insert_with(|| CopyRows::new(TIMELINE_COLUMN_COUNT));
         push_webhook_rows(events, &mut |order_id, event, summary| {
-            copy_timeline_row(timeline, order_id, event, &summary)
+            copy_timeline_row(&mut self.timeline, order_id, event, &summary)
         })?;
         self.read_back_flushed(conn, events).await?;
-        let timeline = self
-            .timeline
-            .get_or_insert_with(|| CopyRows::new(TIMELINE_COLUMN_COUNT));
         for event in events {
             let Some(order_id) = order_id_of(&event.stream_id) else {
                 continue;
             };
             let summary = fold_event(&mut self.folding, order_id, event)?;
-            copy_timeline_row(timeline, order_id, event, &summary)?;
+            copy_timeline_row(&mut self.timeline, order_id, event, &summary)?;
         }
         Ok(())
     }
@@ -225,16 +200,22 @@ impl BulkBuild for OrdersBulk {
         orders
             .copy_into(conn, &format!("orders ({ORDER_COLUMNS}, state)"))
             .await?;
-        if let Some(timeline) = self.timeline.take() {
-            timeline
-                .copy_into(conn, &format!("order_timeline ({TIMELINE_COLUMNS})"))
-                .await?;
-        }
+        std::mem::replace(&mut self.timeline, CopyRows::new(TIMELINE_COLUMN_COUNT))
+            .copy_into(conn, &format!("order_timeline ({TIMELINE_COLUMNS})"))
+            .await?;
         Ok(())
     }
 }
 
 impl OrdersBulk {
+    fn new() -> OrdersBulk {
+        OrdersBulk {
+            folding: HashMap::new(),
+            stored: HashSet::new(),
+            timeline: CopyRows::new(TIMELINE_COLUMN_COUNT),
+        }
+    }
+
     /// Reads back the rows of orders that an earlier flush wrote and that `events` continue: a
     /// stream met for the first time at a version after 1 started before that flush.
     async fn read_back_flushed(
@@ -284,13 +265,6 @@ fn push_webhook_rows(
         }
     }
     Ok(())
-}
-
-fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
-    ProjectionError::BadEvent {
-        position: event.global_position,
-        reason,
-    }
 }
 
 /// The stored rows of `ids` (distinct), to fold further events into.
@@ -404,7 +378,7 @@ impl<'a> OrderRow<'a> {
     }
 }
 
-/// Columns of `orders` besides `state`, in the order [`OrderRow::copy`] writes them.
+/// Fields [`OrderRow::copy`] writes per row: the columns in [`ORDER_COLUMNS`], then `state`.
 const ORDER_COLUMN_COUNT: i16 = 23;
 
 /// Writes every folded row with one multi-row upsert.

@@ -1,6 +1,7 @@
 //! Read model "settlements": weekly statements per payee and currency, with each line, the
 //! totals, the net payable and the status (open, confirmed, paid out).
 
+use crate::fold::{bad, distinct_ids, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use payledger_domain::codec;
@@ -55,13 +56,6 @@ struct Folding {
     fee_bps: u32,
     sums: StatementSums,
     lines: Vec<(i32, StatementLine, i64)>,
-}
-
-fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
-    ProjectionError::BadEvent {
-        position: event.global_position,
-        reason,
-    }
 }
 
 fn name_of<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
@@ -133,15 +127,7 @@ impl Projection for SettlementsProjection {
             let row = folding
                 .get_mut(&statement_id)
                 .ok_or_else(|| bad(event, "statement event before it was opened".into()))?;
-            if event.stream_version != row.view.stream_version + 1 {
-                return Err(bad(
-                    event,
-                    format!(
-                        "version {} follows {}",
-                        event.stream_version, row.view.stream_version
-                    ),
-                ));
-            }
+            ensure_follows(event, row.view.stream_version)?;
             match decoded {
                 StatementEvent::StatementOpened(_) => {}
                 StatementEvent::StatementLineAdded(added) => {
@@ -178,12 +164,11 @@ async fn load(
     conn: &mut PgConnection,
     events: &[&RecordedEvent],
 ) -> Result<HashMap<String, Folding>, ProjectionError> {
-    let mut ids: Vec<String> = events
-        .iter()
-        .map(|e| e.stream_id[STATEMENT_STREAM_PREFIX.len()..].to_string())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct_ids(
+        events
+            .iter()
+            .map(|e| &e.stream_id[STATEMENT_STREAM_PREFIX.len()..]),
+    );
     let rows = sqlx::query(&format!(
         "SELECT {STATEMENT_COLUMNS} FROM settlement_statements WHERE statement_id = ANY($1)"
     ))

@@ -6,6 +6,7 @@
 //! ([`purchases_with_unapplied_refunds`]). Both are only indexes: every candidate is re-checked
 //! against its event stream by the command it receives.
 
+use crate::fold::{bad, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -98,13 +99,6 @@ pub struct SubscriptionFilter<'a> {
     pub after_subscription_id: Option<&'a str>,
 }
 
-fn bad(event: &RecordedEvent, reason: String) -> ProjectionError {
-    ProjectionError::BadEvent {
-        position: event.global_position,
-        reason,
-    }
-}
-
 /// A stream being folded: state plus where it stands in the log.
 struct Folded<S> {
     state: S,
@@ -125,15 +119,7 @@ impl<S: Default> Folded<S> {
 
     /// Pair assertion: the log hands each stream's events over contiguously.
     fn advance(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.stream_version != self.stream_version + 1 {
-            return Err(bad(
-                event,
-                format!(
-                    "version {} follows {}",
-                    event.stream_version, self.stream_version
-                ),
-            ));
-        }
+        ensure_follows(event, self.stream_version)?;
         self.stream_version = event.stream_version;
         self.last_position = event.global_position;
         self.updated_at = event.recorded_at;
