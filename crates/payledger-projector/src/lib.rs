@@ -208,10 +208,7 @@ pub(crate) async fn create_tables(
 /// Asynchronous commit is safe here, and only here: a projection's rows and its checkpoint
 /// commit together, so a server crash loses both at once and the batch is simply projected
 /// again. Events themselves are always committed synchronously.
-pub(crate) async fn set_search_path(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> Result<(), ProjectionError> {
+async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {
     conn.execute(
         format!("SET LOCAL search_path TO {schema}, public; SET LOCAL synchronous_commit TO off")
             .as_str(),
@@ -872,12 +869,34 @@ async fn finish_build(
     Ok(())
 }
 
+/// Applies the events after `after` up to `up_to` (inclusive) to `projection`, batch by batch,
+/// inside `conn`'s transaction, where `search_path` already points at the target schema.
+/// Returns the position of the last event applied (`after` when there was none).
+pub(crate) async fn apply_log(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    after: i64,
+    up_to: i64,
+) -> Result<i64, ProjectionError> {
+    let mut position = after;
+    while position < up_to {
+        let mut events = read_all(&mut *conn, position, REBUILD_BATCH_SIZE).await?;
+        events.retain(|e| e.global_position <= up_to);
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            break;
+        };
+        projection.apply(&mut *conn, &events).await?;
+        position = last;
+    }
+    Ok(position)
+}
+
 /// Catches the build up to the head and replaces the live tables, in one transaction.
 async fn swap_in(
     pool: &PgPool,
     projection: &dyn Projection,
     build_schema: &str,
-    mut position: i64,
+    position: i64,
 ) -> Result<i64, ProjectionError> {
     let mut tx = pool.begin().await?;
     // Tables first: waits for a live batch in flight to commit (it writes tables, then the
@@ -900,13 +919,7 @@ async fn swap_in(
         .fetch_one(&mut *tx)
         .await?;
     set_search_path(&mut tx, build_schema).await?;
-    loop {
-        let events = read_all(&mut *tx, position, REBUILD_BATCH_SIZE).await?;
-        let Some(last) = events.last() else { break };
-        let last_position = last.global_position;
-        projection.apply(&mut tx, &events).await?;
-        position = last_position;
-    }
+    let position = apply_log(&mut tx, projection, position, i64::MAX).await?;
     for table in projection.tables() {
         tx.execute(format!("DROP TABLE {LIVE_SCHEMA}.{table} CASCADE").as_str())
             .await?;

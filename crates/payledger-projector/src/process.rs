@@ -290,15 +290,18 @@ async fn follow(
             Some(wakeup) => wakeup.tail().read_after(&mut conn, position, limit).await?,
             None => crate::EventBatch::from(read_all(&mut conn, position, limit).await?),
         };
-        at_head = (events.len() as i64) < limit;
-        if events.is_empty() {
+        let Some(last) = events.last().map(|e| e.global_position) else {
             if woken.is_none() {
                 return Ok(CatchUp::Reached(position));
             }
+            at_head = true;
             continue;
-        }
+        };
         let outcome = handle_batch(&mut conn, process, position, &events).await?;
         position = outcome.committed_to;
+        // At the head only if the read was short and the whole of it was handled (an event given
+        // up on ends a batch early).
+        at_head = (events.len() as i64) < limit && position == last;
         positions.send_replace(position);
         if let Some(error) = outcome.retry {
             // What came before the failing event is committed; the event itself is tried again.

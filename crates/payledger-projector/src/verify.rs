@@ -8,13 +8,9 @@
 //! going meanwhile; the transaction's snapshot holds the live tables and their checkpoint as
 //! they were committed together.
 
-use crate::{create_tables, set_search_path, Projection, ProjectionError, LIVE_SCHEMA};
-use payledger_store::read_all;
+use crate::{apply_log, create_tables, Projection, ProjectionError, LIVE_SCHEMA};
 use serde::Serialize;
 use sqlx::{Connection, Executor, PgPool};
-
-/// Events applied per step while building the scratch copy.
-const VERIFY_BATCH_SIZE: i64 = 5_000;
 
 /// How one table of a read model compares with its rebuild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,18 +60,9 @@ pub async fn verify(
     let scratch = format!("rm_verify_{}", projection.name());
     tx.execute(format!("DROP SCHEMA IF EXISTS {scratch} CASCADE").as_str())
         .await?;
+    // Leaves `search_path` on the scratch schema for the rest of the transaction.
     create_tables(&mut tx, &scratch, projection).await?;
-    let mut applied_to = 0i64;
-    while applied_to < position {
-        let mut events = read_all(&mut *tx, applied_to, VERIFY_BATCH_SIZE).await?;
-        events.retain(|e| e.global_position <= position);
-        let Some(last) = events.last().map(|e| e.global_position) else {
-            break;
-        };
-        set_search_path(&mut tx, &scratch).await?;
-        projection.apply(&mut tx, &events).await?;
-        applied_to = last;
-    }
+    apply_log(&mut tx, projection, 0, position).await?;
     let mut differences = Vec::new();
     for table in projection.tables() {
         let (missing_rows, unexpected_rows): (i64, i64) = sqlx::query_as(&format!(
