@@ -144,29 +144,23 @@ impl TestApp {
 
     /// POST as the holder of `key`.
     pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(body)
-            .send()
+        self.send_as(key, self.client.post(self.url(path)).json(body))
             .await
-            .expect("send the request")
     }
 
     /// DELETE as the holder of `key`.
     pub async fn delete_as(&self, key: &str, path: &str) -> reqwest::Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("send the request")
+        self.send_as(key, self.client.delete(self.url(path))).await
     }
 
     /// GET as the holder of `key`.
     pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
+        self.send_as(key, self.client.get(self.url(path))).await
+    }
+
+    /// Sends `request` with `key` as its bearer token.
+    async fn send_as(&self, key: &str, request: reqwest::RequestBuilder) -> reqwest::Response {
+        request
             .bearer_auth(key)
             .send()
             .await

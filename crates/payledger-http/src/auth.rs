@@ -303,16 +303,6 @@ impl AccessControl {
         }
     }
 
-    /// The actor who placed `order_id` (from its first event), `None` if it does not exist.
-    pub async fn order_owner(
-        &self,
-        state: &AppState,
-        order_id: &OrderId,
-    ) -> Result<Option<String>, ApiError> {
-        self.stream_owner(state, &payledger_domain::order::stream_id(order_id))
-            .await
-    }
-
     /// The actor of a stream's first event: who created the order or the customer. `None` while
     /// the stream does not exist.
     async fn stream_owner(
@@ -348,51 +338,57 @@ pub fn principal(request: &HttpRequest) -> Option<Principal> {
     request.extensions().get::<Principal>().cloned()
 }
 
-/// Whether this request may see `order_id`: clients only their own orders, other roles all.
-/// Answers 404 for another client's order, as if it did not exist.
+/// The calling client, when the request is made with a client key: the one role limited to
+/// what it created.
+pub fn calling_client(request: &HttpRequest) -> Option<Principal> {
+    principal(request).filter(|p| p.role == Role::Client)
+}
+
+/// Refuses a client whose actor did not create `stream_id` (its first event's actor) with
+/// `not_found`, as if the thing did not exist. A stream nobody created yet is free to claim;
+/// other roles are not limited.
+async fn check_client_created(
+    state: &AppState,
+    request: &HttpRequest,
+    stream_id: &str,
+    not_found: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    let Some(client) = calling_client(request) else {
+        return Ok(());
+    };
+    match state.access.stream_owner(state, stream_id).await? {
+        Some(owner) if owner != client.actor() => Err(not_found()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether this request may see `order_id`: clients only the orders they placed, other roles
+/// all. Answers 404 for another client's order, as if it did not exist.
 pub async fn check_order_access(
     state: &AppState,
     request: &HttpRequest,
     order_id: &OrderId,
 ) -> Result<(), ApiError> {
-    let Some(principal) = principal(request) else {
-        return Ok(());
-    };
-    if principal.role != Role::Client {
-        return Ok(());
-    }
-    match state.access.order_owner(state, order_id).await? {
-        Some(owner) if owner != principal.actor() => Err(ApiError::new(
-            ErrorCode::OrderNotFound,
-            "order does not exist",
-        )),
-        _ => Ok(()),
-    }
+    let stream_id = payledger_domain::order::stream_id(order_id);
+    check_client_created(state, request, &stream_id, || {
+        ApiError::new(ErrorCode::OrderNotFound, "order does not exist")
+    })
+    .await
 }
 
 /// A client acts only for the customers it created: the actor of the customer stream's first
 /// event (its first billing key) owns the customer's billing keys, subscriptions and wallet.
-/// Another client is answered as if the customer did not exist. A customer nobody created yet
-/// is free to claim; other roles are not limited.
+/// Another client is answered as if the customer did not exist.
 pub async fn check_customer_access(
     state: &AppState,
     request: &HttpRequest,
     customer_id: &CustomerId,
 ) -> Result<(), ApiError> {
-    let Some(principal) = principal(request) else {
-        return Ok(());
-    };
-    if principal.role != Role::Client {
-        return Ok(());
-    }
     let stream_id = payledger_domain::customer::stream_id(customer_id);
-    match state.access.stream_owner(state, &stream_id).await? {
-        Some(owner) if owner != principal.actor() => Err(ApiError::new(
-            ErrorCode::CustomerNotFound,
-            "customer does not exist",
-        )),
-        _ => Ok(()),
-    }
+    check_client_created(state, request, &stream_id, || {
+        ApiError::new(ErrorCode::CustomerNotFound, "customer does not exist")
+    })
+    .await
 }
 
 /// Whether a client may see this order (for filtering lists).

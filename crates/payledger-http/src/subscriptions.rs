@@ -437,9 +437,7 @@ async fn check_subscription_access(
     request: &HttpRequest,
     subscription_id: &SubscriptionId,
 ) -> Result<(), ApiError> {
-    let is_client = crate::auth::principal(request)
-        .is_some_and(|p| p.role == payledger_app::api_keys::Role::Client);
-    if !is_client {
+    if crate::auth::calling_client(request).is_none() {
         return Ok(());
     }
     let snapshot = services(request)?
