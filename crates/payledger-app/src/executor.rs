@@ -63,6 +63,14 @@ impl<A: Clone> AggregateCache<A> {
         self.entries.lock().ok()?.get(stream_id).cloned()
     }
 
+    /// The state this process last saw of a stream, without reading the store; `None` when it
+    /// holds none. It may be behind the store (another process may have appended since), so
+    /// only facts that never change once recorded — who placed an order, for whom, whether it
+    /// books a slot — may be taken from it without [`Executor::load`].
+    pub fn peek(&self, stream_id: &str) -> Option<(i64, A)> {
+        self.get(stream_id)
+    }
+
     fn put(&self, stream_id: &str, version: i64, state: A) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
@@ -137,17 +145,6 @@ impl Executor {
     {
         let (version, state) = cache.get(stream_id).unwrap_or((0, A::default()));
         self.catch_up(cache, stream_id, version, state).await
-    }
-
-    /// The state this process last saw of a stream, without reading the store; `None` when it
-    /// holds none. It may be behind the store (another process may have appended since), so
-    /// only facts that never change once recorded — who placed an order, for whom, whether it
-    /// books a slot — may be taken from it without [`Executor::load`].
-    pub fn peek<A>(&self, cache: &AggregateCache<A>, stream_id: &str) -> Option<(i64, A)>
-    where
-        A: Aggregate + Clone,
-    {
-        cache.get(stream_id)
     }
 
     /// Applies whatever the store has after `version` to `state`.

@@ -100,6 +100,15 @@ impl SalesSwitches {
     }
 
     /// Refuses a new sale for `payee_id` while a switch stops it.
+    /// Refuses any new charge while the "all payments" switch is on (billing-key charges,
+    /// which belong to no payee).
+    pub async fn check_payments(&self) -> Result<(), PaymentError> {
+        self.current()
+            .await?
+            .check_payments()
+            .map_err(PaymentError::SalesSuspended)
+    }
+
     pub async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
         self.current()
             .await?

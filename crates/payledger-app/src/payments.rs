@@ -235,11 +235,9 @@ impl Payments {
 
     /// The order as the command side knows it; `None` when it does not exist.
     /// The order as this process last saw it, without reading the store (see
-    /// [`Executor::peek`]: only for facts that never change once recorded).
+    /// [`AggregateCache::peek`]: only for facts that never change once recorded).
     pub fn peek_order(&self, order_id: &OrderId) -> Option<OrderSnapshot> {
-        let (version, state) = self
-            .executor
-            .peek(&self.orders, &order::stream_id(order_id))?;
+        let (version, state) = self.orders.peek(&order::stream_id(order_id))?;
         Some(OrderSnapshot {
             state,
             version,

@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
 use crate::operations::SalesSwitches;
+use crate::payments::PaymentError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{
@@ -30,6 +31,7 @@ use payledger_domain::customer::{
 };
 use payledger_domain::ids::{CustomerId, OrderId, PaymentKey};
 use payledger_domain::money::Money;
+use payledger_domain::operations::SalesBlock;
 use payledger_domain::order::{self, Order, OutcomeSource};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_domain::subscription::{
@@ -281,14 +283,12 @@ impl Subscriptions {
         let Some(switches) = &self.switches else {
             return Ok(());
         };
-        let current = switches
-            .current()
-            .await
-            .map_err(|e| BillingError::Unavailable(e.to_string()))?;
-        match &current.payments_suspended {
-            Some(suspension) => Err(BillingError::PaymentsSuspended(suspension.reason.clone())),
-            None => Ok(()),
-        }
+        switches.check_payments().await.map_err(|e| match e {
+            PaymentError::SalesSuspended(SalesBlock::AllPayments { reason }) => {
+                BillingError::PaymentsSuspended(reason)
+            }
+            other => BillingError::Unavailable(other.to_string()),
+        })
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

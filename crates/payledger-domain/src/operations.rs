@@ -135,12 +135,18 @@ pub struct KillSwitches {
 
 impl KillSwitches {
     /// Whether a new order or payment for `payee_id` may go ahead; the global switch wins.
-    pub fn check_sale(&self, payee_id: &PayeeId) -> Result<(), SalesBlock> {
-        if let Some(suspension) = &self.payments_suspended {
-            return Err(SalesBlock::AllPayments {
+    /// Refuses any new charge while the "all payments" switch is on.
+    pub fn check_payments(&self) -> Result<(), SalesBlock> {
+        match &self.payments_suspended {
+            Some(suspension) => Err(SalesBlock::AllPayments {
                 reason: suspension.reason.clone(),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    pub fn check_sale(&self, payee_id: &PayeeId) -> Result<(), SalesBlock> {
+        self.check_payments()?;
         if let Some(suspension) = self.suspended_payees.get(payee_id) {
             return Err(SalesBlock::Payee {
                 payee_id: payee_id.clone(),

@@ -259,10 +259,10 @@ pub fn build(
     executor: Arc<Executor>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
+    // The switches one-off payments obey: a flip through this process is seen by both at once.
+    switches: Arc<SalesSwitches>,
 ) -> anyhow::Result<Arc<Subscriptions>> {
     let cipher = load_cipher(data_dir, provider)?;
-    // Charges obey the same kill switches as one-off payments, read through the same stream.
-    let switches = Arc::new(SalesSwitches::new(executor.clone()));
     Ok(Arc::new(
         Subscriptions::new(
             executor,
@@ -316,16 +316,19 @@ pub async fn run_due_command(
     let gateway = TossGateway::new(config).context("failed to configure the provider")?;
     catch_up_read_models(database, pool).await?;
     let settings = BillingSettings::default().with_env()?;
+    let executor = Arc::new(Executor::new(EventStore::new(
+        pool.clone(),
+        WriterConfig::default(),
+    )));
+    let switches = Arc::new(SalesSwitches::new(executor.clone()));
     let subscriptions = build(
         &settings,
         data_dir,
         &provider,
-        Arc::new(Executor::new(EventStore::new(
-            pool.clone(),
-            WriterConfig::default(),
-        ))),
+        executor,
         Arc::new(gateway),
         Arc::new(SystemClock),
+        switches,
     )?;
     let as_of = as_of.unwrap_or_else(Utc::now);
     let index = ReadModelBillingIndex { pool: pool.clone() };

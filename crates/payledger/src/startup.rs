@@ -178,6 +178,7 @@ impl Application {
             executor.clone(),
             payments.gateway().clone(),
             clock.clone(),
+            switches.clone(),
         )?;
         let operations = Arc::new(Operations::new(executor, payments.clone(), switches, clock));
         crate::keys::bootstrap(&pool, &settings.data_dir).await?;
