@@ -1,8 +1,10 @@
 -- Read model "orders": one row per order, and every event of the order in its timeline.
 -- Run with search_path set to the target schema (live `rm`, or a rebuild schema).
 
--- `state` is the order aggregate's own state after the row's last event: the projector folds
--- events with the same rules as the command side, and the columns are derived from it.
+-- The projector folds each order's events with the same rules as the command side (the order
+-- aggregate) and derives the columns from that fold. The fold itself is not stored: the next
+-- event of a recent order continues from the projector's memory, any other from the order's
+-- stream in the log. (Stores made before 2026-11-22 kept it in a `state` jsonb column; see below.)
 CREATE TABLE IF NOT EXISTS orders (
     order_id              text        PRIMARY KEY,
     status                text        NOT NULL,
@@ -26,12 +28,24 @@ CREATE TABLE IF NOT EXISTS orders (
     stream_version        bigint      NOT NULL,
     last_position         bigint      NOT NULL,
     updated_at            timestamptz NOT NULL,
-    state                 jsonb       NOT NULL,
     CHECK (refunded_minor + refund_pending_minor <= captured_minor)
 );
 CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, placed_at DESC);
 CREATE INDEX IF NOT EXISTS orders_by_payment_key ON orders (payment_key) WHERE payment_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, placed_at);
+
+-- A table created with the `state` column loses it in place: the other columns hold the same
+-- values either way, and dropping a column only changes the catalog. Checked first so that a
+-- start on an up-to-date table takes no lock.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'orders'
+                  AND column_name = 'state') THEN
+        ALTER TABLE orders DROP COLUMN state;
+    END IF;
+END
+$$;
 
 -- The event's payload is not copied here: the timeline API reads it from the log by position,
 -- which keeps this table (and a rebuild of it) small.

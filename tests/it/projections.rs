@@ -76,7 +76,10 @@ enum Fault {
     HangAfterWriting,
 }
 
+/// The orders projection with a fault. It keeps one inner projection across batches, so the
+/// batch replayed after a fault meets recent orders its failed attempt already folded further.
 struct FaultyOrders {
+    inner: OrdersProjection,
     batches: AtomicU32,
     fault_on_batch: u32,
     fault: Fault,
@@ -85,20 +88,20 @@ struct FaultyOrders {
 #[async_trait]
 impl Projection for FaultyOrders {
     fn name(&self) -> &'static str {
-        OrdersProjection.name()
+        self.inner.name()
     }
     fn schema_sql(&self) -> &'static str {
-        OrdersProjection.schema_sql()
+        self.inner.schema_sql()
     }
     fn tables(&self) -> &'static [&'static str] {
-        OrdersProjection.tables()
+        self.inner.tables()
     }
     async fn apply(
         &self,
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        OrdersProjection.apply(conn, events).await?;
+        self.inner.apply(conn, events).await?;
         if self.batches.fetch_add(1, Ordering::SeqCst) == self.fault_on_batch {
             match self.fault {
                 Fault::ErrorAfterWriting => {
@@ -168,7 +171,7 @@ async fn snapshot(pool: &PgPool) -> (Vec<String>, Vec<String>) {
 async fn assert_equals_a_rebuild(db: &TestDatabase) {
     let live = snapshot(&db.app_pool).await;
     assert!(!live.0.is_empty());
-    payledger_projector::rebuild(&db.app_pool, &OrdersProjection, &|_, _| {})
+    payledger_projector::rebuild(&db.app_pool, &OrdersProjection::default(), &|_, _| {})
         .await
         .unwrap();
     let rebuilt = snapshot(&db.app_pool).await;
@@ -186,12 +189,13 @@ async fn event_count(pool: &PgPool) -> i64 {
 async fn a_batch_that_fails_after_writing_is_rolled_back_and_replayed_once() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 30).await;
-    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
     let runner = start_runner(
         &db,
         Arc::new(FaultyOrders {
+            inner: OrdersProjection::default(),
             batches: AtomicU32::new(0),
             fault_on_batch: 3,
             fault: Fault::ErrorAfterWriting,
@@ -209,15 +213,45 @@ async fn a_batch_that_fails_after_writing_is_rolled_back_and_replayed_once() {
 }
 
 #[tokio::test]
+async fn a_live_orders_table_from_before_loses_its_state_column_in_place() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 6).await;
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
+        .await
+        .unwrap();
+    // Tables made before the fold left the row had it as a required jsonb column.
+    sqlx::query("ALTER TABLE rm.orders ADD COLUMN state jsonb NOT NULL")
+        .execute(&db.app_pool)
+        .await
+        .unwrap();
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
+        .await
+        .unwrap();
+    let has_state: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM information_schema.columns \
+         WHERE table_schema = 'rm' AND table_name = 'orders' AND column_name = 'state')",
+    )
+    .fetch_one(&db.app_pool)
+    .await
+    .unwrap();
+    assert!(!has_state, "the start left the old state column in place");
+    let runner = start_runner(&db, Arc::new(OrdersProjection::default()));
+    wait_until_caught_up(&db.app_pool).await;
+    runner.abort();
+    assert_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
 async fn a_runner_killed_mid_batch_leaves_nothing_half_applied() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 30).await;
-    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
     let doomed = start_runner(
         &db,
         Arc::new(FaultyOrders {
+            inner: OrdersProjection::default(),
             batches: AtomicU32::new(0),
             fault_on_batch: 4,
             fault: Fault::HangAfterWriting,
@@ -242,7 +276,7 @@ async fn a_runner_killed_mid_batch_leaves_nothing_half_applied() {
     doomed.abort();
     let _ = doomed.await;
 
-    let replacement = start_runner(&db, Arc::new(OrdersProjection));
+    let replacement = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
     replacement.abort();
     let timeline_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.order_timeline")
@@ -257,12 +291,12 @@ async fn a_runner_killed_mid_batch_leaves_nothing_half_applied() {
 async fn only_one_runner_per_projection_is_active_and_another_takes_over() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 10).await;
-    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
-    let first = start_runner(&db, Arc::new(OrdersProjection));
+    let first = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
-    let second = start_runner(&db, Arc::new(OrdersProjection));
+    let second = start_runner(&db, Arc::new(OrdersProjection::default()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let holders: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
@@ -321,15 +355,16 @@ async fn fill_more(db: &TestDatabase) -> payledger_sandbox::RunningSandbox {
 async fn a_rebuild_while_the_live_runner_serves_ends_with_the_same_rows() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 25).await;
-    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
-    let runner = start_runner(&db, Arc::new(OrdersProjection));
+    let runner = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
     let before = snapshot(&db.app_pool).await;
-    let position = payledger_projector::rebuild(&db.app_pool, &OrdersProjection, &|_, _| {})
-        .await
-        .unwrap();
+    let position =
+        payledger_projector::rebuild(&db.app_pool, &OrdersProjection::default(), &|_, _| {})
+            .await
+            .unwrap();
     assert_eq!(position, event_count(&db.app_pool).await);
     // New events after the swap are projected by the live runner into the new tables.
     let _more = fill_more(&db).await;
@@ -344,14 +379,14 @@ async fn a_rebuild_while_the_live_runner_serves_ends_with_the_same_rows() {
 async fn verify_finds_a_live_read_model_equal_to_its_rebuild_and_names_a_tampered_table() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 20).await;
-    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection)
+    payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
-    let runner = start_runner(&db, Arc::new(OrdersProjection));
+    let runner = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
 
     // Verified while the live runner is still running.
-    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection)
+    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
     assert!(report.matches(), "{report:?}");
@@ -366,7 +401,7 @@ async fn verify_finds_a_live_read_model_equal_to_its_rebuild_and_names_a_tampere
     .execute(&db.owner_pool)
     .await
     .unwrap();
-    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection)
+    let report = payledger_projector::verify(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
     assert!(!report.matches(), "a tampered row went unnoticed");
@@ -408,12 +443,12 @@ async fn a_bulk_rebuild_that_flushes_many_times_gives_the_live_rows() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 30).await;
     let journal = JournalProjection;
-    for projection in [&OrdersProjection as &dyn Projection, &journal] {
+    for projection in [&OrdersProjection::default() as &dyn Projection, &journal] {
         payledger_projector::ensure_live(&db.app_pool, projection)
             .await
             .unwrap();
     }
-    let orders_runner = start_runner(&db, Arc::new(OrdersProjection));
+    let orders_runner = start_runner(&db, Arc::new(OrdersProjection::default()));
     let journal_runner = start_runner(&db, Arc::new(JournalProjection));
     wait_until_caught_up(&db.app_pool).await;
     wait_until_projected(&db.app_pool, "journal").await;
@@ -432,7 +467,7 @@ async fn a_bulk_rebuild_that_flushes_many_times_gives_the_live_rows() {
     };
     let position = payledger_projector::rebuild_with(
         &db.app_pool,
-        &[&OrdersProjection, &journal],
+        &[&OrdersProjection::default(), &journal],
         &config,
         &|_, _| {},
     )

@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// rebuild NAME` looks them up here.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(orders::OrdersProjection),
+        Arc::new(orders::OrdersProjection::default()),
         Arc::new(subscriptions::SubscriptionsProjection),
         Arc::new(claims::ClaimsProjection),
         Arc::new(settlements::SettlementsProjection),

@@ -1,6 +1,6 @@
 //! Read model "orders": the order row and the per-order timeline.
 
-use crate::fold::{bad, distinct_ids, ensure_follows};
+use crate::fold::{bad, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -12,10 +12,14 @@ use payledger_projector::{BulkBuild, Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 pub const ORDER_STREAM_PREFIX: &str = "order-";
 
-pub struct OrdersProjection;
+#[derive(Default)]
+pub struct OrdersProjection {
+    recent: Mutex<RecentOrders>,
+}
 
 /// An order as support and API clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,21 +105,152 @@ impl Projection for OrdersProjection {
             timeline.insert(conn).await?;
             return Ok(());
         }
-        let ids = distinct_ids(relevant.iter().filter_map(|e| order_id_of(&e.stream_id)));
-        let mut folding = load(conn, &ids).await?;
+        let continued = continued_orders(relevant.iter().copied(), |_| false);
+        let mut folding = self.take_recent(&continued);
+        let missed: Vec<Continued> = continued
+            .into_iter()
+            .filter(|c| !folding.contains_key(&c.order_id))
+            .collect();
+        folding.extend(fold_from_log(conn, &missed).await?);
         for event in relevant {
             let order_id = order_id_of(&event.stream_id).unwrap_or_default();
             let summary = fold_event(&mut folding, order_id, event)?;
             timeline.push(order_id, event, summary);
         }
-        save(conn, folding).await?;
+        save(conn, &folding).await?;
         timeline.insert(conn).await?;
+        self.keep_recent(folding);
         Ok(())
     }
 
     fn bulk_builder(&self) -> Option<Box<dyn BulkBuild>> {
         Some(Box::new(OrdersBulk::new()))
     }
+}
+
+impl OrdersProjection {
+    /// The recent orders `continued` picks up from, at the versions it needs; the others are
+    /// left out (and dropped from the cache: an entry at another version is of no use).
+    fn take_recent(&self, continued: &[Continued]) -> HashMap<String, Folding> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        continued
+            .iter()
+            .filter_map(|c| {
+                let row = recent.take(&c.order_id, c.first_version - 1)?;
+                Some((c.order_id.clone(), row))
+            })
+            .collect()
+    }
+
+    fn keep_recent(&self, folding: HashMap<String, Folding>) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        for (order_id, row) in folding {
+            recent.keep(order_id, row);
+        }
+    }
+}
+
+/// Orders folded lately, so that the next events of an order (placed, then confirmed a few
+/// milliseconds later) fold without reading anything back.
+///
+/// An entry is what the order stream's first `stream_version` events fold to: a fact of the
+/// immutable log, true for the live tables, a rebuild and a verify alike. A batch that rolls
+/// back after its rows were kept leaves entries ahead of the stored rows; the retry asks for the
+/// version before its first event, misses, and folds from the log. Bounded by two generations
+/// of [`RECENT_ORDERS_PER_GENERATION`]: when the newer fills up, the older is dropped.
+#[derive(Default)]
+struct RecentOrders {
+    newer: HashMap<String, Folding>,
+    older: HashMap<String, Folding>,
+}
+
+/// About 10 MiB per generation (a folded order is a few hundred bytes); a generation lasts
+/// several seconds at the benchmark's peak, far longer than an order takes to be confirmed.
+const RECENT_ORDERS_PER_GENERATION: usize = 16_384;
+
+impl RecentOrders {
+    fn take(&mut self, order_id: &str, stream_version: i64) -> Option<Folding> {
+        let newer = self.newer.remove(order_id);
+        let older = self.older.remove(order_id);
+        newer
+            .or(older)
+            .filter(|row| row.stream_version == stream_version)
+    }
+
+    fn keep(&mut self, order_id: String, row: Folding) {
+        if self.newer.len() >= RECENT_ORDERS_PER_GENERATION {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(order_id, row);
+    }
+}
+
+/// An order stream a batch continues: its first event in the batch is not the stream's first.
+struct Continued {
+    order_id: String,
+    first_version: i64,
+    /// Where that event is, to name in an error.
+    position: i64,
+}
+
+/// The orders whose first event among `events` has a version after 1, each once, except those
+/// `skip` says are already folded.
+fn continued_orders<'a>(
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
+    skip: impl Fn(&str) -> bool,
+) -> Vec<Continued> {
+    let mut met = HashSet::new();
+    let mut continued = Vec::new();
+    for event in events {
+        let Some(order_id) = order_id_of(&event.stream_id) else {
+            continue;
+        };
+        // Only a stream's first event in the batch tells whether it started earlier.
+        if met.insert(order_id) && event.stream_version > 1 && !skip(order_id) {
+            continued.push(Continued {
+                order_id: order_id.to_string(),
+                first_version: event.stream_version,
+                position: event.global_position,
+            });
+        }
+    }
+    continued
+}
+
+/// Folds the events of each `continued` order that come before its batch, read from the log:
+/// the same fold a reader that saw them all would have made.
+async fn fold_from_log(
+    conn: &mut PgConnection,
+    continued: &[Continued],
+) -> Result<HashMap<String, Folding>, ProjectionError> {
+    let prefixes: Vec<(String, i64)> = continued
+        .iter()
+        .map(|c| {
+            (
+                format!("{ORDER_STREAM_PREFIX}{}", c.order_id),
+                c.first_version,
+            )
+        })
+        .collect();
+    let events = payledger_store::read_stream_prefixes(&mut *conn, &prefixes).await?;
+    let mut folding = HashMap::with_capacity(continued.len());
+    for event in &events {
+        let order_id = order_id_of(&event.stream_id).unwrap_or_default();
+        fold_event(&mut folding, order_id, event)?;
+    }
+    for c in continued {
+        let folded = folding.get(&c.order_id).map_or(0, |row| row.stream_version);
+        if folded != c.first_version - 1 {
+            return Err(ProjectionError::BadEvent {
+                position: c.position,
+                reason: format!(
+                    "order {} continues at version {} but the log holds {folded} events before it",
+                    c.order_id, c.first_version
+                ),
+            });
+        }
+    }
+    Ok(folding)
 }
 
 /// Folds one order event into its row (created by the stream's first event) and returns the
@@ -190,7 +325,7 @@ impl BulkBuild for OrdersBulk {
         let (old, new): (HashMap<_, _>, HashMap<_, _>) = folding
             .into_iter()
             .partition(|(order_id, _)| stored.contains(order_id));
-        save(conn, old).await?;
+        save(conn, &old).await?;
         let mut orders = CopyRows::new(ORDER_COLUMN_COUNT);
         for (order_id, row) in &new {
             if let Some(columns) = OrderRow::of(order_id, row) {
@@ -198,7 +333,7 @@ impl BulkBuild for OrdersBulk {
             }
         }
         orders
-            .copy_into(conn, &format!("orders ({ORDER_COLUMNS}, state)"))
+            .copy_into(conn, &format!("orders ({ORDER_COLUMNS})"))
             .await?;
         std::mem::replace(&mut self.timeline, CopyRows::new(TIMELINE_COLUMN_COUNT))
             .copy_into(conn, &format!("order_timeline ({TIMELINE_COLUMNS})"))
@@ -216,31 +351,18 @@ impl OrdersBulk {
         }
     }
 
-    /// Reads back the rows of orders that an earlier flush wrote and that `events` continue: a
-    /// stream met for the first time at a version after 1 started before that flush.
+    /// Folds again, from the log, the orders that an earlier flush wrote and that `events`
+    /// continue: a stream met for the first time at a version after 1 started before that flush.
     async fn read_back_flushed(
         &mut self,
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut met = HashSet::new();
-        let mut ids = Vec::new();
-        for event in events {
-            let Some(order_id) = order_id_of(&event.stream_id) else {
-                continue;
-            };
-            // Only a stream's first event in the batch tells whether it started earlier.
-            if met.insert(order_id)
-                && event.stream_version > 1
-                && !self.folding.contains_key(order_id)
-            {
-                ids.push(order_id.to_string());
-            }
-        }
-        if ids.is_empty() {
+        let continued = continued_orders(events, |order_id| self.folding.contains_key(order_id));
+        if continued.is_empty() {
             return Ok(());
         }
-        let loaded = load(conn, &ids).await?;
+        let loaded = fold_from_log(conn, &continued).await?;
         self.stored.extend(loaded.keys().cloned());
         self.folding.extend(loaded);
         Ok(())
@@ -265,40 +387,6 @@ fn push_webhook_rows(
         }
     }
     Ok(())
-}
-
-/// The stored rows of `ids` (distinct), to fold further events into.
-async fn load(
-    conn: &mut PgConnection,
-    ids: &[String],
-) -> Result<HashMap<String, Folding>, ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT order_id, state, stream_version, last_position, updated_at, amount_mismatch_count \
-         FROM orders WHERE order_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut folding = HashMap::with_capacity(ids.len());
-    for row in rows {
-        let state: serde_json::Value = row.try_get("state")?;
-        let order: Order =
-            serde_json::from_value(state).map_err(|e| ProjectionError::BadEvent {
-                position: row.try_get("last_position").unwrap_or_default(),
-                reason: format!("stored order state does not decode: {e}"),
-            })?;
-        folding.insert(
-            row.try_get("order_id")?,
-            Folding {
-                order,
-                stream_version: row.try_get("stream_version")?,
-                last_position: row.try_get("last_position")?,
-                updated_at: row.try_get("updated_at")?,
-                amount_mismatch_count: row.try_get("amount_mismatch_count")?,
-            },
-        );
-    }
-    Ok(folding)
 }
 
 fn status_name(status: OrderStatus) -> String {
@@ -348,7 +436,7 @@ impl<'a> OrderRow<'a> {
         })
     }
 
-    /// The fields in [`ORDER_COLUMNS`] order, then `state`.
+    /// The fields in [`ORDER_COLUMNS`] order.
     fn copy(&self, rows: &mut CopyRows) -> Result<(), ProjectionError> {
         let order = &self.row.order;
         rows.row();
@@ -373,21 +461,20 @@ impl<'a> OrderRow<'a> {
         rows.field(&order.fulfilled_at)?;
         rows.field(&self.row.stream_version)?;
         rows.field(&self.row.last_position)?;
-        rows.field(&self.row.updated_at)?;
-        rows.jsonb(order)
+        rows.field(&self.row.updated_at)
     }
 }
 
-/// Fields [`OrderRow::copy`] writes per row: the columns in [`ORDER_COLUMNS`], then `state`.
-const ORDER_COLUMN_COUNT: i16 = 23;
+/// Fields [`OrderRow::copy`] writes per row: the columns in [`ORDER_COLUMNS`].
+const ORDER_COLUMN_COUNT: i16 = 22;
 
 /// Writes every folded row with one multi-row upsert.
 async fn save(
     conn: &mut PgConnection,
-    folding: HashMap<String, Folding>,
+    folding: &HashMap<String, Folding>,
 ) -> Result<(), ProjectionError> {
     let mut c = Columns::default();
-    for (order_id, row) in &folding {
+    for (order_id, row) in folding {
         let Some(r) = OrderRow::of(order_id, row) else {
             continue;
         };
@@ -415,12 +502,6 @@ async fn save(
         c.stream_version.push(row.stream_version);
         c.last_position.push(row.last_position);
         c.updated_at.push(row.updated_at);
-        c.state.push(
-            serde_json::to_value(order).map_err(|e| ProjectionError::BadEvent {
-                position: row.last_position,
-                reason: format!("order state does not serialise: {e}"),
-            })?,
-        );
     }
     if c.order_id.is_empty() {
         return Ok(());
@@ -429,18 +510,18 @@ async fn save(
         "INSERT INTO orders (order_id, status, amount_minor, currency, customer_id, payee_id, order_name, \
             provider, payment_key, captured_minor, refunded_minor, refund_pending_minor, refundable_minor, \
             last_failure_code, amount_mismatch_count, service_starts_at, placed_at, paid_at, fulfilled_at, \
-            stream_version, last_position, updated_at, state) \
+            stream_version, last_position, updated_at) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
             $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], \
             $14::text[], $15::int[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], \
-            $19::timestamptz[], $20::bigint[], $21::bigint[], $22::timestamptz[], $23::jsonb[]) \
+            $19::timestamptz[], $20::bigint[], $21::bigint[], $22::timestamptz[]) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, payment_key = EXCLUDED.payment_key, \
             captured_minor = EXCLUDED.captured_minor, refunded_minor = EXCLUDED.refunded_minor, \
             refund_pending_minor = EXCLUDED.refund_pending_minor, refundable_minor = EXCLUDED.refundable_minor, \
             last_failure_code = EXCLUDED.last_failure_code, amount_mismatch_count = EXCLUDED.amount_mismatch_count, \
             paid_at = EXCLUDED.paid_at, fulfilled_at = EXCLUDED.fulfilled_at, \
             stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position, \
-            updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
+            updated_at = EXCLUDED.updated_at",
     )
     .bind(&c.order_id)
     .bind(&c.status)
@@ -464,7 +545,6 @@ async fn save(
     .bind(&c.stream_version)
     .bind(&c.last_position)
     .bind(&c.updated_at)
-    .bind(&c.state)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -494,7 +574,6 @@ struct Columns {
     stream_version: Vec<i64>,
     last_position: Vec<i64>,
     updated_at: Vec<DateTime<Utc>>,
-    state: Vec<serde_json::Value>,
 }
 
 /// Timeline rows of a batch, written with one multi-row insert.
@@ -732,4 +811,48 @@ pub async fn timeline(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded_to(stream_version: i64) -> Folding {
+        Folding {
+            order: Order::default(),
+            stream_version,
+            last_position: stream_version,
+            updated_at: Utc::now(),
+            amount_mismatch_count: 0,
+        }
+    }
+
+    #[test]
+    fn a_recent_order_is_taken_only_at_the_version_asked_for() {
+        let mut recent = RecentOrders::default();
+        recent.keep("o1".into(), folded_to(3));
+        assert!(recent.take("o1", 2).is_none());
+        // A miss drops the entry: it was ahead of (or behind) what the reader needs.
+        recent.keep("o1".into(), folded_to(3));
+        assert!(recent.take("o1", 4).is_none());
+        assert!(recent.take("o1", 3).is_none());
+        recent.keep("o1".into(), folded_to(3));
+        assert_eq!(recent.take("o1", 3).map(|row| row.stream_version), Some(3));
+        assert!(recent.take("o1", 3).is_none(), "taking removes the entry");
+    }
+
+    #[test]
+    fn recent_orders_hold_at_most_two_generations() {
+        let mut recent = RecentOrders::default();
+        let total = 2 * RECENT_ORDERS_PER_GENERATION + 10;
+        for n in 0..total {
+            recent.keep(format!("o{n}"), folded_to(1));
+        }
+        assert!(recent.newer.len() + recent.older.len() <= 2 * RECENT_ORDERS_PER_GENERATION);
+        assert!(recent.take("o0", 1).is_none(), "the oldest were dropped");
+        assert!(recent.take(&format!("o{}", total - 1), 1).is_some());
+        assert!(recent
+            .take(&format!("o{}", total - RECENT_ORDERS_PER_GENERATION - 5), 1)
+            .is_some());
+    }
 }

@@ -301,6 +301,35 @@ pub async fn head_position<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i6
     Ok(position)
 }
 
+/// The first events of several streams on any executor: for each `(stream_id, before_version)`,
+/// the stream's events with `stream_version < before_version`, grouped by stream and oldest
+/// first within each. A reader that meets a stream mid-way folds what it missed from this.
+///
+/// Unbounded by design, like [`EventStore::read_whole_stream`]: a fold needs all of a prefix.
+/// Callers pass streams whose prefixes are short (one order is a handful of events).
+pub async fn read_stream_prefixes<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    prefixes: &[(String, i64)],
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    if prefixes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (streams, before_versions): (Vec<&str>, Vec<i64>) = prefixes
+        .iter()
+        .map(|(stream_id, before)| (stream_id.as_str(), *before))
+        .unzip();
+    let rows = sqlx::query(&format!(
+        "SELECT {QUALIFIED_COLUMNS} FROM unnest($1::text[], $2::bigint[]) AS p(stream_id, before_version) \
+         JOIN events e ON e.stream_id = p.stream_id AND e.stream_version < p.before_version \
+         ORDER BY e.stream_id, e.stream_version"
+    ))
+    .bind(&streams)
+    .bind(&before_versions)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// The payloads of the events at `positions` (at most [`MAX_READ_LIMIT`]), by position.
 pub async fn payloads_at<'e>(
     executor: impl sqlx::PgExecutor<'e>,
@@ -330,6 +359,9 @@ pub async fn recorded_at<'e>(
 
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
     schema_version, payload, metadata, recorded_at, prev_hash, hash";
+/// [`COLUMNS`] of an `events` table aliased `e`, for reads that join it.
+const QUALIFIED_COLUMNS: &str = "e.global_position, e.stream_id, e.stream_version, e.event_id, \
+    e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at, e.prev_hash, e.hash";
 
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
     let position: i64 = row.try_get("global_position")?;

@@ -141,7 +141,7 @@ impl Harness {
         let mut positions = Vec::new();
         let mut runners = Vec::new();
         let projections: Vec<Arc<dyn Projection>> = vec![
-            Arc::new(payledger_read_models::orders::OrdersProjection),
+            Arc::new(payledger_read_models::orders::OrdersProjection::default()),
             Arc::new(payledger_read_models::subscriptions::SubscriptionsProjection),
         ];
         for projection in projections {
