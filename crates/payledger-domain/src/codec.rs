@@ -1,9 +1,9 @@
 //! How domain events become stored events and back: the enum variant's name is the event type,
 //! its content the payload. Upcasting old schema versions happens here when one is introduced.
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, IntoDeserializer};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -42,13 +42,97 @@ pub fn encode<E: Serialize>(event: &E) -> Result<(String, Value), CodecError> {
 }
 
 /// Rebuilds the enum value from a stored `(event_type, payload)`.
+///
+/// Reads the payload in place: every projection and process manager decodes every event it
+/// follows, and copying the payload into a `{event_type: payload}` object first cost a clone of
+/// its whole tree each time.
 pub fn decode<E: DeserializeOwned>(event_type: &str, payload: &Value) -> Result<E, CodecError> {
-    let mut map = Map::with_capacity(1);
-    map.insert(event_type.to_string(), payload.clone());
-    serde_json::from_value(Value::Object(map)).map_err(|source| CodecError::Decode {
+    E::deserialize(Tagged {
+        event_type,
+        payload,
+    })
+    .map_err(|source| CodecError::Decode {
         event_type: event_type.to_string(),
         source,
     })
+}
+
+/// An externally tagged enum value given as its tag and its content, as a deserializer.
+struct Tagged<'a> {
+    event_type: &'a str,
+    payload: &'a Value,
+}
+
+impl<'de> de::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_enum<V: de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    /// Anything but an enum sees what `encode` split: a one-entry object.
+    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let entry = std::iter::once((self.event_type, self.payload));
+        visitor.visit_map(de::value::MapDeserializer::new(entry))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+        ignored_any
+    }
+}
+
+impl<'de> de::EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = Content<'de>;
+
+    fn variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, Self::Variant), Self::Error> {
+        let variant = seed.deserialize(self.event_type.into_deserializer())?;
+        Ok((variant, Content(self.payload)))
+    }
+}
+
+/// The content of the variant: a struct or tuple payload is read by the `&Value` deserializer.
+struct Content<'a>(&'a Value);
+
+impl<'de> de::VariantAccess<'de> for Content<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        de::Deserialize::deserialize(self.0)
+    }
+
+    fn newtype_variant_seed<S: de::DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<S::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        de::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: de::Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        de::Deserializer::deserialize_struct(self.0, "", fields, visitor)
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +151,38 @@ mod tests {
         let back: OrderEvent = decode(&event_type, &payload).unwrap();
         assert_eq!(back, event);
         assert!(decode::<OrderEvent>("NoSuchEvent", &payload).is_err());
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_its_type_names_the_type() {
+        let error = decode::<OrderEvent>("OrderExpired", &serde_json::json!({"at": 5}))
+            .expect_err("a number is not a time");
+        assert!(error.to_string().contains("OrderExpired"), "{error}");
+        let missing = decode::<OrderEvent>("OrderExpired", &serde_json::json!({}));
+        assert!(missing.is_err(), "a required field is missing");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    enum Shapes {
+        Unit,
+        Newtype(u32),
+        Tuple(u32, String),
+        Struct { amount_minor: i64 },
+    }
+
+    #[test]
+    fn every_variant_shape_reads_back_in_place() {
+        for value in [
+            Shapes::Newtype(7),
+            Shapes::Tuple(1, "a".into()),
+            Shapes::Struct { amount_minor: -5 },
+        ] {
+            let (event_type, payload) = encode(&value).unwrap();
+            assert_eq!(decode::<Shapes>(&event_type, &payload).unwrap(), value);
+        }
+        assert_eq!(
+            decode::<Shapes>("Unit", &Value::Null).unwrap(),
+            Shapes::Unit
+        );
     }
 }
