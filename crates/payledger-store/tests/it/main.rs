@@ -1,6 +1,7 @@
 //! The event store against a real PostgreSQL: appends, ordering, immutability, hash chains.
 
 mod append;
+mod batch;
 mod chain;
 mod immutability;
 mod ordering;
