@@ -4,7 +4,7 @@
 -- The projector folds each order's events with the same rules as the command side (the order
 -- aggregate) and derives the columns from that fold. The fold itself is not stored: the next
 -- event of a recent order continues from the projector's memory, any other from the order's
--- stream in the log. (Stores made before 2026-11-22 kept it in a `state` jsonb column; see below.)
+-- stream in the log. (Stores made before 2026-11-22 kept it in a `state` jsonb column; see the end.)
 CREATE TABLE IF NOT EXISTS orders (
     order_id              text        PRIMARY KEY,
     status                text        NOT NULL,
@@ -34,9 +34,21 @@ CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, placed_at 
 CREATE INDEX IF NOT EXISTS orders_by_payment_key ON orders (payment_key) WHERE payment_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, placed_at);
 
--- A table created with the `state` column loses it in place: the other columns hold the same
--- values either way, and dropping a column only changes the catalog. Checked first so that a
--- start on an up-to-date table takes no lock.
+-- The timeline: which events make up an order's history (its own stream's, and provider webhook
+-- deliveries that name it) and how to say each in one line. Everything else about an entry (type,
+-- time, actor, payload) is the event itself: the timeline API reads it from the log by position,
+-- which keeps this table, and a rebuild of it, small.
+CREATE TABLE IF NOT EXISTS order_timeline (
+    order_id        text        NOT NULL,
+    global_position bigint      NOT NULL,
+    summary         text        NOT NULL,
+    PRIMARY KEY (order_id, global_position)
+);
+
+-- Tables made before 2026-11-22 lose, in place, the columns that copied what the log holds: the
+-- fold of the order as jsonb, and the timeline's copies of each event's stream, version, type,
+-- time and actor. The remaining columns hold the same values either way, and dropping a column
+-- only changes the catalog. Checked first so that a start on up-to-date tables takes no lock.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM information_schema.columns
@@ -44,19 +56,11 @@ BEGIN
                   AND column_name = 'state') THEN
         ALTER TABLE orders DROP COLUMN state;
     END IF;
+    IF EXISTS (SELECT FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'order_timeline'
+                  AND column_name = 'stream_id') THEN
+        ALTER TABLE order_timeline DROP COLUMN stream_id, DROP COLUMN stream_version,
+            DROP COLUMN event_type, DROP COLUMN recorded_at, DROP COLUMN actor;
+    END IF;
 END
 $$;
-
--- The event's payload is not copied here: the timeline API reads it from the log by position,
--- which keeps this table (and a rebuild of it) small.
-CREATE TABLE IF NOT EXISTS order_timeline (
-    order_id        text        NOT NULL,
-    global_position bigint      NOT NULL,
-    stream_id       text        NOT NULL,
-    stream_version  bigint      NOT NULL,
-    event_type      text        NOT NULL,
-    recorded_at     timestamptz NOT NULL,
-    actor           text,
-    summary         text        NOT NULL,
-    PRIMARY KEY (order_id, global_position)
-);

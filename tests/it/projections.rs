@@ -213,28 +213,40 @@ async fn a_batch_that_fails_after_writing_is_rolled_back_and_replayed_once() {
 }
 
 #[tokio::test]
-async fn a_live_orders_table_from_before_loses_its_state_column_in_place() {
+async fn live_orders_tables_from_before_lose_their_copied_columns_in_place() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 6).await;
     payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
-    // Tables made before the fold left the row had it as a required jsonb column.
-    sqlx::query("ALTER TABLE rm.orders ADD COLUMN state jsonb NOT NULL")
-        .execute(&db.app_pool)
-        .await
-        .unwrap();
+    // Tables made before 2026-11-22 had the fold as a required jsonb column, and timeline
+    // rows with required copies of each event's stream, version, type and time.
+    sqlx::raw_sql(
+        "ALTER TABLE rm.orders ADD COLUMN state jsonb NOT NULL; \
+         ALTER TABLE rm.order_timeline ADD COLUMN stream_id text NOT NULL, \
+            ADD COLUMN stream_version bigint NOT NULL, ADD COLUMN event_type text NOT NULL, \
+            ADD COLUMN recorded_at timestamptz NOT NULL, ADD COLUMN actor text",
+    )
+    .execute(&db.app_pool)
+    .await
+    .unwrap();
     payledger_projector::ensure_live(&db.app_pool, &OrdersProjection::default())
         .await
         .unwrap();
-    let has_state: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT FROM information_schema.columns \
-         WHERE table_schema = 'rm' AND table_name = 'orders' AND column_name = 'state')",
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name || '.' || column_name FROM information_schema.columns \
+         WHERE table_schema = 'rm' \
+           AND ((table_name = 'orders' AND column_name = 'state') \
+             OR (table_name = 'order_timeline' AND column_name IN ('stream_id', \
+                 'stream_version', 'event_type', 'recorded_at', 'actor')))",
     )
-    .fetch_one(&db.app_pool)
+    .fetch_all(&db.app_pool)
     .await
     .unwrap();
-    assert!(!has_state, "the start left the old state column in place");
+    assert!(
+        columns.is_empty(),
+        "the start left old columns in place: {columns:?}"
+    );
     let runner = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
     runner.abort();

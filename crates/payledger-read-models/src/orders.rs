@@ -581,11 +581,6 @@ struct Columns {
 pub(crate) struct TimelineRows {
     order_id: Vec<String>,
     global_position: Vec<i64>,
-    stream_id: Vec<String>,
-    stream_version: Vec<i64>,
-    event_type: Vec<String>,
-    recorded_at: Vec<DateTime<Utc>>,
-    actor: Vec<Option<String>>,
     summary: Vec<String>,
 }
 
@@ -593,17 +588,6 @@ impl TimelineRows {
     pub(crate) fn push(&mut self, order_id: &str, event: &RecordedEvent, summary: String) {
         self.order_id.push(order_id.to_string());
         self.global_position.push(event.global_position);
-        self.stream_id.push(event.stream_id.clone());
-        self.stream_version.push(event.stream_version);
-        self.event_type.push(event.event_type.clone());
-        self.recorded_at.push(event.recorded_at);
-        self.actor.push(
-            event
-                .metadata
-                .get("actor")
-                .and_then(|a| a.as_str())
-                .map(str::to_string),
-        );
         self.summary.push(summary);
     }
 
@@ -612,18 +596,11 @@ impl TimelineRows {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO order_timeline (order_id, global_position, stream_id, stream_version, event_type, \
-                recorded_at, actor, summary) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
-                $6::timestamptz[], $7::text[], $8::text[])",
+            "INSERT INTO order_timeline (order_id, global_position, summary) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])",
         )
         .bind(&self.order_id)
         .bind(&self.global_position)
-        .bind(&self.stream_id)
-        .bind(&self.stream_version)
-        .bind(&self.event_type)
-        .bind(&self.recorded_at)
-        .bind(&self.actor)
         .bind(&self.summary)
         .execute(&mut *conn)
         .await?;
@@ -632,9 +609,8 @@ impl TimelineRows {
 }
 
 /// Columns of `order_timeline`, in the order [`copy_timeline_row`] writes them.
-const TIMELINE_COLUMNS: &str =
-    "order_id, global_position, stream_id, stream_version, event_type, recorded_at, actor, summary";
-const TIMELINE_COLUMN_COUNT: i16 = 8;
+const TIMELINE_COLUMNS: &str = "order_id, global_position, summary";
+const TIMELINE_COLUMN_COUNT: i16 = 3;
 
 /// The timeline row [`TimelineRows::push`] makes, encoded for `COPY`.
 fn copy_timeline_row(
@@ -646,11 +622,6 @@ fn copy_timeline_row(
     rows.row();
     rows.text(order_id)?;
     rows.field(&event.global_position)?;
-    rows.text(&event.stream_id)?;
-    rows.field(&event.stream_version)?;
-    rows.text(&event.event_type)?;
-    rows.field(&event.recorded_at)?;
-    rows.field(&event.metadata.get("actor").and_then(|a| a.as_str()))?;
     rows.text(summary)
 }
 
@@ -769,90 +740,49 @@ pub async fn find_orders(
     rows.iter().map(order_from_row).collect()
 }
 
+/// An order's timeline after `after_position`, oldest first: the read model says which events
+/// and how to summarise each; the log gives the events themselves.
 pub async fn timeline(
     pool: &PgPool,
     order_id: &str,
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<TimelineEntry>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT global_position, stream_id, stream_version, event_type, recorded_at, actor, summary \
-         FROM rm.order_timeline WHERE order_id = $1 AND global_position > $2 \
-         ORDER BY global_position LIMIT $3",
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT global_position, summary FROM rm.order_timeline \
+         WHERE order_id = $1 AND global_position > $2 ORDER BY global_position LIMIT $3",
     )
     .bind(order_id)
     .bind(after_position)
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let positions: Vec<i64> = rows
-        .iter()
-        .map(|row| row.try_get("global_position"))
-        .collect::<Result<_, _>>()?;
-    // Each entry's data is the event itself, read from the log.
-    let payloads = payledger_store::payloads_at(pool, &positions)
+    let positions: Vec<i64> = rows.iter().map(|(position, _)| *position).collect();
+    let mut events = payledger_store::events_at(pool, &positions)
         .await
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    rows.iter()
-        .map(|row| {
-            let global_position: i64 = row.try_get("global_position")?;
+    rows.into_iter()
+        .map(|(position, summary)| {
+            // The log is append-only: a position the read model names is always there.
+            let event = events.remove(&position).ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "the timeline names position {position}, which the log does not hold"
+                ))
+            })?;
             Ok(TimelineEntry {
-                global_position,
-                stream_id: row.try_get("stream_id")?,
-                stream_version: row.try_get("stream_version")?,
-                event_type: row.try_get("event_type")?,
-                recorded_at: row.try_get("recorded_at")?,
-                actor: row.try_get("actor")?,
-                summary: row.try_get("summary")?,
-                payload: payloads
-                    .get(&global_position)
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null),
+                global_position: position,
+                actor: event
+                    .metadata
+                    .get("actor")
+                    .and_then(|a| a.as_str())
+                    .map(str::to_string),
+                stream_id: event.stream_id,
+                stream_version: event.stream_version,
+                event_type: event.event_type,
+                recorded_at: event.recorded_at,
+                summary,
+                payload: event.payload,
             })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn folded_to(stream_version: i64) -> Folding {
-        Folding {
-            order: Order::default(),
-            stream_version,
-            last_position: stream_version,
-            updated_at: Utc::now(),
-            amount_mismatch_count: 0,
-        }
-    }
-
-    #[test]
-    fn a_recent_order_is_taken_only_at_the_version_asked_for() {
-        let mut recent = RecentOrders::default();
-        recent.keep("o1".into(), folded_to(3));
-        assert!(recent.take("o1", 2).is_none());
-        // A miss drops the entry: it was ahead of (or behind) what the reader needs.
-        recent.keep("o1".into(), folded_to(3));
-        assert!(recent.take("o1", 4).is_none());
-        assert!(recent.take("o1", 3).is_none());
-        recent.keep("o1".into(), folded_to(3));
-        assert_eq!(recent.take("o1", 3).map(|row| row.stream_version), Some(3));
-        assert!(recent.take("o1", 3).is_none(), "taking removes the entry");
-    }
-
-    #[test]
-    fn recent_orders_hold_at_most_two_generations() {
-        let mut recent = RecentOrders::default();
-        let total = 2 * RECENT_ORDERS_PER_GENERATION + 10;
-        for n in 0..total {
-            recent.keep(format!("o{n}"), folded_to(1));
-        }
-        assert!(recent.newer.len() + recent.older.len() <= 2 * RECENT_ORDERS_PER_GENERATION);
-        assert!(recent.take("o0", 1).is_none(), "the oldest were dropped");
-        assert!(recent.take(&format!("o{}", total - 1), 1).is_some());
-        assert!(recent
-            .take(&format!("o{}", total - RECENT_ORDERS_PER_GENERATION - 5), 1)
-            .is_some());
-    }
 }

@@ -330,19 +330,21 @@ pub async fn read_stream_prefixes<'e>(
     rows.iter().map(decode_row).collect()
 }
 
-/// The payloads of the events at `positions` (at most [`MAX_READ_LIMIT`]), by position.
-pub async fn payloads_at<'e>(
+/// The events at `positions` (at most [`MAX_READ_LIMIT`]), by position.
+pub async fn events_at<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     positions: &[i64],
-) -> Result<std::collections::HashMap<i64, Value>, ReadError> {
+) -> Result<std::collections::HashMap<i64, RecordedEvent>, ReadError> {
     let positions = &positions[..positions.len().min(MAX_READ_LIMIT as usize)];
-    let rows: Vec<(i64, Value)> = sqlx::query_as(
-        "SELECT global_position, payload FROM events WHERE global_position = ANY($1)",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position = ANY($1)"
+    ))
     .bind(positions)
     .fetch_all(executor)
     .await?;
-    Ok(rows.into_iter().collect())
+    rows.iter()
+        .map(|row| decode_row(row).map(|event| (event.global_position, event)))
+        .collect()
 }
 
 /// When the event at `position` was recorded (`None` when it does not exist yet).
