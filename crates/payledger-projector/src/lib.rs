@@ -755,25 +755,67 @@ async fn apply_batch(
     Ok(())
 }
 
-/// Reads the log from position 0 to the head, batch by batch, into `batches`.
+/// Reads the log from position 0 to the head it finds at the start, batch by batch, into
+/// `batches`; the swap catches up with what was appended meanwhile.
+///
+/// Positions are gapless, so the batches are known ranges and [`REBUILD_READS_IN_FLIGHT`] of
+/// them are read at once on their own connections: PostgreSQL produces the next batch while
+/// this process decodes the last one, which a single reader left waiting on each other.
 async fn read_log(
     pool: PgPool,
     batch_events: i64,
     batches: mpsc::Sender<Batch>,
 ) -> Result<(), ProjectionError> {
-    let mut position = 0i64;
+    let head = payledger_store::head_position(&pool).await?;
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut next_after = 0i64;
     loop {
-        let events = read_all(&pool, position, batch_events).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
+        while in_flight.len() < REBUILD_READS_IN_FLIGHT && next_after < head {
+            let pool = pool.clone();
+            let after = next_after;
+            let last = (after + batch_events).min(head);
+            in_flight.push_back(tokio::spawn(
+                async move { read_range(&pool, after, last).await },
+            ));
+            next_after = last;
+        }
+        let Some(read) = in_flight.pop_front() else {
             return Ok(());
         };
-        let full = events.len() as i64 == batch_events;
-        position = last;
-        if batches.send(Arc::new(events)).await.is_err() || !full {
-            // The feed stopped (its caller reports why), or this was the head.
+        let events = read
+            .await
+            .map_err(|e| ProjectionError::Task(format!("the log reader: {e}")))??;
+        if batches.send(Arc::new(events)).await.is_err() {
+            // The feed stopped: its caller reports why.
             return Ok(());
         }
     }
+}
+
+/// Reads in flight while rebuilding: one being handed over, one being produced.
+const REBUILD_READS_IN_FLIGHT: usize = 2;
+
+/// The events at positions `after + 1 ..= last`, all committed, checked to be exactly those.
+async fn read_range(
+    pool: &PgPool,
+    after: i64,
+    last: i64,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let events = read_all(pool, after, last - after).await?;
+    let contiguous = events.len() as i64 == last - after
+        && events.first().map(|e| e.global_position) == Some(after + 1)
+        && events.last().map(|e| e.global_position) == Some(last);
+    if !contiguous {
+        return Err(ProjectionError::BadEvent {
+            position: after + 1,
+            reason: format!(
+                "the log between positions {} and {last} is not contiguous: read {} events",
+                after + 1,
+                events.len()
+            ),
+        });
+    }
+    Ok(events)
 }
 
 /// Runs one bulk builder over every batch it is sent, flushing every `flush_events` events and
