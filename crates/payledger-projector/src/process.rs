@@ -76,6 +76,32 @@ pub trait ProcessManager: Send + Sync + 'static {
         state: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError>;
+
+    /// Handles `events` (those it [`wants`](ProcessManager::wants) of one batch, in log order)
+    /// with the same effect as [`handle`](ProcessManager::handle) on each in turn, which is
+    /// what the default does. A process manager whose state writes batch well overrides it to
+    /// write many events' state in one statement. On failure it names the first event not
+    /// handled: everything before it must be done, in `state`'s transaction.
+    async fn handle_many(
+        &self,
+        state: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), Unhandled> {
+        for (index, event) in events.iter().enumerate() {
+            self.handle(state, event)
+                .await
+                .map_err(|error| Unhandled { index, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// Where [`ProcessManager::handle_many`] stopped: the index of the first event it did not
+/// handle, and why.
+#[derive(Debug)]
+pub struct Unhandled {
+    pub index: usize,
+    pub error: ProcessError,
 }
 
 #[derive(Debug, Clone)]
@@ -329,29 +355,29 @@ async fn handle_batch(
     from: i64,
     events: &[RecordedEvent],
 ) -> Result<BatchOutcome, ProcessError> {
+    // Positions in `events` of the events the process wants, and those events.
+    let (at, wanted): (Vec<usize>, Vec<&RecordedEvent>) = events
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| process.wants(event))
+        .unzip();
     let mut tx = conn.begin().await?;
-    let mut failure = None;
-    for (index, event) in events.iter().enumerate() {
-        if !process.wants(event) {
-            continue;
-        }
-        if let Err(error) = process.handle(&mut tx, event).await {
-            failure = Some((index, error));
-            break;
-        }
-    }
-    let Some((failed_at, error)) = failure else {
+    let Err(Unhandled { index, error }) = process.handle_many(&mut tx, &wanted).await else {
         let done_to = events.last().map_or(from, |e| e.global_position);
         return commit_batch(tx, process, from, done_to, None).await;
+    };
+    let Some(&failed_at) = at.get(index) else {
+        // An index past the events is a bug of the override: retry the whole batch.
+        return Err(error);
     };
     // The failed handler may have left the transaction aborted: start again without it.
     tx.rollback().await?;
     let mut tx = conn.begin().await?;
-    let before = &events[..failed_at];
-    for event in before.iter().filter(|e| process.wants(e)) {
-        // It succeeded a moment ago; if it fails now, the next round starts over from `from`.
-        process.handle(&mut tx, event).await?;
+    // They succeeded a moment ago; if they fail now, the next round starts over from `from`.
+    if let Err(again) = process.handle_many(&mut tx, &wanted[..index]).await {
+        return Err(again.error);
     }
+    let before = &events[..failed_at];
     let done_before = before.last().map_or(from, |e| e.global_position);
     let failed = &events[failed_at];
     match error {
