@@ -550,26 +550,7 @@ impl SettlementProcess {
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
         match decode::<OrderEvent>(event)? {
-            OrderEvent::OrderPlaced(placed) => {
-                sqlx::query(
-                    "INSERT INTO pm_settlement_orders (order_id, payee_id, currency) \
-                     VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
-                )
-                .bind(order_id.as_str())
-                .bind(placed.payee_id.as_str())
-                .bind(placed.amount.currency().code())
-                .execute(&mut *state)
-                .await?;
-            }
-            OrderEvent::PaymentCaptured(captured) => {
-                sqlx::query(
-                    "UPDATE pm_settlement_orders SET captured_minor = $2 WHERE order_id = $1",
-                )
-                .bind(order_id.as_str())
-                .bind(captured.amount_minor)
-                .execute(&mut *state)
-                .await?;
-            }
+            // Placed and captured orders are `OrderFacts`, recorded before this is reached.
             OrderEvent::RefundCompleted(refund) => {
                 sqlx::query(
                     "UPDATE pm_settlement_orders SET refunded_minor = refunded_minor + $2 \
@@ -759,18 +740,12 @@ impl ProcessManager for SettlementProcess {
                 next += 1;
                 continue;
             }
-            let (facts, undecodable) = OrderFacts::gather(&events[next..next + run]);
-            facts
-                .write(state)
+            OrderFacts::record(state, &events[next..next + run])
                 .await
-                .map_err(|error| Unhandled { index: next, error })?;
-            if let Some((offset, error)) = undecodable {
-                // Everything before it in the run is written; the runner deals with this one.
-                return Err(Unhandled {
+                .map_err(|(offset, error)| Unhandled {
                     index: next + offset,
                     error,
-                });
-            }
+                })?;
             next += run;
         }
         Ok(())
@@ -781,7 +756,11 @@ impl ProcessManager for SettlementProcess {
         state: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
-        if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+        if OrderFacts::covers(event) {
+            OrderFacts::record(state, &[event])
+                .await
+                .map_err(|(_, error)| error)
+        } else if let Some(order_id) = event.stream_id.strip_prefix("order-") {
             let order_id = parse_id(OrderId::parse(order_id))?;
             self.on_order_event(state, &order_id, event).await
         } else if let Some(claim_id) = event.stream_id.strip_prefix("claim-") {
@@ -825,7 +804,7 @@ impl ProcessManager for SettlementProcess {
 }
 
 /// What placed and captured orders tell the settlement process, gathered from a run of such
-/// events to be written at once: the same rows `on_order_event` writes one event at a time.
+/// events and written at once (one event is a run of one).
 #[derive(Default)]
 struct OrderFacts {
     placed_order_ids: Vec<String>,
@@ -840,6 +819,20 @@ impl OrderFacts {
     fn covers(event: &RecordedEvent) -> bool {
         event.stream_id.starts_with("order-")
             && matches!(event.event_type.as_str(), "OrderPlaced" | "PaymentCaptured")
+    }
+
+    /// Records the facts of `events` (all [`OrderFacts::covers`] them). On failure, the offset
+    /// of the first event not recorded: everything before it is written.
+    async fn record(
+        state: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), (usize, ProcessError)> {
+        let (facts, undecodable) = OrderFacts::gather(events);
+        facts.write(state).await.map_err(|error| (0, error))?;
+        match undecodable {
+            Some(failed) => Err(failed),
+            None => Ok(()),
+        }
     }
 
     /// The facts of `events` up to the first that cannot be read, and that one's offset and
