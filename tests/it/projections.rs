@@ -16,7 +16,7 @@ use payledger_store::{EventStore, RecordedEvent, WriterConfig};
 use payledger_testdb::TestDatabase;
 use sqlx::{PgConnection, PgPool};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +68,12 @@ async fn fill(db: &TestDatabase, orders: usize) -> payledger_sandbox::RunningSan
     sandbox
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fault {
     /// Writes the batch, then fails before the checkpoint moves.
     ErrorAfterWriting,
+    /// Fails every batch, from `fault_on_batch` on, until the flag is cleared.
+    ErrorWhileSet(Arc<AtomicBool>),
     /// Writes the batch, then hangs until the test kills the runner.
     HangAfterWriting,
 }
@@ -102,7 +104,16 @@ impl Projection for FaultyOrders {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         self.inner.apply(conn, events).await?;
-        if self.batches.fetch_add(1, Ordering::SeqCst) == self.fault_on_batch {
+        let batch = self.batches.fetch_add(1, Ordering::SeqCst);
+        if let Fault::ErrorWhileSet(failing) = &self.fault {
+            if batch >= self.fault_on_batch && failing.load(Ordering::SeqCst) {
+                return Err(ProjectionError::BadEvent {
+                    position: events[0].global_position,
+                    reason: "simulated broken projection".into(),
+                });
+            }
+        }
+        if batch == self.fault_on_batch {
             match self.fault {
                 Fault::ErrorAfterWriting => {
                     return Err(ProjectionError::BadEvent {
@@ -111,6 +122,7 @@ impl Projection for FaultyOrders {
                     })
                 }
                 Fault::HangAfterWriting => tokio::time::sleep(Duration::from_secs(3600)).await,
+                Fault::ErrorWhileSet(_) => {}
             }
         }
         Ok(())
@@ -136,6 +148,32 @@ fn start_runner(db: &TestDatabase, projection: Arc<dyn Projection>) -> tokio::ta
         Wakeup::default(),
         Arc::new(tokio::sync::watch::channel(0).0),
     ))
+}
+
+/// One runner for `projections`, projecting each batch into all of them in one transaction.
+fn start_group(
+    db: &TestDatabase,
+    projections: Vec<Arc<dyn Projection>>,
+) -> tokio::task::JoinHandle<()> {
+    let connect = db.app_url.parse().unwrap();
+    let members = projections
+        .into_iter()
+        .map(|p| (p, Arc::new(tokio::sync::watch::channel(0).0)))
+        .collect();
+    tokio::spawn(payledger_projector::run_projections(
+        connect,
+        members,
+        small_batches(),
+        Wakeup::default(),
+    ))
+}
+
+async fn checkpoint(pool: &PgPool, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn wait_until_caught_up(pool: &PgPool) {
@@ -505,4 +543,176 @@ async fn wait_until_projected(pool: &PgPool, name: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("projection {name} did not catch up");
+}
+
+async fn ensure_orders_and_journal(db: &TestDatabase) {
+    for projection in [
+        &OrdersProjection::default() as &dyn Projection,
+        &JournalProjection,
+    ] {
+        payledger_projector::ensure_live(&db.app_pool, projection)
+            .await
+            .unwrap();
+    }
+}
+
+async fn assert_journal_equals_a_rebuild(db: &TestDatabase) {
+    let live = journal_snapshot(&db.app_pool).await;
+    assert!(!live.is_empty());
+    payledger_projector::rebuild(&db.app_pool, &JournalProjection, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        live,
+        journal_snapshot(&db.app_pool).await,
+        "the live journal differs from a rebuild from zero"
+    );
+}
+
+#[tokio::test]
+async fn a_group_moves_every_checkpoint_in_the_transaction_that_wrote_the_batch() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 20).await;
+    ensure_orders_and_journal(&db).await;
+    let group = start_group(
+        &db,
+        vec![
+            Arc::new(OrdersProjection::default()),
+            Arc::new(JournalProjection),
+        ],
+    );
+    wait_until_caught_up(&db.app_pool).await;
+    wait_until_projected(&db.app_pool, "journal").await;
+    // Both rows were last updated by one transaction: the group's last batch.
+    let writers: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM projection_checkpoints \
+         WHERE name IN ('orders', 'journal')",
+    )
+    .fetch_one(&db.app_pool)
+    .await
+    .unwrap();
+    assert_eq!(writers, 1, "the checkpoints moved in separate transactions");
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap();
+    assert_eq!(locks, 2, "the group holds each member's lock");
+    group.abort();
+    assert_equals_a_rebuild(&db).await;
+    assert_journal_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
+async fn a_member_that_keeps_failing_is_paused_while_the_others_go_on_and_catches_up_later() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 20).await;
+    ensure_orders_and_journal(&db).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let group = start_group(
+        &db,
+        vec![
+            Arc::new(FaultyOrders {
+                inner: OrdersProjection::default(),
+                batches: AtomicU32::new(0),
+                fault_on_batch: 2,
+                fault: Fault::ErrorWhileSet(failing.clone()),
+            }),
+            Arc::new(JournalProjection),
+        ],
+    );
+    wait_until_projected(&db.app_pool, "journal").await;
+    let head = event_count(&db.app_pool).await;
+    assert_eq!(
+        checkpoint(&db.app_pool, "orders").await,
+        14,
+        "orders committed its first two batches of 7, then failed every batch"
+    );
+    assert_eq!(checkpoint(&db.app_pool, "journal").await, head);
+    // The journal keeps following new events while orders is still broken.
+    let _more = fill_more(&db).await;
+    wait_until_projected(&db.app_pool, "journal").await;
+    assert_eq!(checkpoint(&db.app_pool, "orders").await, 14);
+
+    failing.store(false, Ordering::SeqCst);
+    wait_until_caught_up(&db.app_pool).await;
+    group.abort();
+    let timeline_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.order_timeline")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(timeline_rows, event_count(&db.app_pool).await);
+    assert_equals_a_rebuild(&db).await;
+    assert_journal_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
+async fn a_group_waits_for_a_lone_runner_of_a_member_and_holds_no_lock_meanwhile() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 10).await;
+    ensure_orders_and_journal(&db).await;
+    let lone = start_runner(&db, Arc::new(OrdersProjection::default()));
+    wait_until_caught_up(&db.app_pool).await;
+    let group = start_group(
+        &db,
+        vec![
+            Arc::new(OrdersProjection::default()),
+            Arc::new(JournalProjection),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let advisory_locks = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&db.owner_pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        advisory_locks().await,
+        1,
+        "only the lone runner holds a lock"
+    );
+    assert_eq!(checkpoint(&db.app_pool, "journal").await, 0);
+
+    lone.abort();
+    let _ = lone.await;
+    let _more = fill_more(&db).await;
+    wait_until_caught_up(&db.app_pool).await;
+    wait_until_projected(&db.app_pool, "journal").await;
+    assert_eq!(advisory_locks().await, 2);
+    group.abort();
+    assert_equals_a_rebuild(&db).await;
+    assert_journal_equals_a_rebuild(&db).await;
+}
+
+#[tokio::test]
+async fn a_rebuild_of_one_member_while_its_group_runs_ends_with_the_same_rows() {
+    let db = TestDatabase::fresh().await;
+    let _sandbox = fill(&db, 20).await;
+    ensure_orders_and_journal(&db).await;
+    let group = start_group(
+        &db,
+        vec![
+            Arc::new(OrdersProjection::default()),
+            Arc::new(JournalProjection),
+        ],
+    );
+    wait_until_caught_up(&db.app_pool).await;
+    let position =
+        payledger_projector::rebuild(&db.app_pool, &OrdersProjection::default(), &|_, _| {})
+            .await
+            .unwrap();
+    assert_eq!(position, event_count(&db.app_pool).await);
+    // After the swap the group goes on projecting both, each from its own checkpoint.
+    let _more = fill_more(&db).await;
+    wait_until_caught_up(&db.app_pool).await;
+    wait_until_projected(&db.app_pool, "journal").await;
+    group.abort();
+    assert_equals_a_rebuild(&db).await;
+    assert_journal_equals_a_rebuild(&db).await;
 }

@@ -3,10 +3,11 @@
 //! - A [`Projection`] folds a batch of events into its tables inside a transaction the runtime
 //!   gives it. The runtime commits the batch's writes **and** the checkpoint in that transaction,
 //!   so a crash never applies an event twice or skips one.
-//! - [`run_projection`] is the live runner: it holds a session advisory lock per projection on its
-//!   own connection, so exactly one runner per projection is active across all processes; another
-//!   takes over when the holder's connection dies. Every checkpoint update is fenced on the
-//!   previous position, so even a runner that lost its lock unknowingly cannot commit.
+//! - [`run_projections`] is the live runner: it projects each batch into a group of projections in
+//!   one transaction (module `live`). It holds a session advisory lock per projection on
+//!   its own connection, so exactly one runner per projection is active across all processes;
+//!   another takes over when the holder's connection dies. Every checkpoint update is fenced on
+//!   the previous position, so even a runner that lost its lock unknowingly cannot commit.
 //! - [`rebuild`] builds a projection from position 0 into a fresh schema while the live tables
 //!   keep serving, then swaps them in one transaction.
 //!
@@ -14,6 +15,7 @@
 //! `search_path` to the live or the build schema.
 
 pub mod copy;
+mod live;
 pub mod process;
 pub mod tail;
 pub mod verify;
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use live::{run_projection, run_projections, MAX_MEMBER_BACKOFF_MS};
 pub use tail::{EventBatch, LogTail};
 pub use verify::{verify, TableDifference, VerifyReport};
 
@@ -309,87 +312,6 @@ pub async fn listen_for_events(pool: PgPool, wakeup: Wakeup) {
 /// Publishes each runner's committed position (for metrics and tests).
 pub type PositionSender = watch::Sender<i64>;
 
-/// Runs one projection forever: waits for its lock, then follows the log.
-pub async fn run_projection(
-    connect: PgConnectOptions,
-    projection: Arc<dyn Projection>,
-    config: RunnerConfig,
-    wakeup: Wakeup,
-    positions: Arc<PositionSender>,
-) {
-    loop {
-        match run_while_holding_lock(&connect, projection.as_ref(), &config, &wakeup, &positions)
-            .await
-        {
-            Ok(()) => {
-                tokio::time::sleep(Duration::from_millis(config.standby_retry_ms)).await;
-            }
-            Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "projection runner failed; restarting");
-                tokio::time::sleep(Duration::from_millis(config.error_backoff_ms)).await;
-            }
-        }
-    }
-}
-
-/// Returns `Ok(())` when another process holds the lock (standby), and errors when the
-/// connection or a batch failed. Both end with the connection dropped, which releases the lock.
-async fn run_while_holding_lock(
-    connect: &PgConnectOptions,
-    projection: &dyn Projection,
-    config: &RunnerConfig,
-    wakeup: &Wakeup,
-    positions: &PositionSender,
-) -> Result<(), ProjectionError> {
-    let mut conn = PgConnection::connect_with(connect).await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(lock_key(projection.name()))
-        .fetch_one(&mut conn)
-        .await?;
-    if !locked {
-        return Ok(());
-    }
-    tracing::info!(projection = projection.name(), "projection runner active");
-    let mut woken = wakeup.subscribe();
-    // This runner is the only writer of its checkpoint while it holds the lock (a rebuild's swap
-    // is caught by the fenced update below), so the position is read once, not per batch.
-    let mut position = read_checkpoint(&mut conn, projection.name()).await?;
-    let mut at_head = false;
-    loop {
-        positions.send_replace(position);
-        if at_head {
-            let _ = wait_for_events(
-                &mut woken,
-                position,
-                config.coalesce_ms,
-                config.poll_interval_ms,
-            )
-            .await;
-        }
-        let events = wakeup
-            .tail()
-            .read_after(&mut conn, position, config.batch_size)
-            .await?;
-        at_head = (events.len() as i64) < config.batch_size;
-        if events.is_empty() {
-            continue;
-        }
-        let mut tx = conn.begin().await?;
-        set_search_path(&mut tx, LIVE_SCHEMA).await?;
-        projection.apply(&mut tx, &events).await?;
-        let last = events.last().map_or(position, |e| e.global_position);
-        if !advance_checkpoint(&mut tx, projection.name(), position, last).await? {
-            // Someone else moved the checkpoint (a rebuild swapped tables): drop this batch.
-            tx.rollback().await?;
-            position = read_checkpoint(&mut conn, projection.name()).await?;
-            continue;
-        }
-        tx.commit().await?;
-        position = last;
-        positions.send_replace(last);
-    }
-}
-
 /// Waits until there may be events after `position`, which the last read found to be the head.
 ///
 /// Returns at once when a notification already announced a later position; otherwise on the
@@ -434,24 +356,6 @@ async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<i64, Pro
             .fetch_optional(&mut *conn)
             .await?;
     Ok(position.unwrap_or(0))
-}
-
-async fn advance_checkpoint(
-    conn: &mut PgConnection,
-    name: &str,
-    from: i64,
-    to: i64,
-) -> Result<bool, ProjectionError> {
-    let updated = sqlx::query(
-        "UPDATE projection_checkpoints SET position = $3, updated_at = now() \
-         WHERE name = $1 AND position = $2",
-    )
-    .bind(name)
-    .bind(from)
-    .bind(to)
-    .execute(&mut *conn)
-    .await?;
-    Ok(updated.rows_affected() == 1)
 }
 
 /// Rebuilds `projection` from position 0 into a fresh schema while the live tables keep serving,

@@ -197,6 +197,7 @@ impl Application {
             wakeup.clone(),
         )));
         let mut projection_positions = HashMap::new();
+        let mut read_models = Vec::new();
         for projection in payledger_read_models::all_projections() {
             payledger_projector::ensure_live(&pool, projection.as_ref())
                 .await
@@ -205,14 +206,15 @@ impl Application {
                 })?;
             let (sender, receiver) = tokio::sync::watch::channel(0);
             projection_positions.insert(projection.name().to_string(), receiver);
-            background.push(tokio::spawn(payledger_projector::run_projection(
-                database.app.clone(),
-                projection,
-                settings.runner.clone(),
-                wakeup.clone(),
-                Arc::new(sender),
-            )));
+            read_models.push((projection, Arc::new(sender)));
         }
+        // One runner for all read models: one transaction per batch, not one per read model.
+        background.push(tokio::spawn(payledger_projector::run_projections(
+            database.app.clone(),
+            read_models,
+            settings.runner.clone(),
+            wakeup.clone(),
+        )));
         if settings.reconcile_interval_ms > 0 {
             background.push(tokio::spawn(crate::jobs::run_reconciler(
                 payments.clone(),
