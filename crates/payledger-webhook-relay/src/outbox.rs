@@ -104,6 +104,10 @@ impl Projection for OutboxProjection {
             let Some(rule) = rule_for(&event.event_type) else {
                 continue;
             };
+            if self.endpoints.is_empty() {
+                // Nowhere to send it: the event still counted in `observe`, no body to build.
+                continue;
+            }
             let priority = priority_name(rule.priority);
             let body = notification_body(event, rule.notification_type, priority).to_string();
             for endpoint in &self.endpoints {

@@ -197,7 +197,7 @@ impl Application {
             wakeup.clone(),
         )));
         let mut projection_positions = HashMap::new();
-        let mut read_models = Vec::new();
+        let mut followers = Vec::new();
         for projection in payledger_read_models::all_projections() {
             payledger_projector::ensure_live(&pool, projection.as_ref())
                 .await
@@ -206,15 +206,8 @@ impl Application {
                 })?;
             let (sender, receiver) = tokio::sync::watch::channel(0);
             projection_positions.insert(projection.name().to_string(), receiver);
-            read_models.push((projection, Arc::new(sender)));
+            followers.push((projection, Arc::new(sender)));
         }
-        // One runner for all read models: one transaction per batch, not one per read model.
-        background.push(tokio::spawn(payledger_projector::run_projections(
-            database.app.clone(),
-            read_models,
-            settings.runner.clone(),
-            wakeup.clone(),
-        )));
         if settings.reconcile_interval_ms > 0 {
             background.push(tokio::spawn(crate::jobs::run_reconciler(
                 payments.clone(),
@@ -230,17 +223,15 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
-        background.extend(
-            crate::webhook_jobs::spawn(
-                &relay,
-                &payments,
-                &pool,
-                database.app.clone(),
-                settings.runner.clone(),
-                wakeup.clone(),
-            )
-            .await?,
-        );
+        background
+            .extend(crate::webhook_jobs::spawn(&relay, &payments, &pool, &mut followers).await?);
+        // One runner for the read models and the outbox: one transaction per batch for all.
+        background.push(tokio::spawn(payledger_projector::run_projections(
+            database.app.clone(),
+            followers,
+            settings.runner.clone(),
+            wakeup.clone(),
+        )));
         if billing_settings.scheduler_interval_ms > 0 {
             background.push(tokio::spawn(crate::billing_jobs::run_scheduler(
                 subscriptions.clone(),

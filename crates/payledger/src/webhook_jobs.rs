@@ -1,23 +1,24 @@
 //! The webhook workers `serve` runs: the inbound processor, the outbox follower of the log and
 //! the notification sender. Several `serve` processes may run them at once: the follower holds
-//! the projector runtime's lock, the other two claim rows with leases.
+//! the projector runtime's lock (it runs in `serve`'s projection runner), the other two claim
+//! rows with leases.
 
 use anyhow::Context;
 use payledger_app::payments::Payments;
-use payledger_projector::{RunnerConfig, Wakeup};
+use payledger_projector::{PositionSender, Projection};
 use payledger_webhook_relay::{InboundWorker, NotificationSender, OutboxProjection, Relay};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// Spawns the inbound processor and the notification sender, and adds the outbox follower to
+/// `followers`, the projections the caller runs together with its read models (one transaction
+/// per batch for all of them).
 pub async fn spawn(
     relay: &Arc<Relay>,
     payments: &Arc<Payments>,
     pool: &PgPool,
-    connect: PgConnectOptions,
-    runner: RunnerConfig,
-    wakeup: Wakeup,
+    followers: &mut Vec<(Arc<dyn Projection>, Arc<PositionSender>)>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
@@ -28,13 +29,7 @@ pub async fn spawn(
         .await
         .context("failed to set up the notification outbox follower")?;
     let (position, _) = tokio::sync::watch::channel(0);
-    tasks.push(tokio::spawn(payledger_projector::run_projection(
-        connect,
-        Arc::new(outbox),
-        runner,
-        wakeup,
-        Arc::new(position),
-    )));
+    followers.push((Arc::new(outbox), Arc::new(position)));
     if !relay.settings.outbound.endpoints.is_empty() {
         let sender =
             NotificationSender::new(pool.clone(), relay.settings.clone(), relay.clock.clone())
