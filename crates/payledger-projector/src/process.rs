@@ -34,10 +34,15 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest wait between two tries of an event that asked to be retried.
 pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
+/// A process that passed over events it does not want writes its checkpoint once the log has
+/// been quiet this long...
+const IDLE_CHECKPOINT_AFTER_MS: u64 = 50;
+/// ...or, under steady traffic it passes over, this often.
+const SKIPPED_CHECKPOINT_MAX_MS: u64 = 1_000;
 /// How much of an error message a dead letter keeps.
 const MAX_ERROR_CHARS: usize = 2_000;
 
@@ -300,16 +305,34 @@ async fn follow(
     // Only this runner moves the checkpoint while it holds the lock, and every move is fenced on
     // the previous position: it is followed in memory, and read again only when the runner has
     // been idle for a poll interval (an operator may have moved it back to replay history).
+    //
+    // `position` is how far the process has handled the log; `saved` is its checkpoint row.
+    // A batch without an event the process wants needs no transaction: `position` moves on and
+    // the row catches up with the next batch that does something, once the log has been quiet
+    // for IDLE_CHECKPOINT_AFTER_MS, or after SKIPPED_CHECKPOINT_MAX_MS. A restart in between
+    // passes over those events again and does nothing with them.
     let mut position = read_checkpoint(&mut conn, process.name()).await?;
+    let mut saved = position;
+    let mut saved_at = Instant::now();
     let limit = config.batch_size.clamp(1, 10_000);
     let mut at_head = false;
     loop {
         positions.send_replace(position);
         if let (true, Some(woken)) = (at_head, woken.as_mut()) {
-            let why =
-                crate::wait_for_events(woken, position, COALESCE_MS, config.poll_interval_ms).await;
+            let wait_ms = if saved < position {
+                IDLE_CHECKPOINT_AFTER_MS
+            } else {
+                config.poll_interval_ms
+            };
+            let why = crate::wait_for_events(woken, position, COALESCE_MS, wait_ms).await;
             if why == crate::Woken::Polled {
-                position = read_checkpoint(&mut conn, process.name()).await?;
+                if saved < position && save_checkpoint(&mut conn, process, saved, position).await? {
+                    saved = position;
+                    saved_at = Instant::now();
+                } else {
+                    position = read_checkpoint(&mut conn, process.name()).await?;
+                    saved = position;
+                }
             }
         }
         let events = match wakeup {
@@ -318,16 +341,36 @@ async fn follow(
         };
         let Some(last) = events.last().map(|e| e.global_position) else {
             if woken.is_none() {
+                if saved < position && !save_checkpoint(&mut conn, process, saved, position).await?
+                {
+                    return Err(moved_under_this_runner());
+                }
                 return Ok(CatchUp::Reached(position));
             }
             at_head = true;
             continue;
         };
-        let outcome = handle_batch(&mut conn, process, position, &events).await?;
+        at_head = (events.len() as i64) < limit;
+        if !events.iter().any(|event| process.wants(event)) {
+            position = last;
+            if saved_at.elapsed() >= Duration::from_millis(SKIPPED_CHECKPOINT_MAX_MS) {
+                if !save_checkpoint(&mut conn, process, saved, position).await? {
+                    return Err(moved_under_this_runner());
+                }
+                saved = position;
+                saved_at = Instant::now();
+            }
+            continue;
+        }
+        let outcome = handle_batch(&mut conn, process, saved, position, &events).await?;
+        if outcome.committed_to > saved {
+            saved = outcome.committed_to;
+            saved_at = Instant::now();
+        }
         position = outcome.committed_to;
         // At the head only if the read was short and the whole of it was handled (an event given
         // up on ends a batch early).
-        at_head = (events.len() as i64) < limit && position == last;
+        at_head = at_head && position == last;
         positions.send_replace(position);
         if let Some(error) = outcome.retry {
             // What came before the failing event is committed; the event itself is tried again.
@@ -336,12 +379,28 @@ async fn follow(
     }
 }
 
+fn moved_under_this_runner() -> ProcessError {
+    ProcessError::Retry("the checkpoint moved under this runner".into())
+}
+
+/// Moves the checkpoint row from `saved` to `position` over events the process passed over;
+/// false when someone else moved it (the fence).
+async fn save_checkpoint(
+    conn: &mut PgConnection,
+    process: &dyn ProcessManager,
+    saved: i64,
+    position: i64,
+) -> Result<bool, ProcessError> {
+    advance_checkpoint(conn, process.name(), saved, position).await
+}
+
 struct BatchOutcome {
     committed_to: i64,
     retry: Option<ProcessError>,
 }
 
-/// Handles `events` in one transaction. On a retryable failure the events before it are
+/// Handles `events` (which follow `position`) in one transaction and moves the checkpoint from
+/// `saved` (the row, at or before `position`). On a retryable failure the events before it are
 /// committed with the checkpoint just before it; an event given up on is dead-lettered and the
 /// checkpoint moves past it.
 ///
@@ -352,7 +411,8 @@ struct BatchOutcome {
 async fn handle_batch(
     conn: &mut PgConnection,
     process: &dyn ProcessManager,
-    from: i64,
+    saved: i64,
+    position: i64,
     events: &[RecordedEvent],
 ) -> Result<BatchOutcome, ProcessError> {
     // Positions in `events` of the events the process wants, and those events.
@@ -363,8 +423,8 @@ async fn handle_batch(
         .unzip();
     let mut tx = conn.begin().await?;
     let Err(Unhandled { index, error }) = process.handle_many(&mut tx, &wanted).await else {
-        let done_to = events.last().map_or(from, |e| e.global_position);
-        return commit_batch(tx, process, from, done_to, None).await;
+        let done_to = events.last().map_or(position, |e| e.global_position);
+        return commit_batch(tx, process, saved, done_to, None).await;
     };
     let Some(&failed_at) = at.get(index) else {
         // An index past the events is a bug of the override: retry the whole batch.
@@ -373,12 +433,12 @@ async fn handle_batch(
     // The failed handler may have left the transaction aborted: start again without it.
     tx.rollback().await?;
     let mut tx = conn.begin().await?;
-    // They succeeded a moment ago; if they fail now, the next round starts over from `from`.
+    // They succeeded a moment ago; if they fail now, the next round starts over from the checkpoint.
     if let Err(again) = process.handle_many(&mut tx, &wanted[..index]).await {
         return Err(again.error);
     }
     let before = &events[..failed_at];
-    let done_before = before.last().map_or(from, |e| e.global_position);
+    let done_before = before.last().map_or(position, |e| e.global_position);
     let failed = &events[failed_at];
     match error {
         ProcessError::GiveUp(reason) => {
@@ -391,9 +451,9 @@ async fn handle_batch(
                 "process manager gave up on an event; dead-lettered"
             );
             record_dead_letter(&mut tx, process.name(), failed, &reason).await?;
-            commit_batch(tx, process, from, failed.global_position, None).await
+            commit_batch(tx, process, saved, failed.global_position, None).await
         }
-        retry => commit_batch(tx, process, from, done_before, Some(retry)).await,
+        retry => commit_batch(tx, process, saved, done_before, Some(retry)).await,
     }
 }
 
@@ -411,9 +471,7 @@ async fn commit_batch(
             // Another runner moved the checkpoint: this one lost its lock. Drop the batch; its
             // commands were idempotent and the other runner does them too.
             tx.rollback().await?;
-            return Err(ProcessError::Retry(
-                "the checkpoint moved under this runner".into(),
-            ));
+            return Err(moved_under_this_runner());
         }
         tx.commit().await?;
     } else {

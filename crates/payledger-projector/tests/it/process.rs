@@ -233,3 +233,120 @@ async fn only_one_runner_is_active_at_a_time() {
         CatchUp::Reached(3)
     );
 }
+
+/// Wants two events of the log and records the size of every run it is handed.
+struct Picky {
+    wanted: HashSet<i64>,
+    runs: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl ProcessManager for Picky {
+    fn name(&self) -> &'static str {
+        "picky"
+    }
+
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        self.wanted.contains(&event.global_position)
+    }
+
+    async fn handle(
+        &self,
+        state: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
+        sqlx::query("INSERT INTO handled (position) VALUES ($1)")
+            .bind(event.global_position)
+            .execute(&mut *state)
+            .await?;
+        Ok(())
+    }
+
+    async fn handle_many(
+        &self,
+        state: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), process::Unhandled> {
+        self.runs.lock().unwrap().push(events.len());
+        for (index, event) in events.iter().enumerate() {
+            self.handle(state, event)
+                .await
+                .map_err(|error| process::Unhandled { index, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint row's position; 0 before the runner created the row.
+async fn process_checkpoint(db: &TestDatabase, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT position FROM process_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&db.owner_pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn batches_without_a_wanted_event_open_no_transaction_and_the_checkpoint_follows_when_quiet()
+{
+    let (db, connect) = setup(30).await;
+    let picky = std::sync::Arc::new(Picky {
+        wanted: [12, 25].into_iter().collect(),
+        runs: Mutex::new(Vec::new()),
+    });
+    let runner = tokio::spawn(process::run_process(
+        connect.clone(),
+        picky.clone(),
+        config(5),
+        payledger_projector::Wakeup::default(),
+        std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+    ));
+    let mut checkpoint = 0;
+    for _ in 0..200 {
+        checkpoint = process_checkpoint(&db, "picky").await;
+        if checkpoint == 30 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    runner.abort();
+    let _ = runner.await;
+    assert_eq!(
+        checkpoint, 30,
+        "the checkpoint catches up over the events passed over"
+    );
+    assert_eq!(handled(&db).await, vec![12, 25]);
+    // Handed only the two batches that hold a wanted event, never an empty run.
+    assert_eq!(*picky.runs.lock().unwrap(), vec![1, 1]);
+
+    // A catch-up from the saved checkpoint finds nothing left to do.
+    let again = Picky {
+        wanted: [12, 25].into_iter().collect(),
+        runs: Mutex::new(Vec::new()),
+    };
+    assert_eq!(
+        process::catch_up(&connect, &again, &config(5))
+            .await
+            .unwrap(),
+        CatchUp::Reached(30)
+    );
+    assert!(again.runs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_catch_up_that_passed_over_everything_saves_its_checkpoint_before_it_returns() {
+    let (db, connect) = setup(12).await;
+    let picky = Picky {
+        wanted: HashSet::new(),
+        runs: Mutex::new(Vec::new()),
+    };
+    assert_eq!(
+        process::catch_up(&connect, &picky, &config(5))
+            .await
+            .unwrap(),
+        CatchUp::Reached(12)
+    );
+    assert_eq!(process_checkpoint(&db, "picky").await, 12);
+    assert!(picky.runs.lock().unwrap().is_empty());
+}
