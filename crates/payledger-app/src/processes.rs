@@ -896,6 +896,8 @@ impl OrderFacts {
                  FROM unnest($1::text[], $2::bigint[]) AS c(order_id, captured_minor) \
                  WHERE o.order_id = c.order_id",
             )
+            // Planned per call: docs/architecture.md, "Lookups by many keys".
+            .persistent(false)
             .bind(&order_ids)
             .bind(&amounts)
             .execute(&mut *state)

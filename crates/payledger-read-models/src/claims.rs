@@ -141,6 +141,8 @@ async fn load(
         "SELECT claim_id, state, stream_version, last_position, updated_at FROM claims \
          WHERE claim_id = ANY($1)",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;

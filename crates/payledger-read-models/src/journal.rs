@@ -334,6 +334,8 @@ async fn load_facts(conn: &mut PgConnection, ids: &[String]) -> Result<Facts, Pr
     let rows = sqlx::query(
         "SELECT order_id, payee_id, currency FROM journal_order_facts WHERE order_id = ANY($1)",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;

@@ -172,6 +172,8 @@ async fn load(
     let rows = sqlx::query(&format!(
         "SELECT {STATEMENT_COLUMNS} FROM settlement_statements WHERE statement_id = ANY($1)"
     ))
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;

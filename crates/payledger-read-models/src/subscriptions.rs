@@ -216,6 +216,8 @@ async fn project_subscriptions(
         "SELECT subscription_id, stream_version, last_position, updated_at, state \
          FROM subscriptions WHERE subscription_id = ANY($1)",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -397,6 +399,8 @@ async fn project_wallets(
         "SELECT customer_id, stream_version, last_position, updated_at, state \
          FROM wallets WHERE customer_id = ANY($1)",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -589,6 +593,8 @@ async fn project_customers(
         "SELECT customer_id, stream_version, last_position FROM billing_customers \
          WHERE customer_id = ANY($1)",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;

@@ -323,6 +323,8 @@ pub async fn read_stream_prefixes<'e>(
          JOIN events e ON e.stream_id = p.stream_id AND e.stream_version < p.before_version \
          ORDER BY e.stream_id, e.stream_version"
     ))
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(&streams)
     .bind(&before_versions)
     .fetch_all(executor)
@@ -339,6 +341,8 @@ pub async fn events_at<'e>(
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM events WHERE global_position = ANY($1)"
     ))
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(positions)
     .fetch_all(executor)
     .await?;

@@ -478,6 +478,8 @@ async fn look_up_heads(
         "SELECT DISTINCT ON (stream_id) stream_id, stream_version, hash FROM events \
          WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version DESC",
     )
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
     .bind(stream_ids)
     .fetch_all(pool)
     .await?;
