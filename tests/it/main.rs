@@ -2,6 +2,7 @@
 
 mod access;
 mod audit_log;
+mod bench;
 mod bookings;
 mod fuzz;
 mod idempotency;

@@ -1,10 +1,23 @@
 //! The HTTP load generator: N clients, each placing an order and confirming its payment in a
-//! loop, against a running payledger with the sandbox provider.
+//! loop, against a running payledger with the sandbox provider; or, to measure what HTTP alone
+//! costs on the machine, each asking `GET /healthz` in a loop.
 
 use anyhow::{bail, Context};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What each client does in its loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flow {
+    /// Place an order, then confirm its payment: two commands, three HTTP requests with the
+    /// provider call.
+    #[default]
+    PlaceAndConfirm,
+    /// `GET /healthz`: no database, no provider, no authentication. The ceiling of the HTTP
+    /// stack itself (this client, the server's framework, the kernel's loopback) on the machine.
+    Healthz,
+}
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -19,6 +32,7 @@ pub struct LoadOptions {
     /// Total commands per second to offer, spread evenly over the clients; `None`: as fast as
     /// the server answers (closed loop).
     pub rate_per_s: Option<f64>,
+    pub flow: Flow,
 }
 
 #[derive(Debug, Clone)]
@@ -150,41 +164,27 @@ async fn drive_client(
         });
     while Instant::now() < stop_at {
         n += 1;
-        let order_id = format!("bench-{run_id}-{client_index}-{n}");
-        let amount = 10_000 + (n % 90_000) as i64;
-        let place = json!({
-            "orderId": order_id,
-            "amount": amount,
-            "currency": "KRW",
-            "customerId": format!("bench_customer_{}", client_index % 1000),
-            "payeeId": format!("bench_payee_{}", client_index % 50),
-            "orderName": "Benchmark order"
-        });
-        let confirm = json!({
-            "paymentKey": format!("pk_{order_id}"),
-            "orderId": order_id,
-            "amount": amount,
-        });
-        for (path, body, expected) in [
-            ("/v1/orders", &place, 201u16),
-            ("/v1/payments/confirm", &confirm, 200u16),
-        ] {
+        let requests = match options.flow {
+            Flow::PlaceAndConfirm => place_and_confirm(run_id, client_index, n),
+            Flow::Healthz => vec![Request::get("/healthz")],
+        };
+        for request in &requests {
             if let Some(interval) = interval {
                 tokio::time::sleep_until(next_send.into()).await;
                 next_send += interval;
             }
             let sent = Instant::now();
-            let answer = client
-                .post(format!("{}{path}", options.target))
-                .json(body)
-                .send()
-                .await;
+            let url = format!("{}{}", options.target, request.path);
+            let answer = match &request.body {
+                Some(body) => client.post(url).json(body).send().await,
+                None => client.get(url).send().await,
+            };
             let ok = match answer {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     // Read the body: the command is done when its answer has arrived.
                     let _ = response.bytes().await;
-                    status == expected
+                    status == request.expected_status
                 }
                 Err(_) => false,
             };
@@ -203,4 +203,52 @@ async fn drive_client(
         }
     }
     result
+}
+
+/// One request of a client's loop and the status that counts as success.
+struct Request {
+    path: &'static str,
+    body: Option<serde_json::Value>,
+    expected_status: u16,
+}
+
+impl Request {
+    fn get(path: &'static str) -> Request {
+        Request {
+            path,
+            body: None,
+            expected_status: 200,
+        }
+    }
+}
+
+/// The n-th order of a client: place it, then confirm its payment.
+fn place_and_confirm(run_id: &str, client_index: usize, n: u64) -> Vec<Request> {
+    let order_id = format!("bench-{run_id}-{client_index}-{n}");
+    let amount = 10_000 + (n % 90_000) as i64;
+    let place = json!({
+        "orderId": order_id,
+        "amount": amount,
+        "currency": "KRW",
+        "customerId": format!("bench_customer_{}", client_index % 1000),
+        "payeeId": format!("bench_payee_{}", client_index % 50),
+        "orderName": "Benchmark order"
+    });
+    let confirm = json!({
+        "paymentKey": format!("pk_{order_id}"),
+        "orderId": order_id,
+        "amount": amount,
+    });
+    vec![
+        Request {
+            path: "/v1/orders",
+            body: Some(place),
+            expected_status: 201,
+        },
+        Request {
+            path: "/v1/payments/confirm",
+            body: Some(confirm),
+            expected_status: 200,
+        },
+    ]
 }

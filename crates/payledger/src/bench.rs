@@ -2,7 +2,7 @@
 
 use crate::database::Database;
 use anyhow::{bail, Context};
-use payledger_bench::load::{self, LoadOptions};
+use payledger_bench::load::{self, Flow, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ pub struct LoadArgs {
     /// Sample projector lag from the database while the load runs.
     pub measure_lag: bool,
     pub database_url: Option<String>,
+    pub flow: Flow,
 }
 
 /// A server this command started; killed on drop.
@@ -94,8 +95,12 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
             (Some(server), target)
         }
     };
+    let what = match args.flow {
+        Flow::PlaceAndConfirm => "place order + confirm payment",
+        Flow::Healthz => "GET /healthz (HTTP alone: no database, no provider)",
+    };
     eprintln!(
-        "driving {target} with {} clients for {} s (+{} s warm-up): place order + confirm payment",
+        "driving {target} with {} clients for {} s (+{} s warm-up): {what}",
         args.clients, args.duration_s, args.warmup_s
     );
     let lag_sampler = if args.measure_lag {
@@ -114,6 +119,7 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         api_key,
         warmup: Duration::from_secs(args.warmup_s),
         rate_per_s: args.rate_per_s,
+        flow: args.flow,
     })
     .await?;
     let lag = match lag_sampler {
@@ -141,9 +147,16 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
             lag.p50_ms, lag.p99_ms, lag.max_ms, lag.samples
         );
     }
+    let summary = match args.flow {
+        Flow::PlaceAndConfirm => report.summary_line(),
+        // Requests, not commands: the line must not pass for a command throughput.
+        Flow::Healthz => report
+            .summary_line()
+            .replacen("commands_per_s", "requests_per_s", 1),
+    };
     match lag {
-        Some(lag) => println!("{} lag_p99_ms={:.1}", report.summary_line(), lag.p99_ms),
-        None => println!("{}", report.summary_line()),
+        Some(lag) => println!("{summary} lag_p99_ms={:.1}", lag.p99_ms),
+        None => println!("{summary}"),
     }
     drop(server);
     Ok(())

@@ -133,7 +133,26 @@ enum Command {
         /// DATABASE_URL's).
         #[arg(long)]
         measure_lag: bool,
+        /// What each client does: place and confirm orders, or GET /healthz to measure the
+        /// HTTP stack alone on this machine.
+        #[arg(long, value_enum, default_value_t = BenchFlow::PlaceAndConfirm)]
+        flow: BenchFlow,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchFlow {
+    PlaceAndConfirm,
+    Healthz,
+}
+
+impl From<BenchFlow> for payledger_bench::load::Flow {
+    fn from(flow: BenchFlow) -> Self {
+        match flow {
+            BenchFlow::PlaceAndConfirm => payledger_bench::load::Flow::PlaceAndConfirm,
+            BenchFlow::Healthz => payledger_bench::load::Flow::Healthz,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -253,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store_dir,
             rate,
             measure_lag,
+            flow,
         } => {
             payledger::bench::run_load(payledger::bench::LoadArgs {
                 target,
@@ -263,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate_per_s: rate,
                 measure_lag,
                 database_url: database_url.clone(),
+                flow: flow.into(),
             })
             .await?;
             Ok(ExitCode::SUCCESS)
