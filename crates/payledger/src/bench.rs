@@ -3,6 +3,7 @@
 use crate::database::Database;
 use anyhow::{bail, Context};
 use payledger_bench::load::{self, Flow, LoadOptions};
+use payledger_pgcluster::{ClusterOptions, ManagedCluster};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,6 +85,15 @@ async fn start_own_server(store_dir: &Path) -> anyhow::Result<(OwnServer, String
 
 pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     let mut api_key = std::env::var("PAYLEDGER_API_KEY").ok();
+    // A cluster this run starts for its own server is stopped at the end: a fresh store per run
+    // would otherwise leave one PostgreSQL running per run. One that already ran is left alone.
+    let cluster_was_running = match &args.target {
+        Some(_) => true,
+        None => ManagedCluster::join_running(ClusterOptions::new(&args.store_dir))
+            .await
+            .context("failed to look for the benchmark's PostgreSQL cluster")?
+            .is_some(),
+    };
     let (server, target) = match args.target {
         Some(target) => (None, target.trim_end_matches('/').to_string()),
         None => {
@@ -159,6 +169,21 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         None => println!("{summary}"),
     }
     drop(server);
+    if !cluster_was_running {
+        stop_cluster(&args.store_dir).await?;
+    }
+    Ok(())
+}
+
+async fn stop_cluster(store_dir: &Path) -> anyhow::Result<()> {
+    if let Some(cluster) = ManagedCluster::join_running(ClusterOptions::new(store_dir))
+        .await
+        .context("failed to look for the benchmark's PostgreSQL cluster")?
+    {
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .context("failed to stop the benchmark's PostgreSQL cluster")??;
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The `payledger` binary, driven as an operator would: real processes, real PostgreSQL.
 
 mod admin;
+mod bench;
 mod crash;
 mod journal;
 mod logs;
