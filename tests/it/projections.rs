@@ -168,6 +168,29 @@ fn start_group(
     ))
 }
 
+/// Creates the orders and journal read models and starts one group runner for both.
+async fn start_orders_and_journal(db: &TestDatabase) -> tokio::task::JoinHandle<()> {
+    ensure_orders_and_journal(db).await;
+    start_group(
+        db,
+        vec![
+            Arc::new(OrdersProjection::default()),
+            Arc::new(JournalProjection),
+        ],
+    )
+}
+
+/// Session advisory locks held in the test's database: one per active runner's projection.
+async fn advisory_locks(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
+         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap()
+}
+
 async fn checkpoint(pool: &PgPool, name: &str) -> i64 {
     sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
         .bind(name)
@@ -348,14 +371,11 @@ async fn only_one_runner_per_projection_is_active_and_another_takes_over() {
     wait_until_caught_up(&db.app_pool).await;
     let second = start_runner(&db, Arc::new(OrdersProjection::default()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let holders: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
-         (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(&db.owner_pool)
-    .await
-    .unwrap();
-    assert_eq!(holders, 1, "exactly one runner holds the orders lock");
+    assert_eq!(
+        advisory_locks(&db).await,
+        1,
+        "exactly one runner holds the orders lock"
+    );
     // The active runner dies; the standby takes over and keeps projecting new events.
     first.abort();
     let _ = first.await;
@@ -573,14 +593,7 @@ async fn assert_journal_equals_a_rebuild(db: &TestDatabase) {
 async fn a_group_moves_every_checkpoint_in_the_transaction_that_wrote_the_batch() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 20).await;
-    ensure_orders_and_journal(&db).await;
-    let group = start_group(
-        &db,
-        vec![
-            Arc::new(OrdersProjection::default()),
-            Arc::new(JournalProjection),
-        ],
-    );
+    let group = start_orders_and_journal(&db).await;
     wait_until_caught_up(&db.app_pool).await;
     wait_until_projected(&db.app_pool, "journal").await;
     // Both rows were last updated by one transaction: the group's last batch.
@@ -592,14 +605,11 @@ async fn a_group_moves_every_checkpoint_in_the_transaction_that_wrote_the_batch(
     .await
     .unwrap();
     assert_eq!(writers, 1, "the checkpoints moved in separate transactions");
-    let locks: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
-         (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(&db.owner_pool)
-    .await
-    .unwrap();
-    assert_eq!(locks, 2, "the group holds each member's lock");
+    assert_eq!(
+        advisory_locks(&db).await,
+        2,
+        "the group holds each member's lock"
+    );
     group.abort();
     assert_equals_a_rebuild(&db).await;
     assert_journal_equals_a_rebuild(&db).await;
@@ -655,25 +665,10 @@ async fn a_group_waits_for_a_lone_runner_of_a_member_and_holds_no_lock_meanwhile
     ensure_orders_and_journal(&db).await;
     let lone = start_runner(&db, Arc::new(OrdersProjection::default()));
     wait_until_caught_up(&db.app_pool).await;
-    let group = start_group(
-        &db,
-        vec![
-            Arc::new(OrdersProjection::default()),
-            Arc::new(JournalProjection),
-        ],
-    );
+    let group = start_orders_and_journal(&db).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let advisory_locks = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
-             (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&db.owner_pool)
-        .await
-        .unwrap()
-    };
     assert_eq!(
-        advisory_locks().await,
+        advisory_locks(&db).await,
         1,
         "only the lone runner holds a lock"
     );
@@ -684,7 +679,7 @@ async fn a_group_waits_for_a_lone_runner_of_a_member_and_holds_no_lock_meanwhile
     let _more = fill_more(&db).await;
     wait_until_caught_up(&db.app_pool).await;
     wait_until_projected(&db.app_pool, "journal").await;
-    assert_eq!(advisory_locks().await, 2);
+    assert_eq!(advisory_locks(&db).await, 2);
     group.abort();
     assert_equals_a_rebuild(&db).await;
     assert_journal_equals_a_rebuild(&db).await;
@@ -694,14 +689,7 @@ async fn a_group_waits_for_a_lone_runner_of_a_member_and_holds_no_lock_meanwhile
 async fn a_rebuild_of_one_member_while_its_group_runs_ends_with_the_same_rows() {
     let db = TestDatabase::fresh().await;
     let _sandbox = fill(&db, 20).await;
-    ensure_orders_and_journal(&db).await;
-    let group = start_group(
-        &db,
-        vec![
-            Arc::new(OrdersProjection::default()),
-            Arc::new(JournalProjection),
-        ],
-    );
+    let group = start_orders_and_journal(&db).await;
     wait_until_caught_up(&db.app_pool).await;
     let position =
         payledger_projector::rebuild(&db.app_pool, &OrdersProjection::default(), &|_, _| {})
