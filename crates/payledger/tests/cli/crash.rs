@@ -1,6 +1,8 @@
-//! Kill the server at any moment during confirms and refunds (issue 3): after restarts and a
+//! Kill the server at any moment during confirms, refunds and a steady stream of new orders
+//! (issues 3 and 7): after each restart every command answered 2xx is in the store; after a
 //! reconciliation every order's ledger state equals the provider's, each order is charged at
-//! most once, refunds never exceed the capture, and `audit verify` passes.
+//! most once, refunds never exceed the capture, `audit verify` passes and every read model equals
+//! a rebuild from zero.
 //!
 //! The sandbox runs as its own process (`payledger sandbox`), so its record of charges survives
 //! every SIGKILL of `serve`; `sandbox_slow_{ms}_` payment keys hold answers back so kills land
@@ -18,6 +20,8 @@ const ORDERS: usize = 24;
 const AMOUNT: i64 = 10_000;
 const REFUND: i64 = 3_000;
 const ROUNDS: u64 = 5;
+/// Clients placing new orders back to back in every round, so the kill lands under load.
+const PLACING_CLIENTS: usize = 8;
 /// `Basic base64("test_sk_sandbox:")`.
 const SANDBOX_AUTH: &str = "Basic dGVzdF9za19zYW5kYm94Og==";
 
@@ -84,8 +88,28 @@ fn order_id(n: usize) -> String {
     format!("order-crash-{n:03}")
 }
 
-/// Fires confirms and refunds at the server without waiting for them; they die with it.
-fn drive(server: &Server, round: u64, random: &mut Lcg) -> Vec<tokio::task::JoinHandle<()>> {
+/// A command the server answered with success: it must be in the store from then on.
+#[derive(Debug, Clone)]
+enum Acknowledged {
+    /// 201 to placing the order.
+    Placed(String),
+    /// 200 to a confirm: captured. (202 only says the outcome is not known yet.)
+    Captured(String),
+    /// 2xx to a refund: requested, and completed when the answer says so.
+    Refund {
+        order: String,
+        refund_id: String,
+        completed: bool,
+    },
+}
+
+/// Fires confirms and refunds at the server, and keeps placing new orders until it dies;
+/// each task returns what the server acknowledged.
+fn drive(
+    server: &Server,
+    round: u64,
+    random: &mut Lcg,
+) -> Vec<tokio::task::JoinHandle<Vec<Acknowledged>>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
@@ -100,27 +124,106 @@ fn drive(server: &Server, round: u64, random: &mut Lcg) -> Vec<tokio::task::Join
         let delay_ms = 50 + random.next(850);
         let order = order_id(n);
         tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
             let confirm = json!({
                 "paymentKey": format!("sandbox_slow_{delay_ms}_{order}_r{round}"),
                 "orderId": order,
                 "amount": AMOUNT,
             });
-            let _ = http
+            let answer = http
                 .post(format!("{url}/v1/payments/confirm"))
                 .bearer_auth(&key)
                 .json(&confirm)
                 .send()
                 .await;
-            let refund = json!({"refundId": format!("rf-{round}"), "amount": REFUND, "reason": "crash test"});
-            let _ = http
+            if answer.is_ok_and(|a| a.status().as_u16() == 200) {
+                acknowledged.push(Acknowledged::Captured(order.clone()));
+            }
+            let refund_id = format!("rf-{round}");
+            let refund = json!({"refundId": refund_id, "amount": REFUND, "reason": "crash test"});
+            let answer = http
                 .post(format!("{url}/v1/orders/{order}/refunds"))
                 .bearer_auth(&key)
                 .json(&refund)
                 .send()
                 .await;
+            if let Ok(answer) = answer {
+                if answer.status().is_success() {
+                    let body: Value = answer.json().await.unwrap_or_default();
+                    acknowledged.push(Acknowledged::Refund {
+                        order: order.clone(),
+                        refund_id,
+                        completed: body["status"] == "COMPLETED",
+                    });
+                }
+            }
+            acknowledged
+        }));
+    }
+    for client in 0..PLACING_CLIENTS {
+        let (http, url, key) = (http.clone(), server.url.clone(), server.client_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                let order = format!("order-load-{round}-{client}-{n}");
+                let placed = http
+                    .post(format!("{url}/v1/orders"))
+                    .bearer_auth(&key)
+                    .json(
+                        &json!({"orderId": order, "amount": AMOUNT, "currency": "KRW",
+                                  "customerId": "cust_load", "payeeId": "payee_crash",
+                                  "orderName": "Load"}),
+                    )
+                    .send()
+                    .await;
+                match placed {
+                    Ok(answer) if answer.status().as_u16() == 201 => {
+                        acknowledged.push(Acknowledged::Placed(order));
+                    }
+                    // The server is gone (or refusing while it dies): this client is done.
+                    _ => break,
+                }
+            }
+            acknowledged
         }));
     }
     tasks
+}
+
+/// Asserts that every acknowledged command is in the store, by its events.
+async fn assert_in_the_store(db: &TestDatabase, acknowledged: &[Acknowledged], after: &str) {
+    for command in acknowledged {
+        let (stream, event_type, refund_id) = match command {
+            Acknowledged::Placed(order) => (order, "OrderPlaced", None),
+            Acknowledged::Captured(order) => (order, "PaymentCaptured", None),
+            Acknowledged::Refund {
+                order,
+                refund_id,
+                completed,
+            } => {
+                let event_type = if *completed {
+                    "RefundCompleted"
+                } else {
+                    "RefundRequested"
+                };
+                (order, event_type, Some(refund_id.as_str()))
+            }
+        };
+        let stored: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM events WHERE stream_id = 'order-' || $1 \
+               AND event_type = $2 AND ($3::text IS NULL OR payload->>'refundId' = $3))",
+        )
+        .bind(stream)
+        .bind(event_type)
+        .bind(refund_id)
+        .fetch_one(&db.owner_pool)
+        .await
+        .unwrap();
+        assert!(
+            stored,
+            "{command:?} was acknowledged but is not in the store {after}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -151,15 +254,29 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
             .unwrap();
         assert_eq!(placed.status().as_u16(), 201);
     }
+    let mut acknowledged = Vec::new();
     for round in 0..ROUNDS {
         let tasks = drive(&server, round, &mut random);
         tokio::time::sleep(Duration::from_millis(100 + random.next(300))).await;
         drop(server); // SIGKILL, whatever it is doing
         for task in tasks {
-            let _ = task.await;
+            acknowledged.extend(task.await.unwrap());
         }
         server = start_serve(dir.path(), urls, &sandbox_url).await;
+        assert_in_the_store(&db, &acknowledged, &format!("after restart {}", round + 1)).await;
     }
+    let placed_under_load = acknowledged
+        .iter()
+        .filter(|c| matches!(c, Acknowledged::Placed(_)))
+        .count();
+    println!(
+        "acknowledged before the kills: {} commands, {placed_under_load} of them new orders",
+        acknowledged.len()
+    );
+    assert!(
+        placed_under_load > 0,
+        "no order was placed while the server was killed: the load never ran"
+    );
     // Answers the sandbox held back are all given by now (delays < 900 ms).
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
@@ -200,7 +317,7 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         serde_json::from_value(stats["canceledAmountByPaymentKey"].clone()).unwrap();
     let rows: Vec<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
         "SELECT order_id, status, payment_key, captured_minor, refunded_minor, refund_pending_minor \
-         FROM rm.orders ORDER BY order_id",
+         FROM rm.orders WHERE order_id LIKE 'order-crash-%' ORDER BY order_id",
     )
     .fetch_all(&db.owner_pool)
     .await
