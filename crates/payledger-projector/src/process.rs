@@ -326,7 +326,9 @@ async fn follow(
             };
             let why = crate::wait_for_events(woken, position, COALESCE_MS, wait_ms).await;
             if why == crate::Woken::Polled {
-                if saved < position && save_checkpoint(&mut conn, process, saved, position).await? {
+                if saved < position
+                    && advance_checkpoint(&mut conn, process.name(), saved, position).await?
+                {
                     saved = position;
                     saved_at = Instant::now();
                 } else {
@@ -341,7 +343,8 @@ async fn follow(
         };
         let Some(last) = events.last().map(|e| e.global_position) else {
             if woken.is_none() {
-                if saved < position && !save_checkpoint(&mut conn, process, saved, position).await?
+                if saved < position
+                    && !advance_checkpoint(&mut conn, process.name(), saved, position).await?
                 {
                     return Err(moved_under_this_runner());
                 }
@@ -354,7 +357,7 @@ async fn follow(
         if !events.iter().any(|event| process.wants(event)) {
             position = last;
             if saved_at.elapsed() >= Duration::from_millis(SKIPPED_CHECKPOINT_MAX_MS) {
-                if !save_checkpoint(&mut conn, process, saved, position).await? {
+                if !advance_checkpoint(&mut conn, process.name(), saved, position).await? {
                     return Err(moved_under_this_runner());
                 }
                 saved = position;
@@ -381,17 +384,6 @@ async fn follow(
 
 fn moved_under_this_runner() -> ProcessError {
     ProcessError::Retry("the checkpoint moved under this runner".into())
-}
-
-/// Moves the checkpoint row from `saved` to `position` over events the process passed over;
-/// false when someone else moved it (the fence).
-async fn save_checkpoint(
-    conn: &mut PgConnection,
-    process: &dyn ProcessManager,
-    saved: i64,
-    position: i64,
-) -> Result<bool, ProcessError> {
-    advance_checkpoint(conn, process.name(), saved, position).await
 }
 
 struct BatchOutcome {
