@@ -143,6 +143,11 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
             || "n/a (server not started by the benchmark)".to_string(),
             |m| format!("{m:.1} MiB"),
         );
+    // Stopped before printing: the summary stays the last line, after the cluster's own log.
+    drop(server);
+    if !cluster_was_running {
+        stop_cluster(&args.store_dir).await?;
+    }
     println!("commands        {}", report.commands);
     println!("errors          {}", report.errors);
     println!("commands/s      {:.0}", report.commands_per_s);
@@ -167,10 +172,6 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     match lag {
         Some(lag) => println!("{summary} lag_p99_ms={:.1}", lag.p99_ms),
         None => println!("{summary}"),
-    }
-    drop(server);
-    if !cluster_was_running {
-        stop_cluster(&args.store_dir).await?;
     }
     Ok(())
 }
