@@ -99,7 +99,6 @@ impl SalesSwitches {
         }
     }
 
-    /// Refuses a new sale for `payee_id` while a switch stops it.
     /// Refuses any new charge while the "all payments" switch is on (billing-key charges,
     /// which belong to no payee).
     pub async fn check_payments(&self) -> Result<(), PaymentError> {
@@ -109,6 +108,7 @@ impl SalesSwitches {
             .map_err(PaymentError::SalesSuspended)
     }
 
+    /// Refuses a new sale for `payee_id` while a switch stops it.
     pub async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
         self.current()
             .await?

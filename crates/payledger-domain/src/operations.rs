@@ -134,7 +134,6 @@ pub struct KillSwitches {
 }
 
 impl KillSwitches {
-    /// Whether a new order or payment for `payee_id` may go ahead; the global switch wins.
     /// Refuses any new charge while the "all payments" switch is on.
     pub fn check_payments(&self) -> Result<(), SalesBlock> {
         match &self.payments_suspended {
@@ -145,6 +144,7 @@ impl KillSwitches {
         }
     }
 
+    /// Whether a new order or payment for `payee_id` may go ahead; the global switch wins.
     pub fn check_sale(&self, payee_id: &PayeeId) -> Result<(), SalesBlock> {
         self.check_payments()?;
         if let Some(suspension) = self.suspended_payees.get(payee_id) {

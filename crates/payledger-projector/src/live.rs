@@ -10,9 +10,9 @@
 //!   only the events after its position, so members that are apart (one was just rebuilt, one was
 //!   paused) converge without any event applied twice or skipped.
 //! - **Its lock.** The runner holds every member's session advisory lock (taken in name order, so
-//!   two processes racing for a group cannot each end up with part of it), so a lone runner of one
-//!   of the projections elsewhere (the billing scheduler's catch-up) excludes the group and the
-//!   group excludes it.
+//!   two processes racing for a group cannot each end up with part of it), so a runner of some of
+//!   the projections elsewhere (the billing scheduler's catch-up of orders and subscriptions)
+//!   excludes the group and the group excludes it.
 //! - **Its fence.** A rebuild that swapped a member's tables in moved that member's checkpoint:
 //!   the group's checkpoint update then moves fewer rows than it should, the whole batch rolls
 //!   back and the positions are read again.
@@ -55,8 +55,7 @@ pub async fn run_projections(
         .collect();
     // One order for taking locks everywhere: whoever gets the first gets them all.
     members.sort_by_key(|member| member.projection.name());
-    let names: Vec<&str> = members.iter().map(|m| m.projection.name()).collect();
-    let names = names.join(",");
+    let names = names(&members);
     loop {
         match follow_holding_locks(&connect, &mut members, &config, &wakeup).await {
             Ok(()) => {
@@ -79,6 +78,12 @@ pub async fn run_projection(
     positions: Arc<PositionSender>,
 ) {
     run_projections(connect, vec![(projection, positions)], config, wakeup).await
+}
+
+/// The members' names, for the log.
+fn names(members: &[Member]) -> String {
+    let names: Vec<&str> = members.iter().map(|m| m.projection.name()).collect();
+    names.join(",")
 }
 
 struct Member {
@@ -138,11 +143,7 @@ async fn follow_holding_locks(
             return Ok(());
         }
     }
-    tracing::info!(
-        projections = members.len(),
-        first = members.first().map(|m| m.projection.name()),
-        "projection runner active"
-    );
+    tracing::info!(projections = names(members), "projection runner active");
     let mut woken = wakeup.subscribe();
     // Only this runner moves these checkpoints while it holds the locks (a rebuild's swap is
     // caught by the fence), so they are read once here and again only after a fence.

@@ -11,7 +11,7 @@
 //!   `payment:{order}`, …): replaying an event finds its commands done and does nothing new.
 //!   At-least-once plus idempotent is effectively once.
 //! - **One active instance across processes.** The runner holds a session advisory lock on its own
-//!   connection, like [`crate::run_projection`]; another process takes over when that connection
+//!   connection, like [`crate::run_projections`]; another process takes over when that connection
 //!   dies, and every checkpoint update is fenced on the previous position so a runner that lost
 //!   its lock unknowingly cannot move it.
 //! - **Handlers may keep state** in their own tables through the connection they are given: it is
@@ -354,7 +354,14 @@ async fn follow(
             continue;
         };
         at_head = (events.len() as i64) < limit;
-        if !events.iter().any(|event| process.wants(event)) {
+        // Where in `events` the events the process wants are.
+        let wanted_at: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| process.wants(event))
+            .map(|(at, _)| at)
+            .collect();
+        if wanted_at.is_empty() {
             position = last;
             if saved_at.elapsed() >= Duration::from_millis(SKIPPED_CHECKPOINT_MAX_MS) {
                 if !advance_checkpoint(&mut conn, process.name(), saved, position).await? {
@@ -365,7 +372,8 @@ async fn follow(
             }
             continue;
         }
-        let outcome = handle_batch(&mut conn, process, saved, position, &events).await?;
+        let outcome =
+            handle_batch(&mut conn, process, saved, position, &events, &wanted_at).await?;
         if outcome.committed_to > saved {
             saved = outcome.committed_to;
             saved_at = Instant::now();
@@ -391,10 +399,10 @@ struct BatchOutcome {
     retry: Option<ProcessError>,
 }
 
-/// Handles `events` (which follow `position`) in one transaction and moves the checkpoint from
-/// `saved` (the row, at or before `position`). On a retryable failure the events before it are
-/// committed with the checkpoint just before it; an event given up on is dead-lettered and the
-/// checkpoint moves past it.
+/// Handles the events at `wanted_at` in `events` (which follow `position`) in one transaction
+/// and moves the checkpoint from `saved` (the row, at or before `position`) past `events`. On a
+/// retryable failure the events before it are committed with the checkpoint just before it; an
+/// event given up on is dead-lettered and the checkpoint moves past it.
 ///
 /// No savepoints (two round trips per event): a failing handler aborts the whole attempt, and
 /// the events before it are then handled again in a new transaction — handlers are idempotent,
@@ -406,19 +414,15 @@ async fn handle_batch(
     saved: i64,
     position: i64,
     events: &[RecordedEvent],
+    wanted_at: &[usize],
 ) -> Result<BatchOutcome, ProcessError> {
-    // Positions in `events` of the events the process wants, and those events.
-    let (at, wanted): (Vec<usize>, Vec<&RecordedEvent>) = events
-        .iter()
-        .enumerate()
-        .filter(|(_, event)| process.wants(event))
-        .unzip();
+    let wanted: Vec<&RecordedEvent> = wanted_at.iter().map(|&at| &events[at]).collect();
     let mut tx = conn.begin().await?;
     let Err(Unhandled { index, error }) = process.handle_many(&mut tx, &wanted).await else {
         let done_to = events.last().map_or(position, |e| e.global_position);
         return commit_batch(tx, process, saved, done_to, None).await;
     };
-    let Some(&failed_at) = at.get(index) else {
+    let Some(&failed_at) = wanted_at.get(index) else {
         // An index past the events is a bug of the override: retry the whole batch.
         return Err(error);
     };

@@ -6,7 +6,7 @@
 //! ([`purchases_with_unapplied_refunds`]). Both are only indexes: every candidate is re-checked
 //! against its event stream by the command it receives.
 
-use crate::fold::{bad, ensure_follows};
+use crate::fold::{bad, distinct_ids, ensure_follows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -17,7 +17,7 @@ use payledger_domain::wallet::{Wallet, WalletEvent};
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 pub const SUBSCRIPTION_STREAM_PREFIX: &str = "subscription-";
 pub const WALLET_STREAM_PREFIX: &str = "wallet-";
@@ -177,9 +177,9 @@ impl Projection for SubscriptionsProjection {
     }
 }
 
-fn distinct_ids(events: &[(&str, &RecordedEvent)]) -> Vec<String> {
-    let ids: BTreeSet<String> = events.iter().map(|(id, _)| id.to_string()).collect();
-    ids.into_iter().collect()
+/// The distinct ids of the streams `events` belong to, sorted.
+fn ids_of(events: &[(&str, &RecordedEvent)]) -> Vec<String> {
+    distinct_ids(events.iter().map(|(id, _)| *id))
 }
 
 fn state_of<S: serde::de::DeserializeOwned>(
@@ -211,7 +211,7 @@ async fn project_subscriptions(
     conn: &mut PgConnection,
     events: &[(&str, &RecordedEvent)],
 ) -> Result<(), ProjectionError> {
-    let ids = distinct_ids(events);
+    let ids = ids_of(events);
     let rows = sqlx::query(
         "SELECT subscription_id, stream_version, last_position, updated_at, state \
          FROM subscriptions WHERE subscription_id = ANY($1)",
@@ -394,7 +394,7 @@ async fn project_wallets(
     conn: &mut PgConnection,
     events: &[(&str, &RecordedEvent)],
 ) -> Result<(), ProjectionError> {
-    let ids = distinct_ids(events);
+    let ids = ids_of(events);
     let rows = sqlx::query(
         "SELECT customer_id, stream_version, last_position, updated_at, state \
          FROM wallets WHERE customer_id = ANY($1)",
@@ -588,7 +588,7 @@ async fn project_customers(
     conn: &mut PgConnection,
     events: &[(&str, &RecordedEvent)],
 ) -> Result<(), ProjectionError> {
-    let ids = distinct_ids(events);
+    let ids = ids_of(events);
     let rows = sqlx::query(
         "SELECT customer_id, stream_version, last_position FROM billing_customers \
          WHERE customer_id = ANY($1)",

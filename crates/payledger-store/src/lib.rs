@@ -318,10 +318,11 @@ pub async fn read_stream_prefixes<'e>(
         .iter()
         .map(|(stream_id, before)| (stream_id.as_str(), *before))
         .unzip();
+    // The prefix columns are named apart from the events' own, so `COLUMNS` reads unqualified.
     let rows = sqlx::query(&format!(
-        "SELECT {QUALIFIED_COLUMNS} FROM unnest($1::text[], $2::bigint[]) AS p(stream_id, before_version) \
-         JOIN events e ON e.stream_id = p.stream_id AND e.stream_version < p.before_version \
-         ORDER BY e.stream_id, e.stream_version"
+        "SELECT {COLUMNS} FROM unnest($1::text[], $2::bigint[]) AS p(prefix_stream, before_version) \
+         JOIN events ON stream_id = p.prefix_stream AND stream_version < p.before_version \
+         ORDER BY stream_id, stream_version"
     ))
     // Planned per call: docs/architecture.md, "Lookups by many keys".
     .persistent(false)
@@ -365,9 +366,6 @@ pub async fn recorded_at<'e>(
 
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
     schema_version, payload, metadata, recorded_at, prev_hash, hash";
-/// [`COLUMNS`] of an `events` table aliased `e`, for reads that join it.
-const QUALIFIED_COLUMNS: &str = "e.global_position, e.stream_id, e.stream_version, e.event_id, \
-    e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at, e.prev_hash, e.hash";
 
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
     let position: i64 = row.try_get("global_position")?;

@@ -340,24 +340,23 @@ pub async fn run_due_command(
 async fn catch_up_read_models(database: &Database, pool: &PgPool) -> anyhow::Result<()> {
     let head = payledger_store::head_position(pool).await?;
     let names = ["orders", "subscriptions"];
-    let mut runners = Vec::new();
+    let mut members = Vec::new();
     for name in names {
         let projection = payledger_read_models::projection_named(name)
             .with_context(|| format!("projection {name} is not registered"))?;
         payledger_projector::ensure_live(pool, projection.as_ref()).await?;
-        let (sender, _) = tokio::sync::watch::channel(0);
-        runners.push(tokio::spawn(payledger_projector::run_projection(
-            database.app.clone(),
-            projection,
-            RunnerConfig {
-                poll_interval_ms: 50,
-                standby_retry_ms: 200,
-                ..RunnerConfig::default()
-            },
-            Wakeup::default(),
-            Arc::new(sender),
-        )));
+        members.push((projection, Arc::new(tokio::sync::watch::channel(0).0)));
     }
+    let runner = tokio::spawn(payledger_projector::run_projections(
+        database.app.clone(),
+        members,
+        RunnerConfig {
+            poll_interval_ms: 50,
+            standby_retry_ms: 200,
+            ..RunnerConfig::default()
+        },
+        Wakeup::default(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(CATCH_UP_TIMEOUT_S);
     let result = loop {
         let statuses = payledger_projector::status(pool).await?;
@@ -377,9 +376,7 @@ async fn catch_up_read_models(database: &Database, pool: &PgPool) -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    for runner in runners {
-        runner.abort();
-    }
+    runner.abort();
     result
 }
 

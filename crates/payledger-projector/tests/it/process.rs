@@ -240,6 +240,15 @@ struct Picky {
     runs: Mutex<Vec<usize>>,
 }
 
+impl Picky {
+    fn wanting(positions: &[i64]) -> Picky {
+        Picky {
+            wanted: positions.iter().copied().collect(),
+            runs: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 #[async_trait]
 impl ProcessManager for Picky {
     fn name(&self) -> &'static str {
@@ -291,10 +300,7 @@ async fn process_checkpoint(db: &TestDatabase, name: &str) -> i64 {
 async fn batches_without_a_wanted_event_open_no_transaction_and_the_checkpoint_follows_when_quiet()
 {
     let (db, connect) = setup(30).await;
-    let picky = std::sync::Arc::new(Picky {
-        wanted: [12, 25].into_iter().collect(),
-        runs: Mutex::new(Vec::new()),
-    });
+    let picky = std::sync::Arc::new(Picky::wanting(&[12, 25]));
     let runner = tokio::spawn(process::run_process(
         connect.clone(),
         picky.clone(),
@@ -321,10 +327,7 @@ async fn batches_without_a_wanted_event_open_no_transaction_and_the_checkpoint_f
     assert_eq!(*picky.runs.lock().unwrap(), vec![1, 1]);
 
     // A catch-up from the saved checkpoint finds nothing left to do.
-    let again = Picky {
-        wanted: [12, 25].into_iter().collect(),
-        runs: Mutex::new(Vec::new()),
-    };
+    let again = Picky::wanting(&[12, 25]);
     assert_eq!(
         process::catch_up(&connect, &again, &config(5))
             .await
@@ -337,10 +340,7 @@ async fn batches_without_a_wanted_event_open_no_transaction_and_the_checkpoint_f
 #[tokio::test]
 async fn a_catch_up_that_passed_over_everything_saves_its_checkpoint_before_it_returns() {
     let (db, connect) = setup(12).await;
-    let picky = Picky {
-        wanted: HashSet::new(),
-        runs: Mutex::new(Vec::new()),
-    };
+    let picky = Picky::wanting(&[]);
     assert_eq!(
         process::catch_up(&connect, &picky, &config(5))
             .await
