@@ -18,12 +18,16 @@ use payledger_domain::order::{
     self, Order, OrderCommand, OrderError, OrderEvent, OrderStatus, OutcomeSource, PlaceOrder,
     ProviderOutcome, RefundOutcome, RefundStatus,
 };
+use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
     CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderPayment,
     ProviderPaymentStatus,
 };
 use std::sync::Arc;
+
+/// Payees kept in memory per process for the booking check; a payee's state is a few fields.
+const PAYEE_CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct PaymentsConfig {
@@ -64,6 +68,13 @@ pub enum PaymentError {
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
     #[error("{}", crate::operations::describe_block(.0))]
     SalesSuspended(SalesBlock),
+    /// The payee serves a penalty suspension (three warnings from claims: seven days) and takes
+    /// no new bookings until `until`; nothing was recorded.
+    #[error("payee {payee_id} takes no bookings until {until}: suspended after three warnings")]
+    BookingsSuspended {
+        payee_id: PayeeId,
+        until: DateTime<Utc>,
+    },
 }
 
 impl From<ExecuteError<OrderError>> for PaymentError {
@@ -121,6 +132,8 @@ pub enum Reconciled {
 pub struct Payments {
     executor: Arc<Executor>,
     orders: AggregateCache<Order>,
+    /// Payees, for the penalty suspension a booking is checked against.
+    payees: AggregateCache<Payee>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
     config: PaymentsConfig,
@@ -137,6 +150,7 @@ impl Payments {
     ) -> Payments {
         Payments {
             orders: AggregateCache::new(config.order_cache_capacity),
+            payees: AggregateCache::new(PAYEE_CACHE_CAPACITY),
             executor,
             gateway,
             clock,
@@ -268,6 +282,9 @@ impl Payments {
         context: &RequestContext,
     ) -> Result<OrderSnapshot, PaymentError> {
         self.check_sale(&input.payee_id).await?;
+        if input.service_starts_at.is_some() {
+            self.check_bookings_allowed(&input.payee_id).await?;
+        }
         let order_id = input.order_id.unwrap_or_else(OrderId::generate);
         let command = OrderCommand::Place(PlaceOrder {
             order_id: order_id.clone(),
@@ -281,6 +298,42 @@ impl Payments {
         });
         let executed = self.execute(&order_id, command, context).await?;
         Ok(Self::snapshot(executed, false))
+    }
+
+    /// A booking (an order with a service time) is a sale the payee's penalty suspension stops,
+    /// whichever door it comes through.
+    async fn check_bookings_allowed(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
+        match self.booking_suspension(payee_id, self.clock.now()).await? {
+            None => Ok(()),
+            Some(until) => Err(PaymentError::BookingsSuspended {
+                payee_id: payee_id.clone(),
+                until,
+            }),
+        }
+    }
+
+    /// When `payee_id` may take a new booking again, if a penalty suspension (three warnings:
+    /// seven days) runs at `at`; `None` when it may take one now.
+    pub async fn booking_suspension(
+        &self,
+        payee_id: &PayeeId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, PaymentError> {
+        let payee = self.payee(payee_id).await?;
+        Ok(payee.suspended_until.filter(|_| payee.is_suspended_at(at)))
+    }
+
+    /// A payee's warnings and suspension, from its stream.
+    pub async fn payee(&self, payee_id: &PayeeId) -> Result<Payee, PaymentError> {
+        let (_, state) = self
+            .executor
+            .load(&self.payees, &payee::stream_id(payee_id))
+            .await
+            .map_err(|e| match e {
+                ExecuteError::Read(e) => PaymentError::Unavailable(e.to_string()),
+                other => PaymentError::Internal(other.to_string()),
+            })?;
+        Ok(state)
     }
 
     /// Confirms a payment the customer authorised at the provider (Toss `paymentKey`, `orderId`,
