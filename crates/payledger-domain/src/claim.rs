@@ -43,7 +43,7 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 pub const MAX_COUPON_CHARS: usize = 64;
 
 pub fn stream_id(claim_id: &ClaimId) -> String {
-    format!("claim-{claim_id}")
+    crate::streams::StreamKind::Claim.name(claim_id)
 }
 
 /// The refund id a resolution's refund gets on the order: derived from the claim and the round,

@@ -19,6 +19,7 @@ pub mod provider_failure;
 pub mod refund_policy;
 pub mod settlement;
 pub mod slot;
+pub mod streams;
 pub mod subscription;
 pub mod wallet;
 pub mod webhook;

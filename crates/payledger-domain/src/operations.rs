@@ -252,7 +252,8 @@ impl Aggregate for KillSwitches {
 // ---------------------------------------------------------------------------------------------
 
 pub fn provider_transaction_stream(provider: &str, transaction_id: &PaymentKey) -> String {
-    format!("provider-tx-{provider}-{transaction_id}")
+    crate::streams::StreamKind::ProviderTransaction
+        .name(format_args!("{provider}-{transaction_id}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub const CONFIRMATION_WINDOW_MINUTES: i64 = 30;
 pub const MAX_REFUNDS_PER_ORDER: usize = 100;
 
 pub fn stream_id(order_id: &OrderId) -> String {
-    format!("order-{order_id}")
+    crate::streams::StreamKind::Order.name(order_id)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ impl StatementKey {
     }
 
     pub fn stream_id(&self) -> String {
-        format!("settlement-{}", self.id())
+        crate::streams::StreamKind::Settlement.name(self.id())
     }
 
     /// The same payee's statement of the following week.

@@ -43,7 +43,7 @@ pub const SUSPENDED_MAX_RETRIES: &str = "PAYMENT_FAILED_MAX_RETRIES";
 pub const SUSPENDED_GRACE_EXPIRED: &str = "BILLING_KEY_GRACE_EXPIRED";
 
 pub fn stream_id(subscription_id: &SubscriptionId) -> String {
-    format!("subscription-{subscription_id}")
+    crate::streams::StreamKind::Subscription.name(subscription_id)
 }
 
 /// The provider order id of a cycle: every attempt of the cycle uses it, so the provider refuses a

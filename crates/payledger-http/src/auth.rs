@@ -511,7 +511,13 @@ fn admin_action(request: &ServiceRequest, principal: &Principal) -> AdminAction 
         remote_addr: request.peer_addr().map(|a| a.ip().to_string()),
         forwarded_for: header_text(request, "x-forwarded-for", 200),
         user_agent: header_text(request, "user-agent", 200),
-        at: chrono::Utc::now(),
+        // The payments clock: a test clock moves the audit trail with everything else.
+        at: request
+            .app_data::<web::Data<AppState>>()
+            .map(|state| state.payments.clock().now())
+            .unwrap_or_else(|| {
+                payledger_app::clock::Clock::now(&payledger_app::clock::SystemClock)
+            }),
     }
 }
 

@@ -364,6 +364,41 @@ pub async fn recorded_at<'e>(
     Ok(at)
 }
 
+/// How long ago, by the database's own clock, the event at `position` was recorded, in
+/// milliseconds; `None` when there is no such event. Measures lag without comparing two clocks.
+pub async fn age_ms_of<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<f64>, ReadError> {
+    let age_ms = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM clock_timestamp() - recorded_at) * 1000)::float8 \
+         FROM events WHERE global_position = $1",
+    )
+    .bind(position)
+    .fetch_optional(executor)
+    .await?;
+    Ok(age_ms)
+}
+
+/// How many streams whose name starts with `prefix` exist (counted by their first event).
+pub async fn count_streams_with_prefix<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    prefix: &str,
+) -> Result<i64, ReadError> {
+    let count = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE stream_id LIKE $1 || '%' AND stream_version = 1",
+    )
+    .bind(
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_"),
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(count)
+}
+
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
     schema_version, payload, metadata, recorded_at, prev_hash, hash";
 

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use payledger_domain::streams::StreamKind;
 use payledger_metrics::metrics;
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
@@ -37,7 +38,7 @@ pub fn notification_body(
     notification_type: &str,
     priority: &str,
 ) -> serde_json::Value {
-    let order_id = event.stream_id.strip_prefix("order-");
+    let order_id = StreamKind::Order.id_of(&event.stream_id);
     json!({
         "type": notification_type,
         "timestamp": event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
