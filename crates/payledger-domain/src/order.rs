@@ -434,8 +434,10 @@ impl Order {
         )
     }
 
-    /// The ledger's invariant for one order: refunds never exceed the capture.
-    fn assert_invariants(&self) {
+    /// The ledger's invariant for one order: refunds never exceed the capture. Asserted after
+    /// every decision and, as the other half of the pair, by the orders read model after every
+    /// fold: a log that broke it would stop the projection instead of serving a wrong row.
+    pub fn assert_invariants(&self) {
         assert!(self.captured_minor >= 0, "negative capture");
         assert!(
             self.refunded_minor >= 0 && self.refund_pending_minor >= 0,

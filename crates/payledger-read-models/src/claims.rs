@@ -123,6 +123,7 @@ impl Projection for ClaimsProjection {
                 });
             ensure_follows(event, row.stream_version)?;
             row.claim.apply(decoded);
+            row.claim.assert_invariants();
             row.stream_version = event.stream_version;
             row.last_position = event.global_position;
             row.updated_at = event.recorded_at;

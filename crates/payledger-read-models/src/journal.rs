@@ -138,6 +138,7 @@ impl Projection for JournalProjection {
                 }
             }
         }
+        l.assert_balanced();
         save_facts(conn, &facts, &known).await?;
         e.insert(conn).await?;
         l.insert(conn).await?;
@@ -435,6 +436,18 @@ struct LineColumns {
 }
 
 impl LineColumns {
+    /// The other half of the pair the posting rules start (`JournalEntry` refuses an unbalanced
+    /// entry): what this batch writes balances per currency, so the book does after it.
+    fn assert_balanced(&self) {
+        let mut per_currency: HashMap<&str, i64> = HashMap::new();
+        for ((currency, debit), credit) in self.currency.iter().zip(&self.debit).zip(&self.credit) {
+            *per_currency.entry(currency.as_str()).or_default() += debit - credit;
+        }
+        for (currency, difference) in per_currency {
+            assert_eq!(difference, 0, "a journal batch is unbalanced in {currency}");
+        }
+    }
+
     async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         if self.entry_id.is_empty() {
             return Ok(());

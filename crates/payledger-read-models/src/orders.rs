@@ -271,6 +271,7 @@ fn fold_event(
     }
     let summary = summarize(&decoded);
     row.order.apply(decoded);
+    row.order.assert_invariants();
     row.stream_version = event.stream_version;
     row.last_position = event.global_position;
     row.updated_at = event.recorded_at;
