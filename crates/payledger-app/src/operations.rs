@@ -43,16 +43,9 @@ pub enum OperationError {
 
 impl<E: std::error::Error + Into<OperationError>> From<ExecuteError<E>> for OperationError {
     fn from(error: ExecuteError<E>) -> Self {
-        match error {
-            ExecuteError::Domain(e) => e.into(),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                OperationError::Payment(PaymentError::Unavailable(e.to_string()))
-            }
-            ExecuteError::Read(e) => {
-                OperationError::Payment(PaymentError::Unavailable(e.to_string()))
-            }
-            ExecuteError::Contention => OperationError::Payment(PaymentError::Contention),
-            other => OperationError::Payment(PaymentError::Internal(other.to_string())),
+        match error.into_domain() {
+            Ok(refused) => refused.into(),
+            Err(failure) => OperationError::Payment(failure.into()),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::clock::Clock;
 use crate::context::RequestContext;
-use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
+use crate::executor::{AggregateCache, ExecuteError, Executed, Executor, StoreFailure};
 use crate::operations::SalesSwitches;
 use chrono::{DateTime, Duration, Utc};
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
@@ -77,17 +77,21 @@ pub enum PaymentError {
     },
 }
 
+impl From<StoreFailure> for PaymentError {
+    fn from(failure: StoreFailure) -> Self {
+        match failure {
+            StoreFailure::Unavailable(e) => PaymentError::Unavailable(e),
+            StoreFailure::Contention => PaymentError::Contention,
+            StoreFailure::Internal(e) => PaymentError::Internal(e),
+        }
+    }
+}
+
 impl From<ExecuteError<OrderError>> for PaymentError {
     fn from(error: ExecuteError<OrderError>) -> Self {
-        match error {
-            ExecuteError::Domain(e) => PaymentError::Order(e),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                PaymentError::Unavailable(e.to_string())
-            }
-            ExecuteError::Read(e) => PaymentError::Unavailable(e.to_string()),
-            ExecuteError::Contention => PaymentError::Contention,
-            other => PaymentError::Internal(other.to_string()),
-        }
+        error
+            .into_domain()
+            .map_or_else(PaymentError::from, PaymentError::Order)
     }
 }
 
@@ -329,9 +333,10 @@ impl Payments {
             .executor
             .load(&self.payees, &payee::stream_id(payee_id))
             .await
-            .map_err(|e| match e {
-                ExecuteError::Read(e) => PaymentError::Unavailable(e.to_string()),
-                other => PaymentError::Internal(other.to_string()),
+            .map_err(|e| {
+                e.into_domain().map_or_else(PaymentError::from, |refused| {
+                    PaymentError::Internal(format!("loading a payee was refused: {refused}"))
+                })
             })?;
         Ok(state)
     }
