@@ -16,3 +16,4 @@ pub mod payments;
 pub mod processes;
 pub mod settlements;
 pub mod subscriptions;
+pub mod switches;

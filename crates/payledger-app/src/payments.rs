@@ -9,7 +9,7 @@
 use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executed, Executor, StoreFailure};
-use crate::operations::SalesSwitches;
+use crate::switches::{SalesCheckError, SalesSwitches};
 use chrono::{DateTime, Duration, Utc};
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use payledger_domain::money::Money;
@@ -66,7 +66,7 @@ pub enum PaymentError {
     #[error("internal error: {0}")]
     Internal(String),
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
-    #[error("{}", crate::operations::describe_block(.0))]
+    #[error("{}", crate::switches::describe_block(.0))]
     SalesSuspended(SalesBlock),
     /// The payee serves a penalty suspension (three warnings from claims: seven days) and takes
     /// no new bookings until `until`; nothing was recorded.
@@ -171,7 +171,10 @@ impl Payments {
 
     async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
         match &self.sales_switches {
-            Some(switches) => switches.check_sale(payee_id).await,
+            Some(switches) => switches.check_sale(payee_id).await.map_err(|e| match e {
+                SalesCheckError::Suspended(block) => PaymentError::SalesSuspended(block),
+                SalesCheckError::Unavailable(e) => PaymentError::Unavailable(e),
+            }),
             None => Ok(()),
         }
     }

@@ -17,8 +17,7 @@ use crate::billing_key_cipher::{BillingKeyCipher, CipherError};
 use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executed, Executor, StoreFailure};
-use crate::operations::SalesSwitches;
-use crate::payments::PaymentError;
+use crate::switches::{SalesCheckError, SalesSwitches};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{
@@ -281,7 +280,7 @@ impl Subscriptions {
             return Ok(());
         };
         switches.check_payments().await.map_err(|e| match e {
-            PaymentError::SalesSuspended(SalesBlock::AllPayments { reason }) => {
+            SalesCheckError::Suspended(SalesBlock::AllPayments { reason }) => {
                 BillingError::PaymentsSuspended(reason)
             }
             other => BillingError::Unavailable(other.to_string()),

@@ -22,6 +22,7 @@
 //! last attempt. Which events notify, as what type and with which priority, is one table:
 //! [`notifications::NOTIFICATIONS`].
 
+mod applied;
 pub mod config;
 mod deliveries;
 pub mod inbox;

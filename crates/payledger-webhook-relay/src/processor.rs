@@ -9,10 +9,9 @@
 
 use chrono::{DateTime, Utc};
 use payledger_app::payments::Payments;
-use payledger_domain::ids::OrderId;
 use payledger_domain::webhook::{
-    ProviderStateDiffers, VerificationMethod, WebhookApplied, WebhookAttemptFailed,
-    WebhookDeadLettered, WebhookDeliveryEvent, WebhookOutcome, WebhookReceived, WebhookVerified,
+    VerificationMethod, WebhookApplied, WebhookAttemptFailed, WebhookDeadLettered,
+    WebhookDeliveryEvent, WebhookOutcome, WebhookReceived, WebhookVerified,
 };
 use payledger_metrics::metrics;
 use sha2::{Digest, Sha256};
@@ -20,6 +19,7 @@ use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use crate::applied::{Applied, Failure};
 use crate::deliveries;
 use crate::inbox::Relay;
 use crate::provider::Provider;
@@ -30,41 +30,6 @@ const CLAIM_BATCH: i64 = 20;
 /// How long a claimed delivery is held before another worker may take it.
 const LEASE_SECONDS: i64 = 300;
 const ACTOR: &str = "system:webhooks";
-
-/// A delivery applied: what to record.
-pub(crate) struct Applied {
-    pub order_id: Option<String>,
-    pub verified: Option<WebhookVerified>,
-    pub differs: Option<ProviderStateDiffers>,
-    pub outcome: WebhookOutcome,
-    pub detail: String,
-}
-
-/// An attempt that failed: transient ones are retried, permanent ones dead-lettered at once.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub order_id: Option<String>,
-    pub error: String,
-    pub permanent: bool,
-}
-
-impl Failure {
-    pub fn transient(order_id: Option<&OrderId>, error: impl Into<String>) -> Failure {
-        Failure {
-            order_id: order_id.map(ToString::to_string),
-            error: error.into(),
-            permanent: false,
-        }
-    }
-
-    pub fn permanent(order_id: Option<&OrderId>, error: impl Into<String>) -> Failure {
-        Failure {
-            order_id: order_id.map(ToString::to_string),
-            error: error.into(),
-            permanent: true,
-        }
-    }
-}
 
 struct Claimed {
     id: i64,

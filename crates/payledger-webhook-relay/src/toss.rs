@@ -19,7 +19,7 @@ use payledger_domain::webhook::{
 use payledger_gateway::{ProviderPayment, ProviderPaymentStatus};
 use serde_json::Value;
 
-use crate::processor::{Applied, Failure};
+use crate::applied::{Applied, Failure};
 use crate::short;
 
 /// What to re-fetch: the payment key, else the order id, from an (untrusted) Toss body. Toss

@@ -81,6 +81,7 @@
 //! assert_eq!(delivery.delivery_id.as_deref(), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"));
 //! ```
 
+mod delivery;
 mod error;
 mod headers;
 mod priority;
