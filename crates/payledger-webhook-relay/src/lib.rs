@@ -25,6 +25,7 @@
 pub mod config;
 mod deliveries;
 pub mod inbox;
+pub mod intake;
 pub mod notifications;
 pub mod outbox;
 pub mod processor;
