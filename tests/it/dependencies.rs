@@ -117,7 +117,7 @@ fn licenses_sources_and_duplicates_of_every_dependency_are_acceptable() {
         }
         match package["source"].as_str() {
             None => {}
-            Some(source) if source == "registry+https://github.com/rust-lang/crates.io-index" => {}
+            Some("registry+https://github.com/rust-lang/crates.io-index") => {}
             Some(source) if source.starts_with("sparse+https://index.crates.io/") => {}
             Some(source) => problems.push(format!("{name} {version}: from {source}")),
         }
