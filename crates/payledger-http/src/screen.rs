@@ -97,13 +97,42 @@ pub async fn screen(
         Some(finding) => Some(finding),
         None => match screen_body(&mut request).await {
             Ok(finding) => finding,
-            Err(error) => return Ok(refuse(request, error)),
+            Err(error) => {
+                if error.code == ErrorCode::BodyTooLarge {
+                    record_webhook_refusal(&request).await;
+                }
+                return Ok(refuse(request, error));
+            }
         },
     };
     if let Some(finding) = finding {
         return Ok(refuse(request, finding.into_error()));
     }
     Ok(next.call(request).await?.map_into_boxed_body())
+}
+
+/// A webhook delivery too large to screen is a webhook refusal too: counted and recorded in
+/// `webhook_rejections` as the intake records the ones it refuses itself.
+async fn record_webhook_refusal(request: &ServiceRequest) {
+    use payledger_webhook_relay::{AcceptError, Provider, Relay};
+    if request.match_pattern().as_deref() != Some("/v1/webhooks/{provider}") {
+        return;
+    }
+    let Some(relay) = request.app_data::<actix_web::web::Data<Relay>>() else {
+        return;
+    };
+    // The router has not run yet (this is App-level middleware): read the segment directly.
+    let Some(provider) = request
+        .path()
+        .strip_prefix("/v1/webhooks/")
+        .and_then(Provider::parse)
+    else {
+        return;
+    };
+    let remote_addr = request.peer_addr().map(|a| a.ip().to_string());
+    relay
+        .reject(provider, &AcceptError::BodyTooLarge, remote_addr.as_deref())
+        .await;
 }
 
 fn refuse(request: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
