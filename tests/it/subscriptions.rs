@@ -2,6 +2,7 @@
 //! stored, the billing key never appears in an answer, dunning states show in the read model,
 //! and credits need a membership.
 
+use payledger_domain::card_numbers::test_cards;
 use payledger_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 
@@ -46,8 +47,8 @@ async fn card_numbers_are_refused_before_anything_is_stored() {
     let app = spawn_app().await;
     let before = app.head_position().await;
     for body in [
-        json!({"customerId": "cust_1", "authKey": "4242 4242 4242 4242"}),
-        json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": "4242424242424242"}),
+        json!({"customerId": "cust_1", "authKey": test_cards::VISA_SPACED}),
+        json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": test_cards::VISA_STRIPE}),
         json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": "not even a number"}),
     ] {
         let response = app.post("/v1/billing-keys", &body).await;

@@ -25,6 +25,7 @@ use payledger_gateway::{
     ProviderPaymentStatus,
 };
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Payees kept in memory per process for the booking check; a payee's state is a few fields.
 const PAYEE_CACHE_CAPACITY: usize = 10_000;
@@ -421,7 +422,12 @@ impl Payments {
             currency: placed.amount.currency(),
             idempotency_key: started.idempotency_key,
         };
-        let (outcome, retry_after_ms) = match self.gateway.confirm(&request).await {
+        let (outcome, retry_after_ms) = match self
+            .gateway
+            .confirm(&request)
+            .instrument(provider_call_span("confirm", order_id, context))
+            .await
+        {
             Ok(payment) => (approved(&payment, self.clock.now()), None),
             Err(GatewayError::Refused(failure))
                 if failure.class == FailureClass::AlreadyProcessed =>
@@ -565,7 +571,13 @@ impl Payments {
         order_id: &OrderId,
         payment_key: &PaymentKey,
     ) -> ProviderOutcome {
-        match self.gateway.payment_by_order_id(order_id.as_str()).await {
+        let span = tracing::info_span!("provider_call", operation = "lookup", order_id = %order_id);
+        match self
+            .gateway
+            .payment_by_order_id(order_id.as_str())
+            .instrument(span)
+            .await
+        {
             Ok(Some(payment)) if payment.payment_key == payment_key.as_str() => {
                 match payment.status {
                     ProviderPaymentStatus::Done
@@ -678,7 +690,12 @@ impl Payments {
             cancel_reason: refund.reason.clone(),
             idempotency_key: refund.idempotency_key.clone(),
         };
-        let outcome = match self.gateway.cancel(&request).await {
+        let outcome = match self
+            .gateway
+            .cancel(&request)
+            .instrument(provider_call_span("cancel", order_id, context))
+            .await
+        {
             Ok(payment) => RefundOutcome::Completed {
                 transaction_key: payment
                     .cancels
@@ -818,4 +835,20 @@ fn approved(payment: &ProviderPayment, now: DateTime<Utc>) -> ProviderOutcome {
         approved_at: payment.approved_at.unwrap_or(now),
         method: payment.method.clone(),
     }
+}
+
+/// Every line the gateway logs during a provider call (warnings, "provider call failed") carries
+/// the order and the request it serves, so that it can be tied to both.
+fn provider_call_span(
+    operation: &'static str,
+    order_id: &OrderId,
+    context: &RequestContext,
+) -> tracing::Span {
+    tracing::info_span!(
+        "provider_call",
+        operation,
+        order_id = %order_id,
+        request_id = context.request_id.as_deref().unwrap_or(""),
+        actor = %context.actor,
+    )
 }

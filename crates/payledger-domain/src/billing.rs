@@ -446,49 +446,11 @@ pub enum NotificationPriority {
     Info,
 }
 
-/// True when `text` holds something that looks like a card number (PAN): 13 to 19 digits in a
-/// row, spaces or dashes between them allowed, that pass the Luhn check card numbers carry. Used
-/// to refuse such text in any field payledger would store, so a card number pasted into the wrong
-/// field never reaches an event (PCI DSS SAQ A). The Luhn check keeps long numeric ids (a
-/// 13-digit timestamp) from being mistaken for cards nine times out of ten.
+/// True when `text` holds a card number (PAN) by the one rule of
+/// [`crate::card_numbers`]: used to refuse such text in any field payledger would store, so a
+/// card number pasted into the wrong field never reaches an event (PCI DSS SAQ A).
 pub fn contains_card_number_like(text: &str) -> bool {
-    let mut run: Vec<u8> = Vec::new();
-    for c in text.chars().chain(std::iter::once('x')) {
-        if let Some(digit) = c.to_digit(10) {
-            run.push(digit as u8);
-            continue;
-        }
-        if c == ' ' || c == '-' {
-            continue;
-        }
-        if (13..=19).contains(&run.len()) && passes_luhn(&run) {
-            return true;
-        }
-        run.clear();
-    }
-    false
-}
-
-fn passes_luhn(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            let d = u32::from(*d);
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 {
-                    doubled - 9
-                } else {
-                    doubled
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    crate::card_numbers::contains_card_number(text)
 }
 
 #[cfg(test)]
@@ -541,10 +503,17 @@ mod tests {
 
     #[test]
     fn card_number_like_runs_are_found() {
-        assert!(contains_card_number_like("4242424242424242"));
-        assert!(contains_card_number_like("4111 1111 1111 1111"));
-        assert!(contains_card_number_like("card:4111-1111-1111-1111."));
-        assert!(contains_card_number_like("x378282246310005y"));
+        use crate::card_numbers::test_cards;
+        assert!(contains_card_number_like(test_cards::VISA_STRIPE));
+        assert!(contains_card_number_like(test_cards::VISA_SPACED));
+        assert!(contains_card_number_like(&format!(
+            "card:{}.",
+            test_cards::MASTERCARD_DASHED
+        )));
+        assert!(contains_card_number_like(&format!(
+            "x{}y",
+            test_cards::AMEX
+        )));
         // Not Luhn-valid, too short, or masked: not a card number.
         assert!(!contains_card_number_like("4111111111111112"));
         assert!(!contains_card_number_like("411111111111"));

@@ -13,6 +13,30 @@ pub struct InvalidId {
     pub got_len: usize,
 }
 
+/// The characters every identifier may hold, as a regular expression for API descriptions; the
+/// same set `check` tests (a unit test keeps the two in step).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._=-]+$";
+
+/// Each identifier's wire name and length limits, for API descriptions (`payledger-http`'s
+/// OpenAPI document): the same numbers the parsers use.
+pub const ID_LIMITS: &[(&str, usize, usize)] = &[
+    (OrderId::KIND, OrderId::MIN_CHARS, OrderId::MAX_CHARS),
+    (
+        CustomerId::KIND,
+        CustomerId::MIN_CHARS,
+        CustomerId::MAX_CHARS,
+    ),
+    (PayeeId::KIND, PayeeId::MIN_CHARS, PayeeId::MAX_CHARS),
+    (
+        PaymentKey::KIND,
+        PaymentKey::MIN_CHARS,
+        PaymentKey::MAX_CHARS,
+    ),
+    (RefundId::KIND, RefundId::MIN_CHARS, RefundId::MAX_CHARS),
+    (ClaimId::KIND, ClaimId::MIN_CHARS, ClaimId::MAX_CHARS),
+    (AdminId::KIND, AdminId::MIN_CHARS, AdminId::MAX_CHARS),
+];
+
 fn check(kind: &'static str, value: &str, min_len: usize, max_len: usize) -> Result<(), InvalidId> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.');
     let len = value.chars().count();
@@ -35,6 +59,11 @@ macro_rules! identifier {
         pub struct $name(String);
 
         impl $name {
+            /// The field name on the wire.
+            pub const KIND: &'static str = $kind;
+            pub const MIN_CHARS: usize = $min;
+            pub const MAX_CHARS: usize = $max;
+
             pub fn parse(value: impl Into<String>) -> Result<$name, InvalidId> {
                 let value = value.into();
                 check($kind, &value, $min, $max)?;

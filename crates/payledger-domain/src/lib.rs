@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod booking;
+pub mod card_numbers;
 pub mod claim;
 pub mod codec;
 pub mod customer;

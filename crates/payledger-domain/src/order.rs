@@ -20,6 +20,10 @@ pub const CONFIRMATION_WINDOW_MINUTES: i64 = 30;
 
 /// How many refunds one order may carry; a bound so an order's state stays small.
 pub const MAX_REFUNDS_PER_ORDER: usize = 100;
+/// Longest order name (characters); no control characters.
+pub const MAX_ORDER_NAME_CHARS: usize = 100;
+/// Longest refund or cancellation reason (characters); no control characters.
+pub const MAX_REASON_CHARS: usize = 200;
 
 pub fn stream_id(order_id: &OrderId) -> String {
     crate::streams::StreamKind::Order.name(order_id)
@@ -535,7 +539,8 @@ impl Order {
     ) -> Result<Vec<OrderEvent>, OrderError> {
         self.placed()?;
         let reason_len = reason.chars().count();
-        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+        if reason_len == 0 || reason_len > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidCancellationReason);
         }
         if self.enrollment_cancelled_at.is_some() {
@@ -561,7 +566,10 @@ impl Order {
             return Err(OrderError::AlreadyExists);
         }
         let name_len = place.order_name.chars().count();
-        if name_len == 0 || name_len > 100 || place.order_name.chars().any(char::is_control) {
+        if name_len == 0
+            || name_len > MAX_ORDER_NAME_CHARS
+            || place.order_name.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidOrderName);
         }
         Ok(vec![OrderEvent::OrderPlaced(place)])
@@ -678,7 +686,8 @@ impl Order {
     ) -> Result<Vec<OrderEvent>, OrderError> {
         let placed = self.placed()?;
         let reason_len = reason.chars().count();
-        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+        if reason_len == 0 || reason_len > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidRefundReason);
         }
         if let Some(existing) = self.refunds.get(&refund_id) {

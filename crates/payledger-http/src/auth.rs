@@ -438,6 +438,12 @@ pub async fn authenticate(
         None => Access::Open,
         Some(pattern) => match rule_for(&method, &pattern) {
             Some(rule) => rule.access,
+            // A known path with another method: 404 like any unknown route (docs/api.md), for
+            // every caller alike, before any key is looked at.
+            None if ROUTES.iter().any(|r| r.pattern == pattern) => {
+                let error = ApiError::new(ErrorCode::NotFound, "no such route");
+                return Ok(request.error_response(error).map_into_boxed_body());
+            }
             None => {
                 tracing::warn!(%method, pattern, "route missing from the access table: admins only");
                 Access::Roles(ADMIN)

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod bookings;
 mod claims;
+pub mod constraints;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 mod orders;
 mod payment_status;
+pub mod screen;
 mod settlements;
 pub mod subscriptions;
 pub mod webhooks;
@@ -97,6 +99,10 @@ pub fn request_context(request: &HttpRequest) -> RequestContext {
 /// body (`/v1/payments/confirm`); routes with `{order_id}` in the path are read from it.
 #[derive(Debug, Clone)]
 pub struct LoggedOrderId(pub String);
+
+/// The event id of the webhook delivery a request carried, for the request log.
+#[derive(Debug, Clone)]
+pub struct LoggedWebhookEventId(pub String);
 
 /// Mounts every route on `config`.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -335,6 +341,18 @@ where
             .map(|e| e.code.as_str());
         // Ids only (validated by their parsers before they are used); never a header or a body.
         let http_request = response.request();
+        // A request the screen refused may hold a card number in its path: log the pattern.
+        let path = if http_request
+            .extensions()
+            .get::<screen::Withheld>()
+            .is_some()
+        {
+            http_request
+                .match_pattern()
+                .unwrap_or_else(|| "(withheld)".to_string())
+        } else {
+            path
+        };
         let actor = auth::principal(http_request).map(|p| p.actor());
         let order_id = http_request
             .extensions()
@@ -347,15 +365,19 @@ where
                     .filter(|id| payledger_domain::ids::OrderId::parse(*id).is_ok())
                     .map(str::to_string)
             });
+        let event_id = http_request
+            .extensions()
+            .get::<LoggedWebhookEventId>()
+            .map(|e| e.0.clone());
         if status >= 500 {
             tracing::error!(
                 request_id, method, path, status, error_code, latency_ms, actor, order_id,
-                "request"
+                event_id, "request"
             );
         } else {
             tracing::info!(
                 request_id, method, path, status, error_code, latency_ms, actor, order_id,
-                "request"
+                event_id, "request"
             );
         }
         Ok(response)

@@ -26,6 +26,7 @@ mod applied;
 pub mod config;
 mod deliveries;
 pub mod inbox;
+pub mod intake;
 pub mod notifications;
 pub mod outbox;
 pub mod processor;

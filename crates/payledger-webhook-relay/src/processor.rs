@@ -43,6 +43,8 @@ struct Claimed {
     raw_body: Vec<u8>,
     attempts: i32,
     received_at: DateTime<Utc>,
+    /// The request that delivered it, carried by its events' metadata.
+    request_id: Option<String>,
 }
 
 /// What happened to one delivery in one round.
@@ -58,11 +60,27 @@ pub enum Processed {
 pub struct InboundWorker {
     relay: Arc<Relay>,
     payments: Arc<Payments>,
+    /// Re-fetches of unsigned deliveries; `None`: the payments' own gateway.
+    lookups: Option<Arc<dyn payledger_gateway::PaymentGateway>>,
 }
 
 impl InboundWorker {
     pub fn new(relay: Arc<Relay>, payments: Arc<Payments>) -> InboundWorker {
-        InboundWorker { relay, payments }
+        InboundWorker {
+            relay,
+            payments,
+            lookups: None,
+        }
+    }
+
+    /// Re-fetches through `gateway` (a second instance with its own circuit breaker), so that
+    /// a flood of unsigned deliveries cannot open the circuit real payments go through.
+    pub fn with_lookup_gateway(
+        mut self,
+        gateway: Arc<dyn payledger_gateway::PaymentGateway>,
+    ) -> InboundWorker {
+        self.lookups = Some(gateway);
+        self
     }
 
     /// Processes due deliveries forever; wakes on new deliveries or every poll interval.
@@ -90,7 +108,7 @@ impl InboundWorker {
                 WHERE status = 'pending' AND next_attempt_at <= $1 \
                 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING id, provider, event_id, event_type, delivery_id, scheme, secret_index, \
-                must_refetch, raw_body, attempts, received_at",
+                must_refetch, raw_body, attempts, received_at, headers",
         )
         .bind(now)
         .bind(now + chrono::Duration::seconds(LEASE_SECONDS))
@@ -111,6 +129,11 @@ impl InboundWorker {
                 raw_body: row.try_get("raw_body")?,
                 attempts: row.try_get("attempts")?,
                 received_at: row.try_get("received_at")?,
+                request_id: row
+                    .try_get::<serde_json::Value, _>("headers")?
+                    .get("requestId")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
             };
             processed.push(self.process(claimed).await?);
         }
@@ -122,8 +145,15 @@ impl InboundWorker {
         let attempt = u32::try_from(row.attempts).unwrap_or(0) + 1;
         let result = match Provider::parse(&row.provider) {
             Some(Provider::Toss) if row.must_refetch => {
-                crate::toss::apply_payment_status(&self.payments, &row.event_id, &row.raw_body, now)
-                    .await
+                let lookups = self.lookups.as_ref().unwrap_or(self.payments.gateway());
+                crate::toss::apply_payment_status(
+                    &self.payments,
+                    lookups.as_ref(),
+                    &row.event_id,
+                    &row.raw_body,
+                    now,
+                )
+                .await
             }
             Some(provider) => Ok(record_signed(provider, &row, now)),
             None => Err(Failure::permanent(None, "no such provider")),
@@ -150,6 +180,7 @@ impl InboundWorker {
             &row.provider,
             &row.event_id,
             ACTOR,
+            row.request_id.as_deref(),
             |recorded| {
                 let order_id = match &result {
                     Ok(applied) => applied.order_id.clone(),

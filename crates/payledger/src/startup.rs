@@ -137,7 +137,7 @@ impl Application {
         );
         let pool = database.app_pool(settings.db_max_connections).await?;
 
-        let (gateway, sandbox) = build_gateway(&settings).await?;
+        let (gateway, webhook_lookups, sandbox) = build_gateway(&settings).await?;
         let clock: Arc<dyn Clock> = match &settings.clock {
             Some(ClockSetting(clock)) => clock.clone(),
             None => Arc::new(SystemClock),
@@ -223,8 +223,10 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
-        background
-            .extend(crate::webhook_jobs::spawn(&relay, &payments, &pool, &mut followers).await?);
+        background.extend(
+            crate::webhook_jobs::spawn(&relay, &payments, webhook_lookups, &pool, &mut followers)
+                .await?,
+        );
         // One runner for the read models and the outbox: one transaction per batch for all.
         background.push(tokio::spawn(payledger_projector::run_projections(
             database.app.clone(),
@@ -271,6 +273,7 @@ impl Application {
                 .app_data(booking_services.clone())
                 .wrap(from_fn(payledger_http::idempotency::idempotency))
                 .wrap(from_fn(payledger_http::auth::authenticate))
+                .wrap(from_fn(payledger_http::screen::screen))
                 .wrap_fn(payledger_http::request_logging)
                 .wrap_fn(payledger_http::metrics::track)
                 .configure(payledger_http::configure)
@@ -310,9 +313,15 @@ impl Application {
     }
 }
 
+/// The payments' gateway, and a second one with its own circuit breaker for the re-fetches that
+/// unsigned webhooks prompt (so intake traffic never opens the payments' circuit).
 async fn build_gateway(
     settings: &Settings,
-) -> anyhow::Result<(Arc<dyn PaymentGateway>, Option<RunningSandbox>)> {
+) -> anyhow::Result<(
+    Arc<dyn PaymentGateway>,
+    Arc<dyn PaymentGateway>,
+    Option<RunningSandbox>,
+)> {
     let (config, sandbox) = match &settings.provider {
         ProviderSettings::EmbeddedSandbox => {
             let sandbox = payledger_sandbox::start(
@@ -337,6 +346,8 @@ async fn build_gateway(
     if let Some(open_ms) = settings.gateway_circuit_open_ms {
         config.circuit.open_ms = open_ms;
     }
+    let lookups =
+        TossGateway::new(config.clone()).context("failed to configure the payment provider")?;
     let gateway = TossGateway::new(config).context("failed to configure the payment provider")?;
-    Ok((Arc::new(gateway), sandbox))
+    Ok((Arc::new(gateway), Arc::new(lookups), sandbox))
 }

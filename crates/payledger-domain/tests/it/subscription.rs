@@ -191,7 +191,10 @@ fn the_anchor_cannot_lie_in_the_past_or_too_far_ahead() {
 #[test]
 fn an_order_name_holding_a_card_number_is_refused() {
     let mut named = started_event();
-    named.order_name = "card 4242 4242 4242 4242".into();
+    named.order_name = format!(
+        "card {}",
+        payledger_domain::card_numbers::test_cards::VISA_SPACED
+    );
     SubscriptionTest::with(())
         .given_no_previous_events()
         .when(SubscriptionCommand::Start(named))
