@@ -7,9 +7,11 @@
 //! - Every event gets a gapless global position in commit order (see `migrations/0001`), so a
 //!   reader following `global_position > checkpoint` never skips a late commit.
 //! - Each stream is a SHA-256 hash chain ([`chain`]); [`audit::verify_all`] recomputes them.
+//! - Signed checkpoints ([`checkpoint`]) commit to the whole log in global order.
 
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 mod writer;
 
 use chrono::{DateTime, Utc};
