@@ -381,6 +381,9 @@ pub struct CheckpointReport {
 pub struct CheckpointProblem {
     /// The saved checkpoint that does not hold.
     pub sequence: i64,
+    /// The saved checkpoint itself is refused (signature, digest, key or chain of checkpoints):
+    /// nothing was compared with the log.
+    pub refused: bool,
     /// The first difference lies at a position in `(after_position, global_position]`: the
     /// last position the live log agrees with, and the checkpoint's position.
     pub after_position: i64,
@@ -405,6 +408,7 @@ pub async fn verify_against(
         verified_up_to: 0,
         first_problem: Some(CheckpointProblem {
             sequence: c.sequence,
+            refused: true,
             after_position: after,
             global_position: c.global_position,
             problem: text,
@@ -457,6 +461,7 @@ pub async fn verify_against(
                 verified_up_to: at,
                 first_problem: Some(CheckpointProblem {
                     sequence: checkpoint.sequence,
+                    refused: false,
                     after_position: at,
                     global_position: checkpoint.global_position,
                     problem: format!(
@@ -486,6 +491,7 @@ pub async fn verify_against(
                 verified_up_to: at,
                 first_problem: Some(CheckpointProblem {
                     sequence: checkpoint.sequence,
+                    refused: false,
                     after_position: at,
                     global_position: checkpoint.global_position,
                     problem: text,

@@ -183,6 +183,14 @@ pub async fn run(
                         "ok: the log agrees with {} saved checkpoints up to position {}",
                         report.checkpoints_checked, report.verified_up_to
                     )?,
+                    Some(problem) if problem.refused => {
+                        writeln!(
+                            out,
+                            "BROKEN at checkpoint {}: {}",
+                            problem.sequence, problem.problem
+                        )?;
+                        return Ok(ExitCode::from(2));
+                    }
                     Some(problem) => {
                         writeln!(
                             out,

@@ -234,6 +234,7 @@ async fn a_checkpoint_with_a_bad_signature_is_refused() {
         .first_problem
         .unwrap();
     assert_eq!(problem.sequence, 2);
+    assert!(problem.refused);
     assert!(problem.problem.contains("refused"), "{}", problem.problem);
     assert!(problem.problem.contains("signature"), "{}", problem.problem);
 
