@@ -64,3 +64,38 @@ async fn health_and_readiness() {
     let ready: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
+
+#[tokio::test]
+async fn recorded_at_is_always_served_with_six_fraction_digits() {
+    let app = spawn_app().await;
+    app.place_order("order-times", 1_000).await;
+    app.confirm("order-times", "pk_times", 1_000).await;
+    let page: Value = app
+        .get("/v1/events?after=0&limit=10")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    for e in events {
+        let at = e["recordedAt"].as_str().unwrap();
+        // YYYY-MM-DDTHH:MM:SS.ffffffZ: 27 characters, the fraction always there.
+        assert_eq!(at.len(), 27, "{at}");
+        assert_eq!(&at[19..20], ".", "{at}");
+        assert!(at.ends_with('Z'), "{at}");
+    }
+}
+
+#[tokio::test]
+async fn a_trial_balance_beyond_the_head_is_refused_with_its_own_code() {
+    let app = spawn_app().await;
+    app.place_order("order-beyond", 1_000).await;
+    let response = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance?at=99999")
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "E_POSITION_BEYOND_HEAD");
+    assert_eq!(body["headPosition"], app.head_position().await);
+}

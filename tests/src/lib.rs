@@ -93,6 +93,9 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);
+    // Each test's checkpoint key and export file apart: the default directory is shared.
+    settings.checkpoints.directory =
+        Some(std::env::temp_dir().join(format!("payledger-tests-audit-{}", db.name)));
     // Created before the server starts, so it finds keys and creates none of its own; seeding
     // records no events, so positions in tests start at 1 as before.
     let keys: Vec<String> = api_keys::seed_if_empty(&db.app_pool, TEST_KEYS, "system:tests")

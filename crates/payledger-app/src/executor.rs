@@ -266,7 +266,11 @@ impl Executor {
                 .map(|event| {
                     let (event_type, payload) =
                         codec::encode(event).map_err(|e| ExecuteError::Decode(e.to_string()))?;
-                    Ok(NewEvent::new(event_type, payload, context.metadata()))
+                    let schema_version = codec::schema_version(&event_type);
+                    Ok(NewEvent {
+                        schema_version,
+                        ..NewEvent::new(event_type, payload, context.metadata())
+                    })
                 })
                 .collect::<Result<Vec<_>, ExecuteError<A::Error>>>()?;
             let expected = if version == 0 {

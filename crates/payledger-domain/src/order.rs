@@ -237,6 +237,10 @@ pub struct RefundCompleted {
 pub struct RefundFailed {
     pub refund_id: RefundId,
     pub amount_minor: i64,
+    /// The order's currency. Carried from schema version 2 on; version-1 events lack it and
+    /// decode with `None` (their currency is the order's `OrderPlaced.amount.currency`).
+    #[serde(default)]
+    pub currency: Option<Currency>,
     pub failure: ProviderFailure,
     pub source: OutcomeSource,
     pub at: DateTime<Utc>,
@@ -761,6 +765,7 @@ impl Order {
             RefundOutcome::Refused { failure } => OrderEvent::RefundFailed(RefundFailed {
                 refund_id,
                 amount_minor: refund.amount_minor,
+                currency: Some(placed.amount.currency()),
                 failure,
                 source,
                 at,

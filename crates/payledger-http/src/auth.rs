@@ -151,6 +151,7 @@ pub const ROUTES: &[RouteRule] = &[
         Access::Roles(AUDITOR_ADMIN),
     ),
     rule("GET", "/v1/events", Access::Roles(AUDITOR_ADMIN)),
+    rule("GET", "/v1/audit/checkpoints", Access::Roles(AUDITOR_ADMIN)),
     // Operations (runbook §5–6): kill switches and manual operations.
     rule("GET", "/v1/admin/switches", Access::Roles(SUPPORT_ADMIN)),
     command("POST", "/v1/admin/switches/payments/suspend", ADMIN),

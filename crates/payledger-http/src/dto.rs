@@ -214,6 +214,8 @@ pub struct TimelineEntryBody {
     pub stream_id: String,
     pub stream_version: i64,
     pub event_type: String,
+    /// Always `YYYY-MM-DDTHH:MM:SS.ffffffZ`, like the raw log's `recordedAt`.
+    #[serde(with = "payledger_store::recorded_at_format")]
     pub recorded_at: DateTime<Utc>,
     pub actor: Option<String>,
     pub summary: String,

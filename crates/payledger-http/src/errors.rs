@@ -115,6 +115,7 @@ error_codes! {
     CreditIdConflict => (CONFLICT, "E_CREDIT_ID_CONFLICT", "This purchase or spend id was used with other values."),
     OrderAlreadyUsed => (CONFLICT, "E_ORDER_ALREADY_USED", "This order already paid for a credit purchase."),
     WalletLimitReached => (CONFLICT, "E_WALLET_LIMIT_REACHED", "The wallet has reached its maximum number of purchases, or its balance would overflow."),
+    PositionBeyondHead => (BAD_REQUEST, "E_POSITION_BEYOND_HEAD", "The global position asked for is beyond the head of the log (`headPosition`): nothing is known there yet. `payledger audit trial-balance --at` refuses it with the same code."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
 }
 

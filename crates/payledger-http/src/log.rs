@@ -57,6 +57,33 @@ pub async fn read_events(
     Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
 }
 
+/// `GET /v1/audit/checkpoints?after=SEQUENCE&limit=N` (auditors, admins): the signed
+/// checkpoints of the global log, oldest first. Save them: a copy held elsewhere proves a later
+/// rewrite (`payledger audit verify --checkpoints FILE`, docs/auditing.md).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    tag = "log",
+    params(crate::dto::PageQuery),
+    responses((status = 200, description = "Signed checkpoints after the `after` sequence number", body = Object))
+)]
+pub async fn read_checkpoints(
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (after, limit) = (query.after()?, query.limit()?);
+    let checkpoints =
+        payledger_store::checkpoint::list_checkpoints(&state.read_pool, after, limit).await?;
+    let next_after = (checkpoints.len() as i64 == limit)
+        .then(|| checkpoints.last().map(|c| c.sequence))
+        .flatten();
+    let mut body = serde_json::json!({ "checkpoints": checkpoints });
+    if let Some(next_after) = next_after {
+        body["nextAfter"] = next_after.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
 /// The process is up.
 #[utoipa::path(
     get,

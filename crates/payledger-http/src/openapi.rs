@@ -73,6 +73,7 @@ fn error_code_ref() -> Ref {
         crate::payment_status::payment_status,
         crate::log::read_stream,
         crate::log::read_events,
+        crate::log::read_checkpoints,
         crate::webhooks::receive,
         crate::webhooks::inbound_dead_letters,
         crate::webhooks::replay_inbound,

@@ -7,9 +7,11 @@
 //! - Every event gets a gapless global position in commit order (see `migrations/0001`), so a
 //!   reader following `global_position > checkpoint` never skips a late commit.
 //! - Each stream is a SHA-256 hash chain ([`chain`]); [`audit::verify_all`] recomputes them.
+//! - Signed checkpoints ([`checkpoint`]) commit to the whole log in global order.
 
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 mod writer;
 
 use chrono::{DateTime, Utc};
@@ -99,6 +101,8 @@ pub struct RecordedEvent {
     pub schema_version: i32,
     pub payload: Value,
     pub metadata: Value,
+    /// Always served as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, PostgreSQL's precision).
+    #[serde(with = "recorded_at_format")]
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes")]
     pub prev_hash: [u8; 32],
@@ -119,6 +123,29 @@ impl RecordedEvent {
             payload: &self.payload,
             metadata: &self.metadata,
         })
+    }
+}
+
+/// `recordedAt` in one fixed format, so that times compare as text and a zero fraction is not
+/// dropped (chrono's default writes `…:18Z` when the microseconds are 0).
+pub mod recorded_at_format {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `2026-12-06T03:48:18.000000Z`: always six fraction digits and `Z`.
+    pub fn format(at: &DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -465,4 +492,36 @@ fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn recorded_at_always_has_six_fraction_digits() {
+        let whole = Utc.with_ymd_and_hms(2026, 12, 6, 3, 48, 18).unwrap();
+        assert_eq!(
+            recorded_at_format::format(&whole),
+            "2026-12-06T03:48:18.000000Z"
+        );
+        let event = RecordedEvent {
+            global_position: 1,
+            stream_id: "s".into(),
+            stream_version: 1,
+            event_id: Uuid::nil(),
+            event_type: "T".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: whole + chrono::Duration::microseconds(1_200),
+            prev_hash: chain::GENESIS_HASH,
+            hash: chain::GENESIS_HASH,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["recordedAt"], "2026-12-06T03:48:18.001200Z");
+        let back: RecordedEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
 }

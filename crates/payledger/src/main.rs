@@ -185,7 +185,20 @@ enum ProjectionsCommand {
 enum AuditCommand {
     /// Recompute every hash chain and check the global log, then check that every journal entry
     /// and the whole book balance; non-zero exit names the first break.
-    Verify,
+    Verify {
+        /// Also check the live log against a saved copy of the signed checkpoints (the export
+        /// file's JSON lines, or a `GET /v1/audit/checkpoints` page).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The public key the checkpoints must be signed with (64 hex digits; default: this
+        /// installation's key, from PAYLEDGER_AUDIT_SIGNING_KEY or the key file).
+        #[arg(long, requires = "checkpoints")]
+        public_key: Option<String>,
+    },
+    /// Print the public key that signs checkpoints (creates the key when there is none yet).
+    PublicKey,
+    /// Seal a checkpoint of the log now (if it grew since the last one) and export it.
+    Checkpoint,
     /// Print the journal's balances per account and currency at a global position.
     TrialBalance {
         /// Global position (default: the head of the log).
@@ -315,6 +328,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             payledger::admin_cli::run_switches(command, &database.app_pool(2).await?).await
         }
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => {
+            let files = payledger::audit_checkpoints::CheckpointSettings::default()
+                .with_env()?
+                .files(&data_dir);
+            let signer = payledger::audit_checkpoints::load_signer(&files, true)?
+                .context("no checkpoint signing key")?;
+            println!("{}", hex::encode(signer.public_key()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ops { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
@@ -324,7 +348,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             let pool = database.app_pool(4).await?;
-            payledger::commands::run(command_name(command), &database, &pool).await
+            let audit_files = payledger::audit_checkpoints::CheckpointSettings::default()
+                .with_env()?
+                .files(&data_dir);
+            payledger::commands::run(command_name(command), &database, &pool, &audit_files).await
         }
     }
 }
@@ -344,8 +371,20 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         } => OpsCommand::VerifyProjections { name },
         Command::Replay { stream_id } => OpsCommand::Replay { stream_id },
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => OpsCommand::AuditVerify,
+            command:
+                AuditCommand::Verify {
+                    checkpoints,
+                    public_key,
+                },
+        } => OpsCommand::AuditVerify {
+            checkpoints: checkpoints.map(|path| (path, public_key)),
+        },
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => OpsCommand::AuditCheckpoint,
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => unreachable!("handled before the database is opened"),
         Command::Audit {
             command: AuditCommand::TrialBalance { at },
         } => OpsCommand::AuditTrialBalance { at },

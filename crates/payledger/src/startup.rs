@@ -63,6 +63,9 @@ pub struct Settings {
     /// Billing scheduler interval, plan catalogue and dunning policy (the environment's
     /// `PAYLEDGER_BILLING_*` / `PAYLEDGER_PLAN_CATALOGUE` / `PAYLEDGER_DUNNING_*` win).
     pub billing: crate::billing_jobs::BillingSettings,
+    /// Signed checkpoints of the log: cadence, key and export file (`PAYLEDGER_CHECKPOINT*`,
+    /// `PAYLEDGER_AUDIT_*` win).
+    pub checkpoints: crate::audit_checkpoints::CheckpointSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -95,6 +98,7 @@ impl Settings {
             settlement: payledger_app::settlements::SettlementConfig::default(),
             clock: None,
             billing: crate::billing_jobs::BillingSettings::default(),
+            checkpoints: crate::audit_checkpoints::CheckpointSettings::default(),
         }
     }
 
@@ -239,6 +243,18 @@ impl Application {
                 subscriptions.clone(),
                 pool.clone(),
                 Duration::from_millis(billing_settings.scheduler_interval_ms),
+            )));
+        }
+        let checkpoint_settings = settings.checkpoints.clone().with_env()?;
+        if checkpoint_settings.enabled {
+            let files = checkpoint_settings.files(&settings.data_dir);
+            let signer = crate::audit_checkpoints::load_signer(&files, true)?
+                .context("no checkpoint signing key")?;
+            background.push(tokio::spawn(crate::audit_checkpoints::run_sealer(
+                pool.clone(),
+                signer,
+                files.export_file,
+                checkpoint_settings,
             )));
         }
         let server_subscriptions = actix_web::web::Data::from(subscriptions);
