@@ -12,6 +12,8 @@ mod operations;
 mod payments;
 mod projections;
 mod provider_faults;
+mod scenario;
 mod subscriptions;
+mod test_clock;
 mod validation;
 mod webhooks;

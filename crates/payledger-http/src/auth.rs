@@ -219,6 +219,10 @@ pub const ROUTES: &[RouteRule] = &[
         "/v1/admin/notifications/dead-letters/{id}/replay",
         ADMIN,
     ),
+    // The scenario clock of a test deployment (issue 17): admins read and move it.
+    rule("GET", "/v1/admin/test-clock", Access::Roles(SUPPORT_ADMIN)),
+    command("POST", "/v1/admin/test-clock/advance", ADMIN),
+    command("POST", "/v1/admin/test-clock/set", ADMIN),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),
@@ -511,7 +515,10 @@ fn admin_action(request: &ServiceRequest, principal: &Principal) -> AdminAction 
         remote_addr: request.peer_addr().map(|a| a.ip().to_string()),
         forwarded_for: header_text(request, "x-forwarded-for", 200),
         user_agent: header_text(request, "user-agent", 200),
-        at: chrono::Utc::now(),
+        // The service's clock, as every other event (the scenario time on a test deployment).
+        at: request
+            .app_data::<web::Data<AppState>>()
+            .map_or_else(chrono::Utc::now, |state| state.payments.clock().now()),
     }
 }
 

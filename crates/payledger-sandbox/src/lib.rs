@@ -19,6 +19,7 @@
 
 mod behaviour;
 mod http;
+mod payouts;
 mod store;
 mod wire;
 
@@ -157,9 +158,11 @@ pub async fn start(
         max_body_bytes: config.max_body_bytes,
     });
     let app_shared = shared.clone();
+    let payouts = web::Data::new(payouts::Payouts::default());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_shared.clone())
+            .app_data(payouts.clone())
             .configure(http::routes)
     })
     .workers(config.workers)
