@@ -340,3 +340,80 @@ async fn statements_are_confirmed_on_monday_and_paid_out_on_wednesday_by_themsel
     .await;
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
 }
+
+#[tokio::test]
+async fn the_embedded_sandbox_tells_the_scenario_time() {
+    let db = payledger_testdb::TestDatabase::fresh().await;
+    let keys: Vec<String> = payledger_app::api_keys::seed_if_empty(
+        &db.app_pool,
+        payledger_tests::TEST_KEYS,
+        "system:tests",
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|k| k.secret.expose().to_string())
+    .collect();
+    let mut settings = payledger::startup::Settings::embedded(
+        "127.0.0.1:0".parse().unwrap(),
+        std::env::temp_dir().join("payledger-tests-unused"),
+    );
+    settings.database_url = Some(db.app_url.clone());
+    settings.migrate_database_url = Some(db.owner_url.clone());
+    settings.provider = payledger::startup::ProviderSettings::EmbeddedSandbox;
+    settings.db_max_connections = 8;
+    settings.http_workers = 1;
+    settings.settlement_interval_ms = 0;
+    settings.test_clock = true;
+    settings.test_clock_start = Some(monday());
+    let app = payledger::startup::Application::build(settings)
+        .await
+        .expect("build the server");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{address}{path}"))
+            .bearer_auth(&keys[0])
+            .json(&body)
+            .send()
+    };
+    let placed = post(
+        "/v1/orders",
+        json!({"orderId": "order-sbx-time", "amount": 12_000, "currency": "KRW",
+               "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(placed.status().as_u16(), 201);
+    let confirmed = post(
+        "/v1/payments/confirm",
+        json!({"paymentKey": "pk_sbx_time", "orderId": "order-sbx-time", "amount": 12_000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(confirmed.status().as_u16(), 200);
+    let stream: Value = client
+        .get(format!("{address}/v1/streams/order-order-sbx-time"))
+        .bearer_auth(&keys[3])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let captured = stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["eventType"] == "PaymentCaptured")
+        .expect("captured");
+    // The provider approved it at the scenario's Monday, not at today's date.
+    let approved: DateTime<Utc> = captured["payload"]["approvedAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((approved - monday()).num_seconds().abs() <= 1, "{captured}");
+}

@@ -99,7 +99,7 @@ impl Relay {
         remote_addr: Option<&str>,
     ) -> Result<Accepted, AcceptError> {
         let now = self.clock.now();
-        let result = match self.check(provider, headers, raw_body, now) {
+        let result = match self.check(provider, headers, raw_body) {
             Ok(checked) => self.store_delivery(provider, checked, raw_body, now).await,
             Err(error) => Err(error),
         };
@@ -131,7 +131,6 @@ impl Relay {
         provider: Provider,
         headers: &dyn HeaderSource<'_>,
         raw_body: &[u8],
-        now: DateTime<Utc>,
     ) -> Result<Checked, AcceptError> {
         if raw_body.len() > MAX_WEBHOOK_BODY_BYTES {
             return Err(AcceptError::BodyTooLarge);
@@ -147,7 +146,9 @@ impl Relay {
             headers,
             raw_body,
             self.settings.inbound.secrets_for(provider),
-            now,
+            // Replay protection is about real time: the sender signs with its wall clock, so the
+            // tolerance is checked against ours, also when a scenario clock runs the ledger.
+            payledger_app::clock::SystemClock.now(),
             self.settings.inbound.tolerance,
         )?;
         // Parsed only after the signature held: nothing from an unverified body is looked at.

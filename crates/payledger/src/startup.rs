@@ -162,7 +162,6 @@ impl Application {
         );
         let pool = database.app_pool(settings.db_max_connections).await?;
 
-        let (gateway, sandbox) = build_gateway(&settings).await?;
         let mut background = Vec::new();
         let scenario_clock = if settings.test_clock {
             if settings.provider.has_live_keys() {
@@ -188,6 +187,13 @@ impl Application {
             (None, Some(ClockSetting(clock))) => clock.clone(),
             (None, None) => Arc::new(SystemClock),
         };
+        // The embedded sandbox stamps its answers with the same clock, so a provider fact and
+        // the ledger's record of it tell the same time on a test deployment too.
+        let sandbox_clock: payledger_sandbox::SandboxClock = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now())
+        };
+        let (gateway, sandbox) = build_gateway(&settings, sandbox_clock).await?;
         let store = EventStore::new(pool.clone(), WriterConfig::default());
         let executor = Arc::new(Executor::new(store.clone()));
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
@@ -449,12 +455,16 @@ fn due_jobs(
 
 async fn build_gateway(
     settings: &Settings,
+    clock: payledger_sandbox::SandboxClock,
 ) -> anyhow::Result<(Arc<dyn PaymentGateway>, Option<RunningSandbox>)> {
     let (config, sandbox) = match &settings.provider {
         ProviderSettings::EmbeddedSandbox => {
             let sandbox = payledger_sandbox::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
-                SandboxConfig::default(),
+                SandboxConfig {
+                    clock: Some(clock),
+                    ..SandboxConfig::default()
+                },
             )
             .await
             .context("failed to start the embedded sandbox provider")?;
