@@ -1,6 +1,7 @@
 //! End-to-end tests, one binary (link time) with a module per feature.
 
 mod access;
+mod alerts;
 mod audit_log;
 mod bench;
 mod bookings;

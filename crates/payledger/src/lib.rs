@@ -2,6 +2,7 @@
 //! from (`database`), background jobs (`jobs`) and the operator commands (`commands`).
 
 pub mod admin_cli;
+pub mod alerts;
 pub mod bench;
 pub mod billing_jobs;
 pub mod booking_jobs;

@@ -248,6 +248,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             settings.settlement_schedule =
                 payledger::settlement_jobs::SettlementSchedule::from_env()
                     .context("invalid settlement schedule")?;
+            settings.alerts = payledger::alerts::AlertSettings::from_env()
+                .context("invalid alert channel configuration")?;
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
             settings.provider = Settings::provider_from_env();

@@ -73,6 +73,8 @@ pub struct Settings {
     pub settlement_schedule: crate::settlement_jobs::SettlementSchedule,
     /// How often `serve` confirms and pays what is due; 0 turns the automation off.
     pub settlement_interval_ms: u64,
+    /// The alert channel (a signed webhook); off without a URL. `AlertSettings::from_env()`.
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -109,6 +111,7 @@ impl Settings {
             test_clock_start: None,
             settlement_schedule: crate::settlement_jobs::SettlementSchedule::default(),
             settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 
@@ -302,6 +305,14 @@ impl Application {
                     .clone()
                     .run(Duration::from_millis(settings.settlement_interval_ms)),
             ));
+        }
+        if settings.alerts.url.is_some() {
+            let monitor = crate::alerts::AlertMonitor::new(
+                settings.alerts.clone(),
+                pool.clone(),
+                payments.gateway().clone(),
+            )?;
+            background.push(tokio::spawn(monitor.run()));
         }
         let due_jobs = due_jobs(
             &settings,
