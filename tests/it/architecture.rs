@@ -93,6 +93,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "payledger-sandbox",
             "payledger-store",
             "payledger-webhook-relay",
+            "payledger-webhooks",
         ],
     ),
 ];

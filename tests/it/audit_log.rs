@@ -99,3 +99,73 @@ async fn a_trial_balance_beyond_the_head_is_refused_with_its_own_code() {
     assert_eq!(body["code"], "E_POSITION_BEYOND_HEAD");
     assert_eq!(body["headPosition"], app.head_position().await);
 }
+/// Follows `nextAfter` through a filtered read and returns the matching events.
+async fn filtered(app: &payledger_tests::TestApp, query: &str, limit: i64) -> Vec<Value> {
+    let mut after = 0;
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let response = app
+            .get(&format!("/v1/events?{query}&after={after}&limit={limit}"))
+            .await;
+        assert_eq!(response.status().as_u16(), 200, "{query}");
+        let page: Value = response.json().await.unwrap();
+        found.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["nextAfter"].as_i64() {
+            Some(next) => after = next,
+            None => return found,
+        }
+    }
+    panic!("paging did not end: {query}");
+}
+
+#[tokio::test]
+async fn the_global_log_filters_by_type_period_and_status() {
+    let app = spawn_app().await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for n in 0..3 {
+        let id = format!("order-filter-{n}");
+        app.place_order(&id, 1_000 + n).await;
+        app.confirm(&id, &format!("pk_filter_{n}"), 1_000 + n).await;
+    }
+    // An admin action is recorded with the HTTP status it was answered with.
+    let missing = app
+        .post_as(
+            &app.admin_key,
+            "/v1/admin/orders/order-nobody/cancel-enrollment",
+            &serde_json::json!({"reason": "no such order"}),
+        )
+        .await;
+    let admin_status = missing.status().as_u16();
+
+    let captured = filtered(&app, "type=PaymentCaptured", 2).await;
+    assert_eq!(captured.len(), 3);
+    assert!(captured.iter().all(|e| e["eventType"] == "PaymentCaptured"));
+    let positions: Vec<i64> = captured
+        .iter()
+        .map(|e| e["globalPosition"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|p| p[0] < p[1]), "in log order");
+
+    let both = filtered(&app, "type=OrderPlaced,PaymentCaptured", 100).await;
+    assert_eq!(both.len(), 6);
+
+    let from = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let in_period = filtered(&app, &format!("type=OrderPlaced&from={from}"), 100).await;
+    assert_eq!(in_period.len(), 3);
+    let before = filtered(&app, &format!("type=OrderPlaced&to={from}"), 100).await;
+    assert!(before.is_empty());
+
+    let by_status = filtered(&app, &format!("status={admin_status}"), 100).await;
+    assert_eq!(by_status.len(), 1, "{by_status:?}");
+    assert_eq!(by_status[0]["eventType"], "AdminActionRecorded");
+
+    for bad in [
+        "type=Payment%20Captured",
+        "from=yesterday",
+        "status=",
+        "unknown=1",
+    ] {
+        let response = app.get(&format!("/v1/events?{bad}")).await;
+        assert_eq!(response.status().as_u16(), 400, "{bad}");
+    }
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests, one binary (link time) with a module per feature.
 
 mod access;
+mod alerts;
 mod architecture;
 mod audit_log;
 mod bench;
@@ -17,6 +18,8 @@ mod operations;
 mod payments;
 mod projections;
 mod provider_faults;
+mod scenario;
 mod subscriptions;
+mod test_clock;
 mod validation;
 mod webhooks;

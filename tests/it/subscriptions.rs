@@ -308,3 +308,32 @@ async fn clients_see_and_change_only_the_customers_they_created() {
         .await;
     assert_eq!(cancelled.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_provider_error_on_a_charge_shows_when_the_next_attempt_is() {
+    let app = spawn_app().await;
+    let key = register_key(&app, "cust_flaky", "sandbox_provider_error_sub").await;
+    let started = start(
+        &app,
+        "sub_flaky",
+        "cust_flaky",
+        key["billingKeyId"].as_str().unwrap(),
+    )
+    .await;
+    // A provider error is not a decline: the status stays, a short backoff attempt is scheduled.
+    assert_eq!(started["status"], "active", "{started}");
+    assert_eq!(started["retryCount"], 0, "{started}");
+    let next_retry_at = started["nextRetryAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("nextRetryAt is shown: {started}"));
+    let position = started["position"].as_i64().unwrap();
+    let read: Value = app
+        .get(&format!(
+            "/v1/subscriptions/sub_flaky?minPosition={position}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["nextRetryAt"].as_str(), Some(next_retry_at), "{read}");
+}

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod circuit;
+pub mod payouts;
 mod toss;
 
 pub use toss::{

@@ -220,6 +220,10 @@ pub const ROUTES: &[RouteRule] = &[
         "/v1/admin/notifications/dead-letters/{id}/replay",
         ADMIN,
     ),
+    // The scenario clock of a test deployment (issue 17): admins read and move it.
+    rule("GET", "/v1/admin/test-clock", Access::Roles(SUPPORT_ADMIN)),
+    command("POST", "/v1/admin/test-clock/advance", ADMIN),
+    command("POST", "/v1/admin/test-clock/set", ADMIN),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),

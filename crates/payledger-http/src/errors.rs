@@ -89,7 +89,7 @@ error_codes! {
     ClaimWrongClaimant => (BAD_REQUEST, "E_CLAIM_WRONG_CLAIMANT", "A no-show claim is filed by the side that showed up: provider no-shows by the customer, customer no-shows by the provider."),
     ClaimNothingAtStake => (CONFLICT, "E_CLAIM_NOTHING_AT_STAKE", "The order was refunded in full: there is nothing left to dispute."),
     ClaimStateConflict => (CONFLICT, "E_CLAIM_STATE_CONFLICT", "The claim is not in a state that allows this command (see `message`)."),
-    ResponseWindowClosed => (CONFLICT, "E_RESPONSE_WINDOW_CLOSED", "The respondent's 24 hours to answer are over (`respondBy`); the missed deadline is recorded."),
+    ResponseWindowClosed => (CONFLICT, "E_RESPONSE_WINDOW_CLOSED", "The respondent's 24 hours to answer are over (`respondBy`); this answer stores nothing, the deadline sweep records the missed deadline."),
     AppealWindowClosed => (CONFLICT, "E_APPEAL_WINDOW_CLOSED", "A resolution can be appealed for 7 days (`closedAt`)."),
     ClaimNotAssignee => (CONFLICT, "E_CLAIM_NOT_ASSIGNEE", "Only the admin the claim is assigned to (`assignedTo`) can resolve it."),
     ResolutionInvalid => (BAD_REQUEST, "E_RESOLUTION_INVALID", "The resolution's amounts do not fit: refund and payout must add up to the amount at stake, match the outcome, and a refund cannot fall below an earlier one."),
@@ -116,6 +116,8 @@ error_codes! {
     OrderAlreadyUsed => (CONFLICT, "E_ORDER_ALREADY_USED", "This order already paid for a credit purchase."),
     WalletLimitReached => (CONFLICT, "E_WALLET_LIMIT_REACHED", "The wallet has reached its maximum number of purchases, or its balance would overflow."),
     PositionBeyondHead => (BAD_REQUEST, "E_POSITION_BEYOND_HEAD", "The global position asked for is beyond the head of the log (`headPosition`): nothing is known there yet. `payledger audit trial-balance --at` refuses it with the same code."),
+    TestClockDisabled => (NOT_FOUND, "E_TEST_CLOCK_DISABLED", "The server runs on the system clock; only a test deployment (`serve --test-clock`) has a clock to move."),
+    ClockBackwards => (CONFLICT, "E_CLOCK_BACKWARDS", "The scenario clock never moves backwards: the requested time is earlier than `now`."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
 }
 

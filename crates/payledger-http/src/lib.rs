@@ -20,6 +20,7 @@ mod payment_status;
 pub mod screen;
 mod settlements;
 pub mod subscriptions;
+pub mod test_clock;
 pub mod webhooks;
 
 use actix_web::dev::{Service, ServiceResponse};
@@ -261,7 +262,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/orders/{order_id}/cancel-enrollment",
                     web::post().to(admin::cancel_enrollment),
-                ),
+                )
+                .route("/admin/test-clock", web::get().to(test_clock::get_clock))
+                .route(
+                    "/admin/test-clock/advance",
+                    web::post().to(test_clock::advance),
+                )
+                .route("/admin/test-clock/set", web::post().to(test_clock::set)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))

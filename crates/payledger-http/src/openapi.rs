@@ -112,6 +112,9 @@ fn error_code_ref() -> Ref {
         crate::settlements::confirm,
         crate::settlements::payout,
         crate::settlements::trial_balance,
+        crate::test_clock::get_clock,
+        crate::test_clock::advance,
+        crate::test_clock::set,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

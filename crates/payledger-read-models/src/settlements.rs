@@ -447,6 +447,26 @@ pub async fn list_statements(
     rows.iter().map(statement_from_row).collect()
 }
 
+/// Statements in `status` whose week ended before `period_end_before`, oldest week first: the
+/// settlement jobs' candidates (each is re-checked by the statement itself).
+pub async fn statements_ended_before(
+    pool: &PgPool,
+    status: &str,
+    period_end_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StatementView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {STATEMENT_COLUMNS} FROM rm.settlement_statements \
+         WHERE status = $1 AND period_end <= $2 ORDER BY period_end, statement_id LIMIT $3"
+    ))
+    .bind(status)
+    .bind(period_end_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(statement_from_row).collect()
+}
+
 pub async fn get_statement(
     pool: &PgPool,
     statement_id: &str,

@@ -19,6 +19,7 @@
 
 mod behaviour;
 mod http;
+mod payouts;
 mod store;
 mod wire;
 
@@ -60,7 +61,13 @@ pub struct SandboxConfig {
     /// Whether the server stops itself on SIGINT/SIGTERM. Off by default, so a process that
     /// embeds the sandbox decides when it stops; a standalone sandbox turns it on.
     pub handle_signals: bool,
+    /// The clock of the ledger that embeds the sandbox (its scenario clock on a test
+    /// deployment), so the provider's times agree with the ledger's; the system clock if `None`.
+    pub clock: Option<SandboxClock>,
 }
+
+/// A source of the current time for the sandbox's answers.
+pub type SandboxClock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
@@ -71,6 +78,7 @@ impl Default for SandboxConfig {
             timeout_after_charge_delay_ms: 30_000,
             workers: 1,
             handle_signals: false,
+            clock: None,
         }
     }
 }
@@ -152,14 +160,17 @@ pub async fn start(
         store: Mutex::new(Store::new(StoreLimits {
             max_records: config.max_records,
             timeout_after_charge_delay: Duration::from_millis(delay_ms),
+            clock: config.clock.clone(),
         })),
         expected_authorization,
         max_body_bytes: config.max_body_bytes,
     });
     let app_shared = shared.clone();
+    let payouts = web::Data::new(payouts::Payouts::default());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_shared.clone())
+            .app_data(payouts.clone())
             .configure(http::routes)
     })
     .workers(config.workers)

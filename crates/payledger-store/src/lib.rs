@@ -320,6 +320,82 @@ pub async fn read_all<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// How many positions one filtered read of the global log looks at, at most: a filter that
+/// matches rarely still answers in bounded time, and the page's `scanned_to` says where to go on.
+pub const MAX_FILTER_SCAN_POSITIONS: i64 = 50_000;
+/// Event types one filter may name.
+pub const MAX_FILTER_TYPES: usize = 50;
+
+/// What a filtered read of the global log keeps. Every part is optional; all given parts must
+/// match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Stored event types (`PaymentCaptured`, …); an event matches one of them.
+    pub event_types: Vec<String>,
+    /// `recorded_at >= from` (the database's commit-side time, not the scenario time).
+    pub recorded_from: Option<DateTime<Utc>>,
+    /// `recorded_at < to`.
+    pub recorded_to: Option<DateTime<Utc>>,
+    /// The payload's `status` field, compared as text.
+    pub status: Option<String>,
+}
+
+/// A page of a filtered read: the matching events and the last position looked at (the next
+/// page starts after it, whether or not it matched).
+#[derive(Debug, Clone)]
+pub struct FilteredPage {
+    pub events: Vec<RecordedEvent>,
+    pub scanned_to: i64,
+    /// The log's head when the page was read: `scanned_to < head` means there is more to read.
+    pub head: i64,
+}
+
+/// The global log after `after_position` filtered by `filter`, in order, looking at no more than
+/// [`MAX_FILTER_SCAN_POSITIONS`] positions. Positions are gapless, so a window of positions is a
+/// window of events.
+pub async fn read_all_filtered<'e>(
+    executor: impl sqlx::PgExecutor<'e> + Copy,
+    after_position: i64,
+    limit: i64,
+    filter: &EventFilter,
+) -> Result<FilteredPage, ReadError> {
+    let limit = limit.clamp(1, MAX_READ_LIMIT);
+    let head = head_position(executor).await?;
+    let window_end = after_position
+        .saturating_add(MAX_FILTER_SCAN_POSITIONS)
+        .min(head);
+    let types: Option<Vec<String>> =
+        (!filter.event_types.is_empty()).then(|| filter.event_types.clone());
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > $1 AND global_position <= $2 \
+           AND ($3::text[] IS NULL OR event_type = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR recorded_at >= $4) \
+           AND ($5::timestamptz IS NULL OR recorded_at < $5) \
+           AND ($6::text IS NULL OR payload->>'status' = $6) \
+         ORDER BY global_position LIMIT $7"
+    ))
+    .bind(after_position)
+    .bind(window_end)
+    .bind(types)
+    .bind(filter.recorded_from)
+    .bind(filter.recorded_to)
+    .bind(filter.status.as_deref())
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    let scanned_to = if events.len() as i64 == limit {
+        events.last().map_or(window_end, |e| e.global_position)
+    } else {
+        window_end.max(after_position)
+    };
+    Ok(FilteredPage {
+        events,
+        scanned_to,
+        head,
+    })
+}
+
 pub async fn head_position<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, ReadError> {
     let position: i64 =
         sqlx::query_scalar("SELECT last_position FROM event_sequencer WHERE id = 1")

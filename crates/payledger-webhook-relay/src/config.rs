@@ -47,6 +47,13 @@ impl RetryPolicy {
         payledger_webhooks::next_attempt_delay(attempts_made)
             .map(|delay| delay / self.delay_divisor.max(1))
     }
+
+    /// The same for an inbound provider webhook: the quick retries, then hourly
+    /// (`payledger_webhooks::next_inbound_attempt_delay`).
+    pub fn inbound_delay_after(&self, attempts_made: u32) -> Option<Duration> {
+        payledger_webhooks::next_inbound_attempt_delay(attempts_made)
+            .map(|delay| delay / self.delay_divisor.max(1))
+    }
 }
 
 /// Inbound verification settings.
@@ -338,6 +345,26 @@ mod tests {
         assert_eq!(fast.delay_after(2), Some(Duration::from_millis(300)));
         assert_eq!(fast.delay_after(7), Some(Duration::from_secs(36)));
         assert_eq!(fast.delay_after(8), None);
+    }
+
+    #[test]
+    fn inbound_webhooks_are_reprocessed_hourly_before_the_dead_letter_queue() {
+        let real = RetryPolicy::default();
+        assert_eq!(real.inbound_delay_after(1), Some(Duration::from_secs(5)));
+        assert_eq!(
+            real.inbound_delay_after(3),
+            Some(Duration::from_secs(1_800))
+        );
+        for attempts in 4..payledger_webhooks::MAX_INBOUND_ATTEMPTS {
+            assert_eq!(
+                real.inbound_delay_after(attempts),
+                Some(Duration::from_secs(3_600))
+            );
+        }
+        assert_eq!(
+            real.inbound_delay_after(payledger_webhooks::MAX_INBOUND_ATTEMPTS),
+            None
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Relay {
         request_id: Option<&str>,
     ) -> Result<Accepted, AcceptError> {
         let now = self.clock.now();
-        let result = match self.check(provider, headers, raw_body, now) {
+        let result = match self.check(provider, headers, raw_body) {
             Ok(checked) => match checked.refetch.clone() {
                 Some(key) => match self.admit_unsigned(remote_addr) {
                     Ok(()) => {
@@ -191,7 +191,6 @@ impl Relay {
         provider: Provider,
         headers: &dyn HeaderSource<'_>,
         raw_body: &[u8],
-        now: DateTime<Utc>,
     ) -> Result<Checked, AcceptError> {
         if raw_body.len() > MAX_WEBHOOK_BODY_BYTES {
             return Err(AcceptError::BodyTooLarge);
@@ -207,7 +206,9 @@ impl Relay {
             headers,
             raw_body,
             self.settings.inbound.secrets_for(provider),
-            now,
+            // Replay protection is about real time: the sender signs with its wall clock, so the
+            // tolerance is checked against ours, also when a scenario clock runs the ledger.
+            payledger_app::clock::SystemClock.now(),
             self.settings.inbound.tolerance,
         )?;
         // Parsed only after the signature held: nothing from an unverified body is looked at.

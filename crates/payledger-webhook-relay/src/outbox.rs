@@ -15,7 +15,7 @@ use payledger_store::RecordedEvent;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::notifications::{priority_name, rule_for};
+use crate::notifications::{priority_for, priority_name, rule_for};
 
 pub const OUTBOX_PROJECTION_NAME: &str = "webhook_outbox";
 
@@ -109,7 +109,7 @@ impl Projection for OutboxProjection {
                 // Nowhere to send it: the event still counted in `observe`, no body to build.
                 continue;
             }
-            let priority = priority_name(rule.priority);
+            let priority = priority_name(priority_for(rule, &event.payload));
             let body = notification_body(event, rule.notification_type, priority).to_string();
             for endpoint in &self.endpoints {
                 rows.message_id.push(event.event_id.to_string());

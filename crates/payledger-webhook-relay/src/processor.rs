@@ -165,7 +165,7 @@ impl InboundWorker {
                 .relay
                 .settings
                 .retry
-                .delay_after(attempt)
+                .inbound_delay_after(attempt)
                 .and_then(|delay| chrono::Duration::from_std(delay).ok())
                 .map(|delay| now + delay),
         };

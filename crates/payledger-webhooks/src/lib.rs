@@ -94,7 +94,10 @@ mod verify;
 pub use error::SignatureError;
 pub use headers::{HeaderPairs, HeaderSource};
 pub use priority::Priority;
-pub use schedule::{next_attempt_delay, MAX_DELIVERY_ATTEMPTS, RETRY_SCHEDULE};
+pub use schedule::{
+    next_attempt_delay, next_inbound_attempt_delay, INBOUND_HOURLY_RETRIES, INBOUND_QUICK_ATTEMPTS,
+    MAX_DELIVERY_ATTEMPTS, MAX_INBOUND_ATTEMPTS, RETRY_SCHEDULE,
+};
 pub use secret::{
     InvalidSecret, StandardWebhookKey, WebhookSecret, MAX_SECRET_BYTES,
     STANDARD_WEBHOOKS_KEY_MAX_BYTES, STANDARD_WEBHOOKS_KEY_MIN_BYTES,

@@ -218,7 +218,11 @@ pub async fn seal_and_export(
     signer: &CheckpointSigner,
     export_file: &Path,
 ) -> anyhow::Result<Option<Checkpoint>> {
-    let sealed = match checkpoint::seal(pool, signer, chrono::Utc::now()).await {
+    // A seal is dated by the wall clock even on a test deployment: it says when the signature
+    // was made, which an outside copy is compared against, not when anything happened in the
+    // ledger's scenario.
+    let sealed_at = payledger_app::clock::Clock::now(&payledger_app::clock::SystemClock);
+    let sealed = match checkpoint::seal(pool, signer, sealed_at).await {
         Ok(sealed) => sealed,
         // Another process sealed the same range first; its checkpoint is as good.
         Err(SealError::Concurrent(_)) => None,

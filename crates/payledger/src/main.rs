@@ -49,6 +49,19 @@ enum Command {
     Serve {
         #[arg(long, env = "PAYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// A test deployment: every rule reads the database's scenario clock, which admins move
+        /// (`payledger clock`, `/v1/admin/test-clock`). Refused with live provider keys.
+        #[arg(long, env = "PAYLEDGER_TEST_CLOCK")]
+        test_clock: bool,
+        /// Where a new scenario clock starts (RFC 3339; default now). A database's clock keeps
+        /// its time across restarts.
+        #[arg(long, requires = "test_clock")]
+        test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The scenario clock of a test deployment: show it, advance it, set it forward.
+    Clock {
+        #[command(subcommand)]
+        command: payledger::clock_cli::ClockCommand,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -237,8 +250,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database_url = cli.database_url.clone();
     let migrate_url = cli.migrate_database_url.clone();
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            test_clock,
+            test_clock_start,
+        } => {
             let mut settings = Settings::embedded(listen, data_dir);
+            settings.test_clock = test_clock;
+            settings.test_clock_start = test_clock_start;
+            settings.settlement_schedule =
+                payledger::settlement_jobs::SettlementSchedule::from_env()
+                    .context("invalid settlement schedule")?;
+            settings.alerts = payledger::alerts::AlertSettings::from_env()
+                .context("invalid alert channel configuration")?;
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
             settings.provider = Settings::provider_from_env();
@@ -317,6 +341,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             let pool = database.app_pool(4).await?;
             payledger::billing_jobs::run(command, &database, &pool, &data_dir).await
+        }
+        Command::Clock { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::clock_cli::run(command, &database.app_pool(2).await?).await
         }
         Command::Keys { command } => {
             let database =
@@ -402,6 +431,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Sandbox { .. }
         | Command::StopDatabase
         | Command::Keys { .. }
+        | Command::Clock { .. }
         | Command::Billing { .. }
         | Command::Switches { .. }
         | Command::Ops { .. }

@@ -8,6 +8,7 @@ use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::executor::Executor;
 use payledger_app::operations::{Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
+use payledger_app::scenario_clock::{DueJob, ScenarioClock};
 use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
 use payledger_http::idempotency::{IdempotencyConfig, IdempotencyStore};
 use payledger_http::AppState;
@@ -66,6 +67,17 @@ pub struct Settings {
     /// Signed checkpoints of the log: cadence, key and export file (`PAYLEDGER_CHECKPOINT*`,
     /// `PAYLEDGER_AUDIT_*` win).
     pub checkpoints: crate::audit_checkpoints::CheckpointSettings,
+    /// `serve --test-clock`: every rule reads the database's scenario clock, which admins move
+    /// (`/v1/admin/test-clock`). Refused with live provider keys.
+    pub test_clock: bool,
+    /// Where a new scenario clock starts (default: now). A database's clock keeps its time.
+    pub test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// When statements are confirmed and paid; `SettlementSchedule::from_env()`.
+    pub settlement_schedule: crate::settlement_jobs::SettlementSchedule,
+    /// How often `serve` confirms and pays what is due; 0 turns the automation off.
+    pub settlement_interval_ms: u64,
+    /// The alert channel (a signed webhook); off without a URL. `AlertSettings::from_env()`.
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -99,6 +111,11 @@ impl Settings {
             clock: None,
             billing: crate::billing_jobs::BillingSettings::default(),
             checkpoints: crate::audit_checkpoints::CheckpointSettings::default(),
+            test_clock: false,
+            test_clock_start: None,
+            settlement_schedule: crate::settlement_jobs::SettlementSchedule::default(),
+            settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 
@@ -117,6 +134,17 @@ impl Settings {
             return ProviderSettings::Sandbox { base_url };
         }
         ProviderSettings::EmbeddedSandbox
+    }
+}
+
+impl ProviderSettings {
+    /// Keys that move real money: Toss's live keys (anything but a `test_` key). A scenario
+    /// clock must never drive them.
+    pub fn has_live_keys(&self) -> bool {
+        match self {
+            ProviderSettings::EmbeddedSandbox | ProviderSettings::Sandbox { .. } => false,
+            ProviderSettings::Toss { secret_key, .. } => !secret_key.expose().starts_with("test_"),
+        }
     }
 }
 
@@ -141,11 +169,38 @@ impl Application {
         );
         let pool = database.app_pool(settings.db_max_connections).await?;
 
-        let (gateway, webhook_lookups, sandbox) = build_gateway(&settings).await?;
-        let clock: Arc<dyn Clock> = match &settings.clock {
-            Some(ClockSetting(clock)) => clock.clone(),
-            None => Arc::new(SystemClock),
+        let mut background = Vec::new();
+        let scenario_clock = if settings.test_clock {
+            if settings.provider.has_live_keys() {
+                anyhow::bail!(
+                    "--test-clock is refused with live provider keys: a scenario clock must never \
+                     drive real money (use the sandbox or a test_ key)"
+                );
+            }
+            let start = settings
+                .test_clock_start
+                .unwrap_or_else(|| SystemClock.now());
+            let clock = ScenarioClock::open(pool.clone(), start)
+                .await
+                .context("failed to open the scenario clock")?;
+            background.push(tokio::spawn(clock.clone().follow()));
+            tracing::warn!(now = %clock.now(), "test clock on: time moves only when an admin moves it");
+            Some(clock)
+        } else {
+            None
         };
+        let clock: Arc<dyn Clock> = match (&scenario_clock, &settings.clock) {
+            (Some(scenario), _) => scenario.clone(),
+            (None, Some(ClockSetting(clock))) => clock.clone(),
+            (None, None) => Arc::new(SystemClock),
+        };
+        // The embedded sandbox stamps its answers with the same clock, so a provider fact and
+        // the ledger's record of it tell the same time on a test deployment too.
+        let sandbox_clock: payledger_sandbox::SandboxClock = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now())
+        };
+        let (gateway, webhook_lookups, sandbox) = build_gateway(&settings, sandbox_clock).await?;
         let store = EventStore::new(pool.clone(), WriterConfig::default());
         let executor = Arc::new(Executor::new(store.clone()));
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
@@ -191,7 +246,6 @@ impl Application {
             IdempotencyConfig::default(),
         ));
 
-        let mut background = Vec::new();
         background.push(tokio::spawn(payledger_http::idempotency::run_purger(
             idempotency.clone(),
         )));
@@ -257,6 +311,42 @@ impl Application {
                 checkpoint_settings,
             )));
         }
+        let settlement_jobs = Arc::new(crate::settlement_jobs::SettlementJobs {
+            settlements: booking_services.settlements.clone(),
+            payouts: build_payouts(&settings, sandbox.as_ref())?,
+            schedule: settings.settlement_schedule.clone(),
+            pool: pool.clone(),
+        });
+        if settings.settlement_interval_ms > 0 {
+            background.push(tokio::spawn(
+                settlement_jobs
+                    .clone()
+                    .run(Duration::from_millis(settings.settlement_interval_ms)),
+            ));
+        }
+        if settings.alerts.url.is_some() {
+            let monitor = crate::alerts::AlertMonitor::new(
+                settings.alerts.clone(),
+                pool.clone(),
+                payments.gateway().clone(),
+            )?;
+            background.push(tokio::spawn(monitor.run()));
+        }
+        let due_jobs = due_jobs(
+            &settings,
+            &payments,
+            &booking_services.claims,
+            &subscriptions,
+            &settlement_jobs,
+            &relay,
+            &pool,
+        )?;
+        let test_clock = actix_web::web::Data::new(payledger_http::test_clock::TestClockServices {
+            clock: scenario_clock,
+            jobs: due_jobs,
+            pool: pool.clone(),
+            moving: tokio::sync::Mutex::new(()),
+        });
         let server_subscriptions = actix_web::web::Data::from(subscriptions);
         let server_relay = actix_web::web::Data::from(relay);
         background.extend(crate::booking_jobs::spawn(
@@ -287,6 +377,7 @@ impl Application {
                 .app_data(server_relay.clone())
                 .app_data(server_subscriptions.clone())
                 .app_data(booking_services.clone())
+                .app_data(test_clock.clone())
                 .wrap(from_fn(payledger_http::idempotency::idempotency))
                 .wrap(from_fn(payledger_http::auth::authenticate))
                 .wrap(from_fn(payledger_http::screen::screen))
@@ -329,10 +420,74 @@ impl Application {
     }
 }
 
+/// Where statements are paid out: the sandbox's payouts (embedded or external). Toss's live
+/// payouts need an encrypted request and a seller registration payledger does not do yet, so
+/// with Toss keys statements are paid by hand (`POST /v1/settlements/{id}/payout`).
+fn build_payouts(
+    settings: &Settings,
+    sandbox: Option<&RunningSandbox>,
+) -> anyhow::Result<Option<Arc<dyn payledger_gateway::payouts::PayoutProvider>>> {
+    let base_url = match (&settings.provider, sandbox) {
+        (ProviderSettings::EmbeddedSandbox, Some(sandbox)) => sandbox.base_url(),
+        (ProviderSettings::Sandbox { base_url }, _) => base_url.clone(),
+        _ => return Ok(None),
+    };
+    let payouts = payledger_gateway::payouts::TossPayouts::new(
+        &base_url,
+        &TossSecretKey::new(payledger_gateway::SANDBOX_SECRET_KEY),
+    )
+    .context("failed to configure the sandbox payouts")?;
+    Ok(Some(Arc::new(payouts)))
+}
+
+/// Every time-driven job, in the order a move of the scenario clock runs them.
+fn due_jobs(
+    settings: &Settings,
+    payments: &Arc<Payments>,
+    claims: &Arc<payledger_app::claims::Claims>,
+    subscriptions: &Arc<payledger_app::subscriptions::Subscriptions>,
+    settlement: &Arc<crate::settlement_jobs::SettlementJobs>,
+    relay: &Arc<payledger_webhook_relay::Relay>,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Vec<Arc<dyn DueJob>>> {
+    use crate::clock_jobs::*;
+    let mut jobs: Vec<Arc<dyn DueJob>> = vec![
+        Arc::new(OrdersJob {
+            payments: payments.clone(),
+            pool: pool.clone(),
+            older_than: chrono::Duration::milliseconds(settings.reconcile_after_ms as i64),
+        }),
+        Arc::new(ClaimDeadlinesJob {
+            claims: claims.clone(),
+            pool: pool.clone(),
+        }),
+        Arc::new(BillingJob {
+            subscriptions: subscriptions.clone(),
+            pool: pool.clone(),
+        }),
+        Arc::new(SettlementConfirmJob(settlement.clone())),
+        Arc::new(SettlementPayoutJob(settlement.clone())),
+        Arc::new(InboundWebhooksJob(
+            payledger_webhook_relay::InboundWorker::new(relay.clone(), payments.clone()),
+        )),
+    ];
+    if !relay.settings.outbound.endpoints.is_empty() {
+        let sender = payledger_webhook_relay::NotificationSender::new(
+            pool.clone(),
+            relay.settings.clone(),
+            relay.clock.clone(),
+        )
+        .context("failed to build the notification HTTP client")?;
+        jobs.push(Arc::new(NotificationsJob(sender)));
+    }
+    Ok(jobs)
+}
+
 /// The payments' gateway, and a second one with its own circuit breaker for the re-fetches that
 /// unsigned webhooks prompt (so intake traffic never opens the payments' circuit).
 async fn build_gateway(
     settings: &Settings,
+    clock: payledger_sandbox::SandboxClock,
 ) -> anyhow::Result<(
     Arc<dyn PaymentGateway>,
     Arc<dyn PaymentGateway>,
@@ -342,7 +497,10 @@ async fn build_gateway(
         ProviderSettings::EmbeddedSandbox => {
             let sandbox = payledger_sandbox::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
-                SandboxConfig::default(),
+                SandboxConfig {
+                    clock: Some(clock),
+                    ..SandboxConfig::default()
+                },
             )
             .await
             .context("failed to start the embedded sandbox provider")?;

@@ -342,7 +342,7 @@ fn row_soft_decline_makes_it_past_due_with_a_retry_three_days_after_the_first_fa
             currency: Currency::KRW,
             failure_code: "REJECT_CARD_COMPANY".into(),
             next_retry_at: t0() + days(3),
-            priority: NotificationPriority::Important,
+            priority: NotificationPriority::Urgent,
             at: t0(),
         })
     );
@@ -454,7 +454,7 @@ fn rows_expired_and_stopped_cards_require_a_payment_method_and_are_never_retried
                     plan_id: PlanId::parse("standard").unwrap(),
                     failure_code: code.into(),
                     grace_ends_at: None,
-                    priority: NotificationPriority::Important,
+                    priority: NotificationPriority::Urgent,
                     at: t0(),
                 }
             )

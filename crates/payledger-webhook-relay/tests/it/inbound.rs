@@ -412,17 +412,23 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
         outcomes.extend(h.worker.run_once().await.unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let attempts = payledger_webhooks::MAX_INBOUND_ATTEMPTS as usize;
     assert_eq!(
         outcomes.len(),
-        8,
-        "the Standard Webhooks schedule: eight attempts"
+        attempts,
+        "four quick attempts, then hourly reprocessing, then the dead-letter queue"
     );
-    assert!(outcomes[..7].iter().all(|o| *o == Processed::Retry));
-    assert_eq!(h.inbox_status("toss", &dead_id).await, ("dead".into(), 8));
+    assert!(outcomes[..attempts - 1]
+        .iter()
+        .all(|o| *o == Processed::Retry));
+    assert_eq!(
+        h.inbox_status("toss", &dead_id).await,
+        ("dead".into(), attempts as i32)
+    );
 
     let letters = h.relay.inbound_dead_letters(0, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].attempts, 8);
+    assert_eq!(letters[0].attempts as usize, attempts);
     assert!(letters[0]
         .last_error
         .as_deref()
@@ -471,7 +477,7 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
             .iter()
             .filter(|t| **t == "WebhookAttemptFailed")
             .count(),
-        8
+        attempts
     );
     assert!(types.contains(&"WebhookDeadLettered"));
     assert!(types.contains(&"WebhookReplayRequested"));
