@@ -14,115 +14,46 @@ use std::fmt;
 // Identifiers
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} must be {min_len} to {max_len} characters of A-Z a-z 0-9 - _ (got {got_len})")]
-pub struct InvalidBillingId {
-    pub kind: &'static str,
-    pub min_len: usize,
-    pub max_len: usize,
-    pub got_len: usize,
-}
-
 /// Billing ids end up inside provider order ids (`sub-{id}-c{cycle}`), which Toss limits to
 /// letters, digits, `-` and `_`; so these ids allow exactly those.
-fn check_billing_id(
-    kind: &'static str,
-    value: &str,
-    min_len: usize,
-    max_len: usize,
-) -> Result<(), InvalidBillingId> {
-    let len = value.chars().count();
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if len < min_len || len > max_len || !value.chars().all(allowed) {
-        return Err(InvalidBillingId {
-            kind,
-            min_len,
-            max_len,
-            got_len: len,
-        });
-    }
-    Ok(())
-}
+pub type InvalidBillingId = crate::ids::InvalidId;
 
-macro_rules! billing_identifier {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub const MAX_LEN: usize = $max;
-
-            pub fn parse(value: impl Into<String>) -> Result<$name, InvalidBillingId> {
-                let value = value.into();
-                check_billing_id($kind, &value, $min, $max)?;
-                Ok($name(value))
-            }
-
-            /// A fresh id for callers that do not bring their own.
-            pub fn generate() -> $name {
-                $name(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = InvalidBillingId;
-            fn try_from(value: String) -> Result<Self, InvalidBillingId> {
-                $name::parse(value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-billing_identifier!(
+crate::ids::identifier!(
     /// A subscription. At most 40 characters, so `sub-{id}-c{cycle}` fits Toss's 64-character
     /// order ids.
     SubscriptionId,
     "subscriptionId",
     1,
     40,
+    ProviderOrderSafe,
     "sub_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// payledger's handle for a billing key. The provider's key itself is a secret and is only
     /// ever stored encrypted; this id is what APIs, logs and events name.
     BillingKeyId,
     "billingKeyId",
     1,
     64,
+    ProviderOrderSafe,
     "bk_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// A plan of the plan catalogue.
     PlanId,
     "planId",
     1,
     40,
+    ProviderOrderSafe,
     "plan_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// One credit purchase, spend or clawback in a wallet; chosen by the caller or generated.
     CreditOperationId,
     "creditOperationId",
     1,
     64,
+    ProviderOrderSafe,
     "cr_"
 );
 

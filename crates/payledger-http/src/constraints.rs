@@ -7,24 +7,32 @@
 //! path or query parameter whose name is in the table gets its constraints (a schema-qualified
 //! entry, `RefundBody.reason`, wins over a plain one).
 
-use payledger_domain::ids::{ID_LIMITS, ID_PATTERN};
+use payledger_domain::ids::ID_LIMITS;
+#[cfg(test)]
+use payledger_domain::ids::ID_PATTERN;
 use payledger_domain::money::{Currency, MAX_AMOUNT_MINOR};
 use serde_json::{json, Map, Value};
 
 /// The constraints of one field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
-    Id { min: usize, max: usize },
+    Id {
+        min: usize,
+        max: usize,
+        pattern: &'static str,
+    },
     Amount,
     Currency,
-    Text { max: usize },
+    Text {
+        max: usize,
+    },
 }
 
 impl Constraint {
     fn keywords(&self) -> Map<String, Value> {
         let value = match self {
-            Constraint::Id { min, max } => {
-                json!({"minLength": min, "maxLength": max, "pattern": ID_PATTERN})
+            Constraint::Id { min, max, pattern } => {
+                json!({"minLength": min, "maxLength": max, "pattern": pattern})
             }
             Constraint::Amount => json!({"minimum": 1, "maximum": MAX_AMOUNT_MINOR}),
             Constraint::Currency => {
@@ -58,10 +66,11 @@ pub fn constraint_for(schema: Option<&str>, field: &str) -> Option<Constraint> {
         }
         _ => {}
     }
-    if let Some((_, min, max)) = ID_LIMITS.iter().find(|(kind, _, _)| *kind == field) {
+    if let Some(limits) = ID_LIMITS.iter().find(|limits| limits.kind == field) {
         return Some(Constraint::Id {
-            min: *min,
-            max: *max,
+            min: limits.min_chars,
+            max: limits.max_chars,
+            pattern: limits.pattern,
         });
     }
     match field {
@@ -182,7 +191,8 @@ mod tests {
             constraint_for(Some("PlaceOrderBody"), "orderId"),
             Some(Constraint::Id {
                 min: OrderId::MIN_CHARS,
-                max: OrderId::MAX_CHARS
+                max: OrderId::MAX_CHARS,
+                pattern: ID_PATTERN,
             })
         );
         assert_eq!(
