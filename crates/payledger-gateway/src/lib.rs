@@ -143,6 +143,11 @@ pub enum ProviderPaymentStatus {
     PartialCanceled,
     Aborted,
     Expired,
+    /// The customer must act before the provider can charge (3-D Secure at Stripe:
+    /// `requires_action`). Nothing is captured; [`ProviderPayment::client_action`] says what the
+    /// client needs. The payment ends later as `Done` (seen by a confirm again, a lookup or a
+    /// webhook) or as not completed.
+    RequiresAction,
 }
 
 /// A payment as the provider sees it.
@@ -159,6 +164,34 @@ pub struct ProviderPayment {
     pub method: Option<String>,
     pub card: Option<CardMetadata>,
     pub cancels: Vec<ProviderCancel>,
+    /// Set only with [`ProviderPaymentStatus::RequiresAction`]: what the paying client must do.
+    /// Providers without such a step (Toss) leave it `None`.
+    pub client_action: Option<ClientAction>,
+}
+
+/// What the paying client must do to complete a payment (Stripe's `next_action`), passed back
+/// to the client that asked for the confirm and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAction {
+    /// The provider's name for the step: `use_stripe_sdk` (Stripe.js `handleNextAction`) or
+    /// `redirect_to_url`.
+    pub kind: String,
+    /// Where to send the customer, for `redirect_to_url`.
+    pub redirect_url: Option<String>,
+    /// The secret the client SDK completes this one payment with (Stripe's `client_secret`).
+    /// Stripe asks that it reach only the paying customer: it is never logged, stored in events
+    /// or shown by `Debug`.
+    pub client_secret: Option<String>,
+}
+
+impl fmt::Debug for ClientAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAction")
+            .field("kind", &self.kind)
+            .field("redirect_url", &self.redirect_url)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +255,9 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// The provider's name as recorded in events (`toss`, `sandbox`).
     fn provider_name(&self) -> &str;
 
+    /// `Ok` is the provider's payment as it stands after the confirm, which is not always a
+    /// capture: callers check `status` (`Done`, or `RequiresAction` when the customer must act
+    /// first) and compare the payment with the order before recording anything.
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError>;
 
     /// `Ok(None)` when the provider has no payment for this order.

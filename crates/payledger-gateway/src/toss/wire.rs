@@ -134,6 +134,7 @@ pub(crate) fn parse_payment(body: &[u8]) -> Result<ProviderPayment, UnreadableAn
         method: wire.method,
         card: wire.card.and_then(|card| card.metadata(None)),
         cancels,
+        client_action: None,
     })
 }
 
