@@ -1,5 +1,6 @@
 //! The Stripe connector: [`StripeGateway`] implements payledger's [`PaymentGateway`] with
-//! PaymentIntents and refunds.
+//! PaymentIntents and refunds, and [`webhook`] says which Stripe events mean what for which
+//! ledger object and re-checks them against the API.
 //!
 //! Payments follow Stripe's server-side confirmation: the client collects the card with
 //! Stripe.js and sends payledger the PaymentMethod id (`pm_…`) — or a PaymentIntent it already
@@ -32,6 +33,7 @@
 
 mod client;
 mod codes;
+pub mod webhook;
 mod wire;
 
 pub use codes::{stripe_code_class, STRIPE_FAILURE_CODES};

@@ -1,5 +1,7 @@
 //! The Stripe connector against the sandbox's Stripe API, over HTTP.
 
+mod webhooks;
+
 use payledger_connector_stripe::{StripeConfig, StripeGateway};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::FailureClass;
