@@ -128,7 +128,6 @@ pub struct RunningSandbox {
     stripe: web::Data<stripe::http::StripeShared>,
     handle: ServerHandle,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    webhook_task: JoinHandle<()>,
 }
 
 /// Starts a sandbox on `listen` (port 0 picks a free port; [`RunningSandbox::addr`] tells it).
@@ -172,7 +171,7 @@ pub async fn start(
         expected_authorization,
         max_body_bytes: config.max_body_bytes,
     });
-    let (deliverer, webhook_task) = stripe::Deliverer::start();
+    let deliverer = stripe::Deliverer::start();
     let mut stripe_store = stripe::StripeStore::new(stripe::StripeLimits {
         max_records: config.max_records,
         timeout_after_charge_delay: Duration::from_millis(delay_ms),
@@ -223,7 +222,6 @@ pub async fn start(
         stripe: stripe_shared,
         handle,
         task: Some(task),
-        webhook_task,
     })
 }
 
@@ -312,7 +310,7 @@ impl RunningSandbox {
     /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
-        self.webhook_task.abort();
+        self.stripe.deliverer.stop();
         if let Some(task) = self.task.take() {
             // The server's own result no longer matters once it is told to stop.
             let _ = task.await;
@@ -333,7 +331,7 @@ impl RunningSandbox {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
-        self.webhook_task.abort();
+        self.stripe.deliverer.stop();
         if self.task.is_some() {
             // The stop command is sent when `stop` is called; the returned future only waits
             // for it to finish, which a destructor cannot do.

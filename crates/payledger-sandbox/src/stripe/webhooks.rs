@@ -1,13 +1,15 @@
 //! Sends Stripe events to webhook endpoints, signed as Stripe signs them:
 //! `Stripe-Signature: t={unix seconds},v1={hex HMAC-SHA256(secret as UTF-8, "{t}.{body}")}`.
 //!
-//! One worker sends in the order events happened (Stripe does not promise order; the sandbox
-//! keeps it so tests read plainly), each delivery up to [`MAX_DELIVERY_ATTEMPTS`] times.
+//! One worker per endpoint sends in the order events happened (Stripe does not promise order;
+//! the sandbox keeps it so tests read plainly), each delivery up to [`MAX_DELIVERY_ATTEMPTS`]
+//! times.
 
 use super::store::Delivery;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 
 /// Attempts per delivery (Stripe retries for days; a sandbox's caller is on this machine).
 pub(crate) const MAX_DELIVERY_ATTEMPTS: u32 = 3;
-/// Deliveries waiting to be sent; beyond this new ones are recorded as dropped.
+/// Deliveries waiting to be sent to one endpoint; beyond this new ones are recorded as dropped.
 const QUEUE_CAPACITY: usize = 10_000;
 /// Delivery records kept for `GET /stripe/sandbox/deliveries`; the oldest go first.
 const MAX_RECORDS: usize = 10_000;
@@ -36,24 +38,55 @@ pub struct WebhookDeliveryRecord {
     pub delivered: bool,
 }
 
-/// The queue into the delivery worker, and what it recorded.
+/// An endpoint's queue and the worker draining it.
+type Queue = (mpsc::Sender<Delivery>, JoinHandle<()>);
+
+/// One ordered queue and worker per endpoint URL, so an endpoint that is down delays only its
+/// own deliveries (Stripe delivers to each endpoint independently).
 pub(crate) struct Deliverer {
-    sender: mpsc::Sender<Delivery>,
+    runtime: tokio::runtime::Handle,
+    http: Option<reqwest::Client>,
+    queues: Mutex<HashMap<String, Queue>>,
     pub records: Arc<Mutex<Vec<WebhookDeliveryRecord>>>,
 }
 
 impl Deliverer {
-    /// Starts the worker on the current runtime.
-    pub(crate) fn start() -> (Deliverer, JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(run(receiver, records.clone()));
-        (Deliverer { sender, records }, task)
+    /// Must be called inside a Tokio runtime: workers run on it.
+    pub(crate) fn start() -> Deliverer {
+        let http = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+            .build()
+            .map_err(|err| {
+                tracing::error!(error = %err, "stripe webhook client could not be built; no webhooks will be sent");
+            })
+            .ok();
+        Deliverer {
+            runtime: tokio::runtime::Handle::current(),
+            http,
+            queues: Mutex::new(HashMap::new()),
+            records: Arc::new(Mutex::new(Vec::new())),
+        }
     }
 
     pub(crate) fn enqueue(&self, deliveries: Vec<Delivery>) {
+        let Some(http) = &self.http else {
+            return;
+        };
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for delivery in deliveries {
-            if let Err(err) = self.sender.try_send(delivery) {
+            let (sender, _) = queues.entry(delivery.url.clone()).or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+                let task = self
+                    .runtime
+                    .spawn(run(receiver, http.clone(), self.records.clone()));
+                (sender, task)
+            });
+            if let Err(err) = sender.try_send(delivery) {
                 let delivery = match err {
                     mpsc::error::TrySendError::Full(delivery)
                     | mpsc::error::TrySendError::Closed(delivery) => delivery,
@@ -80,6 +113,17 @@ impl Deliverer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// Ends every worker; deliveries not yet sent are dropped.
+    pub(crate) fn stop(&self) {
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (_, (_, task)) in queues.drain() {
+            task.abort();
+        }
+    }
 }
 
 fn record(records: &Mutex<Vec<WebhookDeliveryRecord>>, entry: WebhookDeliveryRecord) {
@@ -105,20 +149,9 @@ pub(crate) fn signature_header(secret: &str, timestamp: i64, payload: &str) -> S
 
 async fn run(
     mut receiver: mpsc::Receiver<Delivery>,
+    http: reqwest::Client,
     records: Arc<Mutex<Vec<WebhookDeliveryRecord>>>,
 ) {
-    let http = match reqwest::Client::builder()
-        .timeout(DELIVERY_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("Stripe/1.0 (+https://stripe.com/docs/webhooks)")
-        .build()
-    {
-        Ok(http) => http,
-        Err(err) => {
-            tracing::error!(error = %err, "stripe webhook client could not be built; no webhooks will be sent");
-            return;
-        }
-    };
     while let Some(delivery) = receiver.recv().await {
         let mut entry = WebhookDeliveryRecord {
             event_id: delivery.event_id.clone(),

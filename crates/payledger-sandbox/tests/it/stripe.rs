@@ -736,3 +736,26 @@ async fn webhook_endpoints_created_over_the_api_get_their_own_secret() {
     assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
     assert_eq!(endpoint["enabled_events"][0], "charge.refunded");
 }
+
+#[tokio::test]
+async fn an_endpoint_that_is_down_does_not_hold_back_another_endpoints_webhooks() {
+    let stripe = Stripe::start().await;
+    // Port 9 (discard) refuses connections here: every delivery to it is retried and fails.
+    stripe
+        .sandbox
+        .add_stripe_webhook_endpoint("http://127.0.0.1:9/down", "whsec_down")
+        .unwrap();
+    for index in 0..5 {
+        let (status, _) = stripe
+            .pay(
+                &format!("order-down-{index}"),
+                "1000",
+                "usd",
+                "pm_card_visa",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Delivered one after another behind the failing endpoint, these would take over 10 s.
+    stripe.events_of(&["payment_intent.succeeded"; 5]).await;
+}
