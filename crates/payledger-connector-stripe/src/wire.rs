@@ -423,3 +423,91 @@ mod tests {
         assert_eq!(currency("krw").unwrap(), Currency::KRW);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const STATUSES: [&str; 8] = [
+        "succeeded",
+        "requires_action",
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_capture",
+        "processing",
+        "canceled",
+        "something_new",
+    ];
+    const REFUND_STATUSES: [&str; 4] = ["succeeded", "pending", "failed", "canceled"];
+
+    fn intent_json(
+        status: &str,
+        amount: i64,
+        received: i64,
+        captured: i64,
+        currency: &str,
+        refunds: &[(i64, usize)],
+        failed_before: bool,
+    ) -> Value {
+        let refunds: Vec<Value> = refunds
+            .iter()
+            .enumerate()
+            .map(|(index, (amount, status))| {
+                json!({"id": format!("re_{index}"), "amount": amount, "currency": currency,
+                       "status": REFUND_STATUSES[*status], "created": 1_700_000_000 + index as i64})
+            })
+            .collect();
+        json!({
+            "id": "pi_p", "amount": amount, "amount_received": received, "currency": currency,
+            "status": status, "metadata": {"order_id": "o-p"},
+            "last_payment_error": if failed_before { json!({"code": "card_declined"}) } else { Value::Null },
+            "latest_charge": {"amount_captured": captured, "created": 1_700_000_000,
+                              "refunds": {"data": refunds, "has_more": false}},
+        })
+    }
+
+    proptest! {
+        /// Whatever Stripe (or something pretending to be Stripe) answers, the payment read from
+        /// it never shows money the answer does not support: captured only when `succeeded` with
+        /// matching charge amounts, a balance within 0..=captured, cancels only from succeeded
+        /// refunds of the same currency.
+        #[test]
+        fn a_payment_never_claims_more_than_the_answer_supports(
+            status in 0..STATUSES.len(),
+            amount in -5i64..200_000,
+            received in -5i64..200_000,
+            captured_same in any::<bool>(),
+            currency in prop::sample::select(vec!["usd", "krw", "jpy", "eur", "chf", "USD"]),
+            refunds in prop::collection::vec((0i64..100_000, 0..REFUND_STATUSES.len()), 0..5),
+            failed_before in any::<bool>(),
+        ) {
+            let status_text = STATUSES[status];
+            let captured = if captured_same { received } else { received + 1 };
+            let wire: PaymentIntentWire = serde_json::from_value(intent_json(
+                status_text, amount, received, captured, currency, &refunds, failed_before,
+            )).unwrap();
+            let Ok(payment) = provider_payment(wire) else { return Ok(()); };
+            prop_assert!(payment.balance_amount_minor >= 0);
+            prop_assert!(payment.balance_amount_minor <= payment.total_amount_minor);
+            let charged = matches!(
+                payment.status,
+                ProviderPaymentStatus::Done | ProviderPaymentStatus::PartialCanceled | ProviderPaymentStatus::Canceled
+            );
+            prop_assert_eq!(charged, status_text == "succeeded");
+            prop_assert_eq!(payment.approved_at.is_some(), charged);
+            if charged {
+                prop_assert!(captured_same);
+                prop_assert_eq!(payment.total_amount_minor, received);
+                let succeeded_refunds: i64 = refunds.iter().filter(|(_, s)| *s == 0).map(|(a, _)| a).sum();
+                prop_assert_eq!(payment.balance_amount_minor, received - succeeded_refunds);
+                prop_assert_eq!(payment.status == ProviderPaymentStatus::Done, succeeded_refunds == 0);
+            } else {
+                prop_assert_eq!(payment.balance_amount_minor, 0);
+                prop_assert!(payment.cancels.is_empty() || status_text == "succeeded");
+            }
+            prop_assert_eq!(payment.client_action.is_some(), status_text == "requires_action");
+        }
+    }
+}

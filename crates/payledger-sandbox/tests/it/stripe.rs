@@ -759,3 +759,61 @@ async fn an_endpoint_that_is_down_does_not_hold_back_another_endpoints_webhooks(
     // Delivered one after another behind the failing endpoint, these would take over 10 s.
     stripe.events_of(&["payment_intent.succeeded"; 5]).await;
 }
+
+#[tokio::test]
+async fn manual_capture_holds_the_charge_until_captured_in_part() {
+    let stripe = Stripe::start().await;
+    let (status, held) = stripe
+        .post(
+            "/v1/payment_intents",
+            None,
+            &[
+                ("amount", "5000"),
+                ("currency", "usd"),
+                ("payment_method", "pm_card_mastercard"),
+                ("confirm", "true"),
+                ("capture_method", "manual"),
+                ("metadata[order_id]", "order-capture-1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held["status"], "requires_capture");
+    assert_eq!(held["amount_capturable"], 5000);
+    assert_eq!(held["amount_received"], 0);
+    let id = held["id"].as_str().unwrap();
+    let (status, refused) = stripe
+        .post("/v1/refunds", None, &[("payment_intent", id)])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "nothing captured to refund: {refused}"
+    );
+    let (status, too_much) = stripe
+        .post(
+            &format!("/v1/payment_intents/{id}/capture"),
+            None,
+            &[("amount_to_capture", "5001")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_much["error"]["code"], "amount_too_large");
+    let (status, captured) = stripe
+        .post(
+            &format!("/v1/payment_intents/{id}/capture"),
+            None,
+            &[("amount_to_capture", "4000"), ("expand[]", "latest_charge")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(captured["status"], "succeeded");
+    assert_eq!(captured["amount_received"], 4000);
+    assert_eq!(captured["latest_charge"]["amount_captured"], 4000);
+    stripe
+        .events_of(&[
+            "payment_intent.amount_capturable_updated",
+            "payment_intent.succeeded",
+        ])
+        .await;
+}
