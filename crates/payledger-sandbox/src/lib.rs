@@ -190,6 +190,7 @@ pub async fn start(
         secret_key: config.stripe.secret_key.clone(),
         deliverer,
         max_body_bytes: config.max_body_bytes,
+        rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
     let app_shared = shared.clone();
     let app_stripe = stripe_shared.clone();

@@ -529,3 +529,30 @@ async fn payment_keys_that_are_not_stripe_ids_are_refused_before_any_request() {
     );
     assert_eq!(h.gateway.stats().attempts, 0);
 }
+
+#[tokio::test]
+async fn rate_limiting_is_retried_with_the_same_key_and_counts_against_stripes_health() {
+    let h = Harness::start().await;
+    h.control("/sandbox/rate_limit", &[("requests", "2")]).await;
+    let paid = h
+        .gateway
+        .confirm(&confirm("pm_card_visa", "ord-rate-1", 1_000, Currency::USD))
+        .await
+        .unwrap();
+    assert_eq!(paid.status, ProviderPaymentStatus::Done);
+    let stats = h.gateway.stats();
+    assert_eq!((stats.attempts, stats.retries, stats.failures), (3, 2, 2));
+    assert_eq!(h.charges_of("ord-rate-1"), 1);
+
+    h.control("/sandbox/rate_limit", &[("requests", "5")]).await;
+    let err = h
+        .gateway
+        .confirm(&confirm("pm_card_visa", "ord-rate-2", 1_000, Currency::USD))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GatewayError::NotSent { .. }),
+        "Stripe ran none of them: {err:?}"
+    );
+    assert_eq!(h.charges_of("ord-rate-2"), 0);
+}

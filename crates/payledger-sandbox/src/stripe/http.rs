@@ -16,8 +16,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
+
+/// The most requests one `POST /stripe/sandbox/rate_limit` may refuse.
+const MAX_RATE_LIMITED_REQUESTS: u32 = 100;
 
 /// Stripe's documented maximum length of an `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -28,6 +32,8 @@ pub(crate) struct StripeShared {
     pub secret_key: String,
     pub deliverer: Deliverer,
     pub max_body_bytes: usize,
+    /// How many of the next API requests answer 429 (`POST /stripe/sandbox/rate_limit`).
+    pub rate_limited_requests: AtomicU32,
 }
 
 impl StripeShared {
@@ -130,6 +136,7 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
     route!(config, get, "/sandbox/stats", |_| Operation::SandboxStats);
     config
         .route("/sandbox/deliveries", web::get().to(deliveries))
+        .route("/sandbox/rate_limit", web::post().to(rate_limit))
         .default_service(web::to(not_found));
 }
 
@@ -141,6 +148,35 @@ async fn deliveries(shared: Shared, req: HttpRequest) -> HttpResponse {
         "object": "list",
         "data": shared.deliverer.records(),
     }))
+}
+
+/// The next `requests` API requests answer 429, as Stripe does past an account's rate limit.
+async fn rate_limit(shared: Shared, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    if let Err(reply) = authenticate(&shared, &req) {
+        return respond(reply, &Headers::default());
+    }
+    let params = match read_params(&req, payload, shared.max_body_bytes, true).await {
+        Ok(params) => params,
+        Err(reply) => return respond(reply, &Headers::default()),
+    };
+    let Some(requests) = params
+        .get("requests")
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse::<u32>().ok())
+    else {
+        return respond(
+            StripeReply::invalid(
+                Some("parameter_missing"),
+                "Missing required param: requests.",
+            ),
+            &Headers::default(),
+        );
+    };
+    let requests = requests.min(MAX_RATE_LIMITED_REQUESTS);
+    shared
+        .rate_limited_requests
+        .store(requests, Ordering::SeqCst);
+    HttpResponse::Ok().json(serde_json::json!({ "requests": requests }))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -182,6 +218,28 @@ async fn handle(
     };
     if let Err(reply) = authenticate(shared, req) {
         return respond(reply, &headers);
+    }
+    if !is_sandbox_control(&operation)
+        && shared
+            .rate_limited_requests
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    {
+        return respond(
+            StripeReply {
+                status: 429,
+                storable: false,
+                ..StripeReply::error(
+                    429,
+                    "invalid_request_error",
+                    Some("rate_limit"),
+                    "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                )
+            },
+            &headers,
+        );
     }
     if toss.store().in_outage(Instant::now()) {
         return respond(

@@ -817,3 +817,31 @@ async fn manual_capture_holds_the_charge_until_captured_in_part() {
         ])
         .await;
 }
+
+#[tokio::test]
+async fn rate_limited_requests_answer_429_and_are_not_stored_under_their_key() {
+    let stripe = Stripe::start().await;
+    let (status, _) = stripe
+        .post("/sandbox/rate_limit", None, &[("requests", "2")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..2 {
+        let (status, limited) = stripe
+            .pay("order-rate-1", "1000", "usd", "pm_card_visa")
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited["error"]["code"], "rate_limit");
+    }
+    let (status, paid) = stripe
+        .pay("order-rate-1", "1000", "usd", "pm_card_visa")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same key acts once the limit passes: {paid}"
+    );
+    assert_eq!(
+        stripe.sandbox.stripe_stats()["chargesByOrderId"]["order-rate-1"],
+        1
+    );
+}
