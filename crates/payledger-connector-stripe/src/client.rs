@@ -2,8 +2,8 @@
 //! full-jitter backoff and the same `Idempotency-Key`, and a circuit breaker that measures
 //! Stripe's health only.
 //!
-//! What counts against the circuit (provider health): no connection, no answer in time, a 5xx,
-//! and 429 rate limiting. What does not: any answer in which Stripe judged the request — a 402
+//! What counts against the circuit (provider health): no connection, no answer in time, a 5xx
+//! or 424 (a dependency outside Stripe failed), and 429 rate limiting. What does not: any answer in which Stripe judged the request — a 402
 //! card error (`processing_error` included: one card's network failed, not Stripe), a 400/404,
 //! a 409 `idempotency_key_in_use` (an earlier attempt is still running). One customer's failing
 //! card must never close the door for everyone else.
@@ -289,8 +289,9 @@ fn classify_error_answer(status: StatusCode, body: &[u8], kind: CallKind) -> Att
             failure.provider_message
         )));
     }
-    if status.is_server_error() {
-        // Stripe: a 500 is indeterminate; the request may have been acted on.
+    if status.is_server_error() || status == StatusCode::FAILED_DEPENDENCY {
+        // Stripe: a 500 is indeterminate; the request may have been acted on. A 424 is a
+        // failure of a dependency outside Stripe (a card network) while Stripe worked on it.
         let failure = ProviderFailure {
             class: FailureClass::ProviderError,
             ..failure
