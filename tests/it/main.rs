@@ -12,6 +12,7 @@ mod operations;
 mod payments;
 mod projections;
 mod provider_faults;
+mod provider_truth;
 mod subscriptions;
 mod validation;
 mod webhooks;

@@ -19,10 +19,7 @@ use payledger_domain::order::{
     ProviderOutcome, RefundOutcome, RefundStatus,
 };
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::{
-    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderPayment,
-    ProviderPaymentStatus,
-};
+use payledger_gateway::{CancelRequest, ConfirmRequest, GatewayError, PaymentGateway};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -61,6 +58,10 @@ pub enum PaymentError {
     Contention,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The provider reports the payment differently from the order (amount, currency, key,
+    /// or cancelled there): recorded as a discrepancy, nothing captured, support must review.
+    #[error("the provider reports the payment differently ({}); nothing was captured and support must review it", .differences.join(", "))]
+    ProviderDiscrepancy { differences: Vec<String> },
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
     #[error("{}", crate::operations::describe_block(.0))]
     SalesSuspended(SalesBlock),
@@ -69,6 +70,11 @@ pub enum PaymentError {
 impl From<ExecuteError<OrderError>> for PaymentError {
     fn from(error: ExecuteError<OrderError>) -> Self {
         match error {
+            ExecuteError::Domain(OrderError::ProviderDiscrepancy) => {
+                PaymentError::ProviderDiscrepancy {
+                    differences: Vec::new(),
+                }
+            }
             ExecuteError::Domain(e) => PaymentError::Order(e),
             ExecuteError::Append(e) if e.is_unavailable() => {
                 PaymentError::Unavailable(e.to_string())
@@ -118,8 +124,13 @@ pub enum Reconciled {
     StillUnknown(String),
 }
 
+/// Told of every discrepancy recorded between a provider and the ledger, with the provider's
+/// name (the binary counts them in its metrics; the app layer knows no metrics).
+pub type DiscrepancyObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Payments {
     executor: Arc<Executor>,
+    discrepancy_observer: Option<DiscrepancyObserver>,
     orders: AggregateCache<Order>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
@@ -142,7 +153,53 @@ impl Payments {
             clock,
             config,
             sales_switches: None,
+            discrepancy_observer: None,
         }
+    }
+
+    /// Calls `observer` with the provider's name for every discrepancy recorded.
+    pub fn with_discrepancy_observer(mut self, observer: DiscrepancyObserver) -> Payments {
+        self.discrepancy_observer = Some(observer);
+        self
+    }
+
+    /// Records what the provider said about the pending confirmation; a discrepancy is logged
+    /// and counted where it is recorded.
+    async fn record_confirmation_outcome(
+        &self,
+        order_id: &OrderId,
+        outcome: ProviderOutcome,
+        source: OutcomeSource,
+        context: &RequestContext,
+    ) -> Result<Executed<Order>, PaymentError> {
+        let recorded = self
+            .execute(
+                order_id,
+                OrderCommand::RecordConfirmationOutcome {
+                    outcome,
+                    source,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        for event in &recorded.events {
+            if let OrderEvent::PaymentDiscrepancyRecorded(differs) = event {
+                tracing::warn!(
+                    %order_id,
+                    provider = %differs.provider,
+                    provider_status = %differs.provider_status,
+                    provider_amount_minor = differs.provider_amount_minor,
+                    expected_amount_minor = differs.expected_amount_minor,
+                    differences = ?differs.differences,
+                    "the provider's payment differs from the order; nothing was captured, support must review"
+                );
+                if let Some(observer) = &self.discrepancy_observer {
+                    observer(&differs.provider);
+                }
+            }
+        }
+        Ok(recorded)
     }
 
     /// Makes new orders and payments respect the kill switches.
@@ -361,11 +418,16 @@ impl Payments {
             idempotency_key: started.idempotency_key,
         };
         let (outcome, retry_after_ms) = match self.gateway.confirm(&request).await {
-            Ok(payment) => (approved(&payment, self.clock.now()), None),
+            Ok(payment) => (
+                ProviderOutcome::Observed {
+                    fact: payment.fact(),
+                },
+                None,
+            ),
             Err(GatewayError::Refused(failure))
                 if failure.class == FailureClass::AlreadyProcessed =>
             {
-                (self.outcome_from_lookup(order_id, &payment_key).await, None)
+                (self.outcome_from_lookup(order_id).await, None)
             }
             Err(GatewayError::Refused(failure)) => (ProviderOutcome::Refused { failure }, None),
             Err(GatewayError::OutcomeUnknown { reason }) => {
@@ -387,15 +449,7 @@ impl Payments {
             ),
         };
         let recorded = match self
-            .execute(
-                order_id,
-                OrderCommand::RecordConfirmationOutcome {
-                    outcome,
-                    source: OutcomeSource::Request,
-                    at: self.clock.now(),
-                },
-                context,
-            )
+            .record_confirmation_outcome(order_id, outcome, OutcomeSource::Request, context)
             .await
         {
             Ok(recorded) => recorded,
@@ -410,6 +464,7 @@ impl Payments {
             OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                 Ok(ConfirmOutcome::Captured(Self::snapshot(recorded, false)))
             }
+            OrderStatus::NeedsReview => Err(discrepancy_of(&recorded.state)),
             OrderStatus::Failed => {
                 let failure = recorded
                     .state
@@ -489,6 +544,7 @@ impl Payments {
                     }))
                 }
                 OrderStatus::Confirming => {}
+                OrderStatus::NeedsReview => return Err(discrepancy_of(&snapshot.state)),
                 _ => return Err(PaymentError::Order(OrderError::ConfirmationInProgress)),
             }
             if tokio::time::Instant::now() >= deadline {
@@ -498,40 +554,12 @@ impl Payments {
         }
     }
 
-    /// What the provider says about an order's payment, as an outcome to record.
-    async fn outcome_from_lookup(
-        &self,
-        order_id: &OrderId,
-        payment_key: &PaymentKey,
-    ) -> ProviderOutcome {
+    /// What the provider says about an order's payment, as an outcome to record. The fact is
+    /// judged by the order itself (`provider_fact::judge`), never interpreted here.
+    async fn outcome_from_lookup(&self, order_id: &OrderId) -> ProviderOutcome {
         match self.gateway.payment_by_order_id(order_id.as_str()).await {
-            Ok(Some(payment)) if payment.payment_key == payment_key.as_str() => {
-                match payment.status {
-                    ProviderPaymentStatus::Done
-                    | ProviderPaymentStatus::PartialCanceled
-                    | ProviderPaymentStatus::Canceled => approved(&payment, self.clock.now()),
-                    ProviderPaymentStatus::Aborted | ProviderPaymentStatus::Expired => {
-                        ProviderOutcome::Refused {
-                            failure: ProviderFailure {
-                                class: FailureClass::InvalidRequest,
-                                provider_code: format!("{:?}", payment.status).to_uppercase(),
-                                provider_message:
-                                    "the provider reports the payment was not completed".into(),
-                            },
-                        }
-                    }
-                    _ => ProviderOutcome::Unknown {
-                        reason: format!("provider reports {:?}", payment.status),
-                    },
-                }
-            }
-            Ok(Some(_)) => ProviderOutcome::Refused {
-                failure: ProviderFailure {
-                    class: FailureClass::InvalidRequest,
-                    provider_code: "PAYMENT_KEY_MISMATCH".into(),
-                    provider_message:
-                        "the provider's payment for this order has another payment key".into(),
-                },
+            Ok(Some(payment)) => ProviderOutcome::Observed {
+                fact: payment.fact(),
             },
             Ok(None) => ProviderOutcome::Refused {
                 failure: ProviderFailure {
@@ -670,21 +698,28 @@ impl Payments {
             let started_at = state.confirmation_started_at.unwrap_or(now);
             if now - started_at < older_than {
                 too_recent = true;
-            } else if let Some(payment_key) = state.payment_key.clone() {
-                let outcome = self.outcome_from_lookup(order_id, &payment_key).await;
+            } else if state.payment_key.is_some() {
+                let outcome = self.outcome_from_lookup(order_id).await;
                 if let ProviderOutcome::Unknown { reason } = &outcome {
                     return Ok(Reconciled::StillUnknown(reason.clone()));
                 }
-                self.execute(
-                    order_id,
-                    OrderCommand::RecordConfirmationOutcome {
+                let recorded = self
+                    .record_confirmation_outcome(
+                        order_id,
                         outcome,
-                        source: OutcomeSource::Reconciler,
-                        at: now,
-                    },
-                    &context,
-                )
-                .await?;
+                        OutcomeSource::Reconciler,
+                        &context,
+                    )
+                    .await?;
+                if matches!(
+                    recorded.state.status,
+                    OrderStatus::Confirming | OrderStatus::OutcomeUnknown
+                ) {
+                    // The provider has not decided yet (a pending payment): still unknown.
+                    return Ok(Reconciled::StillUnknown(
+                        "the provider has not decided yet".into(),
+                    ));
+                }
                 settled.push("confirmation".to_string());
             }
         }
@@ -752,9 +787,14 @@ impl Payments {
     }
 }
 
-fn approved(payment: &ProviderPayment, now: DateTime<Utc>) -> ProviderOutcome {
-    ProviderOutcome::Approved {
-        approved_at: payment.approved_at.unwrap_or(now),
-        method: payment.method.clone(),
+/// The error a confirm answers when the order's payment is under review for a discrepancy.
+fn discrepancy_of(order: &Order) -> PaymentError {
+    PaymentError::ProviderDiscrepancy {
+        differences: order
+            .discrepancy
+            .iter()
+            .flatten()
+            .map(|d| d.name().to_string())
+            .collect(),
     }
 }

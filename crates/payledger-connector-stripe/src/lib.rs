@@ -7,7 +7,7 @@
 //! has (`pi_…`) — as the payment key; [`PaymentGateway::confirm`] creates and confirms one
 //! PaymentIntent with `metadata[order_id]` and the `Idempotency-Key` payledger derived from the
 //! recorded confirmation attempt, so a retried or concurrent confirm charges at most once. When
-//! 3-D Secure is needed the answer is [`ProviderPaymentStatus::RequiresAction`] with a
+//! 3-D Secure is needed the answer is [`PaymentFactStatus::Pending`] with a
 //! [`payledger_gateway::ClientAction`]; the payment settles on the webhook, a lookup or a confirm
 //! again. The payment key payledger keeps afterwards is the PaymentIntent id.
 //!
@@ -46,8 +46,8 @@ use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, ChargeBillingKeyRequest, CircuitState, ConfirmRequest,
-    GatewayConfigError, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
-    ProviderPayment, ProviderPaymentStatus,
+    GatewayConfigError, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
+    PaymentGateway, ProviderPayment,
 };
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -55,6 +55,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The provider name recorded in facts and events.
+pub const PROVIDER_NAME: &str = "stripe";
 
 /// Stripe's production API.
 pub const STRIPE_API_BASE_URL: &str = "https://api.stripe.com";
@@ -413,17 +416,23 @@ impl StripeGateway {
             })
         })?;
         check_same_order(&current, request)?;
+        let awaits_confirmation = matches!(
+            current.provider_status.as_str(),
+            "requires_confirmation" | "requires_payment_method"
+        );
         match current.status {
-            ProviderPaymentStatus::Ready => {}
-            // Done, partly refunded, waiting for the customer, in progress: nothing to confirm;
-            // the caller compares what Stripe holds with the order.
-            ProviderPaymentStatus::Aborted => return Err(GatewayError::Refused(ProviderFailure {
-                class: FailureClass::InvalidRequest,
-                provider_code: "payment_intent_unexpected_state".to_owned(),
-                provider_message:
-                    "the PaymentIntent was canceled or its last attempt failed; restart the payment"
-                        .to_owned(),
-            })),
+            PaymentFactStatus::Pending if awaits_confirmation => {}
+            // Charged, refunded, waiting for the customer, in progress: nothing to confirm; the
+            // caller judges what Stripe holds against the order.
+            PaymentFactStatus::NotCompleted => {
+                return Err(GatewayError::Refused(ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "payment_intent_unexpected_state".to_owned(),
+                    provider_message:
+                        "the PaymentIntent was canceled or its last attempt failed; restart the payment"
+                            .to_owned(),
+                }))
+            }
             _ => return Ok(current),
         }
         let form = expand_params("");

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use payledger_domain::money::Currency;
 use payledger_gateway::{
-    CardMetadata, ClientAction, ProviderCancel, ProviderPayment, ProviderPaymentStatus,
+    CardMetadata, ClientAction, PaymentFactStatus, ProviderCancel, ProviderPayment,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -192,12 +192,14 @@ pub(crate) fn order_id_of(intent: &PaymentIntentWire) -> Option<&str> {
 
 /// A PaymentIntent (its `latest_charge` expanded, with refunds) as the provider's payment.
 ///
-/// Status: `succeeded` is `Done`, `PartialCanceled` or `Canceled` by what was refunded (a
-/// Stripe refund never changes the intent's status); `requires_action` is `RequiresAction` with
-/// what the client must do; `requires_payment_method` after a failed attempt is `Aborted` (the
-/// attempt ended; no money moved), before any attempt `Ready`; `requires_confirmation` is
-/// `Ready`; `processing` and `requires_capture` are `InProgress` (nothing captured); `canceled`
-/// is `Aborted`. Only `succeeded` refunds count as cancels: a pending one has not moved money.
+/// This is the Stripe connector's "provider payment → ledger fact" function: the one place
+/// Stripe's status words are interpreted. `succeeded` is `Captured`, `PartiallyRefunded` or
+/// `Refunded` by what was refunded (a Stripe refund never changes the intent's status);
+/// `requires_action` is `Pending` with what the client must do; `requires_payment_method` after a
+/// failed attempt, and `canceled`, are `NotCompleted` (no money moved); `requires_payment_method`
+/// before any attempt, `requires_confirmation`, `processing` and `requires_capture` (nothing
+/// captured) are `Pending`. Only `succeeded` refunds count as cancels: a pending one has not moved
+/// money.
 pub(crate) fn provider_payment(
     intent: PaymentIntentWire,
 ) -> Result<ProviderPayment, UnreadableAnswer> {
@@ -264,23 +266,25 @@ pub(crate) fn provider_payment(
         ));
     }
     let status = match intent.status.as_str() {
-        "succeeded" if refunded == 0 => ProviderPaymentStatus::Done,
-        "succeeded" if refunded < captured => ProviderPaymentStatus::PartialCanceled,
-        "succeeded" => ProviderPaymentStatus::Canceled,
-        "requires_action" => ProviderPaymentStatus::RequiresAction,
+        "succeeded" if refunded == 0 => PaymentFactStatus::Captured,
+        "succeeded" if refunded < captured => PaymentFactStatus::PartiallyRefunded,
+        "succeeded" => PaymentFactStatus::Refunded,
         "requires_payment_method" if intent.last_payment_error.is_some() => {
-            ProviderPaymentStatus::Aborted
+            PaymentFactStatus::NotCompleted
         }
-        "requires_payment_method" | "requires_confirmation" => ProviderPaymentStatus::Ready,
-        "processing" | "requires_capture" => ProviderPaymentStatus::InProgress,
-        "canceled" => ProviderPaymentStatus::Aborted,
+        "canceled" => PaymentFactStatus::NotCompleted,
+        "requires_action"
+        | "requires_payment_method"
+        | "requires_confirmation"
+        | "processing"
+        | "requires_capture" => PaymentFactStatus::Pending,
         other => {
             return Err(UnreadableAnswer(format!(
                 "PaymentIntent status {other} is not one payledger knows"
             )))
         }
     };
-    let client_action = (status == ProviderPaymentStatus::RequiresAction).then(|| ClientAction {
+    let client_action = (intent.status == "requires_action").then(|| ClientAction {
         kind: intent
             .next_action
             .as_ref()
@@ -312,7 +316,9 @@ pub(crate) fn provider_payment(
         _ => None,
     };
     Ok(ProviderPayment {
+        provider: crate::PROVIDER_NAME.to_owned(),
         order_id: order_id_of(&intent).unwrap_or_default().to_owned(),
+        provider_status: intent.status.clone(),
         payment_key: intent.id,
         status,
         total_amount_minor: if succeeded { captured } else { intent.amount },
@@ -356,7 +362,7 @@ mod tests {
     #[test]
     fn refunds_decide_the_status_and_only_succeeded_ones_count() {
         let done = provider_payment(intent("succeeded", json!([]))).unwrap();
-        assert_eq!(done.status, ProviderPaymentStatus::Done);
+        assert_eq!(done.status, PaymentFactStatus::Captured);
         assert_eq!(done.balance_amount_minor, 10000);
         assert_eq!(done.order_id, "o-1");
         assert_eq!(done.card.unwrap().expiry.as_deref(), Some("2034-12"));
@@ -369,7 +375,7 @@ mod tests {
             ]),
         ))
         .unwrap();
-        assert_eq!(partial.status, ProviderPaymentStatus::PartialCanceled);
+        assert_eq!(partial.status, PaymentFactStatus::PartiallyRefunded);
         assert_eq!(partial.balance_amount_minor, 7000);
         assert_eq!(partial.cancels.len(), 1);
 
@@ -381,7 +387,7 @@ mod tests {
             ]),
         ))
         .unwrap();
-        assert_eq!(full.status, ProviderPaymentStatus::Canceled);
+        assert_eq!(full.status, PaymentFactStatus::Refunded);
         assert_eq!(full.cancels[0].transaction_key, "re_1", "oldest first");
 
         let too_much = provider_payment(intent(
@@ -394,7 +400,8 @@ mod tests {
     #[test]
     fn unfinished_intents_capture_nothing() {
         let action = provider_payment(intent("requires_action", json!([]))).unwrap();
-        assert_eq!(action.status, ProviderPaymentStatus::RequiresAction);
+        assert_eq!(action.status, PaymentFactStatus::Pending);
+        assert_eq!(action.provider_status, "requires_action");
         assert_eq!(action.balance_amount_minor, 0);
         assert_eq!(action.approved_at, None);
         let client = action.client_action.unwrap();
@@ -403,10 +410,10 @@ mod tests {
         assert!(!format!("{client:?}").contains("secret_x"));
 
         for (status, expected) in [
-            ("canceled", ProviderPaymentStatus::Aborted),
-            ("processing", ProviderPaymentStatus::InProgress),
-            ("requires_capture", ProviderPaymentStatus::InProgress),
-            ("requires_confirmation", ProviderPaymentStatus::Ready),
+            ("canceled", PaymentFactStatus::NotCompleted),
+            ("processing", PaymentFactStatus::Pending),
+            ("requires_capture", PaymentFactStatus::Pending),
+            ("requires_confirmation", PaymentFactStatus::Pending),
         ] {
             let payment = provider_payment(intent(status, json!([]))).unwrap();
             assert_eq!(payment.status, expected, "{status}");
@@ -491,10 +498,7 @@ mod properties {
             let Ok(payment) = provider_payment(wire) else { return Ok(()); };
             prop_assert!(payment.balance_amount_minor >= 0);
             prop_assert!(payment.balance_amount_minor <= payment.total_amount_minor);
-            let charged = matches!(
-                payment.status,
-                ProviderPaymentStatus::Done | ProviderPaymentStatus::PartialCanceled | ProviderPaymentStatus::Canceled
-            );
+            let charged = payment.status.was_charged();
             prop_assert_eq!(charged, status_text == "succeeded");
             prop_assert_eq!(payment.approved_at.is_some(), charged);
             if charged {
@@ -502,7 +506,9 @@ mod properties {
                 prop_assert_eq!(payment.total_amount_minor, received);
                 let succeeded_refunds: i64 = refunds.iter().filter(|(_, s)| *s == 0).map(|(a, _)| a).sum();
                 prop_assert_eq!(payment.balance_amount_minor, received - succeeded_refunds);
-                prop_assert_eq!(payment.status == ProviderPaymentStatus::Done, succeeded_refunds == 0);
+                prop_assert_eq!(payment.status == PaymentFactStatus::Captured, succeeded_refunds == 0);
+                let fact = payment.fact();
+                prop_assert_eq!(fact.refunded_minor, succeeded_refunds);
             } else {
                 prop_assert_eq!(payment.balance_amount_minor, 0);
                 prop_assert!(payment.cancels.is_empty() || status_text == "succeeded");

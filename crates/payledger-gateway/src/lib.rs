@@ -35,6 +35,7 @@ pub use toss::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::money::Currency;
+pub use payledger_domain::provider_fact::{PaymentFact, PaymentFactStatus};
 use payledger_domain::provider_failure::ProviderFailure;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -131,31 +132,18 @@ pub struct BillingKeyIssued {
     pub card: CardMetadata,
 }
 
-/// Payment status as the provider reports it (Toss `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProviderPaymentStatus {
-    Ready,
-    InProgress,
-    WaitingForDeposit,
-    Done,
-    Canceled,
-    PartialCanceled,
-    Aborted,
-    Expired,
-    /// The customer must act before the provider can charge (3-D Secure at Stripe:
-    /// `requires_action`). Nothing is captured; [`ProviderPayment::client_action`] says what the
-    /// client needs. The payment ends later as `Done` (seen by a confirm again, a lookup or a
-    /// webhook) or as not completed.
-    RequiresAction,
-}
-
-/// A payment as the provider sees it.
+/// A payment as the provider sees it, in payledger's words: each connector reads its own
+/// payment object into this (Toss: `toss::wire::parse_payment`), the one place its status words
+/// are interpreted. [`ProviderPayment::fact`] is what the ledger judges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderPayment {
+    /// The connector that reported it (`toss`, `stripe`).
+    pub provider: String,
     pub payment_key: String,
     pub order_id: String,
-    pub status: ProviderPaymentStatus,
+    pub status: PaymentFactStatus,
+    /// The provider's own word for the status (`DONE`, `CANCELED`), for the record.
+    pub provider_status: String,
     pub total_amount_minor: i64,
     /// What is left after cancels.
     pub balance_amount_minor: i64,
@@ -164,7 +152,9 @@ pub struct ProviderPayment {
     pub method: Option<String>,
     pub card: Option<CardMetadata>,
     pub cancels: Vec<ProviderCancel>,
-    /// Set only with [`ProviderPaymentStatus::RequiresAction`]: what the paying client must do.
+    /// What the paying client must do before the provider can charge (3-D Secure at Stripe:
+    /// `requires_action`), set only while `status` is [`PaymentFactStatus::Pending`]: nothing is
+    /// captured yet, and the payment settles later on a webhook, a lookup or a confirm again.
     /// Providers without such a step (Toss) leave it `None`.
     pub client_action: Option<ClientAction>,
 }
@@ -191,6 +181,24 @@ impl fmt::Debug for ClientAction {
             .field("redirect_url", &self.redirect_url)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+impl ProviderPayment {
+    /// The ledger fact: what the ledger compares with what it expects before recording anything.
+    pub fn fact(&self) -> PaymentFact {
+        PaymentFact {
+            provider: self.provider.clone(),
+            order_id: self.order_id.clone(),
+            payment_key: self.payment_key.clone(),
+            status: self.status,
+            provider_status: self.provider_status.clone(),
+            amount_minor: self.total_amount_minor,
+            refunded_minor: (self.total_amount_minor - self.balance_amount_minor).max(0),
+            currency: self.currency,
+            approved_at: self.approved_at,
+            method: self.method.clone(),
+        }
     }
 }
 
@@ -237,7 +245,8 @@ pub struct GatewayStats {
     /// HTTP requests made (a call makes one per attempt).
     pub attempts: u64,
     /// Attempts that failed in a way that counts against the provider's health: no connection,
-    /// no answer in time, a 5xx, `PROVIDER_ERROR`. Business refusals are not failures.
+    /// no answer in time, a 5xx, 429. Refusals of one payment (a card's `PROVIDER_ERROR` sent
+    /// with a 4xx among them) are not failures: the provider answered.
     pub failures: u64,
     /// Attempts after the first within a call.
     pub retries: u64,
@@ -256,8 +265,9 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn provider_name(&self) -> &str;
 
     /// `Ok` is the provider's payment as it stands after the confirm, which is not always a
-    /// capture: callers check `status` (`Done`, or `RequiresAction` when the customer must act
-    /// first) and compare the payment with the order before recording anything.
+    /// capture: callers judge its [`ProviderPayment::fact`] against the order before recording
+    /// anything (`Pending` with a [`ProviderPayment::client_action`] when the customer must act
+    /// first).
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError>;
 
     /// `Ok(None)` when the provider has no payment for this order.

@@ -56,6 +56,7 @@ error_codes! {
     OrderStateConflict => (CONFLICT, "E_ORDER_STATE_CONFLICT", "The order is not in a state that allows this command."),
     RefundRefused => (CONFLICT, "E_REFUND_REFUSED", "The provider refused the refund (`providerCode` says why); nothing was refunded."),
     PaymentRefused => (PAYMENT_REQUIRED, "E_PAYMENT_REFUSED", "The provider refused the payment; `providerCode` and `suggestedAction` say why and what to do."),
+    ProviderDiscrepancy => (CONFLICT, "E_PROVIDER_DISCREPANCY", "The provider reports this order's payment differently (`differences`: amount, currency, paymentKey, orderId, status such as cancelled there); the difference was recorded, nothing was captured, and the order waits for support (`NEEDS_REVIEW`)."),
     Contention => (CONFLICT, "E_CONCURRENT_MODIFICATION", "The resource kept changing under concurrent requests; retry."),
     StreamNotFound => (NOT_FOUND, "E_STREAM_NOT_FOUND", "No stream with this id."),
     ProviderUnavailable => (SERVICE_UNAVAILABLE, "E_PROVIDER_UNAVAILABLE", "The payment provider cannot be reached; nothing was charged. Retry after `Retry-After` seconds."),

@@ -52,6 +52,10 @@ pub fn payment_error(error: PaymentError) -> ApiError {
             "the payment provider is unavailable; nothing was charged",
         )
         .retry_after(retry_after_ms.div_ceil(1000)),
+        PaymentError::ProviderDiscrepancy { differences } => {
+            ApiError::new(ErrorCode::ProviderDiscrepancy, error_text(&differences))
+                .with("differences", differences)
+        }
         PaymentError::Unavailable(e) => ApiError::unavailable(e),
         // Retry-After: a retry may succeed, so an idempotency key does not pin this answer.
         PaymentError::Contention => ApiError::new(
@@ -116,7 +120,15 @@ fn order_error(error: OrderError) -> ApiError {
             ApiError::new(ErrorCode::EnrollmentCancelled, message)
         }
         OrderError::InvalidCancellationReason => ApiError::field("reason", message),
+        OrderError::ProviderDiscrepancy => ApiError::new(ErrorCode::ProviderDiscrepancy, message),
     }
+}
+
+fn error_text(differences: &[String]) -> String {
+    PaymentError::ProviderDiscrepancy {
+        differences: differences.to_vec(),
+    }
+    .to_string()
 }
 
 #[utoipa::path(

@@ -152,7 +152,10 @@ impl Application {
                 clock.clone(),
                 PaymentsConfig::default(),
             )
-            .with_sales_switches(switches.clone()),
+            .with_sales_switches(switches.clone())
+            .with_discrepancy_observer(Arc::new(|provider: &str| {
+                payledger_metrics::metrics().provider_discrepancy(provider)
+            })),
         );
         let booking_services =
             actix_web::web::Data::new(payledger_http::bookings::BookingServices {

@@ -7,8 +7,7 @@ use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::FailureClass;
 use payledger_gateway::circuit::CircuitConfig;
 use payledger_gateway::{
-    CancelRequest, CircuitState, ConfirmRequest, GatewayError, PaymentGateway,
-    ProviderPaymentStatus,
+    CancelRequest, CircuitState, ConfirmRequest, GatewayError, PaymentFactStatus, PaymentGateway,
 };
 use payledger_sandbox::{start, RunningSandbox, SandboxConfig, DEFAULT_STRIPE_SECRET_KEY};
 use std::sync::Arc;
@@ -103,7 +102,7 @@ async fn a_card_payment_is_one_payment_intent_with_the_order_in_its_metadata() {
         .unwrap();
     assert!(payment.payment_key.starts_with("pi_"));
     assert_eq!(payment.order_id, "ord-visa-1");
-    assert_eq!(payment.status, ProviderPaymentStatus::Done);
+    assert_eq!(payment.status, PaymentFactStatus::Captured);
     assert_eq!(
         payment.total_amount_minor, 41_000,
         "KRW is zero-decimal at Stripe too"
@@ -299,7 +298,7 @@ async fn three_d_secure_answers_what_the_client_needs_then_settles_on_confirm_ag
         Currency::USD,
     );
     let pending = h.gateway.confirm(&first).await.unwrap();
-    assert_eq!(pending.status, ProviderPaymentStatus::RequiresAction);
+    assert_eq!(pending.status, PaymentFactStatus::Pending);
     assert_eq!(pending.balance_amount_minor, 0);
     assert_eq!(pending.approved_at, None);
     let action = pending.client_action.clone().unwrap();
@@ -324,7 +323,7 @@ async fn three_d_secure_answers_what_the_client_needs_then_settles_on_confirm_ag
         ..first
     };
     let done = h.gateway.confirm(&again).await.unwrap();
-    assert_eq!(done.status, ProviderPaymentStatus::Done);
+    assert_eq!(done.status, PaymentFactStatus::Captured);
     assert_eq!(done.payment_key, pending.payment_key);
     assert_eq!(h.charges_of("ord-3ds-1"), 1);
 
@@ -358,7 +357,7 @@ async fn refunds_partial_and_several_each_with_their_own_key() {
         .cancel(&refund(pi, Some(3_000), "r-1"))
         .await
         .unwrap();
-    assert_eq!(first.status, ProviderPaymentStatus::PartialCanceled);
+    assert_eq!(first.status, PaymentFactStatus::PartiallyRefunded);
     assert_eq!(first.balance_amount_minor, 7_000);
     let first_key = first.cancels.last().unwrap().transaction_key.clone();
     assert!(first_key.starts_with("re_"));
@@ -393,7 +392,7 @@ async fn refunds_partial_and_several_each_with_their_own_key() {
         "{too_much:?}"
     );
     let rest = h.gateway.cancel(&refund(pi, None, "r-4")).await.unwrap();
-    assert_eq!(rest.status, ProviderPaymentStatus::Canceled);
+    assert_eq!(rest.status, PaymentFactStatus::Refunded);
     assert_eq!(rest.balance_amount_minor, 0);
 }
 
@@ -502,7 +501,7 @@ async fn a_timeout_after_the_charge_is_unknown_and_found_by_order_id() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(found.status, ProviderPaymentStatus::Done);
+    assert_eq!(found.status, PaymentFactStatus::Captured);
     assert_eq!(found.total_amount_minor, 4_100);
     assert_eq!(
         h.charges_of("ord-timeout-1"),
@@ -539,7 +538,7 @@ async fn rate_limiting_is_retried_with_the_same_key_and_counts_against_stripes_h
         .confirm(&confirm("pm_card_visa", "ord-rate-1", 1_000, Currency::USD))
         .await
         .unwrap();
-    assert_eq!(paid.status, ProviderPaymentStatus::Done);
+    assert_eq!(paid.status, PaymentFactStatus::Captured);
     let stats = h.gateway.stats();
     assert_eq!((stats.attempts, stats.retries, stats.failures), (3, 2, 2));
     assert_eq!(h.charges_of("ord-rate-1"), 1);

@@ -6,7 +6,7 @@ use payledger_connector_stripe::webhook::{
     interpret, recheck, DisputeState, RefundState, StripeEvent, StripeFact, StripeMeaning,
 };
 use payledger_domain::money::Currency;
-use payledger_gateway::{PaymentGateway, ProviderPaymentStatus};
+use payledger_gateway::{PaymentFactStatus, PaymentGateway};
 use payledger_sandbox::SandboxConfig;
 use payledger_webhooks::{verify, HeaderPairs, Scheme, WebhookSecret, DEFAULT_TOLERANCE};
 use std::sync::{Arc, Mutex};
@@ -116,7 +116,7 @@ async fn payment_refund_and_dispute_webhooks_are_rechecked_into_facts() {
     else {
         panic!("a payment fact");
     };
-    assert_eq!(payment.status, ProviderPaymentStatus::Done);
+    assert_eq!(payment.status, PaymentFactStatus::Captured);
     assert_eq!(
         (payment.order_id.as_str(), payment.total_amount_minor),
         ("ord-hook-1", 9_000)
@@ -140,7 +140,7 @@ async fn payment_refund_and_dispute_webhooks_are_rechecked_into_facts() {
     else {
         panic!("a payment fact");
     };
-    assert_eq!(payment.status, ProviderPaymentStatus::PartialCanceled);
+    assert_eq!(payment.status, PaymentFactStatus::PartiallyRefunded);
     assert_eq!(payment.cancels.len(), 1);
     assert_eq!(payment.cancels[0].cancel_amount_minor, 2_000);
     let created = next_of(&inbox, "refund.created", 0).await;

@@ -197,13 +197,21 @@ enum Attempt {
     Retryable(Retryable),
 }
 
+/// The connector's name: what orders record as their `provider`, and the registry's key.
+pub const PROVIDER_NAME: &str = "toss";
+
 enum Retryable {
     /// Certainly not sent (no connection).
     NotSent(String),
     /// Sent, and no usable answer came back: the provider may have acted.
     Unknown(String),
-    /// The provider answered that it failed (`PROVIDER_ERROR`, 5xx, 429).
+    /// The provider itself is in trouble: it answered 5xx or 429. Counts against its health.
     Provider(ProviderFailure),
+    /// The provider answered, healthy, that this one payment failed in a way a retry may mend
+    /// (`PROVIDER_ERROR` sent with a 4xx: the card issuer's trouble with this card). Retried
+    /// with the same key, but never counted against the provider's health: one customer's
+    /// failing card must not open the circuit for everyone.
+    PaymentTrouble(ProviderFailure),
     /// 409 `IDEMPOTENT_REQUEST_PROCESSING`: an earlier attempt with this key is still running.
     InProgress(ProviderFailure),
 }
@@ -366,7 +374,9 @@ impl TossGateway {
                 }
                 Attempt::Retryable(failure) => {
                     match &failure {
-                        Retryable::InProgress(_) => permit.succeeded(),
+                        Retryable::InProgress(_) | Retryable::PaymentTrouble(_) => {
+                            permit.succeeded()
+                        }
                         _ => {
                             bump(&self.counters.failures);
                             permit.failed();
@@ -392,7 +402,9 @@ impl TossGateway {
             return Err(GatewayError::OutcomeUnknown { reason });
         }
         Err(match last_failure {
-            Some(Retryable::Provider(failure)) => GatewayError::Refused(failure),
+            Some(Retryable::Provider(failure) | Retryable::PaymentTrouble(failure)) => {
+                GatewayError::Refused(failure)
+            }
             Some(failure) => GatewayError::NotSent {
                 reason: failure.describe(),
                 retry_after_ms: None,
@@ -661,7 +673,9 @@ impl Retryable {
     fn describe(&self) -> String {
         match self {
             Retryable::NotSent(reason) | Retryable::Unknown(reason) => reason.clone(),
-            Retryable::Provider(failure) | Retryable::InProgress(failure) => {
+            Retryable::Provider(failure)
+            | Retryable::PaymentTrouble(failure)
+            | Retryable::InProgress(failure) => {
                 format!("{}: {}", failure.provider_code, failure.provider_message)
             }
         }
@@ -707,11 +721,17 @@ fn classify_error_answer(status: StatusCode, body: &[u8], kind: CallKind) -> Att
     if status == StatusCode::CONFLICT && error.code == "IDEMPOTENT_REQUEST_PROCESSING" {
         return Attempt::Retryable(Retryable::InProgress(failure));
     }
-    if status == StatusCode::TOO_MANY_REQUESTS || failure.class.is_retryable() {
+    // Only what says the provider itself is unwell counts against its health: a 5xx or rate
+    // limiting. A retryable code with a 4xx is about this payment (Toss sends `PROVIDER_ERROR`
+    // with 400 for an issuer's trouble with one card).
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         return Attempt::Retryable(Retryable::Provider(ProviderFailure {
             class: FailureClass::ProviderError,
             ..failure
         }));
+    }
+    if failure.class.is_retryable() {
+        return Attempt::Retryable(Retryable::PaymentTrouble(failure));
     }
     Attempt::Refused(failure)
 }
@@ -907,6 +927,16 @@ mod tests {
     fn provider_error_is_retryable_whatever_its_status() {
         let body = br#"{"code":"PROVIDER_ERROR","message":"temporary"}"#;
         let answer = classify_error_answer(StatusCode::BAD_REQUEST, body, CallKind::MovesMoney);
+        assert!(
+            matches!(answer, Attempt::Retryable(Retryable::PaymentTrouble(_))),
+            "retried, but one card's trouble is not the provider's health"
+        );
+        let answer =
+            classify_error_answer(StatusCode::SERVICE_UNAVAILABLE, body, CallKind::MovesMoney);
+        assert!(matches!(answer, Attempt::Retryable(Retryable::Provider(_))));
+        let limited = br#"{"code":"FORBIDDEN_CONSECUTIVE_REQUEST","message":"slow down"}"#;
+        let answer =
+            classify_error_answer(StatusCode::TOO_MANY_REQUESTS, limited, CallKind::MovesMoney);
         assert!(matches!(answer, Attempt::Retryable(Retryable::Provider(_))));
         let busy = br#"{"code":"IDEMPOTENT_REQUEST_PROCESSING","message":"busy"}"#;
         let answer = classify_error_answer(StatusCode::CONFLICT, busy, CallKind::MovesMoney);
