@@ -2,7 +2,7 @@
 
 use crate::{assert_refused, confirm_request, world};
 use payledger_domain::provider_failure::FailureClass;
-use payledger_gateway::{CancelRequest, PaymentGateway, PaymentFactStatus};
+use payledger_gateway::{CancelRequest, PaymentFactStatus, PaymentGateway};
 
 fn cancel_request(payment_key: &str, amount_minor: Option<i64>, refund_id: &str) -> CancelRequest {
     CancelRequest {

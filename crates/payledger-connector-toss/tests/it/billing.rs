@@ -5,7 +5,7 @@ use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::FailureClass;
 use payledger_gateway::{
     BillingKeyIssued, BillingKeySecret, ChargeBillingKeyRequest, GatewayError,
-    IssueBillingKeyRequest, PaymentGateway, PaymentFactStatus,
+    IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
 };
 use payledger_sandbox::Behaviour;
 
