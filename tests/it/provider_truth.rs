@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 async fn sandbox_post(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
     app.client
         .post(format!("{}{path}", app.sandbox.base_url()))
-        .basic_auth(payledger_gateway::SANDBOX_SECRET_KEY, Some(""))
+        .basic_auth(payledger_connector_toss::SANDBOX_SECRET_KEY, Some(""))
         .json(body)
         .send()
         .await
@@ -178,4 +178,56 @@ async fn one_customers_failing_card_does_not_open_the_circuit_for_everyone() {
         "another customer pays: {}",
         response.text().await.unwrap()
     );
+}
+
+#[tokio::test]
+async fn placement_refuses_an_unconfigured_provider_and_a_currency_the_provider_cannot_take() {
+    let app = spawn_app().await;
+    let order = |order_id: &str, currency: &str, provider: Option<&str>| {
+        let mut body = json!({"orderId": order_id, "amount": 5_000, "currency": currency,
+            "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class"});
+        if let Some(provider) = provider {
+            body["provider"] = json!(provider);
+        }
+        body
+    };
+    let before = app.head_position().await;
+
+    let response = app
+        .post(
+            "/v1/orders",
+            &order("order-unconfigured", "KRW", Some("stripe")),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "E_PROVIDER_NOT_CONFIGURED", "{body}");
+    assert_eq!(body["configuredProviders"], json!(["toss"]), "{body}");
+
+    // Before issue 12 a USD order was accepted and could never be paid.
+    let response = app
+        .post("/v1/orders", &order("order-usd", "USD", None))
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "E_CURRENCY_NOT_SUPPORTED", "{body}");
+    assert_eq!(body["supportedCurrencies"], json!(["KRW"]), "{body}");
+
+    let response = app
+        .post(
+            "/v1/orders",
+            &order("order-bad-provider", "KRW", Some("../toss")),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(app.head_position().await, before, "nothing was stored");
+
+    let response = app
+        .post("/v1/orders", &order("order-toss", "KRW", Some("toss")))
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["provider"], "toss", "{body}");
+    let default = app.place_order("order-default-provider", 5_000).await;
+    assert_eq!(default["provider"], "toss", "{default}");
 }

@@ -19,7 +19,9 @@ use payledger_domain::order::{
     ProviderOutcome, RefundOutcome, RefundStatus,
 };
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::{CancelRequest, ConfirmRequest, GatewayError, PaymentGateway};
+use payledger_gateway::{
+    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry, RegistryError,
+};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,10 @@ pub enum PaymentError {
     /// or cancelled there): recorded as a discrepancy, nothing captured, support must review.
     #[error("the provider reports the payment differently ({}); nothing was captured and support must review it", .differences.join(", "))]
     ProviderDiscrepancy { differences: Vec<String> },
+    /// The order names a provider this deployment has not configured, or one that cannot take
+    /// its currency. At placement nothing is stored.
+    #[error(transparent)]
+    Provider(#[from] RegistryError),
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
     #[error("{}", crate::operations::describe_block(.0))]
     SalesSuspended(SalesBlock),
@@ -113,6 +119,8 @@ pub struct PlaceOrderInput {
     pub payee_id: PayeeId,
     pub order_name: String,
     pub service_starts_at: Option<DateTime<Utc>>,
+    /// The provider to pay with (`toss`, `stripe`); `None`: the deployment's default.
+    pub provider: Option<String>,
 }
 
 /// What the reconciler did with one order.
@@ -132,7 +140,8 @@ pub struct Payments {
     executor: Arc<Executor>,
     discrepancy_observer: Option<DiscrepancyObserver>,
     orders: AggregateCache<Order>,
-    gateway: Arc<dyn PaymentGateway>,
+    /// The configured connectors; each order's calls go to the one it was placed with.
+    providers: Arc<ProviderRegistry>,
     clock: Arc<dyn Clock>,
     config: PaymentsConfig,
     /// Kill switches checked before a new order or payment; none: every sale goes ahead.
@@ -140,16 +149,32 @@ pub struct Payments {
 }
 
 impl Payments {
+    /// Payments with one connector (the default for every order).
     pub fn new(
         executor: Arc<Executor>,
         gateway: Arc<dyn PaymentGateway>,
         clock: Arc<dyn Clock>,
         config: PaymentsConfig,
     ) -> Payments {
+        Payments::with_providers(
+            executor,
+            Arc::new(ProviderRegistry::new(gateway)),
+            clock,
+            config,
+        )
+    }
+
+    /// Payments over every connector in `providers`.
+    pub fn with_providers(
+        executor: Arc<Executor>,
+        providers: Arc<ProviderRegistry>,
+        clock: Arc<dyn Clock>,
+        config: PaymentsConfig,
+    ) -> Payments {
         Payments {
             orders: AggregateCache::new(config.order_cache_capacity),
             executor,
-            gateway,
+            providers,
             clock,
             config,
             sales_switches: None,
@@ -261,8 +286,22 @@ impl Payments {
         Ok(Self::snapshot(executed, false))
     }
 
+    /// The default provider's connector (billing keys and subscriptions use it).
     pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
-        &self.gateway
+        self.providers.default_connector()
+    }
+
+    pub fn providers(&self) -> &Arc<ProviderRegistry> {
+        &self.providers
+    }
+
+    /// The connector of the provider an order was placed with.
+    pub fn gateway_for(&self, order: &Order) -> Result<&Arc<dyn PaymentGateway>, PaymentError> {
+        let placed = order
+            .placed
+            .as_ref()
+            .ok_or(PaymentError::Order(OrderError::NotFound))?;
+        Ok(self.providers.get(&placed.provider)?)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -325,6 +364,13 @@ impl Payments {
         context: &RequestContext,
     ) -> Result<OrderSnapshot, PaymentError> {
         self.check_sale(&input.payee_id).await?;
+        // Refused before anything is stored: an order its provider cannot charge could never be
+        // paid.
+        let provider = self
+            .providers
+            .for_new_order(input.provider.as_deref(), input.amount.currency())?
+            .provider_name()
+            .to_string();
         let order_id = input.order_id.unwrap_or_else(OrderId::generate);
         let command = OrderCommand::Place(PlaceOrder {
             order_id: order_id.clone(),
@@ -332,7 +378,7 @@ impl Payments {
             customer_id: input.customer_id,
             payee_id: input.payee_id,
             order_name: input.order_name,
-            provider: self.gateway.provider_name().to_string(),
+            provider,
             service_starts_at: input.service_starts_at,
             placed_at: self.clock.now(),
         });
@@ -410,6 +456,27 @@ impl Payments {
             .placed
             .clone()
             .ok_or_else(|| PaymentError::Internal("confirmed order has no placement".into()))?;
+        let gateway = match self.gateway_for(&executed.state) {
+            Ok(gateway) => gateway.clone(),
+            Err(error) => {
+                // The order's provider was configured when it was placed and is not now: nothing
+                // is sent, the attempt ends, and the operator sees why.
+                self.record_confirmation_outcome(
+                    order_id,
+                    ProviderOutcome::Refused {
+                        failure: ProviderFailure {
+                            class: FailureClass::ProviderError,
+                            provider_code: "PROVIDER_NOT_CONFIGURED".into(),
+                            provider_message: error.to_string(),
+                        },
+                    },
+                    OutcomeSource::Request,
+                    context,
+                )
+                .await?;
+                return Err(error);
+            }
+        };
         let request = ConfirmRequest {
             payment_key: payment_key.to_string(),
             order_id: order_id.to_string(),
@@ -417,7 +484,7 @@ impl Payments {
             currency: placed.amount.currency(),
             idempotency_key: started.idempotency_key,
         };
-        let (outcome, retry_after_ms) = match self.gateway.confirm(&request).await {
+        let (outcome, retry_after_ms) = match gateway.confirm(&request).await {
             Ok(payment) => (
                 ProviderOutcome::Observed {
                     fact: payment.fact(),
@@ -427,7 +494,7 @@ impl Payments {
             Err(GatewayError::Refused(failure))
                 if failure.class == FailureClass::AlreadyProcessed =>
             {
-                (self.outcome_from_lookup(order_id).await, None)
+                (outcome_from_lookup(gateway.as_ref(), order_id).await, None)
             }
             Err(GatewayError::Refused(failure)) => (ProviderOutcome::Refused { failure }, None),
             Err(GatewayError::OutcomeUnknown { reason }) => {
@@ -554,26 +621,6 @@ impl Payments {
         }
     }
 
-    /// What the provider says about an order's payment, as an outcome to record. The fact is
-    /// judged by the order itself (`provider_fact::judge`), never interpreted here.
-    async fn outcome_from_lookup(&self, order_id: &OrderId) -> ProviderOutcome {
-        match self.gateway.payment_by_order_id(order_id.as_str()).await {
-            Ok(Some(payment)) => ProviderOutcome::Observed {
-                fact: payment.fact(),
-            },
-            Ok(None) => ProviderOutcome::Refused {
-                failure: ProviderFailure {
-                    class: FailureClass::NotFound,
-                    provider_code: "NOT_FOUND_PAYMENT".into(),
-                    provider_message: "the provider has no payment for this order".into(),
-                },
-            },
-            Err(error) => ProviderOutcome::Unknown {
-                reason: format!("lookup failed: {error}"),
-            },
-        }
-    }
-
     /// Refunds all (`amount_minor: None`) or part of a captured payment. Repeating a refund id
     /// repeats nothing: a settled refund is answered as it was, an unsettled one is driven on
     /// with the same provider idempotency key.
@@ -645,7 +692,7 @@ impl Payments {
             cancel_reason: refund.reason.clone(),
             idempotency_key: refund.idempotency_key.clone(),
         };
-        let outcome = match self.gateway.cancel(&request).await {
+        let outcome = match self.gateway_for(state)?.cancel(&request).await {
             Ok(payment) => RefundOutcome::Completed {
                 transaction_key: payment
                     .cancels
@@ -699,7 +746,8 @@ impl Payments {
             if now - started_at < older_than {
                 too_recent = true;
             } else if state.payment_key.is_some() {
-                let outcome = self.outcome_from_lookup(order_id).await;
+                let outcome =
+                    outcome_from_lookup(self.gateway_for(&state)?.as_ref(), order_id).await;
                 if let ProviderOutcome::Unknown { reason } = &outcome {
                     return Ok(Reconciled::StillUnknown(reason.clone()));
                 }
@@ -796,5 +844,25 @@ fn discrepancy_of(order: &Order) -> PaymentError {
             .flatten()
             .map(|d| d.name().to_string())
             .collect(),
+    }
+}
+
+/// What the provider says about an order's payment, as an outcome to record. The fact is judged
+/// by the order itself (`provider_fact::judge`), never interpreted here.
+async fn outcome_from_lookup(gateway: &dyn PaymentGateway, order_id: &OrderId) -> ProviderOutcome {
+    match gateway.payment_by_order_id(order_id.as_str()).await {
+        Ok(Some(payment)) => ProviderOutcome::Observed {
+            fact: payment.fact(),
+        },
+        Ok(None) => ProviderOutcome::Refused {
+            failure: ProviderFailure {
+                class: FailureClass::NotFound,
+                provider_code: "NOT_FOUND_PAYMENT".into(),
+                provider_message: "the provider has no payment for this order".into(),
+            },
+        },
+        Err(error) => ProviderOutcome::Unknown {
+            reason: format!("lookup failed: {error}"),
+        },
     }
 }

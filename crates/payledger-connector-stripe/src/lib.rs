@@ -46,8 +46,8 @@ use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, ChargeBillingKeyRequest, CircuitState, ConfirmRequest,
-    GatewayConfigError, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
-    PaymentGateway, ProviderPayment,
+    GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
+    ProviderPayment,
 };
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -150,6 +150,28 @@ impl StripeConfig {
     }
 }
 
+/// Why a [`StripeConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeConfigError {
+    #[error("base_url is not a URL: {0}")]
+    BaseUrl(String),
+    #[error("base_url must use https unless it points at this machine")]
+    InsecureBaseUrl,
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("the HTTP client could not be built: {0}")]
+    HttpClient(String),
+}
+
+/// Every currency payledger settles in; Stripe charges all of them (KRW and JPY zero-decimal).
+const SUPPORTED_CURRENCIES: [Currency; 5] = [
+    Currency::KRW,
+    Currency::JPY,
+    Currency::USD,
+    Currency::EUR,
+    Currency::GBP,
+];
+
 /// Counters of one gateway.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -179,7 +201,7 @@ impl fmt::Debug for StripeGateway {
 }
 
 impl StripeGateway {
-    pub fn new(config: StripeConfig) -> Result<StripeGateway, GatewayConfigError> {
+    pub fn new(config: StripeConfig) -> Result<StripeGateway, StripeConfigError> {
         StripeGateway::with_clock(config, Arc::new(MonotonicClock::new()))
     }
 
@@ -187,16 +209,16 @@ impl StripeGateway {
     pub fn with_clock(
         config: StripeConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<StripeGateway, GatewayConfigError> {
+    ) -> Result<StripeGateway, StripeConfigError> {
         let base_url = Url::parse(&config.base_url)
-            .map_err(|err| GatewayConfigError::BaseUrl(err.to_string()))?;
+            .map_err(|err| StripeConfigError::BaseUrl(err.to_string()))?;
         if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(GatewayConfigError::BaseUrl(
+            return Err(StripeConfigError::BaseUrl(
                 "expected an http(s) base URL".to_owned(),
             ));
         }
         if base_url.scheme() == "http" && !is_loopback(&base_url) {
-            return Err(GatewayConfigError::InsecureBaseUrl);
+            return Err(StripeConfigError::InsecureBaseUrl);
         }
         check_range(
             "connect_timeout_ms",
@@ -228,7 +250,7 @@ impl StripeGateway {
         check_range("circuit.open_ms", config.circuit.open_ms, 0, 3_600_000)?;
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose())).map_err(
-                |_| GatewayConfigError::OutOfRange("secret key is not header-safe".to_owned()),
+                |_| StripeConfigError::OutOfRange("secret key is not header-safe".to_owned()),
             )?;
         authorization.set_sensitive(true);
         let http = reqwest::Client::builder()
@@ -237,7 +259,7 @@ impl StripeGateway {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("payledger/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| GatewayConfigError::HttpClient(err.without_url().to_string()))?;
+            .map_err(|err| StripeConfigError::HttpClient(err.without_url().to_string()))?;
         Ok(StripeGateway {
             base_url,
             engine: Engine {
@@ -473,6 +495,10 @@ impl StripeGateway {
 impl PaymentGateway for StripeGateway {
     fn provider_name(&self) -> &str {
         &self.engine.provider_name
+    }
+
+    fn supported_currencies(&self) -> &[Currency] {
+        &SUPPORTED_CURRENCIES
     }
 
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError> {
@@ -738,11 +764,11 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), GatewayConfigError> {
+fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), StripeConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(GatewayConfigError::OutOfRange(format!(
+        Err(StripeConfigError::OutOfRange(format!(
             "{name} must be within {min}..={max}, got {value}"
         )))
     }

@@ -1,36 +1,22 @@
-//! The one interface payledger uses to move money at a payment provider, and its adapters.
+//! The connector seam: the one interface payledger uses to move money at a payment provider.
 //!
-//! The application layer only ever sees [`PaymentGateway`]. Every call carries payledger's own
-//! idempotency key, so a retried or concurrent call can never charge twice, and every error says
-//! whether the provider may have acted ([`GatewayError::OutcomeUnknown`]) or certainly did not.
+//! The application layer only ever sees [`PaymentGateway`] and the shared types here; each
+//! provider is a **connector** in its own crate (`payledger-connector-toss`, …) that implements
+//! the trait and keeps its wire types, status and error-code mapping, and HTTP client to itself.
+//! A connector reads its provider's payment object into a [`ProviderPayment`], whose
+//! [`ProviderPayment::fact`] the ledger judges (`payledger_domain::provider_fact`). The
+//! [`ProviderRegistry`] holds the connectors configured on a deployment by name; every order
+//! names its provider at placement and every later call for it goes to that connector.
 //!
-//! [`TossGateway`] is the Toss Payments adapter; pointed at a `payledger-sandbox` it runs with no
-//! keys and no network:
-//!
-//! ```no_run
-//! # async fn demo(order: payledger_gateway::ConfirmRequest) {
-//! use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
-//!
-//! // Production: TossConfig::new(TOSS_API_BASE_URL, TossSecretKey::new(key_from_env)).
-//! let gateway = TossGateway::new(TossConfig::sandbox("http://127.0.0.1:8081"))
-//!     .expect("valid configuration");
-//! match gateway.confirm(&order).await {
-//!     Ok(payment) => println!("{:?}", payment.status),
-//!     Err(error) => println!("{error}"), // Refused / OutcomeUnknown / NotSent
-//! }
-//! println!("{:?} {:?}", gateway.circuit_state(), gateway.stats());
-//! # let _ = TossSecretKey::new("unused");
-//! # }
-//! ```
+//! Every call carries payledger's own idempotency key, so a retried or concurrent call can never
+//! charge twice, and every error says whether the provider may have acted
+//! ([`GatewayError::OutcomeUnknown`]) or certainly did not. [`circuit`] is the breaker each
+//! connector keeps for its provider.
 
 pub mod circuit;
-mod toss;
+pub mod registry;
 
-pub use toss::{
-    classify_toss_failure, toss_code_class, GatewayConfigError, TossConfig, TossGateway,
-    TossSecretKey, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS, SANDBOX_SECRET_KEY,
-    TOSS_API_BASE_URL, TOSS_FAILURE_CODES,
-};
+pub use registry::{ProviderRegistry, RegistryError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -258,11 +244,16 @@ pub struct GatewayStats {
     pub outcome_unknown: u64,
 }
 
-/// The one interface to a payment provider.
+/// The one interface to a payment provider: what a connector implements.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
-    /// The provider's name as recorded in events (`toss`, `sandbox`).
+    /// The connector's name: the registry's key, what orders record as their `provider`
+    /// (`toss`, `stripe`), and the metrics label. The same in test and live mode.
     fn provider_name(&self) -> &str;
+
+    /// The currencies this connector can charge. An order in any other currency is refused at
+    /// placement (`E_CURRENCY_NOT_SUPPORTED`), never accepted and left unpayable.
+    fn supported_currencies(&self) -> &[Currency];
 
     /// `Ok` is the provider's payment as it stands after the confirm, which is not always a
     /// capture: callers judge its [`ProviderPayment::fact`] against the order before recording

@@ -56,6 +56,8 @@ error_codes! {
     OrderStateConflict => (CONFLICT, "E_ORDER_STATE_CONFLICT", "The order is not in a state that allows this command."),
     RefundRefused => (CONFLICT, "E_REFUND_REFUSED", "The provider refused the refund (`providerCode` says why); nothing was refunded."),
     PaymentRefused => (PAYMENT_REQUIRED, "E_PAYMENT_REFUSED", "The provider refused the payment; `providerCode` and `suggestedAction` say why and what to do."),
+    ProviderNotConfigured => (BAD_REQUEST, "E_PROVIDER_NOT_CONFIGURED", "The order names a provider (`provider`) this deployment has not configured (`configuredProviders`); nothing was stored."),
+    CurrencyNotSupported => (BAD_REQUEST, "E_CURRENCY_NOT_SUPPORTED", "The order's provider cannot charge its currency (`supportedCurrencies`; Toss takes KRW only); nothing was stored. Choose another provider or currency."),
     ProviderDiscrepancy => (CONFLICT, "E_PROVIDER_DISCREPANCY", "The provider reports this order's payment differently (`differences`: amount, currency, paymentKey, orderId, status such as cancelled there); the difference was recorded, nothing was captured, and the order waits for support (`NEEDS_REVIEW`)."),
     Contention => (CONFLICT, "E_CONCURRENT_MODIFICATION", "The resource kept changing under concurrent requests; retry."),
     StreamNotFound => (NOT_FOUND, "E_STREAM_NOT_FOUND", "No stream with this id."),

@@ -69,7 +69,11 @@ pub(crate) async fn apply_payment_status(
     let key = refetch_key(&body).ok_or_else(|| {
         Failure::permanent(None, "the body names no paymentKey or orderId to re-fetch")
     })?;
-    let gateway = payments.gateway();
+    // Toss's webhooks are about Toss payments: re-fetched from the Toss connector.
+    let gateway = payments
+        .providers()
+        .get(TOSS)
+        .map_err(|e| Failure::permanent(None, e.to_string()))?;
     let fetched = match &key {
         RefetchKey::PaymentKey(payment_key) => gateway.payment_by_key(payment_key).await,
         RefetchKey::OrderId(order_id) => gateway.payment_by_order_id(order_id).await,
@@ -189,10 +193,13 @@ pub(crate) async fn apply_payment_status(
     })
 }
 
+/// The connector these webhooks come from and are re-fetched through.
+const TOSS: &str = "toss";
+
 fn payment_provider(fetched: &Option<ProviderPayment>) -> String {
     fetched
         .as_ref()
-        .map_or_else(|| "toss".to_string(), |p| p.provider.clone())
+        .map_or_else(|| TOSS.to_string(), |p| p.provider.clone())
 }
 
 /// Where the provider's payment differs from what payledger recorded: the one comparison

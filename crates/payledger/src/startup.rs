@@ -8,7 +8,8 @@ use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::executor::Executor;
 use payledger_app::operations::{Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
-use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
+use payledger_connector_toss::{TossConfig, TossGateway, TossSecretKey};
+use payledger_gateway::ProviderRegistry;
 use payledger_http::idempotency::{IdempotencyConfig, IdempotencyStore};
 use payledger_http::AppState;
 use payledger_projector::{RunnerConfig, Wakeup};
@@ -33,6 +34,30 @@ pub enum ProviderSettings {
         base_url: String,
         secret_key: TossSecretKey,
     },
+}
+
+impl ProviderSettings {
+    /// `test` against a sandbox or with a Toss test key (`test_sk_…`), else `live`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            ProviderSettings::EmbeddedSandbox | ProviderSettings::Sandbox { .. } => "test",
+            ProviderSettings::Toss { secret_key, .. }
+                if secret_key.expose().starts_with("test_") =>
+            {
+                "test"
+            }
+            ProviderSettings::Toss { .. } => "live",
+        }
+    }
+
+    /// The sandbox's base URL when the connectors run against one.
+    pub fn sandbox_base_url<'a>(&'a self, embedded: Option<&'a RunningSandbox>) -> Option<String> {
+        match self {
+            ProviderSettings::EmbeddedSandbox => embedded.map(|s| s.base_url()),
+            ProviderSettings::Sandbox { base_url } => Some(base_url.clone()),
+            ProviderSettings::Toss { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +162,7 @@ impl Application {
         );
         let pool = database.app_pool(settings.db_max_connections).await?;
 
-        let (gateway, sandbox) = build_gateway(&settings).await?;
+        let (providers, sandbox) = build_registry(&settings).await?;
         let clock: Arc<dyn Clock> = match &settings.clock {
             Some(ClockSetting(clock)) => clock.clone(),
             None => Arc::new(SystemClock),
@@ -146,9 +171,9 @@ impl Application {
         let executor = Arc::new(Executor::new(store.clone()));
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
         let payments = Arc::new(
-            Payments::new(
+            Payments::with_providers(
                 executor.clone(),
-                gateway,
+                Arc::new(providers),
                 clock.clone(),
                 PaymentsConfig::default(),
             )
@@ -313,9 +338,18 @@ impl Application {
     }
 }
 
-async fn build_gateway(
+/// The connectors this deployment pays with, by provider name: THE place a connector is
+/// registered. Each connector reads its own configuration (keys from the environment, test or
+/// live mode, base URL); with no keys it runs against the embedded sandbox, which speaks every
+/// provider's API (Toss at its root, Stripe under `/stripe`).
+///
+/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
+/// is the name orders use and whose `supported_currencies()` says what it can charge) and
+/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
+/// later call for such an order goes to it.
+async fn build_registry(
     settings: &Settings,
-) -> anyhow::Result<(Arc<dyn PaymentGateway>, Option<RunningSandbox>)> {
+) -> anyhow::Result<(ProviderRegistry, Option<RunningSandbox>)> {
     let (config, sandbox) = match &settings.provider {
         ProviderSettings::EmbeddedSandbox => {
             let sandbox = payledger_sandbox::start(
@@ -340,6 +374,16 @@ async fn build_gateway(
     if let Some(open_ms) = settings.gateway_circuit_open_ms {
         config.circuit.open_ms = open_ms;
     }
-    let gateway = TossGateway::new(config).context("failed to configure the payment provider")?;
-    Ok((Arc::new(gateway), sandbox))
+    tracing::info!(
+        provider = payledger_connector_toss::PROVIDER_NAME,
+        mode = settings.provider.mode(),
+        "payment connector configured"
+    );
+    let toss = TossGateway::new(config).context("failed to configure the Toss connector")?;
+    // Toss is the default: orders that name no provider pay with it.
+    let registry = ProviderRegistry::new(Arc::new(toss));
+    // Further connectors are registered here, e.g.
+    // `registry.register(Arc::new(stripe))?` with its sandbox base URL
+    // `format!("{}/stripe", sandbox_base_url)` when it has no keys.
+    Ok((registry, sandbox))
 }

@@ -1,12 +1,10 @@
 //! Timeouts, retries, unknown outcomes and the circuit breaker, against real sockets.
 
 use crate::{confirm_request, fast_config, sandbox, world, world_with, World};
+use payledger_connector_toss::{TossConfig, TossGateway, TossSecretKey};
 use payledger_domain::provider_failure::FailureClass;
 use payledger_gateway::circuit::{CircuitConfig, ManualClock};
-use payledger_gateway::{
-    CircuitState, GatewayError, PaymentFactStatus, PaymentGateway, TossConfig, TossGateway,
-    TossSecretKey,
-};
+use payledger_gateway::{CircuitState, GatewayError, PaymentFactStatus, PaymentGateway};
 use std::sync::Arc;
 use std::time::Duration;
 

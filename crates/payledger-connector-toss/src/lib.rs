@@ -1,4 +1,10 @@
-//! The Toss Payments adapter: [`TossGateway`] speaks Toss's REST API over HTTPS (or plain HTTP
+//! The Toss Payments connector: [`TossGateway`] implements `payledger_gateway::PaymentGateway`
+//! and owns everything Toss-specific — its wire types and the reading of its payment object into
+//! a ledger fact (`wire.rs`, `TossPaymentStatus::fact_status`), its error codes and their failure
+//! classes (`codes.rs`), its HTTP client with timeouts, retries and its own circuit breaker.
+//! Nothing outside this crate sees a Toss wire type.
+//!
+//! [`TossGateway`] speaks Toss's REST API over HTTPS (or plain HTTP
 //! to a sandbox on this machine), with a timeout on every call, bounded retries with full-jitter
 //! backoff for retryable failures only, and a circuit breaker.
 //!
@@ -10,16 +16,16 @@ mod wire;
 
 pub use codes::{classify_toss_failure, toss_code_class, TOSS_FAILURE_CODES};
 
-use crate::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
-use crate::{
-    BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
-    ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
-    ProviderPayment,
-};
 use async_trait::async_trait;
 use base64::Engine as _;
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::{
+    BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
+    ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
+    ProviderPayment,
+};
 use rand::Rng as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
@@ -97,7 +103,7 @@ impl TossConfig {
         TossConfig {
             base_url: base_url.into(),
             secret_key,
-            provider_name: "toss".to_owned(),
+            provider_name: PROVIDER_NAME.to_owned(),
             connect_timeout_ms: 3_000,
             timeout_ms: 10_000,
             lookup_timeout_ms: 5_000,
@@ -111,7 +117,7 @@ impl TossConfig {
     /// The same client against a `payledger-sandbox` at `base_url`, with its default key.
     pub fn sandbox(base_url: impl Into<String>) -> TossConfig {
         TossConfig {
-            provider_name: "sandbox".to_owned(),
+            provider_name: PROVIDER_NAME.to_owned(),
             ..TossConfig::new(base_url, TossSecretKey::new(SANDBOX_SECRET_KEY))
         }
     }
@@ -545,6 +551,11 @@ impl TossGateway {
 impl PaymentGateway for TossGateway {
     fn provider_name(&self) -> &str {
         &self.provider_name
+    }
+
+    fn supported_currencies(&self) -> &[Currency] {
+        // Card payments through Toss settle in won; `require_krw` guards each call as well.
+        &[Currency::KRW]
     }
 
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError> {

@@ -24,7 +24,7 @@ async fn an_approved_confirm_returns_the_payment_with_masked_card_facts() {
     let card = payment.card.clone().expect("card metadata");
     assert_eq!(card.last4.len(), 4);
     assert!(card.last4.bytes().all(|b| b.is_ascii_digit()));
-    assert_eq!(world.gateway.provider_name(), "sandbox");
+    assert_eq!(world.gateway.provider_name(), "toss");
 
     let by_order = world
         .gateway

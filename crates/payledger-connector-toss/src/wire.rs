@@ -3,9 +3,9 @@
 //! Only the fields payledger uses are read; Toss adds fields without notice and they are
 //! ignored. A card number is only ever reduced to its last four characters.
 
-use crate::{CardMetadata, PaymentFactStatus, ProviderCancel, ProviderPayment};
 use chrono::{DateTime, Utc};
 use payledger_domain::money::{Currency, MAX_AMOUNT_MINOR};
+use payledger_gateway::{CardMetadata, PaymentFactStatus, ProviderCancel, ProviderPayment};
 use serde::Deserialize;
 
 /// Longest provider code and message kept from an error answer; both end up in events.
@@ -165,7 +165,7 @@ pub(crate) fn parse_payment(body: &[u8]) -> Result<ProviderPayment, UnreadableAn
         })
         .collect::<Result<Vec<_>, UnreadableAnswer>>()?;
     Ok(ProviderPayment {
-        provider: crate::toss::PROVIDER_NAME.to_owned(),
+        provider: crate::PROVIDER_NAME.to_owned(),
         payment_key: wire.payment_key,
         order_id: wire.order_id,
         status: wire.status.fact_status(),
