@@ -3,8 +3,9 @@
 //! the shared secret.
 
 use payledger::alerts::{AlertMonitor, AlertSettings};
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_gateway::circuit::CircuitConfig;
-use payledger_gateway::{PaymentGateway, TossConfig, TossGateway};
+use payledger_gateway::PaymentGateway;
 use payledger_tests::spawn_app;
 use payledger_webhooks::{verify, HeaderPairs, Scheme, WebhookSecret};
 use serde_json::Value;

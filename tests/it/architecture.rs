@@ -24,6 +24,15 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ),
     // The provider seam: the trait and its adapters speak the domain's money and failures.
     ("payledger-gateway", &["payledger-domain"]),
+    // One connector per provider, each behind the seam and knowing nothing of the others.
+    (
+        "payledger-connector-toss",
+        &["payledger-domain", "payledger-gateway"],
+    ),
+    (
+        "payledger-connector-stripe",
+        &["payledger-domain", "payledger-gateway"],
+    ),
     // The projector runtime follows the log; it knows no read model and no aggregate.
     ("payledger-projector", &["payledger-store"]),
     (
@@ -83,6 +92,8 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         &[
             "payledger-app",
             "payledger-bench",
+            "payledger-connector-stripe",
+            "payledger-connector-toss",
             "payledger-domain",
             "payledger-gateway",
             "payledger-http",
@@ -122,7 +133,11 @@ const EVENT_SQL: &[&str] = &["crates/payledger-store/"];
 const STREAM_PREFIX_OWNERS: &[&str] = &["crates/payledger-domain/src/"];
 
 /// Where a provider's wire types (the JSON it sends and takes) may be named.
-const PROVIDER_WIRE_OWNERS: &[&str] = &["crates/payledger-gateway/", "crates/payledger-sandbox/"];
+const PROVIDER_WIRE_OWNERS: &[&str] = &[
+    "crates/payledger-connector-",
+    "crates/payledger-gateway/",
+    "crates/payledger-sandbox/",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

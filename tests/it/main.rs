@@ -18,6 +18,7 @@ mod operations;
 mod payments;
 mod projections;
 mod provider_faults;
+mod provider_truth;
 mod scenario;
 mod subscriptions;
 mod test_clock;

@@ -85,16 +85,11 @@ async fn a_payment_and_a_mismatch_show_up_under_the_names_the_alert_rules_use() 
     assert_eq!(
         sample(
             &text,
-            r#"payledger_provider_circuit_state{provider="sandbox",state="closed"}"#
+            r#"payledger_provider_circuit_state{provider="toss",state="closed"}"#
         ),
         Some(1.0)
     );
-    assert!(
-        sample(
-            &text,
-            r#"payledger_provider_calls_total{provider="sandbox"}"#
-        ) >= Some(1.0)
-    );
+    assert!(sample(&text, r#"payledger_provider_calls_total{provider="toss"}"#) >= Some(1.0));
     let head = app.head_position().await as f64;
     assert!(
         sample(

@@ -6,9 +6,9 @@ use payledger_app::clock::SystemClock;
 use payledger_app::context::RequestContext;
 use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig, PlaceOrderInput};
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey};
 use payledger_domain::money::{Currency, Money};
-use payledger_gateway::{TossConfig, TossGateway};
 use payledger_projector::{Projection, ProjectionError, RunnerConfig, Wakeup};
 use payledger_read_models::journal::JournalProjection;
 use payledger_read_models::orders::OrdersProjection;
@@ -46,6 +46,7 @@ async fn fill(db: &TestDatabase, orders: usize) -> payledger_sandbox::RunningSan
                     payee_id: PayeeId::parse("payee_1").unwrap(),
                     order_name: "Pilates".into(),
                     service_starts_at: None,
+                    provider: None,
                 },
                 &context,
             )
@@ -412,6 +413,7 @@ async fn fill_more(db: &TestDatabase) -> payledger_sandbox::RunningSandbox {
                     payee_id: PayeeId::parse("payee_1").unwrap(),
                     order_name: "Extra".into(),
                     service_starts_at: None,
+                    provider: None,
                 },
                 &context,
             )

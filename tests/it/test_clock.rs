@@ -236,7 +236,7 @@ async fn the_test_clock_is_refused_with_live_provider_keys() {
     settings.migrate_database_url = Some(db.owner_url.clone());
     settings.provider = payledger::startup::ProviderSettings::Toss {
         base_url: "https://api.tosspayments.com".to_string(),
-        secret_key: payledger_gateway::TossSecretKey::new("live_sk_not_a_real_key"),
+        secret_key: payledger_connector_toss::TossSecretKey::new("live_sk_not_a_real_key"),
     };
     settings.test_clock = true;
     let refused = payledger::startup::Application::build(settings).await;

@@ -21,8 +21,7 @@ use payledger_domain::order::{
 use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
-    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderPayment,
-    ProviderPaymentStatus,
+    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry, RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -66,6 +65,14 @@ pub enum PaymentError {
     Contention,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The provider reports the payment differently from the order (amount, currency, key,
+    /// or cancelled there): recorded as a discrepancy, nothing captured, support must review.
+    #[error("the provider reports the payment differently ({}); nothing was captured and support must review it", .differences.join(", "))]
+    ProviderDiscrepancy { differences: Vec<String> },
+    /// The order names a provider this deployment has not configured, or one that cannot take
+    /// its currency. At placement nothing is stored.
+    #[error(transparent)]
+    Provider(#[from] RegistryError),
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
     #[error("{}", crate::switches::describe_block(.0))]
     SalesSuspended(SalesBlock),
@@ -90,9 +97,13 @@ impl From<StoreFailure> for PaymentError {
 
 impl From<ExecuteError<OrderError>> for PaymentError {
     fn from(error: ExecuteError<OrderError>) -> Self {
-        error
-            .into_domain()
-            .map_or_else(PaymentError::from, PaymentError::Order)
+        match error.into_domain() {
+            Ok(OrderError::ProviderDiscrepancy) => PaymentError::ProviderDiscrepancy {
+                differences: Vec::new(),
+            },
+            Ok(refused) => PaymentError::Order(refused),
+            Err(failure) => failure.into(),
+        }
     }
 }
 
@@ -123,6 +134,8 @@ pub struct PlaceOrderInput {
     pub payee_id: PayeeId,
     pub order_name: String,
     pub service_starts_at: Option<DateTime<Utc>>,
+    /// The provider to pay with (`toss`, `stripe`); `None`: the deployment's default.
+    pub provider: Option<String>,
 }
 
 /// What the reconciler did with one order.
@@ -134,12 +147,18 @@ pub enum Reconciled {
     StillUnknown(String),
 }
 
+/// Told of every discrepancy recorded between a provider and the ledger, with the provider's
+/// name (the binary counts them in its metrics; the app layer knows no metrics).
+pub type DiscrepancyObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Payments {
     executor: Arc<Executor>,
+    discrepancy_observer: Option<DiscrepancyObserver>,
     orders: AggregateCache<Order>,
     /// Payees, for the penalty suspension a booking is checked against.
     payees: AggregateCache<Payee>,
-    gateway: Arc<dyn PaymentGateway>,
+    /// The configured connectors; each order's calls go to the one it was placed with.
+    providers: Arc<ProviderRegistry>,
     clock: Arc<dyn Clock>,
     config: PaymentsConfig,
     /// Kill switches checked before a new order or payment; none: every sale goes ahead.
@@ -147,9 +166,25 @@ pub struct Payments {
 }
 
 impl Payments {
+    /// Payments with one connector (the default for every order).
     pub fn new(
         executor: Arc<Executor>,
         gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        config: PaymentsConfig,
+    ) -> Payments {
+        Payments::with_providers(
+            executor,
+            Arc::new(ProviderRegistry::new(gateway)),
+            clock,
+            config,
+        )
+    }
+
+    /// Payments over every connector in `providers`.
+    pub fn with_providers(
+        executor: Arc<Executor>,
+        providers: Arc<ProviderRegistry>,
         clock: Arc<dyn Clock>,
         config: PaymentsConfig,
     ) -> Payments {
@@ -157,11 +192,57 @@ impl Payments {
             orders: AggregateCache::new(config.order_cache_capacity),
             payees: AggregateCache::new(PAYEE_CACHE_CAPACITY),
             executor,
-            gateway,
+            providers,
             clock,
             config,
             sales_switches: None,
+            discrepancy_observer: None,
         }
+    }
+
+    /// Calls `observer` with the provider's name for every discrepancy recorded.
+    pub fn with_discrepancy_observer(mut self, observer: DiscrepancyObserver) -> Payments {
+        self.discrepancy_observer = Some(observer);
+        self
+    }
+
+    /// Records what the provider said about the pending confirmation; a discrepancy is logged
+    /// and counted where it is recorded.
+    async fn record_confirmation_outcome(
+        &self,
+        order_id: &OrderId,
+        outcome: ProviderOutcome,
+        source: OutcomeSource,
+        context: &RequestContext,
+    ) -> Result<Executed<Order>, PaymentError> {
+        let recorded = self
+            .execute(
+                order_id,
+                OrderCommand::RecordConfirmationOutcome {
+                    outcome,
+                    source,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        for event in &recorded.events {
+            if let OrderEvent::PaymentDiscrepancyRecorded(differs) = event {
+                tracing::warn!(
+                    %order_id,
+                    provider = %differs.provider,
+                    provider_status = %differs.provider_status,
+                    provider_amount_minor = differs.provider_amount_minor,
+                    expected_amount_minor = differs.expected_amount_minor,
+                    differences = ?differs.differences,
+                    "the provider's payment differs from the order; nothing was captured, support must review"
+                );
+                if let Some(observer) = &self.discrepancy_observer {
+                    observer(&differs.provider);
+                }
+            }
+        }
+        Ok(recorded)
     }
 
     /// Makes new orders and payments respect the kill switches.
@@ -226,8 +307,22 @@ impl Payments {
         Ok(Self::snapshot(executed, false))
     }
 
+    /// The default provider's connector (billing keys and subscriptions use it).
     pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
-        &self.gateway
+        self.providers.default_connector()
+    }
+
+    pub fn providers(&self) -> &Arc<ProviderRegistry> {
+        &self.providers
+    }
+
+    /// The connector of the provider an order was placed with.
+    pub fn gateway_for(&self, order: &Order) -> Result<&Arc<dyn PaymentGateway>, PaymentError> {
+        let placed = order
+            .placed
+            .as_ref()
+            .ok_or(PaymentError::Order(OrderError::NotFound))?;
+        Ok(self.providers.get(&placed.provider)?)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -284,30 +379,6 @@ impl Payments {
         }))
     }
 
-    pub async fn place_order(
-        &self,
-        input: PlaceOrderInput,
-        context: &RequestContext,
-    ) -> Result<OrderSnapshot, PaymentError> {
-        self.check_sale(&input.payee_id).await?;
-        if input.service_starts_at.is_some() {
-            self.check_bookings_allowed(&input.payee_id).await?;
-        }
-        let order_id = input.order_id.unwrap_or_else(OrderId::generate);
-        let command = OrderCommand::Place(PlaceOrder {
-            order_id: order_id.clone(),
-            amount: input.amount,
-            customer_id: input.customer_id,
-            payee_id: input.payee_id,
-            order_name: input.order_name,
-            provider: self.gateway.provider_name().to_string(),
-            service_starts_at: input.service_starts_at,
-            placed_at: self.clock.now(),
-        });
-        let executed = self.execute(&order_id, command, context).await?;
-        Ok(Self::snapshot(executed, false))
-    }
-
     /// A booking (an order with a service time) is a sale the payee's penalty suspension stops,
     /// whichever door it comes through.
     async fn check_bookings_allowed(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
@@ -343,6 +414,37 @@ impl Payments {
                 })
             })?;
         Ok(state)
+    }
+
+    pub async fn place_order(
+        &self,
+        input: PlaceOrderInput,
+        context: &RequestContext,
+    ) -> Result<OrderSnapshot, PaymentError> {
+        self.check_sale(&input.payee_id).await?;
+        if input.service_starts_at.is_some() {
+            self.check_bookings_allowed(&input.payee_id).await?;
+        }
+        // Refused before anything is stored: an order its provider cannot charge could never be
+        // paid.
+        let provider = self
+            .providers
+            .for_new_order(input.provider.as_deref(), input.amount.currency())?
+            .provider_name()
+            .to_string();
+        let order_id = input.order_id.unwrap_or_else(OrderId::generate);
+        let command = OrderCommand::Place(PlaceOrder {
+            order_id: order_id.clone(),
+            amount: input.amount,
+            customer_id: input.customer_id,
+            payee_id: input.payee_id,
+            order_name: input.order_name,
+            provider,
+            service_starts_at: input.service_starts_at,
+            placed_at: self.clock.now(),
+        });
+        let executed = self.execute(&order_id, command, context).await?;
+        Ok(Self::snapshot(executed, false))
     }
 
     /// Confirms a payment the customer authorised at the provider (Toss `paymentKey`, `orderId`,
@@ -415,6 +517,27 @@ impl Payments {
             .placed
             .clone()
             .ok_or_else(|| PaymentError::Internal("confirmed order has no placement".into()))?;
+        let gateway = match self.gateway_for(&executed.state) {
+            Ok(gateway) => gateway.clone(),
+            Err(error) => {
+                // The order's provider was configured when it was placed and is not now: nothing
+                // is sent, the attempt ends, and the operator sees why.
+                self.record_confirmation_outcome(
+                    order_id,
+                    ProviderOutcome::Refused {
+                        failure: ProviderFailure {
+                            class: FailureClass::ProviderError,
+                            provider_code: "PROVIDER_NOT_CONFIGURED".into(),
+                            provider_message: error.to_string(),
+                        },
+                    },
+                    OutcomeSource::Request,
+                    context,
+                )
+                .await?;
+                return Err(error);
+            }
+        };
         let request = ConfirmRequest {
             payment_key: payment_key.to_string(),
             order_id: order_id.to_string(),
@@ -422,17 +545,21 @@ impl Payments {
             currency: placed.amount.currency(),
             idempotency_key: started.idempotency_key,
         };
-        let (outcome, retry_after_ms) = match self
-            .gateway
+        let (outcome, retry_after_ms) = match gateway
             .confirm(&request)
             .instrument(provider_call_span("confirm", order_id, context))
             .await
         {
-            Ok(payment) => (approved(&payment, self.clock.now()), None),
+            Ok(payment) => (
+                ProviderOutcome::Observed {
+                    fact: payment.fact(),
+                },
+                None,
+            ),
             Err(GatewayError::Refused(failure))
                 if failure.class == FailureClass::AlreadyProcessed =>
             {
-                (self.outcome_from_lookup(order_id, &payment_key).await, None)
+                (outcome_from_lookup(gateway.as_ref(), order_id).await, None)
             }
             Err(GatewayError::Refused(failure)) => (ProviderOutcome::Refused { failure }, None),
             Err(GatewayError::OutcomeUnknown { reason }) => {
@@ -454,15 +581,7 @@ impl Payments {
             ),
         };
         let recorded = match self
-            .execute(
-                order_id,
-                OrderCommand::RecordConfirmationOutcome {
-                    outcome,
-                    source: OutcomeSource::Request,
-                    at: self.clock.now(),
-                },
-                context,
-            )
+            .record_confirmation_outcome(order_id, outcome, OutcomeSource::Request, context)
             .await
         {
             Ok(recorded) => recorded,
@@ -477,6 +596,7 @@ impl Payments {
             OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                 Ok(ConfirmOutcome::Captured(Self::snapshot(recorded, false)))
             }
+            OrderStatus::NeedsReview => Err(discrepancy_of(&recorded.state)),
             OrderStatus::Failed => {
                 let failure = recorded
                     .state
@@ -556,66 +676,13 @@ impl Payments {
                     }))
                 }
                 OrderStatus::Confirming => {}
+                OrderStatus::NeedsReview => return Err(discrepancy_of(&snapshot.state)),
                 _ => return Err(PaymentError::Order(OrderError::ConfirmationInProgress)),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(PaymentError::Order(OrderError::ConfirmationInProgress));
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    }
-
-    /// What the provider says about an order's payment, as an outcome to record.
-    async fn outcome_from_lookup(
-        &self,
-        order_id: &OrderId,
-        payment_key: &PaymentKey,
-    ) -> ProviderOutcome {
-        let span = tracing::info_span!("provider_call", operation = "lookup", order_id = %order_id);
-        match self
-            .gateway
-            .payment_by_order_id(order_id.as_str())
-            .instrument(span)
-            .await
-        {
-            Ok(Some(payment)) if payment.payment_key == payment_key.as_str() => {
-                match payment.status {
-                    ProviderPaymentStatus::Done
-                    | ProviderPaymentStatus::PartialCanceled
-                    | ProviderPaymentStatus::Canceled => approved(&payment, self.clock.now()),
-                    ProviderPaymentStatus::Aborted | ProviderPaymentStatus::Expired => {
-                        ProviderOutcome::Refused {
-                            failure: ProviderFailure {
-                                class: FailureClass::InvalidRequest,
-                                provider_code: format!("{:?}", payment.status).to_uppercase(),
-                                provider_message:
-                                    "the provider reports the payment was not completed".into(),
-                            },
-                        }
-                    }
-                    _ => ProviderOutcome::Unknown {
-                        reason: format!("provider reports {:?}", payment.status),
-                    },
-                }
-            }
-            Ok(Some(_)) => ProviderOutcome::Refused {
-                failure: ProviderFailure {
-                    class: FailureClass::InvalidRequest,
-                    provider_code: "PAYMENT_KEY_MISMATCH".into(),
-                    provider_message:
-                        "the provider's payment for this order has another payment key".into(),
-                },
-            },
-            Ok(None) => ProviderOutcome::Refused {
-                failure: ProviderFailure {
-                    class: FailureClass::NotFound,
-                    provider_code: "NOT_FOUND_PAYMENT".into(),
-                    provider_message: "the provider has no payment for this order".into(),
-                },
-            },
-            Err(error) => ProviderOutcome::Unknown {
-                reason: format!("lookup failed: {error}"),
-            },
         }
     }
 
@@ -691,7 +758,7 @@ impl Payments {
             idempotency_key: refund.idempotency_key.clone(),
         };
         let outcome = match self
-            .gateway
+            .gateway_for(state)?
             .cancel(&request)
             .instrument(provider_call_span("cancel", order_id, context))
             .await
@@ -748,21 +815,29 @@ impl Payments {
             let started_at = state.confirmation_started_at.unwrap_or(now);
             if now - started_at < older_than {
                 too_recent = true;
-            } else if let Some(payment_key) = state.payment_key.clone() {
-                let outcome = self.outcome_from_lookup(order_id, &payment_key).await;
+            } else if state.payment_key.is_some() {
+                let outcome =
+                    outcome_from_lookup(self.gateway_for(&state)?.as_ref(), order_id).await;
                 if let ProviderOutcome::Unknown { reason } = &outcome {
                     return Ok(Reconciled::StillUnknown(reason.clone()));
                 }
-                self.execute(
-                    order_id,
-                    OrderCommand::RecordConfirmationOutcome {
+                let recorded = self
+                    .record_confirmation_outcome(
+                        order_id,
                         outcome,
-                        source: OutcomeSource::Reconciler,
-                        at: now,
-                    },
-                    &context,
-                )
-                .await?;
+                        OutcomeSource::Reconciler,
+                        &context,
+                    )
+                    .await?;
+                if matches!(
+                    recorded.state.status,
+                    OrderStatus::Confirming | OrderStatus::OutcomeUnknown
+                ) {
+                    // The provider has not decided yet (a pending payment): still unknown.
+                    return Ok(Reconciled::StillUnknown(
+                        "the provider has not decided yet".into(),
+                    ));
+                }
                 settled.push("confirmation".to_string());
             }
         }
@@ -830,10 +905,40 @@ impl Payments {
     }
 }
 
-fn approved(payment: &ProviderPayment, now: DateTime<Utc>) -> ProviderOutcome {
-    ProviderOutcome::Approved {
-        approved_at: payment.approved_at.unwrap_or(now),
-        method: payment.method.clone(),
+/// The error a confirm answers when the order's payment is under review for a discrepancy.
+fn discrepancy_of(order: &Order) -> PaymentError {
+    PaymentError::ProviderDiscrepancy {
+        differences: order
+            .discrepancy
+            .iter()
+            .flatten()
+            .map(|d| d.name().to_string())
+            .collect(),
+    }
+}
+
+/// What the provider says about an order's payment, as an outcome to record. The fact is judged
+/// by the order itself (`provider_fact::judge`), never interpreted here.
+async fn outcome_from_lookup(gateway: &dyn PaymentGateway, order_id: &OrderId) -> ProviderOutcome {
+    let span = tracing::info_span!("provider_call", operation = "lookup", order_id = %order_id);
+    match gateway
+        .payment_by_order_id(order_id.as_str())
+        .instrument(span)
+        .await
+    {
+        Ok(Some(payment)) => ProviderOutcome::Observed {
+            fact: payment.fact(),
+        },
+        Ok(None) => ProviderOutcome::Refused {
+            failure: ProviderFailure {
+                class: FailureClass::NotFound,
+                provider_code: "NOT_FOUND_PAYMENT".into(),
+                provider_message: "the provider has no payment for this order".into(),
+            },
+        },
+        Err(error) => ProviderOutcome::Unknown {
+            reason: format!("lookup failed: {error}"),
+        },
     }
 }
 

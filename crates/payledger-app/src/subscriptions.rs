@@ -32,6 +32,7 @@ use payledger_domain::ids::{CustomerId, OrderId, PaymentKey};
 use payledger_domain::money::Money;
 use payledger_domain::operations::SalesBlock;
 use payledger_domain::order::{self, Order, OutcomeSource};
+use payledger_domain::provider_fact::{self, Difference, ExpectedPayment, PaymentFact, Verdict};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_domain::subscription::{
     self, AttemptTrigger, ChargeOutcome, DueAction, InFlightAttempt, Subscription,
@@ -40,7 +41,6 @@ use payledger_domain::subscription::{
 use payledger_domain::wallet::{self, Wallet, WalletCommand, WalletError};
 use payledger_gateway::{
     ChargeBillingKeyRequest, GatewayError, IssueBillingKeyRequest, PaymentGateway,
-    ProviderPaymentStatus,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -52,7 +52,9 @@ pub const CODE_BILLING_KEY_NOT_FOUND: &str = "BILLING_KEY_NOT_FOUND";
 pub const CODE_BILLING_KEY_UNDECRYPTABLE: &str = "BILLING_KEY_UNDECRYPTABLE";
 pub const CODE_PROVIDER_UNAVAILABLE: &str = "PROVIDER_UNAVAILABLE";
 pub const CODE_NOT_CHARGED: &str = "NOT_CHARGED";
-pub const CODE_AMOUNT_MISMATCH: &str = "PROVIDER_AMOUNT_MISMATCH";
+/// The provider's payment for a cycle differs from the attempt (amount, currency, order,
+/// or refunded there): never recorded as the charge; the subscription goes to review.
+pub const CODE_PROVIDER_DIFFERS: &str = "PROVIDER_STATE_DIFFERS";
 
 #[derive(Debug, Clone)]
 pub struct SubscriptionsConfig {
@@ -728,15 +730,14 @@ impl Subscriptions {
                     idempotency_key: attempt.idempotency_key.clone(),
                 };
                 match self.gateway.charge_billing_key(&request).await {
-                    Ok(payment) => match PaymentKey::parse(payment.payment_key.clone()) {
-                        Ok(payment_key) => ChargeOutcome::Approved {
-                            payment_key,
-                            approved_at: payment.approved_at.unwrap_or(at),
+                    Ok(payment) => charge_outcome(attempt, &payment.fact(), at).unwrap_or(
+                        ChargeOutcome::Unknown {
+                            reason: format!(
+                                "the provider reports the charge {}",
+                                payment.provider_status
+                            ),
                         },
-                        Err(_) => ChargeOutcome::Unknown {
-                            reason: "the provider's payment key is malformed".into(),
-                        },
-                    },
+                    ),
                     Err(GatewayError::Refused(failure))
                         if failure.class == FailureClass::AlreadyProcessed =>
                     {
@@ -937,46 +938,13 @@ impl Subscriptions {
     /// What the provider has for the attempt's cycle: `Some(Approved)` when it charged it,
     /// `Some(Refused)` when it certainly did not, `None` when it cannot tell now.
     async fn outcome_from_lookup(&self, attempt: &InFlightAttempt) -> Option<ChargeOutcome> {
-        let not_charged = || ChargeOutcome::Refused {
-            failure: ProviderFailure {
-                class: FailureClass::ProviderError,
-                provider_code: CODE_NOT_CHARGED.into(),
-                provider_message: "the provider has no payment for this cycle".into(),
-            },
-        };
         match self
             .gateway
             .payment_by_order_id(&attempt.provider_order_id)
             .await
         {
-            Ok(Some(payment)) => match payment.status {
-                ProviderPaymentStatus::Done
-                | ProviderPaymentStatus::PartialCanceled
-                | ProviderPaymentStatus::Canceled => {
-                    if payment.total_amount_minor != attempt.amount_minor {
-                        return Some(ChargeOutcome::Refused {
-                            failure: ProviderFailure {
-                                class: FailureClass::Unclassified,
-                                provider_code: CODE_AMOUNT_MISMATCH.into(),
-                                provider_message: format!(
-                                    "the provider charged {} for this cycle, not {}",
-                                    payment.total_amount_minor, attempt.amount_minor
-                                ),
-                            },
-                        });
-                    }
-                    let payment_key = PaymentKey::parse(payment.payment_key.clone()).ok()?;
-                    Some(ChargeOutcome::Approved {
-                        payment_key,
-                        approved_at: payment.approved_at.unwrap_or_else(|| self.clock.now()),
-                    })
-                }
-                ProviderPaymentStatus::Aborted | ProviderPaymentStatus::Expired => {
-                    Some(not_charged())
-                }
-                _ => None,
-            },
-            Ok(None) => Some(not_charged()),
+            Ok(Some(payment)) => charge_outcome(attempt, &payment.fact(), self.clock.now()),
+            Ok(None) => Some(not_charged("the provider has no payment for this cycle")),
             Err(error) => {
                 tracing::warn!(order_id = %attempt.provider_order_id, %error, "subscription charge lookup failed");
                 None
@@ -1005,7 +973,7 @@ impl Subscriptions {
             return Ok(Driven::Unknown);
         };
         if matches!(looked_up, ChargeOutcome::Approved { .. })
-            || matches!(&looked_up, ChargeOutcome::Refused { failure } if failure.provider_code == CODE_AMOUNT_MISMATCH)
+            || matches!(&looked_up, ChargeOutcome::Refused { failure } if failure.provider_code == CODE_PROVIDER_DIFFERS)
         {
             return self
                 .record_outcome(
@@ -1431,4 +1399,68 @@ fn key_info(
         changed_at: key.changed_at,
         replay,
     })
+}
+
+fn not_charged(message: &str) -> ChargeOutcome {
+    ChargeOutcome::Refused {
+        failure: ProviderFailure {
+            class: FailureClass::ProviderError,
+            provider_code: CODE_NOT_CHARGED.into(),
+            provider_message: message.into(),
+        },
+    }
+}
+
+/// A provider's payment for a cycle, judged against the attempt (`provider_fact::judge`, the
+/// same comparison an order's confirmation gets): `None` while the provider has not decided.
+fn charge_outcome(
+    attempt: &InFlightAttempt,
+    fact: &PaymentFact,
+    now: DateTime<Utc>,
+) -> Option<ChargeOutcome> {
+    let Ok(amount) = Money::new(attempt.amount_minor, attempt.currency) else {
+        return Some(differs(fact, &[Difference::Amount], attempt));
+    };
+    let expected = ExpectedPayment {
+        order_id: &attempt.provider_order_id,
+        payment_key: None,
+        amount,
+    };
+    match provider_fact::judge(&expected, fact) {
+        Verdict::Captured => match PaymentKey::parse(fact.payment_key.clone()) {
+            Ok(payment_key) => Some(ChargeOutcome::Approved {
+                payment_key,
+                approved_at: fact.approved_at.unwrap_or(now),
+            }),
+            Err(_) => Some(differs(fact, &[Difference::PaymentKey], attempt)),
+        },
+        Verdict::NotCompleted => Some(not_charged(
+            "the provider reports the charge was not completed",
+        )),
+        Verdict::Pending => None,
+        Verdict::Differs(differences) => Some(differs(fact, &differences, attempt)),
+    }
+}
+
+fn differs(
+    fact: &PaymentFact,
+    differences: &[Difference],
+    attempt: &InFlightAttempt,
+) -> ChargeOutcome {
+    let names: Vec<&str> = differences.iter().map(|d| d.name()).collect();
+    ChargeOutcome::Refused {
+        failure: ProviderFailure {
+            class: FailureClass::Unclassified,
+            provider_code: CODE_PROVIDER_DIFFERS.into(),
+            provider_message: format!(
+                "the provider reports {} {} {} for this cycle, not {} {} ({} differ)",
+                fact.provider_status,
+                fact.amount_minor,
+                fact.currency,
+                attempt.amount_minor,
+                attempt.currency,
+                names.join(", ")
+            ),
+        },
+    }
 }

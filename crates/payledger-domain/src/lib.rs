@@ -16,6 +16,7 @@ pub mod money;
 pub mod operations;
 pub mod order;
 pub mod payee;
+pub mod provider_fact;
 pub mod provider_failure;
 pub mod refund_policy;
 pub mod settlement;

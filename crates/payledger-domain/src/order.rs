@@ -8,6 +8,7 @@
 
 use crate::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use crate::money::{Currency, Money};
+use crate::provider_fact::{self, Difference, ExpectedPayment, PaymentFact, Verdict};
 use crate::provider_failure::{FailureClass, ProviderFailure};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -99,9 +100,10 @@ pub struct PlaceOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum ProviderOutcome {
-    Approved {
-        approved_at: DateTime<Utc>,
-        method: Option<String>,
+    /// The provider reported the payment (a confirm's answer or a lookup). The aggregate judges
+    /// it against the order ([`provider_fact::judge`]): only the exact payment is a capture.
+    Observed {
+        fact: PaymentFact,
     },
     Refused {
         failure: ProviderFailure,
@@ -150,6 +152,30 @@ pub enum OrderEvent {
     OrderExpired(OrderExpired),
     OrderFulfilled(OrderFulfilled),
     EnrollmentCancelled(EnrollmentCancelled),
+    /// The provider reported this order's payment differently from what the ledger expects
+    /// (another amount, currency, key or order, or cancelled there). Nothing is captured; the
+    /// order waits for support (`NEEDS_REVIEW`).
+    PaymentDiscrepancyRecorded(PaymentDiscrepancyRecorded),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDiscrepancyRecorded {
+    pub provider: String,
+    /// The key of the confirmation the ledger was waiting on.
+    pub payment_key: PaymentKey,
+    /// What differs, e.g. `["amount"]`.
+    pub differences: Vec<Difference>,
+    pub provider_order_id: String,
+    pub provider_payment_key: String,
+    pub provider_status: String,
+    pub provider_amount_minor: i64,
+    pub provider_refunded_minor: i64,
+    pub provider_currency: Currency,
+    pub expected_amount_minor: i64,
+    pub expected_currency: Currency,
+    pub source: OutcomeSource,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +317,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderExpired(_) => "OrderExpired",
             OrderEvent::OrderFulfilled(_) => "OrderFulfilled",
             OrderEvent::EnrollmentCancelled(_) => "EnrollmentCancelled",
+            OrderEvent::PaymentDiscrepancyRecorded(_) => "PaymentDiscrepancyRecorded",
         };
         name.to_string()
     }
@@ -356,6 +383,8 @@ pub enum OrderError {
     EnrollmentAlreadyCancelled,
     #[error("the cancellation reason must be 1 to 200 characters")]
     InvalidCancellationReason,
+    #[error("the provider reports this payment differently from the order; nothing was captured and support must review it")]
+    ProviderDiscrepancy,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,6 +409,9 @@ pub enum OrderStatus {
     PartiallyRefunded,
     Refunded,
     Expired,
+    /// The provider's payment differs from the order (a `PaymentDiscrepancyRecorded`): nothing
+    /// was captured, and no automatic path moves it on; support settles it (a manual payment).
+    NeedsReview,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +456,9 @@ pub struct Order {
     /// Set when an admin cancelled the enrollment: no new payment, no fulfilment after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_cancelled_at: Option<DateTime<Utc>>,
+    /// What the provider's payment differed in, when a discrepancy put the order under review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy: Option<Vec<Difference>>,
 }
 
 impl Order {
@@ -513,7 +548,10 @@ impl Order {
         // outside payment could charge the customer twice; settle that first (reconcile).
         if !matches!(
             self.status,
-            OrderStatus::Ready | OrderStatus::Failed | OrderStatus::Expired
+            OrderStatus::Ready
+                | OrderStatus::Failed
+                | OrderStatus::Expired
+                | OrderStatus::NeedsReview
         ) || self.enrollment_cancelled_at.is_some()
         {
             return Err(OrderError::ManualPaymentNotAllowed);
@@ -594,6 +632,7 @@ impl Order {
                 return Err(OrderError::AlreadyPaid)
             }
             OrderStatus::Expired => return Err(OrderError::Expired),
+            OrderStatus::NeedsReview => return Err(OrderError::ProviderDiscrepancy),
             OrderStatus::New | OrderStatus::Ready | OrderStatus::Failed => {}
         }
         if self.enrollment_cancelled_at.is_some() {
@@ -647,38 +686,84 @@ impl Order {
             .payment_key
             .clone()
             .ok_or(OrderError::NoConfirmationPending)?;
-        let event = match outcome {
-            ProviderOutcome::Approved {
-                approved_at,
-                method,
-            } => OrderEvent::PaymentCaptured(PaymentCaptured {
-                payment_key,
-                amount_minor: placed.amount.amount_minor(),
-                currency: placed.amount.currency(),
-                payee_id: placed.payee_id.clone(),
-                approved_at,
-                method,
-                source,
-            }),
-            ProviderOutcome::Refused { failure } => OrderEvent::PaymentFailed(PaymentFailed {
-                payment_key,
-                failure,
-                source,
-                at,
-            }),
-            ProviderOutcome::Unknown { reason } => {
-                if self.status == OrderStatus::OutcomeUnknown {
-                    // Still unknown: recording it again would only add noise.
-                    return Ok(vec![]);
+        let outcome = match outcome {
+            ProviderOutcome::Observed { fact } => {
+                let expected = ExpectedPayment {
+                    order_id: placed.order_id.as_str(),
+                    payment_key: Some(payment_key.as_str()),
+                    amount: placed.amount,
+                };
+                match provider_fact::judge(&expected, &fact) {
+                    Verdict::Captured => {
+                        return Ok(vec![OrderEvent::PaymentCaptured(PaymentCaptured {
+                            payment_key,
+                            amount_minor: placed.amount.amount_minor(),
+                            currency: placed.amount.currency(),
+                            payee_id: placed.payee_id.clone(),
+                            approved_at: fact.approved_at.unwrap_or(at),
+                            method: fact.method,
+                            source,
+                        })])
+                    }
+                    Verdict::Differs(differences) => {
+                        return Ok(vec![OrderEvent::PaymentDiscrepancyRecorded(
+                            PaymentDiscrepancyRecorded {
+                                provider: fact.provider,
+                                payment_key,
+                                differences,
+                                provider_order_id: fact.order_id,
+                                provider_payment_key: fact.payment_key,
+                                provider_status: fact.provider_status,
+                                provider_amount_minor: fact.amount_minor,
+                                provider_refunded_minor: fact.refunded_minor,
+                                provider_currency: fact.currency,
+                                expected_amount_minor: placed.amount.amount_minor(),
+                                expected_currency: placed.amount.currency(),
+                                source,
+                                at,
+                            },
+                        )])
+                    }
+                    Verdict::NotCompleted => ProviderOutcome::Refused {
+                        failure: ProviderFailure {
+                            class: FailureClass::InvalidRequest,
+                            provider_code: fact.provider_status.chars().take(100).collect(),
+                            provider_message: "the provider reports the payment was not completed"
+                                .into(),
+                        },
+                    },
+                    Verdict::Pending => ProviderOutcome::Unknown {
+                        reason: format!(
+                            "the provider reports the payment {}",
+                            fact.provider_status.chars().take(100).collect::<String>()
+                        ),
+                    },
                 }
-                OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
+            }
+            ProviderOutcome::Refused { failure } => ProviderOutcome::Refused { failure },
+            ProviderOutcome::Unknown { reason } => ProviderOutcome::Unknown { reason },
+        };
+        Ok(match outcome {
+            ProviderOutcome::Refused { failure } => {
+                vec![OrderEvent::PaymentFailed(PaymentFailed {
+                    payment_key,
+                    failure,
+                    source,
+                    at,
+                })]
+            }
+            // Still unknown: recording it again would only add noise.
+            ProviderOutcome::Unknown { .. } if self.status == OrderStatus::OutcomeUnknown => vec![],
+            ProviderOutcome::Unknown { reason } => {
+                vec![OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
                     payment_key,
                     reason,
                     at,
-                })
+                })]
             }
-        };
-        Ok(vec![event])
+            // Judged above into one of the others; an observation is never recorded as such.
+            ProviderOutcome::Observed { .. } => vec![],
+        })
     }
 
     fn request_refund(
@@ -854,6 +939,7 @@ impl Aggregate for Order {
             }
             OrderEvent::PaymentCaptured(captured) => {
                 self.status = OrderStatus::Paid;
+                self.discrepancy = None;
                 // The same key for a confirmed payment; the provider transaction for a manual one.
                 self.payment_key = Some(captured.payment_key.clone());
                 self.captured_minor = captured.amount_minor;
@@ -909,6 +995,12 @@ impl Aggregate for Order {
             OrderEvent::OrderFulfilled(fulfilled) => self.fulfilled_at = Some(fulfilled.at),
             OrderEvent::EnrollmentCancelled(cancelled) => {
                 self.enrollment_cancelled_at = Some(cancelled.at)
+            }
+            OrderEvent::PaymentDiscrepancyRecorded(differs) => {
+                self.status = OrderStatus::NeedsReview;
+                self.discrepancy = Some(differs.differences);
+                self.pending_idempotency_key = None;
+                self.confirmation_started_at = None;
             }
         }
     }

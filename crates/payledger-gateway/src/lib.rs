@@ -1,41 +1,28 @@
-//! The one interface payledger uses to move money at a payment provider, and its adapters.
+//! The connector seam: the one interface payledger uses to move money at a payment provider.
 //!
-//! The application layer only ever sees [`PaymentGateway`]. Every call carries payledger's own
-//! idempotency key, so a retried or concurrent call can never charge twice, and every error says
-//! whether the provider may have acted ([`GatewayError::OutcomeUnknown`]) or certainly did not.
+//! The application layer only ever sees [`PaymentGateway`] and the shared types here; each
+//! provider is a **connector** in its own crate (`payledger-connector-toss`, …) that implements
+//! the trait and keeps its wire types, status and error-code mapping, and HTTP client to itself.
+//! A connector reads its provider's payment object into a [`ProviderPayment`], whose
+//! [`ProviderPayment::fact`] the ledger judges (`payledger_domain::provider_fact`). The
+//! [`ProviderRegistry`] holds the connectors configured on a deployment by name; every order
+//! names its provider at placement and every later call for it goes to that connector.
 //!
-//! [`TossGateway`] is the Toss Payments adapter; pointed at a `payledger-sandbox` it runs with no
-//! keys and no network:
-//!
-//! ```no_run
-//! # async fn demo(order: payledger_gateway::ConfirmRequest) {
-//! use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
-//!
-//! // Production: TossConfig::new(TOSS_API_BASE_URL, TossSecretKey::new(key_from_env)).
-//! let gateway = TossGateway::new(TossConfig::sandbox("http://127.0.0.1:8081"))
-//!     .expect("valid configuration");
-//! match gateway.confirm(&order).await {
-//!     Ok(payment) => println!("{:?}", payment.status),
-//!     Err(error) => println!("{error}"), // Refused / OutcomeUnknown / NotSent
-//! }
-//! println!("{:?} {:?}", gateway.circuit_state(), gateway.stats());
-//! # let _ = TossSecretKey::new("unused");
-//! # }
-//! ```
+//! Every call carries payledger's own idempotency key, so a retried or concurrent call can never
+//! charge twice, and every error says whether the provider may have acted
+//! ([`GatewayError::OutcomeUnknown`]) or certainly did not. [`circuit`] is the breaker each
+//! connector keeps for its provider.
 
 pub mod circuit;
 pub mod payouts;
-mod toss;
+pub mod registry;
 
-pub use toss::{
-    classify_toss_failure, toss_code_class, GatewayConfigError, TossConfig, TossGateway,
-    TossSecretKey, MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS, SANDBOX_SECRET_KEY,
-    TOSS_API_BASE_URL, TOSS_FAILURE_CODES,
-};
+pub use registry::{ProviderRegistry, RegistryError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::money::Currency;
+pub use payledger_domain::provider_fact::{PaymentFact, PaymentFactStatus};
 use payledger_domain::provider_failure::ProviderFailure;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -132,26 +119,18 @@ pub struct BillingKeyIssued {
     pub card: CardMetadata,
 }
 
-/// Payment status as the provider reports it (Toss `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProviderPaymentStatus {
-    Ready,
-    InProgress,
-    WaitingForDeposit,
-    Done,
-    Canceled,
-    PartialCanceled,
-    Aborted,
-    Expired,
-}
-
-/// A payment as the provider sees it.
+/// A payment as the provider sees it, in payledger's words: each connector reads its own
+/// payment object into this (Toss: `toss::wire::parse_payment`), the one place its status words
+/// are interpreted. [`ProviderPayment::fact`] is what the ledger judges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderPayment {
+    /// The connector that reported it (`toss`, `stripe`).
+    pub provider: String,
     pub payment_key: String,
     pub order_id: String,
-    pub status: ProviderPaymentStatus,
+    pub status: PaymentFactStatus,
+    /// The provider's own word for the status (`DONE`, `CANCELED`), for the record.
+    pub provider_status: String,
     pub total_amount_minor: i64,
     /// What is left after cancels.
     pub balance_amount_minor: i64,
@@ -160,6 +139,54 @@ pub struct ProviderPayment {
     pub method: Option<String>,
     pub card: Option<CardMetadata>,
     pub cancels: Vec<ProviderCancel>,
+    /// What the paying client must do before the provider can charge (3-D Secure at Stripe:
+    /// `requires_action`), set only while `status` is [`PaymentFactStatus::Pending`]: nothing is
+    /// captured yet, and the payment settles later on a webhook, a lookup or a confirm again.
+    /// Providers without such a step (Toss) leave it `None`.
+    pub client_action: Option<ClientAction>,
+}
+
+/// What the paying client must do to complete a payment (Stripe's `next_action`), passed back
+/// to the client that asked for the confirm and nowhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAction {
+    /// The provider's name for the step: `use_stripe_sdk` (Stripe.js `handleNextAction`) or
+    /// `redirect_to_url`.
+    pub kind: String,
+    /// Where to send the customer, for `redirect_to_url`.
+    pub redirect_url: Option<String>,
+    /// The secret the client SDK completes this one payment with (Stripe's `client_secret`).
+    /// Stripe asks that it reach only the paying customer: it is never logged, stored in events
+    /// or shown by `Debug`.
+    pub client_secret: Option<String>,
+}
+
+impl fmt::Debug for ClientAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAction")
+            .field("kind", &self.kind)
+            .field("redirect_url", &self.redirect_url)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ProviderPayment {
+    /// The ledger fact: what the ledger compares with what it expects before recording anything.
+    pub fn fact(&self) -> PaymentFact {
+        PaymentFact {
+            provider: self.provider.clone(),
+            order_id: self.order_id.clone(),
+            payment_key: self.payment_key.clone(),
+            status: self.status,
+            provider_status: self.provider_status.clone(),
+            amount_minor: self.total_amount_minor,
+            refunded_minor: (self.total_amount_minor - self.balance_amount_minor).max(0),
+            currency: self.currency,
+            approved_at: self.approved_at,
+            method: self.method.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +232,8 @@ pub struct GatewayStats {
     /// HTTP requests made (a call makes one per attempt).
     pub attempts: u64,
     /// Attempts that failed in a way that counts against the provider's health: no connection,
-    /// no answer in time, a 5xx, `PROVIDER_ERROR`. Business refusals are not failures.
+    /// no answer in time, a 5xx, 429. Refusals of one payment (a card's `PROVIDER_ERROR` sent
+    /// with a 4xx among them) are not failures: the provider answered.
     pub failures: u64,
     /// Attempts after the first within a call.
     pub retries: u64,
@@ -217,12 +245,21 @@ pub struct GatewayStats {
     pub outcome_unknown: u64,
 }
 
-/// The one interface to a payment provider.
+/// The one interface to a payment provider: what a connector implements.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
-    /// The provider's name as recorded in events (`toss`, `sandbox`).
+    /// The connector's name: the registry's key, what orders record as their `provider`
+    /// (`toss`, `stripe`), and the metrics label. The same in test and live mode.
     fn provider_name(&self) -> &str;
 
+    /// The currencies this connector can charge. An order in any other currency is refused at
+    /// placement (`E_CURRENCY_NOT_SUPPORTED`), never accepted and left unpayable.
+    fn supported_currencies(&self) -> &[Currency];
+
+    /// `Ok` is the provider's payment as it stands after the confirm, which is not always a
+    /// capture: callers judge its [`ProviderPayment::fact`] against the order before recording
+    /// anything (`Pending` with a [`ProviderPayment::client_action`] when the customer must act
+    /// first).
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError>;
 
     /// `Ok(None)` when the provider has no payment for this order.

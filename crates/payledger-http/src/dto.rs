@@ -29,6 +29,9 @@ pub struct PlaceOrderBody {
     pub payee_id: String,
     pub order_name: String,
     pub service_starts_at: Option<DateTime<Utc>>,
+    /// The provider to pay with: `toss` (the default) or `stripe`, among those configured on
+    /// this deployment.
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -77,38 +77,39 @@ pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
 /// (and is logged): a scrape never fails because one source is down.
 async fn refresh(state: &AppState) {
     let m = metrics();
-    let gateway = state.payments.gateway();
-    let provider = gateway.provider_name().to_string();
-    let current = match gateway.circuit_state() {
-        payledger_gateway::CircuitState::Closed => "closed",
-        payledger_gateway::CircuitState::Open => "open",
-        payledger_gateway::CircuitState::HalfOpen => "half_open",
-    };
     let projections = payledger_projector::status(&state.read_pool).await;
     let dead_letters = payledger_webhook_relay::outbox::dead_letter_counts(&state.read_pool).await;
     // Everything below is synchronous: the guard is never held across an await.
     let _guard = m.scrape_guard();
-    for state_name in ["closed", "open", "half_open"] {
-        m.provider_circuit_state
-            .get_or_create(&CircuitLabels {
-                provider: provider.clone(),
-                state: state_name,
-            })
-            .set(i64::from(state_name == current));
-    }
-    if let Some(stats) = gateway.stats() {
-        m.sync_provider_totals(
-            &provider,
-            &ProviderTotals {
-                calls: stats.calls,
-                attempts: stats.attempts,
-                failures: stats.failures,
-                retries: stats.retries,
-                short_circuited: stats.short_circuited,
-                refusals: stats.refusals,
-                outcome_unknown: stats.outcome_unknown,
-            },
-        );
+    for gateway in state.payments.providers().connectors() {
+        let provider = gateway.provider_name().to_string();
+        let current = match gateway.circuit_state() {
+            payledger_gateway::CircuitState::Closed => "closed",
+            payledger_gateway::CircuitState::Open => "open",
+            payledger_gateway::CircuitState::HalfOpen => "half_open",
+        };
+        for state_name in ["closed", "open", "half_open"] {
+            m.provider_circuit_state
+                .get_or_create(&CircuitLabels {
+                    provider: provider.clone(),
+                    state: state_name,
+                })
+                .set(i64::from(state_name == current));
+        }
+        if let Some(stats) = gateway.stats() {
+            m.sync_provider_totals(
+                &provider,
+                &ProviderTotals {
+                    calls: stats.calls,
+                    attempts: stats.attempts,
+                    failures: stats.failures,
+                    retries: stats.retries,
+                    short_circuited: stats.short_circuited,
+                    refusals: stats.refusals,
+                    outcome_unknown: stats.outcome_unknown,
+                },
+            );
+        }
     }
     match projections {
         Ok(statuses) => {

@@ -9,6 +9,7 @@ use payledger_domain::money::Money;
 use payledger_domain::operations::SalesBlock;
 use payledger_domain::order::{OrderError, RefundStatus};
 use payledger_domain::provider_failure::FailureClass;
+use payledger_gateway::RegistryError;
 use std::time::Duration;
 
 /// How long a read waits for the read model to reach `minPosition`.
@@ -52,6 +53,37 @@ pub fn payment_error(error: PaymentError) -> ApiError {
             "the payment provider is unavailable; nothing was charged",
         )
         .retry_after(retry_after_ms.div_ceil(1000)),
+        PaymentError::ProviderDiscrepancy { differences } => {
+            ApiError::new(ErrorCode::ProviderDiscrepancy, error_text(&differences))
+                .with("differences", differences)
+        }
+        PaymentError::Provider(RegistryError::NotConfigured {
+            provider,
+            configured,
+        }) => ApiError::new(
+            ErrorCode::ProviderNotConfigured,
+            format!("provider {provider} is not configured on this deployment; nothing was stored"),
+        )
+        .with("field", "provider")
+        .with("configuredProviders", configured),
+        PaymentError::Provider(RegistryError::CurrencyNotSupported {
+            provider,
+            currency,
+            supported,
+        }) => ApiError::new(
+            ErrorCode::CurrencyNotSupported,
+            format!("provider {provider} cannot charge {currency}; nothing was stored"),
+        )
+        .with("field", "currency")
+        .with("provider", provider)
+        .with(
+            "supportedCurrencies",
+            supported
+                .iter()
+                .map(|c| c.code().to_string())
+                .collect::<Vec<_>>(),
+        ),
+        PaymentError::Provider(other) => ApiError::internal(other.to_string()),
         PaymentError::Unavailable(e) => ApiError::unavailable(e),
         // Retry-After: a retry may succeed, so an idempotency key does not pin this answer.
         PaymentError::Contention => ApiError::new(
@@ -126,7 +158,15 @@ fn order_error(error: OrderError) -> ApiError {
             ApiError::new(ErrorCode::EnrollmentCancelled, message)
         }
         OrderError::InvalidCancellationReason => ApiError::field("reason", message),
+        OrderError::ProviderDiscrepancy => ApiError::new(ErrorCode::ProviderDiscrepancy, message),
     }
+}
+
+fn error_text(differences: &[String]) -> String {
+    PaymentError::ProviderDiscrepancy {
+        differences: differences.to_vec(),
+    }
+    .to_string()
 }
 
 #[utoipa::path(
@@ -159,6 +199,7 @@ pub async fn place_order(
         payee_id: parse_payee_id(&body.payee_id)?,
         order_name: body.order_name,
         service_starts_at: body.service_starts_at,
+        provider: body.provider.map(|p| parse_provider(&p)).transpose()?,
     };
     let context = request_context(&request);
     let snapshot = state
@@ -471,4 +512,19 @@ impl AppState {
             }
         }
     }
+}
+
+/// A provider name as a client sends it: a short lowercase word (`toss`, `stripe`).
+fn parse_provider(value: &str) -> Result<String, ApiError> {
+    let plain = (1..=32).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain {
+        return Err(ApiError::field(
+            "provider",
+            "provider must be a provider name such as `toss` or `stripe`",
+        ));
+    }
+    Ok(value.to_string())
 }

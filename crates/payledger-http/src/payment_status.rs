@@ -41,6 +41,8 @@ pub enum RecoveryStatus {
     Completed,
     Failed,
     Pending,
+    /// The provider's payment differs from the order: recorded, nothing captured, support looks.
+    NeedsReview,
     NotFound,
 }
 
@@ -162,6 +164,12 @@ pub fn recovery_of(order_id: &str, order: Option<&Order>) -> PaymentStatusBody {
                 failed_action(failure.map_or(FailureClass::Unclassified, |f| f.class));
             (RecoveryStatus::Failed, action, message, None)
         }
+        OrderStatus::NeedsReview => (
+            RecoveryStatus::NeedsReview,
+            NextAction::ContactSupport,
+            "The payment provider reports this payment differently from the order. Please do not pay again; support will contact you.",
+            None,
+        ),
         OrderStatus::Expired => (
             RecoveryStatus::Failed,
             NextAction::StartOver,

@@ -245,7 +245,7 @@ impl Metrics {
             provider_discrepancies: register!(
                 r,
                 "provider_discrepancies",
-                "Webhooks where the provider reports a state payledger does not have (e.g. canceled at the provider, paid here). Support must review each",
+                "Provider reports (confirm answers, lookups, webhooks) that differ from the ledger (another amount, currency or key, canceled at the provider). Support must review each",
                 Family::default()
             ),
             provider_calls: register!(r, "provider_calls", "Payment provider calls (gateway method calls)", Family::default()),

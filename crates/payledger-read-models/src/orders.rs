@@ -665,6 +665,21 @@ fn summarize(event: &OrderEvent) -> String {
         OrderEvent::OrderExpired(_) => "order expired unpaid".to_string(),
         OrderEvent::OrderFulfilled(_) => "service delivered (fulfilled)".to_string(),
         OrderEvent::EnrollmentCancelled(c) => format!("enrollment cancelled: {}", c.reason),
+        OrderEvent::PaymentDiscrepancyRecorded(d) => format!(
+            "ATTENTION: {} reports the payment {} for {} {} (refunded {}) while the order expects {} {}; differs in {}; nothing was captured, support must review",
+            d.provider,
+            d.provider_status,
+            d.provider_amount_minor,
+            d.provider_currency,
+            d.provider_refunded_minor,
+            d.expected_amount_minor,
+            d.expected_currency,
+            d.differences
+                .iter()
+                .map(|x| x.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

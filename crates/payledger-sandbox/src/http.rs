@@ -204,11 +204,16 @@ async fn set_behaviour(
     }
 }
 
-async fn reset(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+async fn reset(
+    shared: web::Data<Shared>,
+    stripe: web::Data<crate::stripe::http::StripeShared>,
+    req: HttpRequest,
+) -> HttpResponse {
     if let Err(reply) = authenticate(&shared, &req) {
         return respond(reply);
     }
     shared.store().reset();
+    stripe.store().reset();
     HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }
 

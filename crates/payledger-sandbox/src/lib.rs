@@ -1,5 +1,6 @@
-//! A local HTTP server that speaks the Toss Payments API, so the same client code runs in
-//! development, tests and production with no keys and no network.
+//! A local HTTP server that speaks the Toss Payments API (at its root) and Stripe's API (under
+//! `/stripe`), so the same client code runs in development, tests and production with no keys
+//! and no network.
 //!
 //! State lives in memory behind one mutex; nothing is persisted. The test inputs that make a
 //! payment fail, time out or recover are documented in this crate's `README.md`.
@@ -21,9 +22,14 @@ mod behaviour;
 mod http;
 mod payouts;
 mod store;
+mod stripe;
 mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
+pub use stripe::{
+    StripeSandboxConfig, WebhookDeliveryRecord, API_VERSION as STRIPE_API_VERSION,
+    DEFAULT_STRIPE_SECRET_KEY, DEFAULT_STRIPE_WEBHOOK_SECRET,
+};
 pub use wire::SandboxStats;
 
 use actix_web::dev::ServerHandle;
@@ -64,6 +70,8 @@ pub struct SandboxConfig {
     /// The clock of the ledger that embeds the sandbox (its scenario clock on a test
     /// deployment), so the provider's times agree with the ledger's; the system clock if `None`.
     pub clock: Option<SandboxClock>,
+    /// Stripe's side: its secret key and where its webhooks go.
+    pub stripe: StripeSandboxConfig,
 }
 
 /// A source of the current time for the sandbox's answers.
@@ -79,6 +87,7 @@ impl Default for SandboxConfig {
             workers: 1,
             handle_signals: false,
             clock: None,
+            stripe: StripeSandboxConfig::default(),
         }
     }
 }
@@ -95,6 +104,7 @@ impl fmt::Debug for SandboxConfig {
             )
             .field("workers", &self.workers)
             .field("handle_signals", &self.handle_signals)
+            .field("stripe", &self.stripe)
             .finish()
     }
 }
@@ -115,12 +125,15 @@ pub enum SandboxError {
     Task(#[source] tokio::task::JoinError),
     #[error("the sandbox has no such billing key")]
     UnknownBillingKey,
+    #[error("the Stripe webhook endpoint was refused: {0}")]
+    WebhookEndpoint(String),
 }
 
 /// A sandbox serving requests. Dropping it stops the server.
 pub struct RunningSandbox {
     addr: SocketAddr,
     shared: web::Data<http::Shared>,
+    stripe: web::Data<stripe::http::StripeShared>,
     handle: ServerHandle,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -133,8 +146,10 @@ pub async fn start(
     listen: SocketAddr,
     config: SandboxConfig,
 ) -> Result<RunningSandbox, SandboxError> {
-    if config.secret_key.is_empty() {
-        return Err(SandboxError::InvalidConfig("secret_key must not be empty"));
+    if config.secret_key.is_empty() || config.stripe.secret_key.is_empty() {
+        return Err(SandboxError::InvalidConfig(
+            "secret_key and stripe.secret_key must not be empty",
+        ));
     }
     if config.max_records == 0 || config.max_body_bytes == 0 || config.workers == 0 {
         return Err(SandboxError::InvalidConfig(
@@ -165,12 +180,36 @@ pub async fn start(
         expected_authorization,
         max_body_bytes: config.max_body_bytes,
     });
+    let deliverer = stripe::Deliverer::start();
+    let mut stripe_store = stripe::StripeStore::new(stripe::StripeLimits {
+        max_records: config.max_records,
+        timeout_after_charge_delay: Duration::from_millis(delay_ms),
+    });
+    if let Some(url) = &config.stripe.webhook_url {
+        stripe_store
+            .add_endpoint(
+                url.clone(),
+                Some(config.stripe.webhook_secret.clone()),
+                vec!["*".to_owned()],
+            )
+            .map_err(|_| SandboxError::InvalidConfig("stripe.webhook_url was refused"))?;
+    }
+    let stripe_shared = web::Data::new(stripe::http::StripeShared {
+        store: Mutex::new(stripe_store),
+        secret_key: config.stripe.secret_key.clone(),
+        deliverer,
+        max_body_bytes: config.max_body_bytes,
+        rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
+    });
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
+    let app_stripe = stripe_shared.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_shared.clone())
             .app_data(payouts.clone())
+            .app_data(app_stripe.clone())
+            .service(web::scope("/stripe").configure(stripe::http::routes))
             .configure(http::routes)
     })
     .workers(config.workers)
@@ -192,6 +231,7 @@ pub async fn start(
     Ok(RunningSandbox {
         addr,
         shared,
+        stripe: stripe_shared,
         handle,
         task: Some(task),
     })
@@ -206,6 +246,43 @@ impl RunningSandbox {
     /// `http://{addr}`: the base URL a Toss client uses instead of `https://api.tosspayments.com`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://{addr}/stripe`: the API base a Stripe client uses instead of
+    /// `https://api.stripe.com`.
+    pub fn stripe_base_url(&self) -> String {
+        format!("http://{}/stripe", self.addr)
+    }
+
+    /// What `GET /stripe/sandbox/stats` answers.
+    pub fn stripe_stats(&self) -> serde_json::Value {
+        self.stripe.store().stats()
+    }
+
+    /// What `GET /stripe/sandbox/deliveries` answers: every Stripe webhook sent, oldest first.
+    pub fn stripe_deliveries(&self) -> Vec<WebhookDeliveryRecord> {
+        self.stripe.deliverer.records()
+    }
+
+    /// Sends every later Stripe event to `url`, signed with `secret` (what
+    /// `POST /stripe/v1/webhook_endpoints` does, with a secret of the caller's choosing).
+    pub fn add_stripe_webhook_endpoint(&self, url: &str, secret: &str) -> Result<(), SandboxError> {
+        self.stripe
+            .store()
+            .add_endpoint(
+                url.to_owned(),
+                Some(secret.to_owned()),
+                vec!["*".to_owned()],
+            )
+            .map(|_| ())
+            .map_err(|reply| {
+                SandboxError::WebhookEndpoint(
+                    reply.body["error"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
     }
 
     /// What `GET /sandbox/stats` answers.
@@ -239,11 +316,13 @@ impl RunningSandbox {
     /// What `POST /sandbox/reset` does: forgets every payment, key, record and counter.
     pub fn reset(&self) {
         self.shared.store().reset();
+        self.stripe.store().reset();
     }
 
     /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
+        self.stripe.deliverer.stop();
         if let Some(task) = self.task.take() {
             // The server's own result no longer matters once it is told to stop.
             let _ = task.await;
@@ -264,6 +343,7 @@ impl RunningSandbox {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
+        self.stripe.deliverer.stop();
         if self.task.is_some() {
             // The stop command is sent when `stop` is called; the returned future only waits
             // for it to finish, which a destructor cannot do.

@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use payledger_app::payments::{Payments, Reconciled};
 use payledger_domain::ids::OrderId;
 use payledger_domain::order::{Order, OrderStatus};
+use payledger_domain::provider_fact::{self, LedgerPayment};
 use payledger_domain::webhook::{
     ProviderStateDiffers, VerificationMethod, WebhookOutcome, WebhookVerified,
 };
-use payledger_gateway::{ProviderPayment, ProviderPaymentStatus};
+use payledger_gateway::ProviderPayment;
 use serde_json::Value;
 
 use crate::applied::{Applied, Failure};
@@ -53,10 +54,6 @@ fn plain_id(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.'))
 }
 
-fn status_name(status: ProviderPaymentStatus) -> String {
-    payledger_domain::codec::wire_name(&status)
-}
-
 fn order_status_name(status: OrderStatus) -> String {
     payledger_domain::codec::wire_name(&status)
 }
@@ -85,7 +82,7 @@ pub(crate) async fn apply_payment_status(
             format!("the provider could not be asked: {}", short(e)),
         )
     })?;
-    let provider = "toss".to_string();
+    let provider = payment_provider(&fetched);
     let Some(payment) = fetched else {
         return Ok(Applied {
             order_id: None,
@@ -95,7 +92,7 @@ pub(crate) async fn apply_payment_status(
             detail: "the provider has no such payment; nothing to apply".into(),
         });
     };
-    let provider_status = status_name(payment.status);
+    let provider_status = payment.provider_status.clone();
     let order_id = OrderId::parse(payment.order_id.clone()).ok();
     let verified = Some(verified(
         event_id,
@@ -194,7 +191,17 @@ pub(crate) async fn apply_payment_status(
     })
 }
 
-/// Where the provider knows of money movements payledger has not recorded.
+/// The connector these webhooks come from and are re-fetched through.
+const TOSS: &str = "toss";
+
+fn payment_provider(fetched: &Option<ProviderPayment>) -> String {
+    fetched
+        .as_ref()
+        .map_or_else(|| TOSS.to_string(), |p| p.provider.clone())
+}
+
+/// Where the provider's payment differs from what payledger recorded: the one comparison
+/// (`provider_fact::differences_from_ledger`), fed with the connector's fact.
 fn compare(
     provider: &str,
     event_id: &str,
@@ -203,31 +210,27 @@ fn compare(
     payment: &ProviderPayment,
     now: DateTime<Utc>,
 ) -> Option<ProviderStateDiffers> {
-    let provider_charged = matches!(
-        payment.status,
-        ProviderPaymentStatus::Done
-            | ProviderPaymentStatus::PartialCanceled
-            | ProviderPaymentStatus::Canceled
-    );
-    let provider_canceled_minor =
-        (payment.total_amount_minor - payment.balance_amount_minor).max(0);
-    let payledger_refunded_minor = order.refunded_minor + order.refund_pending_minor;
-    let same_payment = order
-        .payment_key
+    let fact = payment.fact();
+    let currency = order
+        .placed
         .as_ref()
-        .is_some_and(|key| key.as_str() == payment.payment_key);
-    let ledger_paid = order.captured_minor > 0;
-    let differs = (provider_charged && !ledger_paid)
-        || (ledger_paid && !same_payment)
-        || (provider_canceled_minor > payledger_refunded_minor);
-    differs.then(|| ProviderStateDiffers {
+        .map_or(fact.currency, |placed| placed.amount.currency());
+    let payledger_refunded_minor = order.refunded_minor + order.refund_pending_minor;
+    let ledger = LedgerPayment {
+        payment_key: order.payment_key.as_ref().map(|key| key.as_str()),
+        captured_minor: order.captured_minor,
+        refunded_minor: payledger_refunded_minor,
+        currency,
+    };
+    let differences = provider_fact::differences_from_ledger(&ledger, &fact);
+    (!differences.is_empty()).then(|| ProviderStateDiffers {
         provider: provider.to_string(),
         event_id: event_id.to_string(),
         order_id: order_id.to_string(),
         payment_key: payment.payment_key.clone(),
-        provider_status: status_name(payment.status),
+        provider_status: payment.provider_status.clone(),
         payledger_status: order_status_name(order.status),
-        provider_canceled_minor,
+        provider_canceled_minor: fact.refunded_minor,
         payledger_refunded_minor,
         currency: payment.currency.code().to_string(),
         at: now,

@@ -26,9 +26,10 @@ use payledger_app::operations::SalesSwitches;
 use payledger_app::subscriptions::{
     BillingIndex, RunDueReport, Subscriptions, SubscriptionsConfig,
 };
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::billing::{CreditOperationId, DunningPolicy, PlanCatalogue, SubscriptionId};
 use payledger_domain::ids::CustomerId;
-use payledger_gateway::{PaymentGateway, TossConfig, TossGateway};
+use payledger_gateway::PaymentGateway;
 use payledger_projector::{RunnerConfig, Wakeup};
 use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use payledger_app::clock::SystemClock;
 use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig};
-use payledger_gateway::{TossConfig, TossGateway};
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::io::Write;

@@ -9,7 +9,8 @@ use payledger_app::executor::Executor;
 use payledger_app::operations::{Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
 use payledger_app::scenario_clock::{DueJob, ScenarioClock};
-use payledger_gateway::{PaymentGateway, TossConfig, TossGateway, TossSecretKey};
+use payledger_connector_toss::{TossConfig, TossGateway, TossSecretKey};
+use payledger_gateway::{PaymentGateway, ProviderRegistry};
 use payledger_http::idempotency::{IdempotencyConfig, IdempotencyStore};
 use payledger_http::AppState;
 use payledger_projector::{RunnerConfig, Wakeup};
@@ -34,6 +35,30 @@ pub enum ProviderSettings {
         base_url: String,
         secret_key: TossSecretKey,
     },
+}
+
+impl ProviderSettings {
+    /// `test` against a sandbox or with a Toss test key (`test_sk_…`), else `live`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            ProviderSettings::EmbeddedSandbox | ProviderSettings::Sandbox { .. } => "test",
+            ProviderSettings::Toss { secret_key, .. }
+                if secret_key.expose().starts_with("test_") =>
+            {
+                "test"
+            }
+            ProviderSettings::Toss { .. } => "live",
+        }
+    }
+
+    /// The sandbox's base URL when the connectors run against one.
+    pub fn sandbox_base_url<'a>(&'a self, embedded: Option<&'a RunningSandbox>) -> Option<String> {
+        match self {
+            ProviderSettings::EmbeddedSandbox => embedded.map(|s| s.base_url()),
+            ProviderSettings::Sandbox { base_url } => Some(base_url.clone()),
+            ProviderSettings::Toss { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -200,18 +225,22 @@ impl Application {
             let clock = clock.clone();
             Arc::new(move || clock.now())
         };
-        let (gateway, webhook_lookups, sandbox) = build_gateway(&settings, sandbox_clock).await?;
+        let (providers, webhook_lookups, sandbox) =
+            build_registry(&settings, sandbox_clock).await?;
         let store = EventStore::new(pool.clone(), WriterConfig::default());
         let executor = Arc::new(Executor::new(store.clone()));
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
         let payments = Arc::new(
-            Payments::new(
+            Payments::with_providers(
                 executor.clone(),
-                gateway,
+                Arc::new(providers),
                 clock.clone(),
                 PaymentsConfig::default(),
             )
-            .with_sales_switches(switches.clone()),
+            .with_sales_switches(switches.clone())
+            .with_discrepancy_observer(Arc::new(|provider: &str| {
+                payledger_metrics::metrics().provider_discrepancy(provider)
+            })),
         );
         let booking_services =
             actix_web::web::Data::new(payledger_http::bookings::BookingServices {
@@ -432,9 +461,9 @@ fn build_payouts(
         (ProviderSettings::Sandbox { base_url }, _) => base_url.clone(),
         _ => return Ok(None),
     };
-    let payouts = payledger_gateway::payouts::TossPayouts::new(
+    let payouts = payledger_connector_toss::TossPayouts::new(
         &base_url,
-        &TossSecretKey::new(payledger_gateway::SANDBOX_SECRET_KEY),
+        &TossSecretKey::new(payledger_connector_toss::SANDBOX_SECRET_KEY),
     )
     .context("failed to configure the sandbox payouts")?;
     Ok(Some(Arc::new(payouts)))
@@ -483,13 +512,23 @@ fn due_jobs(
     Ok(jobs)
 }
 
-/// The payments' gateway, and a second one with its own circuit breaker for the re-fetches that
-/// unsigned webhooks prompt (so intake traffic never opens the payments' circuit).
-async fn build_gateway(
+/// The connectors this deployment pays with, by provider name: THE place a connector is
+/// registered. Each connector reads its own configuration (keys from the environment, test or
+/// live mode, base URL); with no keys it runs against the embedded sandbox, which speaks every
+/// provider's API (Toss at its root, Stripe under `/stripe`).
+///
+/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
+/// is the name orders use and whose `supported_currencies()` says what it can charge) and
+/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
+/// later call for such an order goes to it.
+///
+/// Also answers a second Toss connector with its own circuit breaker for the re-fetches that
+/// unsigned webhooks prompt, so intake traffic never opens the payments' circuit.
+async fn build_registry(
     settings: &Settings,
     clock: payledger_sandbox::SandboxClock,
 ) -> anyhow::Result<(
-    Arc<dyn PaymentGateway>,
+    ProviderRegistry,
     Arc<dyn PaymentGateway>,
     Option<RunningSandbox>,
 )> {
@@ -520,8 +559,18 @@ async fn build_gateway(
     if let Some(open_ms) = settings.gateway_circuit_open_ms {
         config.circuit.open_ms = open_ms;
     }
-    let lookups =
-        TossGateway::new(config.clone()).context("failed to configure the payment provider")?;
-    let gateway = TossGateway::new(config).context("failed to configure the payment provider")?;
-    Ok((Arc::new(gateway), Arc::new(lookups), sandbox))
+    tracing::info!(
+        provider = payledger_connector_toss::PROVIDER_NAME,
+        mode = settings.provider.mode(),
+        "payment connector configured"
+    );
+    let webhook_lookups =
+        TossGateway::new(config.clone()).context("failed to configure the Toss connector")?;
+    let toss = TossGateway::new(config).context("failed to configure the Toss connector")?;
+    // Toss is the default: orders that name no provider pay with it.
+    let registry = ProviderRegistry::new(Arc::new(toss));
+    // Further connectors are registered here, e.g.
+    // `registry.register(Arc::new(stripe))?` with its sandbox base URL
+    // `format!("{}/stripe", sandbox_base_url)` when it has no keys.
+    Ok((registry, Arc::new(webhook_lookups), sandbox))
 }

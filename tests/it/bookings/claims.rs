@@ -311,6 +311,7 @@ async fn a_resolution_refunds_once_warns_the_provider_and_three_warnings_suspend
                 payee_id: payledger_domain::ids::PayeeId::parse(THERAPIST).unwrap(),
                 order_name: "Speech therapy session".into(),
                 service_starts_at: Some(app.clock.now() + Duration::days(2)),
+                provider: None,
             },
             &RequestContext::system("architecture-check"),
         )

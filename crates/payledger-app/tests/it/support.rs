@@ -13,6 +13,7 @@ use payledger_app::payments::{Payments, PaymentsConfig};
 use payledger_app::subscriptions::{
     BillingIndex, RunDueReport, StartSubscriptionInput, Subscriptions, SubscriptionsConfig,
 };
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::billing::{
     BillingInterval, BillingKeyId, CreditOperationId, PlanId, SubscriptionId,
 };
@@ -20,7 +21,7 @@ use payledger_domain::customer::{self, Customer};
 use payledger_domain::ids::CustomerId;
 use payledger_domain::money::{Currency, Money};
 use payledger_gateway::circuit::CircuitConfig;
-use payledger_gateway::{PaymentGateway, TossConfig, TossGateway};
+use payledger_gateway::PaymentGateway;
 use payledger_projector::{Projection, RunnerConfig, Wakeup};
 use payledger_sandbox::{RunningSandbox, SandboxConfig};
 use payledger_store::{EventStore, RecordedEvent, WriterConfig};

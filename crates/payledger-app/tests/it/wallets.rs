@@ -22,6 +22,7 @@ async fn paid_order(h: &Harness, customer_id: &str, order_id: &str) -> OrderId {
                 payee_id: PayeeId::parse("payee_credits").unwrap(),
                 order_name: "100 credits".into(),
                 service_starts_at: None,
+                provider: None,
             },
             &context(),
         )
@@ -128,6 +129,7 @@ async fn orders_of_another_customer_or_unpaid_orders_buy_nothing() {
                 payee_id: PayeeId::parse("payee_credits").unwrap(),
                 order_name: "credits".into(),
                 service_starts_at: None,
+                provider: None,
             },
             &context(),
         )

@@ -5,6 +5,7 @@ use cqrs_es::test::TestFramework;
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use payledger_domain::money::{Currency, Money};
 use payledger_domain::order::*;
+use payledger_domain::provider_fact::{Difference, PaymentFact, PaymentFactStatus};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 
 type OrderTest = TestFramework<Order>;
@@ -58,6 +59,22 @@ fn captured() -> OrderEvent {
         method: Some("CARD".into()),
         source: OutcomeSource::Request,
     })
+}
+
+/// The provider's report of this order's payment.
+fn fact(status: PaymentFactStatus, amount_minor: i64) -> PaymentFact {
+    PaymentFact {
+        provider: "toss".into(),
+        order_id: "order-0001".into(),
+        payment_key: "pk_test_1".into(),
+        status,
+        provider_status: "DONE".into(),
+        amount_minor,
+        refunded_minor: 0,
+        currency: Currency::KRW,
+        approved_at: Some(t0()),
+        method: Some("CARD".into()),
+    }
 }
 
 fn refund_requested(id: &str, amount_minor: i64) -> OrderEvent {
@@ -206,9 +223,8 @@ fn an_approval_captures_the_placed_amount() {
     OrderTest::with(())
         .given(vec![placed(50_000), started(1)])
         .when(OrderCommand::RecordConfirmationOutcome {
-            outcome: ProviderOutcome::Approved {
-                approved_at: t0(),
-                method: Some("CARD".into()),
+            outcome: ProviderOutcome::Observed {
+                fact: fact(PaymentFactStatus::Captured, 50_000),
             },
             source: OutcomeSource::Request,
             at: t0(),
@@ -367,4 +383,84 @@ fn fulfilment_needs_a_paid_order_and_happens_once() {
         ])
         .when(OrderCommand::RecordFulfilment { at })
         .then_expect_error(OrderError::AlreadyFulfilled);
+}
+
+#[test]
+fn a_provider_payment_of_another_amount_is_a_discrepancy_never_a_capture() {
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(OrderCommand::RecordConfirmationOutcome {
+            outcome: ProviderOutcome::Observed {
+                fact: fact(PaymentFactStatus::Captured, 1_000),
+            },
+            source: OutcomeSource::Request,
+            at: t0(),
+        })
+        .then_expect_events(vec![OrderEvent::PaymentDiscrepancyRecorded(
+            PaymentDiscrepancyRecorded {
+                provider: "toss".into(),
+                payment_key: key(),
+                differences: vec![Difference::Amount],
+                provider_order_id: "order-0001".into(),
+                provider_payment_key: "pk_test_1".into(),
+                provider_status: "DONE".into(),
+                provider_amount_minor: 1_000,
+                provider_refunded_minor: 0,
+                provider_currency: Currency::KRW,
+                expected_amount_minor: 50_000,
+                expected_currency: Currency::KRW,
+                source: OutcomeSource::Request,
+                at: t0(),
+            },
+        )]);
+}
+
+#[test]
+fn a_payment_cancelled_at_the_provider_is_not_captured_and_the_order_waits_for_review() {
+    let cancelled = PaymentFact {
+        provider_status: "CANCELED".into(),
+        refunded_minor: 50_000,
+        ..fact(PaymentFactStatus::Refunded, 50_000)
+    };
+    let recorded = OrderEvent::PaymentDiscrepancyRecorded(PaymentDiscrepancyRecorded {
+        provider: "toss".into(),
+        payment_key: key(),
+        differences: vec![Difference::Status],
+        provider_order_id: "order-0001".into(),
+        provider_payment_key: "pk_test_1".into(),
+        provider_status: "CANCELED".into(),
+        provider_amount_minor: 50_000,
+        provider_refunded_minor: 50_000,
+        provider_currency: Currency::KRW,
+        expected_amount_minor: 50_000,
+        expected_currency: Currency::KRW,
+        source: OutcomeSource::Reconciler,
+        at: t0(),
+    });
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1)])
+        .when(OrderCommand::RecordConfirmationOutcome {
+            outcome: ProviderOutcome::Observed { fact: cancelled },
+            source: OutcomeSource::Reconciler,
+            at: t0(),
+        })
+        .then_expect_events(vec![recorded.clone()]);
+    // Under review: no new confirmation, no refund of money the ledger never captured.
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), recorded.clone()])
+        .when(OrderCommand::StartConfirmation {
+            payment_key: key(),
+            claimed_amount_minor: 50_000,
+            at: t0(),
+        })
+        .then_expect_error(OrderError::ProviderDiscrepancy);
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), recorded])
+        .when(OrderCommand::RequestRefund {
+            refund_id: RefundId::parse("r1").unwrap(),
+            amount_minor: None,
+            reason: "changed mind".into(),
+            at: t0(),
+        })
+        .then_expect_error(OrderError::NotPaid);
 }

@@ -1,5 +1,7 @@
 //! The sandbox driven over HTTP, as any Toss client would.
 
+mod stripe;
+
 use payledger_sandbox::{start, RunningSandbox, SandboxConfig, SandboxStats, DEFAULT_SECRET_KEY};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -6,11 +6,11 @@ use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::context::RequestContext;
 use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig, PlaceOrderInput};
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::codec;
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId};
 use payledger_domain::money::{Currency, Money};
 use payledger_domain::webhook::{self, WebhookDeliveryEvent};
-use payledger_gateway::{TossConfig, TossGateway};
 use payledger_sandbox::{RunningSandbox, SandboxConfig};
 use payledger_store::{EventStore, WriterConfig};
 use payledger_testdb::TestDatabase;
@@ -113,6 +113,7 @@ impl Harness {
                     payee_id: PayeeId::parse("payee_1").unwrap(),
                     order_name: "Yoga class".into(),
                     service_starts_at: None,
+                    provider: None,
                 },
                 &RequestContext::system("test"),
             )

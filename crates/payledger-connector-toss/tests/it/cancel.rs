@@ -2,7 +2,7 @@
 
 use crate::{assert_refused, confirm_request, world};
 use payledger_domain::provider_failure::FailureClass;
-use payledger_gateway::{CancelRequest, PaymentGateway, ProviderPaymentStatus};
+use payledger_gateway::{CancelRequest, PaymentFactStatus, PaymentGateway};
 
 fn cancel_request(payment_key: &str, amount_minor: Option<i64>, refund_id: &str) -> CancelRequest {
     CancelRequest {
@@ -27,7 +27,7 @@ async fn partial_cancels_then_the_rest_leave_a_zero_balance() {
         .cancel(&cancel_request("pk_cancel_1", Some(3_000), "r1"))
         .await
         .unwrap();
-    assert_eq!(partial.status, ProviderPaymentStatus::PartialCanceled);
+    assert_eq!(partial.status, PaymentFactStatus::PartiallyRefunded);
     assert_eq!(partial.balance_amount_minor, 7_000);
     assert_eq!(partial.cancels.len(), 1);
     assert_eq!(partial.cancels[0].cancel_amount_minor, 3_000);
@@ -44,7 +44,7 @@ async fn partial_cancels_then_the_rest_leave_a_zero_balance() {
         .cancel(&cancel_request("pk_cancel_1", None, "r3"))
         .await
         .unwrap();
-    assert_eq!(rest.status, ProviderPaymentStatus::Canceled);
+    assert_eq!(rest.status, PaymentFactStatus::Refunded);
     assert_eq!(rest.balance_amount_minor, 0);
     assert_eq!(rest.cancels.len(), 2);
     assert_eq!(rest.cancels[1].cancel_amount_minor, 7_000);

@@ -3,7 +3,7 @@
 use crate::{assert_refused, confirm_request, world};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::FailureClass;
-use payledger_gateway::{PaymentGateway, ProviderPaymentStatus};
+use payledger_gateway::{PaymentFactStatus, PaymentGateway};
 
 #[tokio::test]
 async fn an_approved_confirm_returns_the_payment_with_masked_card_facts() {
@@ -13,7 +13,7 @@ async fn an_approved_confirm_returns_the_payment_with_masked_card_facts() {
         .confirm(&confirm_request("pk_approve_1", "order-approve-1", 15_000))
         .await
         .unwrap();
-    assert_eq!(payment.status, ProviderPaymentStatus::Done);
+    assert_eq!(payment.status, PaymentFactStatus::Captured);
     assert_eq!(payment.order_id, "order-approve-1");
     assert_eq!(payment.payment_key, "pk_approve_1");
     assert_eq!(payment.total_amount_minor, 15_000);
@@ -24,7 +24,7 @@ async fn an_approved_confirm_returns_the_payment_with_masked_card_facts() {
     let card = payment.card.clone().expect("card metadata");
     assert_eq!(card.last4.len(), 4);
     assert!(card.last4.bytes().all(|b| b.is_ascii_digit()));
-    assert_eq!(world.gateway.provider_name(), "sandbox");
+    assert_eq!(world.gateway.provider_name(), "toss");
 
     let by_order = world
         .gateway
@@ -189,6 +189,6 @@ async fn a_slow_approval_within_the_timeout_is_an_approval() {
         ))
         .await
         .unwrap();
-    assert_eq!(payment.status, ProviderPaymentStatus::Done);
+    assert_eq!(payment.status, PaymentFactStatus::Captured);
     assert_eq!(world.gateway.stats().retries, 0);
 }

@@ -5,10 +5,11 @@ mod cancel;
 mod confirm;
 mod resilience;
 
+use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::CircuitConfig;
-use payledger_gateway::{ConfirmRequest, GatewayError, TossConfig, TossGateway};
+use payledger_gateway::{ConfirmRequest, GatewayError};
 use payledger_sandbox::{RunningSandbox, SandboxConfig};
 
 /// A sandbox and a gateway pointed at it, with timeouts short enough for a fast suite.

@@ -1,4 +1,10 @@
-//! The Toss Payments adapter: [`TossGateway`] speaks Toss's REST API over HTTPS (or plain HTTP
+//! The Toss Payments connector: [`TossGateway`] implements `payledger_gateway::PaymentGateway`
+//! and owns everything Toss-specific — its wire types and the reading of its payment object into
+//! a ledger fact (`wire.rs`, `TossPaymentStatus::fact_status`), its error codes and their failure
+//! classes (`codes.rs`), its HTTP client with timeouts, retries and its own circuit breaker.
+//! Nothing outside this crate sees a Toss wire type.
+//!
+//! [`TossGateway`] speaks Toss's REST API over HTTPS (or plain HTTP
 //! to a sandbox on this machine), with a timeout on every call, bounded retries with full-jitter
 //! backoff for retryable failures only, and a circuit breaker.
 //!
@@ -6,20 +12,22 @@
 //! `Idempotency-Key`: the provider acts at most once and answers the rest with its first answer.
 
 mod codes;
+pub mod payouts;
 mod wire;
 
 pub use codes::{classify_toss_failure, toss_code_class, TOSS_FAILURE_CODES};
+pub use payouts::TossPayouts;
 
-use crate::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
-use crate::{
-    BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
-    ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
-    ProviderPayment,
-};
 use async_trait::async_trait;
 use base64::Engine as _;
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::{
+    BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
+    ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
+    ProviderPayment,
+};
 use rand::Rng as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
@@ -97,7 +105,7 @@ impl TossConfig {
         TossConfig {
             base_url: base_url.into(),
             secret_key,
-            provider_name: "toss".to_owned(),
+            provider_name: PROVIDER_NAME.to_owned(),
             connect_timeout_ms: 3_000,
             timeout_ms: 10_000,
             lookup_timeout_ms: 5_000,
@@ -111,7 +119,7 @@ impl TossConfig {
     /// The same client against a `payledger-sandbox` at `base_url`, with its default key.
     pub fn sandbox(base_url: impl Into<String>) -> TossConfig {
         TossConfig {
-            provider_name: "sandbox".to_owned(),
+            provider_name: PROVIDER_NAME.to_owned(),
             ..TossConfig::new(base_url, TossSecretKey::new(SANDBOX_SECRET_KEY))
         }
     }
@@ -197,13 +205,21 @@ enum Attempt {
     Retryable(Retryable),
 }
 
+/// The connector's name: what orders record as their `provider`, and the registry's key.
+pub const PROVIDER_NAME: &str = "toss";
+
 enum Retryable {
     /// Certainly not sent (no connection).
     NotSent(String),
     /// Sent, and no usable answer came back: the provider may have acted.
     Unknown(String),
-    /// The provider answered that it failed (`PROVIDER_ERROR`, 5xx, 429).
+    /// The provider itself is in trouble: it answered 5xx or 429. Counts against its health.
     Provider(ProviderFailure),
+    /// The provider answered, healthy, that this one payment failed in a way a retry may mend
+    /// (`PROVIDER_ERROR` sent with a 4xx: the card issuer's trouble with this card). Retried
+    /// with the same key, but never counted against the provider's health: one customer's
+    /// failing card must not open the circuit for everyone.
+    PaymentTrouble(ProviderFailure),
     /// 409 `IDEMPOTENT_REQUEST_PROCESSING`: an earlier attempt with this key is still running.
     InProgress(ProviderFailure),
 }
@@ -366,7 +382,9 @@ impl TossGateway {
                 }
                 Attempt::Retryable(failure) => {
                     match &failure {
-                        Retryable::InProgress(_) => permit.succeeded(),
+                        Retryable::InProgress(_) | Retryable::PaymentTrouble(_) => {
+                            permit.succeeded()
+                        }
                         _ => {
                             bump(&self.counters.failures);
                             permit.failed();
@@ -392,7 +410,9 @@ impl TossGateway {
             return Err(GatewayError::OutcomeUnknown { reason });
         }
         Err(match last_failure {
-            Some(Retryable::Provider(failure)) => GatewayError::Refused(failure),
+            Some(Retryable::Provider(failure) | Retryable::PaymentTrouble(failure)) => {
+                GatewayError::Refused(failure)
+            }
             Some(failure) => GatewayError::NotSent {
                 reason: failure.describe(),
                 retry_after_ms: None,
@@ -535,6 +555,11 @@ impl PaymentGateway for TossGateway {
         &self.provider_name
     }
 
+    fn supported_currencies(&self) -> &[Currency] {
+        // Card payments through Toss settle in won; `require_krw` guards each call as well.
+        &[Currency::KRW]
+    }
+
     async fn confirm(&self, request: &ConfirmRequest) -> Result<ProviderPayment, GatewayError> {
         self.confirm_payment(request).await
     }
@@ -661,7 +686,9 @@ impl Retryable {
     fn describe(&self) -> String {
         match self {
             Retryable::NotSent(reason) | Retryable::Unknown(reason) => reason.clone(),
-            Retryable::Provider(failure) | Retryable::InProgress(failure) => {
+            Retryable::Provider(failure)
+            | Retryable::PaymentTrouble(failure)
+            | Retryable::InProgress(failure) => {
                 format!("{}: {}", failure.provider_code, failure.provider_message)
             }
         }
@@ -707,11 +734,17 @@ fn classify_error_answer(status: StatusCode, body: &[u8], kind: CallKind) -> Att
     if status == StatusCode::CONFLICT && error.code == "IDEMPOTENT_REQUEST_PROCESSING" {
         return Attempt::Retryable(Retryable::InProgress(failure));
     }
-    if status == StatusCode::TOO_MANY_REQUESTS || failure.class.is_retryable() {
+    // Only what says the provider itself is unwell counts against its health: a 5xx or rate
+    // limiting. A retryable code with a 4xx is about this payment (Toss sends `PROVIDER_ERROR`
+    // with 400 for an issuer's trouble with one card).
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         return Attempt::Retryable(Retryable::Provider(ProviderFailure {
             class: FailureClass::ProviderError,
             ..failure
         }));
+    }
+    if failure.class.is_retryable() {
+        return Attempt::Retryable(Retryable::PaymentTrouble(failure));
     }
     Attempt::Refused(failure)
 }
@@ -907,6 +940,16 @@ mod tests {
     fn provider_error_is_retryable_whatever_its_status() {
         let body = br#"{"code":"PROVIDER_ERROR","message":"temporary"}"#;
         let answer = classify_error_answer(StatusCode::BAD_REQUEST, body, CallKind::MovesMoney);
+        assert!(
+            matches!(answer, Attempt::Retryable(Retryable::PaymentTrouble(_))),
+            "retried, but one card's trouble is not the provider's health"
+        );
+        let answer =
+            classify_error_answer(StatusCode::SERVICE_UNAVAILABLE, body, CallKind::MovesMoney);
+        assert!(matches!(answer, Attempt::Retryable(Retryable::Provider(_))));
+        let limited = br#"{"code":"FORBIDDEN_CONSECUTIVE_REQUEST","message":"slow down"}"#;
+        let answer =
+            classify_error_answer(StatusCode::TOO_MANY_REQUESTS, limited, CallKind::MovesMoney);
         assert!(matches!(answer, Attempt::Retryable(Retryable::Provider(_))));
         let busy = br#"{"code":"IDEMPOTENT_REQUEST_PROCESSING","message":"busy"}"#;
         let answer = classify_error_answer(StatusCode::CONFLICT, busy, CallKind::MovesMoney);

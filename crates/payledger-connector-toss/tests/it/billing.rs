@@ -5,7 +5,7 @@ use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::FailureClass;
 use payledger_gateway::{
     BillingKeyIssued, BillingKeySecret, ChargeBillingKeyRequest, GatewayError,
-    IssueBillingKeyRequest, PaymentGateway, ProviderPaymentStatus,
+    IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
 };
 use payledger_sandbox::Behaviour;
 
@@ -44,7 +44,7 @@ async fn an_issued_billing_key_can_be_charged_and_never_prints() {
     let request = charge(&issued.billing_key, "sub-1-cycle-1", 1);
     assert!(!format!("{request:?}").contains(issued.billing_key.expose()));
     let payment = world.gateway.charge_billing_key(&request).await.unwrap();
-    assert_eq!(payment.status, ProviderPaymentStatus::Done);
+    assert_eq!(payment.status, PaymentFactStatus::Captured);
     assert_eq!(payment.order_id, "sub-1-cycle-1");
     assert_eq!(payment.total_amount_minor, 9_900);
     assert_eq!(payment.card.map(|card| card.last4), Some(issued.card.last4));
@@ -110,7 +110,7 @@ async fn a_card_that_fails_then_recovers_is_charged_once_on_a_new_attempt() {
         .charge_billing_key(&charge(&key, "sub-2-cycle-1", 5))
         .await
         .unwrap();
-    assert_eq!(paid.status, ProviderPaymentStatus::Done);
+    assert_eq!(paid.status, PaymentFactStatus::Captured);
 
     let stats = world.sandbox.stats();
     assert_eq!(stats.charges_by_order_id.get("sub-2-cycle-1"), Some(&1));

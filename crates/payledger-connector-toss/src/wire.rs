@@ -3,9 +3,9 @@
 //! Only the fields payledger uses are read; Toss adds fields without notice and they are
 //! ignored. A card number is only ever reduced to its last four characters.
 
-use crate::{CardMetadata, ProviderCancel, ProviderPayment, ProviderPaymentStatus};
 use chrono::{DateTime, Utc};
 use payledger_domain::money::{Currency, MAX_AMOUNT_MINOR};
+use payledger_gateway::{CardMetadata, PaymentFactStatus, ProviderCancel, ProviderPayment};
 use serde::Deserialize;
 
 /// Longest provider code and message kept from an error answer; both end up in events.
@@ -30,12 +30,53 @@ impl ErrorWire {
     }
 }
 
+/// Toss's payment `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum TossPaymentStatus {
+    Ready,
+    InProgress,
+    WaitingForDeposit,
+    Done,
+    Canceled,
+    PartialCanceled,
+    Aborted,
+    Expired,
+}
+
+impl TossPaymentStatus {
+    /// What each Toss status means for the ledger: the one place Toss's status words are read.
+    /// `CANCELED` is a payment approved and then cancelled in full (money returned), never a
+    /// capture the ledger may keep; `ABORTED` (approval failed) and `EXPIRED` (the 30-minute
+    /// window closed) never charged.
+    pub(crate) fn fact_status(self) -> PaymentFactStatus {
+        match self {
+            TossPaymentStatus::Ready
+            | TossPaymentStatus::InProgress
+            | TossPaymentStatus::WaitingForDeposit => PaymentFactStatus::Pending,
+            TossPaymentStatus::Done => PaymentFactStatus::Captured,
+            TossPaymentStatus::PartialCanceled => PaymentFactStatus::PartiallyRefunded,
+            TossPaymentStatus::Canceled => PaymentFactStatus::Refunded,
+            TossPaymentStatus::Aborted | TossPaymentStatus::Expired => {
+                PaymentFactStatus::NotCompleted
+            }
+        }
+    }
+
+    fn wire_name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PaymentWire {
     payment_key: String,
     order_id: String,
-    status: ProviderPaymentStatus,
+    status: TossPaymentStatus,
     total_amount: i64,
     balance_amount: i64,
     currency: String,
@@ -124,9 +165,11 @@ pub(crate) fn parse_payment(body: &[u8]) -> Result<ProviderPayment, UnreadableAn
         })
         .collect::<Result<Vec<_>, UnreadableAnswer>>()?;
     Ok(ProviderPayment {
+        provider: crate::PROVIDER_NAME.to_owned(),
         payment_key: wire.payment_key,
         order_id: wire.order_id,
-        status: wire.status,
+        status: wire.status.fact_status(),
+        provider_status: wire.status.wire_name(),
         total_amount_minor: wire.total_amount,
         balance_amount_minor: wire.balance_amount,
         currency,
@@ -134,6 +177,7 @@ pub(crate) fn parse_payment(body: &[u8]) -> Result<ProviderPayment, UnreadableAn
         method: wire.method,
         card: wire.card.and_then(|card| card.metadata(None)),
         cancels,
+        client_action: None,
     })
 }
 
@@ -235,7 +279,8 @@ mod tests {
     #[test]
     fn a_toss_payment_reads_into_a_provider_payment() {
         let payment = parse_payment(TOSS_PAYMENT.as_bytes()).unwrap();
-        assert_eq!(payment.status, ProviderPaymentStatus::PartialCanceled);
+        assert_eq!(payment.status, PaymentFactStatus::PartiallyRefunded);
+        assert_eq!(payment.provider_status, "PARTIAL_CANCELED");
         assert_eq!(payment.total_amount_minor, 15_000);
         assert_eq!(payment.balance_amount_minor, 14_000);
         assert_eq!(payment.currency, Currency::KRW);
