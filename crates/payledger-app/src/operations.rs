@@ -128,7 +128,10 @@ impl Operations {
             && snapshot.state.payment_key.as_ref() == Some(&input.provider_transaction_id);
         let payable = matches!(
             snapshot.state.status,
-            OrderStatus::Ready | OrderStatus::Failed | OrderStatus::Expired
+            OrderStatus::Ready
+                | OrderStatus::Failed
+                | OrderStatus::Expired
+                | OrderStatus::NeedsReview
         );
         if !retry_of_this_payment && !payable {
             return Err(PaymentError::Order(OrderError::ManualPaymentNotAllowed).into());

@@ -686,7 +686,14 @@ impl Order {
             .payment_key
             .clone()
             .ok_or(OrderError::NoConfirmationPending)?;
-        let outcome = match outcome {
+        // What is left to record once an observation is judged: a failure or "still unknown".
+        enum Settled {
+            Failed(ProviderFailure),
+            Unknown(String),
+        }
+        let settled = match outcome {
+            ProviderOutcome::Refused { failure } => Settled::Failed(failure),
+            ProviderOutcome::Unknown { reason } => Settled::Unknown(reason),
             ProviderOutcome::Observed { fact } => {
                 let expected = ExpectedPayment {
                     order_id: placed.order_id.as_str(),
@@ -724,45 +731,33 @@ impl Order {
                             },
                         )])
                     }
-                    Verdict::NotCompleted => ProviderOutcome::Refused {
-                        failure: ProviderFailure {
-                            class: FailureClass::InvalidRequest,
-                            provider_code: fact.provider_status.chars().take(100).collect(),
-                            provider_message: "the provider reports the payment was not completed"
-                                .into(),
-                        },
-                    },
-                    Verdict::Pending => ProviderOutcome::Unknown {
-                        reason: format!(
-                            "the provider reports the payment {}",
-                            fact.provider_status.chars().take(100).collect::<String>()
-                        ),
-                    },
+                    Verdict::NotCompleted => Settled::Failed(ProviderFailure {
+                        class: FailureClass::InvalidRequest,
+                        provider_code: fact.provider_status.chars().take(100).collect(),
+                        provider_message: "the provider reports the payment was not completed"
+                            .into(),
+                    }),
+                    Verdict::Pending => Settled::Unknown(format!(
+                        "the provider reports the payment {}",
+                        fact.provider_status.chars().take(100).collect::<String>()
+                    )),
                 }
             }
-            ProviderOutcome::Refused { failure } => ProviderOutcome::Refused { failure },
-            ProviderOutcome::Unknown { reason } => ProviderOutcome::Unknown { reason },
         };
-        Ok(match outcome {
-            ProviderOutcome::Refused { failure } => {
-                vec![OrderEvent::PaymentFailed(PaymentFailed {
-                    payment_key,
-                    failure,
-                    source,
-                    at,
-                })]
-            }
+        Ok(match settled {
+            Settled::Failed(failure) => vec![OrderEvent::PaymentFailed(PaymentFailed {
+                payment_key,
+                failure,
+                source,
+                at,
+            })],
             // Still unknown: recording it again would only add noise.
-            ProviderOutcome::Unknown { .. } if self.status == OrderStatus::OutcomeUnknown => vec![],
-            ProviderOutcome::Unknown { reason } => {
-                vec![OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
-                    payment_key,
-                    reason,
-                    at,
-                })]
-            }
-            // Judged above into one of the others; an observation is never recorded as such.
-            ProviderOutcome::Observed { .. } => vec![],
+            Settled::Unknown(_) if self.status == OrderStatus::OutcomeUnknown => vec![],
+            Settled::Unknown(reason) => vec![OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
+                payment_key,
+                reason,
+                at,
+            })],
         })
     }
 

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use payledger_app::clock::SystemClock;
 use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig};
-use payledger_connector_toss::{TossConfig, TossGateway};
+use payledger_connector_toss::TossConfig;
 use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::io::Write;
@@ -265,11 +265,15 @@ pub async fn run(
                 ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url),
                 ProviderSettings::Toss { base_url, secret_key } => TossConfig::new(base_url, secret_key),
             };
-            let gateway = TossGateway::new(config).context("failed to configure the provider")?;
+            let sandbox_base_url = match &crate::startup::Settings::provider_from_env() {
+                ProviderSettings::Sandbox { base_url } => Some(base_url.clone()),
+                _ => None,
+            };
+            let providers = crate::startup::registry_from(config, sandbox_base_url.as_deref())?;
             let store = EventStore::new(pool.clone(), WriterConfig::default());
-            let payments = Payments::new(
+            let payments = Payments::with_providers(
                 Arc::new(Executor::new(store)),
-                Arc::new(gateway),
+                Arc::new(providers),
                 Arc::new(SystemClock),
                 PaymentsConfig::default(),
             );

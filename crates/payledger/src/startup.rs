@@ -512,15 +512,8 @@ fn due_jobs(
     Ok(jobs)
 }
 
-/// The connectors this deployment pays with, by provider name: THE place a connector is
-/// registered. Each connector reads its own configuration (keys from the environment, test or
-/// live mode, base URL); with no keys it runs against the embedded sandbox, which speaks every
-/// provider's API (Toss at its root, Stripe under `/stripe`).
-///
-/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
-/// is the name orders use and whose `supported_currencies()` says what it can charge) and
-/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
-/// later call for such an order goes to it.
+/// Starts the embedded sandbox when no provider is configured, and builds the registry of the
+/// connectors this deployment pays with ([`registry_from`]).
 ///
 /// Also answers a second Toss connector with its own circuit breaker for the re-fetches that
 /// unsigned webhooks prompt, so intake traffic never opens the payments' circuit.
@@ -566,11 +559,35 @@ async fn build_registry(
     );
     let webhook_lookups =
         TossGateway::new(config.clone()).context("failed to configure the Toss connector")?;
-    let toss = TossGateway::new(config).context("failed to configure the Toss connector")?;
+    let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
+    let registry = registry_from(config, sandbox_base_url.as_deref())?;
+    Ok((registry, Arc::new(webhook_lookups), sandbox))
+}
+
+/// The connectors this deployment pays with, by provider name: THE place a connector is
+/// registered (`serve`, and the CLI commands that call providers — `reconcile`, `ops` — all build
+/// their registry here). Each connector reads its own configuration (keys from the environment,
+/// test or live mode, base URL); with no keys it runs against the sandbox at
+/// `sandbox_base_url`, which speaks every provider's API (Toss at its root, Stripe under
+/// `/stripe`).
+///
+/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
+/// is the name orders use and whose `supported_currencies()` says what it can charge) and
+/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
+/// later call for such an order goes to it.
+pub fn registry_from(
+    toss: TossConfig,
+    sandbox_base_url: Option<&str>,
+) -> anyhow::Result<ProviderRegistry> {
+    let toss = TossGateway::new(toss).context("failed to configure the Toss connector")?;
     // Toss is the default: orders that name no provider pay with it.
     let registry = ProviderRegistry::new(Arc::new(toss));
-    // Further connectors are registered here, e.g.
-    // `registry.register(Arc::new(stripe))?` with its sandbox base URL
-    // `format!("{}/stripe", sandbox_base_url)` when it has no keys.
-    Ok((registry, Arc::new(webhook_lookups), sandbox))
+    // Further connectors are registered here, e.g. `registry.register(Arc::new(stripe))?`, with
+    // `format!("{base}/stripe")` from `sandbox_base_url` when it has no keys.
+    tracing::debug!(
+        providers = ?registry.names(),
+        sandbox = sandbox_base_url.unwrap_or("none"),
+        "payment connectors registered"
+    );
+    Ok(registry)
 }
