@@ -10,6 +10,7 @@ mod metrics;
 mod openapi;
 mod operations;
 mod payments;
+mod privacy;
 mod projections;
 mod provider_faults;
 mod subscriptions;

@@ -15,6 +15,7 @@ pub mod money;
 pub mod operations;
 pub mod order;
 pub mod payee;
+pub mod privacy;
 pub mod provider_failure;
 pub mod refund_policy;
 pub mod settlement;

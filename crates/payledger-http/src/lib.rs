@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 mod orders;
 mod payment_status;
+pub mod privacy;
 mod settlements;
 pub mod subscriptions;
 pub mod webhooks;
@@ -255,6 +256,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/orders/{order_id}/cancel-enrollment",
                     web::post().to(admin::cancel_enrollment),
+                )
+                .route(
+                    "/admin/privacy/customers/{customer_id}/erase",
+                    web::post().to(privacy::erase_customer),
                 ),
         )
         .default_service(web::to(|| async {

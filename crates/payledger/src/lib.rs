@@ -11,5 +11,6 @@ pub mod database;
 pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
+pub mod privacy_cli;
 pub mod startup;
 pub mod webhook_jobs;
