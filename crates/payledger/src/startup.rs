@@ -261,6 +261,16 @@ impl Application {
                 checkpoint_settings,
             )));
         }
+        if let (Some(vault), Some((older_than, interval))) =
+            (&vault, crate::privacy_cli::retention_from_env()?)
+        {
+            background.push(tokio::spawn(crate::privacy_cli::run_retention(
+                pool.clone(),
+                vault.clone(),
+                older_than,
+                interval,
+            )));
+        }
         let server_subscriptions = actix_web::web::Data::from(subscriptions);
         let server_relay = actix_web::web::Data::from(relay);
         let server_vault = vault.map(actix_web::web::Data::from);

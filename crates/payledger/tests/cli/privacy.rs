@@ -69,3 +69,79 @@ async fn privacy_erase_shreds_a_customer_s_order_names_once_and_the_timeline_sho
     let verify = run(payledger(dir.path(), Some(urls)).args(["audit", "verify"]));
     assert!(verify.status.success(), "{}", stdout(&verify));
 }
+
+#[tokio::test]
+async fn a_retention_pass_erases_only_customers_whose_orders_are_all_closed() {
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = (db.app_url.as_str(), db.owner_url.as_str());
+    {
+        let server = serve(dir.path(), Some(urls)).await;
+        let client = server.http();
+        for (order, customer) in [("ret-closed", "cust_closed"), ("ret-open", "cust_open")] {
+            let placed = client
+                .post(format!("{}/v1/orders", server.url))
+                .json(&json!({"orderId": order, "amount": 10_000, "currency": "KRW",
+                              "customerId": customer, "payeeId": "payee_r", "orderName": format!("Name of {customer}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(placed.status().as_u16(), 201);
+            let paid = client
+                .post(format!("{}/v1/payments/confirm", server.url))
+                .json(&json!({"paymentKey": format!("pk_{order}"), "orderId": order, "amount": 10_000}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(paid.status().as_u16(), 200);
+        }
+        // The first is refunded in full: closed. The second stays paid: open.
+        let refund = client
+            .post(format!("{}/v1/orders/ret-closed/refunds", server.url))
+            .json(&json!({"amount": 10_000, "reason": "cancelled"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refund.status().as_u16(), 201);
+        let order = format!("{}/v1/orders/ret-closed", server.url);
+        for _ in 0..100 {
+            let answer: Value = client
+                .get(&order)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if answer["status"] == "REFUNDED" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let pass = run(payledger(dir.path(), Some(urls)).args([
+        "privacy",
+        "retention",
+        "--older-than-days",
+        "0",
+    ]));
+    assert!(pass.status.success(), "{}", stdout(&pass));
+    let answer: Value = serde_json::from_str(stdout(&pass).trim()).unwrap();
+    assert_eq!(answer["erased"], json!(["cust_closed"]));
+    let closed = stdout(&run(
+        payledger(dir.path(), Some(urls)).args(["timeline", "ret-closed"])
+    ));
+    assert!(closed.contains("[erased]"), "{closed}");
+    let open = stdout(&run(
+        payledger(dir.path(), Some(urls)).args(["timeline", "ret-open"])
+    ));
+    assert!(open.contains("Name of cust_open"), "{open}");
+    // A second pass finds nobody left to erase.
+    let again = run(payledger(dir.path(), Some(urls)).args([
+        "privacy",
+        "retention",
+        "--older-than-days",
+        "0",
+    ]));
+    assert_eq!(stdout(&again).trim(), r#"{"erased":[]}"#);
+}
