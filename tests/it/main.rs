@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod operations;
 mod payments;
+mod privacy;
 mod projections;
 mod provider_faults;
 mod provider_truth;

@@ -147,6 +147,8 @@ impl StreamLocks {
 pub struct Executor {
     store: EventStore,
     locks: StreamLocks,
+    /// Seals personal fields on their way into the store; `None` stores them as they are.
+    vault: Option<std::sync::Arc<crate::privacy::PrivacyVault>>,
 }
 
 impl Executor {
@@ -154,7 +156,14 @@ impl Executor {
         Executor {
             store,
             locks: StreamLocks::default(),
+            vault: None,
         }
+    }
+
+    /// Seals the personal fields of every event this executor appends (docs/events.md).
+    pub fn with_vault(mut self, vault: std::sync::Arc<crate::privacy::PrivacyVault>) -> Executor {
+        self.vault = Some(vault);
+        self
     }
 
     pub fn store(&self) -> &EventStore {
@@ -261,7 +270,7 @@ impl Executor {
                     append: None,
                 });
             }
-            let new_events = events
+            let mut new_events = events
                 .iter()
                 .map(|event| {
                     let (event_type, payload) =
@@ -273,6 +282,42 @@ impl Executor {
                     })
                 })
                 .collect::<Result<Vec<_>, ExecuteError<A::Error>>>()?;
+            let (next, events) = match &self.vault {
+                Some(vault) => {
+                    // After the decision, before the hash: the log holds only sealed tokens.
+                    let mut sealed_any = false;
+                    for event in &mut new_events {
+                        let before = event.payload.clone();
+                        vault
+                            .seal_event(&event.event_type, &mut event.payload)
+                            .await
+                            .map_err(|e| match e {
+                                crate::privacy::PrivacyError::Database(e) => {
+                                    ExecuteError::Read(ReadError::Database(e))
+                                }
+                                other => ExecuteError::Decode(other.to_string()),
+                            })?;
+                        sealed_any |= event.payload != before;
+                    }
+                    if sealed_any {
+                        // The state and events handed back (and cached) are what a reload from
+                        // the store gives: tokens, revealed only on the way out.
+                        let mut sealed_state = state.clone();
+                        let mut sealed_events = Vec::with_capacity(new_events.len());
+                        for event in &new_events {
+                            let decoded: A::Event =
+                                codec::decode(&event.event_type, &event.payload)
+                                    .map_err(|e| ExecuteError::Decode(e.to_string()))?;
+                            sealed_state.apply(decoded.clone());
+                            sealed_events.push(decoded);
+                        }
+                        (sealed_state, sealed_events)
+                    } else {
+                        (next, events)
+                    }
+                }
+                None => (next, events),
+            };
             let expected = if version == 0 {
                 ExpectedVersion::NoStream
             } else {

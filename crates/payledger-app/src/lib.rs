@@ -13,6 +13,7 @@ pub mod context;
 pub mod executor;
 pub mod operations;
 pub mod payments;
+pub mod privacy;
 pub mod processes;
 pub mod scenario_clock;
 pub mod settlements;

@@ -17,6 +17,7 @@ pub mod operations;
 pub mod order;
 pub mod payee;
 pub mod provider_fact;
+pub mod privacy;
 pub mod provider_failure;
 pub mod refund_policy;
 pub mod settlement;

@@ -152,6 +152,12 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule("GET", "/v1/events", Access::Roles(AUDITOR_ADMIN)),
     rule("GET", "/v1/audit/checkpoints", Access::Roles(AUDITOR_ADMIN)),
+    // Crypto-shredding (issue 20): erasure is an admin command, audited like the others.
+    command(
+        "POST",
+        "/v1/admin/privacy/customers/{customer_id}/erase",
+        ADMIN,
+    ),
     // Operations (runbook §5–6): kill switches and manual operations.
     rule("GET", "/v1/admin/switches", Access::Roles(SUPPORT_ADMIN)),
     command("POST", "/v1/admin/switches/payments/suspend", ADMIN),

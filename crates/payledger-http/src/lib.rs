@@ -18,6 +18,7 @@ pub mod openapi;
 mod orders;
 mod payment_status;
 pub mod screen;
+pub mod privacy;
 mod settlements;
 pub mod subscriptions;
 pub mod test_clock;
@@ -268,7 +269,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     "/admin/test-clock/advance",
                     web::post().to(test_clock::advance),
                 )
-                .route("/admin/test-clock/set", web::post().to(test_clock::set)),
+                .route("/admin/test-clock/set", web::post().to(test_clock::set))
+                .route(
+                    "/admin/privacy/customers/{customer_id}/erase",
+                    web::post().to(privacy::erase_customer),
+                ),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))

@@ -74,6 +74,7 @@ fn error_code_ref() -> Ref {
         crate::log::read_stream,
         crate::log::read_events,
         crate::log::read_checkpoints,
+        crate::privacy::erase_customer,
         crate::webhooks::receive,
         crate::webhooks::inbound_dead_letters,
         crate::webhooks::replay_inbound,

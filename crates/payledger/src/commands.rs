@@ -67,6 +67,7 @@ pub async fn run(
     _database: &Database,
     pool: &PgPool,
     audit_files: &crate::audit_checkpoints::AuditFiles,
+    data_dir: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
@@ -242,7 +243,12 @@ pub async fn run(
             if entries.is_empty() {
                 bail!("no timeline for order '{order_id}' (unknown, or not projected yet)");
             }
-            for e in entries {
+            // Sealed personal fields are revealed for the operator (or shown as erased).
+            let vault = crate::privacy_cli::vault(pool, data_dir)?;
+            for mut e in entries {
+                if let Some(vault) = &vault {
+                    e.summary = vault.reveal_text(&e.summary).await?;
+                }
                 writeln!(
                     out,
                     "{}  #{:<6} {:<28} {:<24} {}",

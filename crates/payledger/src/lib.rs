@@ -15,5 +15,6 @@ pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
 pub mod settlement_jobs;
+pub mod privacy_cli;
 pub mod startup;
 pub mod webhook_jobs;

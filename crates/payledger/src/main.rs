@@ -122,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         command: payledger::billing_jobs::BillingCommand,
     },
+    /// Personal data: erase a data subject's personal fields (crypto-shredding).
+    Privacy {
+        #[command(subcommand)]
+        command: payledger::privacy_cli::PrivacyCommand,
+    },
     /// Measure: drive the HTTP API under load, or time a rebuild of every read model.
     #[command(args_conflicts_with_subcommands = true)]
     Bench {
@@ -368,6 +373,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", hex::encode(signer.public_key()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Privacy { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::privacy_cli::run(command, &database.app_pool(2).await?, &data_dir).await
+        }
         Command::Ops { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
@@ -380,7 +390,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let audit_files = payledger::audit_checkpoints::CheckpointSettings::default()
                 .with_env()?
                 .files(&data_dir);
-            payledger::commands::run(command_name(command), &database, &pool, &audit_files).await
+            payledger::commands::run(
+                command_name(command),
+                &database,
+                &pool,
+                &audit_files,
+                &data_dir,
+            )
+            .await
         }
     }
 }
@@ -435,6 +452,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Billing { .. }
         | Command::Switches { .. }
         | Command::Ops { .. }
+        | Command::Privacy { .. }
         | Command::Bench { .. } => {
             unreachable!("handled before the database is opened")
         }

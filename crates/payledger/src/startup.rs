@@ -228,7 +228,13 @@ impl Application {
         let (providers, webhook_lookups, sandbox) =
             build_registry(&settings, sandbox_clock).await?;
         let store = EventStore::new(pool.clone(), WriterConfig::default());
-        let executor = Arc::new(Executor::new(store.clone()));
+        // Personal fields are sealed per data subject on their way into the log (issue 20).
+        let vault = crate::privacy_cli::vault(&pool, &settings.data_dir)?.map(Arc::new);
+        let executor = match &vault {
+            Some(vault) => Executor::new(store.clone()).with_vault(vault.clone()),
+            None => Executor::new(store.clone()),
+        };
+        let executor = Arc::new(executor);
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
         let payments = Arc::new(
             Payments::with_providers(
@@ -376,8 +382,19 @@ impl Application {
             pool: pool.clone(),
             moving: tokio::sync::Mutex::new(()),
         });
+        if let (Some(vault), Some((older_than, interval))) =
+            (&vault, crate::privacy_cli::retention_from_env()?)
+        {
+            background.push(tokio::spawn(crate::privacy_cli::run_retention(
+                pool.clone(),
+                vault.clone(),
+                older_than,
+                interval,
+            )));
+        }
         let server_subscriptions = actix_web::web::Data::from(subscriptions);
         let server_relay = actix_web::web::Data::from(relay);
+        let server_vault = vault.map(actix_web::web::Data::from);
         background.extend(crate::booking_jobs::spawn(
             booking_services.bookings.clone(),
             booking_services.claims.clone(),
@@ -401,13 +418,19 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
         let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
+            let app = actix_web::App::new()
                 .app_data(server_state.clone())
                 .app_data(server_relay.clone())
                 .app_data(server_subscriptions.clone())
                 .app_data(booking_services.clone())
-                .app_data(test_clock.clone())
-                .wrap(from_fn(payledger_http::idempotency::idempotency))
+                .app_data(test_clock.clone());
+            let app = match &server_vault {
+                Some(vault) => app.app_data(vault.clone()),
+                None => app,
+            };
+            app.wrap(from_fn(payledger_http::idempotency::idempotency))
+                // Outside the idempotency store, so stored answers keep the sealed tokens.
+                .wrap(from_fn(payledger_http::privacy::reveal_personal_fields))
                 .wrap(from_fn(payledger_http::auth::authenticate))
                 .wrap(from_fn(payledger_http::screen::screen))
                 .wrap_fn(payledger_http::request_logging)

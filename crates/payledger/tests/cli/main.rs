@@ -6,6 +6,7 @@ mod checkpoints;
 mod crash;
 mod journal;
 mod logs;
+mod privacy;
 mod reliability;
 mod serve;
 

@@ -1,0 +1,236 @@
+//! Crypto-shredding on the operating side: the master key that wraps subject keys (kept outside
+//! the database) and `payledger privacy erase`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use payledger_app::privacy::PrivacyVault;
+use sqlx::PgPool;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The master key, 64 hex digits, in a file of mode 0600 beside the cluster's directory.
+pub const MASTER_KEY_FILE: &str = "privacy-master-key";
+pub const MASTER_KEY_ENV: &str = "PAYLEDGER_PRIVACY_MASTER_KEY";
+
+#[derive(Subcommand)]
+pub enum PrivacyCommand {
+    /// Erase a customer's personal fields: destroy their keys and record `SubjectErased`
+    /// (idempotent; money, ids and the journal are untouched).
+    Erase {
+        #[arg(long)]
+        customer: String,
+        /// Why, recorded in the event (never personal data itself).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run one pass of the retention job now: erase every customer whose orders are all closed
+    /// (refunded, expired or fulfilled) and untouched for this many days.
+    Retention {
+        #[arg(long)]
+        older_than_days: i64,
+    },
+}
+
+/// How many customers one retention pass erases at most (the rest on the next pass).
+const MAX_ERASED_PER_PASS: i64 = 500;
+
+/// One retention pass: customers with a live key whose every order is closed (refunded, expired
+/// or fulfilled) and was last touched before `older_than` ago. Reads the orders read model;
+/// returns the customers erased.
+pub async fn retention_pass(
+    pool: &PgPool,
+    vault: &PrivacyVault,
+    older_than: chrono::Duration,
+) -> anyhow::Result<Vec<String>> {
+    let cutoff = chrono::Utc::now() - older_than;
+    let customers: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT substr(k.subject, 10) FROM privacy_subject_keys k \
+         WHERE k.wrapped_key IS NOT NULL AND k.subject LIKE 'customer:%' AND k.created_at < $1 \
+           AND EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = substr(k.subject, 10)) \
+           AND NOT EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = substr(k.subject, 10) \
+               AND NOT ((o.status IN ('REFUNDED', 'EXPIRED') OR o.fulfilled_at IS NOT NULL) \
+                        AND o.updated_at < $1)) \
+         LIMIT $2",
+    )
+    .bind(cutoff)
+    .bind(MAX_ERASED_PER_PASS)
+    .fetch_all(pool)
+    .await
+    .context("failed to find customers past the retention period")?;
+    let store =
+        payledger_store::EventStore::new(pool.clone(), payledger_store::WriterConfig::default());
+    let context = payledger_app::context::RequestContext::new("system:retention", None);
+    let reason = format!(
+        "retention period: every order closed for more than {} days",
+        older_than.num_days()
+    );
+    let mut erased = Vec::new();
+    for customer in customers {
+        let Ok(customer_id) = payledger_domain::ids::CustomerId::parse(customer.clone()) else {
+            continue;
+        };
+        payledger_app::privacy::erase_customer(
+            vault,
+            &store,
+            &customer_id,
+            &reason,
+            chrono::Utc::now(),
+            &context,
+        )
+        .await?;
+        erased.push(customer);
+    }
+    Ok(erased)
+}
+
+/// The retention job of `serve` (`PAYLEDGER_PRIVACY_RETENTION_DAYS`; off when unset).
+pub async fn run_retention(
+    pool: PgPool,
+    vault: std::sync::Arc<PrivacyVault>,
+    older_than: chrono::Duration,
+    interval: std::time::Duration,
+) {
+    loop {
+        match retention_pass(&pool, &vault, older_than).await {
+            Ok(erased) if !erased.is_empty() => {
+                tracing::info!(customers = erased.len(), "retention erased personal fields");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "retention pass failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// `PAYLEDGER_PRIVACY_RETENTION_DAYS` (1 to 3650; unset: off) and
+/// `PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S` (default 3600).
+pub fn retention_from_env() -> anyhow::Result<Option<(chrono::Duration, std::time::Duration)>> {
+    let Ok(days) = std::env::var("PAYLEDGER_PRIVACY_RETENTION_DAYS") else {
+        return Ok(None);
+    };
+    let days: i64 = days
+        .parse()
+        .ok()
+        .filter(|d| (1..=3650).contains(d))
+        .context("PAYLEDGER_PRIVACY_RETENTION_DAYS must be 1 to 3650")?;
+    let interval_s: u64 = match std::env::var("PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S") {
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|s| (60..=86_400).contains(s))
+            .context("PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S must be 60 to 86400")?,
+        Err(_) => 3_600,
+    };
+    Ok(Some((
+        chrono::Duration::days(days),
+        std::time::Duration::from_secs(interval_s),
+    )))
+}
+
+/// The vault, or `None` when `PAYLEDGER_PRIVACY=off` (personal fields are then stored as sent).
+/// The master key is `PAYLEDGER_PRIVACY_MASTER_KEY`, else `privacy-master-key` in `directory`,
+/// created (random, mode 0600) on first use.
+pub fn vault(pool: &PgPool, directory: &Path) -> anyhow::Result<Option<PrivacyVault>> {
+    if std::env::var("PAYLEDGER_PRIVACY").is_ok_and(|v| v == "off") {
+        return Ok(None);
+    }
+    let key = match std::env::var(MASTER_KEY_ENV) {
+        Ok(text) => PrivacyVault::parse_master_key(&text)
+            .with_context(|| format!("{MASTER_KEY_ENV} must be 64 hex digits"))?,
+        Err(_) => master_key_file(&directory.join(MASTER_KEY_FILE))?,
+    };
+    Ok(Some(PrivacyVault::new(pool.clone(), &key)))
+}
+
+fn master_key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use rand::RngCore;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return PrivacyVault::parse_master_key(&text)
+            .with_context(|| format!("{} must hold 64 hex digits", path.display()));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+            file.sync_all()?;
+            tracing::warn!(path = %path.display(), "created the privacy master key: back it up apart from the database, or personal fields become unreadable");
+            Ok(key)
+        }
+        // Another process created it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)?;
+            PrivacyVault::parse_master_key(&text)
+                .with_context(|| format!("{} must hold 64 hex digits", path.display()))
+        }
+        Err(error) => Err(error).with_context(|| format!("failed to create {}", path.display())),
+    }
+}
+
+pub async fn run(
+    command: PrivacyCommand,
+    pool: &PgPool,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        PrivacyCommand::Erase { customer, reason } => {
+            let customer_id = payledger_domain::ids::CustomerId::parse(customer)
+                .map_err(|e| anyhow::anyhow!("--customer: {e}"))?;
+            anyhow::ensure!(
+                !reason.trim().is_empty() && reason.chars().count() <= 200,
+                "--reason must be 1 to 200 characters"
+            );
+            let vault = vault(pool, data_dir)?.context(
+                "PAYLEDGER_PRIVACY=off: personal fields are not sealed, nothing to erase",
+            )?;
+            let store = payledger_store::EventStore::new(
+                pool.clone(),
+                payledger_store::WriterConfig::default(),
+            );
+            let outcome = payledger_app::privacy::erase_customer(
+                &vault,
+                &store,
+                &customer_id,
+                &reason,
+                chrono::Utc::now(),
+                &payledger_app::context::RequestContext::new("admin:cli", None),
+            )
+            .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "customerId": customer_id.as_str(),
+                    "erased": true,
+                    "keysDestroyed": outcome.keys_destroyed,
+                    "recorded": outcome.recorded,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PrivacyCommand::Retention { older_than_days } => {
+            anyhow::ensure!(
+                (0..=3650).contains(&older_than_days),
+                "--older-than-days must be 0 to 3650"
+            );
+            let vault = vault(pool, data_dir)?.context(
+                "PAYLEDGER_PRIVACY=off: personal fields are not sealed, nothing to erase",
+            )?;
+            let erased =
+                retention_pass(pool, &vault, chrono::Duration::days(older_than_days)).await?;
+            println!("{}", serde_json::json!({ "erased": erased }));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
