@@ -729,7 +729,20 @@ impl Subscriptions {
                     currency: attempt.currency,
                     idempotency_key: attempt.idempotency_key.clone(),
                 };
-                match self.gateway.charge_billing_key(&request).await {
+                // Gateway warnings of this call name the provider order id and the request.
+                let span = tracing::info_span!(
+                    "provider_call",
+                    operation = "charge_billing_key",
+                    order_id = %attempt.provider_order_id,
+                    subscription_id = %subscription_id,
+                    request_id = context.request_id.as_deref().unwrap_or(""),
+                );
+                match tracing::Instrument::instrument(
+                    self.gateway.charge_billing_key(&request),
+                    span,
+                )
+                .await
+                {
                     Ok(payment) => charge_outcome(attempt, &payment.fact(), at).unwrap_or(
                         ChargeOutcome::Unknown {
                             reason: format!(

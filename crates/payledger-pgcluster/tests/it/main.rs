@@ -520,3 +520,37 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A cluster without a password file (made by an older payledger with `trust`, or whose
+/// password an operator deleted to change it) gets a new password at its next start.
+#[tokio::test]
+async fn a_cluster_without_a_password_file_gets_a_new_password_at_its_next_start() {
+    let dir = TestDataDir::new();
+    let first = StopOnDrop::start(ClusterOptions::new(dir.data_dir())).await;
+    let old_options = first.connect_options("postgres");
+    tokio::task::spawn_blocking({
+        let cluster = first.0.clone();
+        move || cluster.stop()
+    })
+    .await
+    .expect("join")
+    .expect("stop");
+    let password_file = dir.data_dir().join("pg.password");
+    let old = fs::read_to_string(&password_file).expect("pg.password");
+    fs::remove_file(&password_file).expect("remove pg.password");
+
+    let again = StopOnDrop::start(ClusterOptions::new(dir.data_dir())).await;
+    assert_eq!(again.outcome(), StartOutcome::Started);
+    let new = fs::read_to_string(&password_file).expect("a new pg.password");
+    assert_ne!(old, new);
+    PgConnection::connect_with(&again.connect_options("postgres"))
+        .await
+        .expect("the new password works")
+        .close()
+        .await
+        .ok();
+    assert!(
+        PgConnection::connect_with(&old_options).await.is_err(),
+        "the old password no longer works"
+    );
+}

@@ -91,6 +91,30 @@ async fn request_logs_name_the_order_and_actor_but_never_keys_or_card_numbers() 
         .await
         .unwrap();
     assert_eq!(confirmed.status().as_u16(), 200);
+    // A provider failure: the gateway's warnings name the order and the request.
+    let placed = http
+        .post(format!("{}/v1/orders", server.url))
+        .bearer_auth(&key)
+        .json(
+            &json!({"orderId": "order-log-3", "amount": 5_000, "currency": "KRW",
+                      "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status().as_u16(), 201);
+    let failed = http
+        .post(format!("{}/v1/payments/confirm", server.url))
+        .bearer_auth(&key)
+        .header("x-request-id", "req-provider-failed-1")
+        .json(
+            &json!({"paymentKey": "sandbox_provider_error_log3", "orderId": "order-log-3",
+                      "amount": 5_000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(failed.status().as_u16() >= 400);
     drop(server);
 
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -123,4 +147,18 @@ async fn request_logs_name_the_order_and_actor_but_never_keys_or_card_numbers() 
     for secret in [key.as_str(), forged.as_str(), CARD, OTHER_CARD] {
         assert!(!log.contains(secret), "the log contains {secret}:\n{log}");
     }
+    let provider_warning = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "provider call failed")
+        .unwrap_or_else(|| panic!("no provider warning in:\n{log}"));
+    let call = provider_warning["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "provider_call"))
+        .unwrap_or_else(|| panic!("the warning has no provider_call span: {provider_warning}"));
+    assert_eq!(call["order_id"], "order-log-3", "{provider_warning}");
+    assert_eq!(
+        call["request_id"], "req-provider-failed-1",
+        "{provider_warning}"
+    );
 }
