@@ -4,6 +4,7 @@ mod access;
 mod audit_log;
 mod bench;
 mod bookings;
+mod console;
 mod fuzz;
 mod idempotency;
 mod metrics;

@@ -7,16 +7,16 @@
 pub mod admin;
 pub mod auth;
 pub mod bookings;
-mod claims;
+pub mod claims;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
-mod log;
+pub mod log;
 pub mod metrics;
 pub mod openapi;
-mod orders;
-mod payment_status;
-mod settlements;
+pub mod orders;
+pub mod payment_status;
+pub mod settlements;
 pub mod subscriptions;
 pub mod webhooks;
 
