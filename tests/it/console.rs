@@ -184,6 +184,13 @@ impl Browser {
         self.goto("/console/sign-in").await;
         self.fill("#api_key", key).await;
         self.click("form[action=\"/console/sign-in\"] button").await;
+        // The next page: signed in (the role badge) or refused (the error).
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("[data-testid=role], [data-testid=error]"))
+            .await
+            .expect("the page after signing in");
     }
 
     async fn sign_out(&self) {
@@ -288,9 +295,11 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     browser.screenshot("dashboard", DESKTOP).await;
     // Korean by the switch, and back.
     browser.click("a.lang").await;
+    browser.text("html[lang=ko] header").await;
     assert_eq!(screens(&browser).await[1], "주문");
     browser.screenshot("dashboard-ko", DESKTOP).await;
     browser.click("a.lang").await;
+    browser.text("html[lang=en] header").await;
     assert_eq!(screens(&browser).await[1], "Orders");
 
     // An admin creates a key (shown once) and revokes it.
@@ -310,6 +319,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     let created = app.get_as(&secret, "/v1/orders?customerId=x").await;
     assert_eq!(created.status().as_u16(), 200, "the new key works");
     browser.click("[data-testid=back]").await;
+    browser.text("[data-testid=keys]").await;
     browser.screenshot("api-keys", DESKTOP).await;
     browser.sign_out().await;
 
@@ -331,6 +341,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
     browser.goto("/console/orders").await;
     browser.fill("#payment_key", "pk_console_1").await;
     browser.click("form.search button").await;
+    browser.text("[data-testid=orders]").await;
     let found = browser.texts("[data-testid=order-link]").await;
     assert_eq!(found, ["order-console-1"]);
     browser.screenshot("orders", DESKTOP).await;
@@ -364,7 +375,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
         raw.contains("order-order-console-1") || raw.contains("order-console-1"),
         "{raw}"
     );
-    assert!(raw.contains("\"amount\""), "{raw}");
+    assert!(raw.contains("\"amountMinor\": 50000"), "{raw}");
     browser.screenshot("order", DESKTOP).await;
     browser.screenshot("order-phone", PHONE).await;
     browser.sign_out().await;
@@ -420,13 +431,13 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
         .unwrap()
         .iter()
         .find(|e| {
-            e["data"]["path"] == "/console/orders/order-console-1/refund"
-                && e["data"]["status"] == 200
+            e["payload"]["path"] == "/console/orders/order-console-1/refund"
+                && e["payload"]["status"] == 201
         })
         .unwrap_or_else(|| panic!("no console refund in audit-admin: {audit}"));
     assert_eq!(recorded["metadata"]["actor"], "admin:ops");
     assert_eq!(
-        recorded["data"]["action"],
+        recorded["payload"]["action"],
         "POST /v1/orders/{order_id}/refunds"
     );
     browser.close().await;
@@ -457,7 +468,7 @@ async fn console_suspends_and_resumes_a_payee_and_the_api_obeys() {
                     "customerId": "cust_1", "payeeId": "payee_1", "orderName": "x"}),
         )
         .await;
-    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(refused.status().as_u16(), 409);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "E_PAYEE_SUSPENDED");
 

@@ -58,6 +58,8 @@ const REVOKE_KEY: Route = Route {
 /// Switch events shown in the history (newest first).
 const SWITCH_HISTORY_LIMIT: i64 = 500;
 const DEAD_LETTER_PAGE: i64 = 50;
+/// Bytes of a body that is not JSON shown on the page.
+const MAX_SHOWN_BODY_BYTES: usize = 16 * 1024;
 
 pub struct PayeeRow {
     pub payee_id: String,
@@ -270,7 +272,6 @@ pub async fn dead_letters_page(
 ) -> Result<HttpResponse, Refusal> {
     let session = Session::of(&request).await?;
     session.require(INBOUND_DEAD_LETTERS.method, INBOUND_DEAD_LETTERS.pattern)?;
-    let state = app_state(&request)?;
     let relay = relay(&request)?;
     let zone = console.config.time_zone;
     let unavailable = |e: &dyn std::fmt::Display| Refusal::Unavailable(e.to_string());
@@ -280,15 +281,21 @@ pub async fn dead_letters_page(
         .map_err(|e| unavailable(&e))?;
     let mut inbound = Vec::with_capacity(letters.len());
     for letter in letters {
-        // The webhook as received is the first event of its stream: its payload, as recorded.
-        let stream = payledger_domain::webhook::stream_id(&letter.provider, &letter.event_id);
-        let payload = state
-            .store
-            .read_stream(&stream, 0, 1)
+        // The webhook exactly as received (JSON pretty-printed when it is JSON).
+        let payload = relay
+            .inbound_body(letter.id)
             .await
             .ok()
-            .and_then(|events| events.into_iter().next())
-            .map(|e| serde_json::to_string_pretty(&e.payload).unwrap_or_default())
+            .flatten()
+            .map(|body| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|json| serde_json::to_string_pretty(&json).ok())
+                    .unwrap_or_else(|| {
+                        String::from_utf8_lossy(&body[..body.len().min(MAX_SHOWN_BODY_BYTES)])
+                            .into_owned()
+                    })
+            })
             .unwrap_or_default();
         inbound.push(InboundRow {
             id: letter.id,
