@@ -14,14 +14,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const DESKTOP: (u32, u32) = (1280, 900);
+pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
 
 /// A chromedriver process and a browser session on it; both end when this is dropped or closed.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     profile: PathBuf,
     base: String,
@@ -47,7 +47,7 @@ fn find_binary(candidates: &[&str]) -> String {
 }
 
 impl Browser {
-    async fn start(app: &TestApp) -> Browser {
+    pub(crate) async fn start(base: &str) -> Browser {
         let driver_binary =
             find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
         let chromium = find_binary(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
@@ -100,25 +100,25 @@ impl Browser {
             client,
             driver,
             profile,
-            base: app.address.clone(),
+            base: base.to_string(),
         }
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 
-    async fn goto(&self, path: &str) {
+    pub(crate) async fn goto(&self, path: &str) {
         self.client
             .goto(&format!("{}{}", self.base, path))
             .await
             .unwrap_or_else(|e| panic!("open {path}: {e}"));
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.client
             .current_url()
             .await
@@ -127,7 +127,7 @@ impl Browser {
             .to_string()
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.client
             .wait()
             .at_most(Duration::from_secs(10))
@@ -139,7 +139,7 @@ impl Browser {
             .expect("element text")
     }
 
-    async fn texts(&self, css: &str) -> Vec<String> {
+    pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
         let mut out = Vec::new();
         for element in self
             .client
@@ -152,7 +152,7 @@ impl Browser {
         out
     }
 
-    async fn fill(&self, css: &str, value: &str) {
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
         let field = self
             .client
             .find(Locator::Css(css))
@@ -162,7 +162,7 @@ impl Browser {
         field.send_keys(value).await.expect("type");
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.client
             .wait()
             .at_most(Duration::from_secs(10))
@@ -175,12 +175,12 @@ impl Browser {
     }
 
     /// Clicks a submit button inside the form whose action is `action`.
-    async fn submit(&self, action: &str, button: &str) {
+    pub(crate) async fn submit(&self, action: &str, button: &str) {
         self.click(&format!("form[action=\"{action}\"] {button}"))
             .await;
     }
 
-    async fn sign_in(&self, key: &str) {
+    pub(crate) async fn sign_in(&self, key: &str) {
         self.goto("/console/sign-in").await;
         self.fill("#api_key", key).await;
         self.click("form[action=\"/console/sign-in\"] button").await;
@@ -193,14 +193,14 @@ impl Browser {
             .expect("the page after signing in");
     }
 
-    async fn sign_out(&self) {
+    pub(crate) async fn sign_out(&self) {
         self.click("form[action=\"/console/sign-out\"] button")
             .await;
         assert_eq!(self.path().await, "/console/sign-in");
     }
 
     /// Saves a screenshot to docs/console/NAME.png at the given window size.
-    async fn screenshot(&self, name: &str, size: (u32, u32)) {
+    pub(crate) async fn screenshot(&self, name: &str, size: (u32, u32)) {
         self.client
             .set_window_size(size.0, size.1)
             .await
@@ -233,7 +233,7 @@ async fn paid_order(app: &TestApp, order_id: &str, payment_key: &str, amount: i6
 async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in() {
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let app = spawn_app().await;
-    let browser = Browser::start(&app).await;
+    let browser = Browser::start(&app.address).await;
 
     browser.goto("/console/orders").await;
     assert_eq!(
@@ -335,7 +335,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
     let app = spawn_app().await;
     paid_order(&app, "order-console-1", "pk_console_1", 50_000).await;
     paid_order(&app, "order-console-2", "pk_console_2", 20_000).await;
-    let browser = Browser::start(&app).await;
+    let browser = Browser::start(&app.address).await;
 
     browser.sign_in(&app.support_key).await;
     browser.goto("/console/orders").await;
@@ -447,7 +447,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
 async fn console_suspends_and_resumes_a_payee_and_the_api_obeys() {
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let app = spawn_app().await;
-    let browser = Browser::start(&app).await;
+    let browser = Browser::start(&app.address).await;
     browser.sign_in(&app.admin_key).await;
     browser.goto("/console/operations").await;
     browser.fill("#payee_id", "payee_1").await;
@@ -534,7 +534,7 @@ async fn console_replays_a_dead_lettered_webhook() {
     app.sandbox.start_outage(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let browser = Browser::start(&app).await;
+    let browser = Browser::start(&app.address).await;
     browser.sign_in(&app.admin_key).await;
     browser.goto("/console/webhooks").await;
     let letters = browser.text("[data-testid=inbound]").await;
@@ -593,7 +593,7 @@ async fn console_rebuilds_a_projection_and_watches_it_finish() {
         )
         .await;
     }
-    let browser = Browser::start(&app).await;
+    let browser = Browser::start(&app.address).await;
     browser.sign_in(&app.admin_key).await;
     browser.goto("/console/ledger").await;
     browser.screenshot("ledger", DESKTOP).await;

@@ -7,6 +7,7 @@
 //! `audit-admin` trail are the API's (`actions.rs`). This crate writes no SQL.
 
 mod actions;
+mod claims;
 pub mod i18n;
 mod ledger;
 mod operations;
@@ -180,6 +181,13 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
             .route(
                 "/orders/{order_id}/external-payment",
                 web::post().to(orders::record_external_payment),
+            )
+            .route("/claims", web::get().to(claims::queue))
+            .route("/claims/{claim_id}", web::get().to(claims::claim))
+            .route("/claims/{claim_id}/assign", web::post().to(claims::assign))
+            .route(
+                "/claims/{claim_id}/resolve",
+                web::post().to(claims::resolve),
             )
             .route("/operations", web::get().to(operations::switches_page))
             .route(
