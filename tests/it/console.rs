@@ -196,6 +196,12 @@ impl Browser {
     pub(crate) async fn sign_out(&self) {
         self.click("form[action=\"/console/sign-out\"] button")
             .await;
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#api_key"))
+            .await
+            .expect("the sign-in page after signing out");
         assert_eq!(self.path().await, "/console/sign-in");
     }
 
@@ -366,6 +372,8 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
         .find(Locator::Css("form[action$=\"/refund\"]"))
         .await
         .is_err());
+    browser.screenshot("order", DESKTOP).await;
+    browser.screenshot("order-phone", PHONE).await;
     // The raw event on demand: version, position and hash.
     browser
         .click("ol.timeline li:nth-child(3) details summary")
@@ -376,8 +384,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
         "{raw}"
     );
     assert!(raw.contains("\"amountMinor\": 50000"), "{raw}");
-    browser.screenshot("order", DESKTOP).await;
-    browser.screenshot("order-phone", PHONE).await;
+    browser.screenshot("order-raw-event", DESKTOP).await;
     browser.sign_out().await;
 
     // The admin refunds 15,000 of it; the confirmation box is required.

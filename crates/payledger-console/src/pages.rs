@@ -34,13 +34,14 @@ impl Time {
 /// An amount in minor units with its currency, digits grouped: `1,250,000 KRW`. Integers only.
 pub fn money(amount_minor: i64, currency: &str) -> String {
     let digits = amount_minor.unsigned_abs().to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
+    // Groups of three from the right; digits are ASCII, so every chunk is valid UTF-8.
+    let grouped = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(",");
     let sign = if amount_minor < 0 { "-" } else { "" };
     format!("{sign}{grouped} {currency}")
 }
