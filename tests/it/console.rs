@@ -266,7 +266,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     assert_eq!(browser.text("[data-testid=role]").await, "support");
     assert_eq!(
         screens(&browser).await,
-        ["Dashboard", "Orders", "Operations"]
+        ["Dashboard", "Orders", "Claims", "Operations"]
     );
     browser.goto("/console/ledger").await;
     assert!(browser
@@ -292,6 +292,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         [
             "Dashboard",
             "Orders",
+            "Claims",
             "Operations",
             "Webhooks",
             "API keys",

@@ -75,6 +75,7 @@ pub struct Chrome {
 const SCREENS: &[(&str, &str, &str, &str)] = &[
     ("home", "/console/home", "", ""),
     ("orders", "/console/orders", "GET", "/v1/orders/{order_id}"),
+    ("claims", "/console/claims", "GET", "/v1/claims"),
     (
         "operations",
         "/console/operations",
