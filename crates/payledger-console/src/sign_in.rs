@@ -100,6 +100,10 @@ pub async fn sign_in(
     {
         Ok((token, session)) => {
             console.throttle.record_success(address);
+            // Sessions long expired or ended are deleted as people sign in: no extra job needed.
+            if let Err(error) = console_sessions::purge(&state.read_pool, now).await {
+                tracing::warn!(%error, "failed to purge old console sessions");
+            }
             tracing::info!(
                 actor = session.principal.actor(),
                 key_id = session.principal.key_id,
