@@ -646,6 +646,13 @@ async fn console_rebuilds_a_projection_and_watches_it_finish() {
         "Every chain and position verifies."
     );
     browser.screenshot("audit", DESKTOP).await;
+    browser.goto("/console/ledger/trial-balance").await;
+    assert_eq!(
+        browser.text("[data-testid=tb-balanced]").await,
+        "Debits equal credits."
+    );
+    browser.text("[data-testid=trial-balance]").await;
+    browser.screenshot("trial-balance", DESKTOP).await;
     browser
         .goto("/console/ledger/events?prefix=order-order-console-rb-3&event_type=&after=0")
         .await;

@@ -341,3 +341,111 @@ pub async fn events_page(
     };
     Ok(render(StatusCode::OK, &page))
 }
+
+const TRIAL_BALANCE: Route = Route {
+    method: "GET",
+    pattern: "/v1/journal/trial-balance",
+};
+
+#[derive(Debug, Deserialize)]
+struct AccountIn {
+    account: String,
+    currency: String,
+    debit: i64,
+    credit: i64,
+    balance: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct TrialBalanceIn {
+    position: i64,
+    accounts: Vec<AccountIn>,
+    balanced: bool,
+}
+
+pub struct AccountRow {
+    pub account: String,
+    pub debit: String,
+    pub credit: String,
+    pub balance: String,
+}
+
+#[derive(Template)]
+#[template(path = "trial_balance.html")]
+struct TrialBalancePage {
+    c: Chrome,
+    at: String,
+    position: i64,
+    balanced: bool,
+    rows: Vec<AccountRow>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TrialBalanceQuery {
+    at: Option<String>,
+}
+
+/// The trial balance at a chosen position (the journal's current one when left empty): the
+/// API's own answer, drawn as a table.
+pub async fn trial_balance_page(
+    request: HttpRequest,
+    console: web::Data<Console>,
+    query: web::Query<TrialBalanceQuery>,
+) -> Result<HttpResponse, Refusal> {
+    let session = Session::of(&request).await?;
+    session.require(TRIAL_BALANCE.method, TRIAL_BALANCE.pattern)?;
+    let state = app_state(&request)?.clone();
+    let at_text = query.at.as_deref().unwrap_or("").trim().to_string();
+    let mut error = None;
+    let at = if at_text.is_empty() {
+        None
+    } else {
+        match at_text.parse::<i64>() {
+            Ok(at) => Some(at),
+            Err(_) => {
+                error = Some("the position must be a whole number".to_string());
+                None
+            }
+        }
+    };
+    let mut page = TrialBalancePage {
+        c: Chrome::new(&request, &session, &console, "ledger"),
+        at: at_text,
+        position: 0,
+        balanced: true,
+        rows: Vec::new(),
+        error,
+    };
+    if page.error.is_none() {
+        let answer = payledger_http::settlements::trial_balance(
+            state,
+            web::Query(payledger_http::settlements::TrialBalanceQuery { at }),
+        )
+        .await;
+        match answer {
+            Ok(response) => {
+                let bytes = actix_web::body::to_bytes(response.into_body())
+                    .await
+                    .unwrap_or_default();
+                let view: TrialBalanceIn = serde_json::from_slice(&bytes).map_err(|e| {
+                    Refusal::Unavailable(format!("unexpected trial balance answer: {e}"))
+                })?;
+                page.position = view.position;
+                page.balanced = view.balanced;
+                page.rows = view
+                    .accounts
+                    .into_iter()
+                    .map(|a| AccountRow {
+                        debit: crate::pages::money(a.debit, &a.currency),
+                        credit: crate::pages::money(a.credit, &a.currency),
+                        balance: crate::pages::money(a.balance, &a.currency),
+                        account: a.account,
+                    })
+                    .collect();
+            }
+            Err(e) => page.error = Some(format!("{} ({})", e.message, e.code.as_str())),
+        }
+    }
+    Ok(render(StatusCode::OK, &page))
+}

@@ -213,6 +213,10 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
                 web::get().to(ledger::rebuild_page),
             )
             .route("/ledger/verify", web::post().to(ledger::audit_verify))
-            .route("/ledger/events", web::get().to(ledger::events_page)),
+            .route("/ledger/events", web::get().to(ledger::events_page))
+            .route(
+                "/ledger/trial-balance",
+                web::get().to(ledger::trial_balance_page),
+            ),
     );
 }
