@@ -223,6 +223,66 @@ impl Browser {
     }
 }
 
+/// What an automated check can say about a page without a checker like axe (none is available
+/// offline here): the page has a language and one `h1`, every visible field has a label, every
+/// button and link has a name, and the first Tab reaches the skip link (keyboard users get past
+/// the navigation). Returns the problems found.
+async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+    let script = r#"
+        const problems = [];
+        if (!document.documentElement.lang) problems.push("html has no lang");
+        const h1s = document.querySelectorAll("h1").length;
+        if (h1s !== 1) problems.push(h1s + " h1 elements");
+        for (const field of document.querySelectorAll("input, select, textarea")) {
+            if (field.type === "hidden") continue;
+            const labelled = (field.id && document.querySelector('label[for="' + field.id + '"]'))
+                || field.closest("label") || field.getAttribute("aria-label");
+            if (!labelled) problems.push("unlabelled field " + (field.name || field.id));
+        }
+        for (const control of document.querySelectorAll("button, a")) {
+            const name = (control.textContent || "").trim() || control.getAttribute("aria-label");
+            if (!name) problems.push("nameless " + control.tagName.toLowerCase());
+        }
+        return problems;
+    "#;
+    let mut problems: Vec<String> = browser
+        .client
+        .execute(script, Vec::new())
+        .await
+        .expect("run the accessibility check")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    if browser.path().await != "/console/sign-in" {
+        browser
+            .client
+            .find(Locator::Css("body"))
+            .await
+            .expect("the body")
+            .send_keys(fantoccini::key::Key::Tab.to_string().as_str())
+            .await
+            .expect("press Tab");
+        let focused = browser
+            .client
+            .active_element()
+            .await
+            .expect("the focused element")
+            .attr("class")
+            .await
+            .expect("its class")
+            .unwrap_or_default();
+        if focused != "skip" {
+            problems.push(format!(
+                "the first Tab focuses {focused:?}, not the skip link"
+            ));
+        }
+    }
+    problems
+}
+
 /// The screens the navigation offers (their labels, English).
 async fn screens(browser: &Browser) -> Vec<String> {
     browser.texts("header nav a").await
@@ -247,6 +307,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         "/console/sign-in",
         "signed out: to sign-in"
     );
+    assert_eq!(accessibility_problems(&browser).await, Vec::<String>::new());
     browser.screenshot("sign-in", DESKTOP).await;
 
     browser.sign_in(&app.client_key).await;
@@ -300,6 +361,23 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         ]
     );
     browser.screenshot("dashboard", DESKTOP).await;
+    // Every screen an admin can open passes the basic accessibility check.
+    for path in [
+        "/console/home",
+        "/console/orders?payment_key=none",
+        "/console/claims",
+        "/console/operations",
+        "/console/webhooks",
+        "/console/keys",
+        "/console/ledger",
+        "/console/ledger/events?after=0",
+        "/console/ledger/trial-balance",
+    ] {
+        browser.goto(path).await;
+        let problems = accessibility_problems(&browser).await;
+        assert!(problems.is_empty(), "{path}: {problems:?}");
+    }
+    browser.goto("/console/home").await;
     // Korean by the switch, and back.
     browser.click("a.lang").await;
     browser.text("html[lang=ko] header").await;
@@ -313,6 +391,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     browser.goto("/console/keys").await;
     browser.fill("#key_name", "console-made").await;
     browser.submit("/console/keys", "button").await;
+    browser.text("[data-testid=detail-keyId]").await;
     let secret = browser
         .client
         .find(Locator::Css("[data-testid=secret]"))
