@@ -623,6 +623,12 @@ async fn console_replays_a_dead_lettered_webhook() {
 
     let browser = Browser::start(&app.address).await;
     browser.sign_in(&app.admin_key).await;
+    // The dashboard counts it.
+    let sizes = browser.text("[data-testid=dead-letter-sizes]").await;
+    assert!(
+        sizes.contains("Inbound webhook dead letters\n1"),
+        "{sizes:?}"
+    );
     browser.goto("/console/webhooks").await;
     let letters = browser.text("[data-testid=inbound]").await;
     assert!(letters.contains("wh_console_dead_1"), "{letters}");

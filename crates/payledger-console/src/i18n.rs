@@ -165,6 +165,7 @@ fn label(key: &str) -> (&str, &str) {
             "발신 알림 실패 보관함",
         ),
         "replay" => ("Replay", "재처리"),
+        "dead_letters" => ("Dead letters", "실패 보관함"),
         "attempts" => ("Attempts", "시도"),
         "last_error" => ("Last error", "마지막 오류"),
         "payload" => ("Payload", "페이로드"),

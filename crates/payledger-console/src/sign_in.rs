@@ -184,6 +184,8 @@ struct HomePage {
     c: Chrome,
     projections: Vec<ProjectionRow>,
     signed_in_until: Time,
+    /// Dead-lettered deliveries now, inbound and outbound (the runbook's dead-letter sizes).
+    dead_letters: Option<(i64, i64)>,
 }
 
 pub struct ProjectionRow {
@@ -215,7 +217,15 @@ pub async fn home(
                 .collect()
         })
         .unwrap_or_default();
+    // The same counts `/metrics` exports as `payledger_webhook_dead_letters`.
+    let dead_letters = match request.app_data::<web::Data<payledger_webhook_relay::Relay>>() {
+        Some(relay) => payledger_webhook_relay::outbox::dead_letter_counts(&relay.pool)
+            .await
+            .ok(),
+        None => None,
+    };
     let page = HomePage {
+        dead_letters,
         c: Chrome::new(&request, &session, &console, "home"),
         projections,
         signed_in_until: Time::new(session.expires_at, console.config.time_zone),
