@@ -9,6 +9,7 @@ mod bookings;
 mod card_data;
 mod closed_doors;
 mod dependencies;
+mod console;
 mod fuzz;
 mod hygiene;
 mod idempotency;

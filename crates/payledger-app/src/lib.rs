@@ -9,6 +9,7 @@ pub mod billing_key_cipher;
 pub mod bookings;
 pub mod claims;
 pub mod clock;
+pub mod console_sessions;
 pub mod context;
 pub mod executor;
 pub mod operations;

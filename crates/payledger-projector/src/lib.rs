@@ -17,6 +17,7 @@
 pub mod copy;
 mod live;
 pub mod process;
+pub mod rebuild_jobs;
 pub mod tail;
 pub mod verify;
 

@@ -57,6 +57,8 @@ pub struct TimelineEntry {
     pub actor: Option<String>,
     pub summary: String,
     pub payload: serde_json::Value,
+    /// The event's hash in its stream's chain (hex), for an auditor to compare.
+    pub hash_hex: String,
 }
 
 /// The row being folded: the aggregate state plus what only the read model keeps.
@@ -782,6 +784,54 @@ pub async fn find_orders(
     rows.iter().map(order_from_row).collect()
 }
 
+/// What an operator may search orders by; every filter is optional and they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub order_id: Option<String>,
+    pub payment_key: Option<String>,
+    pub customer_id: Option<String>,
+    pub payee_id: Option<String>,
+    pub status: Option<String>,
+    /// Placed at or after.
+    pub placed_from: Option<DateTime<Utc>>,
+    /// Placed before.
+    pub placed_before: Option<DateTime<Utc>>,
+}
+
+/// The deepest page an offset search reaches; narrower filters find anything older.
+pub const MAX_SEARCH_OFFSET: i64 = 10_000;
+
+/// The console's order search: newest first, `limit` rows from `offset` (at most
+/// [`MAX_SEARCH_OFFSET`]).
+pub async fn search_orders(
+    pool: &PgPool,
+    filter: &OrderFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<OrderView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM rm.orders \
+         WHERE ($1::text IS NULL OR order_id = $1) AND ($2::text IS NULL OR payment_key = $2) \
+           AND ($3::text IS NULL OR customer_id = $3) AND ($4::text IS NULL OR payee_id = $4) \
+           AND ($5::text IS NULL OR status = $5) \
+           AND ($6::timestamptz IS NULL OR placed_at >= $6) \
+           AND ($7::timestamptz IS NULL OR placed_at < $7) \
+         ORDER BY placed_at DESC, order_id OFFSET $8 LIMIT $9"
+    ))
+    .bind(filter.order_id.as_deref())
+    .bind(filter.payment_key.as_deref())
+    .bind(filter.customer_id.as_deref())
+    .bind(filter.payee_id.as_deref())
+    .bind(filter.status.as_deref())
+    .bind(filter.placed_from)
+    .bind(filter.placed_before)
+    .bind(offset.clamp(0, MAX_SEARCH_OFFSET))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(order_from_row).collect()
+}
+
 /// An order's timeline after `after_position`, oldest first: the read model says which events
 /// and how to summarise each; the log gives the events themselves.
 pub async fn timeline(
@@ -823,6 +873,7 @@ pub async fn timeline(
                 event_type: event.event_type,
                 recorded_at: event.recorded_at,
                 summary,
+                hash_hex: hex::encode(event.hash),
                 payload: event.payload,
             })
         })

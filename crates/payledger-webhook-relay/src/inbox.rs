@@ -422,6 +422,15 @@ impl Relay {
         rows.iter().map(InboundDeadLetter::from_row).collect()
     }
 
+    /// The body of inbox row `inbox_id` exactly as received (for an operator reading a dead
+    /// letter before replaying it); `None` when there is no such row.
+    pub async fn inbound_body(&self, inbox_id: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar("SELECT raw_body FROM webhook_inbox WHERE id = $1")
+            .bind(inbox_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     /// Puts a dead-lettered delivery back in the queue, to be processed from attempt 1 again,
     /// and records who asked in its stream.
     pub async fn replay_inbound(

@@ -413,6 +413,10 @@ impl Application {
             idempotency,
             operations,
         });
+        // The operator console at /console (issue 16): same process, same state, same handlers.
+        let console = actix_web::web::Data::new(payledger_console::Console::new(
+            payledger_console::ConsoleConfig::from_env().map_err(anyhow::Error::msg)?,
+        ));
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -436,6 +440,7 @@ impl Application {
                 .wrap_fn(payledger_http::request_logging)
                 .wrap_fn(payledger_http::metrics::track)
                 .configure(payledger_http::configure)
+                .configure(|config| payledger_console::configure(config, console.clone()))
         })
         .workers(settings.http_workers.max(1))
         .shutdown_timeout(10)

@@ -598,3 +598,88 @@ async fn an_appeal_raises_the_refund_by_the_difference_only() {
     assert_eq!(order.refunded_minor, 80_000);
     assert_eq!(order.refunds.len(), 2);
 }
+
+/// The operator console, in headless Chromium: an admin assigns a claim, previews the split,
+/// confirms it, and the refund the resolution causes shows on the order's page.
+#[tokio::test]
+async fn console_resolves_a_claim_and_the_refund_shows_on_the_order() {
+    use crate::console::{Browser, DESKTOP, ONE_BROWSER_AT_A_TIME};
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn().await;
+    let starts = t0() + Duration::hours(2);
+    app.paid_booking("console-claim", 80_000, starts).await;
+    app.clock.set(starts + Duration::hours(1));
+    let filed = app
+        .post(
+            "/v1/claims",
+            &file_body(
+                "clm-console",
+                "console-claim",
+                "PROVIDER_NO_SHOW",
+                "customer",
+                &["photo-door"],
+            ),
+        )
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    let statement = app
+        .post(
+            "/v1/claims/clm-console/statements",
+            &json!({"side": "respondent", "text": "a traffic accident", "evidence": ["photo-accident"]}),
+        )
+        .await;
+    assert_eq!(statement.status, 201, "{}", statement.body);
+    app.settle().await;
+
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.admin_key).await;
+    browser.goto("/console/claims?status=filed").await;
+    assert_eq!(
+        browser.texts("[data-testid=claim-link]").await,
+        ["clm-console"]
+    );
+    browser.screenshot("claims", DESKTOP).await;
+    browser.click("[data-testid=claim-link]").await;
+    browser.click("[data-testid=assign]").await;
+    assert_eq!(browser.text("[data-testid=detail-assignedTo]").await, "ops");
+    browser.click("[data-testid=back]").await;
+    assert_eq!(browser.text("[data-testid=assigned-to]").await, "ops");
+
+    app.advance(Duration::hours(2));
+    browser.goto("/console/claims/clm-console").await;
+    browser.fill("#refund_amount", "50000").await;
+    browser.fill("#provider_payout_amount", "30000").await;
+    browser
+        .fill(
+            "#resolve_reason",
+            "the accident is accepted, but nobody was told",
+        )
+        .await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#outcome option[value=split]"))
+        .await
+        .expect("the split outcome")
+        .click()
+        .await
+        .expect("choose split");
+    browser.click("[data-testid=preview-resolution]").await;
+    assert_eq!(
+        browser.text("[data-testid=preview-refund]").await,
+        "50,000 KRW"
+    );
+    browser.screenshot("claim", DESKTOP).await;
+    browser.click("[data-testid=confirm-resolution]").await;
+    assert!(!browser.text("[data-testid=result-ok]").await.is_empty());
+    app.settle().await;
+
+    browser.goto("/console/claims/clm-console").await;
+    assert_eq!(browser.text("[data-testid=claim-status]").await, "resolved");
+    assert!(browser
+        .text("[data-testid=decision]")
+        .await
+        .contains("50,000 KRW"));
+    browser.click("[data-testid=claim-order]").await;
+    assert_eq!(browser.text("[data-testid=refunded]").await, "50,000 KRW");
+    browser.close().await;
+}

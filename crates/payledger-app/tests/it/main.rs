@@ -2,6 +2,7 @@
 //! provider (`payledger-sandbox`). One binary, one module per feature.
 
 mod providers;
+mod console_sessions;
 mod subscriptions;
 mod support;
 mod wallets;

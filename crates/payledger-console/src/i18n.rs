@@ -1,0 +1,272 @@
+//! Labels in English and Korean. The operators of the source documents are Korean; the code and
+//! the API speak English. A page asks for a label by key; a key without a translation shows the
+//! key itself, so a missing label is visible rather than blank.
+
+use actix_web::HttpRequest;
+
+/// The language cookie set by the switch; otherwise `Accept-Language` decides.
+pub const LANG_COOKIE: &str = "payledger_console_lang";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ko,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ko => "ko",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Lang> {
+        match text {
+            "en" => Some(Lang::En),
+            "ko" => Some(Lang::Ko),
+            _ => None,
+        }
+    }
+
+    /// The switch's cookie, else the first of the browser's languages we have.
+    pub fn of(request: &HttpRequest) -> Lang {
+        if let Some(lang) = request
+            .cookie(LANG_COOKIE)
+            .and_then(|c| Lang::parse(c.value()))
+        {
+            return lang;
+        }
+        let header = request
+            .headers()
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        for part in header.split(',').take(20) {
+            let tag = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if tag.starts_with("ko") {
+                return Lang::Ko;
+            }
+            if tag.starts_with("en") {
+                return Lang::En;
+            }
+        }
+        Lang::En
+    }
+
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::Ko,
+            Lang::Ko => Lang::En,
+        }
+    }
+
+    /// The label of `key` in this language.
+    pub fn t(self, key: &str) -> String {
+        let (en, ko) = label(key);
+        match self {
+            Lang::En => en.to_string(),
+            Lang::Ko => ko.to_string(),
+        }
+    }
+}
+
+fn label(key: &str) -> (&str, &str) {
+    match key {
+        "title" => ("payledger console", "payledger 운영 콘솔"),
+        "skip" => ("Skip to content", "본문으로 건너뛰기"),
+        "language_name" => ("English", "한국어"),
+        "switch_language" => ("한국어로 보기", "View in English"),
+        "sign_in" => ("Sign in", "로그인"),
+        "sign_out" => ("Sign out", "로그아웃"),
+        "api_key" => ("API key", "API 키"),
+        "api_key_help" => (
+            "A support, auditor or admin key (plk_…). Client keys cannot sign in.",
+            "support, auditor, admin 역할의 키(plk_…)로 로그인합니다. client 키는 사용할 수 없습니다.",
+        ),
+        "signed_in_as" => ("Signed in as", "로그인 사용자"),
+        "session_ends" => ("Session ends", "세션 만료"),
+        "dashboard" => ("Dashboard", "대시보드"),
+        "orders" => ("Orders", "주문"),
+        "operations" => ("Operations", "운영"),
+        "webhooks" => ("Webhooks", "웹훅"),
+        "api_keys" => ("API keys", "API 키"),
+        "ledger" => ("Ledger and audit", "원장·감사"),
+        "claims" => ("Claims", "분쟁"),
+        "search" => ("Search", "검색"),
+        "order_id" => ("Order id", "주문 ID"),
+        "payment_key" => ("Payment key", "결제 키(paymentKey)"),
+        "customer" => ("Customer", "고객"),
+        "payee" => ("Payee", "판매자"),
+        "status" => ("Status", "상태"),
+        "any" => ("Any", "전체"),
+        "placed_from" => ("Placed from", "주문일 시작"),
+        "placed_to" => ("Placed until", "주문일 끝"),
+        "placed_at" => ("Placed", "주문 시각"),
+        "paid_at" => ("Paid", "결제 시각"),
+        "amount" => ("Amount", "금액"),
+        "captured" => ("Captured", "승인 금액"),
+        "refunded" => ("Refunded", "환불 금액"),
+        "refund_pending" => ("Refund pending", "환불 진행 중"),
+        "refundable" => ("Refundable", "환불 가능"),
+        "provider" => ("Provider", "결제 대행사"),
+        "order_name" => ("Order name", "주문명"),
+        "no_orders" => ("No order matches.", "조건에 맞는 주문이 없습니다."),
+        "next_page" => ("Next page", "다음 페이지"),
+        "previous_page" => ("Previous page", "이전 페이지"),
+        "recovery" => ("Recovery status", "결제 복구 상태"),
+        "next_action" => ("Next action", "다음 조치"),
+        "check_provider" => ("Check provider", "결제사 조회"),
+        "timeline" => ("Timeline", "타임라인"),
+        "event" => ("Event", "이벤트"),
+        "summary" => ("Summary", "요약"),
+        "actor" => ("Actor", "처리자"),
+        "recorded_at" => ("Recorded", "기록 시각"),
+        "raw_event" => ("Raw event", "원본 이벤트"),
+        "version" => ("Version", "버전"),
+        "position" => ("Global position", "전역 위치"),
+        "hash" => ("Hash", "해시"),
+        "refund" => ("Refund", "환불"),
+        "refund_amount" => (
+            "Amount in minor units (empty: everything refundable)",
+            "금액(최소 단위, 비우면 환불 가능 전액)",
+        ),
+        "reason" => ("Reason", "사유"),
+        "confirm_refund" => (
+            "I confirm this refund; the customer's money is returned.",
+            "환불을 확인합니다. 고객에게 금액이 반환됩니다.",
+        ),
+        "cancel_enrollment" => ("Cancel enrollment", "수강 취소"),
+        "also_refund" => ("Refund what is refundable", "환불 가능 금액 환불"),
+        "record_external_payment" => ("Record external payment", "외부 결제 기록"),
+        "provider_transaction_id" => ("Provider transaction id", "결제사 거래 ID"),
+        "currency" => ("Currency", "통화"),
+        "method" => ("Method", "결제 수단"),
+        "admin_actions" => ("Admin actions", "관리자 작업"),
+        "kill_switches" => ("Kill switches", "긴급 차단 스위치"),
+        "payments_switch" => ("All new payments", "모든 신규 결제"),
+        "accepting" => ("Accepting", "정상"),
+        "suspended" => ("Suspended", "중지됨"),
+        "suspend" => ("Suspend", "중지"),
+        "resume" => ("Resume", "재개"),
+        "suspended_payees" => ("Suspended payees", "판매 중지된 판매자"),
+        "none" => ("None", "없음"),
+        "payee_id" => ("Payee id", "판매자 ID"),
+        "since" => ("Since", "시작"),
+        "history" => ("History", "이력"),
+        "inbound_dead_letters" => ("Inbound webhook dead letters", "수신 웹훅 실패 보관함"),
+        "outbound_dead_letters" => (
+            "Outbound notification dead letters",
+            "발신 알림 실패 보관함",
+        ),
+        "replay" => ("Replay", "재처리"),
+        "dead_letters" => ("Dead letters", "실패 보관함"),
+        "attempts" => ("Attempts", "시도"),
+        "last_error" => ("Last error", "마지막 오류"),
+        "payload" => ("Payload", "페이로드"),
+        "received_at" => ("Received", "수신 시각"),
+        "nothing_dead" => ("Nothing is dead-lettered.", "실패 보관함이 비어 있습니다."),
+        "create_key" => ("Create key", "키 생성"),
+        "name" => ("Name", "이름"),
+        "role" => ("Role", "역할"),
+        "created_at" => ("Created", "생성 시각"),
+        "created_by" => ("Created by", "생성자"),
+        "revoked" => ("Revoked", "폐기됨"),
+        "active" => ("Active", "사용 중"),
+        "revoke" => ("Revoke", "폐기"),
+        "key_shown_once" => (
+            "Copy this key now: it is shown once and cannot be read again.",
+            "지금 복사하세요. 이 키는 한 번만 표시됩니다.",
+        ),
+        "projections" => ("Projections", "프로젝션"),
+        "lag" => ("Lag", "지연"),
+        "events" => ("events", "건"),
+        "rebuild" => ("Rebuild", "재구축"),
+        "rebuild_running" => ("Rebuilding…", "재구축 중…"),
+        "rebuild_done" => ("Rebuild finished", "재구축 완료"),
+        "rebuild_failed" => ("Rebuild failed", "재구축 실패"),
+        "progress" => ("Progress", "진행률"),
+        "audit_verify" => ("Verify the log (audit verify)", "로그 검증(audit verify)"),
+        "verify" => ("Verify", "검증"),
+        "audit_ok" => ("Every chain and position verifies.", "모든 해시 체인과 위치가 검증되었습니다."),
+        "audit_problem" => ("Problem found", "문제 발견"),
+        "events_checked" => ("Events checked", "검사한 이벤트"),
+        "streams_checked" => ("Streams checked", "검사한 스트림"),
+        "event_explorer" => ("Event explorer", "이벤트 탐색기"),
+        "stream_prefix" => ("Stream prefix", "스트림 접두어"),
+        "event_type" => ("Event type", "이벤트 유형"),
+        "from_position" => ("After position", "시작 위치(이후)"),
+        "stream" => ("Stream", "스트림"),
+        "trial_balance" => ("Trial balance", "시산표"),
+        "at_position" => ("At position (empty: now)", "기준 위치(비우면 현재)"),
+        "account" => ("Account", "계정"),
+        "debit" => ("Debit", "차변"),
+        "credit" => ("Credit", "대변"),
+        "balance" => ("Balance", "잔액"),
+        "tb_balanced" => ("Debits equal credits.", "차변과 대변이 일치합니다."),
+        "tb_unbalanced" => ("Debits and credits differ.", "차변과 대변이 다릅니다."),
+        "done" => ("Done", "완료"),
+        "refused" => ("Refused", "거부됨"),
+        "back" => ("Back", "돌아가기"),
+        "error" => ("Error", "오류"),
+        "not_allowed" => (
+            "Your role may not open this screen.",
+            "이 화면을 볼 권한이 없습니다.",
+        ),
+        "times_in" => ("Times in", "시간대"),
+        "hover_utc" => ("hover for UTC", "마우스를 올리면 UTC"),
+        "claim" => ("Claim", "분쟁"),
+        "state" => ("State", "상태"),
+        "deadline" => ("Deadline", "기한"),
+        "claim_type" => ("Type", "유형"),
+        "filed_by" => ("Filed by", "신청자"),
+        "filed_at" => ("Filed", "접수 시각"),
+        "respond_by" => ("Respond by", "답변 기한"),
+        "deadline_missed" => ("Deadline missed", "기한 경과"),
+        "assigned_to" => ("Assigned to", "담당자"),
+        "assign" => ("Assign to me", "내게 배정"),
+        "resolve" => ("Resolve", "결정"),
+        "at_stake" => ("Amount at stake", "분쟁 금액"),
+        "description" => ("Description", "내용"),
+        "evidence" => ("Evidence", "증빙"),
+        "claimant_statement" => ("Claimant's statement", "신청자 진술"),
+        "respondent_statement" => ("Respondent's statement", "상대방 진술"),
+        "no_statement" => ("No statement yet.", "아직 진술이 없습니다."),
+        "decision" => ("Decision", "결정"),
+        "outcome" => ("Outcome", "결과"),
+        "payout" => ("Payee payout", "판매자 지급액"),
+        "compensation" => ("Compensation to the payee", "판매자 보상액"),
+        "coupon" => ("Coupon for the customer", "고객 쿠폰"),
+        "penalties" => ("Penalties", "제재"),
+        "preview" => ("Preview the split", "분배 미리보기"),
+        "confirm_resolution" => ("Confirm the resolution", "결정 확정"),
+        "split_preview" => ("The split before confirming", "확정 전 분배"),
+        "balanced" => (
+            "Refund and payout add up to the amount at stake.",
+            "환불액과 지급액의 합이 분쟁 금액과 같습니다.",
+        ),
+        "unbalanced" => (
+            "Refund and payout do not add up to the amount at stake; the API will refuse it.",
+            "환불액과 지급액의 합이 분쟁 금액과 다릅니다. API가 거부합니다.",
+        ),
+        "no_claims" => ("No claim in this state.", "이 상태의 분쟁이 없습니다."),
+        _ => (key, key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_has_both_languages_and_unknown_keys_show_themselves() {
+        assert_eq!(Lang::En.t("orders"), "Orders");
+        assert_eq!(Lang::Ko.t("orders"), "주문");
+        assert_eq!(Lang::Ko.t("no_such_label"), "no_such_label");
+    }
+}

@@ -1,0 +1,928 @@
+//! The operator console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! which `.ci/run` installs): each test starts its own chromedriver on a free port, drives the
+//! console of a live payledger, and stops the driver. The screenshots in docs/console/ are taken
+//! here. Browser tests run one at a time: two Chromiums on two cores only make both slow.
+//!
+//! Security properties that need no browser (CSRF refusal, headers, cookie flags, throttling)
+//! are checked over plain HTTP at the end.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions, TestApp};
+use payledger_webhook_relay::{RetryPolicy, WebhookSettings};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub(crate) static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (390, 844);
+
+/// A chromedriver process and a browser session on it; both end when this is dropped or closed.
+pub(crate) struct Browser {
+    pub(crate) client: Client,
+    driver: Child,
+    profile: PathBuf,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn find_binary(candidates: &[&str]) -> String {
+    for candidate in candidates {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.to_string();
+        }
+    }
+    panic!(
+        "none of {candidates:?} exists: install Debian's chromium and chromium-driver \
+         (apt-get install -y chromium chromium-driver; .ci/run does this)"
+    );
+}
+
+impl Browser {
+    pub(crate) async fn start(base: &str) -> Browser {
+        let driver_binary =
+            find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+        let chromium = find_binary(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
+        let port = free_port();
+        let driver = Command::new(driver_binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let status_url = format!("http://127.0.0.1:{port}/status");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(&status_url).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = std::env::temp_dir().join(format!(
+            "payledger-console-chromium-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+                    "--lang=en-US",
+                    format!("--user-data-dir={}", profile.display()),
+                    format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+                ]
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("open a Chromium session");
+        client
+            .set_window_size(DESKTOP.0, DESKTOP.1)
+            .await
+            .expect("size the window");
+        Browser {
+            client,
+            driver,
+            profile,
+            base: base.to_string(),
+        }
+    }
+
+    pub(crate) async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+
+    pub(crate) async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{}", self.base, path))
+            .await
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    }
+
+    pub(crate) async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .expect("current url")
+            .path()
+            .to_string()
+    }
+
+    pub(crate) async fn text(&self, css: &str) -> String {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .text()
+            .await
+            .expect("element text")
+    }
+
+    pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for element in self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find all")
+        {
+            out.push(element.text().await.expect("text"));
+        }
+        out
+    }
+
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"));
+        field.clear().await.expect("clear");
+        field.send_keys(value).await.expect("type");
+    }
+
+    pub(crate) async fn click(&self, css: &str) {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Clicks a submit button inside the form whose action is `action`.
+    pub(crate) async fn submit(&self, action: &str, button: &str) {
+        self.click(&format!("form[action=\"{action}\"] {button}"))
+            .await;
+    }
+
+    pub(crate) async fn sign_in(&self, key: &str) {
+        self.goto("/console/sign-in").await;
+        self.fill("#api_key", key).await;
+        self.click("form[action=\"/console/sign-in\"] button").await;
+        // The next page: signed in (the role badge) or refused (the error).
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("[data-testid=role], [data-testid=error]"))
+            .await
+            .expect("the page after signing in");
+    }
+
+    pub(crate) async fn sign_out(&self) {
+        self.click("form[action=\"/console/sign-out\"] button")
+            .await;
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#api_key"))
+            .await
+            .expect("the sign-in page after signing out");
+        assert_eq!(self.path().await, "/console/sign-in");
+    }
+
+    /// Saves a screenshot to docs/console/NAME.png at the given window size.
+    pub(crate) async fn screenshot(&self, name: &str, size: (u32, u32)) {
+        self.client
+            .set_window_size(size.0, size.1)
+            .await
+            .expect("resize");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
+        std::fs::create_dir_all(&dir).expect("create docs/console");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
+        self.client
+            .set_window_size(DESKTOP.0, DESKTOP.1)
+            .await
+            .expect("resize back");
+    }
+}
+
+/// What an automated check can say about a page without a checker like axe (none is available
+/// offline here): the page has a language and one `h1`, every visible field has a label, every
+/// button and link has a name, and the first Tab reaches the skip link (keyboard users get past
+/// the navigation). Returns the problems found.
+async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+    let script = r#"
+        const problems = [];
+        if (!document.documentElement.lang) problems.push("html has no lang");
+        const h1s = document.querySelectorAll("h1").length;
+        if (h1s !== 1) problems.push(h1s + " h1 elements");
+        for (const field of document.querySelectorAll("input, select, textarea")) {
+            if (field.type === "hidden") continue;
+            const labelled = (field.id && document.querySelector('label[for="' + field.id + '"]'))
+                || field.closest("label") || field.getAttribute("aria-label");
+            if (!labelled) problems.push("unlabelled field " + (field.name || field.id));
+        }
+        for (const control of document.querySelectorAll("button, a")) {
+            const name = (control.textContent || "").trim() || control.getAttribute("aria-label");
+            if (!name) problems.push("nameless " + control.tagName.toLowerCase());
+        }
+        return problems;
+    "#;
+    let mut problems: Vec<String> = browser
+        .client
+        .execute(script, Vec::new())
+        .await
+        .expect("run the accessibility check")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    if browser.path().await != "/console/sign-in" {
+        browser
+            .client
+            .find(Locator::Css("body"))
+            .await
+            .expect("the body")
+            .send_keys(fantoccini::key::Key::Tab.to_string().as_str())
+            .await
+            .expect("press Tab");
+        let focused = browser
+            .client
+            .active_element()
+            .await
+            .expect("the focused element")
+            .attr("class")
+            .await
+            .expect("its class")
+            .unwrap_or_default();
+        if focused != "skip" {
+            problems.push(format!(
+                "the first Tab focuses {focused:?}, not the skip link"
+            ));
+        }
+    }
+    problems
+}
+
+/// The screens the navigation offers (their labels, English).
+async fn screens(browser: &Browser) -> Vec<String> {
+    browser.texts("header nav a").await
+}
+
+async fn paid_order(app: &TestApp, order_id: &str, payment_key: &str, amount: i64) {
+    app.place_order(order_id, amount).await;
+    let response = app.confirm(order_id, payment_key, amount).await;
+    assert_eq!(response.status().as_u16(), 200, "confirm {order_id}");
+    app.wait_for_projections().await;
+}
+
+#[tokio::test]
+async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    let browser = Browser::start(&app.address).await;
+
+    browser.goto("/console/orders").await;
+    assert_eq!(
+        browser.path().await,
+        "/console/sign-in",
+        "signed out: to sign-in"
+    );
+    assert_eq!(accessibility_problems(&browser).await, Vec::<String>::new());
+    browser.screenshot("sign-in", DESKTOP).await;
+
+    browser.sign_in(&app.client_key).await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    let error = browser.text("[data-testid=error]").await;
+    assert!(error.contains("client key cannot sign in"), "{error}");
+    browser
+        .sign_in("plk_0000000000000000000000000000000000000000000000000000000000000000")
+        .await;
+    assert!(browser
+        .text("[data-testid=error]")
+        .await
+        .contains("unknown or revoked"));
+
+    browser.sign_in(&app.support_key).await;
+    assert_eq!(browser.path().await, "/console/home");
+    assert_eq!(browser.text("[data-testid=role]").await, "support");
+    assert_eq!(
+        screens(&browser).await,
+        ["Dashboard", "Orders", "Claims", "Operations"]
+    );
+    browser.goto("/console/ledger").await;
+    assert!(browser
+        .text("[data-testid=error]")
+        .await
+        .contains("may not"));
+    browser.goto("/console/home").await;
+    browser.sign_out().await;
+
+    browser.sign_in(&app.auditor_key).await;
+    assert_eq!(screens(&browser).await, ["Dashboard", "Ledger and audit"]);
+    browser.goto("/console/orders").await;
+    assert!(browser
+        .text("[data-testid=error]")
+        .await
+        .contains("may not"));
+    browser.goto("/console/home").await;
+    browser.sign_out().await;
+
+    browser.sign_in(&app.admin_key).await;
+    assert_eq!(
+        screens(&browser).await,
+        [
+            "Dashboard",
+            "Orders",
+            "Claims",
+            "Operations",
+            "Webhooks",
+            "API keys",
+            "Ledger and audit"
+        ]
+    );
+    browser.screenshot("dashboard", DESKTOP).await;
+    // Every screen an admin can open passes the basic accessibility check.
+    for path in [
+        "/console/home",
+        "/console/orders?payment_key=none",
+        "/console/claims",
+        "/console/operations",
+        "/console/webhooks",
+        "/console/keys",
+        "/console/ledger",
+        "/console/ledger/events?after=0",
+        "/console/ledger/trial-balance",
+    ] {
+        browser.goto(path).await;
+        let problems = accessibility_problems(&browser).await;
+        assert!(problems.is_empty(), "{path}: {problems:?}");
+    }
+    browser.goto("/console/home").await;
+    // Korean by the switch, and back.
+    browser.click("a.lang").await;
+    browser.text("html[lang=ko] header").await;
+    assert_eq!(screens(&browser).await[1], "주문");
+    browser.screenshot("dashboard-ko", DESKTOP).await;
+    browser.click("a.lang").await;
+    browser.text("html[lang=en] header").await;
+    assert_eq!(screens(&browser).await[1], "Orders");
+
+    // An admin creates a key (shown once) and revokes it.
+    browser.goto("/console/keys").await;
+    browser.fill("#key_name", "console-made").await;
+    browser.submit("/console/keys", "button").await;
+    browser.text("[data-testid=detail-keyId]").await;
+    let secret = browser
+        .client
+        .find(Locator::Css("[data-testid=secret]"))
+        .await
+        .expect("the new key")
+        .prop("value")
+        .await
+        .expect("its value")
+        .unwrap_or_default();
+    assert!(secret.starts_with("plk_"), "{secret}");
+    let created = app.get_as(&secret, "/v1/orders?customerId=x").await;
+    assert_eq!(created.status().as_u16(), 200, "the new key works");
+    browser.click("[data-testid=back]").await;
+    browser.text("[data-testid=keys]").await;
+    browser.screenshot("api-keys", DESKTOP).await;
+    browser.sign_out().await;
+
+    // Sign-out ended the session: the old cookie no longer opens anything.
+    browser.goto("/console/home").await;
+    assert_eq!(browser.path().await, "/console/sign-in");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_refunds_it() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    paid_order(&app, "order-console-1", "pk_console_1", 50_000).await;
+    paid_order(&app, "order-console-2", "pk_console_2", 20_000).await;
+    let browser = Browser::start(&app.address).await;
+
+    browser.sign_in(&app.support_key).await;
+    browser.goto("/console/orders").await;
+    browser.fill("#payment_key", "pk_console_1").await;
+    browser.click("form.search button").await;
+    browser.text("[data-testid=orders]").await;
+    let found = browser.texts("[data-testid=order-link]").await;
+    assert_eq!(found, ["order-console-1"]);
+    browser.screenshot("orders", DESKTOP).await;
+    browser.click("[data-testid=order-link]").await;
+    assert_eq!(browser.text("[data-testid=order-status]").await, "PAID");
+    assert_eq!(
+        browser.text("[data-testid=recovery-status]").await,
+        "completed"
+    );
+    let types = browser.texts("[data-testid=event-type]").await;
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "PaymentConfirmationStarted",
+            "PaymentCaptured"
+        ]
+    );
+    // Support reads; the refund form is not there for it.
+    assert!(browser
+        .client
+        .find(Locator::Css("form[action$=\"/refund\"]"))
+        .await
+        .is_err());
+    browser.screenshot("order", DESKTOP).await;
+    browser.screenshot("order-phone", PHONE).await;
+    // The raw event on demand: version, position and hash.
+    browser
+        .click("ol.timeline li:nth-child(3) details summary")
+        .await;
+    let raw = browser.text("ol.timeline li:nth-child(3) details").await;
+    assert!(
+        raw.contains("order-order-console-1") || raw.contains("order-console-1"),
+        "{raw}"
+    );
+    assert!(raw.contains("\"amountMinor\": 50000"), "{raw}");
+    browser.screenshot("order-raw-event", DESKTOP).await;
+    browser.sign_out().await;
+
+    // The admin refunds 15,000 of it; the confirmation box is required.
+    browser.sign_in(&app.admin_key).await;
+    browser.goto("/console/orders/order-console-1").await;
+    browser.fill("#refund_amount", "15000").await;
+    browser
+        .fill("#refund_reason", "customer asked, console e2e")
+        .await;
+    browser
+        .click("form[action$=\"/refund\"] input[name=confirm]")
+        .await;
+    browser
+        .submit("/console/orders/order-console-1/refund", "button")
+        .await;
+    assert!(!browser.text("[data-testid=result-ok]").await.is_empty());
+    assert_eq!(
+        browser.text("[data-testid=detail-status]").await,
+        "COMPLETED"
+    );
+    browser.click("[data-testid=back]").await;
+    app.wait_for_projections().await;
+    browser.goto("/console/orders/order-console-1").await;
+    assert_eq!(browser.text("[data-testid=refunded]").await, "15,000 KRW");
+    assert_eq!(
+        browser.text("[data-testid=order-status]").await,
+        "PARTIALLY_REFUNDED"
+    );
+    // Too much is refused with the API's code, shown as words.
+    browser.fill("#refund_amount", "999999").await;
+    browser.fill("#refund_reason", "too much").await;
+    browser
+        .click("form[action$=\"/refund\"] input[name=confirm]")
+        .await;
+    browser
+        .submit("/console/orders/order-console-1/refund", "button")
+        .await;
+    let refused = browser.text("[data-testid=result-error]").await;
+    assert!(refused.contains("E_REFUND_EXCEEDS_REFUNDABLE"), "{refused}");
+    browser.screenshot("refused", DESKTOP).await;
+
+    // The admin trail names who did it, from the console.
+    let audit: Value = app
+        .get_as(&app.auditor_key, "/v1/streams/audit-admin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let recorded = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["payload"]["path"] == "/console/orders/order-console-1/refund"
+                && e["payload"]["status"] == 201
+        })
+        .unwrap_or_else(|| panic!("no console refund in audit-admin: {audit}"));
+    assert_eq!(recorded["metadata"]["actor"], "admin:ops");
+    assert_eq!(
+        recorded["payload"]["action"],
+        "POST /v1/orders/{order_id}/refunds"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn console_suspends_and_resumes_a_payee_and_the_api_obeys() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.admin_key).await;
+    browser.goto("/console/operations").await;
+    browser.fill("#payee_id", "payee_1").await;
+    browser.fill("#payee_reason", "fraud review").await;
+    browser.click("form.grid button.danger").await;
+    assert!(!browser.text("[data-testid=result-ok]").await.is_empty());
+    browser.click("[data-testid=back]").await;
+    assert!(browser
+        .text("[data-testid=suspended-payees]")
+        .await
+        .contains("fraud review"));
+    browser.screenshot("operations", DESKTOP).await;
+
+    let refused = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": "order-console-susp", "amount": 1000, "currency": "KRW",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "x"}),
+        )
+        .await;
+    assert_eq!(refused.status().as_u16(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "E_PAYEE_SUSPENDED");
+
+    browser.click("[data-testid=resume-payee_1]").await;
+    assert!(!browser.text("[data-testid=result-ok]").await.is_empty());
+    browser.click("[data-testid=back]").await;
+    browser.text("[data-testid=no-suspended-payees]").await;
+    app.place_order("order-console-susp", 1000).await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn console_replays_a_dead_lettered_webhook() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app_with(SpawnOptions {
+        webhooks: WebhookSettings {
+            retry: RetryPolicy {
+                delay_divisor: 100_000,
+            },
+            poll_interval_ms: 50,
+            ..WebhookSettings::default()
+        },
+        ..SpawnOptions::default()
+    })
+    .await;
+    paid_order(&app, "order-console-wh", "pk_console_wh", 10_000).await;
+    // The provider is down: the webhook's check against it fails until it is dead-lettered.
+    app.sandbox.start_outage(Duration::from_secs(600));
+    let body =
+        json!({"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-01-01T00:00:00.000000",
+        "data": {"paymentKey": "pk_console_wh", "orderId": "order-console-wh", "status": "DONE"}})
+        .to_string();
+    let accepted = app
+        .client
+        .post(app.url("/v1/webhooks/toss"))
+        .header("content-type", "application/json")
+        .header("tosspayments-webhook-transmission-id", "wh_console_dead_1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let letters: Value = app
+            .get_as(&app.admin_key, "/v1/admin/webhooks/dead-letters")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if letters["deadLetters"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.sandbox.start_outage(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.admin_key).await;
+    // The dashboard counts it.
+    let sizes = browser.text("[data-testid=dead-letter-sizes]").await;
+    assert!(
+        sizes.contains("Inbound webhook dead letters\n1"),
+        "{sizes:?}"
+    );
+    browser.goto("/console/webhooks").await;
+    let letters = browser.text("[data-testid=inbound]").await;
+    assert!(letters.contains("wh_console_dead_1"), "{letters}");
+    browser.click("[data-testid=inbound] details summary").await;
+    assert!(browser
+        .text("[data-testid=inbound] details")
+        .await
+        .contains("pk_console_wh"));
+    browser.screenshot("webhooks", DESKTOP).await;
+    browser.click("[data-testid=inbound] form button").await;
+    assert_eq!(browser.text("[data-testid=detail-status]").await, "pending");
+
+    // Processed again: it leaves the dead letters and the order's timeline shows it applied.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        browser.goto("/console/webhooks").await;
+        let replayed = browser
+            .client
+            .find(Locator::Css("[data-testid=no-inbound]"))
+            .await
+            .is_ok();
+        let timeline: Value = app
+            .get_as(&app.support_key, "/v1/orders/order-console-wh/timeline")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let applied = timeline["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["eventType"] == "WebhookApplied");
+        if replayed && applied {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay was not processed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn console_rebuilds_a_projection_and_watches_it_finish() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    for i in 0..20 {
+        paid_order(
+            &app,
+            &format!("order-console-rb-{i}"),
+            &format!("pk_console_rb_{i}"),
+            1000 + i,
+        )
+        .await;
+    }
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.admin_key).await;
+    browser.goto("/console/ledger").await;
+    browser.screenshot("ledger", DESKTOP).await;
+    browser.click("[data-testid=rebuild-orders]").await;
+    // The script asks for confirmation before the form posts.
+    browser
+        .client
+        .accept_alert()
+        .await
+        .expect("confirm the rebuild");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The page refreshes itself while the rebuild runs.
+        let state = browser.text("[data-testid=rebuild-state]").await;
+        if state == "Rebuild finished" {
+            break;
+        }
+        assert!(!state.contains("failed"), "{state}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(browser.text("[data-testid=rebuild-percent]").await, "100%");
+    browser.screenshot("rebuild", DESKTOP).await;
+    // The rebuilt read model answers as before.
+    browser
+        .goto("/console/orders?payment_key=pk_console_rb_7")
+        .await;
+    assert_eq!(
+        browser.texts("[data-testid=order-link]").await,
+        ["order-console-rb-7"]
+    );
+    // Audit verify and the explorer, as an auditor.
+    browser.sign_out().await;
+    browser.sign_in(&app.auditor_key).await;
+    browser.goto("/console/ledger").await;
+    browser.click("[data-testid=audit-verify]").await;
+    assert_eq!(
+        browser.text("[data-testid=audit-result]").await,
+        "Every chain and position verifies."
+    );
+    browser.screenshot("audit", DESKTOP).await;
+    browser.goto("/console/ledger/trial-balance").await;
+    assert_eq!(
+        browser.text("[data-testid=tb-balanced]").await,
+        "Debits equal credits."
+    );
+    browser.text("[data-testid=trial-balance]").await;
+    browser.screenshot("trial-balance", DESKTOP).await;
+    browser
+        .goto("/console/ledger/events?prefix=order-order-console-rb-3&event_type=&after=0")
+        .await;
+    let events = browser.text("[data-testid=events]").await;
+    assert!(events.contains("PaymentCaptured"), "{events}");
+    assert!(!events.contains("rb-4"), "{events}");
+    browser.screenshot("events", DESKTOP).await;
+    browser.close().await;
+}
+
+/// Signs in over plain HTTP and returns (session cookie, CSRF token of the home page).
+async fn http_session(app: &TestApp, key: &str) -> (String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client
+        .get(app.url("/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let sign_in_cookie = cookie_of(&page, "payledger_console_signin");
+    let html = page.text().await.unwrap();
+    let csrf = hidden_value(&html, "csrf");
+    let signed_in = client
+        .post(app.url("/console/sign-in"))
+        .header(
+            "cookie",
+            format!("payledger_console_signin={sign_in_cookie}"),
+        )
+        .form(&[("csrf", csrf.as_str()), ("api_key", key)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let set_cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("payledger_console_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
+    }
+    let session = cookie_of(&signed_in, "payledger_console_session");
+    let home = client
+        .get(app.url("/console/home"))
+        .header("cookie", format!("payledger_console_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let csrf = hidden_value(&home.text().await.unwrap(), "csrf");
+    (session, csrf)
+}
+
+fn cookie_of(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+        .to_string()
+}
+
+fn hidden_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn console_forms_without_their_csrf_token_are_refused_and_pages_carry_the_security_headers() {
+    let app = spawn_app().await;
+    let (session, csrf) = http_session(&app, &app.admin_key).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |form: Vec<(&'static str, String)>| {
+        client
+            .post(app.url("/console/operations/switches"))
+            .header("cookie", format!("payledger_console_session={session}"))
+            .form(&form)
+            .send()
+    };
+    let suspend = |csrf: Option<String>| {
+        let mut form = vec![
+            ("action", "suspend_payments".to_string()),
+            ("reason", "csrf test".to_string()),
+        ];
+        if let Some(csrf) = csrf {
+            form.push(("csrf", csrf));
+        }
+        form
+    };
+    let head = app.head_position().await;
+    assert_eq!(post(suspend(None)).await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        post(suspend(Some("0".repeat(64))))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(app.head_position().await, head, "nothing was stored");
+    let switches: Value = app
+        .get_as(&app.admin_key, "/v1/admin/switches")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(switches["paymentsSuspended"], Value::Null);
+    // With the token it works: the refusal was the token's.
+    assert_eq!(
+        post(suspend(Some(csrf))).await.unwrap().status().as_u16(),
+        200
+    );
+
+    let page = client
+        .get(app.url("/console/home"))
+        .header("cookie", format!("payledger_console_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from another origin"
+    );
+
+    // The sign-in form is guarded too: without its cookie's token it is refused.
+    let refused = client
+        .post(app.url("/console/sign-in"))
+        .form(&[("csrf", "x"), ("api_key", app.admin_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn console_throttles_failed_sign_ins() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let page = client
+            .get(app.url("/console/sign-in"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = cookie_of(&page, "payledger_console_signin");
+        let csrf = hidden_value(&page.text().await.unwrap(), "csrf");
+        let response = client
+            .post(app.url("/console/sign-in"))
+            .header("cookie", format!("payledger_console_signin={cookie}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("api_key", app.client_key.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [403, 403, 403, 403, 403, 429, 429]);
+}
