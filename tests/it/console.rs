@@ -6,7 +6,6 @@
 //! Security properties that need no browser (CSRF refusal, headers, cookie flags, throttling)
 //! are checked over plain HTTP at the end.
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions, TestApp};
 use payledger_webhook_relay::{RetryPolicy, WebhookSettings};
 use serde_json::{json, Value};
@@ -19,13 +18,21 @@ pub(crate) static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::M
 pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
 
-/// A chromedriver process and a browser session on it; both end when this is dropped or closed.
+/// A chromedriver process and a browser session on it, spoken to over the W3C WebDriver
+/// protocol (JSON over HTTP) with the reqwest client the tests already use: a few endpoints are
+/// all the tests need, and a WebDriver crate would bring an MPL-licensed dependency and a
+/// second copy of a dozen crates.
 pub(crate) struct Browser {
-    pub(crate) client: Client,
+    http: reqwest::Client,
+    session: String,
     driver: Child,
     profile: PathBuf,
     base: String,
 }
+
+/// The key W3C WebDriver names an element reference with.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+const WAIT: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -58,9 +65,18 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let status_url = format!("http://127.0.0.1:{port}/status");
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while reqwest::get(&status_url).await.is_err() {
+        while http
+            .get(format!("{driver_url}/status"))
+            .send()
+            .await
+            .is_err()
+        {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "chromedriver did not start"
@@ -71,10 +87,9 @@ impl Browser {
             "payledger-console-chromium-{}",
             uuid::Uuid::now_v7().simple()
         ));
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
                 "binary": chromium,
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -84,92 +99,209 @@ impl Browser {
                     format!("--user-data-dir={}", profile.display()),
                     format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
                 ]
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
+            }
+        }}});
+        let answer: Value = http
+            .post(format!("{driver_url}/session"))
+            .json(&capabilities)
+            .send()
             .await
-            .expect("open a Chromium session");
-        client
-            .set_window_size(DESKTOP.0, DESKTOP.1)
+            .expect("open a Chromium session")
+            .json()
             .await
-            .expect("size the window");
-        Browser {
-            client,
+            .expect("the session answer");
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_string();
+        let browser = Browser {
+            http,
+            session: format!("{driver_url}/session/{session}"),
             driver,
             profile,
             base: base.to_string(),
+        };
+        browser.set_window_size(DESKTOP).await;
+        browser
+    }
+
+    /// One WebDriver command; `Err` carries the driver's error (e.g. `no such element`).
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let ok = response.status().is_success();
+        let answer: Value = response.json().await.map_err(|e| e.to_string())?;
+        if ok {
+            Ok(answer["value"].clone())
+        } else {
+            Err(answer["value"].to_string())
         }
     }
 
+    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.command(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        self.command(reqwest::Method::GET, path, None).await
+    }
+
     pub(crate) async fn close(mut self) {
-        let _ = self.client.clone().close().await;
+        let _ = self.command(reqwest::Method::DELETE, "", None).await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 
+    async fn set_window_size(&self, size: (u32, u32)) {
+        self.post("/window/rect", json!({"width": size.0, "height": size.1}))
+            .await
+            .expect("size the window");
+    }
+
     pub(crate) async fn goto(&self, path: &str) {
-        self.client
-            .goto(&format!("{}{}", self.base, path))
+        self.post("/url", json!({"url": format!("{}{}", self.base, path)}))
             .await
             .unwrap_or_else(|e| panic!("open {path}: {e}"));
     }
 
     pub(crate) async fn path(&self) -> String {
-        self.client
-            .current_url()
+        let url = self.get("/url").await.expect("current url");
+        let url = url.as_str().unwrap_or_default();
+        let after_host = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let path = after_host.find('/').map_or("/", |i| &after_host[i..]);
+        path.split(['?', '#']).next().unwrap_or("/").to_string()
+    }
+
+    async fn try_find(&self, css: &str) -> Result<String, String> {
+        let found = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await?;
+        found[ELEMENT_KEY]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("no element reference in {found}"))
+    }
+
+    /// Waits (up to 10 s) until `css` matches, and returns the element.
+    pub(crate) async fn wait_for(&self, css: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.try_find(css).await {
+                Ok(element) => return element,
+                Err(error) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "find {css}: {error}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) async fn exists(&self, css: &str) -> bool {
+        self.try_find(css).await.is_ok()
+    }
+
+    async fn element_text(&self, element: &str) -> String {
+        self.get(&format!("/element/{element}/text"))
             .await
-            .expect("current url")
-            .path()
+            .expect("element text")
+            .as_str()
+            .unwrap_or_default()
             .to_string()
     }
 
     pub(crate) async fn text(&self, css: &str) -> String {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"))
-            .text()
-            .await
-            .expect("element text")
+        let element = self.wait_for(css).await;
+        self.element_text(&element).await
     }
 
     pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for element in self
-            .client
-            .find_all(Locator::Css(css))
+        let found = self
+            .post("/elements", json!({"using": "css selector", "value": css}))
             .await
-            .expect("find all")
-        {
-            out.push(element.text().await.expect("text"));
+            .expect("find all");
+        let mut out = Vec::new();
+        for element in found.as_array().cloned().unwrap_or_default() {
+            let id = element[ELEMENT_KEY]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            out.push(self.element_text(&id).await);
         }
         out
     }
 
-    pub(crate) async fn fill(&self, css: &str, value: &str) {
-        let field = self
-            .client
-            .find(Locator::Css(css))
+    pub(crate) async fn property(&self, css: &str, name: &str) -> String {
+        let element = self.wait_for(css).await;
+        self.get(&format!("/element/{element}/property/{name}"))
             .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"));
-        field.clear().await.expect("clear");
-        field.send_keys(value).await.expect("type");
+            .expect("the property")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
+        let element = self.wait_for(css).await;
+        self.post(&format!("/element/{element}/clear"), json!({}))
+            .await
+            .expect("clear");
+        self.send_keys_to(&element, value).await;
+    }
+
+    async fn send_keys_to(&self, element: &str, keys: &str) {
+        self.post(&format!("/element/{element}/value"), json!({"text": keys}))
+            .await
+            .expect("type");
+    }
+
+    /// Presses Tab with the focus on the page body.
+    pub(crate) async fn press_tab(&self) {
+        let body = self.wait_for("body").await;
+        self.send_keys_to(&body, "\u{E004}").await;
+    }
+
+    /// The class of the focused element.
+    pub(crate) async fn focused_class(&self) -> String {
+        let active = self
+            .get("/element/active")
+            .await
+            .expect("the focused element");
+        let id = active[ELEMENT_KEY].as_str().unwrap_or_default();
+        self.get(&format!("/element/{id}/attribute/class"))
+            .await
+            .expect("its class")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub(crate) async fn execute(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": []}))
+            .await
+            .expect("run the script")
+    }
+
+    pub(crate) async fn accept_alert(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Err(error) = self.post("/alert/accept", json!({})).await {
+            assert!(tokio::time::Instant::now() < deadline, "no alert: {error}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub(crate) async fn click(&self, css: &str) {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"))
-            .click()
+        let element = self.wait_for(css).await;
+        self.post(&format!("/element/{element}/click"), json!({}))
             .await
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
@@ -185,41 +317,30 @@ impl Browser {
         self.fill("#api_key", key).await;
         self.click("form[action=\"/console/sign-in\"] button").await;
         // The next page: signed in (the role badge) or refused (the error).
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("[data-testid=role], [data-testid=error]"))
-            .await
-            .expect("the page after signing in");
+        self.wait_for("[data-testid=role], [data-testid=error]")
+            .await;
     }
 
     pub(crate) async fn sign_out(&self) {
         self.click("form[action=\"/console/sign-out\"] button")
             .await;
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css("#api_key"))
-            .await
-            .expect("the sign-in page after signing out");
+        self.wait_for("#api_key").await;
         assert_eq!(self.path().await, "/console/sign-in");
     }
 
     /// Saves a screenshot to docs/console/NAME.png at the given window size.
     pub(crate) async fn screenshot(&self, name: &str, size: (u32, u32)) {
-        self.client
-            .set_window_size(size.0, size.1)
-            .await
-            .expect("resize");
+        use base64::Engine;
+        self.set_window_size(size).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let png = self.client.screenshot().await.expect("screenshot");
+        let encoded = self.get("/screenshot").await.expect("screenshot");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .expect("a base64 PNG");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
         std::fs::create_dir_all(&dir).expect("create docs/console");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
-        self.client
-            .set_window_size(DESKTOP.0, DESKTOP.1)
-            .await
-            .expect("resize back");
+        self.set_window_size(DESKTOP).await;
     }
 }
 
@@ -246,10 +367,8 @@ async fn accessibility_problems(browser: &Browser) -> Vec<String> {
         return problems;
     "#;
     let mut problems: Vec<String> = browser
-        .client
-        .execute(script, Vec::new())
+        .execute(script)
         .await
-        .expect("run the accessibility check")
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -257,23 +376,8 @@ async fn accessibility_problems(browser: &Browser) -> Vec<String> {
         .filter_map(|p| p.as_str().map(str::to_string))
         .collect();
     if browser.path().await != "/console/sign-in" {
-        browser
-            .client
-            .find(Locator::Css("body"))
-            .await
-            .expect("the body")
-            .send_keys(fantoccini::key::Key::Tab.to_string().as_str())
-            .await
-            .expect("press Tab");
-        let focused = browser
-            .client
-            .active_element()
-            .await
-            .expect("the focused element")
-            .attr("class")
-            .await
-            .expect("its class")
-            .unwrap_or_default();
+        browser.press_tab().await;
+        let focused = browser.focused_class().await;
         if focused != "skip" {
             problems.push(format!(
                 "the first Tab focuses {focused:?}, not the skip link"
@@ -392,15 +496,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     browser.fill("#key_name", "console-made").await;
     browser.submit("/console/keys", "button").await;
     browser.text("[data-testid=detail-keyId]").await;
-    let secret = browser
-        .client
-        .find(Locator::Css("[data-testid=secret]"))
-        .await
-        .expect("the new key")
-        .prop("value")
-        .await
-        .expect("its value")
-        .unwrap_or_default();
+    let secret = browser.property("[data-testid=secret]", "value").await;
     assert!(secret.starts_with("plk_"), "{secret}");
     let created = app.get_as(&secret, "/v1/orders?customerId=x").await;
     assert_eq!(created.status().as_u16(), 200, "the new key works");
@@ -447,11 +543,7 @@ async fn console_finds_an_order_by_payment_key_reads_its_timeline_and_an_admin_r
         ]
     );
     // Support reads; the refund form is not there for it.
-    assert!(browser
-        .client
-        .find(Locator::Css("form[action$=\"/refund\"]"))
-        .await
-        .is_err());
+    assert!(!browser.exists("form[action$=\"/refund\"]").await);
     browser.screenshot("order", DESKTOP).await;
     browser.screenshot("order-phone", PHONE).await;
     // The raw event on demand: version, position and hash.
@@ -645,11 +737,7 @@ async fn console_replays_a_dead_lettered_webhook() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         browser.goto("/console/webhooks").await;
-        let replayed = browser
-            .client
-            .find(Locator::Css("[data-testid=no-inbound]"))
-            .await
-            .is_ok();
+        let replayed = browser.exists("[data-testid=no-inbound]").await;
         let timeline: Value = app
             .get_as(&app.support_key, "/v1/orders/order-console-wh/timeline")
             .await
@@ -692,11 +780,7 @@ async fn console_rebuilds_a_projection_and_watches_it_finish() {
     browser.screenshot("ledger", DESKTOP).await;
     browser.click("[data-testid=rebuild-orders]").await;
     // The script asks for confirmation before the form posts.
-    browser
-        .client
-        .accept_alert()
-        .await
-        .expect("confirm the rebuild");
+    browser.accept_alert().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         // The page refreshes itself while the rebuild runs.

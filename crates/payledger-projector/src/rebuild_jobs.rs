@@ -87,6 +87,9 @@ impl RebuildJobs {
         // The rebuild's future is not `Send` (a bulk builder is held across awaits), so it runs
         // on a blocking thread that drives it with this runtime's handle.
         let handle = tokio::runtime::Handle::current();
+        // The finish time is the start (business time, from the caller's clock) plus the
+        // monotonic time the rebuild took: no wall-clock read here.
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
             handle.block_on(async move {
                 let progress_jobs = Arc::clone(&jobs);
@@ -101,7 +104,9 @@ impl RebuildJobs {
                 let outcome = rebuild(&pool, projection.as_ref(), &progress).await;
                 let mut all = jobs.jobs.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(job) = all.get_mut(&name) {
-                    job.finished_at = Some(Utc::now());
+                    job.finished_at = Some(
+                        now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+                    );
                     job.state = match outcome {
                         Ok(position) => {
                             job.position = position;

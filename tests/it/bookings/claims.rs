@@ -655,14 +655,7 @@ async fn console_resolves_a_claim_and_the_refund_shows_on_the_order() {
             "the accident is accepted, but nobody was told",
         )
         .await;
-    browser
-        .client
-        .find(fantoccini::Locator::Css("#outcome option[value=split]"))
-        .await
-        .expect("the split outcome")
-        .click()
-        .await
-        .expect("choose split");
+    browser.click("#outcome option[value=split]").await;
     browser.click("[data-testid=preview-resolution]").await;
     assert_eq!(
         browser.text("[data-testid=preview-refund]").await,
