@@ -14,6 +14,7 @@ pub mod executor;
 pub mod operations;
 pub mod payments;
 pub mod processes;
+pub mod reminders;
 pub mod scenario_clock;
 pub mod settlements;
 pub mod subscriptions;

@@ -17,6 +17,7 @@ pub mod order;
 pub mod payee;
 pub mod provider_failure;
 pub mod refund_policy;
+pub mod reminder;
 pub mod settlement;
 pub mod slot;
 pub mod subscription;
