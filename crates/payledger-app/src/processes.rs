@@ -210,7 +210,7 @@ impl ProcessManager for BookingProcess {
     fn wants(&self, event: &RecordedEvent) -> bool {
         let stream = event.stream_id.as_str();
         match event.event_type.as_str() {
-            "PaymentCaptured" => stream.starts_with("order-"),
+            "PaymentCaptured" | "PaymentFailed" => stream.starts_with("order-"),
             "SlotReservationRefused" => stream.starts_with("slot-"),
             "BookingCancelled" => stream.starts_with("booking-"),
             _ => false,
@@ -225,6 +225,17 @@ impl ProcessManager for BookingProcess {
         let context = system_context(Self::NAME);
         let payments = self.bookings.payments();
         if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+            if event.event_type == "PaymentFailed" {
+                let OrderEvent::PaymentFailed(failed) = decode(event)? else {
+                    return Ok(());
+                };
+                let order_id = parse_id(OrderId::parse(order_id))?;
+                return self
+                    .bookings
+                    .hold_slot_for_retry(&order_id, failed.at, &context)
+                    .await
+                    .map_err(flow_error);
+            }
             if event.event_type != "PaymentCaptured" {
                 return Ok(());
             }
