@@ -86,6 +86,19 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "payledger-webhooks",
         ],
     ),
+    // The console renders pages over the API's own handlers and the app layer; it owns no SQL.
+    (
+        "payledger-console",
+        &[
+            "payledger-app",
+            "payledger-domain",
+            "payledger-http",
+            "payledger-projector",
+            "payledger-read-models",
+            "payledger-store",
+            "payledger-webhook-relay",
+        ],
+    ),
     // The one binary composes the rest.
     (
         "payledger",
@@ -94,6 +107,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "payledger-bench",
             "payledger-connector-stripe",
             "payledger-connector-toss",
+            "payledger-console",
             "payledger-domain",
             "payledger-gateway",
             "payledger-http",
@@ -388,6 +402,7 @@ fn only_the_domain_spells_stream_names() {
         "settlement",
         "webhook",
         "provider-tx",
+        "reminders",
     ];
     let found = offenders(STREAM_PREFIX_OWNERS, |line| {
         prefixes.iter().any(|prefix| {

@@ -417,3 +417,77 @@ async fn the_embedded_sandbox_tells_the_scenario_time() {
         .unwrap();
     assert!((approved - monday()).num_seconds().abs() <= 1, "{captured}");
 }
+
+#[tokio::test]
+async fn reminders_go_out_the_day_before_at_14_00_and_2_hours_before_by_themselves() {
+    let app = spawn_on_test_clock(monday()).await;
+    // Wednesday 19:00 in Seoul.
+    let starts = Utc.with_ymd_and_hms(2026, 10, 7, 10, 0, 0).unwrap();
+    paid_booking(&app, "remind-me", "therapist-park", 80_000, starts).await;
+    paid_booking(&app, "remind-cancelled", "therapist-park", 80_000, starts).await;
+    let (status, body) = call(
+        &app,
+        &app.client_key,
+        "/v1/orders/remind-cancelled/cancel",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Tuesday 14:00 in Seoul is 05:00 UTC.
+    let day_before = Utc.with_ymd_and_hms(2026, 10, 6, 5, 0, 0).unwrap();
+    let moved = set_clock(&app, day_before - Duration::seconds(1)).await;
+    assert_eq!(
+        job_count(&moved, "bookings.reminders", "remindersRequested"),
+        0
+    );
+    let moved = set_clock(&app, day_before).await;
+    assert_eq!(
+        job_count(&moved, "bookings.reminders", "remindersRequested"),
+        1,
+        "{moved}"
+    );
+    let moved = set_clock(&app, starts - Duration::hours(2) - Duration::seconds(1)).await;
+    assert_eq!(
+        job_count(&moved, "bookings.reminders", "remindersRequested"),
+        0
+    );
+    let moved = set_clock(&app, starts - Duration::hours(2)).await;
+    assert_eq!(
+        job_count(&moved, "bookings.reminders", "remindersRequested"),
+        1,
+        "{moved}"
+    );
+    let moved = set_clock(&app, starts - Duration::minutes(30)).await;
+    assert_eq!(
+        job_count(&moved, "bookings.reminders", "remindersRequested"),
+        0
+    );
+
+    let (_, events) = call(
+        &app,
+        &app.auditor_key,
+        "/v1/events?type=SessionReminderRequested",
+        None,
+    )
+    .await;
+    let kinds: Vec<(&str, &str)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["orderId"].as_str().unwrap(),
+                e["payload"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("remind-me", "day_before"),
+            ("remind-me", "two_hours_before")
+        ],
+        "the cancelled booking is not reminded"
+    );
+}

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
 use crate::payments::{OrderSnapshot, PaymentError, Payments};
+use chrono::{DateTime, Utc};
 use payledger_domain::booking::{
     self, BookedOrder, Booking, BookingCancelled, BookingCommand, BookingError, CANCEL_REFUND_ID,
 };
@@ -318,6 +319,38 @@ impl Bookings {
             )
             .await?;
         Ok(Some(executed.state.outcome_for(order_id)))
+    }
+
+    /// Keeps the booking's slot for its payer for 5 minutes after a payment failed at
+    /// `failed_at`, so a retry with another card finds it free (source document 5, §4.1).
+    pub async fn hold_slot_for_retry(
+        &self,
+        order_id: &OrderId,
+        failed_at: DateTime<Utc>,
+        context: &RequestContext,
+    ) -> Result<(), FlowError> {
+        let snapshot = self.order(order_id).await?;
+        let Some(placed) = snapshot.state.placed.as_ref() else {
+            return Ok(());
+        };
+        let Some(starts_at) = placed.service_starts_at else {
+            return Ok(());
+        };
+        self.executor
+            .execute(
+                &self.slots,
+                &slot::stream_id(&placed.payee_id, starts_at),
+                SlotCommand::Hold {
+                    payee_id: placed.payee_id.clone(),
+                    starts_at,
+                    order_id: order_id.clone(),
+                    until: failed_at + chrono::Duration::minutes(slot::PAYMENT_RETRY_HOLD_MINUTES),
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Gives the slot back if this order holds it; nothing when it does not.

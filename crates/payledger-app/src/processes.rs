@@ -211,7 +211,7 @@ impl ProcessManager for BookingProcess {
     fn wants(&self, event: &RecordedEvent) -> bool {
         let stream = event.stream_id.as_str();
         match event.event_type.as_str() {
-            "PaymentCaptured" => StreamKind::Order.holds(stream),
+            "PaymentCaptured" | "PaymentFailed" => StreamKind::Order.holds(stream),
             "SlotReservationRefused" => StreamKind::Slot.holds(stream),
             "BookingCancelled" => StreamKind::Booking.holds(stream),
             _ => false,
@@ -226,6 +226,17 @@ impl ProcessManager for BookingProcess {
         let context = system_context(Self::NAME);
         let payments = self.bookings.payments();
         if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {
+            if event.event_type == "PaymentFailed" {
+                let OrderEvent::PaymentFailed(failed) = decode(event)? else {
+                    return Ok(());
+                };
+                let order_id = parse_id(OrderId::parse(order_id))?;
+                return self
+                    .bookings
+                    .hold_slot_for_retry(&order_id, failed.at, &context)
+                    .await
+                    .map_err(flow_error);
+            }
             if event.event_type != "PaymentCaptured" {
                 return Ok(());
             }

@@ -21,6 +21,10 @@ use std::collections::BTreeSet;
 /// Orders one slot remembers; a bound so a slot's state stays small.
 pub const MAX_ORDERS_PER_SLOT: usize = 10_000;
 
+/// How long a slot waits for a customer whose payment for it just failed (source document 5,
+/// §4.1: the payer retries with another card while nobody else can take the slot).
+pub const PAYMENT_RETRY_HOLD_MINUTES: i64 = 5;
+
 /// Why a slot was given back, in words people and reports branch on.
 pub const RELEASE_REASON_CANCELLED: &str = "BOOKING_CANCELLED";
 
@@ -40,6 +44,16 @@ pub enum SlotCommand {
         order_id: OrderId,
         at: DateTime<Utc>,
     },
+    /// Keep the slot for `order_id` until `until` while its payer retries a failed payment:
+    /// another order's reservation before then is refused. Nothing happens when the slot is
+    /// taken or held for another order already.
+    Hold {
+        payee_id: PayeeId,
+        starts_at: DateTime<Utc>,
+        order_id: OrderId,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
     /// Give the slot back (the holding booking was cancelled). Only the holder can release it.
     Release {
         order_id: OrderId,
@@ -54,6 +68,18 @@ pub enum SlotEvent {
     /// An order asked for a slot another order holds: its payment is to be refunded.
     SlotReservationRefused(SlotReservationRefused),
     SlotReleased(SlotReleased),
+    /// The slot waits for this order's payer to retry a failed payment, until `until`.
+    SlotHeldForRetry(SlotHeldForRetry),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotHeldForRetry {
+    pub payee_id: PayeeId,
+    pub starts_at: DateTime<Utc>,
+    pub order_id: OrderId,
+    pub until: DateTime<Utc>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +115,7 @@ impl DomainEvent for SlotEvent {
             SlotEvent::SlotReserved(_) => "SlotReserved",
             SlotEvent::SlotReservationRefused(_) => "SlotReservationRefused",
             SlotEvent::SlotReleased(_) => "SlotReleased",
+            SlotEvent::SlotHeldForRetry(_) => "SlotHeldForRetry",
         }
         .to_string()
     }
@@ -118,6 +145,9 @@ pub struct Slot {
     pub held_by: Option<OrderId>,
     /// Every order that reserved, was refused or released: a second answer for one is a no-op.
     pub answered: BTreeSet<OrderId>,
+    /// The order whose payer is retrying a failed payment, and until when the slot waits.
+    #[serde(default)]
+    pub retry_hold: Option<(OrderId, DateTime<Utc>)>,
 }
 
 /// What a reservation came to, read from the slot after the command.
@@ -157,7 +187,13 @@ impl Slot {
                 if self.answered.len() >= MAX_ORDERS_PER_SLOT {
                     return Err(SlotError::TooManyOrders);
                 }
-                Ok(vec![match &self.held_by {
+                // A payer retrying a failed payment keeps the slot for a few minutes.
+                let held_for_retry = self
+                    .retry_hold
+                    .as_ref()
+                    .filter(|(holder, until)| *holder != order_id && at < *until)
+                    .map(|(holder, _)| holder.clone());
+                Ok(vec![match self.held_by.clone().or(held_for_retry) {
                     None => SlotEvent::SlotReserved(SlotReserved {
                         payee_id,
                         starts_at,
@@ -168,10 +204,43 @@ impl Slot {
                         payee_id,
                         starts_at,
                         order_id,
-                        held_by: held_by.clone(),
+                        held_by,
                         at,
                     }),
                 }])
+            }
+            SlotCommand::Hold {
+                payee_id,
+                starts_at,
+                order_id,
+                until,
+                at,
+            } => {
+                let same_slot = self.payee_id.as_ref().is_none_or(|p| *p == payee_id)
+                    && self.starts_at.is_none_or(|s| s == starts_at);
+                if !same_slot {
+                    return Err(SlotError::WrongSlot);
+                }
+                let held_by_other = self
+                    .retry_hold
+                    .as_ref()
+                    .is_some_and(|(holder, until)| *holder != order_id && at < *until);
+                let already = self
+                    .retry_hold
+                    .as_ref()
+                    .is_some_and(|(holder, held_until)| {
+                        *holder == order_id && *held_until >= until
+                    });
+                if self.held_by.is_some() || held_by_other || already || until <= at {
+                    return Ok(vec![]);
+                }
+                Ok(vec![SlotEvent::SlotHeldForRetry(SlotHeldForRetry {
+                    payee_id,
+                    starts_at,
+                    order_id,
+                    until,
+                    at,
+                })])
             }
             SlotCommand::Release {
                 order_id,
@@ -235,6 +304,11 @@ impl Aggregate for Slot {
                 if self.held_by.as_ref() == Some(&released.order_id) {
                     self.held_by = None;
                 }
+            }
+            SlotEvent::SlotHeldForRetry(held) => {
+                self.payee_id = Some(held.payee_id);
+                self.starts_at = Some(held.starts_at);
+                self.retry_hold = Some((held.order_id, held.until));
             }
         }
     }

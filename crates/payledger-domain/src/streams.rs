@@ -31,10 +31,12 @@ pub enum StreamKind {
     Webhook,
     /// `provider-tx-{provider}-{transaction_id}`: guards a manually recorded payment.
     ProviderTransaction,
+    /// `reminders-{order_id}`: the session reminders sent for a booking.
+    Reminders,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 11] = [
+    pub const ALL: [StreamKind; 12] = [
         StreamKind::Order,
         StreamKind::Customer,
         StreamKind::Subscription,
@@ -46,6 +48,7 @@ impl StreamKind {
         StreamKind::Settlement,
         StreamKind::Webhook,
         StreamKind::ProviderTransaction,
+        StreamKind::Reminders,
     ];
 
     /// The prefix every stream of this kind starts with, dash included.
@@ -62,6 +65,7 @@ impl StreamKind {
             StreamKind::Settlement => "settlement-",
             StreamKind::Webhook => "webhook-",
             StreamKind::ProviderTransaction => "provider-tx-",
+            StreamKind::Reminders => "reminders-",
         }
     }
 

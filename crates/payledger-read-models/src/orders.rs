@@ -748,6 +748,48 @@ pub async fn orders_awaiting_provider_outcome(
     .await
 }
 
+/// Candidates for session reminders: paid bookings (something still refundable) whose service
+/// starts after `from` and no later than `to`, soonest first.
+pub async fn bookings_starting_between(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT order_id FROM rm.orders WHERE refundable_minor > 0 \
+           AND service_starts_at > $1 AND service_starts_at <= $2 \
+         ORDER BY service_starts_at LIMIT $3",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Of `customers`, those who have orders and whose every order is closed (refunded, expired or
+/// fulfilled) and was last touched before `closed_before`: the retention job's candidates.
+pub async fn customers_with_every_order_closed_before(
+    pool: &PgPool,
+    customers: &[String],
+    closed_before: DateTime<Utc>,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.customer_id FROM unnest($1::text[]) AS c(customer_id) \
+         WHERE EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = c.customer_id) \
+           AND NOT EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = c.customer_id \
+               AND NOT ((o.status IN ('REFUNDED', 'EXPIRED') OR o.fulfilled_at IS NOT NULL) \
+                        AND o.updated_at < $2))",
+    )
+    .bind(customers)
+    .bind(closed_before)
+    // Planned per call: docs/architecture.md, "Lookups by many keys".
+    .persistent(false)
+    .fetch_all(pool)
+    .await
+}
+
 /// Candidates for expiry: unpaid orders placed before `placed_before`, oldest first.
 pub async fn unpaid_orders_placed_before(
     pool: &PgPool,

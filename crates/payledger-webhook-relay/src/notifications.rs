@@ -91,6 +91,13 @@ pub const NOTIFICATIONS: &[NotificationRule] = &[
         priority: None,
         from_event: PriorityFrom::Emergency,
     },
+    // Session reminders (payledger_domain::reminder): the day before at 14:00 and 2 h before;
+    // 세션 리마인드 is 일반 (normal) in §5.2.
+    rule(
+        "SessionReminderRequested",
+        "booking.reminder",
+        Priority::Normal,
+    ),
     // Claims (payledger_domain::claim): both sides are told at once.
     rule("ClaimFiled", "claim.filed", Priority::Urgent),
     rule("ClaimResolved", "claim.resolved", Priority::Urgent),

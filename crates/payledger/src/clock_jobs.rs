@@ -135,3 +135,59 @@ impl DueJob for NotificationsJob {
         Ok(serde_json::json!({ "sent": sent.len() }))
     }
 }
+
+/// Bookings looked at per reminder pass.
+const MAX_REMINDER_CANDIDATES: i64 = 500;
+/// How often `serve` sends due reminders.
+pub const REMINDER_INTERVAL_MS: u64 = 60_000;
+
+/// Session reminders (the day before at 14:00, 2 hours before) of paid bookings starting within
+/// the next two days. Candidates come from the orders read model; each booking is re-checked.
+pub struct RemindersJob {
+    pub reminders: Arc<payledger_app::reminders::SessionReminders>,
+    pub pool: PgPool,
+}
+
+#[async_trait]
+impl DueJob for RemindersJob {
+    fn name(&self) -> &'static str {
+        "bookings.reminders"
+    }
+    async fn run_due(&self) -> Result<serde_json::Value, String> {
+        let now = self.reminders.now();
+        let candidates = payledger_read_models::orders::bookings_starting_between(
+            &self.pool,
+            now,
+            now + chrono::Duration::days(2),
+            MAX_REMINDER_CANDIDATES,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut sent = 0;
+        let mut errors = 0;
+        for order_id in candidates {
+            let Ok(order_id) = payledger_domain::ids::OrderId::parse(order_id) else {
+                continue;
+            };
+            match self.reminders.remind_due(&order_id).await {
+                Ok(n) => sent += n,
+                Err(error) => {
+                    errors += 1;
+                    tracing::warn!(%order_id, %error, "failed to request a reminder");
+                }
+            }
+        }
+        Ok(serde_json::json!({ "remindersRequested": sent, "errors": errors }))
+    }
+}
+
+/// Runs `job` every `every` until aborted (the schedule `serve` gives a job of its own).
+pub async fn run_every(job: Arc<dyn DueJob>, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match job.run_due().await {
+            Ok(report) => tracing::debug!(job = job.name(), %report, "pass"),
+            Err(error) => tracing::warn!(job = job.name(), %error, "pass failed"),
+        }
+    }
+}

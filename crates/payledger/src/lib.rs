@@ -14,7 +14,7 @@ pub mod database;
 pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
-pub mod settlement_jobs;
 pub mod privacy_cli;
+pub mod settlement_jobs;
 pub mod startup;
 pub mod webhook_jobs;

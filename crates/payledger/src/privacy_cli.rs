@@ -33,7 +33,16 @@ pub enum PrivacyCommand {
 }
 
 /// How many customers one retention pass erases at most (the rest on the next pass).
-const MAX_ERASED_PER_PASS: i64 = 500;
+const MAX_ERASED_PER_PASS: usize = 500;
+/// How many customers with a live key one pass looks at (the candidates are then narrowed to
+/// those whose orders are all closed).
+const MAX_KEYED_CUSTOMERS_PER_PASS: i64 = 5_000;
+
+/// Erasure and retention are dated by the wall clock: a data subject's right runs in real time,
+/// whatever scenario a test deployment plays.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    payledger_app::clock::Clock::now(&payledger_app::clock::SystemClock)
+}
 
 /// One retention pass: customers with a live key whose every order is closed (refunded, expired
 /// or fulfilled) and was last touched before `older_than` ago. Reads the orders read model;
@@ -43,21 +52,25 @@ pub async fn retention_pass(
     vault: &PrivacyVault,
     older_than: chrono::Duration,
 ) -> anyhow::Result<Vec<String>> {
-    let cutoff = chrono::Utc::now() - older_than;
-    let customers: Vec<String> = sqlx::query_scalar(
+    let cutoff = now() - older_than;
+    // Customers who still have a key older than the period (the vault's table), then of those
+    // the ones whose every order is closed (the orders read model's question).
+    let with_keys: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT substr(k.subject, 10) FROM privacy_subject_keys k \
          WHERE k.wrapped_key IS NOT NULL AND k.subject LIKE 'customer:%' AND k.created_at < $1 \
-           AND EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = substr(k.subject, 10)) \
-           AND NOT EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = substr(k.subject, 10) \
-               AND NOT ((o.status IN ('REFUNDED', 'EXPIRED') OR o.fulfilled_at IS NOT NULL) \
-                        AND o.updated_at < $1)) \
          LIMIT $2",
     )
     .bind(cutoff)
-    .bind(MAX_ERASED_PER_PASS)
+    .bind(MAX_KEYED_CUSTOMERS_PER_PASS)
     .fetch_all(pool)
     .await
     .context("failed to find customers past the retention period")?;
+    let mut customers = payledger_read_models::orders::customers_with_every_order_closed_before(
+        pool, &with_keys, cutoff,
+    )
+    .await
+    .context("failed to find customers whose orders are all closed")?;
+    customers.truncate(MAX_ERASED_PER_PASS);
     let store =
         payledger_store::EventStore::new(pool.clone(), payledger_store::WriterConfig::default());
     let context = payledger_app::context::RequestContext::new("system:retention", None);
@@ -75,7 +88,7 @@ pub async fn retention_pass(
             &store,
             &customer_id,
             &reason,
-            chrono::Utc::now(),
+            now(),
             &context,
         )
         .await?;
@@ -204,7 +217,7 @@ pub async fn run(
                 &store,
                 &customer_id,
                 &reason,
-                chrono::Utc::now(),
+                now(),
                 &payledger_app::context::RequestContext::new("admin:cli", None),
             )
             .await?;

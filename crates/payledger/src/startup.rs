@@ -274,6 +274,7 @@ impl Application {
             clock.clone(),
             switches.clone(),
         )?;
+        let executor_for_jobs = executor.clone();
         let operations = Arc::new(Operations::new(executor, payments.clone(), switches, clock));
         crate::keys::bootstrap(&pool, &settings.data_dir).await?;
         let idempotency = Arc::new(IdempotencyStore::new(
@@ -367,12 +368,34 @@ impl Application {
             )?;
             background.push(tokio::spawn(monitor.run()));
         }
+        let reminders: Arc<dyn DueJob> = Arc::new(crate::clock_jobs::RemindersJob {
+            reminders: Arc::new(payledger_app::reminders::SessionReminders::new(
+                executor_for_jobs.clone(),
+                booking_services.bookings.clone(),
+                settings.settlement.time_zone,
+            )),
+            pool: pool.clone(),
+        });
+        if settings.settlement_interval_ms > 0 {
+            background.push(tokio::spawn(crate::clock_jobs::run_every(
+                reminders.clone(),
+                Duration::from_millis(crate::clock_jobs::REMINDER_INTERVAL_MS),
+            )));
+        }
         let due_jobs = due_jobs(
             &settings,
             &payments,
             &booking_services.claims,
             &subscriptions,
-            &settlement_jobs,
+            vec![
+                reminders,
+                Arc::new(crate::clock_jobs::SettlementConfirmJob(
+                    settlement_jobs.clone(),
+                )),
+                Arc::new(crate::clock_jobs::SettlementPayoutJob(
+                    settlement_jobs.clone(),
+                )),
+            ],
             &relay,
             &pool,
         )?;
@@ -498,12 +521,13 @@ fn build_payouts(
 }
 
 /// Every time-driven job, in the order a move of the scenario clock runs them.
+/// `bookings_and_settlement`: the jobs that run after billing (reminders, settlement).
 fn due_jobs(
     settings: &Settings,
     payments: &Arc<Payments>,
     claims: &Arc<payledger_app::claims::Claims>,
     subscriptions: &Arc<payledger_app::subscriptions::Subscriptions>,
-    settlement: &Arc<crate::settlement_jobs::SettlementJobs>,
+    bookings_and_settlement: Vec<Arc<dyn DueJob>>,
     relay: &Arc<payledger_webhook_relay::Relay>,
     pool: &sqlx::PgPool,
 ) -> anyhow::Result<Vec<Arc<dyn DueJob>>> {
@@ -522,12 +546,11 @@ fn due_jobs(
             subscriptions: subscriptions.clone(),
             pool: pool.clone(),
         }),
-        Arc::new(SettlementConfirmJob(settlement.clone())),
-        Arc::new(SettlementPayoutJob(settlement.clone())),
-        Arc::new(InboundWebhooksJob(
-            payledger_webhook_relay::InboundWorker::new(relay.clone(), payments.clone()),
-        )),
     ];
+    jobs.extend(bookings_and_settlement);
+    jobs.push(Arc::new(InboundWebhooksJob(
+        payledger_webhook_relay::InboundWorker::new(relay.clone(), payments.clone()),
+    )));
     if !relay.settings.outbound.endpoints.is_empty() {
         let sender = payledger_webhook_relay::NotificationSender::new(
             pool.clone(),

@@ -182,3 +182,95 @@ async fn concurrent_reservations_from_separate_processes_are_decided_by_the_vers
         1
     );
 }
+
+/// The slot's events of one type, as (orderId, heldBy) pairs.
+async fn slot_events(app: &BookingApp, starts: DateTime<Utc>, event_type: &str) -> Vec<Value> {
+    let stream = slot::stream_id(&PayeeId::parse(THERAPIST).unwrap(), starts);
+    let page = app
+        .get_as(&app.auditor_key, &format!("/v1/streams/{stream}"))
+        .await;
+    page.body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["eventType"] == event_type)
+        .map(|e| e["payload"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_payment_holds_the_slot_five_minutes_for_its_payer() {
+    let app = spawn().await;
+    let starts = t0() + Duration::days(3);
+    app.place_booking("retry-first", "parent-a", PRICE, starts)
+        .await;
+    app.place_booking("retry-other", "parent-b", PRICE, starts)
+        .await;
+    let declined = app
+        .post(
+            "/v1/payments/confirm",
+            &json!({"paymentKey": "sandbox_decline_retry", "orderId": "retry-first", "amount": PRICE}),
+        )
+        .await;
+    assert_eq!(declined.status, 402, "{}", declined.body);
+    app.settle().await;
+    let held = slot_events(&app, starts, "SlotHeldForRetry").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["orderId"], "retry-first");
+    assert_eq!(held[0]["until"], json!(t0() + Duration::minutes(5)));
+
+    // Another customer pays within the five minutes: refused and refunded.
+    app.clock.set(t0() + Duration::minutes(4));
+    assert_eq!(app.confirm("retry-other", PRICE).await.status, 200);
+    app.settle().await;
+    let refused = slot_events(&app, starts, "SlotReservationRefused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (
+            refused[0]["orderId"].as_str(),
+            refused[0]["heldBy"].as_str()
+        ),
+        (Some("retry-other"), Some("retry-first"))
+    );
+    assert_eq!(
+        app.order_state("retry-other").await.status,
+        OrderStatus::Refunded
+    );
+
+    // The first payer's retry with another card keeps the slot.
+    let retried = app
+        .post(
+            "/v1/payments/confirm",
+            &json!({"paymentKey": "pk_retry_first_2", "orderId": "retry-first", "amount": PRICE}),
+        )
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    app.settle().await;
+    let reserved = slot_events(&app, starts, "SlotReserved").await;
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(reserved[0]["orderId"], "retry-first");
+}
+
+#[tokio::test]
+async fn after_five_minutes_the_slot_is_free_for_anyone() {
+    let app = spawn().await;
+    let starts = t0() + Duration::days(3);
+    app.place_booking("lapse-first", "parent-a", PRICE, starts)
+        .await;
+    app.place_booking("lapse-other", "parent-b", PRICE, starts)
+        .await;
+    let declined = app
+        .post(
+            "/v1/payments/confirm",
+            &json!({"paymentKey": "sandbox_decline_lapse", "orderId": "lapse-first", "amount": PRICE}),
+        )
+        .await;
+    assert_eq!(declined.status, 402);
+    app.settle().await;
+    app.clock.set(t0() + Duration::minutes(5));
+    assert_eq!(app.confirm("lapse-other", PRICE).await.status, 200);
+    app.settle().await;
+    let reserved = slot_events(&app, starts, "SlotReserved").await;
+    assert_eq!(reserved.len(), 1, "{reserved:?}");
+    assert_eq!(reserved[0]["orderId"], "lapse-other");
+}
