@@ -13,6 +13,7 @@ mod payments;
 mod projections;
 mod provider_faults;
 mod provider_truth;
+mod stripe;
 mod subscriptions;
 mod validation;
 mod webhooks;

@@ -88,6 +88,10 @@ pub struct Settings {
     /// Billing scheduler interval, plan catalogue and dunning policy (the environment's
     /// `PAYLEDGER_BILLING_*` / `PAYLEDGER_PLAN_CATALOGUE` / `PAYLEDGER_DUNNING_*` win).
     pub billing: crate::billing_jobs::BillingSettings,
+    /// Stripe with keys (`STRIPE_SECRET_KEY`, `STRIPE_API_BASE`; `Settings::stripe_from_env`).
+    /// `None`: Stripe runs against the sandbox's `/stripe` when there is a sandbox, and is not
+    /// configured otherwise (orders with `provider: stripe` get 400 E_PROVIDER_NOT_CONFIGURED).
+    pub stripe: Option<payledger_connector_stripe::StripeConfig>,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -120,7 +124,20 @@ impl Settings {
             settlement: payledger_app::settlements::SettlementConfig::default(),
             clock: None,
             billing: crate::billing_jobs::BillingSettings::default(),
+            stripe: None,
         }
+    }
+
+    /// Stripe from the environment: `STRIPE_SECRET_KEY` (`sk_live_…` / `sk_test_…`, never
+    /// logged) and optionally `STRIPE_API_BASE` (default `https://api.stripe.com`).
+    pub fn stripe_from_env() -> Option<payledger_connector_stripe::StripeConfig> {
+        let secret = std::env::var("STRIPE_SECRET_KEY").ok()?;
+        let base_url = std::env::var("STRIPE_API_BASE")
+            .unwrap_or_else(|_| payledger_connector_stripe::STRIPE_API_BASE_URL.to_string());
+        Some(payledger_connector_stripe::StripeConfig::new(
+            base_url,
+            payledger_connector_stripe::StripeSecretKey::new(secret),
+        ))
     }
 
     /// Reads the provider from the environment: `TOSS_SECRET_KEY` (and optionally
@@ -381,9 +398,31 @@ async fn build_registry(
     );
     let toss = TossGateway::new(config).context("failed to configure the Toss connector")?;
     // Toss is the default: orders that name no provider pay with it.
-    let registry = ProviderRegistry::new(Arc::new(toss));
-    // Further connectors are registered here, e.g.
-    // `registry.register(Arc::new(stripe))?` with its sandbox base URL
-    // `format!("{}/stripe", sandbox_base_url)` when it has no keys.
+    let mut registry = ProviderRegistry::new(Arc::new(toss));
+    // Stripe: with keys when given, else the sandbox's `/stripe` when there is a sandbox.
+    let stripe = settings.stripe.clone().or_else(|| {
+        settings
+            .provider
+            .sandbox_base_url(sandbox.as_ref())
+            .map(|base| payledger_connector_stripe::StripeConfig::sandbox(format!("{base}/stripe")))
+    });
+    if let Some(mut config) = stripe {
+        if let Some(timeout_ms) = settings.gateway_timeout_ms {
+            config.timeout_ms = timeout_ms;
+        }
+        if let Some(open_ms) = settings.gateway_circuit_open_ms {
+            config.circuit.open_ms = open_ms;
+        }
+        tracing::info!(
+            provider = payledger_connector_stripe::PROVIDER_NAME,
+            test_mode = config.secret_key.is_test_mode(),
+            "payment connector configured"
+        );
+        let stripe = payledger_connector_stripe::StripeGateway::new(config)
+            .context("failed to configure the Stripe connector")?;
+        registry
+            .register(Arc::new(stripe))
+            .context("failed to register the Stripe connector")?;
+    }
     Ok((registry, sandbox))
 }
