@@ -11,6 +11,13 @@ docs/auditing.md, and checks:
   * each event's prevHash is the previous event's hash in its stream (64 zeros for version 1);
   * each event's hash is SHA-256 of its recipe bytes.
 
+With --checkpoints FILE --public-key HEX it also holds the log to a saved copy of payledger's
+signed checkpoints (the export file's JSON lines, or a GET /v1/audit/checkpoints page): every
+checkpoint's Ed25519 signature (verified by ed25519_verify.py, pure Python, beside this file),
+its digest, the chain of checkpoints, and the running log digest at each checkpoint's position.
+That catches what the per-stream chains cannot: events of different streams swapped in the
+global order, a stream's newest event rewritten with its hash recomputed, a removed tail.
+
 Exit status: 0 everything verifies; 1 the log is broken (the first broken event is named);
 2 the log could not be read (network, HTTP error, unreadable file, bad arguments).
 
@@ -19,6 +26,10 @@ Usage:
   verify_log.py --from-file page1.json [page2.json ...] [--head-position N]
   verify_log.py --from-file stream.json --stream-only
   verify_log.py --url http://127.0.0.1:8080 --show-recipe 1
+  verify_log.py --url http://127.0.0.1:8080 --checkpoints saved.jsonl --public-key HEX
+
+--url sends the API key of PAYLEDGER_API_KEY (or --api-key) as a bearer token: the raw log is
+for auditor and admin keys.
 
 --from-file takes what the API or the CLI produced: an `{"events": [...]}` page of
 GET /v1/events, a JSON array of events, or JSON lines (`payledger replay` output). Files are
@@ -29,13 +40,18 @@ says they hold one stream (then versions must start at 1 and global positions on
 import argparse
 import hashlib
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 
+import ed25519_verify
+
 RECIPE_VERSION_LINE = "payledger-event-v1"
+LOG_DIGEST_VERSION_LINE = "payledger-log-v1"
+CHECKPOINT_VERSION_LINE = "payledger-checkpoint-v1"
 GENESIS_HASH_HEX = "0" * 64
 # The API's own maximum page size (docs/api.md).
 MAX_PAGE_SIZE = 1000
@@ -179,6 +195,8 @@ class Verifier:
         # One stream's events (GET /v1/streams/ID, `payledger replay`): their global positions
         # rise but have gaps where other streams' events sit.
         self.stream_only = stream_only
+        # The running log digest d(p) of docs/auditing.md, "Signed checkpoints".
+        self.log_digest = GENESIS_HASH_HEX
 
     def check(self, event):
         """Returns None when the event verifies, else what is wrong with it."""
@@ -222,8 +240,95 @@ class Verifier:
             return "hash does not match the event's content: it was altered (recomputed %s)" % recomputed
         self.heads[stream] = (event["streamVersion"], recomputed)
         self.last_position = position
+        self.log_digest = log_digest_step(
+            self.log_digest, position, stream, event["streamVersion"], recomputed)
         self.events_checked += 1
         return None
+
+
+def log_digest_step(previous_hex, position, stream_id, stream_version, hash_hex):
+    """d(p) from d(p-1) and the event at p (docs/auditing.md, "The log digest")."""
+    line = "\n".join([LOG_DIGEST_VERSION_LINE, previous_hex, str(position), stream_id,
+                      str(stream_version), hash_hex])
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed checkpoints (docs/auditing.md, crates/payledger-store/src/checkpoint.rs)
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_FIELDS = ("sequence", "globalPosition", "logDigest", "previousDigest", "sealedAt",
+                     "publicKey", "signature", "digest")
+
+
+def checkpoint_signed_bytes(checkpoint):
+    return "\n".join([
+        CHECKPOINT_VERSION_LINE,
+        str(checkpoint["sequence"]),
+        str(checkpoint["globalPosition"]),
+        checkpoint["logDigest"],
+        checkpoint["previousDigest"],
+        checkpoint["sealedAt"],
+        checkpoint["publicKey"],
+    ]).encode("utf-8")
+
+
+def checkpoint_problem(checkpoint, public_key_hex, previous):
+    """None when the saved checkpoint holds on its own and follows `previous`, else why not."""
+    if not isinstance(checkpoint, dict) or set(checkpoint) != set(CHECKPOINT_FIELDS):
+        return "not a checkpoint (fields %s)" % ", ".join(CHECKPOINT_FIELDS)
+    for field in ("sequence", "globalPosition"):
+        if not isinstance(checkpoint[field], int) or isinstance(checkpoint[field], bool):
+            return "field %s is not an integer" % field
+    try:
+        public_key = bytes.fromhex(checkpoint["publicKey"])
+        signature = bytes.fromhex(checkpoint["signature"])
+    except (TypeError, ValueError):
+        return "publicKey or signature is not hex"
+    if checkpoint["publicKey"] != public_key_hex:
+        return "signed by key %s, not by the expected key %s" % (checkpoint["publicKey"],
+                                                                 public_key_hex)
+    data = checkpoint_signed_bytes(checkpoint)
+    if hashlib.sha256(data).hexdigest() != checkpoint["digest"]:
+        return "its digest does not match its content"
+    if not ed25519_verify.verify(public_key, data, signature):
+        return "its signature does not verify: it was forged or altered"
+    if previous is None:
+        if checkpoint["sequence"] == 1 and checkpoint["previousDigest"] != GENESIS_HASH_HEX:
+            return "the first checkpoint must name 64 zeros as its previous digest"
+    elif checkpoint["sequence"] != previous["sequence"] + 1:
+        return "checkpoint %d follows %d: the saved copy is not contiguous" % (
+            checkpoint["sequence"], previous["sequence"])
+    elif checkpoint["previousDigest"] != previous["digest"]:
+        return "it does not name the previous checkpoint's digest"
+    elif checkpoint["globalPosition"] <= previous["globalPosition"]:
+        return "its position does not advance"
+    return None
+
+
+def checkpoints_from_file(path):
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise Unreadable("cannot read %s: %s" % (path, error)) from None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("checkpoints"), list):
+        return document["checkpoints"]
+    if isinstance(document, dict):
+        return [document]
+    checkpoints = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            checkpoints.append(json.loads(line))
+        except ValueError as error:
+            raise Unreadable("%s line %d is not JSON: %s" % (path, number, error)) from None
+    return checkpoints
 
 
 def describe(event):
@@ -242,8 +347,14 @@ def describe(event):
 # ---------------------------------------------------------------------------------------------
 
 
+API_KEY = None
+
+
 def _get_json(url, timeout_s):
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    headers = {"Accept": "application/json"}
+    if API_KEY:
+        headers["Authorization"] = "Bearer " + API_KEY
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             body = response.read(MAX_RESPONSE_BYTES + 1)
@@ -354,7 +465,20 @@ def main(argv=None):
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per request (default 30)")
     parser.add_argument("--show-recipe", type=int, metavar="POSITION",
                         help="print the recipe bytes and hash of one event instead of verifying")
+    parser.add_argument("--checkpoints", metavar="FILE",
+                        help="a saved copy of the signed checkpoints to hold the log to")
+    parser.add_argument("--public-key", metavar="HEX",
+                        help="with --checkpoints: the key they must be signed with (64 hex digits, "
+                             "as `payledger audit public-key` printed it)")
+    parser.add_argument("--api-key", default=os.environ.get("PAYLEDGER_API_KEY"),
+                        help="with --url: an auditor's API key (default: $PAYLEDGER_API_KEY)")
     args = parser.parse_args(argv)
+    global API_KEY
+    API_KEY = args.api_key
+    if (args.checkpoints is None) != (args.public_key is None):
+        parser.error("--checkpoints and --public-key go together")
+    if args.checkpoints is not None and args.stream_only:
+        parser.error("checkpoints cover the global log, not one stream")
     if not 1 <= args.page_size <= MAX_PAGE_SIZE:
         parser.error("--page-size must be between 1 and %d" % MAX_PAGE_SIZE)
     if args.url and (args.stream_only or args.head_position is not None):
@@ -375,6 +499,22 @@ def main(argv=None):
         if args.show_recipe is not None:
             return show_recipe(events, args.show_recipe)
 
+        checkpoints = []
+        if args.checkpoints is not None:
+            public_key_hex = args.public_key.strip().lower()
+            previous = None
+            for checkpoint in checkpoints_from_file(args.checkpoints):
+                problem = checkpoint_problem(checkpoint, public_key_hex, previous)
+                if problem is not None:
+                    print("BROKEN at checkpoint %s: the saved checkpoint is refused: %s" % (
+                        checkpoint.get("sequence") if isinstance(checkpoint, dict) else "?",
+                        problem))
+                    return EXIT_BROKEN
+                checkpoints.append(checkpoint)
+                previous = checkpoint
+        pending = list(checkpoints)
+        checked_up_to = 0
+
         verifier = Verifier(stream_only=args.stream_only)
         for event in events:
             problem = verifier.check(event)
@@ -382,10 +522,28 @@ def main(argv=None):
                 print("BROKEN at %s: %s" % (describe(event), problem))
                 print("verified %d events before it" % verifier.events_checked)
                 return EXIT_BROKEN
+            while pending and pending[0]["globalPosition"] == verifier.last_position:
+                checkpoint = pending.pop(0)
+                if checkpoint["logDigest"] != verifier.log_digest:
+                    print("BROKEN at checkpoint %d (positions %d to %d): the log's digest at %d is "
+                          "%s, the checkpoint says %s: an event in this range was altered, "
+                          "removed, inserted or reordered" % (
+                              checkpoint["sequence"], checked_up_to + 1,
+                              checkpoint["globalPosition"], checkpoint["globalPosition"],
+                              verifier.log_digest, checkpoint["logDigest"]))
+                    return EXIT_BROKEN
+                checked_up_to = checkpoint["globalPosition"]
     except Unreadable as error:
         print("error: %s" % error, file=sys.stderr)
         return EXIT_UNREADABLE
 
+    if pending:
+        checkpoint = pending[0]
+        print("BROKEN at checkpoint %d (positions %d to %d): the log ends at %d, before this "
+              "checkpoint's position: events were removed" % (
+                  checkpoint["sequence"], checked_up_to + 1, checkpoint["globalPosition"],
+                  verifier.last_position))
+        return EXIT_BROKEN
     if head is not None and verifier.last_position < head:
         print("BROKEN at global position %d: the log ends at %d but the sequencer handed out "
               "positions up to %d: events were removed" % (verifier.last_position + 1,
@@ -397,6 +555,9 @@ def main(argv=None):
         verifier.last_position,
         "" if head is None else " (sequencer head %d)" % head,
     ))
+    if checkpoints:
+        print("ok: the log agrees with %d saved checkpoints up to position %d" % (
+            len(checkpoints), checked_up_to))
     return EXIT_OK
 
 

@@ -26,7 +26,9 @@ fn arb_scalar() -> impl Strategy<Value = Value> {
         ".{0,40}".prop_map(Value::String),
         Just(Value::String("\u{0}".into())),
         Just(Value::String("x".repeat(300))),
-        Just(Value::String("4111 1111 1111 1111".into())),
+        Just(Value::String(
+            payledger_domain::card_numbers::test_cards::VISA_SPACED.into()
+        )),
     ]
 }
 

@@ -1,10 +1,16 @@
 //! End-to-end tests, one binary (link time) with a module per feature.
 
 mod access;
+mod alerts;
+mod architecture;
 mod audit_log;
 mod bench;
 mod bookings;
+mod card_data;
+mod closed_doors;
+mod dependencies;
 mod fuzz;
+mod hygiene;
 mod idempotency;
 mod metrics;
 mod openapi;
@@ -13,7 +19,9 @@ mod payments;
 mod projections;
 mod provider_faults;
 mod provider_truth;
+mod scenario;
 mod stripe;
 mod subscriptions;
+mod test_clock;
 mod validation;
 mod webhooks;

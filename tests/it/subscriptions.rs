@@ -2,6 +2,7 @@
 //! stored, the billing key never appears in an answer, dunning states show in the read model,
 //! and credits need a membership.
 
+use payledger_domain::card_numbers::test_cards;
 use payledger_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 
@@ -46,8 +47,8 @@ async fn card_numbers_are_refused_before_anything_is_stored() {
     let app = spawn_app().await;
     let before = app.head_position().await;
     for body in [
-        json!({"customerId": "cust_1", "authKey": "4242 4242 4242 4242"}),
-        json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": "4242424242424242"}),
+        json!({"customerId": "cust_1", "authKey": test_cards::VISA_SPACED}),
+        json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": test_cards::VISA_STRIPE}),
         json!({"customerId": "cust_1", "authKey": "bln_x", "cardNumber": "not even a number"}),
     ] {
         let response = app.post("/v1/billing-keys", &body).await;
@@ -306,4 +307,33 @@ async fn clients_see_and_change_only_the_customers_they_created() {
         .post("/v1/subscriptions/sub_owned/cancel", &json!({}))
         .await;
     assert_eq!(cancelled.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_provider_error_on_a_charge_shows_when_the_next_attempt_is() {
+    let app = spawn_app().await;
+    let key = register_key(&app, "cust_flaky", "sandbox_provider_error_sub").await;
+    let started = start(
+        &app,
+        "sub_flaky",
+        "cust_flaky",
+        key["billingKeyId"].as_str().unwrap(),
+    )
+    .await;
+    // A provider error is not a decline: the status stays, a short backoff attempt is scheduled.
+    assert_eq!(started["status"], "active", "{started}");
+    assert_eq!(started["retryCount"], 0, "{started}");
+    let next_retry_at = started["nextRetryAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("nextRetryAt is shown: {started}"));
+    let position = started["position"].as_i64().unwrap();
+    let read: Value = app
+        .get(&format!(
+            "/v1/subscriptions/sub_flaky?minPosition={position}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["nextRetryAt"].as_str(), Some(next_retry_at), "{read}");
 }

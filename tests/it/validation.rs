@@ -33,9 +33,9 @@ async fn invalid_orders_are_refused_with_stable_codes_and_store_nothing() {
         (order(json!(100), "XYZ"), 400, "E_UNKNOWN_CURRENCY"),
         (order(json!(100), "krw"), 400, "E_UNKNOWN_CURRENCY"),
         (
-            json!({"orderId": "order-valid-1", "amount": 100, "currency": "KRW", "customerId": "c", "payeeId": "p", "orderName": "n", "cardNumber": "4111111111111111"}),
+            json!({"orderId": "order-valid-1", "amount": 100, "currency": "KRW", "customerId": "c", "payeeId": "p", "orderName": "n", "cardNumber": payledger_domain::card_numbers::test_cards::VISA}),
             400,
-            "E_INVALID_JSON",
+            "E_CARD_DATA_REJECTED",
         ),
         (
             json!({"amount": 100, "currency": "KRW"}),

@@ -47,6 +47,9 @@ pub struct SpawnOptions {
     pub circuit_open_ms: u64,
     /// How old an unknown outcome must be before the reconciler asks the provider.
     pub reconcile_after_ms: u64,
+    /// `Some(start)`: `serve --test-clock` with a scenario clock starting there, moved through
+    /// `/v1/admin/test-clock`; background jobs then run only when the clock moves.
+    pub test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for SpawnOptions {
@@ -57,6 +60,7 @@ impl Default for SpawnOptions {
             webhooks: payledger_webhook_relay::WebhookSettings::default(),
             circuit_open_ms: 500,
             reconcile_after_ms: 0,
+            test_clock_start: None,
         }
     }
 }
@@ -93,6 +97,16 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);
+    // Each test's checkpoint key and export file apart: the default directory is shared.
+    settings.checkpoints.directory =
+        Some(std::env::temp_dir().join(format!("payledger-tests-audit-{}", db.name)));
+    if let Some(start) = options.test_clock_start {
+        settings.test_clock = true;
+        settings.test_clock_start = Some(start);
+        // Moves of the clock run the jobs; their wall-clock schedules would only add noise.
+        settings.settlement_interval_ms = 0;
+        settings.billing.scheduler_interval_ms = 0;
+    }
     // Created before the server starts, so it finds keys and creates none of its own; seeding
     // records no events, so positions in tests start at 1 as before.
     let keys: Vec<String> = api_keys::seed_if_empty(&db.app_pool, TEST_KEYS, "system:tests")

@@ -65,14 +65,9 @@ impl From<OrderError> for FlowError {
 
 impl<E: std::error::Error + Into<FlowError>> From<ExecuteError<E>> for FlowError {
     fn from(error: ExecuteError<E>) -> Self {
-        match error {
-            ExecuteError::Domain(e) => e.into(),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                FlowError::Payment(PaymentError::Unavailable(e.to_string()))
-            }
-            ExecuteError::Read(e) => FlowError::Payment(PaymentError::Unavailable(e.to_string())),
-            ExecuteError::Contention => FlowError::Payment(PaymentError::Contention),
-            other => FlowError::Payment(PaymentError::Internal(other.to_string())),
+        match error.into_domain() {
+            Ok(refused) => refused.into(),
+            Err(failure) => FlowError::Payment(failure.into()),
         }
     }
 }

@@ -271,15 +271,13 @@ impl Claims {
         Ok(executed.state)
     }
 
-    /// When `payee_id` may take a new booking again, if a penalty suspension (three warnings:
-    /// seven days) runs at `at`; `None` when it may take one now.
+    /// When `payee_id` may take a new booking again, if a penalty suspension runs at `at`.
     pub async fn booking_suspension(
         &self,
         payee_id: &PayeeId,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, FlowError> {
-        let payee = self.payee(payee_id).await?;
-        Ok(payee.suspended_until.filter(|_| payee.is_suspended_at(at)))
+        Ok(self.payments.booking_suspension(payee_id, at).await?)
     }
 
     pub async fn payee(&self, payee_id: &PayeeId) -> Result<Payee, FlowError> {

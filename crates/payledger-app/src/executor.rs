@@ -37,6 +37,33 @@ pub enum ExecuteError<E: std::error::Error> {
     Contention,
 }
 
+/// How a command failed below the domain, in the three ways every caller answers it.
+#[derive(Debug)]
+pub enum StoreFailure {
+    /// The database cannot be reached or refused for now: a retry may succeed (503).
+    Unavailable(String),
+    /// The stream kept changing under concurrent commands (409 with Retry-After).
+    Contention,
+    /// Anything else is a bug: a stored event that does not decode, a refused append.
+    Internal(String),
+}
+
+impl<E: std::error::Error> ExecuteError<E> {
+    /// The domain's refusal as `Ok`, or how the store failed: the one place that decides
+    /// which store failures are worth a retry.
+    pub fn into_domain(self) -> Result<E, StoreFailure> {
+        match self {
+            ExecuteError::Domain(e) => Ok(e),
+            ExecuteError::Append(e) if e.is_unavailable() => {
+                Err(StoreFailure::Unavailable(e.to_string()))
+            }
+            ExecuteError::Read(e) => Err(StoreFailure::Unavailable(e.to_string())),
+            ExecuteError::Contention => Err(StoreFailure::Contention),
+            other => Err(StoreFailure::Internal(other.to_string())),
+        }
+    }
+}
+
 /// The state after a command, and what it appended.
 pub struct Executed<A: Aggregate> {
     pub state: A,
@@ -239,7 +266,11 @@ impl Executor {
                 .map(|event| {
                     let (event_type, payload) =
                         codec::encode(event).map_err(|e| ExecuteError::Decode(e.to_string()))?;
-                    Ok(NewEvent::new(event_type, payload, context.metadata()))
+                    let schema_version = codec::schema_version(&event_type);
+                    Ok(NewEvent {
+                        schema_version,
+                        ..NewEvent::new(event_type, payload, context.metadata())
+                    })
                 })
                 .collect::<Result<Vec<_>, ExecuteError<A::Error>>>()?;
             let expected = if version == 0 {

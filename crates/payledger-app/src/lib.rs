@@ -14,5 +14,7 @@ pub mod executor;
 pub mod operations;
 pub mod payments;
 pub mod processes;
+pub mod scenario_clock;
 pub mod settlements;
 pub mod subscriptions;
+pub mod switches;

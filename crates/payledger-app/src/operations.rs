@@ -5,29 +5,17 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executor};
 use crate::payments::{OrderSnapshot, PaymentError, Payments};
+pub use crate::switches::{describe_block, Flipped, SalesSwitches, SWITCHES_MAX_AGE_MS};
 use payledger_domain::codec;
-use payledger_domain::ids::{OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::ids::{OrderId, PaymentKey, RefundId};
 use payledger_domain::operations::{
     provider_transaction_stream, AdminAction, AdminAuditEvent, ExternalPaymentRecorded,
-    KillSwitches, ProviderTransaction, ProviderTransactionCommand, ProviderTransactionError,
-    SalesBlock, SwitchCommand, SwitchError, ADMIN_AUDIT_STREAM, SWITCHES_STREAM,
+    ProviderTransaction, ProviderTransactionCommand, ProviderTransactionError, SwitchError,
+    ADMIN_AUDIT_STREAM,
 };
 use payledger_domain::order::{OrderError, OrderStatus};
 use payledger_store::{ExpectedVersion, NewEvent};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// How long a process trusts its copy of the switches before reading the stream again. A switch
-/// flipped in this process applies at once; one flipped in another process within this time.
-pub const SWITCHES_MAX_AGE_MS: u64 = 1_000;
-
-/// The kill switches, read cheaply on every new order and confirmation.
-pub struct SalesSwitches {
-    executor: Arc<Executor>,
-    cache: AggregateCache<KillSwitches>,
-    fresh: Mutex<Option<(Instant, KillSwitches)>>,
-    max_age: Duration,
-}
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
@@ -43,103 +31,9 @@ pub enum OperationError {
 
 impl<E: std::error::Error + Into<OperationError>> From<ExecuteError<E>> for OperationError {
     fn from(error: ExecuteError<E>) -> Self {
-        match error {
-            ExecuteError::Domain(e) => e.into(),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                OperationError::Payment(PaymentError::Unavailable(e.to_string()))
-            }
-            ExecuteError::Read(e) => {
-                OperationError::Payment(PaymentError::Unavailable(e.to_string()))
-            }
-            ExecuteError::Contention => OperationError::Payment(PaymentError::Contention),
-            other => OperationError::Payment(PaymentError::Internal(other.to_string())),
-        }
-    }
-}
-
-/// The switches after a flip, and whether the flip changed anything.
-#[derive(Debug, Clone)]
-pub struct Flipped {
-    pub switches: KillSwitches,
-    pub changed: bool,
-    pub position: Option<i64>,
-}
-
-impl SalesSwitches {
-    pub fn new(executor: Arc<Executor>) -> SalesSwitches {
-        SalesSwitches {
-            executor,
-            cache: AggregateCache::new(1),
-            fresh: Mutex::new(None),
-            max_age: Duration::from_millis(SWITCHES_MAX_AGE_MS),
-        }
-    }
-
-    /// The switches, at most [`SWITCHES_MAX_AGE_MS`] old.
-    pub async fn current(&self) -> Result<KillSwitches, PaymentError> {
-        if let Ok(fresh) = self.fresh.lock() {
-            if let Some((read_at, switches)) = fresh.as_ref() {
-                if read_at.elapsed() < self.max_age {
-                    return Ok(switches.clone());
-                }
-            }
-        }
-        let (_, switches) = self
-            .executor
-            .load(&self.cache, SWITCHES_STREAM)
-            .await
-            .map_err(|e: ExecuteError<SwitchError>| PaymentError::Unavailable(e.to_string()))?;
-        self.remember(&switches);
-        Ok(switches)
-    }
-
-    fn remember(&self, switches: &KillSwitches) {
-        if let Ok(mut fresh) = self.fresh.lock() {
-            *fresh = Some((Instant::now(), switches.clone()));
-        }
-    }
-
-    /// Refuses any new charge while the "all payments" switch is on (billing-key charges,
-    /// which belong to no payee).
-    pub async fn check_payments(&self) -> Result<(), PaymentError> {
-        self.current()
-            .await?
-            .check_payments()
-            .map_err(PaymentError::SalesSuspended)
-    }
-
-    /// Refuses a new sale for `payee_id` while a switch stops it.
-    pub async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
-        self.current()
-            .await?
-            .check_sale(payee_id)
-            .map_err(PaymentError::SalesSuspended)
-    }
-
-    pub async fn flip(
-        &self,
-        command: SwitchCommand,
-        context: &RequestContext,
-    ) -> Result<Flipped, OperationError> {
-        let executed = self
-            .executor
-            .execute(&self.cache, SWITCHES_STREAM, command, context)
-            .await?;
-        self.remember(&executed.state);
-        Ok(Flipped {
-            changed: !executed.events.is_empty(),
-            position: executed.append.map(|a| a.last_position),
-            switches: executed.state,
-        })
-    }
-}
-
-/// What a sale is refused with, for messages.
-pub fn describe_block(block: &SalesBlock) -> String {
-    match block {
-        SalesBlock::AllPayments { reason } => format!("new payments are suspended: {reason}"),
-        SalesBlock::Payee { payee_id, reason } => {
-            format!("sales of payee {payee_id} are suspended: {reason}")
+        match error.into_domain() {
+            Ok(refused) => refused.into(),
+            Err(failure) => OperationError::Payment(failure.into()),
         }
     }
 }
@@ -234,7 +128,10 @@ impl Operations {
             && snapshot.state.payment_key.as_ref() == Some(&input.provider_transaction_id);
         let payable = matches!(
             snapshot.state.status,
-            OrderStatus::Ready | OrderStatus::Failed | OrderStatus::Expired
+            OrderStatus::Ready
+                | OrderStatus::Failed
+                | OrderStatus::Expired
+                | OrderStatus::NeedsReview
         );
         if !retry_of_this_payment && !payable {
             return Err(PaymentError::Order(OrderError::ManualPaymentNotAllowed).into());

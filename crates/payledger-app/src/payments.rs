@@ -8,8 +8,8 @@
 
 use crate::clock::Clock;
 use crate::context::RequestContext;
-use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
-use crate::operations::SalesSwitches;
+use crate::executor::{AggregateCache, ExecuteError, Executed, Executor, StoreFailure};
+use crate::switches::{SalesCheckError, SalesSwitches};
 use chrono::{DateTime, Duration, Utc};
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use payledger_domain::money::Money;
@@ -18,11 +18,16 @@ use payledger_domain::order::{
     self, Order, OrderCommand, OrderError, OrderEvent, OrderStatus, OutcomeSource, PlaceOrder,
     ProviderOutcome, RefundOutcome, RefundStatus,
 };
+use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
     CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry, RegistryError,
 };
 use std::sync::Arc;
+use tracing::Instrument;
+
+/// Payees kept in memory per process for the booking check; a payee's state is a few fields.
+const PAYEE_CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct PaymentsConfig {
@@ -69,25 +74,35 @@ pub enum PaymentError {
     #[error(transparent)]
     Provider(#[from] RegistryError),
     /// A kill switch stops new sales (runbook §6); nothing was recorded or charged.
-    #[error("{}", crate::operations::describe_block(.0))]
+    #[error("{}", crate::switches::describe_block(.0))]
     SalesSuspended(SalesBlock),
+    /// The payee serves a penalty suspension (three warnings from claims: seven days) and takes
+    /// no new bookings until `until`; nothing was recorded.
+    #[error("payee {payee_id} takes no bookings until {until}: suspended after three warnings")]
+    BookingsSuspended {
+        payee_id: PayeeId,
+        until: DateTime<Utc>,
+    },
+}
+
+impl From<StoreFailure> for PaymentError {
+    fn from(failure: StoreFailure) -> Self {
+        match failure {
+            StoreFailure::Unavailable(e) => PaymentError::Unavailable(e),
+            StoreFailure::Contention => PaymentError::Contention,
+            StoreFailure::Internal(e) => PaymentError::Internal(e),
+        }
+    }
 }
 
 impl From<ExecuteError<OrderError>> for PaymentError {
     fn from(error: ExecuteError<OrderError>) -> Self {
-        match error {
-            ExecuteError::Domain(OrderError::ProviderDiscrepancy) => {
-                PaymentError::ProviderDiscrepancy {
-                    differences: Vec::new(),
-                }
-            }
-            ExecuteError::Domain(e) => PaymentError::Order(e),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                PaymentError::Unavailable(e.to_string())
-            }
-            ExecuteError::Read(e) => PaymentError::Unavailable(e.to_string()),
-            ExecuteError::Contention => PaymentError::Contention,
-            other => PaymentError::Internal(other.to_string()),
+        match error.into_domain() {
+            Ok(OrderError::ProviderDiscrepancy) => PaymentError::ProviderDiscrepancy {
+                differences: Vec::new(),
+            },
+            Ok(refused) => PaymentError::Order(refused),
+            Err(failure) => failure.into(),
         }
     }
 }
@@ -140,6 +155,8 @@ pub struct Payments {
     executor: Arc<Executor>,
     discrepancy_observer: Option<DiscrepancyObserver>,
     orders: AggregateCache<Order>,
+    /// Payees, for the penalty suspension a booking is checked against.
+    payees: AggregateCache<Payee>,
     /// The configured connectors; each order's calls go to the one it was placed with.
     providers: Arc<ProviderRegistry>,
     clock: Arc<dyn Clock>,
@@ -173,6 +190,7 @@ impl Payments {
     ) -> Payments {
         Payments {
             orders: AggregateCache::new(config.order_cache_capacity),
+            payees: AggregateCache::new(PAYEE_CACHE_CAPACITY),
             executor,
             providers,
             clock,
@@ -235,7 +253,10 @@ impl Payments {
 
     async fn check_sale(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
         match &self.sales_switches {
-            Some(switches) => switches.check_sale(payee_id).await,
+            Some(switches) => switches.check_sale(payee_id).await.map_err(|e| match e {
+                SalesCheckError::Suspended(block) => PaymentError::SalesSuspended(block),
+                SalesCheckError::Unavailable(e) => PaymentError::Unavailable(e),
+            }),
             None => Ok(()),
         }
     }
@@ -358,12 +379,52 @@ impl Payments {
         }))
     }
 
+    /// A booking (an order with a service time) is a sale the payee's penalty suspension stops,
+    /// whichever door it comes through.
+    async fn check_bookings_allowed(&self, payee_id: &PayeeId) -> Result<(), PaymentError> {
+        match self.booking_suspension(payee_id, self.clock.now()).await? {
+            None => Ok(()),
+            Some(until) => Err(PaymentError::BookingsSuspended {
+                payee_id: payee_id.clone(),
+                until,
+            }),
+        }
+    }
+
+    /// When `payee_id` may take a new booking again, if a penalty suspension (three warnings:
+    /// seven days) runs at `at`; `None` when it may take one now.
+    pub async fn booking_suspension(
+        &self,
+        payee_id: &PayeeId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, PaymentError> {
+        let payee = self.payee(payee_id).await?;
+        Ok(payee.suspended_until.filter(|_| payee.is_suspended_at(at)))
+    }
+
+    /// A payee's warnings and suspension, from its stream.
+    pub async fn payee(&self, payee_id: &PayeeId) -> Result<Payee, PaymentError> {
+        let (_, state) = self
+            .executor
+            .load(&self.payees, &payee::stream_id(payee_id))
+            .await
+            .map_err(|e| {
+                e.into_domain().map_or_else(PaymentError::from, |refused| {
+                    PaymentError::Internal(format!("loading a payee was refused: {refused}"))
+                })
+            })?;
+        Ok(state)
+    }
+
     pub async fn place_order(
         &self,
         input: PlaceOrderInput,
         context: &RequestContext,
     ) -> Result<OrderSnapshot, PaymentError> {
         self.check_sale(&input.payee_id).await?;
+        if input.service_starts_at.is_some() {
+            self.check_bookings_allowed(&input.payee_id).await?;
+        }
         // Refused before anything is stored: an order its provider cannot charge could never be
         // paid.
         let provider = self
@@ -484,7 +545,11 @@ impl Payments {
             currency: placed.amount.currency(),
             idempotency_key: started.idempotency_key,
         };
-        let (outcome, retry_after_ms) = match gateway.confirm(&request).await {
+        let (outcome, retry_after_ms) = match gateway
+            .confirm(&request)
+            .instrument(provider_call_span("confirm", order_id, context))
+            .await
+        {
             Ok(payment) => (
                 ProviderOutcome::Observed {
                     fact: payment.fact(),
@@ -692,7 +757,12 @@ impl Payments {
             cancel_reason: refund.reason.clone(),
             idempotency_key: refund.idempotency_key.clone(),
         };
-        let outcome = match self.gateway_for(state)?.cancel(&request).await {
+        let outcome = match self
+            .gateway_for(state)?
+            .cancel(&request)
+            .instrument(provider_call_span("cancel", order_id, context))
+            .await
+        {
             Ok(payment) => RefundOutcome::Completed {
                 transaction_key: payment
                     .cancels
@@ -850,7 +920,12 @@ fn discrepancy_of(order: &Order) -> PaymentError {
 /// What the provider says about an order's payment, as an outcome to record. The fact is judged
 /// by the order itself (`provider_fact::judge`), never interpreted here.
 async fn outcome_from_lookup(gateway: &dyn PaymentGateway, order_id: &OrderId) -> ProviderOutcome {
-    match gateway.payment_by_order_id(order_id.as_str()).await {
+    let span = tracing::info_span!("provider_call", operation = "lookup", order_id = %order_id);
+    match gateway
+        .payment_by_order_id(order_id.as_str())
+        .instrument(span)
+        .await
+    {
         Ok(Some(payment)) => ProviderOutcome::Observed {
             fact: payment.fact(),
         },
@@ -865,4 +940,20 @@ async fn outcome_from_lookup(gateway: &dyn PaymentGateway, order_id: &OrderId) -
             reason: format!("lookup failed: {error}"),
         },
     }
+}
+
+/// Every line the gateway logs during a provider call (warnings, "provider call failed") carries
+/// the order and the request it serves, so that it can be tied to both.
+fn provider_call_span(
+    operation: &'static str,
+    order_id: &OrderId,
+    context: &RequestContext,
+) -> tracing::Span {
+    tracing::info_span!(
+        "provider_call",
+        operation,
+        order_id = %order_id,
+        request_id = context.request_id.as_deref().unwrap_or(""),
+        actor = %context.actor,
+    )
 }

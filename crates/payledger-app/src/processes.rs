@@ -35,6 +35,7 @@ use payledger_domain::order::{OrderError, OrderEvent, RefundStatus};
 use payledger_domain::payee;
 use payledger_domain::settlement::{LineKind, StatementEvent, StatementKey, StatementLine};
 use payledger_domain::slot::SlotEvent;
+use payledger_domain::streams::StreamKind;
 use payledger_projector::process::{ProcessError, ProcessManager, Unhandled};
 use payledger_store::RecordedEvent;
 use serde::de::DeserializeOwned;
@@ -210,9 +211,9 @@ impl ProcessManager for BookingProcess {
     fn wants(&self, event: &RecordedEvent) -> bool {
         let stream = event.stream_id.as_str();
         match event.event_type.as_str() {
-            "PaymentCaptured" => stream.starts_with("order-"),
-            "SlotReservationRefused" => stream.starts_with("slot-"),
-            "BookingCancelled" => stream.starts_with("booking-"),
+            "PaymentCaptured" => StreamKind::Order.holds(stream),
+            "SlotReservationRefused" => StreamKind::Slot.holds(stream),
+            "BookingCancelled" => StreamKind::Booking.holds(stream),
             _ => false,
         }
     }
@@ -224,7 +225,7 @@ impl ProcessManager for BookingProcess {
     ) -> Result<(), ProcessError> {
         let context = system_context(Self::NAME);
         let payments = self.bookings.payments();
-        if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+        if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {
             if event.event_type != "PaymentCaptured" {
                 return Ok(());
             }
@@ -233,7 +234,7 @@ impl ProcessManager for BookingProcess {
                 .reserve_slot(&order_id, &context)
                 .await
                 .map_err(flow_error)?;
-        } else if event.stream_id.starts_with("slot-") {
+        } else if StreamKind::Slot.holds(&event.stream_id) {
             if let SlotEvent::SlotReservationRefused(refused) = decode(event)? {
                 ensure_refund(
                     payments,
@@ -245,7 +246,7 @@ impl ProcessManager for BookingProcess {
                 )
                 .await?;
             }
-        } else if event.stream_id.starts_with("booking-") {
+        } else if StreamKind::Booking.holds(&event.stream_id) {
             let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
             if cancelled.refund_now_minor > 0 {
                 ensure_refund(
@@ -296,7 +297,7 @@ impl ProcessManager for ClaimProcess {
     }
 
     fn wants(&self, event: &RecordedEvent) -> bool {
-        event.event_type == "ClaimResolved" && event.stream_id.starts_with("claim-")
+        event.event_type == "ClaimResolved" && StreamKind::Claim.holds(&event.stream_id)
     }
 
     async fn handle(
@@ -304,7 +305,7 @@ impl ProcessManager for ClaimProcess {
         _state: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
-        let Some(claim_id) = event.stream_id.strip_prefix("claim-") else {
+        let Some(claim_id) = StreamKind::Claim.id_of(&event.stream_id) else {
             return Ok(());
         };
         if event.event_type != "ClaimResolved" {
@@ -711,11 +712,11 @@ impl ProcessManager for SettlementProcess {
         let stream = event.stream_id.as_str();
         match event.event_type.as_str() {
             "OrderPlaced" | "PaymentCaptured" | "RefundCompleted" | "OrderFulfilled" => {
-                stream.starts_with("order-")
+                StreamKind::Order.holds(stream)
             }
-            "ClaimFiled" | "ClaimResolved" | "ClaimAppealed" => stream.starts_with("claim-"),
-            "BookingCancelled" => stream.starts_with("booking-"),
-            "StatementConfirmed" => stream.starts_with("settlement-"),
+            "ClaimFiled" | "ClaimResolved" | "ClaimAppealed" => StreamKind::Claim.holds(stream),
+            "BookingCancelled" => StreamKind::Booking.holds(stream),
+            "StatementConfirmed" => StreamKind::Settlement.holds(stream),
             _ => false,
         }
     }
@@ -760,13 +761,13 @@ impl ProcessManager for SettlementProcess {
             OrderFacts::record(state, &[event])
                 .await
                 .map_err(|(_, error)| error)
-        } else if let Some(order_id) = event.stream_id.strip_prefix("order-") {
+        } else if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {
             let order_id = parse_id(OrderId::parse(order_id))?;
             self.on_order_event(state, &order_id, event).await
-        } else if let Some(claim_id) = event.stream_id.strip_prefix("claim-") {
+        } else if let Some(claim_id) = StreamKind::Claim.id_of(&event.stream_id) {
             let claim_id = parse_id(ClaimId::parse(claim_id))?;
             self.on_claim_event(state, &claim_id, event).await
-        } else if event.stream_id.starts_with("booking-") {
+        } else if StreamKind::Booking.holds(&event.stream_id) {
             let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
             if cancelled.decision.provider_minor > 0 {
                 self.make_payable(
@@ -778,7 +779,7 @@ impl ProcessManager for SettlementProcess {
                 .await?;
             }
             Ok(())
-        } else if event.stream_id.starts_with("settlement-") {
+        } else if StreamKind::Settlement.holds(&event.stream_id) {
             if let StatementEvent::StatementConfirmed(confirmed) = decode(event)? {
                 if confirmed.totals.carry_forward_minor < 0 {
                     let key = StatementKey::parse(&confirmed.statement_id)
@@ -817,7 +818,7 @@ struct OrderFacts {
 
 impl OrderFacts {
     fn covers(event: &RecordedEvent) -> bool {
-        event.stream_id.starts_with("order-")
+        StreamKind::Order.holds(&event.stream_id)
             && matches!(event.event_type.as_str(), "OrderPlaced" | "PaymentCaptured")
     }
 
@@ -848,7 +849,9 @@ impl OrderFacts {
     }
 
     fn add(&mut self, event: &RecordedEvent) -> Result<(), ProcessError> {
-        let order_id = event.stream_id.strip_prefix("order-").unwrap_or_default();
+        let order_id = StreamKind::Order
+            .id_of(&event.stream_id)
+            .unwrap_or_default();
         let order_id = parse_id(OrderId::parse(order_id))?.to_string();
         match decode::<OrderEvent>(event)? {
             OrderEvent::OrderPlaced(placed) => {

@@ -66,6 +66,11 @@ impl Settlements {
         &self.config
     }
 
+    /// The time the settlement jobs act at (the service's clock).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// The statement a money event at `at` belongs to, before any carrying.
     pub fn key_for(
         &self,

@@ -16,9 +16,8 @@
 use crate::billing_key_cipher::{BillingKeyCipher, CipherError};
 use crate::clock::Clock;
 use crate::context::RequestContext;
-use crate::executor::{AggregateCache, ExecuteError, Executed, Executor};
-use crate::operations::SalesSwitches;
-use crate::payments::PaymentError;
+use crate::executor::{AggregateCache, ExecuteError, Executed, Executor, StoreFailure};
+use crate::switches::{SalesCheckError, SalesSwitches};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{
@@ -122,14 +121,11 @@ pub enum BillingError {
 
 impl<E: std::error::Error + Into<BillingError>> From<ExecuteError<E>> for BillingError {
     fn from(error: ExecuteError<E>) -> Self {
-        match error {
-            ExecuteError::Domain(e) => e.into(),
-            ExecuteError::Append(e) if e.is_unavailable() => {
-                BillingError::Unavailable(e.to_string())
-            }
-            ExecuteError::Read(e) => BillingError::Unavailable(e.to_string()),
-            ExecuteError::Contention => BillingError::Contention,
-            other => BillingError::Internal(other.to_string()),
+        match error.into_domain() {
+            Ok(refused) => refused.into(),
+            Err(StoreFailure::Unavailable(e)) => BillingError::Unavailable(e),
+            Err(StoreFailure::Contention) => BillingError::Contention,
+            Err(StoreFailure::Internal(e)) => BillingError::Internal(e),
         }
     }
 }
@@ -286,7 +282,7 @@ impl Subscriptions {
             return Ok(());
         };
         switches.check_payments().await.map_err(|e| match e {
-            PaymentError::SalesSuspended(SalesBlock::AllPayments { reason }) => {
+            SalesCheckError::Suspended(SalesBlock::AllPayments { reason }) => {
                 BillingError::PaymentsSuspended(reason)
             }
             other => BillingError::Unavailable(other.to_string()),

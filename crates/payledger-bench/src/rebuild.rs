@@ -6,6 +6,7 @@ use payledger_domain::codec;
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use payledger_domain::money::{Currency, Money};
 use payledger_domain::order::*;
+use payledger_domain::streams::StreamKind;
 use payledger_store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, WriterConfig};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ fn order_history(n: u64) -> Vec<OrderEvent> {
     if n % 3 == 1 {
         let refund_id = RefundId::parse(format!("rf_{n}")).expect(VALID);
         events.push(OrderEvent::RefundRequested(RefundRequested {
-            idempotency_key: format!("order-{order_id}:refund:{refund_id}"),
+            idempotency_key: format!("{}:refund:{refund_id}", stream_id(&order_id)),
             refund_id: refund_id.clone(),
             amount_minor: amount_minor / 2,
             currency: Currency::KRW,
@@ -122,7 +123,7 @@ fn started(
         payment_key: key.clone(),
         amount_minor,
         attempt,
-        idempotency_key: format!("order-{order_id}:confirm:{attempt}"),
+        idempotency_key: format!("{}:confirm:{attempt}", stream_id(order_id)),
         at,
     })
 }
@@ -134,11 +135,9 @@ pub async fn fill(pool: &PgPool, events: i64) -> anyhow::Result<i64> {
         return Ok(0);
     }
     let store = EventStore::new(pool.clone(), WriterConfig::default());
-    let existing_orders: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE stream_id LIKE 'order-bench-fill-%' AND stream_version = 1",
-    )
-    .fetch_one(pool)
-    .await?;
+    let existing_orders =
+        payledger_store::count_streams_with_prefix(pool, &StreamKind::Order.name("bench-fill-"))
+            .await?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(
         u64::try_from(existing_orders).unwrap_or(0),
     ));

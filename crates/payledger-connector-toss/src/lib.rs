@@ -12,9 +12,11 @@
 //! `Idempotency-Key`: the provider acts at most once and answers the rest with its first answer.
 
 mod codes;
+pub mod payouts;
 mod wire;
 
 pub use codes::{classify_toss_failure, toss_code_class, TOSS_FAILURE_CODES};
+pub use payouts::TossPayouts;
 
 use async_trait::async_trait;
 use base64::Engine as _;

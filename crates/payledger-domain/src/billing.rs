@@ -14,115 +14,46 @@ use std::fmt;
 // Identifiers
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} must be {min_len} to {max_len} characters of A-Z a-z 0-9 - _ (got {got_len})")]
-pub struct InvalidBillingId {
-    pub kind: &'static str,
-    pub min_len: usize,
-    pub max_len: usize,
-    pub got_len: usize,
-}
-
 /// Billing ids end up inside provider order ids (`sub-{id}-c{cycle}`), which Toss limits to
 /// letters, digits, `-` and `_`; so these ids allow exactly those.
-fn check_billing_id(
-    kind: &'static str,
-    value: &str,
-    min_len: usize,
-    max_len: usize,
-) -> Result<(), InvalidBillingId> {
-    let len = value.chars().count();
-    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if len < min_len || len > max_len || !value.chars().all(allowed) {
-        return Err(InvalidBillingId {
-            kind,
-            min_len,
-            max_len,
-            got_len: len,
-        });
-    }
-    Ok(())
-}
+pub type InvalidBillingId = crate::ids::InvalidId;
 
-macro_rules! billing_identifier {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            pub const MAX_LEN: usize = $max;
-
-            pub fn parse(value: impl Into<String>) -> Result<$name, InvalidBillingId> {
-                let value = value.into();
-                check_billing_id($kind, &value, $min, $max)?;
-                Ok($name(value))
-            }
-
-            /// A fresh id for callers that do not bring their own.
-            pub fn generate() -> $name {
-                $name(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = InvalidBillingId;
-            fn try_from(value: String) -> Result<Self, InvalidBillingId> {
-                $name::parse(value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-billing_identifier!(
+crate::ids::identifier!(
     /// A subscription. At most 40 characters, so `sub-{id}-c{cycle}` fits Toss's 64-character
     /// order ids.
     SubscriptionId,
     "subscriptionId",
     1,
     40,
+    ProviderOrderSafe,
     "sub_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// payledger's handle for a billing key. The provider's key itself is a secret and is only
     /// ever stored encrypted; this id is what APIs, logs and events name.
     BillingKeyId,
     "billingKeyId",
     1,
     64,
+    ProviderOrderSafe,
     "bk_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// A plan of the plan catalogue.
     PlanId,
     "planId",
     1,
     40,
+    ProviderOrderSafe,
     "plan_"
 );
-billing_identifier!(
+crate::ids::identifier!(
     /// One credit purchase, spend or clawback in a wallet; chosen by the caller or generated.
     CreditOperationId,
     "creditOperationId",
     1,
     64,
+    ProviderOrderSafe,
     "cr_"
 );
 
@@ -446,49 +377,11 @@ pub enum NotificationPriority {
     Info,
 }
 
-/// True when `text` holds something that looks like a card number (PAN): 13 to 19 digits in a
-/// row, spaces or dashes between them allowed, that pass the Luhn check card numbers carry. Used
-/// to refuse such text in any field payledger would store, so a card number pasted into the wrong
-/// field never reaches an event (PCI DSS SAQ A). The Luhn check keeps long numeric ids (a
-/// 13-digit timestamp) from being mistaken for cards nine times out of ten.
+/// True when `text` holds a card number (PAN) by the one rule of
+/// [`crate::card_numbers`]: used to refuse such text in any field payledger would store, so a
+/// card number pasted into the wrong field never reaches an event (PCI DSS SAQ A).
 pub fn contains_card_number_like(text: &str) -> bool {
-    let mut run: Vec<u8> = Vec::new();
-    for c in text.chars().chain(std::iter::once('x')) {
-        if let Some(digit) = c.to_digit(10) {
-            run.push(digit as u8);
-            continue;
-        }
-        if c == ' ' || c == '-' {
-            continue;
-        }
-        if (13..=19).contains(&run.len()) && passes_luhn(&run) {
-            return true;
-        }
-        run.clear();
-    }
-    false
-}
-
-fn passes_luhn(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| {
-            let d = u32::from(*d);
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 {
-                    doubled - 9
-                } else {
-                    doubled
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    crate::card_numbers::contains_card_number(text)
 }
 
 #[cfg(test)]
@@ -541,10 +434,17 @@ mod tests {
 
     #[test]
     fn card_number_like_runs_are_found() {
-        assert!(contains_card_number_like("4242424242424242"));
-        assert!(contains_card_number_like("4111 1111 1111 1111"));
-        assert!(contains_card_number_like("card:4111-1111-1111-1111."));
-        assert!(contains_card_number_like("x378282246310005y"));
+        use crate::card_numbers::test_cards;
+        assert!(contains_card_number_like(test_cards::VISA_STRIPE));
+        assert!(contains_card_number_like(test_cards::VISA_SPACED));
+        assert!(contains_card_number_like(&format!(
+            "card:{}.",
+            test_cards::MASTERCARD_DASHED
+        )));
+        assert!(contains_card_number_like(&format!(
+            "x{}y",
+            test_cards::AMEX
+        )));
         // Not Luhn-valid, too short, or masked: not a card number.
         assert!(!contains_card_number_like("4111111111111112"));
         assert!(!contains_card_number_like("411111111111"));

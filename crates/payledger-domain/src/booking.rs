@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const CANCEL_REFUND_ID: &str = "cancel";
 
 pub fn stream_id(order_id: &OrderId) -> String {
-    format!("booking-{order_id}")
+    crate::streams::StreamKind::Booking.name(order_id)
 }
 
 /// The refund reason recorded on the order for a policy cancellation.

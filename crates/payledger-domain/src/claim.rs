@@ -43,7 +43,7 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 pub const MAX_COUPON_CHARS: usize = 64;
 
 pub fn stream_id(claim_id: &ClaimId) -> String {
-    format!("claim-{claim_id}")
+    crate::streams::StreamKind::Claim.name(claim_id)
 }
 
 /// The refund id a resolution's refund gets on the order: derived from the claim and the round,
@@ -398,6 +398,46 @@ pub struct Claim {
     pub appeal: Option<ClaimAppealed>,
 }
 
+impl Claim {
+    /// The claim's money invariants: every resolution splits exactly the amount at stake, the
+    /// refunds of its rounds add up to the latest round's refund, and rounds count up from one.
+    /// Asserted after every decision and by the claims read model after every fold.
+    pub fn assert_invariants(&self) {
+        let Some(filed) = &self.filed else {
+            assert!(self.resolutions.is_empty(), "a resolution without a claim");
+            return;
+        };
+        let mut refunded_minor = 0;
+        for (index, resolved) in self.resolutions.iter().enumerate() {
+            assert_eq!(
+                resolved.round as usize,
+                index + 1,
+                "resolution rounds count up"
+            );
+            assert!(
+                resolved.refund_minor >= 0 && resolved.provider_payout_minor >= 0,
+                "negative split in round {}",
+                resolved.round
+            );
+            assert_eq!(
+                resolved.refund_minor + resolved.provider_payout_minor,
+                filed.amount_at_stake_minor,
+                "round {} splits {} + {} of {} at stake",
+                resolved.round,
+                resolved.refund_minor,
+                resolved.provider_payout_minor,
+                filed.amount_at_stake_minor
+            );
+            refunded_minor += resolved.additional_refund_minor;
+            assert_eq!(
+                refunded_minor, resolved.refund_minor,
+                "round {}'s refunds do not add up",
+                resolved.round
+            );
+        }
+    }
+}
+
 fn text_ok(text: &str, max_chars: usize) -> bool {
     let len = text.chars().count();
     // Newlines and tabs are fine in a statement; other control characters are not.
@@ -743,6 +783,7 @@ impl Aggregate for Claim {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
+        self.assert_invariants();
         Ok(())
     }
 

@@ -28,6 +28,19 @@ pub fn wire_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
     }
 }
 
+/// The schema version new events of `event_type` are written with. A version is raised when an
+/// event's payload changes shape; older versions must still decode (the upcast below).
+///
+/// - `RefundFailed` 2: adds `currency`. Version 1 payloads lack it and decode with `None`
+///   (`#[serde(default)]`): the upcast cannot invent the order's currency from the event alone,
+///   so readers that need it take it from the order's `OrderPlaced` (the journal does).
+pub fn schema_version(event_type: &str) -> i32 {
+    match event_type {
+        "RefundFailed" => 2,
+        _ => 1,
+    }
+}
+
 /// Splits an externally tagged enum value into `(event_type, payload)`.
 pub fn encode<E: Serialize>(event: &E) -> Result<(String, Value), CodecError> {
     match serde_json::to_value(event)? {

@@ -21,7 +21,7 @@ pub const MAX_SUBSCRIPTIONS_PER_CUSTOMER: usize = 50;
 pub const MAX_CIPHERTEXT_B64_LEN: usize = 4_096;
 
 pub fn stream_id(customer_id: &crate::ids::CustomerId) -> String {
-    format!("customer-{customer_id}")
+    crate::streams::StreamKind::Customer.name(customer_id)
 }
 
 /// A secret encrypted with an authenticated cipher (the application uses AES-256-GCM). The

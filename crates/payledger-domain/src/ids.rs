@@ -2,42 +2,140 @@
 //! valid: it can be put in a stream name, a log line or a provider request without escaping.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
+
+/// Which characters an identifier may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdCharset {
+    /// Letters, digits, `-`, `_`, `=`, `.`: ids payledger keeps and passes on as they are.
+    Ledger,
+    /// Letters, digits, `-`, `_`: ids that end up inside provider order ids
+    /// (`sub-{id}-c{cycle}`), which Toss limits to exactly those.
+    ProviderOrderSafe,
+}
+
+impl IdCharset {
+    pub fn allows(self, c: char) -> bool {
+        c.is_ascii_alphanumeric()
+            || match self {
+                IdCharset::Ledger => matches!(c, '-' | '_' | '=' | '.'),
+                IdCharset::ProviderOrderSafe => matches!(c, '-' | '_'),
+            }
+    }
+
+    /// The set in words, for error messages.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            IdCharset::Ledger => "A-Z a-z 0-9 - _ = .",
+            IdCharset::ProviderOrderSafe => "A-Z a-z 0-9 - _",
+        }
+    }
+
+    /// The set as a regular expression, for API descriptions.
+    pub const fn pattern(self) -> &'static str {
+        match self {
+            IdCharset::Ledger => "^[A-Za-z0-9._=-]+$",
+            IdCharset::ProviderOrderSafe => "^[A-Za-z0-9_-]+$",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} must be {min_len} to {max_len} characters of A-Z a-z 0-9 - _ = . (got {got_len})")]
+#[error("{kind} must be {min_len} to {max_len} characters of {} (got {got_len})", .charset.describe())]
 pub struct InvalidId {
     pub kind: &'static str,
     pub min_len: usize,
     pub max_len: usize,
     pub got_len: usize,
+    pub charset: IdCharset,
 }
 
-fn check(kind: &'static str, value: &str, min_len: usize, max_len: usize) -> Result<(), InvalidId> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.');
+/// The characters most identifiers may hold, as a regular expression for API descriptions.
+pub const ID_PATTERN: &str = IdCharset::Ledger.pattern();
+
+/// One identifier's wire name, length limits and characters, for API descriptions
+/// (`payledger-http`'s OpenAPI document): the same values the parsers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdLimits {
+    pub kind: &'static str,
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub pattern: &'static str,
+}
+
+/// Every identifier's limits, ledger and billing ids alike.
+pub const ID_LIMITS: &[IdLimits] = &[
+    OrderId::LIMITS,
+    CustomerId::LIMITS,
+    PayeeId::LIMITS,
+    PaymentKey::LIMITS,
+    RefundId::LIMITS,
+    ClaimId::LIMITS,
+    AdminId::LIMITS,
+    crate::billing::SubscriptionId::LIMITS,
+    crate::billing::BillingKeyId::LIMITS,
+    crate::billing::PlanId::LIMITS,
+    crate::billing::CreditOperationId::LIMITS,
+];
+
+/// The one check behind every identifier's `parse`.
+pub(crate) fn check_id(
+    kind: &'static str,
+    value: &str,
+    min_len: usize,
+    max_len: usize,
+    charset: IdCharset,
+) -> Result<(), InvalidId> {
     let len = value.chars().count();
-    if len < min_len || len > max_len || !value.chars().all(allowed) {
+    if len < min_len || len > max_len || !value.chars().all(|c| charset.allows(c)) {
         return Err(InvalidId {
             kind,
             min_len,
             max_len,
             got_len: len,
+            charset,
         });
     }
     Ok(())
 }
 
+/// Declares an identifier: a `String` newtype whose `parse` is its only constructor (and
+/// `generate`, with a prefix, when payledger may choose one).
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal) => {
+        $crate::ids::identifier!($(#[$doc])* $name, $kind, $min, $max, Ledger);
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $charset:ident, $prefix:literal) => {
+        $crate::ids::identifier!($(#[$doc])* $name, $kind, $min, $max, $charset);
+
+        impl $name {
+            /// A fresh id for callers that do not bring their own.
+            pub fn generate() -> $name {
+                $name(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $min:literal, $max:literal, $charset:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            pub fn parse(value: impl Into<String>) -> Result<$name, InvalidId> {
+            /// The field name on the wire.
+            pub const KIND: &'static str = $kind;
+            pub const MIN_CHARS: usize = $min;
+            pub const MAX_CHARS: usize = $max;
+            pub const CHARSET: $crate::ids::IdCharset = $crate::ids::IdCharset::$charset;
+            pub const LIMITS: $crate::ids::IdLimits = $crate::ids::IdLimits {
+                kind: $kind,
+                min_chars: $min,
+                max_chars: $max,
+                pattern: $crate::ids::IdCharset::$charset.pattern(),
+            };
+
+            pub fn parse(value: impl Into<String>) -> Result<$name, $crate::ids::InvalidId> {
                 let value = value.into();
-                check($kind, &value, $min, $max)?;
+                $crate::ids::check_id($kind, &value, $min, $max, Self::CHARSET)?;
                 Ok($name(value))
             }
 
@@ -47,8 +145,8 @@ macro_rules! identifier {
         }
 
         impl TryFrom<String> for $name {
-            type Error = InvalidId;
-            fn try_from(value: String) -> Result<Self, InvalidId> {
+            type Error = $crate::ids::InvalidId;
+            fn try_from(value: String) -> Result<Self, $crate::ids::InvalidId> {
                 $name::parse(value)
             }
         }
@@ -59,13 +157,14 @@ macro_rules! identifier {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
     };
 }
+pub(crate) use identifier;
 
 identifier!(
     /// The merchant's order id. Toss requires 6–64 characters of letters, digits, `-`, `_`, `=`;
@@ -73,7 +172,9 @@ identifier!(
     OrderId,
     "orderId",
     6,
-    64
+    64,
+    Ledger,
+    "ord_"
 );
 identifier!(
     /// The customer who pays.
@@ -101,7 +202,9 @@ identifier!(
     RefundId,
     "refundId",
     1,
-    64
+    64,
+    Ledger,
+    "rf_"
 );
 
 identifier!(
@@ -110,7 +213,9 @@ identifier!(
     ClaimId,
     "claimId",
     1,
-    40
+    40,
+    Ledger,
+    "clm_"
 );
 identifier!(
     /// The admin who is assigned a claim, resolves it or approves an emergency cancellation.
@@ -119,25 +224,6 @@ identifier!(
     1,
     64
 );
-
-impl OrderId {
-    /// A fresh order id for callers that do not bring their own.
-    pub fn generate() -> OrderId {
-        OrderId(format!("ord_{}", uuid::Uuid::now_v7().simple()))
-    }
-}
-
-impl RefundId {
-    pub fn generate() -> RefundId {
-        RefundId(format!("rf_{}", uuid::Uuid::now_v7().simple()))
-    }
-}
-
-impl ClaimId {
-    pub fn generate() -> ClaimId {
-        ClaimId(format!("clm_{}", uuid::Uuid::now_v7().simple()))
-    }
-}
 
 #[cfg(test)]
 mod tests {

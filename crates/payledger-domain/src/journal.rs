@@ -203,7 +203,8 @@ fn transfer(
     JournalEntry::new(currency, memo, postings).ok()
 }
 
-/// The order's payee and currency: `RefundFailed` repeats neither.
+/// The order's payee and currency: `RefundFailed` does not repeat the payee, nor the currency
+/// before its schema version 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderFacts {
@@ -241,7 +242,8 @@ pub fn post_order_event(event: &OrderEvent, facts: Option<&OrderFacts>) -> Vec<J
         ),
         OrderEvent::RefundFailed(r) => facts.and_then(|f| {
             transfer(
-                f.currency,
+                // Schema 2 carries the currency; schema 1 takes the order's.
+                r.currency.unwrap_or(f.currency),
                 "refund failed: request undone",
                 Account::CustomerRefunds,
                 Account::PayeePayable,

@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod booking;
+pub mod card_numbers;
 pub mod claim;
 pub mod codec;
 pub mod customer;
@@ -20,6 +21,7 @@ pub mod provider_failure;
 pub mod refund_policy;
 pub mod settlement;
 pub mod slot;
+pub mod streams;
 pub mod subscription;
 pub mod wallet;
 pub mod webhook;

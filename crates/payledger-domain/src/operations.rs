@@ -27,9 +27,12 @@ pub const MAX_SUSPENDED_PAYEES: usize = 10_000;
 pub const MAX_PROVIDER_NAME_CHARS: usize = 32;
 pub const MAX_PROVIDER_TRANSACTION_ID_CHARS: usize = 150;
 
+/// Longest reason of a switch or a manual operation (characters); no control characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
 fn valid_reason(reason: &str) -> bool {
     let len = reason.chars().count();
-    (1..=200).contains(&len) && !reason.chars().any(char::is_control)
+    (1..=MAX_REASON_CHARS).contains(&len) && !reason.chars().any(char::is_control)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,7 +255,8 @@ impl Aggregate for KillSwitches {
 // ---------------------------------------------------------------------------------------------
 
 pub fn provider_transaction_stream(provider: &str, transaction_id: &PaymentKey) -> String {
-    format!("provider-tx-{provider}-{transaction_id}")
+    crate::streams::StreamKind::ProviderTransaction
+        .name(format_args!("{provider}-{transaction_id}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,9 +21,13 @@ pub const CONFIRMATION_WINDOW_MINUTES: i64 = 30;
 
 /// How many refunds one order may carry; a bound so an order's state stays small.
 pub const MAX_REFUNDS_PER_ORDER: usize = 100;
+/// Longest order name (characters); no control characters.
+pub const MAX_ORDER_NAME_CHARS: usize = 100;
+/// Longest refund or cancellation reason (characters); no control characters.
+pub const MAX_REASON_CHARS: usize = 200;
 
 pub fn stream_id(order_id: &OrderId) -> String {
-    format!("order-{order_id}")
+    crate::streams::StreamKind::Order.name(order_id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,6 +263,10 @@ pub struct RefundCompleted {
 pub struct RefundFailed {
     pub refund_id: RefundId,
     pub amount_minor: i64,
+    /// The order's currency. Carried from schema version 2 on; version-1 events lack it and
+    /// decode with `None` (their currency is the order's `OrderPlaced.amount.currency`).
+    #[serde(default)]
+    pub currency: Option<Currency>,
     pub failure: ProviderFailure,
     pub source: OutcomeSource,
     pub at: DateTime<Utc>,
@@ -469,8 +477,10 @@ impl Order {
         )
     }
 
-    /// The ledger's invariant for one order: refunds never exceed the capture.
-    fn assert_invariants(&self) {
+    /// The ledger's invariant for one order: refunds never exceed the capture. Asserted after
+    /// every decision and, as the other half of the pair, by the orders read model after every
+    /// fold: a log that broke it would stop the projection instead of serving a wrong row.
+    pub fn assert_invariants(&self) {
         assert!(self.captured_minor >= 0, "negative capture");
         assert!(
             self.refunded_minor >= 0 && self.refund_pending_minor >= 0,
@@ -571,7 +581,8 @@ impl Order {
     ) -> Result<Vec<OrderEvent>, OrderError> {
         self.placed()?;
         let reason_len = reason.chars().count();
-        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+        if reason_len == 0 || reason_len > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidCancellationReason);
         }
         if self.enrollment_cancelled_at.is_some() {
@@ -597,7 +608,10 @@ impl Order {
             return Err(OrderError::AlreadyExists);
         }
         let name_len = place.order_name.chars().count();
-        if name_len == 0 || name_len > 100 || place.order_name.chars().any(char::is_control) {
+        if name_len == 0
+            || name_len > MAX_ORDER_NAME_CHARS
+            || place.order_name.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidOrderName);
         }
         Ok(vec![OrderEvent::OrderPlaced(place)])
@@ -672,7 +686,14 @@ impl Order {
             .payment_key
             .clone()
             .ok_or(OrderError::NoConfirmationPending)?;
-        let outcome = match outcome {
+        // What is left to record once an observation is judged: a failure or "still unknown".
+        enum Settled {
+            Failed(ProviderFailure),
+            Unknown(String),
+        }
+        let settled = match outcome {
+            ProviderOutcome::Refused { failure } => Settled::Failed(failure),
+            ProviderOutcome::Unknown { reason } => Settled::Unknown(reason),
             ProviderOutcome::Observed { fact } => {
                 let expected = ExpectedPayment {
                     order_id: placed.order_id.as_str(),
@@ -714,45 +735,33 @@ impl Order {
                             },
                         )])
                     }
-                    Verdict::NotCompleted => ProviderOutcome::Refused {
-                        failure: ProviderFailure {
-                            class: FailureClass::InvalidRequest,
-                            provider_code: fact.provider_status.chars().take(100).collect(),
-                            provider_message: "the provider reports the payment was not completed"
-                                .into(),
-                        },
-                    },
-                    Verdict::Pending => ProviderOutcome::Unknown {
-                        reason: format!(
-                            "the provider reports the payment {}",
-                            fact.provider_status.chars().take(100).collect::<String>()
-                        ),
-                    },
+                    Verdict::NotCompleted => Settled::Failed(ProviderFailure {
+                        class: FailureClass::InvalidRequest,
+                        provider_code: fact.provider_status.chars().take(100).collect(),
+                        provider_message: "the provider reports the payment was not completed"
+                            .into(),
+                    }),
+                    Verdict::Pending => Settled::Unknown(format!(
+                        "the provider reports the payment {}",
+                        fact.provider_status.chars().take(100).collect::<String>()
+                    )),
                 }
             }
-            ProviderOutcome::Refused { failure } => ProviderOutcome::Refused { failure },
-            ProviderOutcome::Unknown { reason } => ProviderOutcome::Unknown { reason },
         };
-        Ok(match outcome {
-            ProviderOutcome::Refused { failure } => {
-                vec![OrderEvent::PaymentFailed(PaymentFailed {
-                    payment_key,
-                    failure,
-                    source,
-                    at,
-                })]
-            }
+        Ok(match settled {
+            Settled::Failed(failure) => vec![OrderEvent::PaymentFailed(PaymentFailed {
+                payment_key,
+                failure,
+                source,
+                at,
+            })],
             // Still unknown: recording it again would only add noise.
-            ProviderOutcome::Unknown { .. } if self.status == OrderStatus::OutcomeUnknown => vec![],
-            ProviderOutcome::Unknown { reason } => {
-                vec![OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
-                    payment_key,
-                    reason,
-                    at,
-                })]
-            }
-            // Judged above into one of the others; an observation is never recorded as such.
-            ProviderOutcome::Observed { .. } => vec![],
+            Settled::Unknown(_) if self.status == OrderStatus::OutcomeUnknown => vec![],
+            Settled::Unknown(reason) => vec![OrderEvent::PaymentOutcomeUnknown(OutcomeUnknown {
+                payment_key,
+                reason,
+                at,
+            })],
         })
     }
 
@@ -765,7 +774,8 @@ impl Order {
     ) -> Result<Vec<OrderEvent>, OrderError> {
         let placed = self.placed()?;
         let reason_len = reason.chars().count();
-        if reason_len == 0 || reason_len > 200 || reason.chars().any(char::is_control) {
+        if reason_len == 0 || reason_len > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+        {
             return Err(OrderError::InvalidRefundReason);
         }
         if let Some(existing) = self.refunds.get(&refund_id) {
@@ -839,6 +849,7 @@ impl Order {
             RefundOutcome::Refused { failure } => OrderEvent::RefundFailed(RefundFailed {
                 refund_id,
                 amount_minor: refund.amount_minor,
+                currency: Some(placed.amount.currency()),
                 failure,
                 source,
                 at,

@@ -21,7 +21,7 @@ pub const SUSPENSION_DAYS: i64 = 7;
 pub const MAX_WARNINGS_PER_PAYEE: usize = 10_000;
 
 pub fn stream_id(payee_id: &PayeeId) -> String {
-    format!("payee-{payee_id}")
+    crate::streams::StreamKind::Payee.name(payee_id)
 }
 
 /// The id of the `index`-th penalty of a claim's `round`-th resolution.

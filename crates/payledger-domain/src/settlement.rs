@@ -88,7 +88,7 @@ impl StatementKey {
     }
 
     pub fn stream_id(&self) -> String {
-        format!("settlement-{}", self.id())
+        crate::streams::StreamKind::Settlement.name(self.id())
     }
 
     /// The same payee's statement of the following week.
@@ -406,6 +406,27 @@ impl Statement {
             .unwrap_or(BasisPoints::ZERO)
     }
 
+    /// A statement's invariants: one line per line id, and frozen totals that are the sum of
+    /// its lines, paid as the net when positive and carried when negative. Asserted after every
+    /// decision and by the settlements read model before it writes a statement.
+    pub fn assert_invariants(&self) {
+        assert_eq!(self.lines.len(), self.line_ids.len(), "a line id twice");
+        let totals = self.totals();
+        if self.confirmed.is_some() {
+            assert_eq!(
+                totals,
+                compute_totals(&self.lines, self.fee()),
+                "frozen totals differ from the lines"
+            );
+        }
+        assert_eq!(totals.net_payable_minor, totals.net_minor.max(0), "payable");
+        assert_eq!(
+            totals.carry_forward_minor,
+            totals.net_minor.min(0),
+            "carried"
+        );
+    }
+
     /// The totals now: frozen ones once confirmed, else computed from the lines.
     pub fn totals(&self) -> StatementTotals {
         match &self.confirmed {
@@ -559,6 +580,7 @@ impl Aggregate for Statement {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
+        self.assert_invariants();
         Ok(())
     }
 

@@ -25,7 +25,10 @@ pub const MAX_ORDERS_PER_SLOT: usize = 10_000;
 pub const RELEASE_REASON_CANCELLED: &str = "BOOKING_CANCELLED";
 
 pub fn stream_id(payee_id: &PayeeId, starts_at: DateTime<Utc>) -> String {
-    format!("slot-{payee_id}-{}", starts_at.format("%Y%m%dT%H%M%SZ"))
+    crate::streams::StreamKind::Slot.name(format_args!(
+        "{payee_id}-{}",
+        starts_at.format("%Y%m%dT%H%M%SZ")
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

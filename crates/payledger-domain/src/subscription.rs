@@ -43,7 +43,7 @@ pub const SUSPENDED_MAX_RETRIES: &str = "PAYMENT_FAILED_MAX_RETRIES";
 pub const SUSPENDED_GRACE_EXPIRED: &str = "BILLING_KEY_GRACE_EXPIRED";
 
 pub fn stream_id(subscription_id: &SubscriptionId) -> String {
-    format!("subscription-{subscription_id}")
+    crate::streams::StreamKind::Subscription.name(subscription_id)
 }
 
 /// The provider order id of a cycle: every attempt of the cycle uses it, so the provider refuses a
@@ -584,8 +584,13 @@ impl Subscription {
         self.dunning.as_ref().map_or(0, |d| d.retries_failed)
     }
 
+    /// When the scheduler tries again: a provider-error backoff attempt first (it is scheduled
+    /// even though it is not a dunning retry), else the next dunning retry.
     pub fn next_retry_at(&self) -> Option<DateTime<Utc>> {
-        self.dunning.as_ref().and_then(|d| d.next_retry_at)
+        match &self.provider_backoff {
+            Some(backoff) => Some(backoff.next_attempt_at),
+            None => self.dunning.as_ref().and_then(|d| d.next_retry_at),
+        }
     }
 
     /// The next thing the scheduler has to do, and from when. `None`: nothing, ever, unless a
@@ -1155,7 +1160,7 @@ fn notifications(
                     currency: terms.amount.currency(),
                     failure_code: failure.provider_code.clone(),
                     next_retry_at: *next_retry_at,
-                    priority: NotificationPriority::Important,
+                    priority: NotificationPriority::Urgent,
                     at,
                 },
             )]
@@ -1169,7 +1174,7 @@ fn notifications(
                     plan_id: terms.plan_id.clone(),
                     failure_code: failure.provider_code.clone(),
                     grace_ends_at: *grace_ends_at,
-                    priority: NotificationPriority::Important,
+                    priority: NotificationPriority::Urgent,
                     at,
                 },
             )]

@@ -28,7 +28,7 @@ pub const MAX_PURCHASES_PER_WALLET: usize = 10_000;
 pub const REMEMBERED_SPENDS: usize = 1_000;
 
 pub fn stream_id(customer_id: &CustomerId) -> String {
-    format!("wallet-{customer_id}")
+    crate::streams::StreamKind::Wallet.name(customer_id)
 }
 
 // ---------------------------------------------------------------------------------------------

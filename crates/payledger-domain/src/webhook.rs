@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub const STREAM_PREFIX: &str = "webhook-";
+pub const STREAM_PREFIX: &str = crate::streams::StreamKind::Webhook.prefix();
 
 /// Longest event id kept as is in a stream id; longer ones are replaced by their hash upstream.
 pub const MAX_EVENT_ID_CHARS: usize = 128;

@@ -14,6 +14,7 @@
 //! connector keeps for its provider.
 
 pub mod circuit;
+pub mod payouts;
 pub mod registry;
 
 pub use registry::{ProviderRegistry, RegistryError};

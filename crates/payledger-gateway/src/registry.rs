@@ -1,6 +1,6 @@
 //! The connectors configured on this deployment, by provider name.
 //!
-//! `serve` builds one registry at startup (`crates/payledger/src/startup.rs`, `build_registry`)
+//! `serve` builds one registry at startup (`crates/payledger/src/startup.rs`, `registry_from`)
 //! and hands it to the application layer, which picks the connector of each order by the
 //! `provider` the order was placed with. Adding a provider means registering its connector
 //! there; nothing else in the application changes.

@@ -149,7 +149,7 @@ pub async fn get_switches(state: web::Data<AppState>) -> Result<HttpResponse, Ap
         .switches()
         .current()
         .await
-        .map_err(payment_error)?;
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(SwitchesBody::of(&switches)))
 }
 
@@ -163,7 +163,7 @@ async fn flip(
         .switches()
         .flip(command, &request_context(request))
         .await
-        .map_err(operation_error)?;
+        .map_err(|e| operation_error(e.into()))?;
     Ok(HttpResponse::Ok().json(SwitchesBody::flipped(&flipped)))
 }
 

@@ -151,6 +151,7 @@ pub const ROUTES: &[RouteRule] = &[
         Access::Roles(AUDITOR_ADMIN),
     ),
     rule("GET", "/v1/events", Access::Roles(AUDITOR_ADMIN)),
+    rule("GET", "/v1/audit/checkpoints", Access::Roles(AUDITOR_ADMIN)),
     // Operations (runbook §5–6): kill switches and manual operations.
     rule("GET", "/v1/admin/switches", Access::Roles(SUPPORT_ADMIN)),
     command("POST", "/v1/admin/switches/payments/suspend", ADMIN),
@@ -219,6 +220,10 @@ pub const ROUTES: &[RouteRule] = &[
         "/v1/admin/notifications/dead-letters/{id}/replay",
         ADMIN,
     ),
+    // The scenario clock of a test deployment (issue 17): admins read and move it.
+    rule("GET", "/v1/admin/test-clock", Access::Roles(SUPPORT_ADMIN)),
+    command("POST", "/v1/admin/test-clock/advance", ADMIN),
+    command("POST", "/v1/admin/test-clock/set", ADMIN),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),
@@ -438,6 +443,12 @@ pub async fn authenticate(
         None => Access::Open,
         Some(pattern) => match rule_for(&method, &pattern) {
             Some(rule) => rule.access,
+            // A known path with another method: 404 like any unknown route (docs/api.md), for
+            // every caller alike, before any key is looked at.
+            None if ROUTES.iter().any(|r| r.pattern == pattern) => {
+                let error = ApiError::new(ErrorCode::NotFound, "no such route");
+                return Ok(request.error_response(error).map_into_boxed_body());
+            }
             None => {
                 tracing::warn!(%method, pattern, "route missing from the access table: admins only");
                 Access::Roles(ADMIN)
@@ -511,7 +522,13 @@ fn admin_action(request: &ServiceRequest, principal: &Principal) -> AdminAction 
         remote_addr: request.peer_addr().map(|a| a.ip().to_string()),
         forwarded_for: header_text(request, "x-forwarded-for", 200),
         user_agent: header_text(request, "user-agent", 200),
-        at: chrono::Utc::now(),
+        // The payments clock: a test clock moves the audit trail with everything else.
+        at: request
+            .app_data::<web::Data<AppState>>()
+            .map(|state| state.payments.clock().now())
+            .unwrap_or_else(|| {
+                payledger_app::clock::Clock::now(&payledger_app::clock::SystemClock)
+            }),
     }
 }
 

@@ -217,6 +217,8 @@ pub struct TimelineEntryBody {
     pub stream_id: String,
     pub stream_version: i64,
     pub event_type: String,
+    /// Always `YYYY-MM-DDTHH:MM:SS.ffffffZ`, like the raw log's `recordedAt`.
+    #[serde(with = "payledger_store::recorded_at_format")]
     pub recorded_at: DateTime<Utc>,
     pub actor: Option<String>,
     pub summary: String,
@@ -274,6 +276,94 @@ impl PageQuery {
             Some(l) => Ok(l),
             None => Ok(DEFAULT_PAGE_SIZE),
         }
+    }
+}
+
+/// `GET /v1/events`: a page of the global log, optionally filtered (the event dashboard's
+/// filters: type, period, status).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+    /// Stored event types, comma-separated (`PaymentCaptured,RefundCompleted`); at most 50.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Events recorded at or after this time (RFC 3339; the database's `recordedAt`).
+    pub from: Option<String>,
+    /// Events recorded before this time (RFC 3339).
+    pub to: Option<String>,
+    /// The payload's `status` field, compared as text (e.g. `409` for admin actions answered
+    /// 409).
+    pub status: Option<String>,
+}
+
+impl EventQuery {
+    pub fn page(&self) -> PageQuery {
+        PageQuery {
+            after: self.after,
+            limit: self.limit,
+        }
+    }
+
+    /// The filter, or `None` when the query names none (the plain log).
+    pub fn filter(&self) -> Result<Option<payledger_store::EventFilter>, ApiError> {
+        let mut filter = payledger_store::EventFilter::default();
+        if let Some(types) = &self.event_type {
+            for name in types.split(',').map(str::trim) {
+                let valid = !name.is_empty()
+                    && name.len() <= 100
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(ApiError::field(
+                        "type",
+                        "type must be stored event type names (letters, digits, _), comma-separated",
+                    ));
+                }
+                filter.event_types.push(name.to_string());
+            }
+            if filter.event_types.len() > payledger_store::MAX_FILTER_TYPES {
+                return Err(ApiError::field(
+                    "type",
+                    format!(
+                        "at most {} event types at once",
+                        payledger_store::MAX_FILTER_TYPES
+                    ),
+                ));
+            }
+        }
+        let time =
+            |field: &str, value: &Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
+                value
+                    .as_deref()
+                    .map(|v| {
+                        DateTime::parse_from_rfc3339(v)
+                            .map(|t| t.with_timezone(&Utc))
+                            .map_err(|_| {
+                                ApiError::field(field, format!("{field} must be an RFC 3339 time"))
+                            })
+                    })
+                    .transpose()
+            };
+        filter.recorded_from = time("from", &self.from)?;
+        filter.recorded_to = time("to", &self.to)?;
+        if let (Some(from), Some(to)) = (filter.recorded_from, filter.recorded_to) {
+            if from >= to {
+                return Err(ApiError::field("to", "to must be after from"));
+            }
+        }
+        if let Some(status) = &self.status {
+            if status.is_empty() || status.len() > 64 {
+                return Err(ApiError::field(
+                    "status",
+                    "status must be 1 to 64 characters",
+                ));
+            }
+            filter.status = Some(status.clone());
+        }
+        Ok((filter != payledger_store::EventFilter::default()).then_some(filter))
     }
 }
 

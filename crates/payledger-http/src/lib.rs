@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod bookings;
 mod claims;
+pub mod constraints;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
@@ -16,8 +17,10 @@ pub mod metrics;
 pub mod openapi;
 mod orders;
 mod payment_status;
+pub mod screen;
 mod settlements;
 pub mod subscriptions;
+pub mod test_clock;
 pub mod webhooks;
 
 use actix_web::dev::{Service, ServiceResponse};
@@ -98,6 +101,10 @@ pub fn request_context(request: &HttpRequest) -> RequestContext {
 #[derive(Debug, Clone)]
 pub struct LoggedOrderId(pub String);
 
+/// The event id of the webhook delivery a request carried, for the request log.
+#[derive(Debug, Clone)]
+pub struct LoggedWebhookEventId(pub String);
+
 /// Mounts every route on `config`.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -174,6 +181,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 )
                 .route("/streams/{stream_id}", web::get().to(log::read_stream))
                 .route("/events", web::get().to(log::read_events))
+                .route("/audit/checkpoints", web::get().to(log::read_checkpoints))
                 .route(
                     "/orders/{order_id}/cancel",
                     web::post().to(bookings::cancel),
@@ -254,7 +262,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/orders/{order_id}/cancel-enrollment",
                     web::post().to(admin::cancel_enrollment),
-                ),
+                )
+                .route("/admin/test-clock", web::get().to(test_clock::get_clock))
+                .route(
+                    "/admin/test-clock/advance",
+                    web::post().to(test_clock::advance),
+                )
+                .route("/admin/test-clock/set", web::post().to(test_clock::set)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))
@@ -335,6 +349,18 @@ where
             .map(|e| e.code.as_str());
         // Ids only (validated by their parsers before they are used); never a header or a body.
         let http_request = response.request();
+        // A request the screen refused may hold a card number in its path: log the pattern.
+        let path = if http_request
+            .extensions()
+            .get::<screen::Withheld>()
+            .is_some()
+        {
+            http_request
+                .match_pattern()
+                .unwrap_or_else(|| "(withheld)".to_string())
+        } else {
+            path
+        };
         let actor = auth::principal(http_request).map(|p| p.actor());
         let order_id = http_request
             .extensions()
@@ -347,15 +373,19 @@ where
                     .filter(|id| payledger_domain::ids::OrderId::parse(*id).is_ok())
                     .map(str::to_string)
             });
+        let event_id = http_request
+            .extensions()
+            .get::<LoggedWebhookEventId>()
+            .map(|e| e.0.clone());
         if status >= 500 {
             tracing::error!(
                 request_id, method, path, status, error_code, latency_ms, actor, order_id,
-                "request"
+                event_id, "request"
             );
         } else {
             tracing::info!(
                 request_id, method, path, status, error_code, latency_ms, actor, order_id,
-                "request"
+                event_id, "request"
             );
         }
         Ok(response)

@@ -1,6 +1,6 @@
 //! The raw log for auditors (streams and the global log, with positions and hashes) and health.
 
-use crate::dto::{EventPage, PageQuery};
+use crate::dto::{EventPage, EventQuery, PageQuery};
 use crate::errors::{ApiError, ErrorCode};
 use crate::AppState;
 use actix_web::{web, HttpResponse};
@@ -42,19 +42,59 @@ pub async fn read_stream(
     get,
     path = "/v1/events",
     tag = "log",
-    params(crate::dto::PageQuery),
-    responses((status = 200, description = "The global log in commit order", body = crate::dto::EventPage))
+    params(crate::dto::EventQuery),
+    responses(
+        (status = 200, description = "The global log in commit order. With a filter (`type`, `from`, `to`, `status`) only matching events, at most 50,000 positions looked at per page: follow `nextAfter` (the last position looked at) until it is absent", body = crate::dto::EventPage),
+        (status = 400, description = "A malformed filter (`field` names it) or paging parameter", body = Object)
+    )
 )]
 pub async fn read_events(
+    state: web::Data<AppState>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.page();
+    let (after, limit) = (page.after()?, page.limit()?);
+    let Some(filter) = query.filter()? else {
+        let events = state.store.read_all(after, limit).await?;
+        let next_after = (events.len() as i64 == limit)
+            .then(|| events.last().map(|e| e.global_position))
+            .flatten();
+        return Ok(HttpResponse::Ok().json(EventPage { events, next_after }));
+    };
+    let page =
+        payledger_store::read_all_filtered(state.store.pool(), after, limit, &filter).await?;
+    let more = page.events.len() as i64 == limit || page.scanned_to < page.head;
+    Ok(HttpResponse::Ok().json(EventPage {
+        events: page.events,
+        next_after: more.then_some(page.scanned_to),
+    }))
+}
+
+/// `GET /v1/audit/checkpoints?after=SEQUENCE&limit=N` (auditors, admins): the signed
+/// checkpoints of the global log, oldest first. Save them: a copy held elsewhere proves a later
+/// rewrite (`payledger audit verify --checkpoints FILE`, docs/auditing.md).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    tag = "log",
+    params(crate::dto::PageQuery),
+    responses((status = 200, description = "Signed checkpoints after the `after` sequence number", body = Object))
+)]
+pub async fn read_checkpoints(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (after, limit) = (query.after()?, query.limit()?);
-    let events = state.store.read_all(after, limit).await?;
-    let next_after = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| e.global_position))
+    let checkpoints =
+        payledger_store::checkpoint::list_checkpoints(&state.read_pool, after, limit).await?;
+    let next_after = (checkpoints.len() as i64 == limit)
+        .then(|| checkpoints.last().map(|c| c.sequence))
         .flatten();
-    Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
+    let mut body = serde_json::json!({ "checkpoints": checkpoints });
+    if let Some(next_after) = next_after {
+        body["nextAfter"] = next_after.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// The process is up.

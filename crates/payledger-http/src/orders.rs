@@ -104,6 +104,16 @@ pub fn payment_error(error: PaymentError) -> ApiError {
                 }
             }
         }
+        PaymentError::BookingsSuspended { payee_id, until } => {
+            // The same form as every timestamp in the API (serde's RFC 3339 with `Z`).
+            let until = until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            ApiError::new(
+                ErrorCode::PayeeSuspended,
+                format!("payee {payee_id} takes no bookings until {until}: suspended after three warnings"),
+            )
+            .with("payeeId", payee_id.to_string())
+            .with("suspendedUntil", until)
+        }
     }
 }
 
@@ -191,9 +201,6 @@ pub async fn place_order(
         service_starts_at: body.service_starts_at,
         provider: body.provider.map(|p| parse_provider(&p)).transpose()?,
     };
-    if input.service_starts_at.is_some() {
-        refuse_bookings_of_suspended_payee(&state, &request, &input.payee_id).await?;
-    }
     let context = request_context(&request);
     let snapshot = state
         .payments
@@ -210,37 +217,6 @@ pub async fn place_order(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/orders/{}", body.order_id)))
         .json(body))
-}
-
-/// A booking (an order with a service time) is refused while its payee serves a penalty
-/// suspension: three warnings from claims suspend a provider for seven days.
-async fn refuse_bookings_of_suspended_payee(
-    state: &AppState,
-    request: &HttpRequest,
-    payee_id: &payledger_domain::ids::PayeeId,
-) -> Result<(), ApiError> {
-    let Some(bookings) = request.app_data::<web::Data<crate::bookings::BookingServices>>() else {
-        return Ok(());
-    };
-    let now = state.payments.clock().now();
-    let suspension = bookings
-        .claims
-        .booking_suspension(payee_id, now)
-        .await
-        .map_err(crate::bookings::flow_error)?;
-    match suspension {
-        None => Ok(()),
-        Some(until) => {
-            // The same form as every timestamp in the API (serde's RFC 3339 with `Z`).
-            let until = until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-            Err(ApiError::new(
-                ErrorCode::PayeeSuspended,
-                format!("payee {payee_id} takes no bookings until {until}: suspended after three warnings"),
-            )
-            .with("payeeId", payee_id.to_string())
-            .with("suspendedUntil", until))
-        }
-    }
 }
 
 #[utoipa::path(

@@ -349,6 +349,17 @@ pub async fn trial_balance(
     if query.at.is_some_and(|a| a < 0) {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "at must be >= 0"));
     }
+    if let Some(at) = query.at {
+        // A position the log has not reached is refused, not waited for (the CLI does the same).
+        let head = payledger_store::head_position(&state.read_pool).await?;
+        if at > head {
+            return Err(ApiError::new(
+                ErrorCode::PositionBeyondHead,
+                format!("position {at} is beyond the head of the log ({head})"),
+            )
+            .with("headPosition", head));
+        }
+    }
     // Balances at a position the journal has not reached yet would be wrong, not late.
     state.wait_for_projection("journal", query.at).await?;
     let view = payledger_read_models::journal::trial_balance(&state.read_pool, query.at).await?;

@@ -1036,16 +1036,17 @@ pub async fn get_wallet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payledger_domain::card_numbers::test_cards;
     use serde_json::json;
 
     #[test]
     fn card_numbers_are_refused_wherever_they_hide_without_being_echoed() {
         for body in [
-            json!({"customerId": "c1", "authKey": "4242424242424242"}),
-            json!({"customerId": "c1", "authKey": "a", "note": {"x": ["4111 1111 1111 1111"]}}),
+            json!({"customerId": "c1", "authKey": test_cards::VISA_STRIPE}),
+            json!({"customerId": "c1", "authKey": "a", "note": {"x": [test_cards::VISA_SPACED]}}),
             json!({"customerId": "c1", "authKey": "a", "cardNumber": "x"}),
             json!({"customerId": "c1", "authKey": "a", "card_number": 1}),
-            json!({"customerId": 4242424242424242u64, "authKey": "a"}),
+            json!({"customerId": test_cards::VISA_STRIPE.parse::<u64>().unwrap(), "authKey": "a"}),
         ] {
             let error = parse_body::<RegisterBillingKeyBody>(body).unwrap_err();
             assert_eq!(error.code, ErrorCode::CardDataRejected);

@@ -9,7 +9,7 @@ use crate::dto::PageQuery;
 use crate::errors::{ApiError, ErrorCode};
 use crate::request_context;
 use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use payledger_webhook_relay::config::MAX_WEBHOOK_BODY_BYTES;
@@ -61,10 +61,24 @@ pub async fn receive(
         }
     };
     let headers = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let request_id = request
+        .extensions()
+        .get::<crate::RequestId>()
+        .map(|r| r.0.clone());
     let accepted = relay
-        .accept(provider, &headers, &body, remote_addr.as_deref())
+        .accept_request(
+            provider,
+            &headers,
+            &body,
+            remote_addr.as_deref(),
+            request_id.as_deref(),
+        )
         .await
         .map_err(accept_error)?;
+    // The request log line names the delivery.
+    request
+        .extensions_mut()
+        .insert(crate::LoggedWebhookEventId(accepted.event_id.clone()));
     Ok(HttpResponse::Ok().json(WebhookReceipt {
         received: true,
         event_id: accepted.event_id,
@@ -113,6 +127,9 @@ fn accept_error(error: AcceptError) -> ApiError {
         },
         AcceptError::PayloadInvalid(_) => ErrorCode::WebhookPayloadInvalid,
         AcceptError::BodyTooLarge => ErrorCode::BodyTooLarge,
+        AcceptError::RateLimited(_) => {
+            return ApiError::new(ErrorCode::WebhookRateLimited, error.to_string()).retry_after(60)
+        }
         AcceptError::Database(_) => {
             return match error {
                 AcceptError::Database(e) => e.into(),

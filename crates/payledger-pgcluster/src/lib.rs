@@ -14,13 +14,17 @@
 //! | `pg.port`        | the TCP port the cluster listens on (127.0.0.1 only)          |
 //! | `pg.log`         | the server's log (`pg.log.1`: the previous one, once large)   |
 //! | `pg.lock`        | held while the cluster is initialised, started or stopped     |
+//! | `pg.password`    | the generated password of `postgres` (and of the roles payledger lets log in), mode 0600 |
 //!
-//! The server listens on 127.0.0.1 only, with `trust` authentication for the `postgres` superuser:
-//! any local user of the machine can connect, which is what a development database on one's own
-//! machine wants and a shared machine does not. Durability settings stay on.
+//! The server listens on 127.0.0.1 only (no Unix socket) and accepts only `scram-sha-256`
+//! password logins (`credentials`): a local user who cannot read `pg.password` cannot connect,
+//! as the superuser or otherwise. A cluster made by an older payledger with `trust` is given a
+//! password at its next start (the server is started in single-user mode once to set it).
+//! Durability settings stay on.
 
 mod binaries;
 mod config;
+mod credentials;
 mod error;
 mod lock;
 mod server_user;
@@ -58,7 +62,7 @@ const LOG_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 const ERROR_OUTPUT_BYTES: usize = 8 * 1024;
 /// PostgreSQL silently truncates identifiers longer than NAMEDATALEN - 1 bytes.
 const MAX_DATABASE_NAME_BYTES: usize = 63;
-/// The superuser `initdb -U` creates; with `trust` it needs no password.
+/// The superuser `initdb -U` creates; it logs in with the password in `pg.password`.
 const SUPERUSER: &str = "postgres";
 
 /// What [`ManagedCluster::start_or_join`] needs to know.
@@ -121,6 +125,8 @@ pub struct ManagedCluster {
     binaries: ServerBinaries,
     server_user: ServerUser,
     outcome: StartOutcome,
+    /// `None` only for a cluster an older payledger started with `trust` that still runs.
+    password: Option<String>,
 }
 
 /// The paths inside the data directory (absolute, because commands run from `/`).
@@ -133,6 +139,9 @@ struct Layout {
     log_file: PathBuf,
     previous_log_file: PathBuf,
     lock_file: PathBuf,
+    password_file: PathBuf,
+    new_password_file: PathBuf,
+    init_password_file: PathBuf,
 }
 
 impl Layout {
@@ -144,6 +153,9 @@ impl Layout {
             log_file: data_dir.join("pg.log"),
             previous_log_file: data_dir.join("pg.log.1"),
             lock_file: data_dir.join("pg.lock"),
+            password_file: data_dir.join(credentials::PASSWORD_FILE),
+            new_password_file: data_dir.join(credentials::NEW_PASSWORD_FILE),
+            init_password_file: data_dir.join("pg.initpw"),
             data_dir,
         }
     }
@@ -236,25 +248,65 @@ impl ManagedCluster {
         self.outcome
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/DATABASE`, the database name percent-encoded.
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/DATABASE`, the database name
+    /// percent-encoded. It holds the password: never log it.
     pub fn superuser_url(&self, database: &str) -> String {
+        let password = self
+            .password
+            .as_deref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
         format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{}",
+            "postgres://{SUPERUSER}{password}@127.0.0.1:{}/{}",
             self.port,
             percent_encode(database)
         )
     }
 
+    /// The file that holds the cluster's password (mode 0600): what an operator reads to connect
+    /// with `psql` (docs/operations.md).
+    pub fn password_file(&self) -> &Path {
+        &self.layout.password_file
+    }
+
+    /// Lets `role` log in with the cluster's password (payledger's restricted application role).
+    /// The statement is not logged: it holds the password.
+    pub async fn allow_login(&self, role: &str) -> Result<(), ClusterError> {
+        let mut connection = self
+            .connect_options("postgres")
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(|source| ClusterError::Database {
+                action: format!("connect to the local cluster on port {}", self.port),
+                source,
+            })?;
+        let statement = match &self.password {
+            Some(password) => credentials::alter_role_sql(role, password),
+            None => format!("ALTER ROLE {} LOGIN", quote_identifier(role)),
+        };
+        let result = sqlx::Executor::execute(&mut connection, statement.as_str()).await;
+        connection.close().await.ok();
+        result.map(|_| ()).map_err(|source| ClusterError::Database {
+            action: format!("let role {role:?} log in"),
+            source,
+        })
+    }
+
     /// The same target as [`ManagedCluster::superuser_url`], without a round trip through a URL.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
+        let options = PgConnectOptions::new_without_pgpass()
             .host("127.0.0.1")
             .port(self.port)
             .username(SUPERUSER)
             .database(database)
             // The server has no certificate; a PGSSLMODE=require in the environment must not
             // make the local connection impossible.
-            .ssl_mode(PgSslMode::Disable)
+            .ssl_mode(PgSslMode::Disable);
+        match &self.password {
+            Some(password) => options.password(password),
+            None => options,
+        }
     }
 
     /// Creates database `name` unless it exists. Safe when several processes do it at once:
@@ -409,6 +461,9 @@ fn start_or_join_blocking(
             return Ok((joined, None));
         }
         let outcome = if base.layout.has_cluster() {
+            if credentials::read(&base.layout.password_file)?.is_none() {
+                base.set_password_of_trusting_cluster()?;
+            }
             StartOutcome::Started
         } else {
             base.initialise()?;
@@ -425,7 +480,7 @@ fn start_or_join_blocking(
         base.write_port_file(port)?;
         let log_offset = base.prepare_log()?;
         base.start_server(log_offset)?;
-        Ok((base.into_cluster(port, outcome), Some(log_offset)))
+        Ok((base.into_cluster(port, outcome)?, Some(log_offset)))
     })
 }
 
@@ -462,14 +517,29 @@ impl Base {
         })
     }
 
-    fn into_cluster(self, port: u16, outcome: StartOutcome) -> ManagedCluster {
-        ManagedCluster {
+    /// The cluster, with the password read now (under the lock: another process may just have
+    /// initialised the cluster and written it).
+    fn into_cluster(
+        self,
+        port: u16,
+        outcome: StartOutcome,
+    ) -> Result<ManagedCluster, ClusterError> {
+        let password = credentials::read(&self.layout.password_file)?;
+        if password.is_none() {
+            tracing::warn!(
+                data_dir = %self.layout.data_dir.display(),
+                "the running local PostgreSQL cluster still trusts every local user; stop it \
+                 (payledger stop-database) so that the next start locks it with a password"
+            );
+        }
+        Ok(ManagedCluster {
             layout: self.layout,
             port,
             binaries: self.binaries,
             server_user: self.server_user,
             outcome,
-        }
+            password,
+        })
     }
 
     fn join_if_running(
@@ -489,7 +559,7 @@ impl Base {
         }
         Ok(Some(
             self.clone()
-                .into_cluster(running_port, StartOutcome::Joined),
+                .into_cluster(running_port, StartOutcome::Joined)?,
         ))
     }
 
@@ -587,6 +657,12 @@ impl Base {
             ClusterError::io(format!("restrict {} to its owner", staging.display())),
         )?;
         self.server_user.hand_over(staging)?;
+        // The password: ours in pg.password.new until the cluster is complete; initdb reads a
+        // copy handed to the server user, removed right after.
+        let password = credentials::generate()?;
+        credentials::write_private(&layout.new_password_file, &password)?;
+        credentials::write_private(&layout.init_password_file, &password)?;
+        self.server_user.hand_over(&layout.init_password_file)?;
 
         let initdb = self.binaries.initdb();
         let action = format!("initialise a PostgreSQL cluster in {}", staging.display());
@@ -597,15 +673,17 @@ impl Base {
             .arg(staging)
             .args([
                 "-A",
-                "trust",
+                "scram-sha-256",
                 "-U",
                 SUPERUSER,
                 "--encoding=UTF8",
                 "--locale=C",
             ])
+            .arg(format!("--pwfile={}", layout.init_password_file.display()))
             .output()
-            .map_err(ClusterError::io(format!("run {}", initdb.display())))?;
-        check_success(&output, &action, &initdb)?;
+            .map_err(ClusterError::io(format!("run {}", initdb.display())));
+        let _ = fs::remove_file(&layout.init_password_file);
+        check_success(&output?, &action, &initdb)?;
 
         let main_config = staging.join("postgresql.conf");
         OpenOptions::new()
@@ -621,6 +699,7 @@ impl Base {
             staging.display(),
             layout.pgdata.display()
         )))?;
+        self.publish_new_password()?;
         tracing::info!(pgdata = %layout.pgdata.display(), "initialised a local PostgreSQL cluster");
         Ok(())
     }
@@ -629,7 +708,59 @@ impl Base {
         let path = self.layout.pgdata.join(config::FILE_NAME);
         fs::write(&path, config::render(port, settings)?)
             .map_err(ClusterError::io(format!("write {}", path.display())))?;
-        self.server_user.hand_over(&path)
+        self.server_user.hand_over(&path)?;
+        // Rewritten on every start, so a cluster can never be left trusting anybody.
+        let hba = self.layout.pgdata.join("pg_hba.conf");
+        fs::write(&hba, credentials::PG_HBA)
+            .map_err(ClusterError::io(format!("write {}", hba.display())))?;
+        self.server_user.hand_over(&hba)
+    }
+
+    /// A cluster initialised by an older payledger (`trust`, no password) gets a password before
+    /// it starts again: the server runs once in single-user mode to set it.
+    fn set_password_of_trusting_cluster(&self) -> Result<(), ClusterError> {
+        let password = credentials::generate()?;
+        credentials::write_private(&self.layout.new_password_file, &password)?;
+        let postgres = self.binaries.bin_dir().join("postgres");
+        let action = format!(
+            "set a password on the cluster in {}",
+            self.layout.pgdata.display()
+        );
+        let mut child = self
+            .server_user
+            .command(&postgres)
+            .arg("--single")
+            .arg("-D")
+            .arg(&self.layout.pgdata)
+            .arg("postgres")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(ClusterError::io(format!("run {}", postgres.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let statement = credentials::alter_role_sql(SUPERUSER, &password);
+            stdin
+                .write_all(format!("{statement};\n").as_bytes())
+                .map_err(ClusterError::io(format!("write to {}", postgres.display())))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(ClusterError::io(format!("run {}", postgres.display())))?;
+        let said = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() || said.contains("ERROR") {
+            return Err(command_failed(&output, &action, &postgres));
+        }
+        tracing::info!(pgdata = %self.layout.pgdata.display(), "locked a cluster that trusted local users with a generated password");
+        self.publish_new_password()
+    }
+
+    /// `pg.password.new` becomes `pg.password` once the cluster has that password.
+    fn publish_new_password(&self) -> Result<(), ClusterError> {
+        fs::rename(&self.layout.new_password_file, &self.layout.password_file).map_err(
+            ClusterError::io(format!("write {}", self.layout.password_file.display())),
+        )
     }
 
     fn read_port_file(&self) -> Result<Option<u16>, ClusterError> {

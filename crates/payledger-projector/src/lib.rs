@@ -220,6 +220,15 @@ async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), Pr
     Ok(())
 }
 
+/// The lowest checkpoint of any projection: every event after it is still to be projected by
+/// at least one of them. `None` when no projection has a checkpoint yet.
+pub async fn lowest_checkpoint(pool: &PgPool) -> Result<Option<i64>, ProjectionError> {
+    let lowest = sqlx::query_scalar("SELECT min(position) FROM projection_checkpoints")
+        .fetch_one(pool)
+        .await?;
+    Ok(lowest)
+}
+
 /// Reports every projection's position and lag.
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let head = payledger_store::head_position(pool).await?;

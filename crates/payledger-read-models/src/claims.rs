@@ -7,12 +7,11 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use payledger_domain::claim::{Claim, ClaimEvent};
 use payledger_domain::codec;
+use payledger_domain::streams::StreamKind;
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
-
-pub const CLAIM_STREAM_PREFIX: &str = "claim-";
 
 pub struct ClaimsProjection;
 
@@ -76,7 +75,7 @@ struct Folding {
 }
 
 fn claim_id_of(stream_id: &str) -> Option<&str> {
-    stream_id.strip_prefix(CLAIM_STREAM_PREFIX)
+    StreamKind::Claim.id_of(stream_id)
 }
 
 fn name_of<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
@@ -124,6 +123,7 @@ impl Projection for ClaimsProjection {
                 });
             ensure_follows(event, row.stream_version)?;
             row.claim.apply(decoded);
+            row.claim.assert_invariants();
             row.stream_version = event.stream_version;
             row.last_position = event.global_position;
             row.updated_at = event.recorded_at;

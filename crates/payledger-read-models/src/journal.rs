@@ -16,6 +16,7 @@ use payledger_domain::journal::{
 use payledger_domain::money::Currency;
 use payledger_domain::order::OrderEvent;
 use payledger_domain::settlement::StatementEvent;
+use payledger_domain::streams::StreamKind;
 use payledger_domain::subscription::SubscriptionEvent;
 use payledger_projector::copy::CopyRows;
 use payledger_projector::{BulkBuild, Projection, ProjectionError};
@@ -57,7 +58,7 @@ fn entries_of(
         return Ok(vec![]);
     }
     let stream = event.stream_id.as_str();
-    if let Some(order_id) = stream.strip_prefix("order-") {
+    if let Some(order_id) = StreamKind::Order.id_of(stream) {
         let decoded: OrderEvent = decode(event)?;
         if let OrderEvent::OrderPlaced(placed) = &decoded {
             facts.orders.insert(
@@ -70,13 +71,13 @@ fn entries_of(
         }
         return Ok(post_order_event(&decoded, facts.orders.get(order_id)));
     }
-    if stream.starts_with("claim-") {
+    if StreamKind::Claim.holds(stream) {
         return Ok(post_claim_event(&decode::<ClaimEvent>(event)?));
     }
-    if stream.starts_with("settlement-") {
+    if StreamKind::Settlement.holds(stream) {
         return Ok(post_statement_event(&decode::<StatementEvent>(event)?));
     }
-    if stream.starts_with("subscription-") {
+    if StreamKind::Subscription.holds(stream) {
         return Ok(post_subscription_event(&decode::<SubscriptionEvent>(
             event,
         )?));
@@ -137,6 +138,7 @@ impl Projection for JournalProjection {
                 }
             }
         }
+        l.assert_balanced();
         save_facts(conn, &facts, &known).await?;
         e.insert(conn).await?;
         l.insert(conn).await?;
@@ -187,7 +189,7 @@ fn ids_needing_facts(events: &[&RecordedEvent], missing: impl Fn(&str) -> bool) 
         events
             .iter()
             .filter(|e| e.event_type != "OrderPlaced")
-            .filter_map(|e| e.stream_id.strip_prefix("order-"))
+            .filter_map(|e| StreamKind::Order.id_of(&e.stream_id))
             .filter(|id| missing(id)),
     )
 }
@@ -279,7 +281,7 @@ impl BulkBuild for JournalBulk {
         let placed_here: HashSet<&str> = relevant
             .iter()
             .filter(|e| e.event_type == "OrderPlaced")
-            .filter_map(|e| e.stream_id.strip_prefix("order-"))
+            .filter_map(|e| StreamKind::Order.id_of(&e.stream_id))
             .collect();
         let flushed = ids_needing_facts(&relevant, |id| {
             !self.facts.orders.contains_key(id) && !placed_here.contains(id)
@@ -434,6 +436,18 @@ struct LineColumns {
 }
 
 impl LineColumns {
+    /// The other half of the pair the posting rules start (`JournalEntry` refuses an unbalanced
+    /// entry): what this batch writes balances per currency, so the book does after it.
+    fn assert_balanced(&self) {
+        let mut per_currency: HashMap<&str, i64> = HashMap::new();
+        for ((currency, debit), credit) in self.currency.iter().zip(&self.debit).zip(&self.credit) {
+            *per_currency.entry(currency.as_str()).or_default() += debit - credit;
+        }
+        for (currency, difference) in per_currency {
+            assert_eq!(difference, 0, "a journal batch is unbalanced in {currency}");
+        }
+    }
+
     async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         if self.entry_id.is_empty() {
             return Ok(());

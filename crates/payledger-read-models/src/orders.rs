@@ -6,15 +6,14 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use payledger_domain::codec;
 use payledger_domain::order::{Order, OrderEvent, OrderStatus};
-use payledger_domain::webhook::{self, WebhookDeliveryEvent};
+use payledger_domain::streams::StreamKind;
+use payledger_domain::webhook::WebhookDeliveryEvent;
 use payledger_projector::copy::CopyRows;
 use payledger_projector::{BulkBuild, Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
-
-pub const ORDER_STREAM_PREFIX: &str = "order-";
 
 #[derive(Default)]
 pub struct OrdersProjection {
@@ -70,7 +69,7 @@ struct Folding {
 }
 
 fn order_id_of(stream_id: &str) -> Option<&str> {
-    stream_id.strip_prefix(ORDER_STREAM_PREFIX)
+    StreamKind::Order.id_of(stream_id)
 }
 
 #[async_trait]
@@ -225,12 +224,7 @@ async fn fold_from_log(
 ) -> Result<HashMap<String, Folding>, ProjectionError> {
     let prefixes: Vec<(String, i64)> = continued
         .iter()
-        .map(|c| {
-            (
-                format!("{ORDER_STREAM_PREFIX}{}", c.order_id),
-                c.first_version,
-            )
-        })
+        .map(|c| (StreamKind::Order.name(&c.order_id), c.first_version))
         .collect();
     let events = payledger_store::read_stream_prefixes(&mut *conn, &prefixes).await?;
     let mut folding = HashMap::with_capacity(continued.len());
@@ -277,6 +271,7 @@ fn fold_event(
     }
     let summary = summarize(&decoded);
     row.order.apply(decoded);
+    row.order.assert_invariants();
     row.stream_version = event.stream_version;
     row.last_position = event.global_position;
     row.updated_at = event.recorded_at;
@@ -378,7 +373,7 @@ fn push_webhook_rows(
 ) -> Result<(), ProjectionError> {
     for event in events
         .iter()
-        .filter(|e| e.stream_id.starts_with(webhook::STREAM_PREFIX))
+        .filter(|e| StreamKind::Webhook.holds(&e.stream_id))
     {
         let decoded: WebhookDeliveryEvent = codec::decode(&event.event_type, &event.payload)
             .map_err(|e| bad(event, e.to_string()))?;
@@ -733,6 +728,38 @@ pub async fn get_order(pool: &PgPool, order_id: &str) -> Result<Option<OrderView
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(order_from_row).transpose()
+}
+
+/// Candidates for the reconciler: orders whose confirmation or refund has no recorded outcome
+/// yet, least recently touched first. Only candidates: each is re-decided against its stream.
+pub async fn orders_awaiting_provider_outcome(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT order_id FROM rm.orders \
+         WHERE status IN ('CONFIRMING', 'OUTCOME_UNKNOWN') OR refund_pending_minor > 0 \
+         ORDER BY updated_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Candidates for expiry: unpaid orders placed before `placed_before`, oldest first.
+pub async fn unpaid_orders_placed_before(
+    pool: &PgPool,
+    placed_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT order_id FROM rm.orders WHERE status IN ('READY', 'FAILED') AND placed_at < $1 \
+         ORDER BY placed_at LIMIT $2",
+    )
+    .bind(placed_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 /// Support's lookups: by payment key or by customer, newest first.

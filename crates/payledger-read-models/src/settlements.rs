@@ -7,12 +7,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use payledger_domain::codec;
 use payledger_domain::money::BasisPoints;
 use payledger_domain::settlement::{StatementEvent, StatementLine, StatementSums, StatementTotals};
+use payledger_domain::streams::StreamKind;
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
-
-pub const STATEMENT_STREAM_PREFIX: &str = "settlement-";
 
 pub struct SettlementsProjection;
 
@@ -83,7 +82,7 @@ impl Projection for SettlementsProjection {
     ) -> Result<(), ProjectionError> {
         let relevant: Vec<&RecordedEvent> = events
             .iter()
-            .filter(|e| e.stream_id.starts_with(STATEMENT_STREAM_PREFIX))
+            .filter(|e| StreamKind::Settlement.holds(&e.stream_id))
             .collect();
         if relevant.is_empty() {
             return Ok(());
@@ -92,7 +91,10 @@ impl Projection for SettlementsProjection {
         for event in relevant {
             let decoded: StatementEvent = codec::decode(&event.event_type, &event.payload)
                 .map_err(|e| bad(event, e.to_string()))?;
-            let statement_id = event.stream_id[STATEMENT_STREAM_PREFIX.len()..].to_string();
+            let statement_id = StreamKind::Settlement
+                .id_of(&event.stream_id)
+                .unwrap_or_default()
+                .to_string();
             if let StatementEvent::StatementOpened(opened) = &decoded {
                 if event.stream_version != 1 || folding.contains_key(&statement_id) {
                     return Err(bad(event, "a statement is opened once, first".into()));
@@ -167,7 +169,7 @@ async fn load(
     let ids = distinct_ids(
         events
             .iter()
-            .map(|e| &e.stream_id[STATEMENT_STREAM_PREFIX.len()..]),
+            .filter_map(|e| StreamKind::Settlement.id_of(&e.stream_id)),
     );
     let rows = sqlx::query(&format!(
         "SELECT {STATEMENT_COLUMNS} FROM settlement_statements WHERE statement_id = ANY($1)"
@@ -439,6 +441,26 @@ pub async fn list_statements(
     .bind(payee_id)
     .bind(week_start)
     .bind(status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(statement_from_row).collect()
+}
+
+/// Statements in `status` whose week ended before `period_end_before`, oldest week first: the
+/// settlement jobs' candidates (each is re-checked by the statement itself).
+pub async fn statements_ended_before(
+    pool: &PgPool,
+    status: &str,
+    period_end_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StatementView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {STATEMENT_COLUMNS} FROM rm.settlement_statements \
+         WHERE status = $1 AND period_end <= $2 ORDER BY period_end, statement_id LIMIT $3"
+    ))
+    .bind(status)
+    .bind(period_end_before)
     .bind(limit)
     .fetch_all(pool)
     .await?;

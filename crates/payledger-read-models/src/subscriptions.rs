@@ -12,16 +12,13 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use payledger_domain::codec;
 use payledger_domain::customer::{BillingKeyStatus, CustomerEvent};
+use payledger_domain::streams::StreamKind;
 use payledger_domain::subscription::{Subscription, SubscriptionEvent};
 use payledger_domain::wallet::{Wallet, WalletEvent};
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::{BTreeMap, HashMap};
-
-pub const SUBSCRIPTION_STREAM_PREFIX: &str = "subscription-";
-pub const WALLET_STREAM_PREFIX: &str = "wallet-";
-pub const CUSTOMER_STREAM_PREFIX: &str = "customer-";
 
 /// Subscriptions one customer may have (the domain's bound), read when computing a membership.
 const MAX_SUBSCRIPTIONS_READ_PER_CUSTOMER: i64 = 100;
@@ -156,11 +153,11 @@ impl Projection for SubscriptionsProjection {
         let mut wallets = Vec::new();
         let mut customers = Vec::new();
         for event in events {
-            if let Some(id) = event.stream_id.strip_prefix(SUBSCRIPTION_STREAM_PREFIX) {
+            if let Some(id) = StreamKind::Subscription.id_of(&event.stream_id) {
                 subscriptions.push((id, event));
-            } else if let Some(id) = event.stream_id.strip_prefix(WALLET_STREAM_PREFIX) {
+            } else if let Some(id) = StreamKind::Wallet.id_of(&event.stream_id) {
                 wallets.push((id, event));
-            } else if let Some(id) = event.stream_id.strip_prefix(CUSTOMER_STREAM_PREFIX) {
+            } else if let Some(id) = StreamKind::Customer.id_of(&event.stream_id) {
                 customers.push((id, event));
             }
         }

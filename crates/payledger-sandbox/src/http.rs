@@ -61,6 +61,10 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             web::post().to(set_behaviour),
         )
         .route("/sandbox/reset", web::post().to(reset))
+        .route(
+            "/v2/payouts",
+            web::post().to(crate::payouts::request_payout),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -359,6 +363,24 @@ fn parse<T: DeserializeOwned>(body: Value) -> Result<T, Reply> {
             &format!("잘못된 요청입니다. ({err})"),
         )
     })
+}
+
+/// For routes outside the store ([`crate::payouts`]): the auth check as an answer.
+pub(crate) fn authenticate_request(shared: &Shared, req: &HttpRequest) -> Option<HttpResponse> {
+    authenticate(shared, req).err().map(respond)
+}
+
+/// For routes outside the store: the body as JSON, or the answer refusing it.
+pub(crate) async fn read_body(
+    payload: web::Payload,
+    max_body_bytes: usize,
+) -> Result<Value, HttpResponse> {
+    read_json(payload, max_body_bytes).await.map_err(respond)
+}
+
+pub(crate) fn respond_json(status: u16, body: Value) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(body)
 }
 
 fn respond(reply: Reply) -> HttpResponse {

@@ -20,6 +20,7 @@
 
 mod behaviour;
 mod http;
+mod payouts;
 mod store;
 mod stripe;
 mod wire;
@@ -66,9 +67,15 @@ pub struct SandboxConfig {
     /// Whether the server stops itself on SIGINT/SIGTERM. Off by default, so a process that
     /// embeds the sandbox decides when it stops; a standalone sandbox turns it on.
     pub handle_signals: bool,
+    /// The clock of the ledger that embeds the sandbox (its scenario clock on a test
+    /// deployment), so the provider's times agree with the ledger's; the system clock if `None`.
+    pub clock: Option<SandboxClock>,
     /// Stripe's side: its secret key and where its webhooks go.
     pub stripe: StripeSandboxConfig,
 }
+
+/// A source of the current time for the sandbox's answers.
+pub type SandboxClock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
@@ -79,6 +86,7 @@ impl Default for SandboxConfig {
             timeout_after_charge_delay_ms: 30_000,
             workers: 1,
             handle_signals: false,
+            clock: None,
             stripe: StripeSandboxConfig::default(),
         }
     }
@@ -167,6 +175,7 @@ pub async fn start(
         store: Mutex::new(Store::new(StoreLimits {
             max_records: config.max_records,
             timeout_after_charge_delay: Duration::from_millis(delay_ms),
+            clock: config.clock.clone(),
         })),
         expected_authorization,
         max_body_bytes: config.max_body_bytes,
@@ -193,10 +202,12 @@ pub async fn start(
         rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
     let app_shared = shared.clone();
+    let payouts = web::Data::new(payouts::Payouts::default());
     let app_stripe = stripe_shared.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_shared.clone())
+            .app_data(payouts.clone())
             .app_data(app_stripe.clone())
             .service(web::scope("/stripe").configure(stripe::http::routes))
             .configure(http::routes)

@@ -87,8 +87,11 @@ impl Reply {
 }
 
 /// Limits the store enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct StoreLimits {
+    /// The time the sandbox stamps on what it answers (`approvedAt`, `canceledAt`, …): the
+    /// system clock, or the clock of the ledger that embeds it (a scenario clock in tests).
+    pub clock: Option<crate::SandboxClock>,
     /// Payments, billing keys, idempotency records and per-order counters, each.
     pub max_records: usize,
     pub timeout_after_charge_delay: Duration,
@@ -181,6 +184,15 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// Now, in Korea's time, by the store's clock.
+    fn now_kst(&self) -> DateTime<FixedOffset> {
+        kst(self
+            .limits
+            .clock
+            .as_ref()
+            .map_or_else(Utc::now, |clock| clock()))
+    }
+
     pub(crate) fn new(limits: StoreLimits) -> Store {
         Store {
             limits,
@@ -199,7 +211,7 @@ impl Store {
     }
 
     pub(crate) fn reset(&mut self) {
-        *self = Store::new(self.limits);
+        *self = Store::new(self.limits.clone());
     }
 
     // ---- outage -------------------------------------------------------------------------
@@ -312,6 +324,7 @@ impl Store {
             Err(reply) => return reply,
         };
         let payment = Payment::approved(
+            self.now_kst(),
             body.payment_key,
             body.order_id,
             "샌드박스 주문".to_owned(),
@@ -356,6 +369,7 @@ impl Store {
                 return reply;
             }
         }
+        let now = self.now_kst();
         let Some(payment) = self.payments.get_mut(payment_key) else {
             return Reply::not_found_payment();
         };
@@ -384,7 +398,7 @@ impl Store {
             transaction_key: transaction_key.clone(),
             amount,
             reason: body.cancel_reason,
-            canceled_at: now_kst(),
+            canceled_at: now,
         });
         payment.last_transaction_key = transaction_key;
         let reply = Reply::ok(payment_json(payment));
@@ -439,7 +453,7 @@ impl Store {
             customer_key: body.customer_key,
             behaviour,
             card: Card::for_seed(&body.auth_key),
-            authenticated_at: now_kst(),
+            authenticated_at: self.now_kst(),
         };
         let reply = Reply::ok(billing_key_json(&billing_key, &record));
         self.billing_key_by_auth_key
@@ -487,6 +501,7 @@ impl Store {
             Err(reply) => return reply,
         };
         let mut payment = Payment::approved(
+            self.now_kst(),
             new_key("sbx_pay"),
             body.order_id,
             body.order_name,
@@ -625,15 +640,28 @@ impl Store {
     }
 }
 
+impl std::fmt::Debug for StoreLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLimits")
+            .field("max_records", &self.max_records)
+            .field(
+                "timeout_after_charge_delay",
+                &self.timeout_after_charge_delay,
+            )
+            .field("clock", &self.clock.as_ref().map(|_| "ledger"))
+            .finish()
+    }
+}
+
 impl Payment {
     fn approved(
+        now: DateTime<FixedOffset>,
         payment_key: String,
         order_id: String,
         order_name: String,
         is_billing: bool,
         amount: i64,
     ) -> Payment {
-        let now = now_kst();
         let card = Card::for_seed(&payment_key);
         Payment {
             last_transaction_key: new_key("sbx_tx"),
@@ -824,9 +852,9 @@ fn validate_amount(amount: i64) -> Result<(), Reply> {
     Ok(())
 }
 
-fn now_kst() -> DateTime<FixedOffset> {
+fn kst(at: DateTime<Utc>) -> DateTime<FixedOffset> {
     let kst = FixedOffset::east_opt(KST_OFFSET_SECONDS).expect("nine hours is a valid UTC offset");
-    Utc::now().with_timezone(&kst)
+    at.with_timezone(&kst)
 }
 
 fn kst_text(at: DateTime<FixedOffset>) -> String {
@@ -856,6 +884,7 @@ mod tests {
         Store::new(StoreLimits {
             max_records,
             timeout_after_charge_delay: Duration::from_secs(30),
+            clock: None,
         })
     }
 

@@ -7,9 +7,11 @@
 //! - Every event gets a gapless global position in commit order (see `migrations/0001`), so a
 //!   reader following `global_position > checkpoint` never skips a late commit.
 //! - Each stream is a SHA-256 hash chain ([`chain`]); [`audit::verify_all`] recomputes them.
+//! - Signed checkpoints ([`checkpoint`]) commit to the whole log in global order.
 
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 mod writer;
 
 use chrono::{DateTime, Utc};
@@ -99,6 +101,8 @@ pub struct RecordedEvent {
     pub schema_version: i32,
     pub payload: Value,
     pub metadata: Value,
+    /// Always served as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, PostgreSQL's precision).
+    #[serde(with = "recorded_at_format")]
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes")]
     pub prev_hash: [u8; 32],
@@ -119,6 +123,29 @@ impl RecordedEvent {
             payload: &self.payload,
             metadata: &self.metadata,
         })
+    }
+}
+
+/// `recordedAt` in one fixed format, so that times compare as text and a zero fraction is not
+/// dropped (chrono's default writes `…:18Z` when the microseconds are 0).
+pub mod recorded_at_format {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `2026-12-06T03:48:18.000000Z`: always six fraction digits and `Z`.
+    pub fn format(at: &DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -293,6 +320,82 @@ pub async fn read_all<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// How many positions one filtered read of the global log looks at, at most: a filter that
+/// matches rarely still answers in bounded time, and the page's `scanned_to` says where to go on.
+pub const MAX_FILTER_SCAN_POSITIONS: i64 = 50_000;
+/// Event types one filter may name.
+pub const MAX_FILTER_TYPES: usize = 50;
+
+/// What a filtered read of the global log keeps. Every part is optional; all given parts must
+/// match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Stored event types (`PaymentCaptured`, …); an event matches one of them.
+    pub event_types: Vec<String>,
+    /// `recorded_at >= from` (the database's commit-side time, not the scenario time).
+    pub recorded_from: Option<DateTime<Utc>>,
+    /// `recorded_at < to`.
+    pub recorded_to: Option<DateTime<Utc>>,
+    /// The payload's `status` field, compared as text.
+    pub status: Option<String>,
+}
+
+/// A page of a filtered read: the matching events and the last position looked at (the next
+/// page starts after it, whether or not it matched).
+#[derive(Debug, Clone)]
+pub struct FilteredPage {
+    pub events: Vec<RecordedEvent>,
+    pub scanned_to: i64,
+    /// The log's head when the page was read: `scanned_to < head` means there is more to read.
+    pub head: i64,
+}
+
+/// The global log after `after_position` filtered by `filter`, in order, looking at no more than
+/// [`MAX_FILTER_SCAN_POSITIONS`] positions. Positions are gapless, so a window of positions is a
+/// window of events.
+pub async fn read_all_filtered<'e>(
+    executor: impl sqlx::PgExecutor<'e> + Copy,
+    after_position: i64,
+    limit: i64,
+    filter: &EventFilter,
+) -> Result<FilteredPage, ReadError> {
+    let limit = limit.clamp(1, MAX_READ_LIMIT);
+    let head = head_position(executor).await?;
+    let window_end = after_position
+        .saturating_add(MAX_FILTER_SCAN_POSITIONS)
+        .min(head);
+    let types: Option<Vec<String>> =
+        (!filter.event_types.is_empty()).then(|| filter.event_types.clone());
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > $1 AND global_position <= $2 \
+           AND ($3::text[] IS NULL OR event_type = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR recorded_at >= $4) \
+           AND ($5::timestamptz IS NULL OR recorded_at < $5) \
+           AND ($6::text IS NULL OR payload->>'status' = $6) \
+         ORDER BY global_position LIMIT $7"
+    ))
+    .bind(after_position)
+    .bind(window_end)
+    .bind(types)
+    .bind(filter.recorded_from)
+    .bind(filter.recorded_to)
+    .bind(filter.status.as_deref())
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    let scanned_to = if events.len() as i64 == limit {
+        events.last().map_or(window_end, |e| e.global_position)
+    } else {
+        window_end.max(after_position)
+    };
+    Ok(FilteredPage {
+        events,
+        scanned_to,
+        head,
+    })
+}
+
 pub async fn head_position<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, ReadError> {
     let position: i64 =
         sqlx::query_scalar("SELECT last_position FROM event_sequencer WHERE id = 1")
@@ -364,6 +467,41 @@ pub async fn recorded_at<'e>(
     Ok(at)
 }
 
+/// How long ago, by the database's own clock, the event at `position` was recorded, in
+/// milliseconds; `None` when there is no such event. Measures lag without comparing two clocks.
+pub async fn age_ms_of<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<f64>, ReadError> {
+    let age_ms = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM clock_timestamp() - recorded_at) * 1000)::float8 \
+         FROM events WHERE global_position = $1",
+    )
+    .bind(position)
+    .fetch_optional(executor)
+    .await?;
+    Ok(age_ms)
+}
+
+/// How many streams whose name starts with `prefix` exist (counted by their first event).
+pub async fn count_streams_with_prefix<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    prefix: &str,
+) -> Result<i64, ReadError> {
+    let count = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE stream_id LIKE $1 || '%' AND stream_version = 1",
+    )
+    .bind(
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_"),
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(count)
+}
+
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
     schema_version, payload, metadata, recorded_at, prev_hash, hash";
 
@@ -430,4 +568,36 @@ fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn recorded_at_always_has_six_fraction_digits() {
+        let whole = Utc.with_ymd_and_hms(2026, 12, 6, 3, 48, 18).unwrap();
+        assert_eq!(
+            recorded_at_format::format(&whole),
+            "2026-12-06T03:48:18.000000Z"
+        );
+        let event = RecordedEvent {
+            global_position: 1,
+            stream_id: "s".into(),
+            stream_version: 1,
+            event_id: Uuid::nil(),
+            event_type: "T".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: whole + chrono::Duration::microseconds(1_200),
+            prev_hash: chain::GENESIS_HASH,
+            hash: chain::GENESIS_HASH,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["recordedAt"], "2026-12-06T03:48:18.001200Z");
+        let back: RecordedEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
 }

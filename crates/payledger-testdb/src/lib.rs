@@ -89,6 +89,7 @@ fn unix_secs() -> u64 {
 }
 
 async fn prepare_server() -> Server {
+    let mut managed = None;
     let admin = match std::env::var("PAYLEDGER_TEST_DATABASE_URL") {
         Ok(url) => {
             PgConnectOptions::from_str(&url).expect("PAYLEDGER_TEST_DATABASE_URL is a postgres URL")
@@ -99,7 +100,9 @@ async fn prepare_server() -> Server {
             let cluster = ManagedCluster::start_or_join(ClusterOptions::new(data_dir))
                 .await
                 .unwrap_or_else(|e| panic!("start the test PostgreSQL cluster: {e}"));
-            cluster.connect_options("postgres")
+            let options = cluster.connect_options("postgres");
+            managed = Some(cluster);
+            options
         }
     };
     let mut conn = admin.connect().await.expect("connect to the test server");
@@ -116,6 +119,14 @@ async fn prepare_server() -> Server {
             .expect("look up the template");
     if !exists {
         build_template(&admin, &mut conn, &template).await;
+    }
+    if let Some(cluster) = &managed {
+        // The restricted role logs in with the cluster's password (pg.password), as under
+        // `serve`; set on every start, so a cluster made before passwords existed gets it too.
+        cluster
+            .allow_login("payledger_app")
+            .await
+            .unwrap_or_else(|e| panic!("let payledger_app log in: {e}"));
     }
     drop_stale_databases(&mut conn).await;
     conn.execute("SELECT pg_advisory_unlock(727274)")

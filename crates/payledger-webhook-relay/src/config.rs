@@ -8,6 +8,7 @@ use payledger_webhooks::{
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::intake::IntakeLimits;
 use crate::provider::Provider;
 
 /// The largest webhook body accepted (Stripe's largest events are tens of KiB).
@@ -46,6 +47,13 @@ impl RetryPolicy {
         payledger_webhooks::next_attempt_delay(attempts_made)
             .map(|delay| delay / self.delay_divisor.max(1))
     }
+
+    /// The same for an inbound provider webhook: the quick retries, then hourly
+    /// (`payledger_webhooks::next_inbound_attempt_delay`).
+    pub fn inbound_delay_after(&self, attempts_made: u32) -> Option<Duration> {
+        payledger_webhooks::next_inbound_attempt_delay(attempts_made)
+            .map(|delay| delay / self.delay_divisor.max(1))
+    }
 }
 
 /// Inbound verification settings.
@@ -54,6 +62,8 @@ pub struct InboundConfig {
     /// Current secret first, then the previous one while a rotation is in progress.
     pub secrets: HashMap<Provider, Vec<WebhookSecret>>,
     pub tolerance: Duration,
+    /// Limits on unsigned (Toss payment-status) deliveries (`intake`).
+    pub unsigned_limits: IntakeLimits,
 }
 
 impl Default for InboundConfig {
@@ -61,6 +71,7 @@ impl Default for InboundConfig {
         InboundConfig {
             secrets: HashMap::new(),
             tolerance: DEFAULT_TOLERANCE,
+            unsigned_limits: IntakeLimits::default(),
         }
     }
 }
@@ -113,6 +124,27 @@ impl InboundConfig {
             }
             config.tolerance = tolerance;
         }
+        for (variable, limit) in [
+            (
+                "PAYLEDGER_WEBHOOK_UNSIGNED_PER_SOURCE_PER_MINUTE",
+                &mut config.unsigned_limits.per_source_per_minute,
+            ),
+            (
+                "PAYLEDGER_WEBHOOK_UNSIGNED_TOTAL_PER_MINUTE",
+                &mut config.unsigned_limits.total_per_minute,
+            ),
+        ] {
+            if let Some(text) = env(variable) {
+                *limit = text
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or(ConfigError::Invalid {
+                        variable,
+                        reason: "a whole number between 1 and 1000000".into(),
+                    })?;
+            }
+        }
         for provider in Provider::ALL {
             let mut secrets = Vec::new();
             if let Some(current) = env(provider.secret_variable()) {
@@ -132,7 +164,7 @@ impl InboundConfig {
 /// Where notifications go and how they are signed.
 #[derive(Clone, Default)]
 pub struct OutboundConfig {
-    /// `http://` or `https://` URLs; every notification goes to each.
+    /// `https://` URLs (`http://` to loopback only); every notification goes to each.
     pub endpoints: Vec<String>,
     /// Current key first; while rotating, the previous one too (both signatures are sent).
     pub keys: Vec<StandardWebhookKey>,
@@ -162,14 +194,12 @@ impl OutboundConfig {
             });
         }
         for url in &endpoints {
-            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-            if !scheme_ok
-                || url.len() > MAX_ENDPOINT_URL_BYTES
-                || url.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !endpoint_is_acceptable(url) {
                 return Err(ConfigError::Invalid {
                     variable: "PAYLEDGER_WEBHOOK_ENDPOINTS",
-                    reason: "each endpoint is an http:// or https:// URL without spaces".into(),
+                    reason: "each endpoint is an https:// URL without spaces (plain http:// only \
+                        to this machine: localhost, 127.0.0.0/8, [::1])"
+                        .into(),
                 });
             }
         }
@@ -217,6 +247,36 @@ impl OutboundConfig {
         .collect();
         OutboundConfig::new(endpoints, &secrets)
     }
+}
+
+/// Notifications carry order ids, amounts and claim details: they go out over TLS, except to a
+/// receiver on this machine (plain `http://` to a loopback host, for development and tests).
+pub fn endpoint_is_acceptable(url: &str) -> bool {
+    if url.len() > MAX_ENDPOINT_URL_BYTES
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return false;
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        return !rest.is_empty();
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Everything the webhook relay needs, as `serve` configures it.
@@ -288,6 +348,26 @@ mod tests {
     }
 
     #[test]
+    fn inbound_webhooks_are_reprocessed_hourly_before_the_dead_letter_queue() {
+        let real = RetryPolicy::default();
+        assert_eq!(real.inbound_delay_after(1), Some(Duration::from_secs(5)));
+        assert_eq!(
+            real.inbound_delay_after(3),
+            Some(Duration::from_secs(1_800))
+        );
+        for attempts in 4..payledger_webhooks::MAX_INBOUND_ATTEMPTS {
+            assert_eq!(
+                real.inbound_delay_after(attempts),
+                Some(Duration::from_secs(3_600))
+            );
+        }
+        assert_eq!(
+            real.inbound_delay_after(payledger_webhooks::MAX_INBOUND_ATTEMPTS),
+            None
+        );
+    }
+
+    #[test]
     fn endpoints_need_a_signing_secret_and_a_web_url() {
         assert!(OutboundConfig::new(vec!["http://127.0.0.1:9/hook".into()], &[]).is_err());
         let secret = WebhookSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
@@ -300,6 +380,36 @@ mod tests {
             OutboundConfig::new(vec!["http://127.0.0.1:9/hook".into()], &[secret]).unwrap();
         assert_eq!(config.keys.len(), 1);
         assert!(!format!("{config:?}").contains("whsec_"));
+    }
+
+    #[test]
+    fn notifications_go_out_over_tls_except_to_this_machine() {
+        for good in [
+            "https://hooks.example.com/payledger",
+            "http://127.0.0.1:9/hook",
+            "http://127.8.0.1/hook",
+            "http://localhost:8080/hook",
+            "http://[::1]:9/hook",
+        ] {
+            assert!(endpoint_is_acceptable(good), "{good}");
+        }
+        for bad in [
+            "http://hooks.example.com/payledger",
+            "http://10.0.0.5/hook",
+            "http://127.0.0.1.evil.example/hook",
+            "http://localhost.evil.example/hook",
+            "http://127.0.0.1@evil.example/hook",
+            "http://[::2]/hook",
+            "ftp://example/hook",
+            "https://",
+            "https://a b",
+        ] {
+            assert!(!endpoint_is_acceptable(bad), "{bad}");
+        }
+        let secret = WebhookSecret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let error =
+            OutboundConfig::new(vec!["http://hooks.example.com/x".into()], &[secret]).unwrap_err();
+        assert!(error.to_string().contains("https://"), "{error}");
     }
 
     #[test]

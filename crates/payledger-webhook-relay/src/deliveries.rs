@@ -54,6 +54,7 @@ pub async fn append(
     provider: &str,
     event_id: &str,
     actor: &str,
+    request_id: Option<&str>,
     build: impl Fn(&Recorded) -> Vec<WebhookDeliveryEvent>,
 ) -> Result<Option<i64>, StreamError> {
     let stream_id = webhook::stream_id(provider, event_id);
@@ -67,6 +68,7 @@ pub async fn append(
         }
         let metadata = EventMetadata {
             actor: Some(actor.to_string()),
+            request_id: request_id.map(str::to_string),
             ..EventMetadata::default()
         };
         let new_events = events

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use crate::config::{WebhookSettings, MAX_WEBHOOK_BODY_BYTES};
 use crate::deliveries::{self, StreamError};
+use crate::intake::{self, IntakeLimiter, LimitHit};
 use crate::provider::{usable_event_id, Provider};
 use crate::short;
+use crate::toss::RefetchKey;
 
 const TOSS_SIGNATURE_HEADER: &str = "tosspayments-webhook-signature";
+const TOSS_TRANSMISSION_TIME_HEADER: &str = "tosspayments-webhook-transmission-time";
 
 /// Shared by the HTTP handlers, the worker and the CLI.
 pub struct Relay {
@@ -26,6 +29,9 @@ pub struct Relay {
     pub clock: Arc<dyn Clock>,
     /// Wakes this process's inbound worker when a delivery is stored.
     pub wakeup: tokio::sync::Notify,
+    /// Counts unsigned deliveries per source and in total (`intake`).
+    pub limiter: IntakeLimiter,
+    started: std::time::Instant,
 }
 
 /// A delivery stored (or found stored already).
@@ -47,8 +53,17 @@ pub enum AcceptError {
     PayloadInvalid(&'static str),
     #[error("the webhook body is larger than {MAX_WEBHOOK_BODY_BYTES} bytes")]
     BodyTooLarge,
+    #[error("too many unsigned deliveries {}; try again in a minute", limit_scope(*.0))]
+    RateLimited(LimitHit),
     #[error("failed to store the webhook: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+fn limit_scope(hit: LimitHit) -> &'static str {
+    match hit {
+        LimitHit::PerSource => "from this source",
+        LimitHit::Total => "in total",
+    }
 }
 
 impl AcceptError {
@@ -58,6 +73,7 @@ impl AcceptError {
             AcceptError::Signature(e) => e.code(),
             AcceptError::PayloadInvalid(_) => "E_WEBHOOK_PAYLOAD_INVALID",
             AcceptError::BodyTooLarge => "E_BODY_TOO_LARGE",
+            AcceptError::RateLimited(_) => "E_WEBHOOK_RATE_LIMITED",
             AcceptError::Database(_) => "E_UNAVAILABLE",
         }
     }
@@ -71,6 +87,8 @@ struct Checked {
     delivery_id: Option<String>,
     event_id: String,
     event_type: Option<String>,
+    /// Unsigned Toss: the payment to re-fetch, the only thing kept of the delivery.
+    refetch: Option<RefetchKey>,
 }
 
 impl Relay {
@@ -86,6 +104,8 @@ impl Relay {
             settings,
             clock,
             wakeup: tokio::sync::Notify::new(),
+            limiter: IntakeLimiter::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -98,11 +118,51 @@ impl Relay {
         raw_body: &[u8],
         remote_addr: Option<&str>,
     ) -> Result<Accepted, AcceptError> {
+        self.accept_request(provider, headers, raw_body, remote_addr, None)
+            .await
+    }
+
+    /// [`Relay::accept`] for an HTTP request: `request_id` is kept with the delivery and carried
+    /// by every event recorded for it.
+    pub async fn accept_request(
+        &self,
+        provider: Provider,
+        headers: &dyn HeaderSource<'_>,
+        raw_body: &[u8],
+        remote_addr: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Accepted, AcceptError> {
         let now = self.clock.now();
-        let result = match self.check(provider, headers, raw_body, now) {
-            Ok(checked) => self.store_delivery(provider, checked, raw_body, now).await,
+        let result = match self.check(provider, headers, raw_body) {
+            Ok(checked) => match checked.refetch.clone() {
+                Some(key) => match self.admit_unsigned(remote_addr) {
+                    Ok(()) => {
+                        self.store_refetch(provider, checked, &key, request_id, now)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+                None => {
+                    self.store_delivery(provider, checked, raw_body, request_id, now)
+                        .await
+                }
+            },
             Err(error) => Err(error),
         };
+        match &result {
+            Ok(accepted) => tracing::info!(
+                provider = provider.as_str(),
+                event_id = accepted.event_id,
+                duplicate = accepted.duplicate,
+                remote_addr,
+                "webhook accepted"
+            ),
+            Err(error) => tracing::debug!(
+                provider = provider.as_str(),
+                code = error.code(),
+                "webhook not accepted"
+            ),
+        }
         match &result {
             Ok(accepted) if accepted.duplicate => {
                 metrics().webhook_received(provider.as_str(), "duplicate")
@@ -131,7 +191,6 @@ impl Relay {
         provider: Provider,
         headers: &dyn HeaderSource<'_>,
         raw_body: &[u8],
-        now: DateTime<Utc>,
     ) -> Result<Checked, AcceptError> {
         if raw_body.len() > MAX_WEBHOOK_BODY_BYTES {
             return Err(AcceptError::BodyTooLarge);
@@ -147,7 +206,9 @@ impl Relay {
             headers,
             raw_body,
             self.settings.inbound.secrets_for(provider),
-            now,
+            // Replay protection is about real time: the sender signs with its wall clock, so the
+            // tolerance is checked against ours, also when a scenario clock runs the ledger.
+            payledger_app::clock::SystemClock.now(),
             self.settings.inbound.tolerance,
         )?;
         // Parsed only after the signature held: nothing from an unverified body is looked at.
@@ -162,11 +223,21 @@ impl Relay {
                 .delivery_id
                 .clone()
                 .ok_or(AcceptError::PayloadInvalid("webhook-id is missing"))?,
-            (Provider::Toss, None) => verified
-                .delivery_id
-                .clone()
-                .filter(|id| usable_event_id(id))
-                .unwrap_or_else(|| format!("sha256-{}", hex::encode(Sha256::digest(raw_body)))),
+            // Unsigned: decided when stored (`store_refetch`), never by the unsigned header.
+            (Provider::Toss, None) if verified.must_refetch => "refetch".to_string(),
+            // Signed Toss events (payout, seller): the signature covers the body and the
+            // transmission time, not the transmission id, so the id is a digest of what was
+            // signed: a redelivery is a duplicate, an unsigned header decides nothing.
+            (Provider::Toss, None) => {
+                let time = headers
+                    .header(TOSS_TRANSMISSION_TIME_HEADER)
+                    .unwrap_or_default();
+                let mut signed = Sha256::new();
+                signed.update(raw_body);
+                signed.update(b":");
+                signed.update(time.as_bytes());
+                format!("sha256-{}", hex::encode(signed.finalize()))
+            }
             (Provider::Stripe | Provider::Paddle, None) => {
                 return Err(AcceptError::PayloadInvalid("the body has no event id"))
             }
@@ -176,12 +247,17 @@ impl Relay {
                 "the event id must be 1 to 128 characters of A-Z a-z 0-9 - _ . : =",
             ));
         }
-        if verified.must_refetch && crate::toss::refetch_key(&body).is_none() {
-            return Err(AcceptError::PayloadInvalid(
-                "an unsigned Toss event must name a paymentKey or an orderId to re-fetch",
-            ));
-        }
+        let refetch = if verified.must_refetch {
+            Some(
+                crate::toss::refetch_key(&body).ok_or(AcceptError::PayloadInvalid(
+                    "an unsigned Toss event must name a paymentKey or an orderId to re-fetch",
+                ))?,
+            )
+        } else {
+            None
+        };
         Ok(Checked {
+            refetch,
             scheme,
             secret_index: verified.secret_index,
             must_refetch: verified.must_refetch,
@@ -193,18 +269,75 @@ impl Relay {
         })
     }
 
+    /// Counts an unsigned delivery against the per-source and total limits.
+    fn admit_unsigned(&self, remote_addr: Option<&str>) -> Result<(), AcceptError> {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.limiter
+            .admit(self.settings.inbound.unsigned_limits, remote_addr, now_ms)
+            .map_err(AcceptError::RateLimited)
+    }
+
+    /// Stores a re-fetch prompt (unsigned Toss): only the key, and only when no re-fetch of that
+    /// payment is already waiting unclaimed (then the delivery is a duplicate of it). Each new
+    /// prompt after that one was claimed is a new generation, re-fetched on its own: a forged
+    /// prompt can delay nothing and block nothing.
+    async fn store_refetch(
+        &self,
+        provider: Provider,
+        mut checked: Checked,
+        key: &RefetchKey,
+        request_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, AcceptError> {
+        let prefix = intake::refetch_prefix(key);
+        let pattern = format!("{prefix}-%");
+        let waiting: Option<(i64, String)> = sqlx::query_as(
+            "UPDATE webhook_inbox SET redeliveries = redeliveries + 1 \
+             WHERE id = (SELECT id FROM webhook_inbox WHERE provider = $1 AND event_id LIKE $2 \
+                AND status = 'pending' AND attempts = 0 AND next_attempt_at = received_at \
+                ORDER BY id LIMIT 1) \
+             RETURNING id, event_id",
+        )
+        .bind(provider.as_str())
+        .bind(&pattern)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((inbox_id, event_id)) = waiting {
+            return Ok(Accepted {
+                inbox_id,
+                event_id,
+                duplicate: true,
+            });
+        }
+        let generations: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_inbox WHERE provider = $1 AND event_id LIKE $2",
+        )
+        .bind(provider.as_str())
+        .bind(&pattern)
+        .fetch_one(&self.pool)
+        .await?;
+        checked.event_id = format!("{prefix}-{}", generations + 1);
+        // The unsigned transmission id is neither stored nor used.
+        checked.delivery_id = None;
+        checked.event_type = None;
+        let body = intake::refetch_body(key);
+        self.store_delivery(provider, checked, &body, request_id, now)
+            .await
+    }
+
     async fn store_delivery(
         &self,
         provider: Provider,
         checked: Checked,
         raw_body: &[u8],
+        request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Accepted, AcceptError> {
         let scheme_name = serde_json::to_value(checked.scheme)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let headers = json!({ "deliveryId": checked.delivery_id });
+        let headers = json!({ "deliveryId": checked.delivery_id, "requestId": request_id });
         let row = sqlx::query(
             "INSERT INTO webhook_inbox (provider, event_id, event_type, delivery_id, scheme, \
                 secret_index, must_refetch, raw_body, headers, status, attempts, next_attempt_at, \
@@ -315,6 +448,7 @@ impl Relay {
             &provider,
             &event_id,
             requested_by,
+            None,
             |recorded| {
                 vec![WebhookDeliveryEvent::WebhookReplayRequested(
                     WebhookReplayRequested {

@@ -22,9 +22,11 @@
 //! last attempt. Which events notify, as what type and with which priority, is one table:
 //! [`notifications::NOTIFICATIONS`].
 
+mod applied;
 pub mod config;
 mod deliveries;
 pub mod inbox;
+pub mod intake;
 pub mod notifications;
 pub mod outbox;
 pub mod processor;

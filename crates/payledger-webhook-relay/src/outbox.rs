@@ -8,13 +8,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use payledger_domain::streams::StreamKind;
 use payledger_metrics::metrics;
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::notifications::{priority_name, rule_for};
+use crate::notifications::{priority_for, priority_name, rule_for};
 
 pub const OUTBOX_PROJECTION_NAME: &str = "webhook_outbox";
 
@@ -37,7 +38,7 @@ pub fn notification_body(
     notification_type: &str,
     priority: &str,
 ) -> serde_json::Value {
-    let order_id = event.stream_id.strip_prefix("order-");
+    let order_id = StreamKind::Order.id_of(&event.stream_id);
     json!({
         "type": notification_type,
         "timestamp": event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -108,7 +109,7 @@ impl Projection for OutboxProjection {
                 // Nowhere to send it: the event still counted in `observe`, no body to build.
                 continue;
             }
-            let priority = priority_name(rule.priority);
+            let priority = priority_name(priority_for(rule, &event.payload));
             let body = notification_body(event, rule.notification_type, priority).to_string();
             for endpoint in &self.endpoints {
                 rows.message_id.push(event.event_id.to_string());

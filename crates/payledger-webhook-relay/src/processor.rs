@@ -9,10 +9,9 @@
 
 use chrono::{DateTime, Utc};
 use payledger_app::payments::Payments;
-use payledger_domain::ids::OrderId;
 use payledger_domain::webhook::{
-    ProviderStateDiffers, VerificationMethod, WebhookApplied, WebhookAttemptFailed,
-    WebhookDeadLettered, WebhookDeliveryEvent, WebhookOutcome, WebhookReceived, WebhookVerified,
+    VerificationMethod, WebhookApplied, WebhookAttemptFailed, WebhookDeadLettered,
+    WebhookDeliveryEvent, WebhookOutcome, WebhookReceived, WebhookVerified,
 };
 use payledger_metrics::metrics;
 use sha2::{Digest, Sha256};
@@ -20,6 +19,7 @@ use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use crate::applied::{Applied, Failure};
 use crate::deliveries;
 use crate::inbox::Relay;
 use crate::provider::Provider;
@@ -30,41 +30,6 @@ const CLAIM_BATCH: i64 = 20;
 /// How long a claimed delivery is held before another worker may take it.
 const LEASE_SECONDS: i64 = 300;
 const ACTOR: &str = "system:webhooks";
-
-/// A delivery applied: what to record.
-pub(crate) struct Applied {
-    pub order_id: Option<String>,
-    pub verified: Option<WebhookVerified>,
-    pub differs: Option<ProviderStateDiffers>,
-    pub outcome: WebhookOutcome,
-    pub detail: String,
-}
-
-/// An attempt that failed: transient ones are retried, permanent ones dead-lettered at once.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub order_id: Option<String>,
-    pub error: String,
-    pub permanent: bool,
-}
-
-impl Failure {
-    pub fn transient(order_id: Option<&OrderId>, error: impl Into<String>) -> Failure {
-        Failure {
-            order_id: order_id.map(ToString::to_string),
-            error: error.into(),
-            permanent: false,
-        }
-    }
-
-    pub fn permanent(order_id: Option<&OrderId>, error: impl Into<String>) -> Failure {
-        Failure {
-            order_id: order_id.map(ToString::to_string),
-            error: error.into(),
-            permanent: true,
-        }
-    }
-}
 
 struct Claimed {
     id: i64,
@@ -78,6 +43,8 @@ struct Claimed {
     raw_body: Vec<u8>,
     attempts: i32,
     received_at: DateTime<Utc>,
+    /// The request that delivered it, carried by its events' metadata.
+    request_id: Option<String>,
 }
 
 /// What happened to one delivery in one round.
@@ -93,11 +60,27 @@ pub enum Processed {
 pub struct InboundWorker {
     relay: Arc<Relay>,
     payments: Arc<Payments>,
+    /// Re-fetches of unsigned deliveries; `None`: the payments' own gateway.
+    lookups: Option<Arc<dyn payledger_gateway::PaymentGateway>>,
 }
 
 impl InboundWorker {
     pub fn new(relay: Arc<Relay>, payments: Arc<Payments>) -> InboundWorker {
-        InboundWorker { relay, payments }
+        InboundWorker {
+            relay,
+            payments,
+            lookups: None,
+        }
+    }
+
+    /// Re-fetches through `gateway` (a second instance with its own circuit breaker), so that
+    /// a flood of unsigned deliveries cannot open the circuit real payments go through.
+    pub fn with_lookup_gateway(
+        mut self,
+        gateway: Arc<dyn payledger_gateway::PaymentGateway>,
+    ) -> InboundWorker {
+        self.lookups = Some(gateway);
+        self
     }
 
     /// Processes due deliveries forever; wakes on new deliveries or every poll interval.
@@ -125,7 +108,7 @@ impl InboundWorker {
                 WHERE status = 'pending' AND next_attempt_at <= $1 \
                 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING id, provider, event_id, event_type, delivery_id, scheme, secret_index, \
-                must_refetch, raw_body, attempts, received_at",
+                must_refetch, raw_body, attempts, received_at, headers",
         )
         .bind(now)
         .bind(now + chrono::Duration::seconds(LEASE_SECONDS))
@@ -146,6 +129,11 @@ impl InboundWorker {
                 raw_body: row.try_get("raw_body")?,
                 attempts: row.try_get("attempts")?,
                 received_at: row.try_get("received_at")?,
+                request_id: row
+                    .try_get::<serde_json::Value, _>("headers")?
+                    .get("requestId")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
             };
             processed.push(self.process(claimed).await?);
         }
@@ -157,8 +145,15 @@ impl InboundWorker {
         let attempt = u32::try_from(row.attempts).unwrap_or(0) + 1;
         let result = match Provider::parse(&row.provider) {
             Some(Provider::Toss) if row.must_refetch => {
-                crate::toss::apply_payment_status(&self.payments, &row.event_id, &row.raw_body, now)
-                    .await
+                let lookups = self.lookups.as_ref().unwrap_or(self.payments.gateway());
+                crate::toss::apply_payment_status(
+                    &self.payments,
+                    lookups.as_ref(),
+                    &row.event_id,
+                    &row.raw_body,
+                    now,
+                )
+                .await
             }
             Some(provider) => Ok(record_signed(provider, &row, now)),
             None => Err(Failure::permanent(None, "no such provider")),
@@ -170,7 +165,7 @@ impl InboundWorker {
                 .relay
                 .settings
                 .retry
-                .delay_after(attempt)
+                .inbound_delay_after(attempt)
                 .and_then(|delay| chrono::Duration::from_std(delay).ok())
                 .map(|delay| now + delay),
         };
@@ -185,6 +180,7 @@ impl InboundWorker {
             &row.provider,
             &row.event_id,
             ACTOR,
+            row.request_id.as_deref(),
             |recorded| {
                 let order_id = match &result {
                     Ok(applied) => applied.order_id.clone(),

@@ -207,7 +207,9 @@ impl NotificationSender {
 
     /// One HTTP attempt. `Err((status, description))` when it did not deliver.
     async fn post(&self, row: &Due) -> Result<(), (Option<u16>, String)> {
-        let timestamp = self.clock.now().timestamp();
+        // The receiver checks this against its wall clock (replay tolerance), so it is ours too,
+        // also when a scenario clock runs the ledger.
+        let timestamp = payledger_app::clock::SystemClock.now().timestamp();
         let signature = self
             .settings
             .outbound

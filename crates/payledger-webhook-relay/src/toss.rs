@@ -20,7 +20,7 @@ use payledger_domain::webhook::{
 use payledger_gateway::ProviderPayment;
 use serde_json::Value;
 
-use crate::processor::{Applied, Failure};
+use crate::applied::{Applied, Failure};
 use crate::short;
 
 /// What to re-fetch: the payment key, else the order id, from an (untrusted) Toss body. Toss
@@ -58,8 +58,11 @@ fn order_status_name(status: OrderStatus) -> String {
     payledger_domain::codec::wire_name(&status)
 }
 
+/// `lookups` asks the provider for the payment: the worker's own gateway, whose circuit breaker
+/// intake traffic may open without touching the one real payments use (`intake`).
 pub(crate) async fn apply_payment_status(
     payments: &Payments,
+    lookups: &dyn payledger_gateway::PaymentGateway,
     event_id: &str,
     raw_body: &[u8],
     now: DateTime<Utc>,
@@ -69,14 +72,9 @@ pub(crate) async fn apply_payment_status(
     let key = refetch_key(&body).ok_or_else(|| {
         Failure::permanent(None, "the body names no paymentKey or orderId to re-fetch")
     })?;
-    // Toss's webhooks are about Toss payments: re-fetched from the Toss connector.
-    let gateway = payments
-        .providers()
-        .get(TOSS)
-        .map_err(|e| Failure::permanent(None, e.to_string()))?;
     let fetched = match &key {
-        RefetchKey::PaymentKey(payment_key) => gateway.payment_by_key(payment_key).await,
-        RefetchKey::OrderId(order_id) => gateway.payment_by_order_id(order_id).await,
+        RefetchKey::PaymentKey(payment_key) => lookups.payment_by_key(payment_key).await,
+        RefetchKey::OrderId(order_id) => lookups.payment_by_order_id(order_id).await,
     }
     .map_err(|e| {
         Failure::transient(

@@ -81,6 +81,7 @@
 //! assert_eq!(delivery.delivery_id.as_deref(), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"));
 //! ```
 
+mod delivery;
 mod error;
 mod headers;
 mod priority;
@@ -93,7 +94,10 @@ mod verify;
 pub use error::SignatureError;
 pub use headers::{HeaderPairs, HeaderSource};
 pub use priority::Priority;
-pub use schedule::{next_attempt_delay, MAX_DELIVERY_ATTEMPTS, RETRY_SCHEDULE};
+pub use schedule::{
+    next_attempt_delay, next_inbound_attempt_delay, INBOUND_HOURLY_RETRIES, INBOUND_QUICK_ATTEMPTS,
+    MAX_DELIVERY_ATTEMPTS, MAX_INBOUND_ATTEMPTS, RETRY_SCHEDULE,
+};
 pub use secret::{
     InvalidSecret, StandardWebhookKey, WebhookSecret, MAX_SECRET_BYTES,
     STANDARD_WEBHOOKS_KEY_MAX_BYTES, STANDARD_WEBHOOKS_KEY_MIN_BYTES,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use hmac::Mac as _;
 
-use crate::verify::HmacSha256;
+use crate::delivery::HmacSha256;
 use crate::Scheme;
 
 /// Prefix of Standard Webhooks secrets; Stripe's secrets carry it too but there it is part of the

@@ -4,14 +4,14 @@
 
 use crate::keys::cli_actor;
 use crate::startup::{ProviderSettings, Settings};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::context::RequestContext;
 use payledger_app::executor::Executor;
 use payledger_app::operations::{ExternalPaymentInput, Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
-use payledger_connector_toss::{TossConfig, TossGateway};
+use payledger_connector_toss::TossConfig;
 use payledger_domain::ids::{OrderId, PayeeId, PaymentKey};
 use payledger_domain::money::Currency;
 use payledger_domain::operations::{AdminAction, KillSwitches, SwitchCommand};
@@ -91,7 +91,7 @@ fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
             secret_key,
         } => TossConfig::new(base_url, secret_key),
     };
-    let gateway = TossGateway::new(config).context("failed to configure the provider")?;
+    let providers = crate::startup::registry_from(config, None)?;
     let executor = Arc::new(Executor::new(EventStore::new(
         pool.clone(),
         WriterConfig::default(),
@@ -99,9 +99,9 @@ fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let switches = Arc::new(SalesSwitches::new(executor.clone()));
     let payments = Arc::new(
-        Payments::new(
+        Payments::with_providers(
             executor.clone(),
-            Arc::new(gateway),
+            Arc::new(providers),
             clock.clone(),
             PaymentsConfig::default(),
         )

@@ -245,12 +245,13 @@ async fn sample_projector_lag(
     let stop_at = Instant::now() + duration;
     let mut samples: Vec<f64> = Vec::new();
     while Instant::now() < stop_at {
-        let lag_ms: f64 = sqlx::query_scalar(
-            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - e.recorded_at) * 1000), 0)::float8 \
-             FROM projection_checkpoints c JOIN events e ON e.global_position = c.position + 1",
-        )
-        .fetch_one(&pool)
-        .await?;
+        // The oldest event some projection still has to commit follows the lowest checkpoint.
+        let lag_ms = match payledger_projector::lowest_checkpoint(&pool).await? {
+            Some(position) => payledger_store::age_ms_of(&pool, position + 1)
+                .await?
+                .unwrap_or(0.0),
+            None => 0.0,
+        };
         samples.push(lag_ms);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use payledger_app::clock::SystemClock;
 use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig};
-use payledger_connector_toss::{TossConfig, TossGateway};
+use payledger_connector_toss::TossConfig;
 use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::io::Write;
@@ -27,7 +27,12 @@ pub enum OpsCommand {
     Replay {
         stream_id: String,
     },
-    AuditVerify,
+    /// `payledger audit verify [--checkpoints FILE [--public-key HEX]]`
+    AuditVerify {
+        checkpoints: Option<(std::path::PathBuf, Option<String>)>,
+    },
+    /// `payledger audit checkpoint`: seal one now.
+    AuditCheckpoint,
     /// `payledger audit trial-balance [--at POSITION]`
     AuditTrialBalance {
         at: Option<i64>,
@@ -61,6 +66,7 @@ pub async fn run(
     command: OpsCommand,
     _database: &Database,
     pool: &PgPool,
+    audit_files: &crate::audit_checkpoints::AuditFiles,
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
@@ -137,7 +143,67 @@ pub async fn run(
                 writeln!(out, "{}", serde_json::to_string(&event)?)?;
             }
         }
-        OpsCommand::AuditVerify => {
+        OpsCommand::AuditCheckpoint => {
+            let signer = crate::audit_checkpoints::load_signer(audit_files, true)?
+                .context("no checkpoint signing key")?;
+            match crate::audit_checkpoints::seal_and_export(pool, &signer, &audit_files.export_file)
+                .await?
+            {
+                Some(sealed) => writeln!(out, "{}", serde_json::to_string(&sealed)?)?,
+                None => {
+                    let last = payledger_store::checkpoint::last_checkpoint(pool).await?;
+                    match last {
+                        Some(c) => writeln!(
+                            out,
+                            "nothing new since checkpoint {} at position {}",
+                            c.sequence, c.global_position
+                        )?,
+                        None => writeln!(out, "the log is empty: nothing to seal")?,
+                    }
+                }
+            }
+        }
+        OpsCommand::AuditVerify { checkpoints } => {
+            if let Some((path, public_key)) = checkpoints {
+                let key = match public_key {
+                    Some(text) => payledger_store::checkpoint::parse_public_key(&text)
+                        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?,
+                    None => crate::audit_checkpoints::load_signer(audit_files, false)?
+                        .context(
+                            "no signing key here to take the public key from: pass --public-key",
+                        )?
+                        .verifying_key(),
+                };
+                let saved = crate::audit_checkpoints::read_saved(&path)?;
+                let report =
+                    payledger_store::checkpoint::verify_against(pool, &saved, &key).await?;
+                match &report.first_problem {
+                    None => writeln!(
+                        out,
+                        "ok: the log agrees with {} saved checkpoints up to position {}",
+                        report.checkpoints_checked, report.verified_up_to
+                    )?,
+                    Some(problem) if problem.refused => {
+                        writeln!(
+                            out,
+                            "BROKEN at checkpoint {}: {}",
+                            problem.sequence, problem.problem
+                        )?;
+                        return Ok(ExitCode::from(2));
+                    }
+                    Some(problem) => {
+                        writeln!(
+                            out,
+                            "BROKEN at checkpoint {} (positions {} to {}): {}",
+                            problem.sequence,
+                            problem.after_position + 1,
+                            problem.global_position,
+                            problem.problem
+                        )?;
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
             let report = payledger_store::audit::verify_all(pool).await?;
             match &report.first_problem {
                 None => {
@@ -199,11 +265,15 @@ pub async fn run(
                 ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url),
                 ProviderSettings::Toss { base_url, secret_key } => TossConfig::new(base_url, secret_key),
             };
-            let gateway = TossGateway::new(config).context("failed to configure the provider")?;
+            let sandbox_base_url = match &crate::startup::Settings::provider_from_env() {
+                ProviderSettings::Sandbox { base_url } => Some(base_url.clone()),
+                _ => None,
+            };
+            let providers = crate::startup::registry_from(config, sandbox_base_url.as_deref())?;
             let store = EventStore::new(pool.clone(), WriterConfig::default());
-            let payments = Payments::new(
+            let payments = Payments::with_providers(
                 Arc::new(Executor::new(store)),
-                Arc::new(gateway),
+                Arc::new(providers),
                 Arc::new(SystemClock),
                 PaymentsConfig::default(),
             );

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use payledger_pgcluster::{ClusterOptions, ManagedCluster};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, PgPool};
+use sqlx::{ConnectOptions, PgPool};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -90,14 +90,15 @@ impl Database {
         payledger_store::migrate(&pool)
             .await
             .context("failed to apply migrations")?;
-        if self.cluster.is_some() {
-            // The managed cluster trusts local connections; the service logs in as the
-            // restricted role the migrations created.
-            pool.execute("ALTER ROLE payledger_app LOGIN")
+        pool.close().await;
+        if let Some(cluster) = &self.cluster {
+            // The service logs in as the restricted role the migrations created, with the
+            // cluster's generated password (pg.password).
+            cluster
+                .allow_login("payledger_app")
                 .await
                 .context("failed to let payledger_app log in")?;
         }
-        pool.close().await;
         Ok(())
     }
 

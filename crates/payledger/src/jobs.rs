@@ -8,6 +8,7 @@
 
 use payledger_app::payments::{Payments, Reconciled};
 use payledger_domain::ids::OrderId;
+use payledger_read_models::orders;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -51,14 +52,7 @@ pub async fn reconcile_once(
     older_than: chrono::Duration,
 ) -> Result<ReconcileReport, sqlx::Error> {
     let mut report = ReconcileReport::default();
-    let pending: Vec<String> = sqlx::query_scalar(
-        "SELECT order_id FROM rm.orders \
-         WHERE status IN ('CONFIRMING', 'OUTCOME_UNKNOWN') OR refund_pending_minor > 0 \
-         ORDER BY updated_at LIMIT $1",
-    )
-    .bind(MAX_CANDIDATES_PER_PASS)
-    .fetch_all(pool)
-    .await?;
+    let pending = orders::orders_awaiting_provider_outcome(pool, MAX_CANDIDATES_PER_PASS).await?;
     for order_id in pending {
         let Ok(order_id) = OrderId::parse(order_id) else {
             continue;
@@ -75,13 +69,11 @@ pub async fn reconcile_once(
         }
     }
     let window = chrono::Duration::minutes(payledger_domain::order::CONFIRMATION_WINDOW_MINUTES);
-    let expirable: Vec<String> = sqlx::query_scalar(
-        "SELECT order_id FROM rm.orders WHERE status IN ('READY', 'FAILED') AND placed_at < $1 \
-         ORDER BY placed_at LIMIT $2",
+    let expirable = orders::unpaid_orders_placed_before(
+        pool,
+        payments.clock().now() - window,
+        MAX_CANDIDATES_PER_PASS,
     )
-    .bind(payments.clock().now() - window)
-    .bind(MAX_CANDIDATES_PER_PASS)
-    .fetch_all(pool)
     .await?;
     for order_id in expirable {
         let Ok(order_id) = OrderId::parse(order_id) else {

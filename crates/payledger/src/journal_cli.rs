@@ -17,7 +17,12 @@ pub async fn print_trial_balance(
     let head = payledger_store::head_position(pool).await?;
     let at = at.unwrap_or(head);
     anyhow::ensure!(at >= 0, "--at must be a global position (>= 0)");
-    let at = at.min(head);
+    // Refused like `GET /v1/journal/trial-balance?at=` refuses it, with the same code: balances
+    // "at" a position nothing has reached yet would be the head's under another name.
+    anyhow::ensure!(
+        at <= head,
+        "E_POSITION_BEYOND_HEAD: position {at} is beyond the head of the log ({head})"
+    );
     let projected = journal::journal_position(pool).await?;
     let (source, rows) = if projected >= at {
         let view = journal::trial_balance(pool, Some(at)).await?;

@@ -2,13 +2,18 @@
 //! from (`database`), background jobs (`jobs`) and the operator commands (`commands`).
 
 pub mod admin_cli;
+pub mod alerts;
+pub mod audit_checkpoints;
 pub mod bench;
 pub mod billing_jobs;
 pub mod booking_jobs;
+pub mod clock_cli;
+pub mod clock_jobs;
 pub mod commands;
 pub mod database;
 pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
+pub mod settlement_jobs;
 pub mod startup;
 pub mod webhook_jobs;

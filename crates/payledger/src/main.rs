@@ -49,6 +49,19 @@ enum Command {
     Serve {
         #[arg(long, env = "PAYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// A test deployment: every rule reads the database's scenario clock, which admins move
+        /// (`payledger clock`, `/v1/admin/test-clock`). Refused with live provider keys.
+        #[arg(long, env = "PAYLEDGER_TEST_CLOCK")]
+        test_clock: bool,
+        /// Where a new scenario clock starts (RFC 3339; default now). A database's clock keeps
+        /// its time across restarts.
+        #[arg(long, requires = "test_clock")]
+        test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The scenario clock of a test deployment: show it, advance it, set it forward.
+    Clock {
+        #[command(subcommand)]
+        command: payledger::clock_cli::ClockCommand,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -185,7 +198,20 @@ enum ProjectionsCommand {
 enum AuditCommand {
     /// Recompute every hash chain and check the global log, then check that every journal entry
     /// and the whole book balance; non-zero exit names the first break.
-    Verify,
+    Verify {
+        /// Also check the live log against a saved copy of the signed checkpoints (the export
+        /// file's JSON lines, or a `GET /v1/audit/checkpoints` page).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The public key the checkpoints must be signed with (64 hex digits; default: this
+        /// installation's key, from PAYLEDGER_AUDIT_SIGNING_KEY or the key file).
+        #[arg(long, requires = "checkpoints")]
+        public_key: Option<String>,
+    },
+    /// Print the public key that signs checkpoints (creates the key when there is none yet).
+    PublicKey,
+    /// Seal a checkpoint of the log now (if it grew since the last one) and export it.
+    Checkpoint,
     /// Print the journal's balances per account and currency at a global position.
     TrialBalance {
         /// Global position (default: the head of the log).
@@ -224,12 +250,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database_url = cli.database_url.clone();
     let migrate_url = cli.migrate_database_url.clone();
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            test_clock,
+            test_clock_start,
+        } => {
             let mut settings = Settings::embedded(listen, data_dir);
+            settings.test_clock = test_clock;
+            settings.test_clock_start = test_clock_start;
+            settings.settlement_schedule =
+                payledger::settlement_jobs::SettlementSchedule::from_env()
+                    .context("invalid settlement schedule")?;
+            settings.alerts = payledger::alerts::AlertSettings::from_env()
+                .context("invalid alert channel configuration")?;
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
             settings.provider = Settings::provider_from_env();
-            settings.stripe = Settings::stripe_from_env();
             settings.webhooks = payledger_webhook_relay::WebhookSettings::from_env()
                 .context("invalid webhook configuration")?;
             settings.settlement = payledger_app::settlements::SettlementConfig::from_env()
@@ -306,6 +342,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pool = database.app_pool(4).await?;
             payledger::billing_jobs::run(command, &database, &pool, &data_dir).await
         }
+        Command::Clock { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::clock_cli::run(command, &database.app_pool(2).await?).await
+        }
         Command::Keys { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
@@ -316,6 +357,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             payledger::admin_cli::run_switches(command, &database.app_pool(2).await?).await
         }
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => {
+            let files = payledger::audit_checkpoints::CheckpointSettings::default()
+                .with_env()?
+                .files(&data_dir);
+            let signer = payledger::audit_checkpoints::load_signer(&files, true)?
+                .context("no checkpoint signing key")?;
+            println!("{}", hex::encode(signer.public_key()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ops { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
@@ -325,7 +377,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             let pool = database.app_pool(4).await?;
-            payledger::commands::run(command_name(command), &database, &pool).await
+            let audit_files = payledger::audit_checkpoints::CheckpointSettings::default()
+                .with_env()?
+                .files(&data_dir);
+            payledger::commands::run(command_name(command), &database, &pool, &audit_files).await
         }
     }
 }
@@ -345,8 +400,20 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         } => OpsCommand::VerifyProjections { name },
         Command::Replay { stream_id } => OpsCommand::Replay { stream_id },
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => OpsCommand::AuditVerify,
+            command:
+                AuditCommand::Verify {
+                    checkpoints,
+                    public_key,
+                },
+        } => OpsCommand::AuditVerify {
+            checkpoints: checkpoints.map(|path| (path, public_key)),
+        },
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => OpsCommand::AuditCheckpoint,
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => unreachable!("handled before the database is opened"),
         Command::Audit {
             command: AuditCommand::TrialBalance { at },
         } => OpsCommand::AuditTrialBalance { at },
@@ -364,6 +431,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Sandbox { .. }
         | Command::StopDatabase
         | Command::Keys { .. }
+        | Command::Clock { .. }
         | Command::Billing { .. }
         | Command::Switches { .. }
         | Command::Ops { .. }

@@ -8,8 +8,9 @@ use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::executor::Executor;
 use payledger_app::operations::{Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
+use payledger_app::scenario_clock::{DueJob, ScenarioClock};
 use payledger_connector_toss::{TossConfig, TossGateway, TossSecretKey};
-use payledger_gateway::ProviderRegistry;
+use payledger_gateway::{PaymentGateway, ProviderRegistry};
 use payledger_http::idempotency::{IdempotencyConfig, IdempotencyStore};
 use payledger_http::AppState;
 use payledger_projector::{RunnerConfig, Wakeup};
@@ -88,10 +89,20 @@ pub struct Settings {
     /// Billing scheduler interval, plan catalogue and dunning policy (the environment's
     /// `PAYLEDGER_BILLING_*` / `PAYLEDGER_PLAN_CATALOGUE` / `PAYLEDGER_DUNNING_*` win).
     pub billing: crate::billing_jobs::BillingSettings,
-    /// Stripe with keys (`STRIPE_SECRET_KEY`, `STRIPE_API_BASE`; `Settings::stripe_from_env`).
-    /// `None`: Stripe runs against the sandbox's `/stripe` when there is a sandbox, and is not
-    /// configured otherwise (orders with `provider: stripe` get 400 E_PROVIDER_NOT_CONFIGURED).
-    pub stripe: Option<payledger_connector_stripe::StripeConfig>,
+    /// Signed checkpoints of the log: cadence, key and export file (`PAYLEDGER_CHECKPOINT*`,
+    /// `PAYLEDGER_AUDIT_*` win).
+    pub checkpoints: crate::audit_checkpoints::CheckpointSettings,
+    /// `serve --test-clock`: every rule reads the database's scenario clock, which admins move
+    /// (`/v1/admin/test-clock`). Refused with live provider keys.
+    pub test_clock: bool,
+    /// Where a new scenario clock starts (default: now). A database's clock keeps its time.
+    pub test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// When statements are confirmed and paid; `SettlementSchedule::from_env()`.
+    pub settlement_schedule: crate::settlement_jobs::SettlementSchedule,
+    /// How often `serve` confirms and pays what is due; 0 turns the automation off.
+    pub settlement_interval_ms: u64,
+    /// The alert channel (a signed webhook); off without a URL. `AlertSettings::from_env()`.
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -124,7 +135,12 @@ impl Settings {
             settlement: payledger_app::settlements::SettlementConfig::default(),
             clock: None,
             billing: crate::billing_jobs::BillingSettings::default(),
-            stripe: None,
+            checkpoints: crate::audit_checkpoints::CheckpointSettings::default(),
+            test_clock: false,
+            test_clock_start: None,
+            settlement_schedule: crate::settlement_jobs::SettlementSchedule::default(),
+            settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 
@@ -158,6 +174,17 @@ impl Settings {
     }
 }
 
+impl ProviderSettings {
+    /// Keys that move real money: Toss's live keys (anything but a `test_` key). A scenario
+    /// clock must never drive them.
+    pub fn has_live_keys(&self) -> bool {
+        match self {
+            ProviderSettings::EmbeddedSandbox | ProviderSettings::Sandbox { .. } => false,
+            ProviderSettings::Toss { secret_key, .. } => !secret_key.expose().starts_with("test_"),
+        }
+    }
+}
+
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
@@ -179,11 +206,39 @@ impl Application {
         );
         let pool = database.app_pool(settings.db_max_connections).await?;
 
-        let (providers, sandbox) = build_registry(&settings).await?;
-        let clock: Arc<dyn Clock> = match &settings.clock {
-            Some(ClockSetting(clock)) => clock.clone(),
-            None => Arc::new(SystemClock),
+        let mut background = Vec::new();
+        let scenario_clock = if settings.test_clock {
+            if settings.provider.has_live_keys() {
+                anyhow::bail!(
+                    "--test-clock is refused with live provider keys: a scenario clock must never \
+                     drive real money (use the sandbox or a test_ key)"
+                );
+            }
+            let start = settings
+                .test_clock_start
+                .unwrap_or_else(|| SystemClock.now());
+            let clock = ScenarioClock::open(pool.clone(), start)
+                .await
+                .context("failed to open the scenario clock")?;
+            background.push(tokio::spawn(clock.clone().follow()));
+            tracing::warn!(now = %clock.now(), "test clock on: time moves only when an admin moves it");
+            Some(clock)
+        } else {
+            None
         };
+        let clock: Arc<dyn Clock> = match (&scenario_clock, &settings.clock) {
+            (Some(scenario), _) => scenario.clone(),
+            (None, Some(ClockSetting(clock))) => clock.clone(),
+            (None, None) => Arc::new(SystemClock),
+        };
+        // The embedded sandbox stamps its answers with the same clock, so a provider fact and
+        // the ledger's record of it tell the same time on a test deployment too.
+        let sandbox_clock: payledger_sandbox::SandboxClock = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now())
+        };
+        let (providers, webhook_lookups, sandbox) =
+            build_registry(&settings, sandbox_clock).await?;
         let store = EventStore::new(pool.clone(), WriterConfig::default());
         let executor = Arc::new(Executor::new(store.clone()));
         let switches = Arc::new(SalesSwitches::new(executor.clone()));
@@ -232,7 +287,6 @@ impl Application {
             IdempotencyConfig::default(),
         ));
 
-        let mut background = Vec::new();
         background.push(tokio::spawn(payledger_http::idempotency::run_purger(
             idempotency.clone(),
         )));
@@ -268,8 +322,10 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
-        background
-            .extend(crate::webhook_jobs::spawn(&relay, &payments, &pool, &mut followers).await?);
+        background.extend(
+            crate::webhook_jobs::spawn(&relay, &payments, webhook_lookups, &pool, &mut followers)
+                .await?,
+        );
         // One runner for the read models and the outbox: one transaction per batch for all.
         background.push(tokio::spawn(payledger_projector::run_projections(
             database.app.clone(),
@@ -284,6 +340,54 @@ impl Application {
                 Duration::from_millis(billing_settings.scheduler_interval_ms),
             )));
         }
+        let checkpoint_settings = settings.checkpoints.clone().with_env()?;
+        if checkpoint_settings.enabled {
+            let files = checkpoint_settings.files(&settings.data_dir);
+            let signer = crate::audit_checkpoints::load_signer(&files, true)?
+                .context("no checkpoint signing key")?;
+            background.push(tokio::spawn(crate::audit_checkpoints::run_sealer(
+                pool.clone(),
+                signer,
+                files.export_file,
+                checkpoint_settings,
+            )));
+        }
+        let settlement_jobs = Arc::new(crate::settlement_jobs::SettlementJobs {
+            settlements: booking_services.settlements.clone(),
+            payouts: build_payouts(&settings, sandbox.as_ref())?,
+            schedule: settings.settlement_schedule.clone(),
+            pool: pool.clone(),
+        });
+        if settings.settlement_interval_ms > 0 {
+            background.push(tokio::spawn(
+                settlement_jobs
+                    .clone()
+                    .run(Duration::from_millis(settings.settlement_interval_ms)),
+            ));
+        }
+        if settings.alerts.url.is_some() {
+            let monitor = crate::alerts::AlertMonitor::new(
+                settings.alerts.clone(),
+                pool.clone(),
+                payments.gateway().clone(),
+            )?;
+            background.push(tokio::spawn(monitor.run()));
+        }
+        let due_jobs = due_jobs(
+            &settings,
+            &payments,
+            &booking_services.claims,
+            &subscriptions,
+            &settlement_jobs,
+            &relay,
+            &pool,
+        )?;
+        let test_clock = actix_web::web::Data::new(payledger_http::test_clock::TestClockServices {
+            clock: scenario_clock,
+            jobs: due_jobs,
+            pool: pool.clone(),
+            moving: tokio::sync::Mutex::new(()),
+        });
         let server_subscriptions = actix_web::web::Data::from(subscriptions);
         let server_relay = actix_web::web::Data::from(relay);
         background.extend(crate::booking_jobs::spawn(
@@ -314,8 +418,10 @@ impl Application {
                 .app_data(server_relay.clone())
                 .app_data(server_subscriptions.clone())
                 .app_data(booking_services.clone())
+                .app_data(test_clock.clone())
                 .wrap(from_fn(payledger_http::idempotency::idempotency))
                 .wrap(from_fn(payledger_http::auth::authenticate))
+                .wrap(from_fn(payledger_http::screen::screen))
                 .wrap_fn(payledger_http::request_logging)
                 .wrap_fn(payledger_http::metrics::track)
                 .configure(payledger_http::configure)
@@ -355,23 +461,90 @@ impl Application {
     }
 }
 
-/// The connectors this deployment pays with, by provider name: THE place a connector is
-/// registered. Each connector reads its own configuration (keys from the environment, test or
-/// live mode, base URL); with no keys it runs against the embedded sandbox, which speaks every
-/// provider's API (Toss at its root, Stripe under `/stripe`).
+/// Where statements are paid out: the sandbox's payouts (embedded or external). Toss's live
+/// payouts need an encrypted request and a seller registration payledger does not do yet, so
+/// with Toss keys statements are paid by hand (`POST /v1/settlements/{id}/payout`).
+fn build_payouts(
+    settings: &Settings,
+    sandbox: Option<&RunningSandbox>,
+) -> anyhow::Result<Option<Arc<dyn payledger_gateway::payouts::PayoutProvider>>> {
+    let base_url = match (&settings.provider, sandbox) {
+        (ProviderSettings::EmbeddedSandbox, Some(sandbox)) => sandbox.base_url(),
+        (ProviderSettings::Sandbox { base_url }, _) => base_url.clone(),
+        _ => return Ok(None),
+    };
+    let payouts = payledger_connector_toss::TossPayouts::new(
+        &base_url,
+        &TossSecretKey::new(payledger_connector_toss::SANDBOX_SECRET_KEY),
+    )
+    .context("failed to configure the sandbox payouts")?;
+    Ok(Some(Arc::new(payouts)))
+}
+
+/// Every time-driven job, in the order a move of the scenario clock runs them.
+fn due_jobs(
+    settings: &Settings,
+    payments: &Arc<Payments>,
+    claims: &Arc<payledger_app::claims::Claims>,
+    subscriptions: &Arc<payledger_app::subscriptions::Subscriptions>,
+    settlement: &Arc<crate::settlement_jobs::SettlementJobs>,
+    relay: &Arc<payledger_webhook_relay::Relay>,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Vec<Arc<dyn DueJob>>> {
+    use crate::clock_jobs::*;
+    let mut jobs: Vec<Arc<dyn DueJob>> = vec![
+        Arc::new(OrdersJob {
+            payments: payments.clone(),
+            pool: pool.clone(),
+            older_than: chrono::Duration::milliseconds(settings.reconcile_after_ms as i64),
+        }),
+        Arc::new(ClaimDeadlinesJob {
+            claims: claims.clone(),
+            pool: pool.clone(),
+        }),
+        Arc::new(BillingJob {
+            subscriptions: subscriptions.clone(),
+            pool: pool.clone(),
+        }),
+        Arc::new(SettlementConfirmJob(settlement.clone())),
+        Arc::new(SettlementPayoutJob(settlement.clone())),
+        Arc::new(InboundWebhooksJob(
+            payledger_webhook_relay::InboundWorker::new(relay.clone(), payments.clone()),
+        )),
+    ];
+    if !relay.settings.outbound.endpoints.is_empty() {
+        let sender = payledger_webhook_relay::NotificationSender::new(
+            pool.clone(),
+            relay.settings.clone(),
+            relay.clock.clone(),
+        )
+        .context("failed to build the notification HTTP client")?;
+        jobs.push(Arc::new(NotificationsJob(sender)));
+    }
+    Ok(jobs)
+}
+
+/// Starts the embedded sandbox when no provider is configured, and builds the registry of the
+/// connectors this deployment pays with ([`registry_from`]).
 ///
-/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
-/// is the name orders use and whose `supported_currencies()` says what it can charge) and
-/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
-/// later call for such an order goes to it.
+/// Also answers a second Toss connector with its own circuit breaker for the re-fetches that
+/// unsigned webhooks prompt, so intake traffic never opens the payments' circuit.
 async fn build_registry(
     settings: &Settings,
-) -> anyhow::Result<(ProviderRegistry, Option<RunningSandbox>)> {
+    clock: payledger_sandbox::SandboxClock,
+) -> anyhow::Result<(
+    ProviderRegistry,
+    Arc<dyn PaymentGateway>,
+    Option<RunningSandbox>,
+)> {
     let (config, sandbox) = match &settings.provider {
         ProviderSettings::EmbeddedSandbox => {
             let sandbox = payledger_sandbox::start(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
-                SandboxConfig::default(),
+                SandboxConfig {
+                    clock: Some(clock),
+                    ..SandboxConfig::default()
+                },
             )
             .await
             .context("failed to start the embedded sandbox provider")?;
@@ -396,23 +569,43 @@ async fn build_registry(
         mode = settings.provider.mode(),
         "payment connector configured"
     );
-    let toss = TossGateway::new(config).context("failed to configure the Toss connector")?;
+    let webhook_lookups =
+        TossGateway::new(config.clone()).context("failed to configure the Toss connector")?;
+    let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
+    let registry = registry_from(config, sandbox_base_url.as_deref())?;
+    Ok((registry, Arc::new(webhook_lookups), sandbox))
+}
+
+/// The connectors this deployment pays with, by provider name: THE place a connector is
+/// registered (`serve`, and the CLI commands that call providers — `reconcile`, `ops` — all build
+/// their registry here). Each connector reads its own configuration (keys from the environment,
+/// test or live mode, base URL); with no keys it runs against the sandbox at
+/// `sandbox_base_url`, which speaks every provider's API (Toss at its root, Stripe under
+/// `/stripe`).
+///
+/// To add a provider: build its connector (an `Arc<dyn PaymentGateway>` whose `provider_name()`
+/// is the name orders use and whose `supported_currencies()` says what it can charge) and
+/// `registry.register(...)` it below. Orders name it at placement (`"provider": "NAME"`); every
+/// later call for such an order goes to it.
+pub fn registry_from(
+    toss: TossConfig,
+    sandbox_base_url: Option<&str>,
+) -> anyhow::Result<ProviderRegistry> {
+    let timeout_ms = toss.timeout_ms;
+    let circuit = toss.circuit;
+    let toss = TossGateway::new(toss).context("failed to configure the Toss connector")?;
     // Toss is the default: orders that name no provider pay with it.
     let mut registry = ProviderRegistry::new(Arc::new(toss));
-    // Stripe: with keys when given, else the sandbox's `/stripe` when there is a sandbox.
-    let stripe = settings.stripe.clone().or_else(|| {
-        settings
-            .provider
-            .sandbox_base_url(sandbox.as_ref())
+    // Stripe: with keys from the environment when given, else the sandbox's `/stripe` when there
+    // is a sandbox; not configured otherwise (orders naming it get E_PROVIDER_NOT_CONFIGURED).
+    let stripe = Settings::stripe_from_env().or_else(|| {
+        sandbox_base_url
             .map(|base| payledger_connector_stripe::StripeConfig::sandbox(format!("{base}/stripe")))
     });
     if let Some(mut config) = stripe {
-        if let Some(timeout_ms) = settings.gateway_timeout_ms {
-            config.timeout_ms = timeout_ms;
-        }
-        if let Some(open_ms) = settings.gateway_circuit_open_ms {
-            config.circuit.open_ms = open_ms;
-        }
+        // The deployment's provider timeouts and circuit apply to every connector.
+        config.timeout_ms = timeout_ms;
+        config.circuit = circuit;
         tracing::info!(
             provider = payledger_connector_stripe::PROVIDER_NAME,
             test_mode = config.secret_key.is_test_mode(),
@@ -424,5 +617,10 @@ async fn build_registry(
             .register(Arc::new(stripe))
             .context("failed to register the Stripe connector")?;
     }
-    Ok((registry, sandbox))
+    tracing::debug!(
+        providers = ?registry.names(),
+        sandbox = sandbox_base_url.unwrap_or("none"),
+        "payment connectors registered"
+    );
+    Ok(registry)
 }

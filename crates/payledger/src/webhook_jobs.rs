@@ -17,12 +17,15 @@ use tokio::task::JoinHandle;
 pub async fn spawn(
     relay: &Arc<Relay>,
     payments: &Arc<Payments>,
+    webhook_lookups: Arc<dyn payledger_gateway::PaymentGateway>,
     pool: &PgPool,
     followers: &mut Vec<(Arc<dyn Projection>, Arc<PositionSender>)>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
-        InboundWorker::new(relay.clone(), payments.clone()).run(),
+        InboundWorker::new(relay.clone(), payments.clone())
+            .with_lookup_gateway(webhook_lookups)
+            .run(),
     ));
     let outbox = OutboxProjection::new(relay.settings.outbound.endpoints.clone());
     payledger_projector::ensure_live(pool, &outbox)

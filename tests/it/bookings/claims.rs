@@ -293,6 +293,36 @@ async fn a_resolution_refunds_once_warns_the_provider_and_three_warnings_suspend
         .get_as(&app.auditor_key, "/v1/streams/order-during-suspension")
         .await;
     assert_eq!(nothing.status, 404, "{}", nothing.body);
+    // The rule is the application layer's, so a booking that comes through another door than
+    // the HTTP API (an operator tool, a process manager) is refused the same way.
+    let direct = app
+        .payments
+        .place_order(
+            payledger_app::payments::PlaceOrderInput {
+                order_id: Some(
+                    payledger_domain::ids::OrderId::parse("through-another-door").unwrap(),
+                ),
+                amount: payledger_domain::money::Money::new(
+                    80_000,
+                    payledger_domain::money::Currency::KRW,
+                )
+                .unwrap(),
+                customer_id: payledger_domain::ids::CustomerId::parse("parent-lee").unwrap(),
+                payee_id: payledger_domain::ids::PayeeId::parse(THERAPIST).unwrap(),
+                order_name: "Speech therapy session".into(),
+                service_starts_at: Some(app.clock.now() + Duration::days(2)),
+                provider: None,
+            },
+            &RequestContext::system("architecture-check"),
+        )
+        .await;
+    assert!(
+        matches!(
+            direct,
+            Err(payledger_app::payments::PaymentError::BookingsSuspended { .. })
+        ),
+        "{direct:?}"
+    );
     // Seven days later it takes bookings again.
     app.clock
         .set(until.with_timezone(&chrono::Utc) + Duration::minutes(1));

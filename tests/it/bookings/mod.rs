@@ -66,6 +66,8 @@ pub async fn spawn() -> BookingApp {
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(5_000);
     settings.clock = Some(ClockSetting(clock.clone()));
+    // These tests confirm and pay statements by hand; the automatic passes have their own tests.
+    settings.settlement_interval_ms = 0;
     let keys: Vec<String> = api_keys::seed_if_empty(
         &db.app_pool,
         &[

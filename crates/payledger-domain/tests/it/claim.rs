@@ -674,3 +674,64 @@ fn refund_ids_are_derived_from_the_claim_and_round() {
     assert!(ClaimId::parse("c".repeat(41)).is_err());
     assert!(ClaimId::generate().as_str().len() <= 40);
 }
+
+// --- invariants ----------------------------------------------------------------------------------
+
+fn resolution_event(
+    round: u32,
+    refund_minor: i64,
+    additional: i64,
+    payout_minor: i64,
+) -> ClaimEvent {
+    ClaimEvent::ClaimResolved(ClaimResolved {
+        round,
+        order_id: OrderId::parse("order-0001").unwrap(),
+        payee_id: PayeeId::parse("therapist-kim").unwrap(),
+        currency: Currency::KRW,
+        admin_id: admin(),
+        outcome: ClaimOutcome::Split,
+        reason: "both sides share the fault".into(),
+        refund_minor,
+        additional_refund_minor: additional,
+        provider_payout_minor: payout_minor,
+        coupon: None,
+        provider_compensation_minor: 0,
+        penalties: vec![],
+        seconds_to_resolve: 3_600,
+        at: filing_time() + Duration::hours(1),
+    })
+}
+
+/// The read half of the pair: a resolution that does not split exactly the amount at stake
+/// trips the assertion when the claim is folded, instead of being served or settled.
+#[test]
+#[should_panic(expected = "splits 50000 + 20000 of 80000")]
+fn a_resolution_that_does_not_split_the_amount_at_stake_trips_the_invariant() {
+    use cqrs_es::Aggregate;
+    let mut claim = Claim::default();
+    claim.apply(filed());
+    claim.apply(resolution_event(1, 50_000, 50_000, 20_000));
+    claim.assert_invariants();
+}
+
+#[test]
+#[should_panic(expected = "round 2's refunds do not add up")]
+fn refunds_of_the_rounds_must_add_up_to_the_latest_refund() {
+    use cqrs_es::Aggregate;
+    let mut claim = Claim::default();
+    claim.apply(filed());
+    claim.apply(resolution_event(1, 40_000, 40_000, 40_000));
+    // An appeal raises the refund to 60 000, so round 2 adds 20 000, not 60 000.
+    claim.apply(resolution_event(2, 60_000, 60_000, 20_000));
+    claim.assert_invariants();
+}
+
+#[test]
+fn an_appealed_claim_whose_rounds_add_up_keeps_its_invariants() {
+    use cqrs_es::Aggregate;
+    let mut claim = Claim::default();
+    claim.apply(filed());
+    claim.apply(resolution_event(1, 40_000, 40_000, 40_000));
+    claim.apply(resolution_event(2, 60_000, 20_000, 20_000));
+    claim.assert_invariants();
+}

@@ -72,11 +72,11 @@ fn a_billing_key_id_is_registered_once() {
 fn card_facts_that_hold_a_card_number_or_too_much_are_refused() {
     let bad_cards = [
         CardSummary {
-            card_type: "4242424242424242".into(),
+            card_type: payledger_domain::card_numbers::test_cards::VISA_STRIPE.into(),
             ..card()
         },
         CardSummary {
-            issuer_code: "4111 1111 1111 1111".into(),
+            issuer_code: payledger_domain::card_numbers::test_cards::VISA_SPACED.into(),
             ..card()
         },
         CardSummary {

@@ -58,10 +58,12 @@ fn refund_completed(amount_minor: i64, currency: Currency) -> OrderEvent {
     })
 }
 
-fn refund_failed(amount_minor: i64) -> OrderEvent {
+/// `currency: None` is a schema-1 `RefundFailed`, written before the event carried it.
+fn refund_failed(amount_minor: i64, currency: Option<Currency>) -> OrderEvent {
     OrderEvent::RefundFailed(RefundFailed {
         refund_id: RefundId::parse("r1").unwrap(),
         amount_minor,
+        currency,
         failure: ProviderFailure {
             class: FailureClass::ProviderError,
             provider_code: "PROVIDER_ERROR".into(),
@@ -165,9 +167,15 @@ fn a_refund_is_owed_to_the_customer_when_asked_and_leaves_clearing_when_done() {
             (Account::ProviderClearing, Side::Credit, 3_333)
         ]
     );
-    // A failed refund undoes its request; its currency comes from the order.
-    let undone = post_order_event(&refund_failed(3_333), Some(&facts(Currency::USD)));
+    // A failed refund undoes its request in the currency it carries (schema 2)…
+    let undone = post_order_event(
+        &refund_failed(3_333, Some(Currency::USD)),
+        Some(&facts(Currency::USD)),
+    );
     assert_eq!(undone[0].currency, Currency::USD);
+    // …or, written before it carried one (schema 1), in the order's.
+    let old = post_order_event(&refund_failed(3_333, None), Some(&facts(Currency::USD)));
+    assert_eq!(old, undone);
     assert_eq!(
         lines(&undone),
         vec![
@@ -175,6 +183,26 @@ fn a_refund_is_owed_to_the_customer_when_asked_and_leaves_clearing_when_done() {
             (Account::PayeePayable, Side::Credit, 3_333)
         ]
     );
+}
+
+#[test]
+fn a_schema_1_refund_failed_decodes_without_a_currency_and_schema_2_carries_it() {
+    use payledger_domain::codec;
+    assert_eq!(codec::schema_version("RefundFailed"), 2);
+    assert_eq!(codec::schema_version("RefundRequested"), 1);
+    let event = refund_failed(10, Some(Currency::KRW));
+    let (event_type, payload) = codec::encode(&event).unwrap();
+    assert_eq!(payload["currency"], "KRW");
+    let new: OrderEvent = codec::decode(&event_type, &payload).unwrap();
+    assert_eq!(new, event);
+    let mut v1 = payload.clone();
+    v1.as_object_mut().unwrap().remove("currency");
+    let old: OrderEvent = codec::decode(&event_type, &v1).unwrap();
+    let OrderEvent::RefundFailed(mut expected) = event else {
+        unreachable!()
+    };
+    expected.currency = None;
+    assert_eq!(old, OrderEvent::RefundFailed(expected));
 }
 
 #[test]
@@ -294,7 +322,7 @@ proptest! {
                 0 => post_order_event(&captured(amount, currency), Some(&f)),
                 1 => post_order_event(&refund_requested(amount, currency), Some(&f)),
                 2 => post_order_event(&refund_completed(amount, currency), Some(&f)),
-                3 => post_order_event(&refund_failed(amount), Some(&f)),
+                3 => post_order_event(&refund_failed(amount, Some(currency)), Some(&f)),
                 4 => post_claim_event(&resolved(amount)),
                 5 => post_statement_event(&confirmed(amount, amount / 3)),
                 6 => post_statement_event(&confirmed(-amount, 0)),

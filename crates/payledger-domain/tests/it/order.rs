@@ -322,6 +322,7 @@ fn a_failed_refund_releases_its_amount() {
     let failed = OrderEvent::RefundFailed(RefundFailed {
         refund_id: RefundId::parse("r1").unwrap(),
         amount_minor: 50_000,
+        currency: Some(Currency::KRW),
         failure: ProviderFailure {
             class: FailureClass::ProviderError,
             provider_code: "PROVIDER_ERROR".into(),

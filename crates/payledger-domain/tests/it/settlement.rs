@@ -359,3 +359,33 @@ fn lines_must_carry_a_sensible_amount() {
         .when(add(line("refund:x", LineKind::Refund, -5)))
         .then_expect_error(StatementError::InvalidLine);
 }
+
+// --- invariants ----------------------------------------------------------------------------------
+
+/// The read half of the pair: a statement whose frozen totals are not the sum of its lines
+/// trips the assertion instead of being paid out.
+#[test]
+#[should_panic(expected = "frozen totals differ from the lines")]
+fn frozen_totals_that_are_not_the_sum_of_the_lines_trip_the_invariant() {
+    use cqrs_es::Aggregate;
+    let paid = line("payment:order-0001", LineKind::Payment, 80_000);
+    let mut statement = Statement::default();
+    statement.apply(opened());
+    statement.apply(added(paid.clone()));
+    // Frozen as if a second payment had been on the statement.
+    statement.apply(confirmed(&[paid.clone(), paid], during()));
+    statement.assert_invariants();
+}
+
+#[test]
+fn a_confirmed_statement_keeps_its_invariants() {
+    use cqrs_es::Aggregate;
+    let paid = line("payment:order-0001", LineKind::Payment, 80_000);
+    let refunded = line("refund:order-0001", LineKind::Refund, 30_000);
+    let mut statement = Statement::default();
+    statement.apply(opened());
+    statement.apply(added(paid.clone()));
+    statement.apply(added(refunded.clone()));
+    statement.apply(confirmed(&[paid, refunded], during()));
+    statement.assert_invariants();
+}

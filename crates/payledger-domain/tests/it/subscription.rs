@@ -191,7 +191,10 @@ fn the_anchor_cannot_lie_in_the_past_or_too_far_ahead() {
 #[test]
 fn an_order_name_holding_a_card_number_is_refused() {
     let mut named = started_event();
-    named.order_name = "card 4242 4242 4242 4242".into();
+    named.order_name = format!(
+        "card {}",
+        payledger_domain::card_numbers::test_cards::VISA_SPACED
+    );
     SubscriptionTest::with(())
         .given_no_previous_events()
         .when(SubscriptionCommand::Start(named))
@@ -339,7 +342,7 @@ fn row_soft_decline_makes_it_past_due_with_a_retry_three_days_after_the_first_fa
             currency: Currency::KRW,
             failure_code: "REJECT_CARD_COMPANY".into(),
             next_retry_at: t0() + days(3),
-            priority: NotificationPriority::Important,
+            priority: NotificationPriority::Urgent,
             at: t0(),
         })
     );
@@ -451,7 +454,7 @@ fn rows_expired_and_stopped_cards_require_a_payment_method_and_are_never_retried
                     plan_id: PlanId::parse("standard").unwrap(),
                     failure_code: code.into(),
                     grace_ends_at: None,
-                    priority: NotificationPriority::Important,
+                    priority: NotificationPriority::Urgent,
                     at: t0(),
                 }
             )

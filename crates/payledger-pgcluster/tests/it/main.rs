@@ -24,9 +24,14 @@ async fn a_fresh_data_directory_gets_a_durable_cluster_on_127_0_0_1() {
     let cluster = StopOnDrop::start(ClusterOptions::new(dir.data_dir())).await;
 
     assert_eq!(cluster.outcome(), StartOutcome::InitialisedAndStarted);
+    let password = fs::read_to_string(dir.data_dir().join("pg.password")).expect("pg.password");
     assert_eq!(
         cluster.superuser_url("postgres"),
-        format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port())
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            password.trim(),
+            cluster.port()
+        )
     );
     let persisted_port =
         fs::read_to_string(dir.data_dir().join("pg.port")).expect("pg.port written");
@@ -390,4 +395,128 @@ async fn settings_payledger_depends_on_are_refused_before_anything_starts() {
         "{error:?}"
     );
     assert!(!dir.data_dir().exists());
+}
+
+/// Issue 14, item 4: the cluster trusts nobody. Without the password nobody connects; as root the
+/// test makes a throwaway OS user and proves that user can neither connect nor read the password.
+#[tokio::test]
+async fn nobody_without_the_generated_password_connects_not_even_another_os_user() {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    let dir = TestDataDir::new();
+    let cluster = StopOnDrop::start(ClusterOptions::new(dir.data_dir())).await;
+    let password_file = dir.data_dir().join("pg.password");
+    let mode = fs::metadata(&password_file)
+        .expect("pg.password")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "pg.password must be private");
+    let hba = fs::read_to_string(dir.data_dir().join("pg").join("pg_hba.conf")).expect("hba");
+    let rules: Vec<&str> = hba
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert!(rules.iter().all(|l| l.ends_with("scram-sha-256")), "{hba}");
+
+    for user in ["postgres", "payledger_app", "nobody"] {
+        let without_password = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(cluster.port())
+            .username(user)
+            .database("postgres")
+            .ssl_mode(PgSslMode::Disable);
+        let refused = PgConnection::connect_with(&without_password).await;
+        assert!(refused.is_err(), "{user} connected without a password");
+        let wrong = without_password.password("not-the-password");
+        assert!(PgConnection::connect_with(&wrong).await.is_err());
+    }
+    // The one who holds the file connects.
+    PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .expect("connect with the password")
+        .close()
+        .await
+        .ok();
+
+    if !nix_is_root() {
+        return;
+    }
+    let name = format!("plg{}", std::process::id());
+    let created = Command::new("useradd")
+        .args(["--no-create-home", "--shell", "/usr/sbin/nologin", &name])
+        .status()
+        .expect("run useradd");
+    assert!(created.success(), "useradd {name}");
+    struct RemoveUser(String);
+    impl Drop for RemoveUser {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).status();
+        }
+    }
+    let _remove = RemoveUser(name.clone());
+    let psql = [cluster.bin_dir().join("psql"), "/usr/bin/psql".into()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("psql is installed with the server");
+    let id_of = |flag: &str| -> u32 {
+        let output = Command::new("id")
+            .args([flag, &name])
+            .output()
+            .expect("run id");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a numeric id")
+    };
+    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let as_other = |program: &std::path::Path, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        Command::new(program)
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .output()
+            .expect("run as the other user")
+    };
+    let port = cluster.port().to_string();
+    for user in ["postgres", "payledger_app"] {
+        let attempt = as_other(
+            &psql,
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                user,
+                "-d",
+                "postgres",
+                "-w",
+                "-c",
+                "SELECT 1",
+            ],
+        );
+        let said = String::from_utf8_lossy(&attempt.stderr).to_string();
+        assert!(!attempt.status.success(), "{name} connected as {user}");
+        assert!(said.contains("password"), "{said}");
+    }
+    let read = as_other(
+        std::path::Path::new("/bin/cat"),
+        &[password_file.to_str().unwrap()],
+    );
+    assert!(!read.status.success(), "{name} read pg.password");
+    assert!(read.stdout.is_empty());
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

@@ -3,6 +3,7 @@
 mod append;
 mod batch;
 mod chain;
+mod checkpoint;
 mod immutability;
 mod ordering;
 

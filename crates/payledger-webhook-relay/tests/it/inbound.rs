@@ -221,7 +221,21 @@ async fn a_signed_toss_payout_event_is_verified_with_the_security_key() {
         .accept(Provider::Toss, &HeaderPairs(&headers), body, None)
         .await
         .expect("a payout event signed with the security key");
-    assert_eq!(accepted.event_id, "wh_tx_payout_1");
+    assert!(
+        accepted.event_id.starts_with("sha256-"),
+        "a digest of the signed content, not the unsigned transmission id: {}",
+        accepted.event_id
+    );
+    // The same signed content under another transmission id is the same delivery.
+    let mut other_id = headers;
+    other_id[2] = ("tosspayments-webhook-transmission-id", "wh_tx_other");
+    let again = h
+        .relay
+        .accept(Provider::Toss, &HeaderPairs(&other_id), body, None)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, accepted.event_id);
     let forged = [
         (
             "tosspayments-webhook-signature",
@@ -236,7 +250,7 @@ async fn a_signed_toss_payout_event_is_verified_with_the_security_key() {
         .unwrap_err();
     assert_eq!(error.code(), "E_WEBHOOK_SIGNATURE_MISMATCH");
     assert_eq!(h.worker.run_once().await.unwrap(), vec![Processed::Applied]);
-    let events = h.delivery_events("toss", "wh_tx_payout_1").await;
+    let events = h.delivery_events("toss", &accepted.event_id).await;
     let WebhookDeliveryEvent::WebhookApplied(applied) = events.last().unwrap() else {
         panic!("{events:?}")
     };
@@ -271,17 +285,23 @@ async fn an_unsigned_toss_status_event_settles_an_unknown_outcome_from_the_provi
     // The body lies (CANCELED); only the provider's own answer counts.
     let body = unsigned_toss_body(payment_key, "order-wh-unknown-1", "CANCELED");
     let headers = [("tosspayments-webhook-transmission-id", "wh_tx_status_1")];
-    h.relay
+    let accepted = h
+        .relay
         .accept(Provider::Toss, &HeaderPairs(&headers), &body, None)
         .await
         .expect("unsigned status events are accepted as a prompt to re-fetch");
+    assert!(
+        accepted.event_id.starts_with("refetch-"),
+        "named after the payment, never the unsigned header: {}",
+        accepted.event_id
+    );
     assert_eq!(h.worker.run_once().await.unwrap(), vec![Processed::Applied]);
 
     let order = h.payments.load_order(&order_id).await.unwrap().unwrap();
     assert_eq!(order.state.status, OrderStatus::Paid);
     assert_eq!(order.state.captured_minor, 30_000);
     assert_eq!(h.sandbox.stats().total_charges, 1);
-    let events = h.delivery_events("toss", "wh_tx_status_1").await;
+    let events = h.delivery_events("toss", &accepted.event_id).await;
     assert_eq!(
         event_types(&events),
         vec!["WebhookReceived", "WebhookVerified", "WebhookApplied"]
@@ -341,10 +361,7 @@ async fn a_payment_canceled_at_the_provider_but_paid_here_is_flagged_for_support
         .fetch_one(&h.db.app_pool)
         .await
         .unwrap();
-    assert!(
-        event_id.starts_with("sha256-"),
-        "no transmission id: the body's hash"
-    );
+    assert!(event_id.starts_with("refetch-"), "{event_id}");
     let events = h.delivery_events("toss", &event_id).await;
     assert_eq!(
         event_types(&events),
@@ -381,10 +398,12 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
     h.sandbox.start_outage(Duration::from_secs(600));
     let body = unsigned_toss_body("pk_wh_dead_1", "order-wh-dead-1", "DONE");
     let headers = [("tosspayments-webhook-transmission-id", "wh_tx_dead_1")];
-    h.relay
+    let dead_id = h
+        .relay
         .accept(Provider::Toss, &HeaderPairs(&headers), &body, None)
         .await
-        .unwrap();
+        .unwrap()
+        .event_id;
 
     let mut outcomes = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -393,33 +412,43 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
         outcomes.extend(h.worker.run_once().await.unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let attempts = payledger_webhooks::MAX_INBOUND_ATTEMPTS as usize;
     assert_eq!(
         outcomes.len(),
-        8,
-        "the Standard Webhooks schedule: eight attempts"
+        attempts,
+        "four quick attempts, then hourly reprocessing, then the dead-letter queue"
     );
-    assert!(outcomes[..7].iter().all(|o| *o == Processed::Retry));
+    assert!(outcomes[..attempts - 1]
+        .iter()
+        .all(|o| *o == Processed::Retry));
     assert_eq!(
-        h.inbox_status("toss", "wh_tx_dead_1").await,
-        ("dead".into(), 8)
+        h.inbox_status("toss", &dead_id).await,
+        ("dead".into(), attempts as i32)
     );
 
     let letters = h.relay.inbound_dead_letters(0, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].attempts, 8);
+    assert_eq!(letters[0].attempts as usize, attempts);
     assert!(letters[0]
         .last_error
         .as_deref()
         .unwrap()
         .contains("could not be asked"));
 
+    // Eight failed re-fetches opened the re-fetch circuit, never the one payments use.
+    assert_eq!(
+        h.payments.gateway().circuit_state(),
+        payledger_gateway::CircuitState::Closed,
+        "webhook intake traffic must not open the payments' circuit"
+    );
+    assert_ne!(
+        payledger_gateway::PaymentGateway::circuit_state(h.lookups.as_ref()),
+        payledger_gateway::CircuitState::Closed
+    );
     h.sandbox.start_outage(Duration::ZERO);
-    // The circuit breaker opened during the outage: wait until the provider answers again.
+    // The re-fetch circuit opened during the outage: wait until the provider answers again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while h
-        .payments
-        .gateway()
-        .payment_by_key("pk_wh_dead_1")
+    while payledger_gateway::PaymentGateway::payment_by_key(h.lookups.as_ref(), "pk_wh_dead_1")
         .await
         .is_err()
     {
@@ -440,7 +469,7 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
         Err(payledger_webhook_relay::ReplayError::NotDeadLettered)
     ));
     assert_eq!(h.worker.run_once().await.unwrap(), vec![Processed::Applied]);
-    let events = h.delivery_events("toss", "wh_tx_dead_1").await;
+    let events = h.delivery_events("toss", &dead_id).await;
     let types = event_types(&events);
     assert_eq!(types[0], "WebhookReceived");
     assert_eq!(
@@ -448,7 +477,7 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
             .iter()
             .filter(|t| **t == "WebhookAttemptFailed")
             .count(),
-        8
+        attempts
     );
     assert!(types.contains(&"WebhookDeadLettered"));
     assert!(types.contains(&"WebhookReplayRequested"));
@@ -459,5 +488,173 @@ async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered_and_an_admi
             .all(|e| e.order_id().is_none() || e.order_id() == Some("order-wh-dead-1")),
         "an unsigned body's order id is only used once the provider confirmed it"
     );
-    assert_eq!(h.inbox_status("toss", "wh_tx_dead_1").await.0, "applied");
+    assert_eq!(h.inbox_status("toss", &dead_id).await.0, "applied");
+}
+
+/// Issue 14, item 3: the transmission id is unsigned, so it decides nothing. A forger who sends
+/// first with the genuine delivery's id does not make the genuine one a duplicate.
+#[tokio::test]
+async fn a_forged_first_delivery_with_the_same_transmission_id_does_not_block_the_genuine_one() {
+    let h = harness().await;
+    let order_id = h.place_order("order-wh-forged-1", 40_000).await;
+    h.payments
+        .confirm(
+            &order_id,
+            PaymentKey::parse("pk_wh_forged_1").unwrap(),
+            40_000,
+            &RequestContext::system("test"),
+        )
+        .await
+        .expect("paid");
+    h.payments
+        .gateway()
+        .cancel(&CancelRequest {
+            payment_key: "pk_wh_forged_1".into(),
+            cancel_amount_minor: None,
+            cancel_reason: "canceled in the provider console".into(),
+            idempotency_key: "console-cancel-forged-1".into(),
+        })
+        .await
+        .expect("the provider cancels");
+
+    let headers = [("tosspayments-webhook-transmission-id", "wh_tx_genuine_1")];
+    let forged = h
+        .relay
+        .accept(
+            Provider::Toss,
+            &HeaderPairs(&headers),
+            &unsigned_toss_body("pk_made_up_by_a_forger", "order-nothing", "DONE"),
+            Some("203.0.113.9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.worker.run_once().await.unwrap(), vec![Processed::Applied]);
+
+    let genuine = h
+        .relay
+        .accept(
+            Provider::Toss,
+            &HeaderPairs(&headers),
+            &unsigned_toss_body("pk_wh_forged_1", "order-wh-forged-1", "CANCELED"),
+            Some("198.51.100.1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !genuine.duplicate,
+        "the forged delivery blocked the genuine one"
+    );
+    assert_ne!(genuine.event_id, forged.event_id);
+    assert_eq!(h.worker.run_once().await.unwrap(), vec![Processed::Applied]);
+    let events = h.delivery_events("toss", &genuine.event_id).await;
+    assert!(
+        event_types(&events).contains(&"ProviderStateDiffers"),
+        "the genuine event was applied from the provider's answer: {:?}",
+        event_types(&events)
+    );
+}
+
+/// Issue 14, item 2: what an unsigned delivery may cost is bounded.
+#[tokio::test]
+async fn unsigned_deliveries_keep_only_the_refetch_key_collapse_repeats_and_are_rate_limited() {
+    use payledger_webhook_relay::intake::{IntakeLimits, LimitHit};
+    use payledger_webhook_relay::Relay;
+    let h = harness().await;
+    let junk = |payment_key: &str| {
+        json!({"eventType": "PAYMENT_STATUS_CHANGED", "note": "x".repeat(10_000),
+            "data": {"paymentKey": payment_key, "status": "DONE", "extra": {"a": [1, 2, 3]}}})
+        .to_string()
+        .into_bytes()
+    };
+    // Ten prompts for one payment before the worker runs: one row, nine duplicates.
+    let mut event_ids = std::collections::HashSet::new();
+    for i in 0..10 {
+        let transmission_id = format!("tx_{i}");
+        let accepted = h
+            .relay
+            .accept(
+                Provider::Toss,
+                &HeaderPairs(&[(
+                    "tosspayments-webhook-transmission-id",
+                    transmission_id.as_str(),
+                )]),
+                &junk("pk_repeated_1"),
+                Some("192.0.2.1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(accepted.duplicate, i > 0);
+        event_ids.insert(accepted.event_id);
+    }
+    assert_eq!(event_ids.len(), 1);
+    let (raw_body, headers, redeliveries): (Vec<u8>, serde_json::Value, i32) =
+        sqlx::query_as("SELECT raw_body, headers, redeliveries FROM webhook_inbox")
+            .fetch_one(&h.db.app_pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        raw_body,
+        br#"{"paymentKey":"pk_repeated_1"}"#.to_vec(),
+        "only the re-fetch key is kept"
+    );
+    assert_eq!(
+        headers["deliveryId"],
+        serde_json::Value::Null,
+        "the unsigned header is not kept"
+    );
+    assert_eq!(redeliveries, 9);
+
+    // Per source and in total.
+    let mut settings = h.relay.settings.clone();
+    settings.inbound.unsigned_limits = IntakeLimits {
+        per_source_per_minute: 5,
+        total_per_minute: 8,
+    };
+    let limited = Relay::new(
+        h.db.app_pool.clone(),
+        h.store.clone(),
+        settings,
+        h.relay.clock.clone(),
+    );
+    let mut outcomes = Vec::new();
+    for i in 0..25 {
+        let result = limited
+            .accept(
+                Provider::Toss,
+                &HeaderPairs(&[]),
+                &junk(&format!("pk_junk_{i}")),
+                Some("192.0.2.66"),
+            )
+            .await;
+        outcomes.push(result.map(|a| a.duplicate));
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 5);
+    assert!(outcomes[5..]
+        .iter()
+        .all(|o| matches!(o, Err(AcceptError::RateLimited(LimitHit::PerSource)))));
+    let mut others = Vec::new();
+    for i in 0..5 {
+        let source = format!("192.0.2.{}", 100 + i);
+        others.push(
+            limited
+                .accept(
+                    Provider::Toss,
+                    &HeaderPairs(&[]),
+                    &junk(&format!("pk_other_{i}")),
+                    Some(source.as_str()),
+                )
+                .await
+                .is_ok(),
+        );
+    }
+    assert_eq!(
+        others,
+        vec![true, true, true, false, false],
+        "the total limit holds across sources"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_inbox")
+        .fetch_one(&h.db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1 + 5 + 3);
 }

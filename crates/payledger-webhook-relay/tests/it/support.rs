@@ -37,6 +37,8 @@ pub struct Harness {
     pub relay: Arc<Relay>,
     pub worker: InboundWorker,
     pub store: EventStore,
+    /// The worker's own gateway for re-fetches (its own circuit breaker), as `serve` wires it.
+    pub lookups: Arc<TossGateway>,
 }
 
 pub async fn harness() -> Harness {
@@ -53,6 +55,7 @@ pub async fn harness_with(sandbox_config: SandboxConfig, gateway_timeout_ms: u64
     gateway_config.lookup_timeout_ms = gateway_timeout_ms;
     // A short open circuit, so a test can wait out an outage in well under a second.
     gateway_config.circuit.open_ms = 200;
+    let lookups = Arc::new(TossGateway::new(gateway_config.clone()).expect("lookup gateway"));
     let gateway = TossGateway::new(gateway_config).expect("gateway");
     let store = EventStore::new(db.app_pool.clone(), WriterConfig::default());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -85,7 +88,8 @@ pub async fn harness_with(sandbox_config: SandboxConfig, gateway_timeout_ms: u64
         settings,
         clock,
     ));
-    let worker = InboundWorker::new(relay.clone(), payments.clone());
+    let worker =
+        InboundWorker::new(relay.clone(), payments.clone()).with_lookup_gateway(lookups.clone());
     Harness {
         db,
         sandbox,
@@ -93,6 +97,7 @@ pub async fn harness_with(sandbox_config: SandboxConfig, gateway_timeout_ms: u64
         relay,
         worker,
         store,
+        lookups,
     }
 }
 

@@ -14,9 +14,9 @@ use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+use crate::delivery::{MAX_DELIVERY_ID_BYTES, MAX_SIGNATURES_PER_HEADER};
 use crate::error::SignatureError;
 use crate::headers::HeaderSource;
-use crate::verify::{MAX_DELIVERY_ID_BYTES, MAX_SIGNATURES_PER_HEADER};
 
 /// Unix seconds have 10 digits until the year 2286; 12 leaves room and keeps `i64` far away.
 const MAX_UNIX_SECONDS_DIGITS: usize = 12;
@@ -178,7 +178,7 @@ impl KeyValueSignatureHeader {
     ) -> Result<TimestampAndSignatures<'h>, SignatureError> {
         let header = self.header;
         let malformed = |reason| SignatureError::MalformedHeader { header, reason };
-        let value = required_header(headers, header, crate::verify::MAX_SIGNATURE_HEADER_BYTES)?;
+        let value = required_header(headers, header, crate::delivery::MAX_SIGNATURE_HEADER_BYTES)?;
         let mut timestamp_text = None;
         let mut candidates = Vec::new();
         let mut counter = SignatureCounter::new(header);

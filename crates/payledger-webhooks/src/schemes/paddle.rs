@@ -4,10 +4,10 @@
 //! secret key text as UTF-8, lowercase hex; several `h1` entries appear while a secret rotates.
 //! (developer.paddle.com/webhooks/signature-verification.)
 
+use crate::delivery::ParsedDelivery;
 use crate::error::SignatureError;
 use crate::headers::HeaderSource;
 use crate::schemes::KeyValueSignatureHeader;
-use crate::verify::ParsedDelivery;
 
 pub(crate) const SIGNATURE_HEADER: &str = "paddle-signature";
 

@@ -6,14 +6,14 @@
 //! base64-decoded part of the secret after `whsec_`, standard base64 with padding. Entries of
 //! other versions (`v1a`, asymmetric) are skipped.
 
+use crate::delivery::{
+    ParsedDelivery, MAX_DELIVERY_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES, MAX_TIMESTAMP_HEADER_BYTES,
+};
 use crate::error::SignatureError;
 use crate::headers::HeaderSource;
 use crate::schemes::{
     decode_base64_signature, delivery_id, require_candidates, required_header, unix_seconds,
     SignatureCounter,
-};
-use crate::verify::{
-    ParsedDelivery, MAX_DELIVERY_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES, MAX_TIMESTAMP_HEADER_BYTES,
 };
 
 pub(crate) const ID_HEADER: &str = "webhook-id";

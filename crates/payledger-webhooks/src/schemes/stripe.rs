@@ -4,10 +4,10 @@
 //! (the `whsec_…` string as is, not base64-decoded), lowercase hex. Any `v1` may match; `v0` is
 //! test-mode only and ignored. (stripe.com/docs/webhooks, "Verify signatures manually".)
 
+use crate::delivery::ParsedDelivery;
 use crate::error::SignatureError;
 use crate::headers::HeaderSource;
 use crate::schemes::KeyValueSignatureHeader;
-use crate::verify::ParsedDelivery;
 
 pub(crate) const SIGNATURE_HEADER: &str = "stripe-signature";
 

@@ -18,15 +18,15 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::delivery::{
+    ParsedDelivery, Scheme, VerifiedDelivery, MAX_DELIVERY_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES,
+    MAX_TIMESTAMP_HEADER_BYTES,
+};
 use crate::error::SignatureError;
 use crate::headers::HeaderSource;
 use crate::schemes::{
     decode_base64_signature, delivery_id, optional_header, require_candidates, required_header,
     SignatureCounter,
-};
-use crate::verify::{
-    ParsedDelivery, Scheme, VerifiedDelivery, MAX_DELIVERY_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES,
-    MAX_TIMESTAMP_HEADER_BYTES,
 };
 
 pub(crate) const SIGNATURE_HEADER: &str = "tosspayments-webhook-signature";

@@ -106,6 +106,14 @@ async fn the_trial_balance_is_printed_at_any_position_and_verify_catches_an_unba
     );
     assert_eq!(row(&text, "customer_refunds"), None, "{text}");
 
+    // Beyond the head: refused with the code the HTTP endpoint answers, not the head's balances.
+    let beyond =
+        run(payledger(dir.path(), Some(urls)).args(["audit", "trial-balance", "--at", "99999"]));
+    assert_eq!(beyond.status.code(), Some(1), "{}", stdout(&beyond));
+    let error = String::from_utf8_lossy(&beyond.stderr);
+    assert!(error.contains("E_POSITION_BEYOND_HEAD"), "{error}");
+    assert!(stdout(&beyond).is_empty(), "{}", stdout(&beyond));
+
     let clean = run(payledger(dir.path(), Some(urls)).args(["audit", "verify"]));
     assert!(clean.status.success(), "{}", stdout(&clean));
     assert!(

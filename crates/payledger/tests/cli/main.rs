@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod checkpoints;
 mod crash;
 mod journal;
 mod logs;

@@ -1,0 +1,294 @@
+//! A week of a booking platform (and two more of dunning) over HTTP on the scenario clock, in
+//! seconds: bookings, a cancellation in each policy tier, an order left unpaid that expires, a
+//! claim filed at the window's edge whose respondent misses the deadline, dunning over 14 days,
+//! the Monday statement and the Wednesday payout. Nothing here waits for wall time: the clock
+//! moves, and each move runs what became due (`/v1/admin/test-clock`).
+
+use crate::test_clock::{
+    answer, call, job_count, monday, paid_booking, set_clock, spawn_on_test_clock, statement,
+};
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+
+const THERAPIST: &str = "therapist-kim";
+
+async fn get(app: &payledger_tests::TestApp, path: &str) -> Value {
+    let (status, body) = call(app, &app.admin_key, path, None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+async fn cancel(app: &payledger_tests::TestApp, key: &str, order_id: &str, body: Value) -> Value {
+    let (status, body) = call(
+        app,
+        key,
+        &format!("/v1/orders/{order_id}/cancel"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "cancel {order_id}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
+    let wall = std::time::Instant::now();
+    let t0 = monday();
+    let app = spawn_on_test_clock(t0).await;
+    let day = Duration::days(1);
+
+    // Monday 09:00 in Seoul: the week's bookings, paid; one order left unpaid; a membership
+    // whose card has no money.
+    paid_booking(
+        &app,
+        "wk-full",
+        THERAPIST,
+        60_000,
+        t0 + day * 4 + Duration::hours(10),
+    )
+    .await;
+    paid_booking(
+        &app,
+        "wk-half",
+        THERAPIST,
+        80_000,
+        t0 + day * 2 + Duration::hours(6),
+    )
+    .await;
+    paid_booking(
+        &app,
+        "wk-none",
+        THERAPIST,
+        70_000,
+        t0 + day + Duration::hours(12),
+    )
+    .await;
+    paid_booking(
+        &app,
+        "wk-emergency",
+        THERAPIST,
+        50_000,
+        t0 + day + Duration::hours(10),
+    )
+    .await;
+    paid_booking(
+        &app,
+        "wk-kept",
+        THERAPIST,
+        90_000,
+        t0 + day + Duration::hours(3),
+    )
+    .await;
+    paid_booking(
+        &app,
+        "wk-claim",
+        THERAPIST,
+        40_000,
+        t0 + day + Duration::hours(6),
+    )
+    .await;
+    app.place_order("wk-unpaid", 30_000).await;
+    let (status, key) = answer(
+        app.post(
+            "/v1/billing-keys",
+            &json!({"customerId": "member-1", "authKey": "sandbox_insufficient_week"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let (status, sub) = answer(
+        app.post(
+            "/v1/subscriptions",
+            &json!({"subscriptionId": "sub-week", "customerId": "member-1", "planId": "standard",
+                    "amount": 9900, "currency": "KRW", "interval": "month",
+                    "billingKeyId": key["billingKeyId"], "orderName": "Standard membership"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, sub["status"].as_str()),
+        (201, Some("past_due")),
+        "{sub}"
+    );
+    assert_eq!(sub["nextRetryAt"], json!(t0 + day * 3));
+
+    // The unpaid order expires 30 minutes after it was placed, not a second before.
+    let moved = set_clock(&app, t0 + Duration::minutes(29)).await;
+    assert_eq!(
+        job_count(&moved, "orders.reconcile_and_expire", "expired"),
+        0
+    );
+    let moved = set_clock(&app, t0 + Duration::minutes(30) + Duration::seconds(1)).await;
+    assert_eq!(
+        job_count(&moved, "orders.reconcile_and_expire", "expired"),
+        1,
+        "{moved}"
+    );
+    assert_eq!(get(&app, "/v1/orders/wk-unpaid").await["status"], "EXPIRED");
+
+    // A cancellation in each tier of the policy.
+    let full = cancel(&app, &app.client_key, "wk-full", json!({})).await;
+    assert_eq!(
+        (full["tier"].as_str(), full["refundedNow"].as_i64()),
+        (Some("FULL"), Some(60_000))
+    );
+    set_clock(&app, t0 + day).await;
+    let half = cancel(&app, &app.client_key, "wk-half", json!({})).await;
+    assert_eq!(
+        (half["tier"].as_str(), half["refundedNow"].as_i64()),
+        (Some("HALF"), Some(40_000))
+    );
+    let none = cancel(&app, &app.client_key, "wk-none", json!({})).await;
+    assert_eq!(
+        (none["tier"].as_str(), none["refundedNow"].as_i64()),
+        (Some("NONE"), Some(0))
+    );
+    let emergency = cancel(
+        &app,
+        &app.admin_key,
+        "wk-emergency",
+        json!({"emergency": {"evidence": ["https://files.example/er.pdf"], "refundBps": 10000}}),
+    )
+    .await;
+    assert_eq!(emergency["tier"], "EMERGENCY");
+
+    // The session that happened.
+    set_clock(&app, t0 + day + Duration::hours(4)).await;
+    let (status, body) = call(
+        &app,
+        &app.client_key,
+        "/v1/orders/wk-kept/fulfil",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A provider no-show claim at the window's edge: 15 minutes after the start, to the second.
+    let starts = t0 + day + Duration::hours(6);
+    let claim = json!({"claimId": "clm-week", "orderId": "wk-claim", "type": "PROVIDER_NO_SHOW",
+                       "filedBy": "customer", "description": "the therapist did not come"});
+    set_clock(&app, starts + Duration::minutes(15) - Duration::seconds(1)).await;
+    let (status, early) = call(&app, &app.client_key, "/v1/claims", Some(claim.clone())).await;
+    assert_eq!(
+        (status, early["code"].as_str()),
+        (409, Some("E_CLAIM_WINDOW_NOT_OPEN"))
+    );
+    set_clock(&app, starts + Duration::minutes(15)).await;
+    let (status, filed) = call(&app, &app.client_key, "/v1/claims", Some(claim)).await;
+    assert_eq!(status, 201, "{filed}");
+    let respond_by = starts + Duration::minutes(15) + day;
+    assert_eq!(filed["respondBy"], json!(respond_by));
+    // The respondent stays silent: on time to the second, then one second late.
+    let moved = set_clock(&app, respond_by).await;
+    assert_eq!(
+        job_count(&moved, "claims.deadline_sweep", "deadlinesMissed"),
+        0
+    );
+    let moved = set_clock(&app, respond_by + Duration::seconds(1)).await;
+    assert_eq!(
+        job_count(&moved, "claims.deadline_sweep", "deadlinesMissed"),
+        1,
+        "{moved}"
+    );
+    let recorded = get(&app, "/v1/claims/clm-week").await;
+    assert!(recorded["deadlineMissedAt"].is_string(), "{recorded}");
+    let (status, late) = call(
+        &app,
+        &app.client_key,
+        "/v1/claims/clm-week/statements",
+        Some(json!({"side": "respondent", "text": "I was ill"})),
+    )
+    .await;
+    assert_eq!(
+        (status, late["code"].as_str()),
+        (409, Some("E_RESPONSE_WINDOW_CLOSED"))
+    );
+
+    // Dunning: retries 3 and 7 days after the first failure.
+    let moved = set_clock(&app, t0 + day * 3).await;
+    assert_eq!(job_count(&moved, "billing.run_due", "failed"), 1, "{moved}");
+    let sub = get(&app, "/v1/subscriptions/sub-week").await;
+    assert_eq!(
+        (sub["status"].as_str(), sub["retryCount"].as_i64()),
+        (Some("past_due"), Some(1)),
+        "{sub}"
+    );
+    let moved = set_clock(&app, t0 + day * 7).await;
+    assert_eq!(job_count(&moved, "billing.run_due", "failed"), 1, "{moved}");
+
+    // Monday 10:00 in Seoul: last week's statement is confirmed by itself.
+    let confirm_at = Utc.with_ymd_and_hms(2026, 10, 12, 1, 0, 0).unwrap();
+    let moved = set_clock(&app, confirm_at).await;
+    assert_eq!(
+        job_count(&moved, "settlement.confirm", "confirmed"),
+        1,
+        "{moved}"
+    );
+    let week = statement(&app, THERAPIST, "2026-10-05").await;
+    assert_eq!(week["status"], "confirmed", "{week}");
+    let paid_orders: Vec<&str> = week["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "payment")
+        .filter_map(|l| l["orderId"].as_str())
+        .collect();
+    for kept in ["wk-kept", "wk-half", "wk-none"] {
+        assert!(paid_orders.contains(&kept), "{kept} is payable: {week}");
+    }
+    assert!(
+        !paid_orders.contains(&"wk-full"),
+        "a full refund pays nothing: {week}"
+    );
+    let net_payable = week["totals"]["netPayable"].as_i64().unwrap();
+    assert!(net_payable > 0, "{week}");
+
+    // Wednesday 10:00: paid out through the payout provider, its reference recorded.
+    let moved = set_clock(&app, confirm_at + day * 2).await;
+    assert_eq!(
+        job_count(&moved, "settlement.payout", "paidOut"),
+        1,
+        "{moved}"
+    );
+    let week = statement(&app, THERAPIST, "2026-10-05").await;
+    assert_eq!(week["status"], "paid_out", "{week}");
+    assert!(
+        week["payoutReference"]
+            .as_str()
+            .unwrap()
+            .starts_with("FPA_sbx_"),
+        "{week}"
+    );
+    let (_, paid) = call(
+        &app,
+        &app.auditor_key,
+        "/v1/events?type=StatementPaidOut",
+        None,
+    )
+    .await;
+    assert_eq!(
+        paid["events"][0]["payload"]["amountMinor"], net_payable,
+        "{paid}"
+    );
+
+    // The last retry, 14 days after the first failure, fails: the membership is suspended.
+    let moved = set_clock(&app, t0 + day * 14).await;
+    assert_eq!(job_count(&moved, "billing.run_due", "failed"), 1, "{moved}");
+    let sub = get(&app, "/v1/subscriptions/sub-week").await;
+    assert_eq!(sub["status"], "suspended", "{sub}");
+
+    // The books balance, and the whole log verifies.
+    let books = get(&app, "/v1/journal/trial-balance").await;
+    assert_eq!(books["balanced"], true, "{books}");
+    let report = payledger_store::audit::verify_all(&app.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(report.first_problem, None);
+    assert!(
+        wall.elapsed() < std::time::Duration::from_secs(60),
+        "three weeks took {:?} of wall time",
+        wall.elapsed()
+    );
+}
