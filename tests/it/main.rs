@@ -22,6 +22,7 @@ mod projections;
 mod provider_faults;
 mod provider_truth;
 mod scenario;
+mod stripe;
 mod subscriptions;
 mod test_clock;
 mod validation;

@@ -196,13 +196,17 @@ async fn placement_refuses_an_unconfigured_provider_and_a_currency_the_provider_
     let response = app
         .post(
             "/v1/orders",
-            &order("order-unconfigured", "KRW", Some("stripe")),
+            &order("order-unconfigured", "KRW", Some("paddle")),
         )
         .await;
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "E_PROVIDER_NOT_CONFIGURED", "{body}");
-    assert_eq!(body["configuredProviders"], json!(["toss"]), "{body}");
+    assert_eq!(
+        body["configuredProviders"],
+        json!(["stripe", "toss"]),
+        "{body}"
+    );
 
     // Before issue 12 a USD order was accepted and could never be paid.
     let response = app

@@ -408,6 +408,10 @@ impl StripeGateway {
             // Cards only: with automatic payment methods Stripe would ask for a return_url.
             ("payment_method_types[]".to_owned(), "card".to_owned()),
             ("metadata[order_id]".to_owned(), request.order_id.clone()),
+            (
+                format!("metadata[{}]", wire::CLIENT_KEY_METADATA),
+                payment_method.to_owned(),
+            ),
         ];
         form.extend(expand_params(""));
         let body = self

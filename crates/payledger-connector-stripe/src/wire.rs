@@ -12,6 +12,11 @@ use payledger_gateway::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// The PaymentIntent metadata key under which the connector keeps the payment key the client
+/// sent payledger (the PaymentMethod id), so a fact read later names the payment as the ledger
+/// knows it.
+pub(crate) const CLIENT_KEY_METADATA: &str = "payledger_payment_key";
+
 /// Largest amount accepted from Stripe (its own maximum is eight digits).
 const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000;
 
@@ -332,6 +337,11 @@ pub(crate) fn provider_payment(
         card,
         cancels,
         client_action,
+        client_key: intent
+            .metadata
+            .get(CLIENT_KEY_METADATA)
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -178,6 +178,7 @@ pub(crate) fn parse_payment(body: &[u8]) -> Result<ProviderPayment, UnreadableAn
         card: wire.card.and_then(|card| card.metadata(None)),
         cancels,
         client_action: None,
+        client_key: None,
     })
 }
 

@@ -702,6 +702,10 @@ impl Order {
                 };
                 match provider_fact::judge(&expected, &fact) {
                     Verdict::Captured => {
+                        // The provider's own payment id from now on (Stripe's PaymentIntent, not
+                        // the PaymentMethod the client sent): refunds and lookups use it.
+                        let payment_key =
+                            PaymentKey::parse(fact.payment_key.clone()).unwrap_or(payment_key);
                         return Ok(vec![OrderEvent::PaymentCaptured(PaymentCaptured {
                             payment_key,
                             amount_minor: placed.amount.amount_minor(),
@@ -710,7 +714,7 @@ impl Order {
                             approved_at: fact.approved_at.unwrap_or(at),
                             method: fact.method,
                             source,
-                        })])
+                        })]);
                     }
                     Verdict::Differs(differences) => {
                         return Ok(vec![OrderEvent::PaymentDiscrepancyRecorded(

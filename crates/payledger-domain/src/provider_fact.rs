@@ -60,6 +60,20 @@ pub struct PaymentFact {
     pub currency: Currency,
     pub approved_at: Option<DateTime<Utc>>,
     pub method: Option<String>,
+    /// The key the client handed payledger for this payment, when the provider's own payment id
+    /// differs from it (Stripe: the PaymentMethod id payledger confirmed with, which the
+    /// connector keeps in the PaymentIntent's metadata). `None` for providers whose payment id
+    /// is the client's key (Toss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
+impl PaymentFact {
+    /// Whether this fact is about the payment the ledger knows by `key`: the provider's payment
+    /// id, or the client's key the provider recorded for it.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.payment_key == key || self.client_key.as_deref() == Some(key)
+    }
 }
 
 /// What the ledger expects a provider's payment to be.
@@ -119,10 +133,7 @@ pub fn judge(expected: &ExpectedPayment<'_>, fact: &PaymentFact) -> Verdict {
     if fact.order_id != expected.order_id {
         differences.push(Difference::OrderId);
     }
-    if expected
-        .payment_key
-        .is_some_and(|key| key != fact.payment_key)
-    {
+    if expected.payment_key.is_some_and(|key| !fact.has_key(key)) {
         differences.push(Difference::PaymentKey);
     }
     if !differences.is_empty() {
@@ -173,7 +184,7 @@ pub fn differences_from_ledger(ledger: &LedgerPayment<'_>, fact: &PaymentFact) -
         differences.push(Difference::Status);
     }
     if ledger_paid {
-        if ledger.payment_key != Some(fact.payment_key.as_str()) {
+        if !ledger.payment_key.is_some_and(|key| fact.has_key(key)) {
             differences.push(Difference::PaymentKey);
         }
         if charged && fact.amount_minor != ledger.captured_minor {
@@ -205,6 +216,7 @@ mod tests {
             currency: Currency::KRW,
             approved_at: None,
             method: None,
+            client_key: None,
         }
     }
 
@@ -214,6 +226,26 @@ mod tests {
             payment_key: Some("pk_1"),
             amount: Money::new(30_000, Currency::KRW).unwrap(),
         }
+    }
+
+    #[test]
+    fn a_provider_id_matches_when_the_provider_recorded_the_clients_key() {
+        // Stripe: the ledger knows the PaymentMethod id the client sent; Stripe's payment id is
+        // the PaymentIntent, which carries that key in its metadata.
+        let stripe = PaymentFact {
+            payment_key: "pi_1".into(),
+            client_key: Some("pk_1".into()),
+            ..fact(PaymentFactStatus::Captured, 30_000)
+        };
+        assert_eq!(judge(&expected(), &stripe), Verdict::Captured);
+        let unrelated = PaymentFact {
+            client_key: Some("pk_other".into()),
+            ..stripe
+        };
+        assert_eq!(
+            judge(&expected(), &unrelated),
+            Verdict::Differs(vec![Difference::PaymentKey])
+        );
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub struct ProviderPayment {
     /// captured yet, and the payment settles later on a webhook, a lookup or a confirm again.
     /// Providers without such a step (Toss) leave it `None`.
     pub client_action: Option<ClientAction>,
+    /// The key the client handed payledger when the provider's payment id differs from it
+    /// ([`PaymentFact::client_key`]; Stripe's PaymentMethod id). `None` for Toss.
+    pub client_key: Option<String>,
 }
 
 /// What the paying client must do to complete a payment (Stripe's `next_action`), passed back
@@ -185,6 +188,7 @@ impl ProviderPayment {
             currency: self.currency,
             approved_at: self.approved_at,
             method: self.method.clone(),
+            client_key: self.client_key.clone(),
         }
     }
 }

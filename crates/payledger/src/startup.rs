@@ -144,6 +144,18 @@ impl Settings {
         }
     }
 
+    /// Stripe from the environment: `STRIPE_SECRET_KEY` (`sk_live_…` / `sk_test_…`, never
+    /// logged) and optionally `STRIPE_API_BASE` (default `https://api.stripe.com`).
+    pub fn stripe_from_env() -> Option<payledger_connector_stripe::StripeConfig> {
+        let secret = std::env::var("STRIPE_SECRET_KEY").ok()?;
+        let base_url = std::env::var("STRIPE_API_BASE")
+            .unwrap_or_else(|_| payledger_connector_stripe::STRIPE_API_BASE_URL.to_string());
+        Some(payledger_connector_stripe::StripeConfig::new(
+            base_url,
+            payledger_connector_stripe::StripeSecretKey::new(secret),
+        ))
+    }
+
     /// Reads the provider from the environment: `TOSS_SECRET_KEY` (and optionally
     /// `TOSS_API_BASE`) selects Toss; `PAYLEDGER_SANDBOX_URL` an external sandbox; else embedded.
     pub fn provider_from_env() -> ProviderSettings {
@@ -630,11 +642,32 @@ pub fn registry_from(
     toss: TossConfig,
     sandbox_base_url: Option<&str>,
 ) -> anyhow::Result<ProviderRegistry> {
+    let timeout_ms = toss.timeout_ms;
+    let circuit = toss.circuit;
     let toss = TossGateway::new(toss).context("failed to configure the Toss connector")?;
     // Toss is the default: orders that name no provider pay with it.
-    let registry = ProviderRegistry::new(Arc::new(toss));
-    // Further connectors are registered here, e.g. `registry.register(Arc::new(stripe))?`, with
-    // `format!("{base}/stripe")` from `sandbox_base_url` when it has no keys.
+    let mut registry = ProviderRegistry::new(Arc::new(toss));
+    // Stripe: with keys from the environment when given, else the sandbox's `/stripe` when there
+    // is a sandbox; not configured otherwise (orders naming it get E_PROVIDER_NOT_CONFIGURED).
+    let stripe = Settings::stripe_from_env().or_else(|| {
+        sandbox_base_url
+            .map(|base| payledger_connector_stripe::StripeConfig::sandbox(format!("{base}/stripe")))
+    });
+    if let Some(mut config) = stripe {
+        // The deployment's provider timeouts and circuit apply to every connector.
+        config.timeout_ms = timeout_ms;
+        config.circuit = circuit;
+        tracing::info!(
+            provider = payledger_connector_stripe::PROVIDER_NAME,
+            test_mode = config.secret_key.is_test_mode(),
+            "payment connector configured"
+        );
+        let stripe = payledger_connector_stripe::StripeGateway::new(config)
+            .context("failed to configure the Stripe connector")?;
+        registry
+            .register(Arc::new(stripe))
+            .context("failed to register the Stripe connector")?;
+    }
     tracing::debug!(
         providers = ?registry.names(),
         sandbox = sandbox_base_url.unwrap_or("none"),

@@ -74,6 +74,7 @@ fn fact(status: PaymentFactStatus, amount_minor: i64) -> PaymentFact {
         currency: Currency::KRW,
         approved_at: Some(t0()),
         method: Some("CARD".into()),
+        client_key: None,
     }
 }
 

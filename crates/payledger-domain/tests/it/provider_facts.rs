@@ -90,6 +90,7 @@ fn fact() -> impl Strategy<Value = PaymentFact> {
                 currency,
                 approved_at: Some(t0()),
                 method: None,
+                client_key: None,
             },
         )
 }
