@@ -455,3 +455,82 @@ fn no_test_is_skipped_silently() {
         "gate slow tests by an environment variable, never #[ignore]: {found:?}"
     );
 }
+
+/// The modules of `crate_dir` (a file or folder under `src/`, the crate root left out) and the
+/// other modules each names through `crate::`, outside comments and unit tests.
+fn module_uses(crate_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let src = crate_dir.join("src");
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pending = vec![src.clone()];
+    while let Some(path) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("read a source entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(&src).expect("under src");
+            let module = relative
+                .components()
+                .next()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .trim_end_matches(".rs")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a source file");
+            let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let named = uses.entry(module.clone()).or_default();
+            for line in production.lines() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for (at, _) in line.match_indices("crate::") {
+                    let used: String = line[at + "crate::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if !used.is_empty() && used != module {
+                        named.insert(used);
+                    }
+                }
+            }
+        }
+    }
+    uses
+}
+
+#[test]
+fn no_two_modules_of_a_crate_use_each_other() {
+    let mut circles = Vec::new();
+    for dir in crate_dirs() {
+        let uses = module_uses(&dir);
+        for (module, used) in &uses {
+            for other in used {
+                let back = uses.get(other).is_some_and(|u| u.contains(module));
+                if back && module < other {
+                    circles.push(format!(
+                        "{}: {module} <-> {other}",
+                        dir.file_name().unwrap().to_string_lossy()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "move what both need into a module below them:\n{}",
+        circles.join("\n")
+    );
+}

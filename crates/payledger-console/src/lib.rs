@@ -8,6 +8,7 @@
 
 mod actions;
 mod claims;
+mod error_page;
 pub mod i18n;
 mod ledger;
 mod operations;

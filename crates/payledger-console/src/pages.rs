@@ -162,26 +162,7 @@ pub fn render(status: StatusCode, template: &impl Template) -> HttpResponse {
     }
 }
 
-#[derive(Template)]
-#[template(path = "plain_error.html")]
-struct PlainError<'a> {
-    status: u16,
-    message: &'a str,
-}
-
-/// A page for refusals that happen before there is a chrome to draw (bad CSRF, no role).
-pub fn plain_error_page(status: StatusCode, message: &str) -> HttpResponse {
-    let page = PlainError {
-        status: status.as_u16(),
-        message,
-    };
-    let html = page
-        .render()
-        .unwrap_or_else(|_| "<!doctype html><title>error</title>".to_string());
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .body(html)
-}
+pub use crate::error_page::plain_error_page;
 
 /// What happened to an action, shown after the form was posted.
 #[derive(Template)]

@@ -112,7 +112,7 @@ impl ResponseError for Refusal {
             Refusal::NotSignedIn => HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, "/console/sign-in"))
                 .finish(),
-            other => crate::pages::plain_error_page(self.status_code(), &other.to_string()),
+            other => crate::error_page::plain_error_page(self.status_code(), &other.to_string()),
         }
     }
 }

@@ -62,21 +62,6 @@ pub struct IdLimits {
     pub pattern: &'static str,
 }
 
-/// Every identifier's limits, ledger and billing ids alike.
-pub const ID_LIMITS: &[IdLimits] = &[
-    OrderId::LIMITS,
-    CustomerId::LIMITS,
-    PayeeId::LIMITS,
-    PaymentKey::LIMITS,
-    RefundId::LIMITS,
-    ClaimId::LIMITS,
-    AdminId::LIMITS,
-    crate::billing::SubscriptionId::LIMITS,
-    crate::billing::BillingKeyId::LIMITS,
-    crate::billing::PlanId::LIMITS,
-    crate::billing::CreditOperationId::LIMITS,
-];
-
 /// The one check behind every identifier's `parse`.
 pub(crate) fn check_id(
     kind: &'static str,

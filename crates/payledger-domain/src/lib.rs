@@ -10,6 +10,7 @@ pub mod card_numbers;
 pub mod claim;
 pub mod codec;
 pub mod customer;
+pub mod id_limits;
 pub mod ids;
 pub mod journal;
 pub mod money;

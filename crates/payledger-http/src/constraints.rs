@@ -7,7 +7,7 @@
 //! path or query parameter whose name is in the table gets its constraints (a schema-qualified
 //! entry, `RefundBody.reason`, wins over a plain one).
 
-use payledger_domain::ids::ID_LIMITS;
+use payledger_domain::id_limits::ID_LIMITS;
 #[cfg(test)]
 use payledger_domain::ids::ID_PATTERN;
 use payledger_domain::money::{Currency, MAX_AMOUNT_MINOR};

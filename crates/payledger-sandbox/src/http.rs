@@ -60,11 +60,6 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             "/sandbox/billing-keys/{billing_key}/behaviour",
             web::post().to(set_behaviour),
         )
-        .route("/sandbox/reset", web::post().to(reset))
-        .route(
-            "/v2/payouts",
-            web::post().to(crate::payouts::request_payout),
-        )
         .default_service(web::to(not_found));
 }
 
@@ -202,19 +197,6 @@ async fn set_behaviour(
             "존재하지 않는 빌링 결제 인증 정보 입니다.",
         ))
     }
-}
-
-async fn reset(
-    shared: web::Data<Shared>,
-    stripe: web::Data<crate::stripe::http::StripeShared>,
-    req: HttpRequest,
-) -> HttpResponse {
-    if let Err(reply) = authenticate(&shared, &req) {
-        return respond(reply);
-    }
-    shared.store().reset();
-    stripe.store().reset();
-    HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }
 
 async fn not_found() -> HttpResponse {

@@ -210,6 +210,10 @@ pub async fn start(
             .app_data(payouts.clone())
             .app_data(app_stripe.clone())
             .service(web::scope("/stripe").configure(stripe::http::routes))
+            // Routes that span providers or sit beside the store, composed here so that the
+            // Toss routes (`http`) and the others never reach into each other.
+            .route("/sandbox/reset", web::post().to(reset_all))
+            .route("/v2/payouts", web::post().to(payouts::request_payout))
             .configure(http::routes)
     })
     .workers(config.workers)
@@ -358,4 +362,18 @@ impl fmt::Debug for RunningSandbox {
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
+}
+
+/// `POST /sandbox/reset`: forgets every provider's state (Toss's and Stripe's).
+async fn reset_all(
+    shared: web::Data<http::Shared>,
+    stripe: web::Data<stripe::http::StripeShared>,
+    req: actix_web::HttpRequest,
+) -> actix_web::HttpResponse {
+    if let Some(refused) = http::authenticate_request(&shared, &req) {
+        return refused;
+    }
+    shared.store().reset();
+    stripe.store().reset();
+    actix_web::HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }

@@ -3,7 +3,7 @@
 //! endpoints run. Each is recorded in its own stream with actor `cli:$USER`, and in `audit-admin`.
 
 use crate::keys::cli_actor;
-use crate::startup::{ProviderSettings, Settings};
+use crate::providers::ProviderSettings;
 use anyhow::bail;
 use clap::Subcommand;
 use payledger_app::clock::{Clock, SystemClock};
@@ -79,7 +79,7 @@ struct Wiring {
 }
 
 fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
-    let config = match Settings::provider_from_env() {
+    let config = match crate::providers::ProviderSettings::from_env() {
         ProviderSettings::EmbeddedSandbox if needs_provider => bail!(
             "this asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
         ),

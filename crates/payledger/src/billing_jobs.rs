@@ -15,7 +15,7 @@
 //!   (default `7`), `PAYLEDGER_PROVIDER_BACKOFF_MINUTES` (default `1,5,15,60,240,720`).
 
 use crate::database::Database;
-use crate::startup::ProviderSettings;
+use crate::providers::ProviderSettings;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -302,7 +302,7 @@ pub async fn run_due_command(
     data_dir: &Path,
     as_of: Option<DateTime<Utc>>,
 ) -> anyhow::Result<RunDueReport> {
-    let provider = crate::startup::Settings::provider_from_env();
+    let provider = crate::providers::ProviderSettings::from_env();
     let config = match &provider {
         ProviderSettings::EmbeddedSandbox => bail!(
             "billing run-due charges through the provider that serve talks to: set \

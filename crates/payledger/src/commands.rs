@@ -1,7 +1,7 @@
 //! Operator and auditor commands that run against the database and exit.
 
 use crate::database::Database;
-use crate::startup::ProviderSettings;
+use crate::providers::ProviderSettings;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use payledger_app::clock::SystemClock;
@@ -264,14 +264,14 @@ pub async fn run(
             return crate::webhook_jobs::run_dead_letters(command, outbound, pool, &mut out).await;
         }
         OpsCommand::Reconcile { older_than_s } => {
-            let config = match crate::startup::Settings::provider_from_env() {
+            let config = match crate::providers::ProviderSettings::from_env() {
                 ProviderSettings::EmbeddedSandbox => bail!(
                     "reconcile asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
                 ),
                 ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url),
                 ProviderSettings::Toss { base_url, secret_key } => TossConfig::new(base_url, secret_key),
             };
-            let sandbox_base_url = match &crate::startup::Settings::provider_from_env() {
+            let sandbox_base_url = match &crate::providers::ProviderSettings::from_env() {
                 ProviderSettings::Sandbox { base_url } => Some(base_url.clone()),
                 _ => None,
             };

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
 pub mod privacy_cli;
+pub mod providers;
 pub mod settlement_jobs;
 pub mod startup;
 pub mod webhook_jobs;

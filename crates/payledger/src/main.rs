@@ -270,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("invalid alert channel configuration")?;
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
-            settings.provider = Settings::provider_from_env();
+            settings.provider = payledger::providers::ProviderSettings::from_env();
             settings.webhooks = payledger_webhook_relay::WebhookSettings::from_env()
                 .context("invalid webhook configuration")?;
             settings.settlement = payledger_app::settlements::SettlementConfig::from_env()
