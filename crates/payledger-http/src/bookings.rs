@@ -127,12 +127,9 @@ fn statement_error(error: StatementError) -> ApiError {
     }
 }
 
-/// The booking services, or a 500 when the process was built without them (a wiring bug).
-pub fn services(request: &HttpRequest) -> Result<web::Data<BookingServices>, ApiError> {
-    request
-        .app_data::<web::Data<BookingServices>>()
-        .cloned()
-        .ok_or_else(|| ApiError::internal("booking services are not configured"))
+/// The booking services of this process: a typed field of the state every handler has.
+pub fn services(state: &AppState) -> &BookingServices {
+    &state.bookings
 }
 
 /// The admin acting: the API key's name when an admin key is used (the key is the authority, not
@@ -254,7 +251,7 @@ pub async fn cancel(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let order_id = parse_order_id(&path)?;
     let body: CancelBody = optional_json(&body)?.unwrap_or(CancelBody { emergency: None });
     auth::check_order_access(&state, &request, &order_id).await?;
@@ -307,7 +304,7 @@ pub async fn fulfil(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let order_id = parse_order_id(&path)?;
     auth::check_order_access(&state, &request, &order_id).await?;
     let context = request_context(&request);

@@ -307,7 +307,7 @@ pub async fn file_claim(
     request: HttpRequest,
     body: web::Json<FileClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let body = body.into_inner();
     let order_id = parse_order_id(&body.order_id)?;
     let input = FileClaimInput {
@@ -336,7 +336,7 @@ async fn visible_claim(
     request: &HttpRequest,
     claim_id: &ClaimId,
 ) -> Result<ClaimSnapshot, ApiError> {
-    let services = services(request)?;
+    let services = services(state);
     let snapshot = services
         .claims
         .load(claim_id)
@@ -366,7 +366,7 @@ pub async fn submit_statement(
     path: web::Path<String>,
     body: web::Json<StatementBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let claim_id = parse_claim_id(&path)?;
     let body = body.into_inner();
     let side = parse_enum::<Side>(&body.side, "side", SIDES)?;
@@ -400,7 +400,7 @@ pub async fn assign(
     path: web::Path<String>,
     body: web::Json<AssignBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let claim_id = parse_claim_id(&path)?;
     let admin_id = acting_admin(&request, body.admin_id.as_deref())?;
     let snapshot = services
@@ -426,7 +426,7 @@ pub async fn resolve(
     path: web::Path<String>,
     body: web::Json<ResolveBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let claim_id = parse_claim_id(&path)?;
     let body = body.into_inner();
     let input = ResolveInput {
@@ -474,7 +474,7 @@ pub async fn appeal(
     path: web::Path<String>,
     body: web::Json<AppealBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let claim_id = parse_claim_id(&path)?;
     let body = body.into_inner();
     let side = parse_enum::<Side>(&body.side, "side", SIDES)?;

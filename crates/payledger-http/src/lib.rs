@@ -52,6 +52,10 @@ pub struct AppState {
     pub idempotency: Arc<idempotency::IdempotencyStore>,
     /// Kill switches, manual operations and the admin audit trail.
     pub operations: Arc<payledger_app::operations::Operations>,
+    /// Billing keys, subscriptions, wallets and memberships.
+    pub subscriptions: Arc<payledger_app::subscriptions::Subscriptions>,
+    /// Bookings, claims and settlements.
+    pub bookings: Arc<bookings::BookingServices>,
 }
 
 /// The request id of a request: the caller's `x-request-id` when it is sane, otherwise new.

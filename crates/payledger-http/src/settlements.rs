@@ -268,10 +268,11 @@ pub async fn list_statements(
     responses((status = 200, description = "Confirmed and frozen", body = crate::settlements::StatementOut))
 )]
 pub async fn confirm(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let key = parse_statement_id(&path)?;
     let snapshot = services
         .settlements
@@ -301,11 +302,12 @@ pub struct PayoutBody {
     responses((status = 200, description = "The payout is recorded; the statement is closed", body = crate::settlements::StatementOut))
 )]
 pub async fn payout(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Json<PayoutBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     let key = parse_statement_id(&path)?;
     let body = body.into_inner();
     // A statement whose net is zero is closed with a payout of 0.

@@ -1,7 +1,6 @@
 //! Billing keys, subscriptions and credit wallets.
 //!
-//! The billing service is mounted as its own app data (`web::Data<Subscriptions>`), next to
-//! [`AppState`]. No answer, log line or error message ever holds a billing key: responses name
+//! The billing service is a typed field of [`AppState`] (`state.subscriptions`). No answer, log line or error message ever holds a billing key: responses name
 //! keys by payledger's `billingKeyId` and show card facts only. Every body is scanned for text that
 //! looks like a card number before it is read, and refused with `E_CARD_DATA_REJECTED`.
 
@@ -440,7 +439,7 @@ async fn check_subscription_access(
     if crate::auth::calling_client(request).is_none() {
         return Ok(());
     }
-    let snapshot = services(request)?
+    let snapshot = services(state)
         .load_subscription(subscription_id)
         .await
         .map_err(billing_error)?;
@@ -457,11 +456,8 @@ async fn check_subscription_access(
         })
 }
 
-fn services(request: &HttpRequest) -> Result<&Subscriptions, ApiError> {
-    request
-        .app_data::<web::Data<Subscriptions>>()
-        .map(|data| data.get_ref())
-        .ok_or_else(|| ApiError::internal("the billing service is not configured"))
+fn services(state: &AppState) -> &Subscriptions {
+    &state.subscriptions
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,7 +590,7 @@ pub async fn register_billing_key(
             "authKey must be 1 to 300 printable characters",
         ));
     }
-    let info = services(&request)?
+    let info = services(&state)
         .register_billing_key(&customer_id, &body.auth_key, &request_context(&request))
         .await
         .map_err(billing_error)?;
@@ -640,7 +636,7 @@ pub async fn revoke_billing_key(
         }
     };
     crate::auth::check_customer_access(&state, &request, &customer_id).await?;
-    let info = services(&request)?
+    let info = services(&state)
         .revoke_billing_key(
             &customer_id,
             &billing_key_id,
@@ -688,7 +684,7 @@ pub async fn start_subscription(
         order_name: body.order_name,
     };
     crate::auth::check_customer_access(&state, &request, &input.customer_id).await?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .start(input, &request_context(&request))
         .await
         .map_err(billing_error)?;
@@ -718,7 +714,7 @@ pub async fn get_subscription(
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
     check_subscription_access(&state, &request, &subscription_id).await?;
-    let services = services(&request)?;
+    let services = services(&state);
     state
         .wait_for_projection("subscriptions", query.min_position)
         .await?;
@@ -755,10 +751,9 @@ pub async fn get_subscription(
 )]
 pub async fn list_subscriptions(
     state: web::Data<AppState>,
-    request: HttpRequest,
     query: web::Query<SubscriptionListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let services = services(&request)?;
+    let services = services(&state);
     if let Some(status) = query.status.as_deref() {
         if SubscriptionStatus::parse(status).is_none() {
             return Err(ApiError::new(
@@ -817,11 +812,12 @@ pub async fn list_subscriptions(
     responses((status = 200, description = "Charged now (or the outcome of the attempt)", body = crate::subscriptions::SubscriptionBody))
 )]
 pub async fn charge(
+    state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .charge(
             &subscription_id,
             AttemptTrigger::Admin,
@@ -851,7 +847,7 @@ pub async fn change_payment_method(
     check_subscription_access(&state, &request, &subscription_id).await?;
     let body: PaymentMethodBody = parse_body(body.into_inner())?;
     let billing_key_id = parse_billing_key_id(&body.billing_key_id)?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .change_payment_method(&subscription_id, billing_key_id, &request_context(&request))
         .await
         .map_err(billing_error)?;
@@ -879,7 +875,7 @@ pub async fn cancel(
         Some(body) => parse_body(body.into_inner())?,
         None => CancelBody::default(),
     };
-    let services = services(&request)?;
+    let services = services(&state);
     let context = request_context(&request);
     let result = match body.mode.as_deref() {
         None | Some("at_period_end") => {
@@ -914,7 +910,7 @@ pub async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let subscription_id = parse_subscription_id(&path)?;
     check_subscription_access(&state, &request, &subscription_id).await?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .resume(&subscription_id, &request_context(&request))
         .await
         .map_err(billing_error)?;
@@ -951,7 +947,7 @@ pub async fn purchase_credits(
         .as_deref()
         .map(parse_operation_id)
         .transpose()?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .purchase_credits(
             &customer_id,
             purchase_id,
@@ -997,7 +993,7 @@ pub async fn spend_credits(
                 .map_err(|e| ApiError::field("spendId", e.to_string()))
         })
         .transpose()?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .spend_credits(
             &customer_id,
             spend_id,
@@ -1026,7 +1022,7 @@ pub async fn get_wallet(
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = parse_customer_id(&path)?;
     crate::auth::check_customer_access(&state, &request, &customer_id).await?;
-    let snapshot = services(&request)?
+    let snapshot = services(&state)
         .wallet(&customer_id)
         .await
         .map_err(billing_error)?;

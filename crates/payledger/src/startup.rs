@@ -183,22 +183,21 @@ impl Application {
                 payledger_metrics::metrics().provider_discrepancy(provider)
             })),
         );
-        let booking_services =
-            actix_web::web::Data::new(payledger_http::bookings::BookingServices {
-                bookings: Arc::new(payledger_app::bookings::Bookings::new(
-                    executor.clone(),
-                    payments.clone(),
-                )),
-                claims: Arc::new(payledger_app::claims::Claims::new(
-                    executor.clone(),
-                    payments.clone(),
-                )),
-                settlements: Arc::new(payledger_app::settlements::Settlements::new(
-                    executor.clone(),
-                    payments.clock().clone(),
-                    settings.settlement.clone(),
-                )),
-            });
+        let booking_services = Arc::new(payledger_http::bookings::BookingServices {
+            bookings: Arc::new(payledger_app::bookings::Bookings::new(
+                executor.clone(),
+                payments.clone(),
+            )),
+            claims: Arc::new(payledger_app::claims::Claims::new(
+                executor.clone(),
+                payments.clone(),
+            )),
+            settlements: Arc::new(payledger_app::settlements::Settlements::new(
+                executor.clone(),
+                payments.clock().clone(),
+                settings.settlement.clone(),
+            )),
+        });
         let billing_settings = settings.billing.clone().with_env()?;
         let subscriptions = crate::billing_jobs::build(
             &billing_settings,
@@ -350,7 +349,6 @@ impl Application {
                 interval,
             )));
         }
-        let server_subscriptions = actix_web::web::Data::from(subscriptions);
         let server_relay = actix_web::web::Data::from(relay);
         let server_vault = vault.map(actix_web::web::Data::from);
         background.extend(crate::booking_jobs::spawn(
@@ -370,6 +368,8 @@ impl Application {
             access: Arc::new(payledger_http::auth::AccessControl::new(pool)),
             idempotency,
             operations,
+            subscriptions,
+            bookings: booking_services,
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(
@@ -383,8 +383,6 @@ impl Application {
             let app = actix_web::App::new()
                 .app_data(server_state.clone())
                 .app_data(server_relay.clone())
-                .app_data(server_subscriptions.clone())
-                .app_data(booking_services.clone())
                 .app_data(test_clock.clone());
             let app = match &server_vault {
                 Some(vault) => app.app_data(vault.clone()),
