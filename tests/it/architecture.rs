@@ -534,3 +534,106 @@ fn no_two_modules_of_a_crate_use_each_other() {
         circles.join("\n")
     );
 }
+
+/// Files that may read the process environment, and why. Everything else takes its settings
+/// from `crates/payledger/src/settings.rs` (the binary) or as arguments (libraries).
+const ENVIRONMENT_READERS: &[(&str, &str)] = &[
+    (
+        "crates/payledger/src/settings.rs",
+        "the one table of settings",
+    ),
+    (
+        "crates/payledger/src/keys.rs",
+        "the operator's login name, recorded as who created a key",
+    ),
+    (
+        "crates/payledger/src/webhook_jobs.rs",
+        "the operator's login name, recorded as who replayed a dead letter",
+    ),
+    (
+        "crates/payledger-testdb/",
+        "tests may point at their own PostgreSQL (PAYLEDGER_TEST_DATABASE_URL)",
+    ),
+];
+
+/// `PAYLEDGER_*`-shaped strings that are not settings: names written into `api-keys.txt`,
+/// provider failure codes payledger gives its own refusals, the tests' own database URL.
+const NOT_SETTINGS: &[&str] = &[
+    "PAYLEDGER_ADMIN_KEY",
+    "PAYLEDGER_CLIENT_KEY",
+    "PAYLEDGER_INVALID_ORDER_ID",
+    "PAYLEDGER_INVALID_PAYMENT_KEY",
+    "PAYLEDGER_PAYMENT_INTENT_MISMATCH",
+    "PAYLEDGER_UNSUPPORTED_CURRENCY",
+    "PAYLEDGER_UNSUPPORTED_OPERATION",
+    "PAYLEDGER_TEST_DATABASE_URL",
+];
+
+/// The names in `settings::SETTINGS`, read from its source.
+fn setting_names() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(workspace_root().join("crates/payledger/src/settings.rs"))
+        .expect("read settings.rs");
+    let mut names = BTreeSet::new();
+    for opener in ["setting(", "secret("] {
+        for (at, _) in text.match_indices(opener) {
+            let rest = text[at + opener.len()..].trim_start();
+            if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn only_the_settings_module_reads_the_environment() {
+    let allowed: Vec<&str> = ENVIRONMENT_READERS.iter().map(|(path, _)| *path).collect();
+    let found = offenders(&allowed, |line| line.contains("env::var("));
+    assert!(
+        found.is_empty(),
+        "read settings through payledger::settings (or take them as an argument):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn every_setting_is_in_the_table_and_documented() {
+    let names = setting_names();
+    assert!(
+        names.len() > 40,
+        "settings.rs lists {} settings",
+        names.len()
+    );
+    let mut unknown = BTreeSet::new();
+    for (_, text) in production_sources() {
+        for (at, _) in text.match_indices('"') {
+            let literal: String = text[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let closed = text[at + 1 + literal.len()..].starts_with('"');
+            let shaped = ["PAYLEDGER_", "TOSS_", "STRIPE_"]
+                .iter()
+                .any(|prefix| literal.starts_with(prefix))
+                || literal == "DATABASE_URL";
+            if closed
+                && shaped
+                && !names.contains(&literal)
+                && !NOT_SETTINGS.contains(&literal.as_str())
+            {
+                unknown.insert(literal);
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "not in settings::SETTINGS: {unknown:?}");
+    let operations = std::fs::read_to_string(workspace_root().join("docs/operations.md"))
+        .expect("read docs/operations.md");
+    let undocumented: Vec<&String> = names
+        .iter()
+        .filter(|name| !operations.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/operations.md names no `{undocumented:?}`"
+    );
+}

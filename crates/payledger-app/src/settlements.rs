@@ -212,14 +212,17 @@ pub enum SettlementConfigError {
 impl SettlementConfig {
     /// The defaults, overridden by `PAYLEDGER_SETTLEMENT_TIME_ZONE` (an IANA name) and
     /// `PAYLEDGER_PLATFORM_FEE_BPS` (basis points) when set.
-    pub fn from_env() -> Result<SettlementConfig, SettlementConfigError> {
+    /// `settings` answers a setting by name (the binary owns where settings come from).
+    pub fn from_settings(
+        settings: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SettlementConfig, SettlementConfigError> {
         let mut config = SettlementConfig::default();
-        if let Ok(zone) = std::env::var("PAYLEDGER_SETTLEMENT_TIME_ZONE") {
+        if let Some(zone) = settings("PAYLEDGER_SETTLEMENT_TIME_ZONE") {
             config.time_zone = zone
                 .parse::<Tz>()
                 .map_err(|_| SettlementConfigError::TimeZone(zone.chars().take(64).collect()))?;
         }
-        if let Ok(fee) = std::env::var("PAYLEDGER_PLATFORM_FEE_BPS") {
+        if let Some(fee) = settings("PAYLEDGER_PLATFORM_FEE_BPS") {
             config.platform_fee = fee
                 .trim()
                 .parse::<u32>()

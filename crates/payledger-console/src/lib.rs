@@ -49,21 +49,24 @@ impl ConsoleConfig {
     /// `PAYLEDGER_CONSOLE_TIME_ZONE` (IANA name, default `Asia/Seoul`),
     /// `PAYLEDGER_CONSOLE_SESSION_TTL_S` (default 8 hours, at most 12) and
     /// `PAYLEDGER_CONSOLE_SECURE_COOKIES` (`true` behind TLS).
-    pub fn from_env() -> Result<ConsoleConfig, String> {
+    /// `settings` answers a setting by name (the binary owns where settings come from).
+    pub fn from_settings(
+        settings: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConsoleConfig, String> {
         let mut config = ConsoleConfig::default();
-        if let Ok(zone) = std::env::var("PAYLEDGER_CONSOLE_TIME_ZONE") {
+        if let Some(zone) = settings("PAYLEDGER_CONSOLE_TIME_ZONE") {
             config.time_zone = zone
                 .parse()
                 .map_err(|_| format!("PAYLEDGER_CONSOLE_TIME_ZONE: unknown time zone {zone:?}"))?;
         }
-        if let Ok(ttl) = std::env::var("PAYLEDGER_CONSOLE_SESSION_TTL_S") {
+        if let Some(ttl) = settings("PAYLEDGER_CONSOLE_SESSION_TTL_S") {
             config.session_ttl_s = ttl
                 .parse::<i64>()
                 .ok()
                 .filter(|s| (60..=payledger_app::console_sessions::MAX_SESSION_TTL_S).contains(s))
                 .ok_or("PAYLEDGER_CONSOLE_SESSION_TTL_S must be 60 to 43200 seconds")?;
         }
-        if let Ok(secure) = std::env::var("PAYLEDGER_CONSOLE_SECURE_COOKIES") {
+        if let Some(secure) = settings("PAYLEDGER_CONSOLE_SECURE_COOKIES") {
             config.secure_cookies = matches!(secure.as_str(), "1" | "true" | "yes");
         }
         Ok(config)

@@ -107,8 +107,9 @@ impl InboundConfig {
     }
 
     /// `PAYLEDGER_WEBHOOK_SECRET_{PROVIDER}` and `…_PREVIOUS` for each provider, and
-    /// `PAYLEDGER_WEBHOOK_TOLERANCE_S`.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// `PAYLEDGER_WEBHOOK_TOLERANCE_S`, as `settings` answers them (the binary's settings).
+    pub fn from_settings(settings: &Lookup<'_>) -> Result<Self, ConfigError> {
+        let env = |name: &str| setting(settings, name);
         let mut config = InboundConfig::default();
         if let Some(text) = env("PAYLEDGER_WEBHOOK_TOLERANCE_S") {
             let seconds: u64 = text.parse().map_err(|_| ConfigError::Invalid {
@@ -227,7 +228,8 @@ impl OutboundConfig {
 
     /// `PAYLEDGER_WEBHOOK_ENDPOINTS` (URLs separated by commas or spaces),
     /// `PAYLEDGER_OUTBOUND_WEBHOOK_SECRET` and `PAYLEDGER_OUTBOUND_WEBHOOK_SECRET_PREVIOUS`.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_settings(settings: &Lookup<'_>) -> Result<Self, ConfigError> {
+        let env = |name: &str| setting(settings, name);
         let endpoints = env("PAYLEDGER_WEBHOOK_ENDPOINTS")
             .map(|text| {
                 text.split([',', ' ', '\n'])
@@ -242,7 +244,7 @@ impl OutboundConfig {
             "PAYLEDGER_OUTBOUND_WEBHOOK_SECRET_PREVIOUS",
         ]
         .into_iter()
-        .filter_map(env)
+        .filter_map(&env)
         .map(WebhookSecret::new)
         .collect();
         OutboundConfig::new(endpoints, &secrets)
@@ -304,17 +306,22 @@ impl Default for WebhookSettings {
 }
 
 impl WebhookSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// Both directions from the binary's settings (`settings` answers a setting by name).
+    pub fn from_settings(settings: &Lookup<'_>) -> Result<Self, ConfigError> {
         Ok(WebhookSettings {
-            inbound: InboundConfig::from_env()?,
-            outbound: OutboundConfig::from_env()?,
+            inbound: InboundConfig::from_settings(settings)?,
+            outbound: OutboundConfig::from_settings(settings)?,
             ..WebhookSettings::default()
         })
     }
 }
 
-fn env(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// How a library asks for a setting by name: the binary owns where settings come from
+/// (defaults, a settings file, the environment), the library only what they mean.
+pub type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+fn setting(settings: &Lookup<'_>, name: &str) -> Option<String> {
+    settings(name).filter(|v| !v.trim().is_empty())
 }
 
 /// The scheme a provider's signed deliveries use.

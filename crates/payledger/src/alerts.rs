@@ -80,7 +80,7 @@ impl AlertSettings {
     /// `PAYLEDGER_ALERT_WEBHOOK_URL` and `PAYLEDGER_ALERT_WEBHOOK_SECRET` (`whsec_…`, required
     /// with the URL: every alert is signed).
     pub fn from_env() -> anyhow::Result<AlertSettings> {
-        let url = std::env::var("PAYLEDGER_ALERT_WEBHOOK_URL")
+        let url = crate::settings::var("PAYLEDGER_ALERT_WEBHOOK_URL")
             .ok()
             .filter(|u| !u.trim().is_empty());
         let Some(url) = url else {
@@ -89,7 +89,7 @@ impl AlertSettings {
                 ..AlertSettings::default()
             });
         };
-        let secret = std::env::var("PAYLEDGER_ALERT_WEBHOOK_SECRET").context(
+        let secret = crate::settings::var("PAYLEDGER_ALERT_WEBHOOK_SECRET").context(
             "PAYLEDGER_ALERT_WEBHOOK_SECRET must be set with PAYLEDGER_ALERT_WEBHOOK_URL",
         )?;
         AlertSettings::new(url, &WebhookSecret::new(secret))

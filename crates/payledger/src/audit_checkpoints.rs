@@ -47,21 +47,21 @@ impl CheckpointSettings {
     /// `PAYLEDGER_CHECKPOINTS` (`on`/`off`), `PAYLEDGER_CHECKPOINT_EVERY_EVENTS`,
     /// `PAYLEDGER_CHECKPOINT_EVERY_S` and `PAYLEDGER_AUDIT_DIR` override the defaults.
     pub fn with_env(mut self) -> anyhow::Result<CheckpointSettings> {
-        if let Ok(value) = std::env::var("PAYLEDGER_CHECKPOINTS") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_CHECKPOINTS") {
             self.enabled = match value.as_str() {
                 "on" | "true" | "1" => true,
                 "off" | "false" | "0" => false,
                 other => anyhow::bail!("PAYLEDGER_CHECKPOINTS must be on or off, not {other:?}"),
             };
         }
-        if let Ok(value) = std::env::var("PAYLEDGER_CHECKPOINT_EVERY_EVENTS") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_CHECKPOINT_EVERY_EVENTS") {
             self.every_events = value
                 .parse()
                 .ok()
                 .filter(|n| (1..=100_000_000).contains(n))
                 .context("PAYLEDGER_CHECKPOINT_EVERY_EVENTS must be 1 to 100000000")?;
         }
-        if let Ok(value) = std::env::var("PAYLEDGER_CHECKPOINT_EVERY_S") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_CHECKPOINT_EVERY_S") {
             let seconds: u64 = value
                 .parse()
                 .ok()
@@ -69,7 +69,7 @@ impl CheckpointSettings {
                 .context("PAYLEDGER_CHECKPOINT_EVERY_S must be 1 to 86400")?;
             self.every_ms = seconds * 1_000;
         }
-        if let Ok(value) = std::env::var("PAYLEDGER_AUDIT_DIR") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_AUDIT_DIR") {
             self.directory = Some(PathBuf::from(value));
         }
         Ok(self)
@@ -96,7 +96,7 @@ pub struct AuditFiles {
 /// The signing key: `PAYLEDGER_AUDIT_SIGNING_KEY` when set, else the key file, created (random,
 /// mode 0600) when `create` and missing. `Ok(None)`: no key and not asked to create one.
 pub fn load_signer(files: &AuditFiles, create: bool) -> anyhow::Result<Option<CheckpointSigner>> {
-    if let Ok(text) = std::env::var(SIGNING_KEY_ENV) {
+    if let Ok(text) = crate::settings::var(SIGNING_KEY_ENV) {
         return parse_seed(&text)
             .map(Some)
             .with_context(|| format!("{SIGNING_KEY_ENV} must be 64 hex digits"));

@@ -84,7 +84,7 @@ async fn start_own_server(store_dir: &Path) -> anyhow::Result<(OwnServer, String
 }
 
 pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
-    let mut api_key = std::env::var("PAYLEDGER_API_KEY").ok();
+    let mut api_key = crate::settings::var("PAYLEDGER_API_KEY").ok();
     // A cluster this run starts for its own server is stopped at the end: a fresh store per run
     // would otherwise leave one PostgreSQL running per run. One that already ran is left alone.
     let cluster_was_running = match &args.target {

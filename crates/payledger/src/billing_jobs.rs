@@ -62,7 +62,9 @@ impl Default for BillingSettings {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    crate::settings::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 fn numbers(name: &str, text: &str) -> anyhow::Result<Vec<u32>> {

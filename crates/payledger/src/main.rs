@@ -39,6 +39,10 @@ struct Cli {
         hide_env_values = true
     )]
     migrate_database_url: Option<String>,
+    /// A settings file of NAME=value lines (mode 0600): below the environment, above the
+    /// defaults. Also PAYLEDGER_SETTINGS_FILE.
+    #[arg(long, global = true)]
+    settings: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +88,11 @@ enum Command {
         /// Only outcomes older than this many seconds.
         #[arg(long, default_value_t = 60)]
         older_than_s: i64,
+    },
+    /// The effective settings: each one's value (secrets redacted) and where it came from.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Run the sandbox payment provider (the Toss-compatible API) on its own.
     Sandbox {
@@ -237,11 +246,33 @@ fn init_tracing() {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting, its effective value and its source (default, file, environment).
+    Show,
+}
+
+fn main() -> ExitCode {
+    // First, while this is the only thread: the settings file fills what the environment leaves
+    // unset, so every reader (clap's flags included) sees one set of settings.
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(error) = payledger::settings::load_before_threads(&args) {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     init_tracing();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -271,16 +302,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
             settings.provider = payledger::providers::ProviderSettings::from_env();
-            settings.webhooks = payledger_webhook_relay::WebhookSettings::from_env()
-                .context("invalid webhook configuration")?;
-            settings.settlement = payledger_app::settlements::SettlementConfig::from_env()
-                .context("invalid settlement configuration")?;
+            settings.webhooks =
+                payledger_webhook_relay::WebhookSettings::from_settings(&payledger::settings::get)
+                    .context("invalid webhook configuration")?;
+            settings.settlement = payledger_app::settlements::SettlementConfig::from_settings(
+                &payledger::settings::get,
+            )
+            .context("invalid settlement configuration")?;
             let app = Application::build(settings).await?;
             eprintln!(
                 "payledger is serving on http://127.0.0.1:{} (ctrl-c stops it)",
                 app.port()
             );
             app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            payledger::settings::show(&mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen } => {
@@ -446,6 +486,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         },
         Command::Serve { .. }
         | Command::Sandbox { .. }
+        | Command::Config { .. }
         | Command::StopDatabase
         | Command::Keys { .. }
         | Command::Clock { .. }

@@ -119,7 +119,7 @@ pub async fn run_retention(
 /// `PAYLEDGER_PRIVACY_RETENTION_DAYS` (1 to 3650; unset: off) and
 /// `PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S` (default 3600).
 pub fn retention_from_env() -> anyhow::Result<Option<(chrono::Duration, std::time::Duration)>> {
-    let Ok(days) = std::env::var("PAYLEDGER_PRIVACY_RETENTION_DAYS") else {
+    let Ok(days) = crate::settings::var("PAYLEDGER_PRIVACY_RETENTION_DAYS") else {
         return Ok(None);
     };
     let days: i64 = days
@@ -127,7 +127,7 @@ pub fn retention_from_env() -> anyhow::Result<Option<(chrono::Duration, std::tim
         .ok()
         .filter(|d| (1..=3650).contains(d))
         .context("PAYLEDGER_PRIVACY_RETENTION_DAYS must be 1 to 3650")?;
-    let interval_s: u64 = match std::env::var("PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S") {
+    let interval_s: u64 = match crate::settings::var("PAYLEDGER_PRIVACY_RETENTION_INTERVAL_S") {
         Ok(text) => text
             .parse()
             .ok()
@@ -145,10 +145,10 @@ pub fn retention_from_env() -> anyhow::Result<Option<(chrono::Duration, std::tim
 /// The master key is `PAYLEDGER_PRIVACY_MASTER_KEY`, else `privacy-master-key` in `directory`,
 /// created (random, mode 0600) on first use.
 pub fn vault(pool: &PgPool, directory: &Path) -> anyhow::Result<Option<PrivacyVault>> {
-    if std::env::var("PAYLEDGER_PRIVACY").is_ok_and(|v| v == "off") {
+    if crate::settings::var("PAYLEDGER_PRIVACY").is_ok_and(|v| v == "off") {
         return Ok(None);
     }
-    let key = match std::env::var(MASTER_KEY_ENV) {
+    let key = match crate::settings::var(MASTER_KEY_ENV) {
         Ok(text) => PrivacyVault::parse_master_key(&text)
             .with_context(|| format!("{MASTER_KEY_ENV} must be 64 hex digits"))?,
         Err(_) => master_key_file(&directory.join(MASTER_KEY_FILE))?,

@@ -58,8 +58,8 @@ impl ProviderSettings {
     /// Stripe from the environment: `STRIPE_SECRET_KEY` (`sk_live_…` / `sk_test_…`, never
     /// logged) and optionally `STRIPE_API_BASE` (default `https://api.stripe.com`).
     pub fn stripe_from_env() -> Option<payledger_connector_stripe::StripeConfig> {
-        let secret = std::env::var("STRIPE_SECRET_KEY").ok()?;
-        let base_url = std::env::var("STRIPE_API_BASE")
+        let secret = crate::settings::var("STRIPE_SECRET_KEY").ok()?;
+        let base_url = crate::settings::var("STRIPE_API_BASE")
             .unwrap_or_else(|_| payledger_connector_stripe::STRIPE_API_BASE_URL.to_string());
         Some(payledger_connector_stripe::StripeConfig::new(
             base_url,
@@ -70,15 +70,15 @@ impl ProviderSettings {
     /// Reads the provider from the environment: `TOSS_SECRET_KEY` (and optionally
     /// `TOSS_API_BASE`) selects Toss; `PAYLEDGER_SANDBOX_URL` an external sandbox; else embedded.
     pub fn from_env() -> ProviderSettings {
-        if let Ok(secret) = std::env::var("TOSS_SECRET_KEY") {
-            let base_url = std::env::var("TOSS_API_BASE")
+        if let Ok(secret) = crate::settings::var("TOSS_SECRET_KEY") {
+            let base_url = crate::settings::var("TOSS_API_BASE")
                 .unwrap_or_else(|_| "https://api.tosspayments.com".to_string());
             return ProviderSettings::Toss {
                 base_url,
                 secret_key: TossSecretKey::new(secret),
             };
         }
-        if let Ok(base_url) = std::env::var("PAYLEDGER_SANDBOX_URL") {
+        if let Ok(base_url) = crate::settings::var("PAYLEDGER_SANDBOX_URL") {
             return ProviderSettings::Sandbox { base_url };
         }
         ProviderSettings::EmbeddedSandbox

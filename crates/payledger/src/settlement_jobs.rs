@@ -63,11 +63,11 @@ impl SettlementSchedule {
     /// `PAYLEDGER_SETTLEMENT_PAYOUT_AT` (`"Mon 10:00"`, `"Wed 10:00"`).
     pub fn from_env() -> anyhow::Result<SettlementSchedule> {
         let mut schedule = SettlementSchedule::default();
-        if let Ok(value) = std::env::var("PAYLEDGER_SETTLEMENT_CONFIRM_AT") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_SETTLEMENT_CONFIRM_AT") {
             (schedule.confirm_day, schedule.confirm_time) =
                 parse_day_time("PAYLEDGER_SETTLEMENT_CONFIRM_AT", &value)?;
         }
-        if let Ok(value) = std::env::var("PAYLEDGER_SETTLEMENT_PAYOUT_AT") {
+        if let Ok(value) = crate::settings::var("PAYLEDGER_SETTLEMENT_PAYOUT_AT") {
             (schedule.payout_day, schedule.payout_time) =
                 parse_day_time("PAYLEDGER_SETTLEMENT_PAYOUT_AT", &value)?;
         }

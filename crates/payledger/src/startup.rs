@@ -40,11 +40,11 @@ pub struct Settings {
     pub reconcile_after_ms: u64,
     pub runner: RunnerConfig,
     pub gateway_timeout_ms: Option<u64>,
-    /// Webhooks in (secrets) and out (endpoints, signing key); `WebhookSettings::from_env()`.
+    /// Webhooks in (secrets) and out (endpoints, signing key); `WebhookSettings::from_settings`.
     pub webhooks: payledger_webhook_relay::WebhookSettings,
     /// How long the provider's circuit stays open before a probe (default: the gateway's).
     pub gateway_circuit_open_ms: Option<u64>,
-    /// Settlement week time zone and platform fee; `SettlementConfig::from_env()`.
+    /// Settlement week time zone and platform fee; `SettlementConfig::from_settings`.
     pub settlement: payledger_app::settlements::SettlementConfig,
     /// The clock commands read; the system clock when `None`. Tests pass a `ManualClock` to
     /// put a cancellation exactly 48 hours before a service.
@@ -373,7 +373,8 @@ impl Application {
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(
-            payledger_console::ConsoleConfig::from_env().map_err(anyhow::Error::msg)?,
+            payledger_console::ConsoleConfig::from_settings(&crate::settings::get)
+                .map_err(anyhow::Error::msg)?,
         ));
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("failed to listen on {}", settings.listen))?;

@@ -9,6 +9,7 @@ mod logs;
 mod privacy;
 mod reliability;
 mod serve;
+mod settings;
 
 use std::net::TcpListener;
 use std::path::Path;
