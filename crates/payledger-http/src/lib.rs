@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod orders;
 pub mod payment_status;
 pub mod privacy;
+pub mod reads;
 pub mod screen;
 pub mod settlements;
 pub mod subscriptions;

@@ -343,24 +343,25 @@ pub async fn get_order(
     state
         .wait_for_projection("orders", query.min_position)
         .await?;
-    if let Some(view) =
-        payledger_read_models::orders::get_order(&state.read_pool, order_id.as_str()).await?
-    {
-        return Ok(HttpResponse::Ok().json(OrderBody::from_view(view)));
-    }
-    // Not projected yet (just placed): the command side knows it, so answer from there.
-    match state
-        .payments
-        .load_order(&order_id)
-        .await
-        .map_err(payment_error)?
-    {
-        Some(snapshot) => Ok(HttpResponse::Ok().json(OrderBody::from_snapshot(&snapshot)?)),
-        None => Err(ApiError::new(
-            ErrorCode::OrderNotFound,
-            "order does not exist",
-        )),
-    }
+    crate::reads::projected_or_current(
+        async {
+            Ok(
+                payledger_read_models::orders::get_order(&state.read_pool, order_id.as_str())
+                    .await?
+                    .map(OrderBody::from_view),
+            )
+        },
+        async {
+            let snapshot = state
+                .payments
+                .load_order(&order_id)
+                .await
+                .map_err(payment_error)?;
+            snapshot.as_ref().map(OrderBody::from_snapshot).transpose()
+        },
+        || ApiError::new(ErrorCode::OrderNotFound, "order does not exist"),
+    )
+    .await
 }
 
 #[utoipa::path(

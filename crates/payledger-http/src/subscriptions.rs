@@ -719,26 +719,34 @@ pub async fn get_subscription(
         .wait_for_projection("subscriptions", query.min_position)
         .await?;
     let now = services.clock().now();
-    if let Some(view) = payledger_read_models::subscriptions::get_subscription(
-        &state.read_pool,
-        subscription_id.as_str(),
-        now,
+    crate::reads::projected_or_current(
+        async {
+            Ok(payledger_read_models::subscriptions::get_subscription(
+                &state.read_pool,
+                subscription_id.as_str(),
+                now,
+            )
+            .await?
+            .map(SubscriptionBody::from_view))
+        },
+        async {
+            let snapshot = services
+                .load_subscription(&subscription_id)
+                .await
+                .map_err(billing_error)?;
+            snapshot
+                .as_ref()
+                .map(SubscriptionBody::from_snapshot)
+                .transpose()
+        },
+        || {
+            ApiError::new(
+                ErrorCode::SubscriptionNotFound,
+                "subscription does not exist",
+            )
+        },
     )
-    .await?
-    {
-        return Ok(HttpResponse::Ok().json(SubscriptionBody::from_view(view)));
-    }
-    match services
-        .load_subscription(&subscription_id)
-        .await
-        .map_err(billing_error)?
-    {
-        Some(snapshot) => Ok(HttpResponse::Ok().json(SubscriptionBody::from_snapshot(&snapshot)?)),
-        None => Err(ApiError::new(
-            ErrorCode::SubscriptionNotFound,
-            "subscription does not exist",
-        )),
-    }
+    .await
 }
 
 /// `GET /v1/subscriptions?status=past_due&customerId=…&after=…&limit=…`.
