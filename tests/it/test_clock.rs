@@ -424,7 +424,9 @@ async fn reminders_go_out_the_day_before_at_14_00_and_2_hours_before_by_themselv
     // Wednesday 19:00 in Seoul.
     let starts = Utc.with_ymd_and_hms(2026, 10, 7, 10, 0, 0).unwrap();
     paid_booking(&app, "remind-me", "therapist-park", 80_000, starts).await;
-    paid_booking(&app, "remind-cancelled", "therapist-park", 80_000, starts).await;
+    // Another provider's slot: two bookings of one slot would race the slot process, which
+    // refunds the loser (SLOT_TAKEN) while the test cancels it.
+    paid_booking(&app, "remind-cancelled", "therapist-lee", 80_000, starts).await;
     let (status, body) = call(
         &app,
         &app.client_key,
