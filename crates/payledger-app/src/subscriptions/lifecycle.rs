@@ -189,17 +189,11 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
-        let executed = self
-            .execute(
-                subscription_id,
-                SubscriptionCommand::CancelAtPeriodEnd {
-                    at: self.clock.now(),
-                },
-                context,
-            )
-            .await?;
-        let replay = executed.events.is_empty();
-        self.snapshot(executed, replay).await
+        let command = SubscriptionCommand::CancelAtPeriodEnd {
+            at: self.clock.now(),
+        };
+        self.command_and_answer(subscription_id, command, context)
+            .await
     }
 
     pub async fn resume(
@@ -207,17 +201,11 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
-        let executed = self
-            .execute(
-                subscription_id,
-                SubscriptionCommand::Resume {
-                    at: self.clock.now(),
-                },
-                context,
-            )
-            .await?;
-        let replay = executed.events.is_empty();
-        self.snapshot(executed, replay).await
+        let command = SubscriptionCommand::Resume {
+            at: self.clock.now(),
+        };
+        self.command_and_answer(subscription_id, command, context)
+            .await
     }
 
     pub async fn end_now(
@@ -225,15 +213,22 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
-        let executed = self
-            .execute(
-                subscription_id,
-                SubscriptionCommand::EndNow {
-                    at: self.clock.now(),
-                },
-                context,
-            )
-            .await?;
+        let command = SubscriptionCommand::EndNow {
+            at: self.clock.now(),
+        };
+        self.command_and_answer(subscription_id, command, context)
+            .await
+    }
+
+    /// Runs a command that needs no provider call and answers the subscription after it (a
+    /// repeated command appends nothing and is answered as a replay).
+    async fn command_and_answer(
+        &self,
+        subscription_id: &SubscriptionId,
+        command: SubscriptionCommand,
+        context: &RequestContext,
+    ) -> Result<SubscriptionSnapshot, BillingError> {
+        let executed = self.execute(subscription_id, command, context).await?;
         let replay = executed.events.is_empty();
         self.snapshot(executed, replay).await
     }
