@@ -189,12 +189,13 @@ impl Engine {
         })
     }
 
+    /// Full jitter up to the exponential cap, as every connector backs off.
     fn backoff(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(32);
-        let cap_ms = self
-            .backoff_base_ms
-            .saturating_mul(1_u64 << doublings)
-            .min(self.backoff_max_ms);
+        let cap_ms = payledger_gateway::transport::backoff_cap_ms(
+            retry,
+            self.backoff_base_ms,
+            self.backoff_max_ms,
+        );
         Duration::from_millis(rand::rng().random_range(0..=cap_ms))
     }
 

@@ -68,10 +68,10 @@ pub const STRIPE_API_VERSION: &str = "2024-06-20";
 /// `DEFAULT_STRIPE_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_sandbox";
 
-/// Upper bounds on configuration, so a typo cannot make one call retry for an hour.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
-pub const MAX_TIMEOUT_MS: u64 = 120_000;
-pub const MAX_BACKOFF_MS: u64 = 60_000;
+use payledger_gateway::transport::{is_loopback_host, TransportLimits};
+/// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
+/// for every connector (`payledger_gateway::transport`).
+pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};
 
 /// Stripe's limit on a metadata value.
 const MAX_METADATA_VALUE_CHARS: usize = 500;
@@ -217,37 +217,20 @@ impl StripeGateway {
                 "expected an http(s) base URL".to_owned(),
             ));
         }
-        if base_url.scheme() == "http" && !is_loopback(&base_url) {
+        if base_url.scheme() == "http" && !is_loopback_host(base_url.host_str()) {
             return Err(StripeConfigError::InsecureBaseUrl);
         }
-        check_range(
-            "connect_timeout_ms",
-            config.connect_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
-        check_range("timeout_ms", config.timeout_ms, 1, MAX_TIMEOUT_MS)?;
-        check_range(
-            "lookup_timeout_ms",
-            config.lookup_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
-        check_range(
-            "max_attempts",
-            u64::from(config.max_attempts),
-            1,
-            u64::from(MAX_ATTEMPTS_LIMIT),
-        )?;
-        check_range("backoff_base_ms", config.backoff_base_ms, 0, MAX_BACKOFF_MS)?;
-        check_range("backoff_max_ms", config.backoff_max_ms, 0, MAX_BACKOFF_MS)?;
-        check_range(
-            "circuit.failure_threshold",
-            u64::from(config.circuit.failure_threshold),
-            1,
-            1_000,
-        )?;
-        check_range("circuit.open_ms", config.circuit.open_ms, 0, 3_600_000)?;
+        TransportLimits {
+            connect_timeout_ms: config.connect_timeout_ms,
+            timeout_ms: config.timeout_ms,
+            lookup_timeout_ms: config.lookup_timeout_ms,
+            max_attempts: config.max_attempts,
+            backoff_base_ms: config.backoff_base_ms,
+            backoff_max_ms: config.backoff_max_ms,
+            circuit: config.circuit,
+        }
+        .check()
+        .map_err(StripeConfigError::OutOfRange)?;
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose())).map_err(
                 |_| StripeConfigError::OutOfRange("secret key is not header-safe".to_owned()),
@@ -754,26 +737,4 @@ fn expand_params(prefix: &str) -> Vec<(String, String)> {
         .iter()
         .map(|path| ("expand[]".to_owned(), format!("{prefix}{path}")))
         .collect()
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
-fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), StripeConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(StripeConfigError::OutOfRange(format!(
-            "{name} must be within {min}..={max}, got {value}"
-        )))
-    }
 }

@@ -43,10 +43,10 @@ pub const TOSS_API_BASE_URL: &str = "https://api.tosspayments.com";
 /// The secret key the sandbox accepts by default (`payledger-sandbox`'s `DEFAULT_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "test_sk_sandbox";
 
-/// Upper bounds on configuration, so a typo cannot make one call retry for an hour.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
-pub const MAX_TIMEOUT_MS: u64 = 120_000;
-pub const MAX_BACKOFF_MS: u64 = 60_000;
+use payledger_gateway::transport::{is_loopback_host, TransportLimits};
+/// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
+/// for every connector (`payledger_gateway::transport`).
+pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};
 
 /// Largest response body read from the provider; a Toss payment is a few kilobytes.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -241,37 +241,20 @@ impl TossGateway {
                 "expected an http(s) base URL".to_owned(),
             ));
         }
-        if base_url.scheme() == "http" && !is_loopback(&base_url) {
+        if base_url.scheme() == "http" && !is_loopback_host(base_url.host_str()) {
             return Err(GatewayConfigError::InsecureBaseUrl);
         }
-        check_range(
-            "connect_timeout_ms",
-            config.connect_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
-        check_range("timeout_ms", config.timeout_ms, 1, MAX_TIMEOUT_MS)?;
-        check_range(
-            "lookup_timeout_ms",
-            config.lookup_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-        )?;
-        check_range(
-            "max_attempts",
-            u64::from(config.max_attempts),
-            1,
-            u64::from(MAX_ATTEMPTS_LIMIT),
-        )?;
-        check_range("backoff_base_ms", config.backoff_base_ms, 0, MAX_BACKOFF_MS)?;
-        check_range("backoff_max_ms", config.backoff_max_ms, 0, MAX_BACKOFF_MS)?;
-        check_range(
-            "circuit.failure_threshold",
-            u64::from(config.circuit.failure_threshold),
-            1,
-            1_000,
-        )?;
-        check_range("circuit.open_ms", config.circuit.open_ms, 0, 3_600_000)?;
+        TransportLimits {
+            connect_timeout_ms: config.connect_timeout_ms,
+            timeout_ms: config.timeout_ms,
+            lookup_timeout_ms: config.lookup_timeout_ms,
+            max_attempts: config.max_attempts,
+            backoff_base_ms: config.backoff_base_ms,
+            backoff_max_ms: config.backoff_max_ms,
+            circuit: config.circuit,
+        }
+        .check()
+        .map_err(GatewayConfigError::OutOfRange)?;
 
         let encoded = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:", config.secret_key.expose()));
@@ -427,7 +410,11 @@ impl TossGateway {
     /// Full jitter: a uniformly random sleep up to the exponential cap, so clients that failed
     /// together do not retry together.
     fn backoff(&self, retry: u32) -> Duration {
-        let cap_ms = backoff_cap_ms(retry, self.backoff_base_ms, self.backoff_max_ms);
+        let cap_ms = payledger_gateway::transport::backoff_cap_ms(
+            retry,
+            self.backoff_base_ms,
+            self.backoff_max_ms,
+        );
         Duration::from_millis(rand::rng().random_range(0..=cap_ms))
     }
 
@@ -825,46 +812,9 @@ fn bounded_reason(reason: String) -> String {
     }
 }
 
-/// The exponential cap of retry `retry` (1 for the first retry).
-pub(crate) fn backoff_cap_ms(retry: u32, base_ms: u64, max_ms: u64) -> u64 {
-    let doublings = retry.saturating_sub(1).min(32);
-    base_ms.saturating_mul(1_u64 << doublings).min(max_ms)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
-fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), GatewayConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(GatewayConfigError::OutOfRange(format!(
-            "{name} must be between {min} and {max}, got {value}"
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum() {
-        assert_eq!(backoff_cap_ms(1, 100, 1_000), 100);
-        assert_eq!(backoff_cap_ms(2, 100, 1_000), 200);
-        assert_eq!(backoff_cap_ms(3, 100, 1_000), 400);
-        assert_eq!(backoff_cap_ms(5, 100, 1_000), 1_000);
-        assert_eq!(backoff_cap_ms(u32::MAX, u64::MAX, 60_000), 60_000);
-    }
 
     #[test]
     fn the_secret_key_never_prints() {
