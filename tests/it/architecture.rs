@@ -511,15 +511,31 @@ fn module_uses(crate_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
     uses
 }
 
+/// Modules that, like a crate root, put the others together: they may name the modules that
+/// use them. `(crate, module, why)`.
+const COMPOSITION_ROOTS: &[(&str, &str, &str)] = &[(
+    "payledger-http",
+    "state",
+    "AppState bundles the services of the modules (auth's AccessControl, idempotency's store, \
+     the booking services) and every handler reads it; it was the crate root's until it moved \
+     out so that no module imports from lib.rs",
+)];
+
 #[test]
 fn no_two_modules_of_a_crate_use_each_other() {
     let mut circles = Vec::new();
     for dir in crate_dirs() {
+        let crate_name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let is_root = |module: &str| {
+            COMPOSITION_ROOTS
+                .iter()
+                .any(|(c, m, _)| *c == crate_name && *m == module)
+        };
         let uses = module_uses(&dir);
         for (module, used) in &uses {
             for other in used {
                 let back = uses.get(other).is_some_and(|u| u.contains(module));
-                if back && module < other {
+                if back && module < other && !is_root(module) && !is_root(other) {
                     circles.push(format!(
                         "{}: {module} <-> {other}",
                         dir.file_name().unwrap().to_string_lossy()
@@ -532,6 +548,136 @@ fn no_two_modules_of_a_crate_use_each_other() {
         circles.is_empty(),
         "move what both need into a module below them:\n{}",
         circles.join("\n")
+    );
+}
+
+/// The modules a crate root declares (`mod name;`, `pub mod name;`, `pub(crate) mod name;`).
+fn declared_modules(root_text: &str) -> BTreeSet<String> {
+    root_text
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let rest = line
+                .strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
+                .or_else(|| line.strip_prefix("mod "))?;
+            rest.strip_suffix(';').map(|name| name.trim().to_string())
+        })
+        .collect()
+}
+
+/// The names a submodule takes through `crate::` that are not modules of the crate root: items
+/// of `lib.rs` itself. `crate::x::…` and `crate::{x, y::…}` name modules when `x` and `y` are
+/// modules; a `crate::name!` macro must live in the root and is allowed; `$crate::` is a macro's.
+fn crate_root_items_used(text: &str, modules: &BTreeSet<String>) -> Vec<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for (at, _) in line.match_indices("crate::") {
+            if line[..at].ends_with('$') || line[..at].chars().last().is_some_and(is_name) {
+                continue;
+            }
+            let rest = &line[at + "crate::".len()..];
+            let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                // Only the group's first level: `crate::{a, b::{c, d}}` names `a` and `b`.
+                let mut depth = 0;
+                let mut level: Vec<&str> = Vec::new();
+                let mut start = 0;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            level.push(&group[start..i]);
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            level.push(&group[start..i]);
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                level
+            } else {
+                vec![rest]
+            };
+            for name in names {
+                let name = name.trim();
+                let ident: String = name.chars().take_while(|c| is_name(*c)).collect();
+                let after = name[ident.len()..].trim_start();
+                if ident.is_empty() || after.starts_with('!') || ident == "self" {
+                    continue;
+                }
+                if !modules.contains(&ident) {
+                    found.push(ident);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Crates whose modules take nothing from the crate root (it only declares, re-exports and
+/// wires them). The HTTP crate's root kept `AppState` and `request_context` until issue 13.
+const ROOT_ONLY_WIRES: &[&str] = &["payledger-http"];
+
+#[test]
+fn modules_do_not_import_from_their_crate_root() {
+    let mut found = Vec::new();
+    for dir in crate_dirs() {
+        let crate_name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if !ROOT_ONLY_WIRES.contains(&crate_name.as_str()) {
+            continue;
+        }
+        let src = dir.join("src");
+        let root_text = std::fs::read_to_string(src.join("lib.rs")).expect("read lib.rs");
+        let modules = declared_modules(&root_text);
+        let mut pending = vec![src.clone()];
+        while let Some(path) = pending.pop() {
+            for entry in std::fs::read_dir(&path).expect("read a source folder") {
+                let path = entry.expect("read a source entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path == src.join("lib.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for item in crate_root_items_used(production, &modules) {
+                    found.push(format!(
+                        "{}: crate::{item}",
+                        path.strip_prefix(workspace_root()).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "move what modules need out of lib.rs into a module of its own (lib.rs may re-export it):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_crate_root_check_sees_root_items_and_passes_modules() {
+    let modules: BTreeSet<String> = ["auth", "state"].iter().map(|m| m.to_string()).collect();
+    let text = "use crate::{auth, request_context, AppState};\n\
+                use crate::state::AppState;\n\
+                use crate::{auth::{self, Role}, state};\n\
+                let x = crate::configure;\n\
+                crate::identifier!(X);\n\
+                $crate::ids::parse();\n\
+                // use crate::AppState;\n";
+    assert_eq!(
+        crate_root_items_used(text, &modules),
+        vec!["request_context", "AppState", "configure"]
     );
 }
 

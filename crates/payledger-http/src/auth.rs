@@ -14,7 +14,7 @@
 //! outcome (who, what, when, from where).
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
@@ -553,7 +553,7 @@ async fn record_admin_action<B>(response: &ServiceResponse<B>, action: AdminActi
     let Some(state) = request.app_data::<web::Data<AppState>>() else {
         return;
     };
-    let context = crate::request_context(request);
+    let context = crate::request_context::request_context(request);
     if let Err(error) = state.operations.record_admin_action(action, &context).await {
         tracing::error!(%error, actor = context.actor, "failed to record an admin action in audit-admin");
     }

@@ -1,10 +1,12 @@
 //! Booking endpoints: cancel under the refund policy, record fulfilment. Also the state the
 //! booking, claim and settlement endpoints share, and how their errors become API errors.
 
+use crate::auth;
 use crate::dto::{parse_order_id, OrderBody};
 use crate::errors::{ApiError, ErrorCode};
 use crate::orders::payment_error;
-use crate::{auth, request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payledger_app::api_keys::Role;

@@ -1,10 +1,12 @@
 //! Claim endpoints: file, statements, assignment, resolution, appeal; the queue, a claim's
 //! detail and the statistics.
 
+use crate::auth;
 use crate::bookings::{acting_admin, flow_error, parse_non_negative_amount, services};
 use crate::dto::{parse_order_id, ConsistencyQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::errors::{ApiError, ErrorCode};
-use crate::{auth, request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use payledger_app::claims::{ClaimSnapshot, FileClaimInput, ResolveInput};

@@ -377,7 +377,7 @@ pub async fn idempotency(
         ));
     };
     let Some(store) = request
-        .app_data::<web::Data<crate::AppState>>()
+        .app_data::<web::Data<crate::state::AppState>>()
         .map(|s| s.idempotency.clone())
     else {
         return Ok(error_response(

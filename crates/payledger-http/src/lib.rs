@@ -19,97 +19,26 @@ pub mod orders;
 pub mod payment_status;
 pub mod privacy;
 pub mod reads;
+pub mod request_context;
 pub mod screen;
 pub mod settlements;
+pub mod state;
 pub mod subscriptions;
 pub mod test_clock;
 pub mod webhooks;
 
+// Modules take these from their own modules, never from the crate root (the architecture test
+// checks it); the re-exports are for the binary, the console and the tests.
+pub use request_context::{request_context, LoggedOrderId, LoggedWebhookEventId, RequestId};
+pub use state::AppState;
+
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use errors::{ApiError, ErrorCode};
-use payledger_app::context::RequestContext;
-use payledger_app::payments::Payments;
-use payledger_store::EventStore;
-use sqlx::PgPool;
-use std::collections::HashMap;
-use std::sync::Arc;
+use request_context::{request_id_of, REQUEST_ID_HEADER};
 use std::time::Instant;
-use tokio::sync::watch;
-
-/// What handlers share.
-pub struct AppState {
-    pub payments: Arc<Payments>,
-    pub store: EventStore,
-    /// Pool for read models and health checks.
-    pub read_pool: PgPool,
-    /// Committed positions of the projections this process runs.
-    pub projection_positions: HashMap<String, watch::Receiver<i64>>,
-    /// API keys and order owners (`auth`).
-    pub access: Arc<auth::AccessControl>,
-    /// Stored answers of commands sent with an `Idempotency-Key`.
-    pub idempotency: Arc<idempotency::IdempotencyStore>,
-    /// Kill switches, manual operations and the admin audit trail.
-    pub operations: Arc<payledger_app::operations::Operations>,
-    /// Billing keys, subscriptions, wallets and memberships.
-    pub subscriptions: Arc<payledger_app::subscriptions::Subscriptions>,
-    /// Bookings, claims and settlements.
-    pub bookings: Arc<bookings::BookingServices>,
-}
-
-/// The request id of a request: the caller's `x-request-id` when it is sane, otherwise new.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-const REQUEST_ID_HEADER: &str = "x-request-id";
-
-fn request_id_of(request: &actix_web::dev::ServiceRequest) -> String {
-    request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                && !has_card_like_digits(v)
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
-}
-
-/// A caller's request id is logged and stored in event metadata, so it must not smuggle a card
-/// number (PAN: 12 to 19 digits) into either: such ids are replaced by a generated one.
-fn has_card_like_digits(text: &str) -> bool {
-    let mut run = 0;
-    for c in text.chars() {
-        run = if c.is_ascii_digit() { run + 1 } else { 0 };
-        if run >= 12 {
-            return true;
-        }
-    }
-    false
-}
-
-/// Who is asking and which request this is, for event metadata. The actor is the API key's
-/// (`client:NAME`, `admin:NAME`, …); `anonymous` only on open routes.
-pub fn request_context(request: &HttpRequest) -> RequestContext {
-    let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let actor = auth::principal(request).map_or_else(|| "anonymous".to_string(), |p| p.actor());
-    RequestContext::new(actor, request_id)
-}
-
-/// The order a request is about, for the request log: set by handlers whose order id is in the
-/// body (`/v1/payments/confirm`); routes with `{order_id}` in the path are read from it.
-#[derive(Debug, Clone)]
-pub struct LoggedOrderId(pub String);
-
-/// The event id of the webhook delivery a request carried, for the request log.
-#[derive(Debug, Clone)]
-pub struct LoggedWebhookEventId(pub String);
 
 /// Mounts every route on `config`.
 pub fn configure(config: &mut web::ServiceConfig) {

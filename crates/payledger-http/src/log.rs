@@ -2,7 +2,7 @@
 
 use crate::dto::{EventPage, EventQuery, PageQuery};
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
 #[utoipa::path(

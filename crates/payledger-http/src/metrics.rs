@@ -6,7 +6,7 @@
 //! projection positions and lag, the head of the log and the dead-letter queues.
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};

@@ -2,7 +2,8 @@
 
 use crate::dto::*;
 use crate::errors::{ApiError, ErrorCode};
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use payledger_app::payments::{ConfirmOutcome, PaymentError, PlaceOrderInput};
 use payledger_domain::money::Money;
@@ -235,7 +236,7 @@ pub async fn confirm_payment(
     let order_id = parse_order_id(&body.order_id)?;
     request
         .extensions_mut()
-        .insert(crate::LoggedOrderId(order_id.to_string()));
+        .insert(crate::request_context::LoggedOrderId(order_id.to_string()));
     let payment_key = parse_payment_key(&body.payment_key)?;
     crate::auth::check_order_access(&state, &request, &order_id).await?;
     let context = request_context(&request);

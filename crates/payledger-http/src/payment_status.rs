@@ -11,7 +11,7 @@ use crate::auth::check_order_access;
 use crate::dto::parse_order_id;
 use crate::errors::ApiError;
 use crate::orders::payment_error;
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payledger_app::payments::Reconciled;

@@ -6,7 +6,7 @@
 //! tokens: that is what the hashes cover and what auditors verify.
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_TYPE;
@@ -124,7 +124,7 @@ pub async fn erase_customer(
         &customer_id,
         &reason,
         state.operations.now(),
-        &crate::request_context(&request),
+        &crate::request_context::request_context(&request),
     )
     .await
     .map_err(|e| match e {

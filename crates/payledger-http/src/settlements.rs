@@ -4,7 +4,8 @@
 use crate::bookings::{flow_error, services};
 use crate::dto::{parse_amount, parse_payee_id, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::errors::{ApiError, ErrorCode};
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use payledger_app::settlements::StatementSnapshot;

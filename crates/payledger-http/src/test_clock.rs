@@ -126,7 +126,7 @@ async fn database_now(pool: &PgPool) -> Result<DateTime<Utc>, ApiError> {
 )]
 pub async fn get_clock(
     test_clock: Option<web::Data<TestClockServices>>,
-    state: web::Data<crate::AppState>,
+    state: web::Data<crate::state::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let database_now = database_now(&state.read_pool).await?;
     let out = match test_clock.as_ref().and_then(|s| s.clock.clone()) {

@@ -7,7 +7,7 @@
 
 use crate::dto::PageQuery;
 use crate::errors::{ApiError, ErrorCode};
-use crate::request_context;
+use crate::request_context::request_context;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -63,7 +63,7 @@ pub async fn receive(
     let headers = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let request_id = request
         .extensions()
-        .get::<crate::RequestId>()
+        .get::<crate::request_context::RequestId>()
         .map(|r| r.0.clone());
     let accepted = relay
         .accept_request(
@@ -78,7 +78,9 @@ pub async fn receive(
     // The request log line names the delivery.
     request
         .extensions_mut()
-        .insert(crate::LoggedWebhookEventId(accepted.event_id.clone()));
+        .insert(crate::request_context::LoggedWebhookEventId(
+            accepted.event_id.clone(),
+        ));
     Ok(HttpResponse::Ok().json(WebhookReceipt {
         received: true,
         event_id: accepted.event_id,

@@ -6,7 +6,8 @@ use super::{
 };
 use crate::dto::parse_customer_id;
 use crate::errors::{ApiError, ErrorCode};
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// `POST /v1/billing-keys` `{customerId, authKey}`.

@@ -3,7 +3,8 @@
 use super::parsing::parse_subscription_id;
 use super::{billing_error, services, SubscriptionBody};
 use crate::errors::ApiError;
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use payledger_domain::subscription::AttemptTrigger;
 

@@ -9,7 +9,8 @@ use super::{
 };
 use crate::dto::{parse_amount, parse_currency, parse_customer_id};
 use crate::errors::{ApiError, ErrorCode};
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use payledger_app::subscriptions::StartSubscriptionInput;
 use payledger_domain::money::Money;

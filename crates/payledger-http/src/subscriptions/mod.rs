@@ -29,7 +29,7 @@ pub use queries::*;
 pub use wallets::*;
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::HttpRequest;
 use payledger_app::subscriptions::Subscriptions;
 use payledger_domain::billing::SubscriptionId;

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::dto::parse_customer_id;
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use payledger_domain::subscription::SubscriptionStatus;
 use payledger_read_models::subscriptions::SubscriptionFilter;

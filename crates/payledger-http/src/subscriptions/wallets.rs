@@ -4,7 +4,8 @@ use super::parsing::{parse_body, parse_credits, parse_operation_id};
 use super::{billing_error, services, PurchaseCreditsBody, SpendCreditsBody, WalletBody};
 use crate::dto::{parse_customer_id, parse_order_id};
 use crate::errors::ApiError;
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use payledger_domain::billing::CreditOperationId;
 

@@ -1,0 +1,29 @@
+//! What handlers share: [`AppState`], one per server, handed to handlers as `web::Data`.
+
+use crate::{auth, bookings, idempotency};
+use payledger_app::payments::Payments;
+use payledger_store::EventStore;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What handlers share.
+pub struct AppState {
+    pub payments: Arc<Payments>,
+    pub store: EventStore,
+    /// Pool for read models and health checks.
+    pub read_pool: PgPool,
+    /// Committed positions of the projections this process runs.
+    pub projection_positions: HashMap<String, watch::Receiver<i64>>,
+    /// API keys and order owners (`auth`).
+    pub access: Arc<auth::AccessControl>,
+    /// Stored answers of commands sent with an `Idempotency-Key`.
+    pub idempotency: Arc<idempotency::IdempotencyStore>,
+    /// Kill switches, manual operations and the admin audit trail.
+    pub operations: Arc<payledger_app::operations::Operations>,
+    /// Billing keys, subscriptions, wallets and memberships.
+    pub subscriptions: Arc<payledger_app::subscriptions::Subscriptions>,
+    /// Bookings, claims and settlements.
+    pub bookings: Arc<bookings::BookingServices>,
+}
