@@ -1,6 +1,6 @@
 //! What handlers share: [`AppState`], one per server, handed to handlers as `web::Data`.
 
-use crate::{auth, bookings, idempotency};
+use crate::{auth, bookings, idempotency, test_clock};
 use payledger_app::payments::Payments;
 use payledger_store::EventStore;
 use sqlx::PgPool;
@@ -26,4 +26,7 @@ pub struct AppState {
     pub subscriptions: Arc<payledger_app::subscriptions::Subscriptions>,
     /// Bookings, claims and settlements.
     pub bookings: Arc<bookings::BookingServices>,
+    /// The scenario clock and the jobs a move runs; its `clock` is `None` on the system clock,
+    /// where the moving routes answer `E_TEST_CLOCK_DISABLED`.
+    pub test_clock: test_clock::TestClockServices,
 }

@@ -4,6 +4,7 @@
 //! ledger that has lived through the move.
 
 use crate::errors::{ApiError, ErrorCode};
+use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use payledger_app::scenario_clock::{DueJob, ScenarioClock, ScenarioClockError};
@@ -17,7 +18,7 @@ const MAX_CATCH_UP_WAIT_MS: u64 = 20_000;
 /// job's work due (a confirmed statement becomes payable), bounded so a move always answers.
 const MAX_JOB_ROUNDS: usize = 3;
 
-/// What the test-clock routes need; registered as app data by `serve`.
+/// What the test-clock routes need: a field of [`AppState`], always present.
 pub struct TestClockServices {
     /// `None`: the server runs on the system clock.
     pub clock: Option<Arc<ScenarioClock>>,
@@ -84,12 +85,10 @@ pub struct SetBody {
     pub to: String,
 }
 
+/// The services and the clock when the test clock is on; `E_TEST_CLOCK_DISABLED` otherwise.
 fn services(
-    services: &Option<web::Data<TestClockServices>>,
+    services: &TestClockServices,
 ) -> Result<(&TestClockServices, &Arc<ScenarioClock>), ApiError> {
-    let services = services
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("test clock services missing"))?;
     match &services.clock {
         Some(clock) => Ok((services, clock)),
         None => Err(ApiError::new(
@@ -124,12 +123,9 @@ async fn database_now(pool: &PgPool) -> Result<DateTime<Utc>, ApiError> {
     tag = "operations",
     responses((status = 200, description = "The scenario time (or the system time when the test clock is off)", body = ClockOut))
 )]
-pub async fn get_clock(
-    test_clock: Option<web::Data<TestClockServices>>,
-    state: web::Data<crate::state::AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get_clock(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let database_now = database_now(&state.read_pool).await?;
-    let out = match test_clock.as_ref().and_then(|s| s.clock.clone()) {
+    let out = match state.test_clock.clock.clone() {
         Some(clock) => ClockOut {
             test_clock: true,
             now: clock.refresh().await.map_err(clock_error)?,
@@ -157,10 +153,10 @@ pub async fn get_clock(
     )
 )]
 pub async fn advance(
-    test_clock: Option<web::Data<TestClockServices>>,
+    state: web::Data<AppState>,
     body: web::Json<AdvanceBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (services, clock) = services(&test_clock)?;
+    let (services, clock) = services(&state.test_clock)?;
     let parts = [
         (body.days, 86_400),
         (body.hours, 3_600),
@@ -195,10 +191,10 @@ pub async fn advance(
     )
 )]
 pub async fn set(
-    test_clock: Option<web::Data<TestClockServices>>,
+    state: web::Data<AppState>,
     body: web::Json<SetBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (services, clock) = services(&test_clock)?;
+    let (services, clock) = services(&state.test_clock)?;
     let to = DateTime::parse_from_rfc3339(&body.to)
         .map_err(|_| ApiError::field("to", "to must be an RFC 3339 time"))?
         .with_timezone(&Utc);

@@ -333,12 +333,12 @@ impl Application {
             &relay,
             &pool,
         )?;
-        let test_clock = actix_web::web::Data::new(payledger_http::test_clock::TestClockServices {
+        let test_clock = payledger_http::test_clock::TestClockServices {
             clock: scenario_clock,
             jobs: due_jobs,
             pool: pool.clone(),
             moving: tokio::sync::Mutex::new(()),
-        });
+        };
         if let (Some(vault), Some((older_than, interval))) =
             (&vault, crate::privacy_cli::retention_from_env()?)
         {
@@ -370,6 +370,7 @@ impl Application {
             operations,
             subscriptions,
             bookings: booking_services,
+            test_clock,
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(
@@ -383,8 +384,7 @@ impl Application {
         let server = actix_web::HttpServer::new(move || {
             let app = actix_web::App::new()
                 .app_data(server_state.clone())
-                .app_data(server_relay.clone())
-                .app_data(test_clock.clone());
+                .app_data(server_relay.clone());
             let app = match &server_vault {
                 Some(vault) => app.app_data(vault.clone()),
                 None => app,
