@@ -1,7 +1,7 @@
 //! Read model "claims": the admins' queue (by status, type and age), each claim's detail and the
 //! statistics (count by type and outcome, median time to resolve).
 
-use crate::fold::{bad, distinct_ids, ensure_follows};
+use crate::fold::{bad, distinct_ids, load_stored, state_json, Folded};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -67,13 +67,6 @@ pub struct ClaimStats {
     pub median_seconds_to_resolve: Option<i64>,
 }
 
-struct Folding {
-    claim: Claim,
-    stream_version: i64,
-    last_position: i64,
-    updated_at: DateTime<Utc>,
-}
-
 fn claim_id_of(stream_id: &str) -> Option<&str> {
     StreamKind::Claim.id_of(stream_id)
 }
@@ -115,18 +108,10 @@ impl Projection for ClaimsProjection {
                 .map_err(|e| bad(event, e.to_string()))?;
             let row = folding
                 .entry(claim_id.to_string())
-                .or_insert_with(|| Folding {
-                    claim: Claim::default(),
-                    stream_version: 0,
-                    last_position: 0,
-                    updated_at: event.recorded_at,
-                });
-            ensure_follows(event, row.stream_version)?;
-            row.claim.apply(decoded);
-            row.claim.assert_invariants();
-            row.stream_version = event.stream_version;
-            row.last_position = event.global_position;
-            row.updated_at = event.recorded_at;
+                .or_insert_with(|| Folded::new(event.recorded_at));
+            row.advance(event)?;
+            row.state.apply(decoded);
+            row.state.assert_invariants();
         }
         save(conn, folding).await
     }
@@ -135,61 +120,23 @@ impl Projection for ClaimsProjection {
 async fn load(
     conn: &mut PgConnection,
     events: &[&RecordedEvent],
-) -> Result<HashMap<String, Folding>, ProjectionError> {
+) -> Result<HashMap<String, Folded<Claim>>, ProjectionError> {
     let ids = distinct_ids(events.iter().filter_map(|e| claim_id_of(&e.stream_id)));
-    let rows = sqlx::query(
-        "SELECT claim_id, state, stream_version, last_position, updated_at FROM claims \
-         WHERE claim_id = ANY($1)",
-    )
-    // Planned per call: docs/architecture.md, "Lookups by many keys".
-    .persistent(false)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut folding = HashMap::with_capacity(ids.len());
-    for row in rows {
-        let state: serde_json::Value = row.try_get("state")?;
-        let last_position: i64 = row.try_get("last_position")?;
-        let claim: Claim =
-            serde_json::from_value(state).map_err(|e| ProjectionError::BadEvent {
-                position: last_position,
-                reason: format!("stored claim state does not decode: {e}"),
-            })?;
-        folding.insert(
-            row.try_get("claim_id")?,
-            Folding {
-                claim,
-                stream_version: row.try_get("stream_version")?,
-                last_position,
-                updated_at: row.try_get("updated_at")?,
-            },
-        );
-    }
-    Ok(folding)
-}
-
-fn json<T: serde::Serialize>(
-    value: &T,
-    position: i64,
-) -> Result<serde_json::Value, ProjectionError> {
-    serde_json::to_value(value).map_err(|e| ProjectionError::BadEvent {
-        position,
-        reason: format!("claim state does not serialise: {e}"),
-    })
+    load_stored(conn, "claims", "claim_id", &ids, "claim").await
 }
 
 /// Writes every folded claim with one multi-row upsert.
 async fn save(
     conn: &mut PgConnection,
-    folding: HashMap<String, Folding>,
+    folding: HashMap<String, Folded<Claim>>,
 ) -> Result<(), ProjectionError> {
     let mut c = Columns::default();
     for (claim_id, row) in folding {
-        let Some(filed) = row.claim.filed.as_ref() else {
+        let Some(filed) = row.state.filed.as_ref() else {
             continue;
         };
         let position = row.last_position;
-        let last = row.claim.resolutions.last();
+        let last = row.state.resolutions.last();
         c.claim_id.push(claim_id);
         c.order_id.push(filed.order_id.to_string());
         c.customer_id.push(filed.customer_id.to_string());
@@ -197,43 +144,43 @@ async fn save(
         c.currency.push(filed.currency.code().to_string());
         c.claim_type.push(name_of(&filed.claim_type));
         c.filed_by.push(name_of(&filed.filed_by));
-        c.status.push(name_of(&row.claim.status));
+        c.status.push(name_of(&row.state.status));
         c.description.push(filed.description.clone());
-        c.evidence.push(json(&filed.evidence, position)?);
+        c.evidence.push(state_json(&filed.evidence, position)?);
         c.amount_at_stake_minor.push(filed.amount_at_stake_minor);
         c.service_starts_at.push(filed.service_starts_at);
         c.filed_at.push(filed.at);
         c.respond_by.push(filed.respond_by);
         c.claimant_statement.push(
-            row.claim
+            row.state
                 .claimant_statement
                 .as_ref()
-                .map(|s| json(s, position))
+                .map(|s| state_json(s, position))
                 .transpose()?,
         );
         c.respondent_statement.push(
-            row.claim
+            row.state
                 .respondent_statement
                 .as_ref()
-                .map(|s| json(s, position))
+                .map(|s| state_json(s, position))
                 .transpose()?,
         );
         c.deadline_missed_at
-            .push(row.claim.deadline_missed.as_ref().map(|m| m.at));
+            .push(row.state.deadline_missed.as_ref().map(|m| m.at));
         c.assigned_to
-            .push(row.claim.assigned_to.as_ref().map(|a| a.to_string()));
+            .push(row.state.assigned_to.as_ref().map(|a| a.to_string()));
         c.outcome.push(last.map(|r| name_of(&r.outcome)));
         c.decision
-            .push(last.map(|r| json(r, position)).transpose()?);
-        c.resolution_round.push(row.claim.resolutions.len() as i32);
+            .push(last.map(|r| state_json(r, position)).transpose()?);
+        c.resolution_round.push(row.state.resolutions.len() as i32);
         c.resolved_at.push(last.map(|r| r.at));
         c.seconds_to_resolve
-            .push(row.claim.resolutions.first().map(|r| r.seconds_to_resolve));
-        c.appealed_at.push(row.claim.appeal.as_ref().map(|a| a.at));
+            .push(row.state.resolutions.first().map(|r| r.seconds_to_resolve));
+        c.appealed_at.push(row.state.appeal.as_ref().map(|a| a.at));
         c.stream_version.push(row.stream_version);
         c.last_position.push(position);
         c.updated_at.push(row.updated_at);
-        c.state.push(json(&row.claim, position)?);
+        c.state.push(state_json(&row.state, position)?);
     }
     if c.claim_id.is_empty() {
         return Ok(());

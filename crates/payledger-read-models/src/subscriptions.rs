@@ -6,7 +6,7 @@
 //! ([`purchases_with_unapplied_refunds`]). Both are only indexes: every candidate is re-checked
 //! against its event stream by the command it receives.
 
-use crate::fold::{bad, distinct_ids, ensure_follows};
+use crate::fold::{bad, distinct_ids, load_stored, state_json, Folded};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -96,34 +96,6 @@ pub struct SubscriptionFilter<'a> {
     pub after_subscription_id: Option<&'a str>,
 }
 
-/// A stream being folded: state plus where it stands in the log.
-struct Folded<S> {
-    state: S,
-    stream_version: i64,
-    last_position: i64,
-    updated_at: DateTime<Utc>,
-}
-
-impl<S: Default> Folded<S> {
-    fn new(at: DateTime<Utc>) -> Folded<S> {
-        Folded {
-            state: S::default(),
-            stream_version: 0,
-            last_position: 0,
-            updated_at: at,
-        }
-    }
-
-    /// Pair assertion: the log hands each stream's events over contiguously.
-    fn advance(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        ensure_follows(event, self.stream_version)?;
-        self.stream_version = event.stream_version;
-        self.last_position = event.global_position;
-        self.updated_at = event.recorded_at;
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Projection for SubscriptionsProjection {
     fn name(&self) -> &'static str {
@@ -179,27 +151,6 @@ fn ids_of(events: &[(&str, &RecordedEvent)]) -> Vec<String> {
     distinct_ids(events.iter().map(|(id, _)| *id))
 }
 
-fn state_of<S: serde::de::DeserializeOwned>(
-    row: &sqlx::postgres::PgRow,
-    what: &str,
-) -> Result<S, ProjectionError> {
-    let state: serde_json::Value = row.try_get("state")?;
-    serde_json::from_value(state).map_err(|e| ProjectionError::BadEvent {
-        position: row.try_get("last_position").unwrap_or_default(),
-        reason: format!("stored {what} state does not decode: {e}"),
-    })
-}
-
-fn to_json<S: serde::Serialize>(
-    state: &S,
-    position: i64,
-) -> Result<serde_json::Value, ProjectionError> {
-    serde_json::to_value(state).map_err(|e| ProjectionError::BadEvent {
-        position,
-        reason: format!("state does not serialise: {e}"),
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
 // ---------------------------------------------------------------------------------------------
@@ -209,27 +160,14 @@ async fn project_subscriptions(
     events: &[(&str, &RecordedEvent)],
 ) -> Result<(), ProjectionError> {
     let ids = ids_of(events);
-    let rows = sqlx::query(
-        "SELECT subscription_id, stream_version, last_position, updated_at, state \
-         FROM subscriptions WHERE subscription_id = ANY($1)",
+    let mut folding: HashMap<String, Folded<Subscription>> = load_stored(
+        conn,
+        "subscriptions",
+        "subscription_id",
+        &ids,
+        "subscription",
     )
-    // Planned per call: docs/architecture.md, "Lookups by many keys".
-    .persistent(false)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
     .await?;
-    let mut folding: HashMap<String, Folded<Subscription>> = HashMap::with_capacity(ids.len());
-    for row in rows {
-        folding.insert(
-            row.try_get("subscription_id")?,
-            Folded {
-                state: state_of(&row, "subscription")?,
-                stream_version: row.try_get("stream_version")?,
-                last_position: row.try_get("last_position")?,
-                updated_at: row.try_get("updated_at")?,
-            },
-        );
-    }
     for (id, event) in events {
         let decoded: SubscriptionEvent = codec::decode(&event.event_type, &event.payload)
             .map_err(|e| bad(event, e.to_string()))?;
@@ -284,7 +222,7 @@ async fn project_subscriptions(
         c.stream_version.push(row.stream_version);
         c.last_position.push(row.last_position);
         c.updated_at.push(row.updated_at);
-        c.state.push(to_json(state, row.last_position)?);
+        c.state.push(state_json(state, row.last_position)?);
     }
     c.upsert(conn).await
 }
@@ -392,27 +330,8 @@ async fn project_wallets(
     events: &[(&str, &RecordedEvent)],
 ) -> Result<(), ProjectionError> {
     let ids = ids_of(events);
-    let rows = sqlx::query(
-        "SELECT customer_id, stream_version, last_position, updated_at, state \
-         FROM wallets WHERE customer_id = ANY($1)",
-    )
-    // Planned per call: docs/architecture.md, "Lookups by many keys".
-    .persistent(false)
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut folding: HashMap<String, Folded<Wallet>> = HashMap::with_capacity(ids.len());
-    for row in rows {
-        folding.insert(
-            row.try_get("customer_id")?,
-            Folded {
-                state: state_of(&row, "wallet")?,
-                stream_version: row.try_get("stream_version")?,
-                last_position: row.try_get("last_position")?,
-                updated_at: row.try_get("updated_at")?,
-            },
-        );
-    }
+    let mut folding: HashMap<String, Folded<Wallet>> =
+        load_stored(conn, "wallets", "customer_id", &ids, "wallet").await?;
     // Purchases this batch touched, with the time they were bought when the batch bought them.
     let mut touched: BTreeMap<(String, String), Option<DateTime<Utc>>> = BTreeMap::new();
     for (customer_id, event) in events {
@@ -451,7 +370,7 @@ async fn project_wallets(
         w.stream_version.push(row.stream_version);
         w.last_position.push(row.last_position);
         w.updated_at.push(row.updated_at);
-        w.state.push(to_json(s, row.last_position)?);
+        w.state.push(state_json(s, row.last_position)?);
     }
     w.upsert(conn).await?;
 
