@@ -5,7 +5,7 @@ use payledger_app::api_keys::{self, Role};
 use payledger_app::context::RequestContext;
 use payledger_http::auth::{Access, ROUTES};
 use payledger_store::{EventStore, WriterConfig};
-use payledger_tests::{spawn_app, TestApp};
+use payledger_tests::{event_types, spawn_app, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -175,12 +175,7 @@ async fn a_revoked_key_stops_working_within_the_cache_time() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&audit["events"]);
     assert_eq!(types, vec!["ApiKeyCreated", "ApiKeyRevoked"]);
 }
 

@@ -1,7 +1,7 @@
 //! The runbook's operations through HTTP: kill switches, outside payments, enrollment
 //! cancellation, and the payment-recovery status.
 
-use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions, TestApp};
+use payledger_tests::{event_types, spawn_app, spawn_app_with, SpawnOptions, TestApp};
 use serde_json::{json, Value};
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
@@ -98,12 +98,7 @@ async fn the_global_switch_stops_new_orders_and_payments_until_resumed() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = stream["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&stream["events"]);
     assert_eq!(types, vec!["PaymentsSuspended", "PaymentsResumed"]);
 }
 
@@ -271,12 +266,7 @@ async fn cancelling_an_enrollment_refunds_once_and_closes_the_order() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = timeline["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&timeline["entries"]);
     assert_eq!(
         types,
         vec![

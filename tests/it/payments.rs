@@ -1,7 +1,7 @@
 //! The payment flow through HTTP: place, confirm, refund, timeline.
 
 use futures::future::join_all;
-use payledger_tests::spawn_app;
+use payledger_tests::{event_types, spawn_app};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -61,12 +61,7 @@ async fn place_confirm_and_partially_refund_an_order() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = timeline["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&timeline["entries"]);
     assert_eq!(
         types,
         vec![
@@ -97,12 +92,7 @@ async fn a_mismatched_amount_is_rejected_recorded_and_never_charged() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = stream["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&stream["events"]);
     assert_eq!(types, vec!["OrderPlaced", "ConfirmationRejected"]);
     assert!(!app
         .sandbox

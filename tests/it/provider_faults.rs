@@ -1,7 +1,7 @@
 //! Provider faults: an outage opens the circuit and nothing is charged; a timeout after the
 //! charge is settled by the reconciler, never guessed.
 
-use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions};
+use payledger_tests::{event_types, spawn_app, spawn_app_with, SpawnOptions};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -111,12 +111,7 @@ async fn a_timeout_after_the_charge_is_recorded_as_unknown_then_reconciled() {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = stream["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let types = event_types(&stream["events"]);
     assert_eq!(
         types,
         vec![

@@ -23,12 +23,7 @@ async fn event_types(app: &TestApp, order_id: &str) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    stream["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap().to_string())
-        .collect()
+    payledger_tests::event_types(&stream["events"])
 }
 
 #[tokio::test]

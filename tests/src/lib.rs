@@ -258,3 +258,13 @@ impl TestApp {
         }
     }
 }
+
+/// The `eventType` of each item of a stream's `events` or a timeline's `entries`, in log order.
+pub fn event_types(items: &Value) -> Vec<String> {
+    items
+        .as_array()
+        .expect("a list of events")
+        .iter()
+        .map(|e| e["eventType"].as_str().expect("an eventType").to_string())
+        .collect()
+}

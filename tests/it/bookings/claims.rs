@@ -7,6 +7,7 @@ use payledger_app::executor::{AggregateCache, Executor};
 use payledger_domain::ids::RefundId;
 use payledger_domain::order::{self, Order, OrderCommand, RefundStatus};
 use payledger_store::{EventStore, WriterConfig};
+use payledger_tests::event_types;
 
 fn file_body(
     claim_id: &str,
@@ -252,12 +253,7 @@ async fn a_resolution_refunds_once_warns_the_provider_and_three_warnings_suspend
     let payee = app
         .get_as(&app.auditor_key, &format!("/v1/streams/payee-{THERAPIST}"))
         .await;
-    let kinds: Vec<&str> = payee.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventType"].as_str().unwrap())
-        .collect();
+    let kinds = event_types(&payee.body["events"]);
     assert_eq!(
         kinds,
         vec![
