@@ -24,6 +24,22 @@ pub struct Route {
     pub pattern: &'static str,
 }
 
+impl Route {
+    pub const fn get(pattern: &'static str) -> Route {
+        Route {
+            method: "GET",
+            pattern,
+        }
+    }
+
+    pub const fn post(pattern: &'static str) -> Route {
+        Route {
+            method: "POST",
+            pattern,
+        }
+    }
+}
+
 /// How an action ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -123,6 +139,13 @@ async fn record(request: &HttpRequest, session: &Session, route: Route, status: 
     }
 }
 
+/// The signed-in session of a page, refused unless its role may read `route`.
+pub async fn page_session(request: &HttpRequest, route: Route) -> Result<Session, Refusal> {
+    let session = Session::of(request).await?;
+    session.require(route.method, route.pattern)?;
+    Ok(session)
+}
+
 /// The page after an action: what the API answered, in words, with a way back.
 pub fn result_page(
     chrome: Chrome,
@@ -166,4 +189,12 @@ pub fn field(body: &serde_json::Value, name: &str) -> Option<String> {
         serde_json::Value::Null => None,
         other => Some(other.to_string()),
     }
+}
+
+/// The named fields of the API's answer that it holds, for the result page's details.
+pub fn fields(body: &serde_json::Value, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| field(body, name).map(|v| (name.to_string(), v)))
+        .collect()
 }

@@ -4,7 +4,7 @@
 //! Reads are the API's own claim answers (`GET /v1/claims`, `GET /v1/claims/{id}`), read into
 //! the few fields the page shows; actions are the API's handlers (see `actions.rs`).
 
-use crate::actions::{self, field, Route};
+use crate::actions::{self, Route};
 use crate::pages::{money, render, Chrome, Time};
 use crate::session::{app_state, Refusal, Session};
 use crate::Console;
@@ -15,18 +15,9 @@ use chrono::{DateTime, Utc};
 use payledger_http::claims as api;
 use serde::Deserialize;
 
-const QUEUE: Route = Route {
-    method: "GET",
-    pattern: "/v1/claims",
-};
-const ASSIGN: Route = Route {
-    method: "POST",
-    pattern: "/v1/claims/{claim_id}/assign",
-};
-const RESOLVE: Route = Route {
-    method: "POST",
-    pattern: "/v1/claims/{claim_id}/resolve",
-};
+const QUEUE: Route = Route::get("/v1/claims");
+const ASSIGN: Route = Route::post("/v1/claims/{claim_id}/assign");
+const RESOLVE: Route = Route::post("/v1/claims/{claim_id}/resolve");
 
 /// The queue's states, in the order a claim moves through them.
 const STATES: &[&str] = &["filed", "under_review", "appealed", "resolved"];
@@ -127,8 +118,7 @@ pub async fn queue(
     console: web::Data<Console>,
     query: web::Query<QueueQuery>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(QUEUE.method, QUEUE.pattern)?;
+    let session = actions::page_session(&request, QUEUE).await?;
     let state = app_state(&request)?.clone();
     let zone = console.config.time_zone;
     let status = query
@@ -358,8 +348,7 @@ pub async fn claim(
     console: web::Data<Console>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(QUEUE.method, QUEUE.pattern)?;
+    let session = actions::page_session(&request, QUEUE).await?;
     claim_page(&request, &session, &console, &path, None).await
 }
 
@@ -387,10 +376,7 @@ pub async fn assign(
     let outcome = actions::finish(&request, &session, ASSIGN, result).await;
     let chrome = Chrome::new(&request, &session, &console, "claims");
     let heading = format!("{} · {claim_id}", chrome.t("assign"));
-    let details = ["assignedTo", "status"]
-        .iter()
-        .filter_map(|n| field(&outcome.body, n).map(|v| (n.to_string(), v)))
-        .collect();
+    let details = actions::fields(&outcome.body, &["assignedTo", "status"]);
     Ok(actions::result_page(
         chrome,
         &outcome,
@@ -492,10 +478,7 @@ pub async fn resolve(
     let outcome = actions::finish(&request, &session, RESOLVE, result).await;
     let chrome = Chrome::new(&request, &session, &console, "claims");
     let heading = format!("{} · {claim_id}", chrome.t("resolve"));
-    let details = ["status"]
-        .iter()
-        .filter_map(|n| field(&outcome.body, n).map(|v| (n.to_string(), v)))
-        .collect();
+    let details = actions::fields(&outcome.body, &["status"]);
     Ok(actions::result_page(
         chrome,
         &outcome,

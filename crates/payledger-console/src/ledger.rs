@@ -14,16 +14,10 @@ use payledger_projector::rebuild_jobs::{RebuildJob, RebuildState};
 use serde::Deserialize;
 
 /// Who may read the ledger screens: whoever may read the raw log.
-const RAW_LOG: Route = Route {
-    method: "GET",
-    pattern: "/v1/events",
-};
+const RAW_LOG: Route = Route::get("/v1/events");
 /// A rebuild has no API route (the CLI's `projections rebuild`); admins only, and recorded
 /// under this name in `audit-admin`.
-const REBUILD: Route = Route {
-    method: "POST",
-    pattern: "/console/ledger/rebuild",
-};
+const REBUILD: Route = Route::post("/console/ledger/rebuild");
 
 /// Events the explorer reads per page while filtering (a bound on one request's work).
 const EXPLORER_SCAN_EVENTS: i64 = 5_000;
@@ -60,8 +54,7 @@ pub async fn ledger_page(
     request: HttpRequest,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(RAW_LOG.method, RAW_LOG.pattern)?;
+    let session = actions::page_session(&request, RAW_LOG).await?;
     let state = app_state(&request)?;
     let projections = payledger_projector::status(&state.read_pool)
         .await
@@ -160,8 +153,7 @@ pub async fn rebuild_page(
     console: web::Data<Console>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(RAW_LOG.method, RAW_LOG.pattern)?;
+    let session = actions::page_session(&request, RAW_LOG).await?;
     let Some(job) = console.rebuilds.get(&path) else {
         return Ok(crate::pages::plain_error_page(
             StatusCode::NOT_FOUND,
@@ -261,8 +253,7 @@ pub async fn events_page(
     console: web::Data<Console>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(RAW_LOG.method, RAW_LOG.pattern)?;
+    let session = actions::page_session(&request, RAW_LOG).await?;
     let state = app_state(&request)?;
     let zone = console.config.time_zone;
     let clean = |v: &Option<String>| {
@@ -342,10 +333,7 @@ pub async fn events_page(
     Ok(render(StatusCode::OK, &page))
 }
 
-const TRIAL_BALANCE: Route = Route {
-    method: "GET",
-    pattern: "/v1/journal/trial-balance",
-};
+const TRIAL_BALANCE: Route = Route::get("/v1/journal/trial-balance");
 
 #[derive(Debug, Deserialize)]
 struct AccountIn {
@@ -393,8 +381,7 @@ pub async fn trial_balance_page(
     console: web::Data<Console>,
     query: web::Query<TrialBalanceQuery>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(TRIAL_BALANCE.method, TRIAL_BALANCE.pattern)?;
+    let session = actions::page_session(&request, TRIAL_BALANCE).await?;
     let state = app_state(&request)?.clone();
     let at_text = query.at.as_deref().unwrap_or("").trim().to_string();
     let mut error = None;

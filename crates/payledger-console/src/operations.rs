@@ -12,48 +12,18 @@ use payledger_domain::operations::SWITCHES_STREAM;
 use payledger_webhook_relay::Relay;
 use serde::Deserialize;
 
-const SWITCHES: Route = Route {
-    method: "GET",
-    pattern: "/v1/admin/switches",
-};
-const SUSPEND_PAYMENTS: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/switches/payments/suspend",
-};
-const RESUME_PAYMENTS: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/switches/payments/resume",
-};
-const SUSPEND_PAYEE: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/switches/payees/{payee_id}/suspend",
-};
-const RESUME_PAYEE: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/switches/payees/{payee_id}/resume",
-};
-const INBOUND_DEAD_LETTERS: Route = Route {
-    method: "GET",
-    pattern: "/v1/admin/webhooks/dead-letters",
-};
-const REPLAY_INBOUND: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/webhooks/dead-letters/{id}/replay",
-};
-const REPLAY_OUTBOUND: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/notifications/dead-letters/{id}/replay",
-};
+const SWITCHES: Route = Route::get("/v1/admin/switches");
+const SUSPEND_PAYMENTS: Route = Route::post("/v1/admin/switches/payments/suspend");
+const RESUME_PAYMENTS: Route = Route::post("/v1/admin/switches/payments/resume");
+const SUSPEND_PAYEE: Route = Route::post("/v1/admin/switches/payees/{payee_id}/suspend");
+const RESUME_PAYEE: Route = Route::post("/v1/admin/switches/payees/{payee_id}/resume");
+const INBOUND_DEAD_LETTERS: Route = Route::get("/v1/admin/webhooks/dead-letters");
+const REPLAY_INBOUND: Route = Route::post("/v1/admin/webhooks/dead-letters/{id}/replay");
+const REPLAY_OUTBOUND: Route = Route::post("/v1/admin/notifications/dead-letters/{id}/replay");
 /// Keys are managed by the CLI and here; neither is an API route, so the name in `audit-admin`
 /// says where it came from.
-const CREATE_KEY: Route = Route {
-    method: "POST",
-    pattern: "/console/keys",
-};
-const REVOKE_KEY: Route = Route {
-    method: "POST",
-    pattern: "/console/keys/revoke",
-};
+const CREATE_KEY: Route = Route::post("/console/keys");
+const REVOKE_KEY: Route = Route::post("/console/keys/revoke");
 
 /// Switch events shown in the history (newest first).
 const SWITCH_HISTORY_LIMIT: i64 = 500;
@@ -88,8 +58,7 @@ pub async fn switches_page(
     request: HttpRequest,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(SWITCHES.method, SWITCHES.pattern)?;
+    let session = actions::page_session(&request, SWITCHES).await?;
     let state = app_state(&request)?;
     let zone = console.config.time_zone;
     let chrome = Chrome::new(&request, &session, &console, "operations");
@@ -270,8 +239,7 @@ pub async fn dead_letters_page(
     request: HttpRequest,
     console: web::Data<Console>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(INBOUND_DEAD_LETTERS.method, INBOUND_DEAD_LETTERS.pattern)?;
+    let session = actions::page_session(&request, INBOUND_DEAD_LETTERS).await?;
     let relay = relay(&request)?;
     let zone = console.config.time_zone;
     let unavailable = |e: &dyn std::fmt::Display| Refusal::Unavailable(e.to_string());
@@ -357,10 +325,7 @@ pub async fn replay_inbound(
     let outcome = actions::finish(&request, &session, REPLAY_INBOUND, result).await;
     let chrome = Chrome::new(&request, &session, &console, "webhooks");
     let heading = format!("{} · {id}", chrome.t("replay"));
-    let details = ["eventId", "status", "streamId"]
-        .iter()
-        .filter_map(|name| field(&outcome.body, name).map(|v| (name.to_string(), v)))
-        .collect();
+    let details = actions::fields(&outcome.body, &["eventId", "status", "streamId"]);
     Ok(actions::result_page(
         chrome,
         &outcome,
@@ -385,10 +350,7 @@ pub async fn replay_outbound(
     let outcome = actions::finish(&request, &session, REPLAY_OUTBOUND, result).await;
     let chrome = Chrome::new(&request, &session, &console, "webhooks");
     let heading = format!("{} · {id}", chrome.t("replay"));
-    let details = ["messageId", "status"]
-        .iter()
-        .filter_map(|name| field(&outcome.body, name).map(|v| (name.to_string(), v)))
-        .collect();
+    let details = actions::fields(&outcome.body, &["messageId", "status"]);
     Ok(actions::result_page(
         chrome,
         &outcome,

@@ -12,26 +12,11 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use payledger_read_models::orders::{OrderFilter, OrderView, MAX_SEARCH_OFFSET};
 use serde::Deserialize;
 
-const ORDER_PAGE: Route = Route {
-    method: "GET",
-    pattern: "/v1/orders/{order_id}",
-};
-const TIMELINE: Route = Route {
-    method: "GET",
-    pattern: "/v1/orders/{order_id}/timeline",
-};
-const REFUND: Route = Route {
-    method: "POST",
-    pattern: "/v1/orders/{order_id}/refunds",
-};
-const CANCEL_ENROLLMENT: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/orders/{order_id}/cancel-enrollment",
-};
-const EXTERNAL_PAYMENT: Route = Route {
-    method: "POST",
-    pattern: "/v1/admin/orders/{order_id}/external-payments",
-};
+const ORDER_PAGE: Route = Route::get("/v1/orders/{order_id}");
+const TIMELINE: Route = Route::get("/v1/orders/{order_id}/timeline");
+const REFUND: Route = Route::post("/v1/orders/{order_id}/refunds");
+const CANCEL_ENROLLMENT: Route = Route::post("/v1/admin/orders/{order_id}/cancel-enrollment");
+const EXTERNAL_PAYMENT: Route = Route::post("/v1/admin/orders/{order_id}/external-payments");
 
 /// Orders per page of search results.
 const PAGE_SIZE: i64 = 25;
@@ -169,8 +154,7 @@ pub async fn search(
     console: web::Data<Console>,
     query: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(ORDER_PAGE.method, ORDER_PAGE.pattern)?;
+    let session = actions::page_session(&request, ORDER_PAGE).await?;
     let state = app_state(&request)?;
     let zone = console.config.time_zone;
     let q = query.into_inner();
@@ -304,8 +288,7 @@ pub async fn order_page(
     path: web::Path<String>,
     query: web::Query<OrderPageQuery>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    session.require(ORDER_PAGE.method, ORDER_PAGE.pattern)?;
+    let session = actions::page_session(&request, ORDER_PAGE).await?;
     let state = app_state(&request)?;
     let zone = console.config.time_zone;
     let chrome = Chrome::new(&request, &session, &console, "orders");
@@ -501,10 +484,7 @@ pub async fn refund(
         .await
     };
     let outcome = actions::finish(&request, &session, REFUND, result).await;
-    let details = ["refundId", "status", "amount"]
-        .iter()
-        .filter_map(|name| field(&outcome.body, name).map(|v| (name.to_string(), v)))
-        .collect();
+    let details = actions::fields(&outcome.body, &["refundId", "status", "amount"]);
     Ok(actions::result_page(
         chrome,
         &outcome,
