@@ -12,15 +12,14 @@
 //! 429 and 5xx — unless Stripe answers `Stripe-Should-Retry: false`. Never retried: anything
 //! Stripe stored under the key (a 402 replays as the same 402 whatever we do).
 
+use crate::codes;
 use crate::wire::{self, ErrorWire};
-use crate::{codes, Counters};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::CircuitBreaker;
+use payledger_gateway::retries::{Attempt, CallCounters, RetryLoop, Retryable};
 use payledger_gateway::GatewayError;
-use rand::Rng as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest response body read from Stripe; a PaymentIntent with its charge is a few kilobytes.
@@ -56,147 +55,22 @@ pub(crate) struct Engine {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub breaker: CircuitBreaker,
-    pub counters: Counters,
-}
-
-enum Attempt {
-    Answered(Vec<u8>),
-    Refused(ProviderFailure),
-    Retryable(Retryable),
-}
-
-enum Retryable {
-    /// Certainly not acted on (no connection, or 429: Stripe did not run the request).
-    NotSent(String),
-    /// Sent, and no usable answer came back: Stripe may have acted.
-    Unknown(String),
-    /// A 5xx from Stripe on a lookup.
-    Provider(ProviderFailure),
-    /// 409: an earlier attempt with this key is still running.
-    InProgress(ProviderFailure),
-}
-
-impl Retryable {
-    fn describe(&self) -> String {
-        match self {
-            Retryable::NotSent(reason) | Retryable::Unknown(reason) => reason.clone(),
-            Retryable::Provider(failure) | Retryable::InProgress(failure) => {
-                format!("{}: {}", failure.provider_code, failure.provider_message)
-            }
-        }
-    }
-
-    fn counts_against_health(&self) -> bool {
-        !matches!(self, Retryable::InProgress(_))
-    }
-}
-
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    pub counters: CallCounters,
 }
 
 impl Engine {
+    /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict
+    /// (`payledger_gateway::retries`, the loop every connector shares).
     pub(crate) async fn execute(&self, call: Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        bump(&self.counters.calls);
-        let result = self.attempts(&call).await;
-        match &result {
-            Err(GatewayError::Refused(_)) => bump(&self.counters.refusals),
-            Err(GatewayError::OutcomeUnknown { reason }) => {
-                bump(&self.counters.outcome_unknown);
-                tracing::warn!(
-                    provider = %self.provider_name,
-                    operation = call.operation,
-                    %reason,
-                    "provider outcome unknown; a reconciler must ask the provider"
-                );
-            }
-            _ => {}
-        }
-        result
-    }
-
-    async fn attempts(&self, call: &Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        let mut unknown_reason: Option<String> = None;
-        let mut last_failure: Option<Retryable> = None;
-        for attempt in 1..=self.max_attempts {
-            if attempt > 1 {
-                bump(&self.counters.retries);
-                tokio::time::sleep(self.backoff(attempt - 1)).await;
-            }
-            let permit = match self.breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(short) => {
-                    bump(&self.counters.short_circuited);
-                    return Err(match unknown_reason {
-                        Some(reason) => GatewayError::OutcomeUnknown { reason },
-                        None => GatewayError::NotSent {
-                            reason: format!("circuit open for provider {}", self.provider_name),
-                            retry_after_ms: Some(short.retry_after_ms),
-                        },
-                    });
-                }
-            };
-            bump(&self.counters.attempts);
-            let (outcome, should_retry) = self.attempt(call).await;
-            match outcome {
-                Attempt::Answered(body) => {
-                    permit.succeeded();
-                    return Ok(body);
-                }
-                Attempt::Refused(failure) => {
-                    permit.succeeded();
-                    return Err(GatewayError::Refused(failure));
-                }
-                Attempt::Retryable(failure) => {
-                    if failure.counts_against_health() {
-                        bump(&self.counters.failures);
-                        permit.failed();
-                    } else {
-                        permit.succeeded();
-                    }
-                    let reason = failure.describe();
-                    if matches!(failure, Retryable::Unknown(_) | Retryable::InProgress(_)) {
-                        unknown_reason = Some(reason.clone());
-                    }
-                    tracing::warn!(
-                        provider = %self.provider_name,
-                        operation = call.operation,
-                        attempt,
-                        max_attempts = self.max_attempts,
-                        %reason,
-                        "provider call failed"
-                    );
-                    last_failure = Some(failure);
-                    if !should_retry {
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(reason) = unknown_reason {
-            return Err(GatewayError::OutcomeUnknown { reason });
-        }
-        Err(match last_failure {
-            Some(Retryable::Provider(failure)) => GatewayError::Refused(failure),
-            Some(failure) => GatewayError::NotSent {
-                reason: failure.describe(),
-                retry_after_ms: None,
-            },
-            None => GatewayError::NotSent {
-                reason: "no attempt was made".to_owned(),
-                retry_after_ms: None,
-            },
-        })
-    }
-
-    /// Full jitter up to the exponential cap, as every connector backs off.
-    fn backoff(&self, retry: u32) -> Duration {
-        let cap_ms = payledger_gateway::transport::backoff_cap_ms(
-            retry,
-            self.backoff_base_ms,
-            self.backoff_max_ms,
-        );
-        Duration::from_millis(rand::rng().random_range(0..=cap_ms))
+        let retries = RetryLoop {
+            provider_name: &self.provider_name,
+            max_attempts: self.max_attempts,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_max_ms: self.backoff_max_ms,
+            breaker: &self.breaker,
+            counters: &self.counters,
+        };
+        retries.run(call.operation, || self.attempt(&call)).await
     }
 
     /// One HTTP attempt, and whether Stripe allows another (`Stripe-Should-Retry`).

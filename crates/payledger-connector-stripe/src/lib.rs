@@ -40,10 +40,11 @@ pub use codes::{stripe_code_class, STRIPE_FAILURE_CODES};
 pub use wire::{BalanceTransactionWire, DisputeWire, RefundWire, UnreadableAnswer};
 
 use async_trait::async_trait;
-use client::{bump, Call, CallKind, Engine};
+use client::{Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::retries::{bump, CallCounters};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, ChargeBillingKeyRequest, CircuitState, ConfirmRequest,
     GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
@@ -52,7 +53,6 @@ use payledger_gateway::{
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,18 +172,6 @@ const SUPPORTED_CURRENCIES: [Currency; 5] = [
     Currency::GBP,
 ];
 
-/// Counters of one gateway.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    calls: AtomicU64,
-    attempts: AtomicU64,
-    failures: AtomicU64,
-    retries: AtomicU64,
-    short_circuited: AtomicU64,
-    refusals: AtomicU64,
-    outcome_unknown: AtomicU64,
-}
-
 /// The Stripe client.
 pub struct StripeGateway {
     base_url: Url,
@@ -255,24 +243,14 @@ impl StripeGateway {
                 backoff_base_ms: config.backoff_base_ms,
                 backoff_max_ms: config.backoff_max_ms,
                 breaker: CircuitBreaker::with_clock(config.circuit, clock),
-                counters: Counters::default(),
+                counters: CallCounters::default(),
             },
         })
     }
 
     /// A snapshot of this gateway's counters.
     pub fn stats(&self) -> GatewayStats {
-        let counters = &self.engine.counters;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        GatewayStats {
-            calls: read(&counters.calls),
-            attempts: read(&counters.attempts),
-            failures: read(&counters.failures),
-            retries: read(&counters.retries),
-            short_circuited: read(&counters.short_circuited),
-            refusals: read(&counters.refusals),
-            outcome_unknown: read(&counters.outcome_unknown),
-        }
+        self.engine.counters.stats()
     }
 
     fn url(&self, segments: &[&str]) -> Url {

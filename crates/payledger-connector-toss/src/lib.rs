@@ -28,12 +28,10 @@ use payledger_gateway::{
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
     ProviderPayment,
 };
-use rand::Rng as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +41,7 @@ pub const TOSS_API_BASE_URL: &str = "https://api.tosspayments.com";
 /// The secret key the sandbox accepts by default (`payledger-sandbox`'s `DEFAULT_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "test_sk_sandbox";
 
+use payledger_gateway::retries::{bump, Attempt, CallCounters, RetryLoop, Retryable};
 use payledger_gateway::transport::{is_loopback_host, TransportLimits};
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
@@ -137,22 +136,6 @@ pub enum GatewayConfigError {
     HttpClient(String),
 }
 
-/// Counters of one gateway, read by [`TossGateway::stats`].
-#[derive(Debug, Default)]
-struct Counters {
-    calls: AtomicU64,
-    attempts: AtomicU64,
-    failures: AtomicU64,
-    retries: AtomicU64,
-    short_circuited: AtomicU64,
-    refusals: AtomicU64,
-    outcome_unknown: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The Toss Payments client.
 pub struct TossGateway {
     provider_name: String,
@@ -165,7 +148,7 @@ pub struct TossGateway {
     backoff_base_ms: u64,
     backoff_max_ms: u64,
     breaker: CircuitBreaker,
-    counters: Counters,
+    counters: CallCounters,
 }
 
 impl fmt::Debug for TossGateway {
@@ -196,33 +179,8 @@ struct Call<'a> {
     kind: CallKind,
 }
 
-/// How one HTTP attempt ended.
-enum Attempt {
-    /// 2xx and its body.
-    Answered(Vec<u8>),
-    /// A definitive refusal: retrying the same request cannot change it.
-    Refused(ProviderFailure),
-    Retryable(Retryable),
-}
-
 /// The connector's name: what orders record as their `provider`, and the registry's key.
 pub const PROVIDER_NAME: &str = "toss";
-
-enum Retryable {
-    /// Certainly not sent (no connection).
-    NotSent(String),
-    /// Sent, and no usable answer came back: the provider may have acted.
-    Unknown(String),
-    /// The provider itself is in trouble: it answered 5xx or 429. Counts against its health.
-    Provider(ProviderFailure),
-    /// The provider answered, healthy, that this one payment failed in a way a retry may mend
-    /// (`PROVIDER_ERROR` sent with a 4xx: the card issuer's trouble with this card). Retried
-    /// with the same key, but never counted against the provider's health: one customer's
-    /// failing card must not open the circuit for everyone.
-    PaymentTrouble(ProviderFailure),
-    /// 409 `IDEMPOTENT_REQUEST_PROCESSING`: an earlier attempt with this key is still running.
-    InProgress(ProviderFailure),
-}
 
 impl TossGateway {
     pub fn new(config: TossConfig) -> Result<TossGateway, GatewayConfigError> {
@@ -282,22 +240,13 @@ impl TossGateway {
             backoff_base_ms: config.backoff_base_ms,
             backoff_max_ms: config.backoff_max_ms,
             breaker: CircuitBreaker::with_clock(config.circuit, clock),
-            counters: Counters::default(),
+            counters: CallCounters::default(),
         })
     }
 
     /// A snapshot of this gateway's counters.
     pub fn stats(&self) -> GatewayStats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        GatewayStats {
-            calls: read(&self.counters.calls),
-            attempts: read(&self.counters.attempts),
-            failures: read(&self.counters.failures),
-            retries: read(&self.counters.retries),
-            short_circuited: read(&self.counters.short_circuited),
-            refusals: read(&self.counters.refusals),
-            outcome_unknown: read(&self.counters.outcome_unknown),
-        }
+        self.counters.stats()
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -310,112 +259,23 @@ impl TossGateway {
         url
     }
 
-    /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict.
+    /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict
+    /// (`payledger_gateway::retries`, the loop every connector shares).
     async fn execute(&self, call: Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        bump(&self.counters.calls);
-        let result = self.attempts(&call).await;
-        match &result {
-            Err(GatewayError::Refused(_)) => bump(&self.counters.refusals),
-            Err(GatewayError::OutcomeUnknown { reason }) => {
-                bump(&self.counters.outcome_unknown);
-                tracing::warn!(
-                    provider = %self.provider_name,
-                    operation = call.operation,
-                    %reason,
-                    "provider outcome unknown; a reconciler must ask the provider"
-                );
-            }
-            _ => {}
-        }
-        result
-    }
-
-    async fn attempts(&self, call: &Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        // Once any attempt may have reached the provider, "not sent" is no longer true of the
-        // call, whatever later attempts say.
-        let mut unknown_reason: Option<String> = None;
-        let mut last_failure: Option<Retryable> = None;
-        for attempt in 1..=self.max_attempts {
-            if attempt > 1 {
-                bump(&self.counters.retries);
-                tokio::time::sleep(self.backoff(attempt - 1)).await;
-            }
-            let permit = match self.breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(short) => {
-                    bump(&self.counters.short_circuited);
-                    return Err(match unknown_reason {
-                        Some(reason) => GatewayError::OutcomeUnknown { reason },
-                        None => GatewayError::NotSent {
-                            reason: format!("circuit open for provider {}", self.provider_name),
-                            retry_after_ms: Some(short.retry_after_ms),
-                        },
-                    });
-                }
-            };
-            bump(&self.counters.attempts);
-            match self.attempt(call).await {
-                Attempt::Answered(body) => {
-                    permit.succeeded();
-                    return Ok(body);
-                }
-                Attempt::Refused(failure) => {
-                    permit.succeeded();
-                    return Err(GatewayError::Refused(failure));
-                }
-                Attempt::Retryable(failure) => {
-                    match &failure {
-                        Retryable::InProgress(_) | Retryable::PaymentTrouble(_) => {
-                            permit.succeeded()
-                        }
-                        _ => {
-                            bump(&self.counters.failures);
-                            permit.failed();
-                        }
-                    }
-                    let reason = failure.describe();
-                    if matches!(failure, Retryable::Unknown(_) | Retryable::InProgress(_)) {
-                        unknown_reason = Some(reason.clone());
-                    }
-                    tracing::warn!(
-                        provider = %self.provider_name,
-                        operation = call.operation,
-                        attempt,
-                        max_attempts = self.max_attempts,
-                        %reason,
-                        "provider call failed"
-                    );
-                    last_failure = Some(failure);
-                }
-            }
-        }
-        if let Some(reason) = unknown_reason {
-            return Err(GatewayError::OutcomeUnknown { reason });
-        }
-        Err(match last_failure {
-            Some(Retryable::Provider(failure) | Retryable::PaymentTrouble(failure)) => {
-                GatewayError::Refused(failure)
-            }
-            Some(failure) => GatewayError::NotSent {
-                reason: failure.describe(),
-                retry_after_ms: None,
-            },
-            None => GatewayError::NotSent {
-                reason: "no attempt was made".to_owned(),
-                retry_after_ms: None,
-            },
-        })
-    }
-
-    /// Full jitter: a uniformly random sleep up to the exponential cap, so clients that failed
-    /// together do not retry together.
-    fn backoff(&self, retry: u32) -> Duration {
-        let cap_ms = payledger_gateway::transport::backoff_cap_ms(
-            retry,
-            self.backoff_base_ms,
-            self.backoff_max_ms,
-        );
-        Duration::from_millis(rand::rng().random_range(0..=cap_ms))
+        let retries = RetryLoop {
+            provider_name: &self.provider_name,
+            max_attempts: self.max_attempts,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_max_ms: self.backoff_max_ms,
+            breaker: &self.breaker,
+            counters: &self.counters,
+        };
+        // Toss has no "do not retry" answer: every retryable attempt may be tried again.
+        retries
+            .run(call.operation, || async {
+                (self.attempt(&call).await, true)
+            })
+            .await
     }
 
     async fn attempt(&self, call: &Call<'_>) -> Attempt {
@@ -666,19 +526,6 @@ impl PaymentGateway for TossGateway {
 
     fn stats(&self) -> Option<GatewayStats> {
         Some(TossGateway::stats(self))
-    }
-}
-
-impl Retryable {
-    fn describe(&self) -> String {
-        match self {
-            Retryable::NotSent(reason) | Retryable::Unknown(reason) => reason.clone(),
-            Retryable::Provider(failure)
-            | Retryable::PaymentTrouble(failure)
-            | Retryable::InProgress(failure) => {
-                format!("{}: {}", failure.provider_code, failure.provider_message)
-            }
-        }
     }
 }
 

@@ -11,11 +11,13 @@
 //! Every call carries payledger's own idempotency key, so a retried or concurrent call can never
 //! charge twice, and every error says whether the provider may have acted
 //! ([`GatewayError::OutcomeUnknown`]) or certainly did not. [`circuit`] is the breaker each
-//! connector keeps for its provider.
+//! connector keeps for its provider; [`retries`] the one loop every connector runs its calls
+//! through (attempts with the same key, backoff, the breaker, the verdict).
 
 pub mod circuit;
 pub mod payouts;
 pub mod registry;
+pub mod retries;
 pub mod transport;
 
 pub use registry::{ProviderRegistry, RegistryError};
