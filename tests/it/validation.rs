@@ -130,6 +130,20 @@ async fn malformed_bodies_are_refused_before_anything_happens() {
     );
     let bad_query = app.get("/v1/events?after=abc").await;
     assert_eq!(bad_query.status().as_u16(), 400);
+    // Every listing reads its page size the same way (`dto::page_limit`).
+    for path in [
+        "/v1/claims?limit=0",
+        "/v1/settlements?payeeId=payee_1&limit=1001",
+        "/v1/subscriptions?limit=-1",
+    ] {
+        let bad_limit = app.get_as(&app.admin_key, path).await;
+        assert_eq!(bad_limit.status().as_u16(), 400, "{path}");
+        assert_eq!(
+            bad_limit.json::<Value>().await.unwrap()["code"],
+            "E_INVALID_QUERY",
+            "{path}"
+        );
+    }
 
     assert_eq!(app.head_position().await, 0);
 }

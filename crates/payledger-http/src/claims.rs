@@ -3,7 +3,7 @@
 
 use crate::auth;
 use crate::bookings::{acting_admin, flow_error, parse_non_negative_amount, services};
-use crate::dto::{parse_order_id, ConsistencyQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::dto::{page_limit, parse_order_id, ConsistencyQuery};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request_context::request_context;
 use crate::state::AppState;
@@ -522,16 +522,7 @@ pub async fn list_claims(
     query: web::Query<ClaimQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = match query.limit {
-        None => DEFAULT_PAGE_SIZE,
-        Some(l) if (1..=MAX_PAGE_SIZE).contains(&l) => l,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
-            ))
-        }
-    };
+    let limit = page_limit(query.limit)?;
     let status = query
         .status
         .as_deref()

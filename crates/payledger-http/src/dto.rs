@@ -268,14 +268,20 @@ impl PageQuery {
     }
 
     pub fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            Some(l) if !(1..=MAX_PAGE_SIZE).contains(&l) => Err(ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
-            )),
-            Some(l) => Ok(l),
-            None => Ok(DEFAULT_PAGE_SIZE),
-        }
+        page_limit(self.limit)
+    }
+}
+
+/// A page size a client asked for (`limit`): 1 to [`MAX_PAGE_SIZE`], [`DEFAULT_PAGE_SIZE`]
+/// when absent.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        Some(l) if !(1..=MAX_PAGE_SIZE).contains(&l) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
+        )),
+        Some(l) => Ok(l),
+        None => Ok(DEFAULT_PAGE_SIZE),
     }
 }
 

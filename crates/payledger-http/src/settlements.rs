@@ -2,7 +2,7 @@
 //! trial balance.
 
 use crate::bookings::{flow_error, services};
-use crate::dto::{parse_amount, parse_payee_id, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::dto::{page_limit, parse_amount, parse_payee_id};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request_context::request_context;
 use crate::state::AppState;
@@ -226,16 +226,7 @@ pub async fn list_statements(
             "give payeeId or week to list statements",
         ));
     }
-    let limit = match query.limit {
-        None => DEFAULT_PAGE_SIZE,
-        Some(l) if (1..=MAX_PAGE_SIZE).contains(&l) => l,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
-            ))
-        }
-    };
+    let limit = page_limit(query.limit)?;
     state
         .wait_for_projection("settlements", query.min_position)
         .await?;

@@ -5,16 +5,12 @@ use super::{
     billing_error, check_subscription_access, services, SubscriptionBody, SubscriptionGetQuery,
     SubscriptionListQuery,
 };
-use crate::dto::parse_customer_id;
+use crate::dto::{page_limit, parse_customer_id};
 use crate::errors::{ApiError, ErrorCode};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use payledger_domain::subscription::SubscriptionStatus;
 use payledger_read_models::subscriptions::SubscriptionFilter;
-
-/// Page size of `GET /v1/subscriptions`.
-const DEFAULT_PAGE_SIZE: i64 = 100;
-const MAX_PAGE_SIZE: i64 = 1_000;
 
 /// `GET /v1/subscriptions/{id}`: the read model (with the wallet balance), or the command side
 /// when the subscription is not projected yet.
@@ -95,16 +91,7 @@ pub async fn list_subscriptions(
     if let Some(after) = query.after.as_deref() {
         parse_subscription_id(after)?;
     }
-    let limit = match query.limit {
-        None => DEFAULT_PAGE_SIZE,
-        Some(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
-            ))
-        }
-    };
+    let limit = page_limit(query.limit)?;
     state
         .wait_for_projection("subscriptions", query.min_position)
         .await?;
