@@ -641,7 +641,7 @@ impl Payments {
             .load_order(order_id)
             .await?
             .ok_or(PaymentError::Order(OrderError::NotFound))?;
-        if snapshot.state.payment_key.as_ref() == Some(payment_key) {
+        if snapshot.state.is_payment_key(payment_key) {
             Ok(ConfirmOutcome::Captured(OrderSnapshot {
                 replay: true,
                 ..snapshot
@@ -664,7 +664,7 @@ impl Payments {
                 .load_order(order_id)
                 .await?
                 .ok_or(PaymentError::Order(OrderError::NotFound))?;
-            let same_key = snapshot.state.payment_key.as_ref() == Some(payment_key);
+            let same_key = snapshot.state.is_payment_key(payment_key);
             match snapshot.state.status {
                 OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                     return if same_key {

@@ -548,6 +548,12 @@ pub struct Order {
     /// What a lost dispute took: no longer refundable.
     #[serde(default)]
     pub dispute_lost_minor: i64,
+    /// The key the client confirmed the current (or captured) attempt with, when the provider
+    /// names the payment otherwise once captured (Stripe: the PaymentMethod id, while
+    /// `payment_key` becomes the PaymentIntent id), so a repeated confirm with it is answered as
+    /// the same payment. Cleared when the attempt fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_payment_key: Option<PaymentKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -564,6 +570,12 @@ impl Order {
             - self.refunded_minor
             - self.refund_pending_minor
             - self.dispute_lost_minor
+    }
+
+    /// Whether `key` names this order's current payment: the provider's key, or the one the
+    /// client confirmed it with.
+    pub fn is_payment_key(&self, key: &PaymentKey) -> bool {
+        self.payment_key.as_ref() == Some(key) || self.client_payment_key.as_ref() == Some(key)
     }
 
     /// Whether a dispute is open on the payment (refunds refused, settlement held).
@@ -1160,6 +1172,7 @@ impl Aggregate for Order {
             OrderEvent::ConfirmationRejected(_) => {}
             OrderEvent::PaymentConfirmationStarted(started) => {
                 self.status = OrderStatus::Confirming;
+                self.client_payment_key = Some(started.payment_key.clone());
                 self.payment_key = Some(started.payment_key);
                 self.confirmation_attempts = started.attempt;
                 self.pending_idempotency_key = Some(started.idempotency_key);
@@ -1180,6 +1193,7 @@ impl Aggregate for Order {
                 // AlreadyProcessed is resolved into a capture by the application before recording.
                 debug_assert_ne!(failed.failure.class, FailureClass::AlreadyProcessed);
                 self.status = OrderStatus::Failed;
+                self.client_payment_key = None;
                 self.pending_idempotency_key = None;
                 self.confirmation_started_at = None;
                 self.last_failure = Some(failed.failure);
@@ -1228,6 +1242,7 @@ impl Aggregate for Order {
             }
             OrderEvent::PaymentDiscrepancyRecorded(differs) => {
                 self.status = OrderStatus::NeedsReview;
+                self.client_payment_key = None;
                 self.discrepancy = Some(differs.differences);
                 self.pending_idempotency_key = None;
                 self.confirmation_started_at = None;
