@@ -116,6 +116,23 @@ async fn timeline_when(app: &TestApp, order_id: &str, needle: &str) -> String {
     );
 }
 
+/// Waits until the sandbox delivered every Stripe event and payledger applied every delivery.
+async fn webhooks_quiet(app: &TestApp) {
+    for _ in 0..300 {
+        let delivered = app.sandbox.stripe_deliveries().iter().all(|d| d.delivered);
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_inbox WHERE status = 'pending'")
+                .fetch_one(&app.app_pool)
+                .await
+                .unwrap();
+        if delivered && pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the Stripe webhooks never settled");
+}
+
 fn balance(trial: &Value, account: &str) -> i64 {
     trial["accounts"]
         .as_array()
@@ -307,5 +324,46 @@ async fn a_stripe_order_is_confirmed_with_3ds_refunded_at_the_dashboard_disputed
         app.sandbox.stripe_stats()["chargesByOrderId"][order_id],
         1,
         "one charge for the order"
+    );
+    // Every event Stripe sent (a dozen for this order) was applied, none found a difference.
+    webhooks_quiet(&app).await;
+    let text = timeline(&app, order_id).await;
+    assert!(!text.contains("ATTENTION"), "{text}");
+    assert!(!text.contains("dead-lettered"), "{text}");
+    assert!(text.contains("NoLedgerEffect"), "{text}");
+}
+
+#[tokio::test]
+async fn a_late_event_about_an_earlier_declined_attempt_changes_nothing() {
+    let app = spawn().await;
+    let order_id = "order-stripe-retry";
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": 41_000, "currency": "KRW",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class",
+                    "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let declined = app
+        .confirm(order_id, "pm_card_chargeDeclinedInsufficientFunds", 41_000)
+        .await;
+    assert_eq!(declined.status().as_u16(), 402);
+    let paid = app.confirm(order_id, "pm_card_visa", 41_000).await;
+    assert_eq!(paid.status().as_u16(), 200);
+    // The first attempt's payment_intent.payment_failed arrives after the second one's capture.
+    webhooks_quiet(&app).await;
+    let order = order_when(&app, order_id, |o| o["status"] == "PAID").await;
+    assert_eq!(order["capturedAmount"], 41_000, "{order}");
+    let text = timeline(&app, order_id).await;
+    assert!(
+        text.contains("payment_intent.payment_failed") || text.contains("no longer waits on"),
+        "{text}"
+    );
+    assert!(!text.contains("ATTENTION"), "{text}");
+    assert_eq!(
+        app.charges_at_provider(payledger_tests::TestProvider::Stripe, order_id),
+        1
     );
 }

@@ -226,7 +226,29 @@ impl Step<'_> {
             order.status,
             OrderStatus::Confirming | OrderStatus::OutcomeUnknown
         );
-        if !waiting {
+        let this_attempt = order
+            .payment_key
+            .as_ref()
+            .is_some_and(|key| payment.fact().has_key(key.as_str()))
+            || order
+                .client_payment_key
+                .as_ref()
+                .is_some_and(|key| payment.fact().has_key(key.as_str()));
+        if !this_attempt && !payment.status.was_charged() {
+            // Stripe makes one PaymentIntent per attempt: a late event about an earlier attempt
+            // that never charged says nothing about this one.
+            return Ok(self.applied(
+                Some(&order_id),
+                Some(payment.provider_status.clone()),
+                None,
+                WebhookOutcome::AlreadyConsistent,
+                format!(
+                    "the provider reports {} for {}, an attempt the order no longer waits on; nothing to apply",
+                    payment.provider_status, payment.payment_key
+                ),
+            ));
+        }
+        if !waiting || !this_attempt {
             return Ok(self.consistent_or_differs(&order_id, &order, payment, "payment"));
         }
         let settled = match self
@@ -282,7 +304,12 @@ impl Step<'_> {
             Ok(found) => found,
             Err(applied) => return Ok(applied),
         };
-        if !order.is_paid() {
+        let captured_payment = order
+            .payment_key
+            .as_ref()
+            .is_some_and(|key| key.as_str() == payment.payment_key);
+        if !order.is_paid() || !captured_payment {
+            // Refunds of a payment the order did not capture are not this order's to record.
             return Ok(self.consistent_or_differs(&order_id, &order, payment, "refunds"));
         }
         if order.refund_pending_minor > 0 {
