@@ -67,16 +67,21 @@ pub(crate) async fn apply(
         delivery,
         now,
     };
+    // For the timeline only: the order the signed body names (nothing is changed on it).
+    let named_order = crate::Provider::parse(delivery.provider).and_then(|provider| {
+        let body = serde_json::from_slice::<serde_json::Value>(delivery.raw_body).ok()?;
+        provider.body_order_id(&body)
+    });
     match fact.meaning {
         WebhookMeaning::NoLedgerEffect { reason } => Ok(step.applied(
-            None,
+            named_order.as_ref(),
             None,
             None,
             WebhookOutcome::NoLedgerEffect,
             format!("{}: no ledger effect ({reason})", fact.event_type),
         )),
         WebhookMeaning::UnknownAtProvider { object_id } => Ok(step.applied(
-            None,
+            named_order.as_ref(),
             None,
             None,
             WebhookOutcome::PaymentUnknownAtProvider,
