@@ -243,10 +243,7 @@ pub fn dispute_differences(ledger: &LedgerPayment<'_>, fact: &DisputeFact) -> Ve
     if ledger.captured_minor <= 0 {
         differences.push(Difference::Status);
     }
-    if !ledger
-        .payment_key
-        .is_some_and(|key| key == fact.payment_key)
-    {
+    if ledger.payment_key != Some(fact.payment_key.as_str()) {
         differences.push(Difference::PaymentKey);
     }
     if fact.currency != ledger.currency {
