@@ -23,6 +23,7 @@ mod provider_faults;
 mod provider_truth;
 mod scenario;
 mod stripe;
+mod stripe_disputes;
 mod subscriptions;
 mod test_clock;
 mod validation;

@@ -1,7 +1,7 @@
 //! The payment flow through HTTP: place, confirm, refund, timeline.
 
 use futures::future::join_all;
-use payledger_tests::{event_types, spawn_app};
+use payledger_tests::{event_types, spawn_app, TestProvider};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -153,57 +153,77 @@ async fn confirming_twice_in_a_row_charges_once_and_answers_the_same() {
 #[tokio::test]
 async fn a_hundred_concurrent_confirms_of_one_order_charge_once_and_agree() {
     let app = spawn_app().await;
-    app.place_order("order-race", 33_000).await;
-    let answers = join_all((0..100).map(|_| app.confirm("order-race", "pk_race", 33_000))).await;
-    let mut bodies = Vec::new();
-    for response in answers {
-        assert_eq!(response.status().as_u16(), 200);
-        let body: Value = response.json().await.unwrap();
-        bodies.push(body);
+    for provider in TestProvider::ALL {
+        let order_id = format!("order-race-{}", provider.name());
+        let payment_key = provider.approved_payment_key("race");
+        app.place_order_with(provider, &order_id, 33_000).await;
+        let answers =
+            join_all((0..100).map(|_| app.confirm(&order_id, &payment_key, 33_000))).await;
+        let mut bodies = Vec::new();
+        for response in answers {
+            assert_eq!(response.status().as_u16(), 200, "{provider:?}");
+            let body: Value = response.json().await.unwrap();
+            bodies.push(body);
+        }
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b["status"] == "PAID" && b["capturedAmount"] == 33_000),
+            "{provider:?}"
+        );
+        assert_eq!(
+            bodies.iter().filter(|b| b.get("replay").is_none()).count(),
+            1,
+            "{provider:?}"
+        );
+        assert_eq!(
+            app.charges_at_provider(provider, &order_id),
+            1,
+            "{provider:?}: one charge"
+        );
     }
-    assert!(bodies
-        .iter()
-        .all(|b| b["status"] == "PAID" && b["capturedAmount"] == 33_000));
-    assert_eq!(
-        bodies.iter().filter(|b| b.get("replay").is_none()).count(),
-        1
-    );
-    assert_eq!(
-        app.sandbox.stats().charges_by_order_id.get("order-race"),
-        Some(&1)
-    );
 }
 
 #[tokio::test]
 async fn concurrent_refunds_never_exceed_the_capture() {
     let app = spawn_app().await;
-    app.place_order("order-refunds", 10_000).await;
-    app.confirm("order-refunds", "pk_refunds", 10_000).await;
-    // 100 refunds of 300 = 30_000 asked for against a capture of 10_000.
-    let body = json!({"amount": 300, "reason": "race"});
-    let answers =
-        join_all((0..100).map(|_| app.post("/v1/orders/order-refunds/refunds", &body))).await;
-    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
-    let created = statuses.iter().filter(|s| **s == 201).count();
-    assert_eq!(created, 33, "10_000 / 300 = 33 refunds fit");
-    assert!(statuses.iter().all(|s| *s == 201 || *s == 409));
-    let position = app.head_position().await;
-    let order: Value = app
-        .get(&format!("/v1/orders/order-refunds?minPosition={position}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(order["refundedAmount"], 9_900);
-    assert_eq!(order["refundableAmount"], 100);
-    let cancelled: i64 = app
-        .sandbox
-        .stats()
-        .canceled_amount_by_payment_key
-        .get("pk_refunds")
-        .copied()
-        .unwrap_or_default();
-    assert_eq!(cancelled, 9_900);
+    for provider in TestProvider::ALL {
+        let order_id = format!("order-refunds-{}", provider.name());
+        app.place_order_with(provider, &order_id, 10_000).await;
+        let paid: Value = app
+            .confirm(&order_id, &provider.approved_payment_key("refunds"), 10_000)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(paid["status"], "PAID", "{provider:?}: {paid}");
+        let payment_key = paid["paymentKey"].as_str().unwrap().to_owned();
+        // 100 refunds of 300 = 30_000 asked for against a capture of 10_000.
+        let body = json!({"amount": 300, "reason": "race"});
+        let path = format!("/v1/orders/{order_id}/refunds");
+        let answers = join_all((0..100).map(|_| app.post(&path, &body))).await;
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+        let created = statuses.iter().filter(|s| **s == 201).count();
+        assert_eq!(created, 33, "{provider:?}: 10_000 / 300 = 33 refunds fit");
+        assert!(
+            statuses.iter().all(|s| *s == 201 || *s == 409),
+            "{provider:?}: {statuses:?}"
+        );
+        let position = app.head_position().await;
+        let order: Value = app
+            .get(&format!("/v1/orders/{order_id}?minPosition={position}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(order["refundedAmount"], 9_900, "{provider:?}");
+        assert_eq!(order["refundableAmount"], 100, "{provider:?}");
+        assert_eq!(
+            app.refunded_at_provider(provider, &payment_key).await,
+            9_900,
+            "{provider:?}: the provider refunded exactly what the ledger did"
+        );
+    }
 }
 
 #[tokio::test]

@@ -36,10 +36,17 @@ async fn a_stripe_order_is_confirmed_with_a_payment_method_and_partly_refunded()
     assert_eq!(body["status"], "PAID", "{body}");
     assert_eq!(charges_of(&app, "order-stripe-1"), 1);
 
-    // The order now knows its payment by the PaymentIntent id; the PaymentMethod id alone no
-    // longer names it (a known limit: the repeat is refused, never charged again).
+    // The order now knows its payment by the PaymentIntent id, and still by the PaymentMethod id
+    // it was confirmed with: the repeat is answered as the same payment, never charged again.
     let again = app.confirm("order-stripe-1", "pm_card_visa", 10_000).await;
-    assert_eq!(again.status().as_u16(), 409);
+    assert_eq!(again.status().as_u16(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["replay"], true, "{again}");
+    assert_eq!(again["paymentKey"], body["paymentKey"], "{again}");
+    let other = app
+        .confirm("order-stripe-1", "pm_card_mastercard", 10_000)
+        .await;
+    assert_eq!(other.status().as_u16(), 409, "another card is a conflict");
     assert_eq!(
         charges_of(&app, "order-stripe-1"),
         1,

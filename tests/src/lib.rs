@@ -268,3 +268,110 @@ pub fn event_types(items: &Value) -> Vec<String> {
         .map(|e| e["eventType"].as_str().expect("an eventType").to_string())
         .collect()
 }
+
+/// The connectors the end-to-end tests pay through, so that a money guarantee is checked for
+/// each provider's orders (both against the test's own sandbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestProvider {
+    Toss,
+    Stripe,
+}
+
+impl TestProvider {
+    pub const ALL: [TestProvider; 2] = [TestProvider::Toss, TestProvider::Stripe];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TestProvider::Toss => "toss",
+            TestProvider::Stripe => "stripe",
+        }
+    }
+
+    /// A payment key the provider's sandbox approves: Toss takes any key, Stripe a test
+    /// PaymentMethod (`tag` keeps Toss keys apart per test).
+    pub fn approved_payment_key(self, tag: &str) -> String {
+        match self {
+            TestProvider::Toss => format!("pk_{tag}"),
+            TestProvider::Stripe => "pm_card_visa".to_string(),
+        }
+    }
+}
+
+impl TestApp {
+    /// Places a KRW order paid through `provider`.
+    pub async fn place_order_with(
+        &self,
+        provider: TestProvider,
+        order_id: &str,
+        amount: i64,
+    ) -> Value {
+        let response = self
+            .post(
+                "/v1/orders",
+                &json!({
+                    "orderId": order_id,
+                    "amount": amount,
+                    "currency": "KRW",
+                    "customerId": "cust_1",
+                    "payeeId": "payee_1",
+                    "orderName": "Yoga class",
+                    "provider": provider.name(),
+                }),
+            )
+            .await;
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "place a {provider:?} order"
+        );
+        response.json().await.expect("the order")
+    }
+
+    /// How many times the provider's sandbox charged the order.
+    pub fn charges_at_provider(&self, provider: TestProvider, order_id: &str) -> u64 {
+        match provider {
+            TestProvider::Toss => self
+                .sandbox
+                .stats()
+                .charges_by_order_id
+                .get(order_id)
+                .copied()
+                .unwrap_or(0),
+            TestProvider::Stripe => self.sandbox.stripe_stats()["chargesByOrderId"][order_id]
+                .as_u64()
+                .unwrap_or(0),
+        }
+    }
+
+    /// What the provider's sandbox has refunded of the payment it knows by `payment_key` (the
+    /// order's `paymentKey` once captured).
+    pub async fn refunded_at_provider(&self, provider: TestProvider, payment_key: &str) -> i64 {
+        match provider {
+            TestProvider::Toss => self
+                .sandbox
+                .stats()
+                .canceled_amount_by_payment_key
+                .get(payment_key)
+                .copied()
+                .unwrap_or(0),
+            TestProvider::Stripe => {
+                let intent: Value = self
+                    .client
+                    .get(format!(
+                        "{}/v1/payment_intents/{payment_key}?expand[]=latest_charge",
+                        self.sandbox.stripe_base_url()
+                    ))
+                    .bearer_auth(payledger_sandbox::DEFAULT_STRIPE_SECRET_KEY)
+                    .send()
+                    .await
+                    .expect("ask the Stripe sandbox")
+                    .json()
+                    .await
+                    .expect("a PaymentIntent");
+                intent["latest_charge"]["amount_refunded"]
+                    .as_i64()
+                    .expect("the charge's refunded amount")
+            }
+        }
+    }
+}

@@ -21,10 +21,13 @@ use payledger_domain::order::{
 use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
-    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry, RegistryError,
+    CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry,
+    RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
+
+mod provider_events;
 
 /// Payees kept in memory per process for the booking check; a payee's state is a few fields.
 const PAYEE_CACHE_CAPACITY: usize = 10_000;
@@ -122,8 +125,10 @@ pub struct OrderSnapshot {
 #[derive(Debug, Clone)]
 pub enum ConfirmOutcome {
     Captured(OrderSnapshot),
-    /// Sent, but the provider's answer is unknown; the reconciler will settle it.
-    Pending(OrderSnapshot),
+    /// Sent, but the provider has not charged yet: its answer is unknown (the reconciler will
+    /// settle it) or it waits for the customer, with what the client must do
+    /// ([`ClientAction`]: Stripe 3-D Secure). The action is never recorded.
+    Pending(OrderSnapshot, Option<ClientAction>),
 }
 
 #[derive(Debug, Clone)]
@@ -545,17 +550,21 @@ impl Payments {
             currency: placed.amount.currency(),
             idempotency_key: started.idempotency_key,
         };
+        let mut client_action = None;
         let (outcome, retry_after_ms) = match gateway
             .confirm(&request)
             .instrument(provider_call_span("confirm", order_id, context))
             .await
         {
-            Ok(payment) => (
-                ProviderOutcome::Observed {
-                    fact: payment.fact(),
-                },
-                None,
-            ),
+            Ok(payment) => {
+                client_action = payment.client_action.clone();
+                (
+                    ProviderOutcome::Observed {
+                        fact: payment.fact(),
+                    },
+                    None,
+                )
+            }
             Err(GatewayError::Refused(failure))
                 if failure.class == FailureClass::AlreadyProcessed =>
             {
@@ -614,7 +623,10 @@ impl Payments {
                     None => Err(PaymentError::Refused(failure)),
                 }
             }
-            _ => Ok(ConfirmOutcome::Pending(Self::snapshot(recorded, false))),
+            _ => Ok(ConfirmOutcome::Pending(
+                Self::snapshot(recorded, false),
+                client_action,
+            )),
         }
     }
 
@@ -629,7 +641,7 @@ impl Payments {
             .load_order(order_id)
             .await?
             .ok_or(PaymentError::Order(OrderError::NotFound))?;
-        if snapshot.state.payment_key.as_ref() == Some(payment_key) {
+        if snapshot.state.is_payment_key(payment_key) {
             Ok(ConfirmOutcome::Captured(OrderSnapshot {
                 replay: true,
                 ..snapshot
@@ -652,7 +664,7 @@ impl Payments {
                 .load_order(order_id)
                 .await?
                 .ok_or(PaymentError::Order(OrderError::NotFound))?;
-            let same_key = snapshot.state.payment_key.as_ref() == Some(payment_key);
+            let same_key = snapshot.state.is_payment_key(payment_key);
             match snapshot.state.status {
                 OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                     return if same_key {
@@ -670,10 +682,16 @@ impl Payments {
                     }
                 }
                 OrderStatus::OutcomeUnknown if same_key => {
-                    return Ok(ConfirmOutcome::Pending(OrderSnapshot {
-                        replay: true,
-                        ..snapshot
-                    }))
+                    // The customer may still have to act (3-D Secure): what they must do is
+                    // asked of the provider again, never kept.
+                    let action = self.client_action_now(&snapshot.state, order_id).await;
+                    return Ok(ConfirmOutcome::Pending(
+                        OrderSnapshot {
+                            replay: true,
+                            ..snapshot
+                        },
+                        action,
+                    ));
                 }
                 OrderStatus::Confirming => {}
                 OrderStatus::NeedsReview => return Err(discrepancy_of(&snapshot.state)),
@@ -684,6 +702,20 @@ impl Payments {
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
+    }
+
+    /// What the customer must still do for the order's payment, as the provider says now;
+    /// `None` when nothing, or when the provider cannot be asked (the answer stays a 202).
+    async fn client_action_now(&self, order: &Order, order_id: &OrderId) -> Option<ClientAction> {
+        let gateway = self.gateway_for(order).ok()?;
+        let payment = gateway
+            .payment_by_order_id(order_id.as_str())
+            .instrument(tracing::info_span!("provider_call", operation = "client_action", order_id = %order_id))
+            .await
+            .ok()??;
+        (payment.status == payledger_gateway::PaymentFactStatus::Pending)
+            .then_some(payment.client_action)
+            .flatten()
     }
 
     /// Refunds all (`amount_minor: None`) or part of a captured payment. Repeating a refund id

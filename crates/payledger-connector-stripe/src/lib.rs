@@ -48,7 +48,7 @@ use payledger_gateway::retries::{bump, CallCounters};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, ChargeBillingKeyRequest, CircuitState, ConfirmRequest,
     GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
-    ProviderPayment,
+    ProviderPayment, WebhookFact, WebhookFactError,
 };
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -673,6 +673,10 @@ impl PaymentGateway for StripeGateway {
 
     fn stats(&self) -> Option<GatewayStats> {
         Some(StripeGateway::stats(self))
+    }
+
+    async fn recheck_webhook(&self, verified_body: &[u8]) -> Result<WebhookFact, WebhookFactError> {
+        webhook::webhook_fact(self, verified_body).await
     }
 }
 

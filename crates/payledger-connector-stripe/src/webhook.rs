@@ -10,17 +10,20 @@
 //! | --- | --- | --- |
 //! | `payment_intent.succeeded`, `.payment_failed`, `.canceled` | the order's payment (settles a confirm that was unknown or waiting for 3-D Secure) | the PaymentIntent |
 //! | `charge.refunded`, `charge.refund.updated`, `refund.created`, `refund.updated`, `refund.failed` | the order's refunds (a refund payledger did not ask for is a provider-initiated refund, within the captured amount) | the PaymentIntent with its refunds, and the refund |
-//! | `charge.dispute.created`, `charge.dispute.closed` | the order's dispute (opened: refunds refused, settlement held; lost: the withdrawal and Stripe's fee are journaled) | the Dispute |
-//! | anything else (`payment_intent.created`, `.requires_action`, `.amount_capturable_updated`, `charge.succeeded`, `charge.failed`, `charge.captured`, `charge.dispute.updated`, `.funds_withdrawn`, `.funds_reinstated`, …) | none: recorded with [`StripeMeaning::NoLedgerEffect`] | nothing |
+//! | `charge.dispute.created`, `charge.dispute.updated`, `charge.dispute.closed` | the order's dispute (opened: refunds refused, settlement held; lost: the withdrawal and Stripe's fee are journaled) | the Dispute |
+//! | anything else (`payment_intent.created`, `.requires_action`, `.amount_capturable_updated`, `charge.succeeded`, `charge.failed`, `charge.captured`, `charge.dispute.funds_withdrawn`, `.funds_reinstated`, …) | none: recorded with [`StripeMeaning::NoLedgerEffect`] | nothing |
 //!
 //! `charge.dispute.funds_withdrawn` / `.funds_reinstated` have no effect of their own because the
-//! Dispute re-fetched for `created` / `closed` carries the same balance transactions; acting on
+//! Dispute re-fetched for `created` / `updated` / `closed` carries the same balance transactions; acting on
 //! both would journal the same money twice.
 
 use crate::wire::{self, DisputeWire, RefundWire, UnreadableAnswer};
 use crate::StripeGateway;
 use payledger_domain::money::Currency;
-use payledger_gateway::{GatewayError, ProviderPayment};
+pub use payledger_domain::provider_fact::{DisputeFact, DisputeStatus as DisputeState};
+use payledger_gateway::{
+    GatewayError, ProviderPayment, WebhookFact, WebhookFactError, WebhookMeaning,
+};
 use serde_json::Value;
 
 /// Largest event body interpreted (Stripe's events are a few kilobytes).
@@ -114,9 +117,11 @@ pub fn interpret(body: &[u8]) -> Result<StripeEvent, EventError> {
             )?,
             refund_id: Some(prefixed(&object["id"], "re_", "data.object.id")?),
         },
-        "charge.dispute.created" | "charge.dispute.closed" => StripeMeaning::Dispute {
-            dispute_id: prefixed(&object["id"], "dp_", "data.object.id")?,
-        },
+        "charge.dispute.created" | "charge.dispute.updated" | "charge.dispute.closed" => {
+            StripeMeaning::Dispute {
+                dispute_id: prefixed(&object["id"], "dp_", "data.object.id")?,
+            }
+        }
         "charge.dispute.funds_withdrawn" | "charge.dispute.funds_reinstated" => {
             StripeMeaning::NoLedgerEffect {
                 reason: "the dispute's money is journaled from charge.dispute.created/closed",
@@ -177,32 +182,6 @@ pub enum RefundState {
     Failed,
 }
 
-/// A dispute as Stripe reports it, with what it withdrew.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisputeFact {
-    pub dispute_id: String,
-    pub intent_id: String,
-    pub status: DisputeState,
-    /// The disputed amount.
-    pub amount_minor: i64,
-    pub currency: Currency,
-    /// What Stripe took from the balance for it, net of anything returned (a won dispute
-    /// returns the amount: 0).
-    pub withdrawn_minor: i64,
-    /// Stripe's dispute fees on the dispute's balance transactions.
-    pub fee_minor: i64,
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisputeState {
-    /// `needs_response`, `under_review` and the `warning_*` inquiries: refunds are refused and
-    /// the settlement is held.
-    Open,
-    Won,
-    Lost,
-}
-
 /// Asks Stripe's API for what an event named.
 pub async fn recheck(
     gateway: &StripeGateway,
@@ -239,10 +218,46 @@ pub async fn recheck(
             })
         }
         StripeMeaning::Dispute { dispute_id } => match gateway.dispute(dispute_id).await? {
-            Some(dispute) => Ok(StripeFact::Dispute(dispute_fact(dispute)?)),
+            Some(dispute) => Ok(StripeFact::Dispute(dispute_fact(
+                crate::PaymentGateway::provider_name(gateway),
+                dispute,
+            )?)),
             None => Ok(StripeFact::Unknown),
         },
     }
+}
+
+/// A verified delivery read ([`interpret`]) and re-checked ([`recheck`]), in the seam's words
+/// (`PaymentGateway::recheck_webhook`).
+pub async fn webhook_fact(
+    gateway: &StripeGateway,
+    verified_body: &[u8],
+) -> Result<WebhookFact, WebhookFactError> {
+    let event =
+        interpret(verified_body).map_err(|err| WebhookFactError::Malformed(err.to_string()))?;
+    let object_id = match &event.meaning {
+        StripeMeaning::Payment { intent_id } | StripeMeaning::Refund { intent_id, .. } => {
+            intent_id.clone()
+        }
+        StripeMeaning::Dispute { dispute_id } => dispute_id.clone(),
+        StripeMeaning::NoLedgerEffect { .. } => String::new(),
+    };
+    let refunds = matches!(event.meaning, StripeMeaning::Refund { .. });
+    let meaning = match recheck(gateway, &event.meaning).await? {
+        // The refund an event named is only a prompt: the payment's own list of refunds that
+        // moved money is what the ledger compares with (a pending or failed refund moved none).
+        StripeFact::Payment { payment, .. } if refunds => WebhookMeaning::Refunds(payment),
+        StripeFact::Payment { payment, .. } => WebhookMeaning::Payment(payment),
+        StripeFact::Dispute(dispute) => WebhookMeaning::Dispute(dispute),
+        StripeFact::Unknown => WebhookMeaning::UnknownAtProvider { object_id },
+        StripeFact::NoLedgerEffect { reason } => WebhookMeaning::NoLedgerEffect {
+            reason: reason.to_owned(),
+        },
+    };
+    Ok(WebhookFact {
+        event_type: event.event_type,
+        meaning,
+    })
 }
 
 fn unreadable(err: UnreadableAnswer) -> GatewayError {
@@ -280,7 +295,7 @@ fn refund_fact(refund: RefundWire, intent_id: &str) -> Result<RefundFact, Gatewa
 /// A Dispute as a fact: its state, and the money its balance transactions moved (in the
 /// dispute's currency; a transaction in another currency — a settlement conversion — is not
 /// guessed at).
-pub fn dispute_fact(dispute: DisputeWire) -> Result<DisputeFact, GatewayError> {
+pub fn dispute_fact(provider: &str, dispute: DisputeWire) -> Result<DisputeFact, GatewayError> {
     let intent_id = dispute
         .payment_intent
         .clone()
@@ -329,9 +344,10 @@ pub fn dispute_fact(dispute: DisputeWire) -> Result<DisputeFact, GatewayError> {
         )));
     }
     Ok(DisputeFact {
+        provider: provider.to_owned(),
         currency: wire::currency(&dispute.currency).map_err(unreadable)?,
         dispute_id: dispute.id,
-        intent_id,
+        payment_key: intent_id,
         status,
         amount_minor: dispute.amount,
         withdrawn_minor,
@@ -427,7 +443,7 @@ mod tests {
             "balance_transactions": [{"amount": -7000, "fee": 1500, "currency": "usd"}],
         }))
         .unwrap();
-        let fact = dispute_fact(lost).unwrap();
+        let fact = dispute_fact("stripe", lost).unwrap();
         assert_eq!(fact.status, DisputeState::Lost);
         assert_eq!((fact.withdrawn_minor, fact.fee_minor), (7000, 1500));
         let won: DisputeWire = serde_json::from_value(json!({
@@ -436,7 +452,7 @@ mod tests {
                                      {"amount": 7000, "fee": 0, "currency": "usd"}],
         }))
         .unwrap();
-        let fact = dispute_fact(won).unwrap();
+        let fact = dispute_fact("stripe", won).unwrap();
         assert_eq!(
             (fact.status, fact.withdrawn_minor, fact.fee_minor),
             (DisputeState::Won, 0, 1500)
@@ -446,6 +462,6 @@ mod tests {
             "balance_transactions": [{"amount": -7000, "fee": 1500, "currency": "usd"}],
         }))
         .unwrap();
-        assert!(dispute_fact(odd).is_err());
+        assert!(dispute_fact("stripe", odd).is_err());
     }
 }

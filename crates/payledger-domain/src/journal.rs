@@ -16,6 +16,10 @@
 //! | `StatementConfirmed`, net payable > 0 | payee_payable | payouts | net payable |
 //! | `StatementPaidOut` | payouts | provider_clearing | amount paid |
 //! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
+//! | `ProviderRefundRecorded` (refunded at the provider, e.g. Stripe's dashboard) | payee_payable | provider_clearing | refund |
+//! | `DisputeOpened` | — | — | nothing: no money has been decided yet (refunds refused, settlement held) |
+//! | `DisputeLost` | payee_payable | provider_clearing | withdrawn (the payee bears the chargeback, as a refund) |
+//! | `DisputeLost`, `DisputeWon`, fee > 0 | dispute_fees | provider_clearing | the provider's dispute fee (the platform bears it) |
 //!
 //! So `provider_clearing` is the money the provider holds for the platform, `payee_payable` what
 //! payees are owed but not yet confirmed, `customer_refunds` refunds asked for and not yet
@@ -44,10 +48,12 @@ pub enum Account {
     CompensationExpense,
     Payouts,
     SubscriptionRevenue,
+    /// Providers' dispute fees: an expense of the platform.
+    DisputeFees,
 }
 
 impl Account {
-    pub const ALL: [Account; 7] = [
+    pub const ALL: [Account; 8] = [
         Account::ProviderClearing,
         Account::PayeePayable,
         Account::CustomerRefunds,
@@ -55,6 +61,7 @@ impl Account {
         Account::CompensationExpense,
         Account::Payouts,
         Account::SubscriptionRevenue,
+        Account::DisputeFees,
     ];
 
     /// The account of a name, as stored.
@@ -71,6 +78,7 @@ impl Account {
             Account::CompensationExpense => "compensation_expense",
             Account::Payouts => "payouts",
             Account::SubscriptionRevenue => "subscription_revenue",
+            Account::DisputeFees => "dispute_fees",
         }
     }
 }
@@ -251,9 +259,46 @@ pub fn post_order_event(event: &OrderEvent, facts: Option<&OrderFacts>) -> Vec<J
                 Some(&f.payee_id),
             )
         }),
+        OrderEvent::ProviderRefundRecorded(r) => transfer(
+            r.currency,
+            "refunded at the provider",
+            Account::PayeePayable,
+            Account::ProviderClearing,
+            r.amount_minor,
+            Some(&r.payee_id),
+        ),
+        OrderEvent::DisputeLost(d) => {
+            return [
+                transfer(
+                    d.currency,
+                    "dispute lost: the provider kept the disputed amount",
+                    Account::PayeePayable,
+                    Account::ProviderClearing,
+                    d.withdrawn_minor,
+                    Some(&d.payee_id),
+                ),
+                dispute_fee(d),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        }
+        OrderEvent::DisputeWon(d) => dispute_fee(d),
         _ => None,
     };
     entry.into_iter().collect()
+}
+
+/// The provider's dispute fee, won or lost: the platform's expense.
+fn dispute_fee(closed: &crate::order::DisputeClosed) -> Option<JournalEntry> {
+    transfer(
+        closed.currency,
+        "dispute fee",
+        Account::DisputeFees,
+        Account::ProviderClearing,
+        closed.fee_minor,
+        None,
+    )
 }
 
 /// Entries of a claim event.

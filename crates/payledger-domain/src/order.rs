@@ -8,13 +8,16 @@
 
 use crate::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use crate::money::{Currency, Money};
-use crate::provider_fact::{self, Difference, ExpectedPayment, PaymentFact, Verdict};
+use crate::provider_fact::{
+    self, Difference, DisputeFact, DisputeStatus, ExpectedPayment, LedgerPayment, PaymentFact,
+    Verdict,
+};
 use crate::provider_failure::{FailureClass, ProviderFailure};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Toss closes the payment window 30 minutes after the order became READY.
 pub const CONFIRMATION_WINDOW_MINUTES: i64 = 30;
@@ -81,6 +84,22 @@ pub enum OrderCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// A refund made at the provider without payledger asking (Stripe's dashboard), as the
+    /// provider's API reports it: recorded as provider-initiated, within what is left of the
+    /// capture. One per provider transaction: a refund already known (payledger's own, or this
+    /// one recorded before) changes nothing.
+    RecordProviderRefund {
+        provider: String,
+        transaction_key: String,
+        amount_minor: i64,
+        currency: Currency,
+        at: DateTime<Utc>,
+    },
+    /// A dispute as the provider's API reports it: opened, won or lost.
+    RecordDispute {
+        fact: DisputeFact,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +148,8 @@ pub enum OutcomeSource {
     Reconciler,
     /// Recorded by an admin for a payment made outside payledger.
     Manual,
+    /// Learned from a provider's webhook, re-checked against the provider's API.
+    Webhook,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,6 +177,58 @@ pub enum OrderEvent {
     /// (another amount, currency, key or order, or cancelled there). Nothing is captured; the
     /// order waits for support (`NEEDS_REVIEW`).
     PaymentDiscrepancyRecorded(PaymentDiscrepancyRecorded),
+    /// A refund made at the provider without payledger asking (Stripe's dashboard), confirmed
+    /// against the provider's API.
+    ProviderRefundRecorded(ProviderRefundRecorded),
+    /// The cardholder disputed the payment: refunds are refused and the payee's settlement is
+    /// held until it is decided.
+    DisputeOpened(DisputeOpened),
+    /// The dispute was decided for the merchant; the fee the provider kept (if any) is journaled.
+    DisputeWon(DisputeClosed),
+    /// The dispute was decided for the cardholder: the withdrawn amount and the fee leave
+    /// `provider_clearing`.
+    DisputeLost(DisputeClosed),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRefundRecorded {
+    pub provider: String,
+    /// The provider's refund id (Stripe `re_…`).
+    pub transaction_key: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub payee_id: PayeeId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeOpened {
+    pub provider: String,
+    /// The provider's dispute id (Stripe `dp_…`).
+    pub dispute_id: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub payee_id: PayeeId,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeClosed {
+    pub provider: String,
+    pub dispute_id: String,
+    /// The disputed amount.
+    pub amount_minor: i64,
+    /// What the provider kept of it (lost: usually all of it; won: 0).
+    pub withdrawn_minor: i64,
+    /// The provider's dispute fee.
+    pub fee_minor: i64,
+    pub currency: Currency,
+    pub payee_id: PayeeId,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +391,10 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderFulfilled(_) => "OrderFulfilled",
             OrderEvent::EnrollmentCancelled(_) => "EnrollmentCancelled",
             OrderEvent::PaymentDiscrepancyRecorded(_) => "PaymentDiscrepancyRecorded",
+            OrderEvent::ProviderRefundRecorded(_) => "ProviderRefundRecorded",
+            OrderEvent::DisputeOpened(_) => "DisputeOpened",
+            OrderEvent::DisputeWon(_) => "DisputeWon",
+            OrderEvent::DisputeLost(_) => "DisputeLost",
         };
         name.to_string()
     }
@@ -385,6 +462,8 @@ pub enum OrderError {
     InvalidCancellationReason,
     #[error("the provider reports this payment differently from the order; nothing was captured and support must review it")]
     ProviderDiscrepancy,
+    #[error("the payment is disputed; refunds wait until the dispute is decided")]
+    DisputeOpen,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,11 +538,51 @@ pub struct Order {
     /// What the provider's payment differed in, when a discrepancy put the order under review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discrepancy: Option<Vec<Difference>>,
+    /// Provider transaction keys of completed refunds (payledger's and provider-initiated), so
+    /// a refund the provider reports is recorded once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub refund_transaction_keys: BTreeSet<String>,
+    /// The payment's dispute, once the provider reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<OrderDispute>,
+    /// What a lost dispute took: no longer refundable.
+    #[serde(default)]
+    pub dispute_lost_minor: i64,
+    /// The key the client confirmed the current (or captured) attempt with, when the provider
+    /// names the payment otherwise once captured (Stripe: the PaymentMethod id, while
+    /// `payment_key` becomes the PaymentIntent id), so a repeated confirm with it is answered as
+    /// the same payment. Cleared when the attempt fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_payment_key: Option<PaymentKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderDispute {
+    pub dispute_id: String,
+    pub status: DisputeStatus,
+    pub amount_minor: i64,
 }
 
 impl Order {
     pub fn refundable_minor(&self) -> i64 {
-        self.captured_minor - self.refunded_minor - self.refund_pending_minor
+        self.captured_minor
+            - self.refunded_minor
+            - self.refund_pending_minor
+            - self.dispute_lost_minor
+    }
+
+    /// Whether `key` names this order's current payment: the provider's key, or the one the
+    /// client confirmed it with.
+    pub fn is_payment_key(&self, key: &PaymentKey) -> bool {
+        self.payment_key.as_ref() == Some(key) || self.client_payment_key.as_ref() == Some(key)
+    }
+
+    /// Whether a dispute is open on the payment (refunds refused, settlement held).
+    pub fn dispute_open(&self) -> bool {
+        self.dispute
+            .as_ref()
+            .is_some_and(|d| d.status == DisputeStatus::Open)
     }
 
     fn placed(&self) -> Result<&PlaceOrder, OrderError> {
@@ -486,11 +605,14 @@ impl Order {
             self.refunded_minor >= 0 && self.refund_pending_minor >= 0,
             "negative refund total"
         );
+        assert!(self.dispute_lost_minor >= 0, "negative dispute loss");
         assert!(
-            self.refunded_minor + self.refund_pending_minor <= self.captured_minor,
-            "refunds {} + pending {} exceed capture {}",
+            self.refunded_minor + self.refund_pending_minor + self.dispute_lost_minor
+                <= self.captured_minor,
+            "refunds {} + pending {} + lost dispute {} exceed capture {}",
             self.refunded_minor,
             self.refund_pending_minor,
+            self.dispute_lost_minor,
             self.captured_minor
         );
     }
@@ -529,7 +651,123 @@ impl Order {
                 at,
             } => self.record_manual_payment(provider_transaction_id, amount_minor, method, at),
             OrderCommand::CancelEnrollment { reason, at } => self.cancel_enrollment(reason, at),
+            OrderCommand::RecordProviderRefund {
+                provider,
+                transaction_key,
+                amount_minor,
+                currency,
+                at,
+            } => self.record_provider_refund(provider, transaction_key, amount_minor, currency, at),
+            OrderCommand::RecordDispute { fact, at } => self.record_dispute(fact, at),
         }
+    }
+
+    fn record_provider_refund(
+        &self,
+        provider: String,
+        transaction_key: String,
+        amount_minor: i64,
+        currency: Currency,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        if self.refund_transaction_keys.contains(&transaction_key) {
+            // Already recorded (ours, or this provider refund delivered again).
+            return Ok(vec![]);
+        }
+        // Only within what is left of the capture, in the order's currency: anything else is
+        // not something the ledger can record, and the caller records the discrepancy.
+        if !self.is_paid()
+            || currency != placed.amount.currency()
+            || amount_minor <= 0
+            || amount_minor > self.refundable_minor()
+            || transaction_key.is_empty()
+            || transaction_key.chars().count() > 255
+        {
+            return Err(OrderError::ProviderDiscrepancy);
+        }
+        Ok(vec![OrderEvent::ProviderRefundRecorded(
+            ProviderRefundRecorded {
+                provider,
+                transaction_key,
+                amount_minor,
+                currency,
+                payee_id: placed.payee_id.clone(),
+                at,
+            },
+        )])
+    }
+
+    fn record_dispute(
+        &self,
+        fact: DisputeFact,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        let currency = placed.amount.currency();
+        let mut events = Vec::new();
+        match &self.dispute {
+            Some(known) if known.dispute_id != fact.dispute_id => {
+                // One dispute per charge at the provider: another id is not this payment's.
+                return Err(OrderError::ProviderDiscrepancy);
+            }
+            // Decided already, or still open: a redelivery changes nothing.
+            Some(known) if known.status != DisputeStatus::Open => return Ok(vec![]),
+            Some(_) if fact.status == DisputeStatus::Open => return Ok(vec![]),
+            Some(known) => {
+                if fact.currency != currency
+                    || !(0..=known.amount_minor).contains(&fact.withdrawn_minor)
+                    || fact.fee_minor < 0
+                {
+                    return Err(OrderError::ProviderDiscrepancy);
+                }
+            }
+            None => {
+                let ledger = LedgerPayment {
+                    payment_key: self.payment_key.as_ref().map(|k| k.as_str()),
+                    captured_minor: self.captured_minor,
+                    refunded_minor: self.refunded_minor + self.dispute_lost_minor,
+                    currency,
+                };
+                if !self.is_paid() || !provider_fact::dispute_differences(&ledger, &fact).is_empty()
+                {
+                    return Err(OrderError::ProviderDiscrepancy);
+                }
+                events.push(OrderEvent::DisputeOpened(DisputeOpened {
+                    provider: fact.provider.clone(),
+                    dispute_id: fact.dispute_id.clone(),
+                    amount_minor: fact.amount_minor,
+                    currency,
+                    payee_id: placed.payee_id.clone(),
+                    reason: fact.reason.as_ref().map(|r| r.chars().take(100).collect()),
+                    at,
+                }));
+            }
+        }
+        let amount_minor = self
+            .dispute
+            .as_ref()
+            .map_or(fact.amount_minor, |d| d.amount_minor);
+        let closed = DisputeClosed {
+            provider: fact.provider,
+            dispute_id: fact.dispute_id,
+            amount_minor,
+            withdrawn_minor: fact.withdrawn_minor,
+            fee_minor: fact.fee_minor,
+            currency,
+            payee_id: placed.payee_id.clone(),
+            at,
+        };
+        match fact.status {
+            DisputeStatus::Open => {}
+            DisputeStatus::Won => events.push(OrderEvent::DisputeWon(DisputeClosed {
+                // Won: nothing stays withdrawn, whatever the order of the provider's reversals.
+                withdrawn_minor: 0,
+                ..closed
+            })),
+            DisputeStatus::Lost => events.push(OrderEvent::DisputeLost(closed)),
+        }
+        Ok(events)
     }
 
     fn record_manual_payment(
@@ -786,6 +1024,9 @@ impl Order {
             }
             return Err(OrderError::RefundIdConflict);
         }
+        if self.dispute_open() {
+            return Err(OrderError::DisputeOpen);
+        }
         if !self.is_paid() {
             return Err(OrderError::NotPaid);
         }
@@ -931,6 +1172,7 @@ impl Aggregate for Order {
             OrderEvent::ConfirmationRejected(_) => {}
             OrderEvent::PaymentConfirmationStarted(started) => {
                 self.status = OrderStatus::Confirming;
+                self.client_payment_key = Some(started.payment_key.clone());
                 self.payment_key = Some(started.payment_key);
                 self.confirmation_attempts = started.attempt;
                 self.pending_idempotency_key = Some(started.idempotency_key);
@@ -951,6 +1193,7 @@ impl Aggregate for Order {
                 // AlreadyProcessed is resolved into a capture by the application before recording.
                 debug_assert_ne!(failed.failure.class, FailureClass::AlreadyProcessed);
                 self.status = OrderStatus::Failed;
+                self.client_payment_key = None;
                 self.pending_idempotency_key = None;
                 self.confirmation_started_at = None;
                 self.last_failure = Some(failed.failure);
@@ -976,6 +1219,8 @@ impl Aggregate for Order {
                     self.refund_pending_minor -= refund.amount_minor;
                     self.refunded_minor += refund.amount_minor;
                 }
+                self.refund_transaction_keys
+                    .insert(completed.transaction_key);
                 self.after_refund_change();
             }
             OrderEvent::RefundFailed(failed) => {
@@ -997,9 +1242,34 @@ impl Aggregate for Order {
             }
             OrderEvent::PaymentDiscrepancyRecorded(differs) => {
                 self.status = OrderStatus::NeedsReview;
+                self.client_payment_key = None;
                 self.discrepancy = Some(differs.differences);
                 self.pending_idempotency_key = None;
                 self.confirmation_started_at = None;
+            }
+            OrderEvent::ProviderRefundRecorded(refund) => {
+                self.refunded_minor += refund.amount_minor;
+                self.refund_transaction_keys.insert(refund.transaction_key);
+                self.after_refund_change();
+            }
+            OrderEvent::DisputeOpened(opened) => {
+                self.dispute = Some(OrderDispute {
+                    dispute_id: opened.dispute_id,
+                    status: DisputeStatus::Open,
+                    amount_minor: opened.amount_minor,
+                });
+            }
+            OrderEvent::DisputeWon(closed) => {
+                if let Some(dispute) = self.dispute.as_mut() {
+                    dispute.status = DisputeStatus::Won;
+                }
+                self.dispute_lost_minor += closed.withdrawn_minor;
+            }
+            OrderEvent::DisputeLost(closed) => {
+                if let Some(dispute) = self.dispute.as_mut() {
+                    dispute.status = DisputeStatus::Lost;
+                }
+                self.dispute_lost_minor += closed.withdrawn_minor;
             }
         }
     }

@@ -200,6 +200,66 @@ pub fn differences_from_ledger(ledger: &LedgerPayment<'_>, fact: &PaymentFact) -
     differences
 }
 
+/// Where a dispute (a chargeback the cardholder opened with their bank) stands at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DisputeStatus {
+    /// Waiting for evidence or under review (Stripe `needs_response`, `under_review`, and the
+    /// `warning_*` inquiries): refunds are refused and the payee's settlement is held.
+    Open,
+    /// Decided for the merchant: the disputed amount came back (the fee may stay taken).
+    Won,
+    /// Decided for the cardholder: the provider keeps what it withdrew.
+    Lost,
+}
+
+/// A dispute as a provider reports it, re-fetched from its API (never read from a webhook body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisputeFact {
+    /// The connector that reported it (`stripe`).
+    pub provider: String,
+    /// The provider's dispute id (`dp_…`).
+    pub dispute_id: String,
+    /// The provider's payment the dispute is about (Stripe: the PaymentIntent id).
+    pub payment_key: String,
+    pub status: DisputeStatus,
+    /// The amount the cardholder disputes.
+    pub amount_minor: i64,
+    pub currency: Currency,
+    /// What the provider has taken from the merchant's balance for it, net of anything given
+    /// back (a won dispute: 0).
+    pub withdrawn_minor: i64,
+    /// The provider's dispute fee.
+    pub fee_minor: i64,
+    /// The provider's reason code (`fraudulent`, `product_not_received`, …).
+    pub reason: Option<String>,
+}
+
+/// Where a dispute fact differs from the order's capture: it must name the captured payment, in
+/// the order's currency, for no more than what is left of it. Empty: the ledger may record it.
+pub fn dispute_differences(ledger: &LedgerPayment<'_>, fact: &DisputeFact) -> Vec<Difference> {
+    let mut differences = Vec::new();
+    if ledger.captured_minor <= 0 {
+        differences.push(Difference::Status);
+    }
+    if ledger.payment_key != Some(fact.payment_key.as_str()) {
+        differences.push(Difference::PaymentKey);
+    }
+    if fact.currency != ledger.currency {
+        differences.push(Difference::Currency);
+    }
+    let at_stake = ledger.captured_minor - ledger.refunded_minor;
+    if fact.amount_minor <= 0
+        || fact.amount_minor > at_stake
+        || !(0..=fact.amount_minor).contains(&fact.withdrawn_minor)
+        || fact.fee_minor < 0
+    {
+        differences.push(Difference::Amount);
+    }
+    differences
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,6 +164,12 @@ pub enum WebhookOutcome {
     PaymentUnknownAtProvider,
     /// payledger has no action for this event type; the delivery is kept on record.
     Recorded,
+    /// The provider's event changes nothing the ledger keeps (its connector says why); the
+    /// delivery is kept on record.
+    NoLedgerEffect,
+    /// The provider's fact was recorded on the order (a refund made at the provider, a
+    /// dispute opened or decided).
+    ProviderFactRecorded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,10 @@ pub mod payouts;
 pub mod registry;
 pub mod retries;
 pub mod transport;
+pub mod webhooks;
 
 pub use registry::{ProviderRegistry, RegistryError};
+pub use webhooks::{WebhookFact, WebhookFactError, WebhookMeaning};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -297,5 +299,15 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// The gateway's counters, when it keeps any.
     fn stats(&self) -> Option<GatewayStats> {
         None
+    }
+
+    /// Reads a verified webhook body of this provider and re-fetches the object it names from
+    /// the provider's API: the connector decides what the event means, the answer says what
+    /// is true now. Connectors whose webhooks are not signed facts leave it unsupported.
+    async fn recheck_webhook(
+        &self,
+        _verified_body: &[u8],
+    ) -> Result<WebhookFact, WebhookFactError> {
+        Err(WebhookFactError::Unsupported)
     }
 }

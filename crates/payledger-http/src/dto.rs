@@ -124,6 +124,50 @@ pub struct OrderBody {
     /// Present and true when this answer repeats an earlier one (nothing new happened).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// Only in a confirm's 202 when the customer must act before the provider can charge
+    /// (Stripe 3-D Secure): what the client SDK needs to complete the payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_action: Option<ClientActionBody>,
+}
+
+/// What the paying client must do (Stripe's `next_action`), e.g. run Stripe.js
+/// `handleNextAction({clientSecret})`. `clientSecret` reaches only this answer: it is never
+/// stored (not in events, not in the idempotency table: a replayed answer omits it).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientActionBody {
+    /// `use_stripe_sdk` or `redirect_to_url`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl ClientActionBody {
+    pub fn from_action(action: &payledger_gateway::ClientAction) -> ClientActionBody {
+        ClientActionBody {
+            kind: action.kind.clone(),
+            redirect_url: action.redirect_url.clone(),
+            client_secret: action.client_secret.clone(),
+        }
+    }
+}
+
+/// The copy of a command's answer kept for idempotent replays: without the client secret of a
+/// [`ClientActionBody`], which must reach only the client that asked, once.
+pub fn without_client_secret(body: &[u8]) -> Option<Vec<u8>> {
+    let needle = b"clientSecret";
+    if !body.windows(needle.len()).any(|window| window == needle) {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get_mut("clientAction")?
+        .as_object_mut()?
+        .remove("clientSecret")?;
+    serde_json::to_vec(&value).ok()
 }
 
 fn status_name(status: OrderStatus) -> String {
@@ -159,6 +203,7 @@ impl OrderBody {
             version: snapshot.version,
             position: snapshot.position,
             replay: snapshot.replay,
+            client_action: None,
         })
     }
 
@@ -185,6 +230,7 @@ impl OrderBody {
             version: view.stream_version,
             position: Some(view.last_position),
             replay: false,
+            client_action: None,
         }
     }
 }

@@ -498,7 +498,8 @@ async fn run_and_store(
                         .map(|v| (name.as_str().to_string(), v.to_string()))
                 })
                 .collect(),
-            body: body.to_vec(),
+            // A client secret (Stripe 3-D Secure) reaches the client once and is never kept.
+            body: crate::dto::without_client_secret(&body).unwrap_or_else(|| body.to_vec()),
         };
         if let Err(error) = store.complete(client, key, &stored).await {
             // The command happened; only the replay is lost. Release so a retry is not stuck.

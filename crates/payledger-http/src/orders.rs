@@ -160,6 +160,7 @@ fn order_error(error: OrderError) -> ApiError {
         }
         OrderError::InvalidCancellationReason => ApiError::field("reason", message),
         OrderError::ProviderDiscrepancy => ApiError::new(ErrorCode::ProviderDiscrepancy, message),
+        OrderError::DisputeOpen => ApiError::new(ErrorCode::DisputeOpen, message),
     }
 }
 
@@ -250,8 +251,14 @@ pub async fn confirm_payment(
             HttpResponse::Ok().json(OrderBody::from_snapshot(&snapshot)?)
         }
         // Accepted, not done: the provider's answer is unknown and the reconciler will record it.
-        ConfirmOutcome::Pending(snapshot) => {
-            HttpResponse::Accepted().json(OrderBody::from_snapshot(&snapshot)?)
+        // With a `clientAction` when the customer must act first (3-D Secure): the provider
+        // charges once they did, and a webhook, the reconciler or a confirm again settles it.
+        ConfirmOutcome::Pending(snapshot, action) => {
+            let mut body = OrderBody::from_snapshot(&snapshot)?;
+            body.client_action = action
+                .as_ref()
+                .map(crate::dto::ClientActionBody::from_action);
+            HttpResponse::Accepted().json(body)
         }
     })
 }

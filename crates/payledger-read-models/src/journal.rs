@@ -37,6 +37,9 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "StatementConfirmed",
     "StatementPaidOut",
     "ChargeSucceeded",
+    "ProviderRefundRecorded",
+    "DisputeWon",
+    "DisputeLost",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {

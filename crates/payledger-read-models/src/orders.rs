@@ -682,6 +682,26 @@ fn summarize(event: &OrderEvent) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        OrderEvent::ProviderRefundRecorded(r) => format!(
+            "refunded at {} (not asked by payledger): {} {} ({})",
+            r.provider, r.amount_minor, r.currency, r.transaction_key
+        ),
+        OrderEvent::DisputeOpened(d) => format!(
+            "dispute {} opened at {}: {} {} ({}); refunds refused and settlement held until it is decided",
+            d.dispute_id,
+            d.provider,
+            d.amount_minor,
+            d.currency,
+            d.reason.as_deref().unwrap_or("no reason given")
+        ),
+        OrderEvent::DisputeWon(d) => format!(
+            "dispute {} won: {} {} kept, dispute fee {}",
+            d.dispute_id, d.amount_minor, d.currency, d.fee_minor
+        ),
+        OrderEvent::DisputeLost(d) => format!(
+            "dispute {} lost: {} {} withdrawn by {}, dispute fee {}",
+            d.dispute_id, d.withdrawn_minor, d.currency, d.provider, d.fee_minor
+        ),
     }
 }
 

@@ -12,7 +12,10 @@
 //! shows in the timeline of the order concerned.
 //!
 //! Toss payment-status webhooks are unsigned: their body is only a prompt. The worker re-fetches
-//! the payment from the provider ([`toss`]) and acts on that answer alone.
+//! the payment from the provider ([`toss`]) and acts on that answer alone. Stripe's webhooks are
+//! signed and still not trusted: the Stripe connector re-fetches the object each event names
+//! (`PaymentGateway::recheck_webhook`) and the worker acts on that (`rechecked`): payments
+//! waiting on 3-D Secure settle, dashboard refunds and disputes are recorded on the order.
 //!
 //! **Out** ([`OutboxProjection`], [`NotificationSender`]): a follower of the global log, run by
 //! the projector runtime like a read model, puts one row per notifiable event and endpoint into
@@ -31,6 +34,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod processor;
 pub mod provider;
+mod rechecked;
 pub mod sender;
 pub mod toss;
 

@@ -155,6 +155,25 @@ impl InboundWorker {
                 )
                 .await
             }
+            // Signed deliveries of a provider whose connector interprets its webhooks: acted on
+            // after the connector re-checks them against the provider's API (`rechecked`).
+            Some(provider @ Provider::Stripe) => {
+                match self.payments.providers().get(provider.as_str()) {
+                    Ok(connector) => {
+                        let delivery = crate::rechecked::Delivery {
+                            provider: &row.provider,
+                            event_id: &row.event_id,
+                            scheme: &row.scheme,
+                            secret_index: row.secret_index.and_then(|i| u8::try_from(i).ok()),
+                            raw_body: &row.raw_body,
+                        };
+                        crate::rechecked::apply(&self.payments, connector.as_ref(), &delivery, now)
+                            .await
+                    }
+                    // No connector to re-check with: kept on record, as before one existed.
+                    Err(_) => Ok(record_signed(provider, &row, now)),
+                }
+            }
             Some(provider) => Ok(record_signed(provider, &row, now)),
             None => Err(Failure::permanent(None, "no such provider")),
         };
@@ -312,8 +331,8 @@ impl InboundWorker {
     }
 }
 
-/// Signed deliveries of senders payledger takes no ledger action for yet (Stripe, Paddle,
-/// Standard Webhooks senders, Toss payout and seller events): verified, kept on record, and
+/// Signed deliveries of senders payledger takes no ledger action for (Paddle, Standard Webhooks
+/// senders, Toss payout and seller events, Stripe on a deployment without the Stripe connector): verified, kept on record, and
 /// shown in the timeline of the order their signed body names.
 fn record_signed(provider: Provider, row: &Claimed, now: DateTime<Utc>) -> Applied {
     let body: serde_json::Value = serde_json::from_slice(&row.raw_body).unwrap_or_default();

@@ -54,7 +54,7 @@ fn plain_id(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.'))
 }
 
-fn order_status_name(status: OrderStatus) -> String {
+pub(crate) fn order_status_name(status: OrderStatus) -> String {
     payledger_domain::codec::wire_name(&status)
 }
 
@@ -202,7 +202,7 @@ fn payment_provider(fetched: &Option<ProviderPayment>) -> String {
 
 /// Where the provider's payment differs from what payledger recorded: the one comparison
 /// (`provider_fact::differences_from_ledger`), fed with the connector's fact.
-fn compare(
+pub(crate) fn compare(
     provider: &str,
     event_id: &str,
     order_id: &OrderId,

@@ -3,6 +3,7 @@
 //! exactly 48 hours before its service) and the process managers running as in `serve`.
 
 mod claims;
+mod disputes;
 mod policy;
 mod rebuild;
 mod settlement;

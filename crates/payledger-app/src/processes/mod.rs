@@ -14,6 +14,9 @@
 //! | `settlements` | `ClaimFiled` / `ClaimAppealed` on a payable order | hold line | `hold:{claim}:{round}` |
 //! | `settlements` | `ClaimResolved` | release, compensation lines | `release:…`, `compensation:…` |
 //! | `settlements` | `StatementConfirmed` with a negative net | carried balance | `carry:{statement}` |
+//! | `settlements` | `ProviderRefundRecorded` of a payable order | refund line | `refund:{order}:provider-{transaction}` |
+//! | `settlements` | `DisputeOpened` on a payable order (or one that becomes payable while it is open) | hold line | `hold:dispute:{dispute}` |
+//! | `settlements` | `DisputeWon` / `DisputeLost` | release line; lost: refund line for what the provider kept | `release:dispute:{dispute}`, `dispute-lost:{order}:{dispute}` |
 //!
 //! A refund that the provider refuses is tried again under a new id (`slot-taken.2`, …) up to
 //! [`MAX_REFUND_ATTEMPTS`]; one whose outcome is not known yet makes the process wait (the

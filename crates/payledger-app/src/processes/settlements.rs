@@ -2,6 +2,8 @@
 
 use super::*;
 
+mod disputes;
+
 /// Puts money events on the payees' weekly statements. Its memory of orders and claims lives in
 /// `pm_settlement_orders` / `pm_settlement_claims`, written in the process's transaction.
 pub struct SettlementProcess {
@@ -142,6 +144,8 @@ impl SettlementProcess {
             payable_week: Some(key.week_start),
             ..order
         };
+        self.hold_for_dispute(state, &order, order_id, key.week_start, at)
+            .await?;
         for (claim_id, round) in open_claims {
             let claim_id = parse_id(ClaimId::parse(claim_id))?;
             self.hold(
@@ -195,6 +199,45 @@ impl SettlementProcess {
         Ok(())
     }
 
+    /// A refund of the order (payledger's `RefundCompleted`, or `ProviderRefundRecorded` keyed by
+    /// the provider's transaction): remembered, and a refund line once the order is payable.
+    async fn on_refund(
+        &self,
+        state: &mut PgConnection,
+        order_id: &OrderId,
+        refund_key: &str,
+        amount_minor: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        sqlx::query(
+            "UPDATE pm_settlement_orders SET refunded_minor = refunded_minor + $2 \
+             WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .bind(amount_minor)
+        .execute(&mut *state)
+        .await?;
+        let Some(order) = Self::order_row(state, order_id).await? else {
+            return Ok(());
+        };
+        if order.payable_week.is_some() {
+            let line = Self::line(
+                format!("refund:{order_id}:{refund_key}"),
+                LineKind::Refund,
+                order_id,
+                None,
+                amount_minor,
+                at,
+                refund_key,
+            );
+            let base = self
+                .settlements
+                .key_for(order.payee_id.clone(), order.currency, at);
+            self.add(base, line).await?;
+        }
+        Ok(())
+    }
+
     async fn on_order_event(
         &self,
         state: &mut PgConnection,
@@ -203,33 +246,36 @@ impl SettlementProcess {
     ) -> Result<(), ProcessError> {
         match decode::<OrderEvent>(event)? {
             // Placed and captured orders are `OrderFacts`, recorded before this is reached.
-            OrderEvent::RefundCompleted(refund) => {
-                sqlx::query(
-                    "UPDATE pm_settlement_orders SET refunded_minor = refunded_minor + $2 \
-                     WHERE order_id = $1",
+            OrderEvent::DisputeOpened(opened) => {
+                self.on_dispute_opened(state, order_id, &opened).await?;
+            }
+            OrderEvent::DisputeWon(closed) => {
+                self.on_dispute_closed(state, order_id, &closed, false)
+                    .await?;
+            }
+            OrderEvent::DisputeLost(closed) => {
+                self.on_dispute_closed(state, order_id, &closed, true)
+                    .await?;
+            }
+            OrderEvent::ProviderRefundRecorded(refund) => {
+                self.on_refund(
+                    state,
+                    order_id,
+                    &format!("provider-{}", refund.transaction_key),
+                    refund.amount_minor,
+                    refund.at,
                 )
-                .bind(order_id.as_str())
-                .bind(refund.amount_minor)
-                .execute(&mut *state)
                 .await?;
-                let Some(order) = Self::order_row(state, order_id).await? else {
-                    return Ok(());
-                };
-                if order.payable_week.is_some() {
-                    let line = Self::line(
-                        format!("refund:{order_id}:{}", refund.refund_id),
-                        LineKind::Refund,
-                        order_id,
-                        None,
-                        refund.amount_minor,
-                        refund.at,
-                        &refund.refund_id.to_string(),
-                    );
-                    let base =
-                        self.settlements
-                            .key_for(order.payee_id.clone(), order.currency, refund.at);
-                    self.add(base, line).await?;
-                }
+            }
+            OrderEvent::RefundCompleted(refund) => {
+                self.on_refund(
+                    state,
+                    order_id,
+                    refund.refund_id.as_str(),
+                    refund.amount_minor,
+                    refund.at,
+                )
+                .await?;
             }
             OrderEvent::OrderFulfilled(fulfilled) => {
                 self.make_payable(state, order_id, fulfilled.at, "service delivered")
@@ -362,9 +408,14 @@ impl ProcessManager for SettlementProcess {
     fn wants(&self, event: &RecordedEvent) -> bool {
         let stream = event.stream_id.as_str();
         match event.event_type.as_str() {
-            "OrderPlaced" | "PaymentCaptured" | "RefundCompleted" | "OrderFulfilled" => {
-                StreamKind::Order.holds(stream)
-            }
+            "OrderPlaced"
+            | "PaymentCaptured"
+            | "RefundCompleted"
+            | "OrderFulfilled"
+            | "ProviderRefundRecorded"
+            | "DisputeOpened"
+            | "DisputeWon"
+            | "DisputeLost" => StreamKind::Order.holds(stream),
             "ClaimFiled" | "ClaimResolved" | "ClaimAppealed" => StreamKind::Claim.holds(stream),
             "BookingCancelled" => StreamKind::Booking.holds(stream),
             "StatementConfirmed" => StreamKind::Settlement.holds(stream),

@@ -168,7 +168,7 @@ async fn payment_refund_and_dispute_webhooks_are_rechecked_into_facts() {
         (open.amount_minor, open.withdrawn_minor, open.fee_minor),
         (7_000, 7_000, 2_000)
     );
-    assert_eq!(open.intent_id, pi);
+    assert_eq!(open.payment_key, pi);
     let withdrawn = next_of(&inbox, "charge.dispute.funds_withdrawn", 0).await;
     assert!(matches!(
         withdrawn.meaning,

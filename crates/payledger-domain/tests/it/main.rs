@@ -6,6 +6,7 @@ mod customer;
 mod journal;
 mod operations;
 mod order;
+mod order_disputes;
 mod payee;
 mod provider_facts;
 mod refund_policy;

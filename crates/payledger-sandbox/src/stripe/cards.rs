@@ -20,6 +20,11 @@ pub(crate) enum CardBehaviour {
     /// The charge succeeds; refunds of it stay `pending` until
     /// `POST /stripe/sandbox/refunds/{id}/settle` ends them.
     RefundsPending,
+    /// The charge succeeds and the answer comes this late: a crash test's kill lands between
+    /// the charge and payledger's record of it.
+    SucceedSlowly {
+        delay_ms: u64,
+    },
 }
 
 /// A known test card.
@@ -170,6 +175,26 @@ pub(crate) const TEST_CARDS: &[TestCard] = &[
         "pm_sandbox_refundPending",
         "4242",
         CardBehaviour::RefundsPending,
+    ),
+    card(
+        "pm_sandbox_slow100",
+        "4242",
+        CardBehaviour::SucceedSlowly { delay_ms: 100 },
+    ),
+    card(
+        "pm_sandbox_slow300",
+        "4242",
+        CardBehaviour::SucceedSlowly { delay_ms: 300 },
+    ),
+    card(
+        "pm_sandbox_slow600",
+        "4242",
+        CardBehaviour::SucceedSlowly { delay_ms: 600 },
+    ),
+    card(
+        "pm_sandbox_slow850",
+        "4242",
+        CardBehaviour::SucceedSlowly { delay_ms: 850 },
     ),
 ];
 

@@ -918,12 +918,19 @@ impl StripeStore {
             CardBehaviour::Succeed
             | CardBehaviour::RefundsPending
             | CardBehaviour::SucceedThenDispute
+            | CardBehaviour::SucceedSlowly { .. }
             | CardBehaviour::TimeoutAfterCharge => {
                 self.room_for(self.charges.len(), "charges")?;
                 self.charge(id, card, now);
                 let mut reply = StripeReply::ok(self.render_intent(&self.intents[id], expand));
-                if card.behaviour == CardBehaviour::TimeoutAfterCharge {
-                    reply.delay = self.limits.timeout_after_charge_delay;
+                match card.behaviour {
+                    CardBehaviour::TimeoutAfterCharge => {
+                        reply.delay = self.limits.timeout_after_charge_delay;
+                    }
+                    CardBehaviour::SucceedSlowly { delay_ms } => {
+                        reply.delay = Duration::from_millis(delay_ms);
+                    }
+                    _ => {}
                 }
                 Ok(reply)
             }

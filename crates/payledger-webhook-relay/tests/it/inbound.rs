@@ -280,7 +280,7 @@ async fn an_unsigned_toss_status_event_settles_an_unknown_outcome_from_the_provi
         )
         .await
         .expect("the confirm is accepted, outcome unknown");
-    assert!(matches!(outcome, ConfirmOutcome::Pending(_)));
+    assert!(matches!(outcome, ConfirmOutcome::Pending(..)));
 
     // The body lies (CANCELED); only the provider's own answer counts.
     let body = unsigned_toss_body(payment_key, "order-wh-unknown-1", "CANCELED");

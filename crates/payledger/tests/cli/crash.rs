@@ -4,9 +4,13 @@
 //! most once, refunds never exceed the capture, `audit verify` passes and every read model equals
 //! a rebuild from zero.
 //!
+//! Every other order pays through Stripe (`provider: stripe`, the sandbox's `/stripe` API), so
+//! the guarantees are checked for both connectors.
+//!
 //! The sandbox runs as its own process (`payledger sandbox`), so its record of charges survives
-//! every SIGKILL of `serve`; `sandbox_slow_{ms}_` payment keys hold answers back so kills land
-//! between the provider's charge and payledger's record of it.
+//! every SIGKILL of `serve`; `sandbox_slow_{ms}_` payment keys (Toss) and `pm_sandbox_slow{ms}`
+//! PaymentMethods (Stripe) hold answers back so kills land between the provider's charge and
+//! payledger's record of it.
 
 use crate::{free_port, payledger, run, serve_command, stdout, Server};
 use payledger_testdb::TestDatabase;
@@ -24,6 +28,10 @@ const ROUNDS: u64 = 5;
 const PLACING_CLIENTS: usize = 8;
 /// `Basic base64("test_sk_sandbox:")`.
 const SANDBOX_AUTH: &str = "Basic dGVzdF9za19zYW5kYm94Og==";
+/// The Stripe sandbox's secret key.
+const STRIPE_AUTH: &str = "Bearer sk_test_sandbox";
+/// Stripe test PaymentMethods whose answers come this many milliseconds after the charge.
+const STRIPE_SLOW_MS: [u64; 4] = [100, 300, 600, 850];
 
 struct Sandbox(Child);
 
@@ -88,6 +96,31 @@ fn order_id(n: usize) -> String {
     format!("order-crash-{n:03}")
 }
 
+/// Odd orders pay through Stripe, even ones through Toss.
+fn pays_with_stripe(n: usize) -> bool {
+    n % 2 == 1
+}
+
+fn provider_of(n: usize) -> &'static str {
+    if pays_with_stripe(n) {
+        "stripe"
+    } else {
+        "toss"
+    }
+}
+
+async fn stripe_get(url: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", STRIPE_AUTH)
+        .send()
+        .await
+        .expect("ask the Stripe sandbox")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// A command the server answered with success: it must be in the store from then on.
 #[derive(Debug, Clone)]
 enum Acknowledged {
@@ -122,11 +155,18 @@ fn drive(
         // answers ≤ 450 ms and kills up to 600 ms, a fast server finished every call of the
         // first round before a late kill — and later rounds have little left in flight.)
         let delay_ms = 50 + random.next(850);
+        let payment_key = if pays_with_stripe(n) {
+            let slow = STRIPE_SLOW_MS[random.next(STRIPE_SLOW_MS.len() as u64) as usize];
+            format!("pm_sandbox_slow{slow}")
+        } else {
+            let order = order_id(n);
+            format!("sandbox_slow_{delay_ms}_{order}_r{round}")
+        };
         let order = order_id(n);
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             let confirm = json!({
-                "paymentKey": format!("sandbox_slow_{delay_ms}_{order}_r{round}"),
+                "paymentKey": payment_key,
                 "orderId": order,
                 "amount": AMOUNT,
             });
@@ -247,7 +287,7 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
             .json(
                 &json!({"orderId": order_id(n), "amount": AMOUNT, "currency": "KRW",
                           "customerId": "cust_crash", "payeeId": "payee_crash",
-                          "orderName": "Crash class"}),
+                          "orderName": "Crash class", "provider": provider_of(n)}),
             )
             .send()
             .await
@@ -311,8 +351,14 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     wait_for_projections(&db).await;
 
     let stats = sandbox_stats(&sandbox_url).await.unwrap();
-    let charges: HashMap<String, i64> =
+    let mut charges: HashMap<String, i64> =
         serde_json::from_value(stats["chargesByOrderId"].clone()).unwrap();
+    let stripe_stats = stripe_get(&format!("{sandbox_url}/stripe/sandbox/stats")).await;
+    let stripe_charges: HashMap<String, i64> =
+        serde_json::from_value(stripe_stats["chargesByOrderId"].clone()).unwrap();
+    for (order, count) in stripe_charges {
+        *charges.entry(order).or_insert(0) += count;
+    }
     let cancelled: HashMap<String, i64> =
         serde_json::from_value(stats["canceledAmountByPaymentKey"].clone()).unwrap();
     let rows: Vec<(String, String, Option<String>, i64, i64, i64)> = sqlx::query_as(
@@ -324,6 +370,7 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     .unwrap();
     assert_eq!(rows.len(), ORDERS);
     let mut paid = 0;
+    let mut paid_with_stripe = 0;
     for (order, status, payment_key, captured, refunded, pending) in rows {
         let charged = charges.get(&order).copied().unwrap_or(0);
         assert!(charged <= 1, "{order} was charged {charged} times");
@@ -345,7 +392,18 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
             paid += 1;
             assert_eq!(captured, AMOUNT, "{order}");
             let key = payment_key.unwrap_or_default();
-            let provider_refunded = cancelled.get(&key).copied().unwrap_or(0);
+            let provider_refunded = if key.starts_with("pi_") {
+                paid_with_stripe += 1;
+                let intent = stripe_get(&format!(
+                    "{sandbox_url}/stripe/v1/payment_intents/{key}?expand[]=latest_charge"
+                ))
+                .await;
+                intent["latest_charge"]["amount_refunded"]
+                    .as_i64()
+                    .unwrap_or(0)
+            } else {
+                cancelled.get(&key).copied().unwrap_or(0)
+            };
             assert_eq!(
                 refunded, provider_refunded,
                 "{order}: refunds differ from the provider's"
@@ -359,6 +417,10 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         }
     }
     assert!(paid > 0, "no payment went through: the test proved nothing");
+    assert!(
+        paid_with_stripe > 0,
+        "no Stripe payment went through: the test proved nothing for Stripe"
+    );
     drop(server);
 
     let verify = run(payledger(dir.path(), Some(urls)).args(["audit", "verify"]));
