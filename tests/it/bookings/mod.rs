@@ -4,6 +4,7 @@
 
 mod claims;
 mod policy;
+mod privacy;
 mod rebuild;
 mod settlement;
 mod slots;

@@ -125,6 +125,7 @@ fn resolved(
         penalties: vec![],
         seconds_to_resolve: (at - filing_time()).num_seconds(),
         at,
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     }
 }
 
@@ -343,6 +344,7 @@ fn the_respondent_may_answer_until_exactly_24_hours_after_the_filing() {
                 text: "a traffic accident delayed me".into(),
                 evidence: vec!["photo-accident".into()],
                 at: deadline,
+                customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
             },
         )]);
     ClaimTest::with(())
@@ -361,6 +363,7 @@ fn each_side_makes_one_statement() {
         text: "late".into(),
         evidence: vec![],
         at: filing_time(),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     });
     ClaimTest::with(())
         .given(vec![filed(), submitted])
@@ -547,6 +550,7 @@ fn appealed(at: DateTime<Utc>) -> ClaimEvent {
         party: Party::Provider,
         reason: "the accident report was ignored".into(),
         at,
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     })
 }
 
@@ -596,6 +600,7 @@ fn after_an_appeal_the_refund_can_rise_but_not_fall_and_only_the_difference_is_r
         text: "a traffic accident".into(),
         evidence: vec![],
         at: filing_time(),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     });
     let given = vec![
         filed(),
@@ -699,6 +704,7 @@ fn resolution_event(
         penalties: vec![],
         seconds_to_resolve: 3_600,
         at: filing_time() + Duration::hours(1),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     })
 }
 
