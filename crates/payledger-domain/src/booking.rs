@@ -74,7 +74,7 @@ pub struct BookingCancelled {
     pub cancelled_by: String,
     pub at: DateTime<Utc>,
     /// Whose personal data the evidence is. From schema version 2 on; `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
 }
 

@@ -251,7 +251,7 @@ pub struct ClaimStatementSubmitted {
     pub at: DateTime<Utc>,
     /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
     /// `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
 }
 
@@ -292,7 +292,7 @@ pub struct ClaimResolved {
     pub at: DateTime<Utc>,
     /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
     /// `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
 }
 
@@ -306,7 +306,7 @@ pub struct ClaimAppealed {
     pub at: DateTime<Utc>,
     /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
     /// `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
 }
 

@@ -249,11 +249,11 @@ pub struct RefundRequested {
     pub idempotency_key: String,
     pub at: DateTime<Utc>,
     /// Whose personal data `reason` is. From schema version 2 on; `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
     /// HMAC-SHA256 of the reason under a key outside the database (schema version 2, when
     /// sealing is on): what a retry of the same refund is compared by.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason_digest: Option<String>,
 }
 
@@ -312,7 +312,7 @@ pub struct EnrollmentCancelled {
     pub was_paid: bool,
     pub at: DateTime<Utc>,
     /// Whose personal data `reason` is. From schema version 2 on; `None` in version 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<CustomerId>,
 }
 
