@@ -261,3 +261,63 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
     let claim = app.get_as(&app.admin_key, "/v1/claims/clm-priv").await;
     assert_eq!(claim.body["description"], "[erased]", "after the rebuild");
 }
+
+#[tokio::test]
+async fn retention_spares_a_customer_whose_claim_is_still_open() {
+    let app = spawn().await;
+    let starts = t0() + Duration::hours(1);
+    app.paid_booking("ret-claimed", 80_000, starts).await;
+    app.place_booking(
+        "ret-done",
+        "parent-done",
+        50_000,
+        starts + Duration::hours(2),
+    )
+    .await;
+    assert_eq!(app.confirm("ret-done", 50_000).await.status, 200);
+    app.clock.set(starts + Duration::hours(3));
+    for order in ["ret-claimed", "ret-done"] {
+        let fulfilled = app
+            .post(&format!("/v1/orders/{order}/fulfil"), &json!({}))
+            .await;
+        assert_eq!(fulfilled.status, 200, "{}", fulfilled.body);
+    }
+    let filed = app
+        .post(
+            "/v1/claims",
+            &json!({"claimId": "clm-ret", "orderId": "ret-claimed", "type": "SERVICE_QUALITY",
+                    "filedBy": "customer", "description": DESCRIPTION}),
+        )
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    app.settle().await;
+
+    // Every order is closed, but parent-lee's claim is open: an admin still has to read it.
+    let pool = &app.db.app_pool;
+    // Erasing destroys keys; it needs no master key to unwrap them.
+    let vault = payledger_app::privacy::PrivacyVault::new(pool.clone(), &[0u8; 32]);
+    let erased = payledger::privacy_cli::retention_pass(pool, &vault, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(erased, vec!["parent-done".to_string()]);
+    let claim = app.get_as(&app.admin_key, "/v1/claims/clm-ret").await;
+    assert_eq!(claim.body["description"], DESCRIPTION);
+
+    // Resolved, and past its appeal window (by the claim's own clock): now it may go.
+    app.admin("/v1/claims/clm-ret/assign", &json!({})).await;
+    let resolved = app
+        .admin(
+            "/v1/claims/clm-ret/resolve",
+            &json!({"outcome": "rejected", "reason": DECISION, "refundAmount": 0,
+                    "providerPayoutAmount": 80_000}),
+        )
+        .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    app.settle().await;
+    let erased = payledger::privacy_cli::retention_pass(pool, &vault, chrono::Duration::zero())
+        .await
+        .unwrap();
+    assert_eq!(erased, vec!["parent-lee".to_string()]);
+    let claim = app.get_as(&app.admin_key, "/v1/claims/clm-ret").await;
+    assert_eq!(claim.body["description"], "[erased]");
+}
