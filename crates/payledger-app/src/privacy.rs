@@ -119,6 +119,9 @@ impl PrivacyVault {
         event_type: &str,
         payload: &mut Value,
     ) -> Result<(), PrivacyError> {
+        // One key lookup per subject and event, however many texts it seals (a claim's
+        // description and each evidence item).
+        let mut keys: HashMap<String, (i32, [u8; 32])> = HashMap::new();
         for (kind_of_event, path, subject_field, kind) in PERSONAL_FIELDS {
             if *kind_of_event != event_type {
                 continue;
@@ -135,64 +138,70 @@ impl PrivacyVault {
             else {
                 continue;
             };
-            match value {
-                Value::String(text) => {
-                    if let Some(token) = self.seal_text(&subject, field, text).await? {
-                        *text = token;
-                    }
+            let mut texts: Vec<&mut String> = match value {
+                Value::String(text) => vec![text],
+                Value::Array(items) => items
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        Value::String(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            texts.retain(|text| {
+                !(text.is_empty() || text.len() > MAX_FIELD_BYTES || text.starts_with(TOKEN_PREFIX))
+            });
+            if texts.is_empty() {
+                continue;
+            }
+            let (generation, key) = match keys.get(&subject) {
+                Some(key) => *key,
+                None => {
+                    let key = self.live_key(&subject).await?;
+                    keys.insert(subject.clone(), key);
+                    key
                 }
-                Value::Array(items) => {
-                    for item in items.iter_mut() {
-                        if let Value::String(text) = item {
-                            if let Some(token) = self.seal_text(&subject, field, text).await? {
-                                *text = token;
-                            }
-                        }
-                    }
-                }
-                _ => {}
+            };
+            for text in texts {
+                *text = seal(generation, &key, &subject, field, text)?;
             }
         }
         Ok(())
     }
+}
 
-    /// The token for one text, or `None` when it stays as it is (empty, sealed already, or too
-    /// large to be a field payledger accepts).
-    async fn seal_text(
-        &self,
-        subject: &str,
-        field: &str,
-        text: &str,
-    ) -> Result<Option<String>, PrivacyError> {
-        if text.is_empty() || text.len() > MAX_FIELD_BYTES || text.starts_with(TOKEN_PREFIX) {
-            return Ok(None);
-        }
-        self.seal(subject, field, text).await.map(Some)
-    }
+/// The token of `text`: AES-256-GCM under the subject's key, the subject and field as
+/// associated data (a token moved to another subject or field does not open).
+fn seal(
+    generation: i32,
+    key: &[u8; 32],
+    subject: &str,
+    field: &str,
+    text: &str,
+) -> Result<String, PrivacyError> {
+    let cipher = Aes256Gcm::new(key.into());
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let aad = format!("{subject}\n{field}");
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: text.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| PrivacyError::Unwrap)?;
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    Ok(format!(
+        "{TOKEN_PREFIX}{generation}:{}:{field}:{}",
+        B64.encode(subject),
+        B64.encode(bytes)
+    ))
+}
 
-    async fn seal(&self, subject: &str, field: &str, text: &str) -> Result<String, PrivacyError> {
-        let (generation, key) = self.live_key(subject).await?;
-        let cipher = Aes256Gcm::new((&key).into());
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = format!("{subject}\n{field}");
-        let sealed = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: text.as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| PrivacyError::Unwrap)?;
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
-        Ok(format!(
-            "{TOKEN_PREFIX}{generation}:{}:{field}:{}",
-            B64.encode(subject),
-            B64.encode(bytes)
-        ))
-    }
-
+impl PrivacyVault {
     /// The subject's newest live key, created when it has none.
     async fn live_key(&self, subject: &str) -> Result<(i32, [u8; 32]), PrivacyError> {
         for _ in 0..3 {
