@@ -741,3 +741,28 @@ fn an_appealed_claim_whose_rounds_add_up_keeps_its_invariants() {
     claim.apply(resolution_event(2, 60_000, 20_000, 20_000));
     claim.assert_invariants();
 }
+
+#[test]
+fn version_1_claim_events_decode_without_their_subject() {
+    use payledger_domain::codec;
+    let statement = serde_json::json!({"side": "respondent", "party": "provider", "text": "late",
+        "evidence": [], "at": "2026-10-05T00:00:00Z"});
+    let appeal = serde_json::json!({"side": "claimant", "party": "customer", "reason": "again",
+        "at": "2026-10-05T00:00:00Z"});
+    for (event_type, payload) in [
+        ("ClaimStatementSubmitted", statement),
+        ("ClaimAppealed", appeal),
+    ] {
+        let event: ClaimEvent = codec::decode(event_type, &payload).unwrap();
+        let customer_id = match event {
+            ClaimEvent::ClaimStatementSubmitted(s) => s.customer_id,
+            ClaimEvent::ClaimAppealed(a) => a.customer_id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(customer_id, None, "{event_type}");
+        assert_eq!(codec::schema_version(event_type), 2);
+    }
+    // Version 2 names the subject: the claim's customer, whichever side wrote the text.
+    let (_, payload) = codec::encode(&appealed(filing_time())).unwrap();
+    assert_eq!(payload["customerId"], "parent-lee");
+}
