@@ -125,6 +125,15 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
         )
         .await;
     assert_eq!(stated.status, 201, "{}", stated.body);
+    // The longest statement there is: 2 000 Hangul syllables, 6 000 bytes.
+    let long_statement = "이".repeat(2_000);
+    let claimant = app
+        .post(
+            "/v1/claims/clm-priv/statements",
+            &json!({"side": "claimant", "text": long_statement}),
+        )
+        .await;
+    assert_eq!(claimant.status, 201, "{}", claimant.body);
     app.admin("/v1/claims/clm-priv/assign", &json!({})).await;
     let resolved = app
         .admin(
@@ -162,6 +171,10 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
         assert!(!raw.contains(text), "{text} is in the log in clear");
     }
     assert!(
+        !raw.contains(&"이".repeat(100)),
+        "the long statement is in the log in clear"
+    );
+    assert!(
         raw.contains("\"reasonDigest\""),
         "the refund keeps its digest"
     );
@@ -181,6 +194,10 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
         json!([STATEMENT_EVIDENCE])
     );
     assert_eq!(claim.body["decision"]["reason"], DECISION);
+    assert_eq!(
+        claim.body["claimantStatement"]["text"],
+        long_statement.as_str()
+    );
     let timeline = app
         .get_as(&app.support_key, "/v1/orders/priv-claimed/timeline")
         .await;
@@ -210,6 +227,7 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
         json!(["[erased]"])
     );
     assert_eq!(claim.body["decision"]["reason"], "[erased]");
+    assert_eq!(claim.body["claimantStatement"]["text"], "[erased]");
     assert_eq!(
         claim.body["decision"]["refundAmount"], 30_000,
         "money is untouched"
