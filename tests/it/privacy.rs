@@ -117,3 +117,73 @@ async fn an_erased_customer_s_order_names_read_as_erased_while_the_log_and_the_b
     let order = get(&app, &app.support_key, "/v1/orders/order-priv-3").await;
     assert_eq!(order["orderName"], "New name");
 }
+
+/// The console's order page, fetched over plain HTTP as a signed-in admin.
+async fn console_order_page(app: &payledger_tests::TestApp, order_id: &str) -> String {
+    let (session, _) = crate::console::http_session(app, &app.admin_key).await;
+    let page = reqwest::Client::new()
+        .get(app.url(&format!("/console/orders/{order_id}")))
+        .header("cookie", format!("payledger_console_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    page.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_console_shows_sealed_texts_escaped_for_html_and_erased_after_the_erasure() {
+    let app = spawn_app().await;
+    let name = "<b>Lee & \"Park\"</b> 치과";
+    let refund_reason = "이수진 보호자 요청 <script>x</script>";
+    let enrollment_reason = "이민지 전학 'moved'";
+    place(&app, "order-html-1", "cust_html", name).await;
+    let refunded = app
+        .post(
+            "/v1/orders/order-html-1/refunds",
+            &json!({"refundId": "rf-html", "amount": 1_000, "reason": refund_reason}),
+        )
+        .await;
+    assert_eq!(refunded.status().as_u16(), 201);
+    let cancelled = app
+        .post_as(
+            &app.admin_key,
+            "/v1/admin/orders/order-html-1/cancel-enrollment",
+            &json!({"reason": enrollment_reason}),
+        )
+        .await;
+    assert_eq!(cancelled.status().as_u16(), 200);
+    app.wait_for_projections().await;
+    let timeline = get(&app, &app.support_key, "/v1/orders/order-html-1/timeline").await;
+    let text = timeline.to_string();
+    assert!(
+        text.contains(refund_reason) && text.contains(enrollment_reason),
+        "{text}"
+    );
+
+    let page = console_order_page(&app, "order-html-1").await;
+    assert!(!page.contains("pl-sealed:"), "a token reached the page");
+    assert!(
+        page.contains("&lt;b&gt;Lee &amp; &quot;Park&quot;&lt;/b&gt; 치과"),
+        "the name, escaped"
+    );
+    assert!(page.contains("이수진 보호자 요청 &lt;script&gt;x&lt;/script&gt;"));
+    assert!(page.contains("이민지 전학 &#x27;moved&#x27;"));
+    assert!(
+        !page.contains("<script>x"),
+        "revealed text never becomes markup"
+    );
+
+    erase(&app, "cust_html").await;
+    let page = console_order_page(&app, "order-html-1").await;
+    assert!(page.contains("[erased]"));
+    for gone in ["Lee &amp;", "이수진", "이민지"] {
+        assert!(!page.contains(gone), "{gone} is still on the page");
+    }
+    let timeline = get(&app, &app.support_key, "/v1/orders/order-html-1/timeline").await;
+    let text = timeline.to_string();
+    assert!(
+        !text.contains("이수진") && !text.contains("이민지"),
+        "{text}"
+    );
+}

@@ -170,6 +170,11 @@ impl Executor {
         &self.store
     }
 
+    /// The vault that seals this executor's personal fields, when sealing is on.
+    pub fn vault(&self) -> Option<&crate::privacy::PrivacyVault> {
+        self.vault.as_deref()
+    }
+
     /// The aggregate's current state and version (0 when the stream does not exist).
     pub async fn load<A>(
         &self,

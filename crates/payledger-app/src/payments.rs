@@ -730,6 +730,14 @@ impl Payments {
         context: &RequestContext,
     ) -> Result<(RefundId, OrderSnapshot), PaymentError> {
         let refund_id = refund_id.unwrap_or_else(RefundId::generate);
+        // The reason is sealed on its way into the log; a retry is compared by this digest.
+        let reason_digest = self.executor.vault().map(|vault| {
+            vault.digest(
+                crate::privacy::REFUND_REASON_DIGEST,
+                &format!("{order_id}:{refund_id}"),
+                &reason,
+            )
+        });
         let requested = self
             .execute(
                 order_id,
@@ -737,6 +745,7 @@ impl Payments {
                     refund_id: refund_id.clone(),
                     amount_minor,
                     reason,
+                    reason_digest,
                     at: self.clock.now(),
                 },
                 context,
@@ -783,10 +792,23 @@ impl Payments {
             .payment_key
             .as_ref()
             .ok_or(PaymentError::Order(OrderError::NotPaid))?;
+        // The provider is told the reason in clear (or `[erased]` after an erasure).
+        let cancel_reason = match self.executor.vault() {
+            Some(vault) => vault
+                .reveal_text(&refund.reason)
+                .await
+                .map_err(|e| match e {
+                    crate::privacy::PrivacyError::Database(e) => {
+                        PaymentError::Unavailable(e.to_string())
+                    }
+                    other => PaymentError::Internal(other.to_string()),
+                })?,
+            None => refund.reason.clone(),
+        };
         let request = CancelRequest {
             payment_key: payment_key.to_string(),
             cancel_amount_minor: Some(refund.amount_minor),
-            cancel_reason: refund.reason.clone(),
+            cancel_reason,
             idempotency_key: refund.idempotency_key.clone(),
         };
         let outcome = match self

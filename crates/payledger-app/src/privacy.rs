@@ -25,13 +25,37 @@ use std::collections::HashMap;
 /// What an erased field shows wherever it is presented.
 pub const ERASED: &str = "[erased]";
 pub const TOKEN_PREFIX: &str = "pl-sealed:v1:";
-/// How large a personal field may be before sealing (tokens are about 4/3 of it plus 60 bytes).
-const MAX_FIELD_BYTES: usize = 4 * 1024;
 
-/// The personal fields payledger seals: (event type, field, the payload field naming its subject,
-/// the subject's kind). docs/events.md lists them and what is never erased.
-pub const PERSONAL_FIELDS: &[(&str, &str, &str, &str)] =
-    &[("OrderPlaced", "orderName", "customerId", "customer")];
+/// The personal fields payledger seals: (event type, path to the field, the payload field naming
+/// its subject, the subject's kind). A field is a string or an array of strings; a path with a dot
+/// reaches into an object (`emergency.evidence`). docs/events.md lists them and what is never
+/// erased.
+pub const PERSONAL_FIELDS: &[(&str, &str, &str, &str)] = &[
+    ("OrderPlaced", "orderName", "customerId", "customer"),
+    ("RefundRequested", "reason", "customerId", "customer"),
+    ("EnrollmentCancelled", "reason", "customerId", "customer"),
+    ("ClaimFiled", "description", "customerId", "customer"),
+    ("ClaimFiled", "evidence", "customerId", "customer"),
+    ("ClaimStatementSubmitted", "text", "customerId", "customer"),
+    (
+        "ClaimStatementSubmitted",
+        "evidence",
+        "customerId",
+        "customer",
+    ),
+    ("ClaimResolved", "reason", "customerId", "customer"),
+    ("ClaimAppealed", "reason", "customerId", "customer"),
+    (
+        "BookingCancelled",
+        "emergency.evidence",
+        "customerId",
+        "customer",
+    ),
+];
+
+/// What a keyed digest is for; part of what is digested, so a digest made for one purpose never
+/// matches one made for another.
+pub const REFUND_REASON_DIGEST: &str = "refund-reason";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
@@ -47,6 +71,9 @@ pub enum PrivacyError {
 pub struct PrivacyVault {
     pool: PgPool,
     master: Aes256Gcm,
+    /// Keys the digests of sealed texts that are compared (a refund's reason): derived from the
+    /// master key, so it is never in the database either.
+    digest_key: [u8; 32],
 }
 
 impl std::fmt::Debug for PrivacyVault {
@@ -62,10 +89,19 @@ pub fn subject(kind: &str, id: &str) -> String {
 
 impl PrivacyVault {
     pub fn new(pool: PgPool, master_key: &[u8; 32]) -> PrivacyVault {
+        let digest_key = digest_key(master_key);
         PrivacyVault {
             pool,
             master: Aes256Gcm::new(master_key.into()),
+            digest_key,
         }
+    }
+
+    /// A keyed digest (HMAC-SHA256, hex) of `text` for `purpose` in `scope` (an order and refund
+    /// id): equal texts give equal digests in the same scope only, so a digest links nothing
+    /// across orders, and without the master key it cannot be tried against guesses.
+    pub fn digest(&self, purpose: &str, scope: &str, text: &str) -> String {
+        keyed_digest(&self.digest_key, purpose, scope, text)
     }
 
     /// Parses a master key of 64 hex digits.
@@ -81,52 +117,92 @@ impl PrivacyVault {
         event_type: &str,
         payload: &mut Value,
     ) -> Result<(), PrivacyError> {
-        for (kind_of_event, field, subject_field, kind) in PERSONAL_FIELDS {
+        // One key lookup per subject and event, however many texts it seals (a claim's
+        // description and each evidence item).
+        let mut keys: HashMap<String, (i32, [u8; 32])> = HashMap::new();
+        for (kind_of_event, path, subject_field, kind) in PERSONAL_FIELDS {
             if *kind_of_event != event_type {
                 continue;
             }
-            let Some(object) = payload.as_object_mut() else {
-                continue;
-            };
-            let Some(subject_id) = object.get(*subject_field).and_then(Value::as_str) else {
+            let Some(subject_id) = payload.get(*subject_field).and_then(Value::as_str) else {
                 continue;
             };
             let subject = subject(kind, subject_id);
-            let Some(text) = object.get(*field).and_then(Value::as_str) else {
+            // The token names the field by its last segment: tokens hold no dots.
+            let field = path.rsplit('.').next().unwrap_or(path);
+            let Some(value) = path
+                .split('.')
+                .try_fold(&mut *payload, |value, key| value.get_mut(key))
+            else {
                 continue;
             };
-            if text.is_empty() || text.len() > MAX_FIELD_BYTES || text.starts_with(TOKEN_PREFIX) {
+            let mut texts: Vec<&mut String> = match value {
+                Value::String(text) => vec![text],
+                Value::Array(items) => items
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        Value::String(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            texts.retain(|text| {
+                // Every non-empty text is sealed, however long: the domain bounds each field
+                // (a claim's description is at most 2 000 characters, up to 8 000 bytes), and a
+                // text left in clear for its size would be one erasure cannot reach.
+                !(text.is_empty() || text.starts_with(TOKEN_PREFIX))
+            });
+            if texts.is_empty() {
                 continue;
             }
-            let token = self.seal(&subject, field, text).await?;
-            object.insert((*field).to_string(), Value::String(token));
+            let (generation, key) = match keys.get(&subject) {
+                Some(key) => *key,
+                None => {
+                    let key = self.live_key(&subject).await?;
+                    keys.insert(subject.clone(), key);
+                    key
+                }
+            };
+            for text in texts {
+                *text = seal(generation, &key, &subject, field, text)?;
+            }
         }
         Ok(())
     }
+}
 
-    async fn seal(&self, subject: &str, field: &str, text: &str) -> Result<String, PrivacyError> {
-        let (generation, key) = self.live_key(subject).await?;
-        let cipher = Aes256Gcm::new((&key).into());
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = format!("{subject}\n{field}");
-        let sealed = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: text.as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| PrivacyError::Unwrap)?;
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
-        Ok(format!(
-            "{TOKEN_PREFIX}{generation}:{}:{field}:{}",
-            B64.encode(subject),
-            B64.encode(bytes)
-        ))
-    }
+/// The token of `text`: AES-256-GCM under the subject's key, the subject and field as
+/// associated data (a token moved to another subject or field does not open).
+fn seal(
+    generation: i32,
+    key: &[u8; 32],
+    subject: &str,
+    field: &str,
+    text: &str,
+) -> Result<String, PrivacyError> {
+    let cipher = Aes256Gcm::new(key.into());
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let aad = format!("{subject}\n{field}");
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: text.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| PrivacyError::Unwrap)?;
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    Ok(format!(
+        "{TOKEN_PREFIX}{generation}:{}:{field}:{}",
+        B64.encode(subject),
+        B64.encode(bytes)
+    ))
+}
 
+impl PrivacyVault {
     /// The subject's newest live key, created when it has none.
     async fn live_key(&self, subject: &str) -> Result<(i32, [u8; 32]), PrivacyError> {
         for _ in 0..3 {
@@ -231,7 +307,18 @@ impl PrivacyVault {
             return Ok(text.to_string());
         }
         let mut keys = KeyLookup::default();
-        self.reveal_in(text, &mut keys).await
+        self.reveal_in(text, &mut keys, no_escape).await
+    }
+
+    /// Reveals every sealed token in a page of HTML. A revealed text is escaped for HTML (in
+    /// text and in quoted attributes alike), so personal data can never become markup; tokens
+    /// themselves hold nothing HTML escapes, so the page's escaping left them whole.
+    pub async fn reveal_html(&self, html: &str) -> Result<String, PrivacyError> {
+        if !html.contains(TOKEN_PREFIX) {
+            return Ok(html.to_string());
+        }
+        let mut keys = KeyLookup::default();
+        self.reveal_in(html, &mut keys, escape_html).await
     }
 
     /// Reveals every token in a JSON value (strings at any depth), in place.
@@ -241,7 +328,7 @@ impl PrivacyVault {
         while let Some(value) = stack.pop() {
             match value {
                 Value::String(text) if text.contains(TOKEN_PREFIX) => {
-                    *text = self.reveal_in(text, &mut keys).await?;
+                    *text = self.reveal_in(text, &mut keys, no_escape).await?;
                 }
                 Value::Array(items) => stack.extend(items.iter_mut()),
                 Value::Object(map) => stack.extend(map.values_mut()),
@@ -251,7 +338,12 @@ impl PrivacyVault {
         Ok(())
     }
 
-    async fn reveal_in(&self, text: &str, keys: &mut KeyLookup) -> Result<String, PrivacyError> {
+    async fn reveal_in(
+        &self,
+        text: &str,
+        keys: &mut KeyLookup,
+        escape: fn(&str) -> String,
+    ) -> Result<String, PrivacyError> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find(TOKEN_PREFIX) {
@@ -261,7 +353,7 @@ impl PrivacyVault {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_')))
                 .map_or(token_and_after.len(), |i| i + TOKEN_PREFIX.len());
             let token = &token_and_after[..end];
-            out.push_str(&self.reveal_token(token, keys).await?);
+            out.push_str(&escape(&self.reveal_token(token, keys).await?));
             rest = &token_and_after[end..];
         }
         out.push_str(rest);
@@ -385,6 +477,56 @@ pub async fn erase_customer(
     }
 }
 
+/// The digest key derived from the master key.
+fn digest_key(master_key: &[u8; 32]) -> [u8; 32] {
+    hmac_sha256(master_key, &[b"payledger privacy digest key v1"])
+}
+
+/// `hex(HMAC-SHA256(digest key, purpose ‖ "\n" ‖ scope ‖ "\n" ‖ text))`.
+fn keyed_digest(digest_key: &[u8; 32], purpose: &str, scope: &str, text: &str) -> String {
+    hex::encode(hmac_sha256(
+        digest_key,
+        &[
+            purpose.as_bytes(),
+            b"\n",
+            scope.as_bytes(),
+            b"\n",
+            text.as_bytes(),
+        ],
+    ))
+}
+
+fn no_escape(text: &str) -> String {
+    text.to_string()
+}
+
+/// Escapes text for HTML content and quoted attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HMAC-SHA256 of the concatenated parts.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Keys looked up while revealing one response (`None`: erased).
 #[derive(Default)]
 struct KeyLookup(HashMap<(String, i32), Option<[u8; 32]>>);
@@ -421,5 +563,31 @@ mod tests {
         assert_eq!(sealed, vec![1u8; 40]);
         assert!(parse_token("pl-sealed:v1:x:y").is_none());
         assert!(parse_token("order name").is_none());
+    }
+
+    #[test]
+    fn revealed_text_in_a_page_cannot_become_markup() {
+        assert_eq!(
+            escape_html(r#"<script>alert('x')</script> & "q""#),
+            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn digests_depend_on_the_key_the_scope_and_the_text() {
+        let digest = |master: u8, scope: &str, text: &str| {
+            keyed_digest(
+                &digest_key(&[master; 32]),
+                REFUND_REASON_DIGEST,
+                scope,
+                text,
+            )
+        };
+        let base = digest(1, "o1:r1", "changed mind");
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, digest(1, "o1:r1", "changed mind"));
+        assert_ne!(base, digest(2, "o1:r1", "changed mind"));
+        assert_ne!(base, digest(1, "o2:r1", "changed mind"));
+        assert_ne!(base, digest(1, "o1:r1", "changed minds"));
     }
 }

@@ -94,6 +94,8 @@ fn order_history(n: u64) -> Vec<OrderEvent> {
             currency: Currency::KRW,
             reason: "schedule change".into(),
             at: t0 + ChronoDuration::hours(1),
+            customer_id: None,
+            reason_digest: None,
         }));
         events.push(OrderEvent::RefundCompleted(RefundCompleted {
             refund_id,

@@ -122,6 +122,65 @@ async fn security_headers(
     Ok(response)
 }
 
+/// Reveals sealed personal fields in the console's pages (docs/events.md, "Personal data and
+/// erasure"): a token becomes its text, escaped for HTML, or `[erased]`. The raw log explorer
+/// keeps the tokens, as `/v1/events` does: that is what the hashes cover.
+async fn reveal_personal_fields(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let keep_tokens = request.match_pattern().as_deref() == Some("/console/ledger/events");
+    let vault = request
+        .app_data::<web::Data<payledger_app::privacy::PrivacyVault>>()
+        .cloned();
+    let response = next.call(request).await?.map_into_boxed_body();
+    let Some(vault) = vault else {
+        return Ok(response);
+    };
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if keep_tokens || !is_html {
+        return Ok(response);
+    }
+    let (request, response) = response.into_parts();
+    let (head, body) = response.into_parts();
+    let bytes = match actix_web::body::to_bytes_limited(body, MAX_REVEALED_PAGE_BYTES).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            return Err(actix_web::error::ErrorInternalServerError(
+                error.to_string(),
+            ))
+        }
+        Err(_) => {
+            return Err(actix_web::error::ErrorInternalServerError(
+                "page too large to reveal",
+            ))
+        }
+    };
+    let page = match std::str::from_utf8(&bytes) {
+        Ok(page) if page.contains(payledger_app::privacy::TOKEN_PREFIX) => page,
+        _ => {
+            return Ok(ServiceResponse::new(
+                request,
+                head.set_body(actix_web::body::BoxBody::new(bytes)),
+            ))
+        }
+    };
+    let revealed = vault.reveal_html(page).await.map_err(|error| {
+        tracing::error!(%error, "failed to reveal personal fields in a console page");
+        actix_web::error::ErrorServiceUnavailable("personal fields cannot be revealed now")
+    })?;
+    Ok(ServiceResponse::new(
+        request,
+        head.set_body(actix_web::body::BoxBody::new(revealed)),
+    ))
+}
+
+/// Pages larger than this are refused rather than revealed (pages are bounded far below it).
+const MAX_REVEALED_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
 const STYLESHEET: &str = include_str!("../static/console.css");
 const SCRIPT: &str = include_str!("../static/console.js");
 
@@ -165,6 +224,7 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
                         .into()
                     }),
             )
+            .wrap(from_fn(reveal_personal_fields))
             .wrap(from_fn(security_headers))
             .route("", web::get().to(home))
             .route("/", web::get().to(home))

@@ -69,9 +69,13 @@ pub struct BookingCancelled {
     pub decision: RefundDecision,
     /// What is still to be refunded now: the customer's share less what was refunded before.
     pub refund_now_minor: i64,
+    /// Personal: `emergency.evidence` is sealed under `customer_id`.
     pub emergency: Option<EmergencyApproval>,
     pub cancelled_by: String,
     pub at: DateTime<Utc>,
+    /// Whose personal data the evidence is. From schema version 2 on; `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
 }
 
 impl DomainEvent for BookingEvent {
@@ -137,6 +141,7 @@ impl Booking {
             emergency,
             cancelled_by,
             at,
+            customer_id: Some(order.customer_id),
         })])
     }
 }

@@ -230,6 +230,7 @@ pub struct ClaimFiled {
     pub currency: Currency,
     pub claim_type: ClaimType,
     pub filed_by: Party,
+    /// Personal: `description` and `evidence` are sealed under `customer_id`.
     pub description: String,
     pub evidence: Vec<String>,
     pub service_starts_at: Option<DateTime<Utc>>,
@@ -244,9 +245,14 @@ pub struct ClaimFiled {
 pub struct ClaimStatementSubmitted {
     pub side: Side,
     pub party: Party,
+    /// Personal: `text` and `evidence` are sealed under `customer_id`.
     pub text: String,
     pub evidence: Vec<String>,
     pub at: DateTime<Utc>,
+    /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
+    /// `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +290,10 @@ pub struct ClaimResolved {
     /// Seconds from filing to this resolution (the statistics' time to resolve).
     pub seconds_to_resolve: i64,
     pub at: DateTime<Utc>,
+    /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
+    /// `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,8 +301,13 @@ pub struct ClaimResolved {
 pub struct ClaimAppealed {
     pub side: Side,
     pub party: Party,
+    /// Personal: sealed under `customer_id`.
     pub reason: String,
     pub at: DateTime<Utc>,
+    /// Whose personal data the texts are: the claim's customer. From schema version 2 on;
+    /// `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
 }
 
 impl DomainEvent for ClaimEvent {
@@ -620,6 +635,7 @@ impl Claim {
                 text,
                 evidence,
                 at,
+                customer_id: Some(filed.customer_id.clone()),
             },
         )])
     }
@@ -697,6 +713,7 @@ impl Claim {
             penalties: resolve.penalties,
             seconds_to_resolve: (resolve.at - filed.at).num_seconds().max(0),
             at: resolve.at,
+            customer_id: Some(filed.customer_id.clone()),
         }));
         Ok(events)
     }
@@ -763,6 +780,7 @@ impl Claim {
             party: self.party_of(side).unwrap_or(Party::Customer),
             reason,
             at,
+            customer_id: self.filed.as_ref().map(|f| f.customer_id.clone()),
         })])
     }
 }

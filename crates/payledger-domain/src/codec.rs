@@ -34,9 +34,20 @@ pub fn wire_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
 /// - `RefundFailed` 2: adds `currency`. Version 1 payloads lack it and decode with `None`
 ///   (`#[serde(default)]`): the upcast cannot invent the order's currency from the event alone,
 ///   so readers that need it take it from the order's `OrderPlaced` (the journal does).
+/// - `RefundRequested`, `EnrollmentCancelled`, `ClaimStatementSubmitted`, `ClaimResolved`,
+///   `ClaimAppealed`, `BookingCancelled` 2: add `customerId`, whose personal data their free
+///   texts are (the subject they are sealed under), and `RefundRequested` its `reasonDigest`.
+///   Version 1 payloads decode with `None`: their texts were stored in clear and stay so (an
+///   event is never rewritten), and a retried refund of version 1 is compared by its text.
 pub fn schema_version(event_type: &str) -> i32 {
     match event_type {
         "RefundFailed" => 2,
+        "RefundRequested"
+        | "EnrollmentCancelled"
+        | "ClaimStatementSubmitted"
+        | "ClaimResolved"
+        | "ClaimAppealed"
+        | "BookingCancelled" => 2,
         _ => 1,
     }
 }

@@ -55,6 +55,9 @@ pub enum OrderCommand {
         /// `None`: everything still refundable.
         amount_minor: Option<i64>,
         reason: String,
+        /// A keyed digest of the reason (payledger-app's `privacy`), when reasons are sealed: a
+        /// retry is compared by it, because the stored reason is ciphertext the domain cannot read.
+        reason_digest: Option<String>,
         at: DateTime<Utc>,
     },
     RecordRefundOutcome {
@@ -314,9 +317,17 @@ pub struct RefundRequested {
     pub refund_id: RefundId,
     pub amount_minor: i64,
     pub currency: Currency,
+    /// Personal: sealed under `customer_id` (docs/events.md, "Personal data and erasure").
     pub reason: String,
     pub idempotency_key: String,
     pub at: DateTime<Utc>,
+    /// Whose personal data `reason` is. From schema version 2 on; `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
+    /// HMAC-SHA256 of the reason under a key outside the database (schema version 2, when
+    /// sealing is on): what a retry of the same refund is compared by.
+    #[serde(default)]
+    pub reason_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,10 +379,14 @@ pub struct OrderFulfilled {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentCancelled {
+    /// Personal: sealed under `customer_id`.
     pub reason: String,
     /// Whether the order had been paid when its enrollment was cancelled (a refund may follow).
     pub was_paid: bool,
     pub at: DateTime<Utc>,
+    /// Whose personal data `reason` is. From schema version 2 on; `None` in version 1.
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
 }
 
 impl DomainEvent for OrderEvent {
@@ -506,7 +521,11 @@ pub enum RefundStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RefundState {
     pub amount_minor: i64,
+    /// As stored: a sealed token when personal fields are sealed.
     pub reason: String,
+    /// See [`RefundRequested::reason_digest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_digest: Option<String>,
     pub status: RefundStatus,
     pub idempotency_key: String,
     pub requested_at: DateTime<Utc>,
@@ -634,8 +653,9 @@ impl Order {
                 refund_id,
                 amount_minor,
                 reason,
+                reason_digest,
                 at,
-            } => self.request_refund(refund_id, amount_minor, reason, at),
+            } => self.request_refund(refund_id, amount_minor, reason, reason_digest, at),
             OrderCommand::RecordRefundOutcome {
                 refund_id,
                 outcome,
@@ -817,7 +837,7 @@ impl Order {
         reason: String,
         at: DateTime<Utc>,
     ) -> Result<Vec<OrderEvent>, OrderError> {
-        self.placed()?;
+        let placed = self.placed()?;
         let reason_len = reason.chars().count();
         if reason_len == 0 || reason_len > MAX_REASON_CHARS || reason.chars().any(char::is_control)
         {
@@ -838,6 +858,7 @@ impl Order {
             reason,
             was_paid: self.is_paid(),
             at,
+            customer_id: Some(placed.customer_id.clone()),
         })])
     }
 
@@ -1008,6 +1029,7 @@ impl Order {
         refund_id: RefundId,
         amount_minor: Option<i64>,
         reason: String,
+        reason_digest: Option<String>,
         at: DateTime<Utc>,
     ) -> Result<Vec<OrderEvent>, OrderError> {
         let placed = self.placed()?;
@@ -1017,9 +1039,15 @@ impl Order {
             return Err(OrderError::InvalidRefundReason);
         }
         if let Some(existing) = self.refunds.get(&refund_id) {
-            // The same refund asked again: nothing new happens, whatever its state.
+            // The same refund asked again: nothing new happens, whatever its state. A sealed
+            // reason is compared by its keyed digest; a reason stored in clear (sealing off, or
+            // an event of schema version 1) by its text.
             let same_amount = amount_minor.is_none_or(|a| a == existing.amount_minor);
-            if same_amount && existing.reason == reason {
+            let same_reason = match (&existing.reason_digest, &reason_digest) {
+                (Some(stored), Some(asked)) => stored == asked,
+                _ => existing.reason == reason,
+            };
+            if same_amount && same_reason {
                 return Ok(vec![]);
             }
             return Err(OrderError::RefundIdConflict);
@@ -1053,6 +1081,8 @@ impl Order {
             currency: placed.amount.currency(),
             reason,
             at,
+            customer_id: Some(placed.customer_id.clone()),
+            reason_digest,
         })])
     }
 
@@ -1206,6 +1236,7 @@ impl Aggregate for Order {
                     RefundState {
                         amount_minor: requested.amount_minor,
                         reason: requested.reason,
+                        reason_digest: requested.reason_digest,
                         status: RefundStatus::Requested,
                         idempotency_key: requested.idempotency_key,
                         requested_at: requested.at,

@@ -789,21 +789,28 @@ pub async fn bookings_starting_between(
 }
 
 /// Of `customers`, those who have orders and whose every order is closed (refunded, expired or
-/// fulfilled) and was last touched before `closed_before`: the retention job's candidates.
+/// fulfilled) and was last touched before `closed_before`, and whose every claim is resolved,
+/// was last touched before `closed_before` and can no longer be appealed: the retention job's
+/// candidates. A claim still open (or appealable) keeps its customer's texts readable, because
+/// an admin still has to read them.
 pub async fn customers_with_every_order_closed_before(
     pool: &PgPool,
     customers: &[String],
     closed_before: DateTime<Utc>,
 ) -> Result<Vec<String>, sqlx::Error> {
+    let appeal_window = chrono::Duration::days(payledger_domain::claim::APPEAL_WINDOW_DAYS);
     sqlx::query_scalar(
         "SELECT c.customer_id FROM unnest($1::text[]) AS c(customer_id) \
          WHERE EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = c.customer_id) \
            AND NOT EXISTS (SELECT 1 FROM rm.orders o WHERE o.customer_id = c.customer_id \
                AND NOT ((o.status IN ('REFUNDED', 'EXPIRED') OR o.fulfilled_at IS NOT NULL) \
-                        AND o.updated_at < $2))",
+                        AND o.updated_at < $2)) \
+           AND NOT EXISTS (SELECT 1 FROM rm.claims k WHERE k.customer_id = c.customer_id \
+               AND NOT (k.status = 'resolved' AND k.updated_at < $2 AND k.resolved_at < $3))",
     )
     .bind(customers)
     .bind(closed_before)
+    .bind(closed_before - appeal_window)
     // Planned per call: docs/architecture.md, "Lookups by many keys".
     .persistent(false)
     .fetch_all(pool)

@@ -8,16 +8,15 @@ use anyhow::bail;
 use clap::Subcommand;
 use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::context::RequestContext;
-use payledger_app::executor::Executor;
 use payledger_app::operations::{ExternalPaymentInput, Operations, SalesSwitches};
 use payledger_app::payments::{Payments, PaymentsConfig};
 use payledger_connector_toss::TossConfig;
 use payledger_domain::ids::{OrderId, PayeeId, PaymentKey};
 use payledger_domain::money::Currency;
 use payledger_domain::operations::{AdminAction, KillSwitches, SwitchCommand};
-use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -78,7 +77,7 @@ struct Wiring {
     switches: Arc<SalesSwitches>,
 }
 
-fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
+fn wire(pool: &PgPool, data_dir: &Path, needs_provider: bool) -> anyhow::Result<Wiring> {
     let config = match crate::providers::ProviderSettings::from_env() {
         ProviderSettings::EmbeddedSandbox if needs_provider => bail!(
             "this asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
@@ -92,10 +91,7 @@ fn wire(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Wiring> {
         } => TossConfig::new(base_url, secret_key),
     };
     let providers = crate::startup::registry_from(config, None)?;
-    let executor = Arc::new(Executor::new(EventStore::new(
-        pool.clone(),
-        WriterConfig::default(),
-    )));
+    let executor = Arc::new(crate::privacy_cli::executor(pool, data_dir)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let switches = Arc::new(SalesSwitches::new(executor.clone()));
     let payments = Arc::new(
@@ -147,8 +143,12 @@ async fn audit(operations: &Operations, action: String, context: &RequestContext
     }
 }
 
-pub async fn run_switches(command: SwitchesCommand, pool: &PgPool) -> anyhow::Result<ExitCode> {
-    let wiring = wire(pool, false)?;
+pub async fn run_switches(
+    command: SwitchesCommand,
+    pool: &PgPool,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let wiring = wire(pool, data_dir, false)?;
     let context = RequestContext::new(cli_actor(), None);
     let now = wiring.operations.now();
     let mut out = std::io::stdout().lock();
@@ -190,7 +190,11 @@ pub async fn run_switches(command: SwitchesCommand, pool: &PgPool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_ops(command: OpsCliCommand, pool: &PgPool) -> anyhow::Result<ExitCode> {
+pub async fn run_ops(
+    command: OpsCliCommand,
+    pool: &PgPool,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
     let context = RequestContext::new(cli_actor(), None);
     let mut out = std::io::stdout().lock();
     match command {
@@ -203,7 +207,7 @@ pub async fn run_ops(command: OpsCliCommand, pool: &PgPool) -> anyhow::Result<Ex
             method,
             reason,
         } => {
-            let wiring = wire(pool, false)?;
+            let wiring = wire(pool, data_dir, false)?;
             let input = ExternalPaymentInput {
                 order_id: OrderId::parse(order_id.clone())?,
                 provider,
@@ -234,7 +238,7 @@ pub async fn run_ops(command: OpsCliCommand, pool: &PgPool) -> anyhow::Result<Ex
             reason,
             refund,
         } => {
-            let wiring = wire(pool, refund)?;
+            let wiring = wire(pool, data_dir, refund)?;
             let snapshot = wiring
                 .operations
                 .cancel_enrollment(&OrderId::parse(order_id.clone())?, reason, refund, &context)

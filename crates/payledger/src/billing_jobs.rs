@@ -31,7 +31,6 @@ use payledger_domain::billing::{CreditOperationId, DunningPolicy, PlanCatalogue,
 use payledger_domain::ids::CustomerId;
 use payledger_gateway::PaymentGateway;
 use payledger_projector::{RunnerConfig, Wakeup};
-use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::path::Path;
 use std::sync::Arc;
@@ -319,10 +318,7 @@ pub async fn run_due_command(
     let gateway = TossGateway::new(config).context("failed to configure the provider")?;
     catch_up_read_models(database, pool).await?;
     let settings = BillingSettings::default().with_env()?;
-    let executor = Arc::new(Executor::new(EventStore::new(
-        pool.clone(),
-        WriterConfig::default(),
-    )));
+    let executor = Arc::new(crate::privacy_cli::executor(pool, data_dir)?);
     let switches = Arc::new(SalesSwitches::new(executor.clone()));
     let subscriptions = build(
         &settings,

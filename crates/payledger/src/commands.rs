@@ -5,7 +5,6 @@ use crate::providers::ProviderSettings;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use payledger_app::clock::SystemClock;
-use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig};
 use payledger_connector_toss::TossConfig;
 use payledger_store::{EventStore, WriterConfig};
@@ -276,9 +275,8 @@ pub async fn run(
                 _ => None,
             };
             let providers = crate::startup::registry_from(config, sandbox_base_url.as_deref())?;
-            let store = EventStore::new(pool.clone(), WriterConfig::default());
             let payments = Payments::with_providers(
-                Arc::new(Executor::new(store)),
+                Arc::new(crate::privacy_cli::executor(pool, data_dir)?),
                 Arc::new(providers),
                 Arc::new(SystemClock),
                 PaymentsConfig::default(),

@@ -400,7 +400,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Switches { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
-            payledger::admin_cli::run_switches(command, &database.app_pool(2).await?).await
+            payledger::admin_cli::run_switches(command, &database.app_pool(2).await?, &data_dir)
+                .await
         }
         Command::Audit {
             command: AuditCommand::PublicKey,
@@ -421,7 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ops { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
-            payledger::admin_cli::run_ops(command, &database.app_pool(2).await?).await
+            payledger::admin_cli::run_ops(command, &database.app_pool(2).await?, &data_dir).await
         }
         command => {
             let database =

@@ -156,6 +156,22 @@ pub fn vault(pool: &PgPool, directory: &Path) -> anyhow::Result<Option<PrivacyVa
     Ok(Some(PrivacyVault::new(pool.clone(), &key)))
 }
 
+/// An executor that seals personal fields as `serve`'s does: every process that appends events
+/// (`ops`, `reconcile`, `billing`) must, or a reason it writes would be stored in clear, and a
+/// refund it drives would send the provider the token instead of the reason.
+pub fn executor(
+    pool: &PgPool,
+    directory: &Path,
+) -> anyhow::Result<payledger_app::executor::Executor> {
+    use payledger_app::executor::Executor;
+    let store =
+        payledger_store::EventStore::new(pool.clone(), payledger_store::WriterConfig::default());
+    Ok(match vault(pool, directory)? {
+        Some(vault) => Executor::new(store).with_vault(std::sync::Arc::new(vault)),
+        None => Executor::new(store),
+    })
+}
+
 fn master_key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
     use rand::RngCore;
     if let Ok(text) = std::fs::read_to_string(path) {

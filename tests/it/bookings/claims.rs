@@ -457,6 +457,7 @@ async fn a_claim_resolved_while_its_order_is_being_refunded_refunds_only_what_is
                 refund_id: RefundId::parse("support-1").unwrap(),
                 amount_minor: Some(30_000),
                 reason: "goodwill".into(),
+                reason_digest: None,
                 at: app.clock.now(),
             },
             &RequestContext::system("crashed-support-tool"),

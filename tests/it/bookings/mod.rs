@@ -5,6 +5,7 @@
 mod claims;
 mod disputes;
 mod policy;
+mod privacy;
 mod rebuild;
 mod settlement;
 mod slots;

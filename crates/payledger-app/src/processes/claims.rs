@@ -60,10 +60,12 @@ impl ProcessManager for ClaimProcess {
                     &resolved.payee_id,
                     payee::warning_id(&claim_id, resolved.round, index),
                     &claim_id,
-                    format!("claim {claim_id}: {}", resolved.reason)
-                        .chars()
-                        .take(1_000)
-                        .collect(),
+                    // The claim's reason is the customer's personal data (sealed under their
+                    // key): the payee's stream names the claim, it does not copy the text.
+                    format!(
+                        "claim {claim_id}: {}",
+                        payledger_domain::codec::wire_name(&resolved.outcome)
+                    ),
                     &context,
                 )
                 .await

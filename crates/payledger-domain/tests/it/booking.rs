@@ -59,6 +59,7 @@ fn cancelled(
         emergency: None,
         cancelled_by: "client:app".into(),
         at,
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     })
 }
 

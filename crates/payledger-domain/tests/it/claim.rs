@@ -125,6 +125,7 @@ fn resolved(
         penalties: vec![],
         seconds_to_resolve: (at - filing_time()).num_seconds(),
         at,
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     }
 }
 
@@ -343,6 +344,7 @@ fn the_respondent_may_answer_until_exactly_24_hours_after_the_filing() {
                 text: "a traffic accident delayed me".into(),
                 evidence: vec!["photo-accident".into()],
                 at: deadline,
+                customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
             },
         )]);
     ClaimTest::with(())
@@ -361,6 +363,7 @@ fn each_side_makes_one_statement() {
         text: "late".into(),
         evidence: vec![],
         at: filing_time(),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     });
     ClaimTest::with(())
         .given(vec![filed(), submitted])
@@ -547,6 +550,7 @@ fn appealed(at: DateTime<Utc>) -> ClaimEvent {
         party: Party::Provider,
         reason: "the accident report was ignored".into(),
         at,
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     })
 }
 
@@ -596,6 +600,7 @@ fn after_an_appeal_the_refund_can_rise_but_not_fall_and_only_the_difference_is_r
         text: "a traffic accident".into(),
         evidence: vec![],
         at: filing_time(),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     });
     let given = vec![
         filed(),
@@ -699,6 +704,7 @@ fn resolution_event(
         penalties: vec![],
         seconds_to_resolve: 3_600,
         at: filing_time() + Duration::hours(1),
+        customer_id: Some(CustomerId::parse("parent-lee").unwrap()),
     })
 }
 
@@ -734,4 +740,29 @@ fn an_appealed_claim_whose_rounds_add_up_keeps_its_invariants() {
     claim.apply(resolution_event(1, 40_000, 40_000, 40_000));
     claim.apply(resolution_event(2, 60_000, 20_000, 20_000));
     claim.assert_invariants();
+}
+
+#[test]
+fn version_1_claim_events_decode_without_their_subject() {
+    use payledger_domain::codec;
+    let statement = serde_json::json!({"side": "respondent", "party": "provider", "text": "late",
+        "evidence": [], "at": "2026-10-05T00:00:00Z"});
+    let appeal = serde_json::json!({"side": "claimant", "party": "customer", "reason": "again",
+        "at": "2026-10-05T00:00:00Z"});
+    for (event_type, payload) in [
+        ("ClaimStatementSubmitted", statement),
+        ("ClaimAppealed", appeal),
+    ] {
+        let event: ClaimEvent = codec::decode(event_type, &payload).unwrap();
+        let customer_id = match event {
+            ClaimEvent::ClaimStatementSubmitted(s) => s.customer_id,
+            ClaimEvent::ClaimAppealed(a) => a.customer_id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(customer_id, None, "{event_type}");
+        assert_eq!(codec::schema_version(event_type), 2);
+    }
+    // Version 2 names the subject: the claim's customer, whichever side wrote the text.
+    let (_, payload) = codec::encode(&appealed(filing_time())).unwrap();
+    assert_eq!(payload["customerId"], "parent-lee");
 }

@@ -43,6 +43,8 @@ fn refund_requested(amount_minor: i64, currency: Currency) -> OrderEvent {
         reason: "x".into(),
         idempotency_key: "k".into(),
         at: Utc::now(),
+        customer_id: None,
+        reason_digest: None,
     })
 }
 
@@ -91,6 +93,7 @@ fn resolved(compensation_minor: i64) -> ClaimEvent {
         penalties: vec![],
         seconds_to_resolve: 1,
         at: Utc::now(),
+        customer_id: None,
     })
 }
 
@@ -189,7 +192,7 @@ fn a_refund_is_owed_to_the_customer_when_asked_and_leaves_clearing_when_done() {
 fn a_schema_1_refund_failed_decodes_without_a_currency_and_schema_2_carries_it() {
     use payledger_domain::codec;
     assert_eq!(codec::schema_version("RefundFailed"), 2);
-    assert_eq!(codec::schema_version("RefundRequested"), 1);
+    assert_eq!(codec::schema_version("RefundCompleted"), 1);
     let event = refund_failed(10, Some(Currency::KRW));
     let (event_type, payload) = codec::encode(&event).unwrap();
     assert_eq!(payload["currency"], "KRW");

@@ -230,6 +230,7 @@ fn a_cancelled_enrollment_can_no_longer_be_paid_or_fulfilled() {
         reason: "wrong course".into(),
         was_paid: false,
         at: t0(),
+        customer_id: Some(CustomerId::parse("cust_1").unwrap()),
     });
     TestFramework::<Order>::with(())
         .given(vec![placed()])

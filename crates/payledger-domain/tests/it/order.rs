@@ -86,6 +86,8 @@ fn refund_requested(id: &str, amount_minor: i64) -> OrderEvent {
         reason: "changed mind".into(),
         idempotency_key: format!("order-order-0001:refund:{id}"),
         at: t0(),
+        customer_id: Some(CustomerId::parse("cust_1").unwrap()),
+        reason_digest: None,
     })
 }
 
@@ -106,6 +108,7 @@ fn refund(id: &str, amount_minor: Option<i64>) -> OrderCommand {
         refund_id: RefundId::parse(id).unwrap(),
         amount_minor,
         reason: "changed mind".into(),
+        reason_digest: None,
         at: t0(),
     }
 }
@@ -461,7 +464,108 @@ fn a_payment_cancelled_at_the_provider_is_not_captured_and_the_order_waits_for_r
             refund_id: RefundId::parse("r1").unwrap(),
             amount_minor: None,
             reason: "changed mind".into(),
+            reason_digest: None,
             at: t0(),
         })
         .then_expect_error(OrderError::NotPaid);
+}
+
+/// A refund whose reason was sealed on its way into the log: the stored text is ciphertext, the
+/// keyed digest is what a retry is compared by.
+fn sealed_refund_requested(id: &str, amount_minor: i64, digest: &str) -> OrderEvent {
+    let OrderEvent::RefundRequested(requested) = refund_requested(id, amount_minor) else {
+        unreachable!()
+    };
+    OrderEvent::RefundRequested(RefundRequested {
+        reason: "pl-sealed:v1:1:Y3VzdG9tZXI6Y3VzdF8x:reason:AAAA".into(),
+        reason_digest: Some(digest.into()),
+        ..requested
+    })
+}
+
+fn refund_with_digest(id: &str, amount_minor: Option<i64>, digest: &str) -> OrderCommand {
+    OrderCommand::RequestRefund {
+        refund_id: RefundId::parse(id).unwrap(),
+        amount_minor,
+        reason: "changed mind".into(),
+        reason_digest: Some(digest.into()),
+        at: t0(),
+    }
+}
+
+#[test]
+fn a_retried_refund_with_a_sealed_reason_is_compared_by_the_reason_s_digest() {
+    let given = vec![
+        placed(50_000),
+        started(1),
+        captured(),
+        sealed_refund_requested("r1", 20_000, "digest-of-changed-mind"),
+    ];
+    // The same reason: its digest matches although the stored text is a token.
+    OrderTest::with(())
+        .given(given.clone())
+        .when(refund_with_digest(
+            "r1",
+            Some(20_000),
+            "digest-of-changed-mind",
+        ))
+        .then_expect_events(vec![]);
+    // Another reason has another digest: a conflict, as with reasons in clear.
+    OrderTest::with(())
+        .given(given)
+        .when(refund_with_digest("r1", Some(20_000), "digest-of-other"))
+        .then_expect_error(OrderError::RefundIdConflict);
+}
+
+#[test]
+fn a_refund_requested_before_sealing_is_still_compared_by_its_text() {
+    // Schema version 1: no digest, the reason in clear. A retry that carries a digest falls
+    // back to the text.
+    let given = vec![
+        placed(50_000),
+        started(1),
+        captured(),
+        refund_requested("r1", 20_000),
+    ];
+    OrderTest::with(())
+        .given(given.clone())
+        .when(refund_with_digest("r1", Some(20_000), "any-digest"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_refund_request_records_whose_reason_it_is_and_its_digest() {
+    OrderTest::with(())
+        .given(vec![placed(50_000), started(1), captured()])
+        .when(refund_with_digest("r1", Some(20_000), "d"))
+        .then_expect_events(vec![OrderEvent::RefundRequested(RefundRequested {
+            refund_id: RefundId::parse("r1").unwrap(),
+            amount_minor: 20_000,
+            currency: Currency::KRW,
+            reason: "changed mind".into(),
+            idempotency_key: "order-order-0001:refund:r1".into(),
+            at: t0(),
+            customer_id: Some(CustomerId::parse("cust_1").unwrap()),
+            reason_digest: Some("d".into()),
+        })]);
+}
+
+#[test]
+fn version_1_refund_requests_decode_without_a_subject_or_digest() {
+    let payload = serde_json::json!({
+        "refundId": "r1", "amountMinor": 100, "currency": "KRW", "reason": "changed mind",
+        "idempotencyKey": "k", "at": "2026-12-06T00:00:00Z"
+    });
+    let event: OrderEvent = payledger_domain::codec::decode("RefundRequested", &payload).unwrap();
+    let OrderEvent::RefundRequested(requested) = event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (requested.customer_id, requested.reason_digest),
+        (None, None)
+    );
+    assert_eq!(
+        payledger_domain::codec::schema_version("RefundRequested"),
+        2
+    );
 }

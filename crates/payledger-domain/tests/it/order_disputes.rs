@@ -56,6 +56,8 @@ fn our_refund(id: &str, amount_minor: i64, transaction_key: &str) -> Vec<OrderEv
             amount_minor,
             currency: Currency::USD,
             reason: "missed class".into(),
+            reason_digest: None,
+            customer_id: None,
             idempotency_key: format!("order-order-0001:refund:{id}"),
             at: t0(),
         }),
@@ -204,6 +206,7 @@ fn an_open_dispute_is_recorded_once_and_refuses_refunds() {
             refund_id: RefundId::parse("rf-1").unwrap(),
             amount_minor: Some(1_000),
             reason: "goodwill".into(),
+            reason_digest: None,
             at: t0(),
         })
         .then_expect_error(OrderError::DisputeOpen);

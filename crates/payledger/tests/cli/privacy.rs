@@ -145,3 +145,67 @@ async fn a_retention_pass_erases_only_customers_whose_orders_are_all_closed() {
     ]));
     assert_eq!(stdout(&again).trim(), r#"{"erased":[]}"#);
 }
+
+#[tokio::test]
+async fn ops_from_the_shell_seal_the_reasons_they_record_as_serve_does() {
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = (db.app_url.as_str(), db.owner_url.as_str());
+    {
+        let server = serve(dir.path(), Some(urls)).await;
+        let placed = server
+            .http()
+            .post(format!("{}/v1/orders", server.url))
+            .json(
+                &json!({"orderId": "ops-priv-1", "amount": 10_000, "currency": "KRW",
+                          "customerId": "cust_ops", "payeeId": "payee_o", "orderName": "Lesson"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(placed.status().as_u16(), 201);
+    }
+    let reason = "이민지 전학으로 수강 취소";
+    let cancelled = run(payledger(dir.path(), Some(urls)).args([
+        "ops",
+        "cancel-enrollment",
+        "ops-priv-1",
+        "--reason",
+        reason,
+    ]));
+    assert!(
+        cancelled.status.success(),
+        "{:?}: {} {}",
+        cancelled.status,
+        stdout(&cancelled),
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    let stored: String = sqlx::query_scalar(
+        "SELECT payload->>'reason' FROM events WHERE event_type = 'EnrollmentCancelled' \
+         AND stream_id = 'order-ops-priv-1'",
+    )
+    .fetch_one(&db.owner_pool)
+    .await
+    .unwrap();
+    assert!(stored.starts_with("pl-sealed:v1:"), "{stored}");
+    // serve, with the same master key, reveals it once its projections have caught up.
+    let server = serve(dir.path(), Some(urls)).await;
+    let url = format!("{}/v1/orders/ops-priv-1/timeline", server.url);
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = server
+            .http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if last.contains(reason) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(last.contains(reason), "{last}");
+}
