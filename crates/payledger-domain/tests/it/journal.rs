@@ -236,7 +236,7 @@ fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_clearing(
         lines(&post_statement_event(&paid_out(72_001))),
         vec![
             (Account::Payouts, Side::Debit, 72_001),
-            (Account::ProviderClearing, Side::Credit, 72_001)
+            (Account::Bank, Side::Credit, 72_001)
         ]
     );
     assert_eq!(
@@ -299,8 +299,10 @@ fn a_whole_booking_lifecycle_leaves_clearing_equal_to_what_is_still_held() {
     }
     assert!(book.is_balanced());
     let balance = |a| book.rows.get(&(a, Currency::KRW)).map_or(0, |(d, c)| d - c);
-    // What stays at the provider is the platform's fee; everything else went out.
-    assert_eq!(balance(Account::ProviderClearing), 4_000);
+    // The provider still holds what was captured and not refunded (nothing is settled yet);
+    // the payee was paid from the bank.
+    assert_eq!(balance(Account::ProviderClearing), 40_001);
+    assert_eq!(balance(Account::Bank), -36_001);
     assert_eq!(balance(Account::PlatformFeeRevenue), -4_000);
     assert_eq!(balance(Account::PayeePayable), 0);
     assert_eq!(balance(Account::CustomerRefunds), 0);

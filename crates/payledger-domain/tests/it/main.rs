@@ -8,6 +8,7 @@ mod operations;
 mod order;
 mod payee;
 mod provider_facts;
+mod reconciliation;
 mod refund_policy;
 mod settlement;
 mod slot;
