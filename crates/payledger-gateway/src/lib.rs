@@ -16,6 +16,7 @@
 pub mod circuit;
 pub mod payouts;
 pub mod registry;
+pub mod settlements;
 pub mod transport;
 
 pub use registry::{ProviderRegistry, RegistryError};

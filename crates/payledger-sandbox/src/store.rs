@@ -144,6 +144,8 @@ struct Payment {
     card: Card,
     cancels: Vec<Cancel>,
     last_transaction_key: String,
+    /// The approval's own transaction key: the id of the payment's settlement line.
+    approval_transaction_key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -543,6 +545,37 @@ impl Store {
         }
     }
 
+    /// Every money movement the sandbox made (approvals and cancels), for the settlement report
+    /// ([`crate::settlements`]), ordered by when it happened.
+    pub(crate) fn transactions(&self) -> Vec<crate::settlements::SoldTransaction> {
+        let mut sold = Vec::new();
+        for payment in self.payments.values() {
+            sold.push(crate::settlements::SoldTransaction {
+                payment_key: payment.payment_key.clone(),
+                order_id: payment.order_id.clone(),
+                transaction_key: payment.approval_transaction_key.clone(),
+                amount: payment.total_amount,
+                at: payment.approved_at,
+            });
+            for cancel in &payment.cancels {
+                sold.push(crate::settlements::SoldTransaction {
+                    payment_key: payment.payment_key.clone(),
+                    order_id: payment.order_id.clone(),
+                    transaction_key: cancel.transaction_key.clone(),
+                    amount: -cancel.amount,
+                    at: cancel.canceled_at,
+                });
+            }
+        }
+        sold.sort_by(|a, b| (a.at, &a.transaction_key).cmp(&(b.at, &b.transaction_key)));
+        sold
+    }
+
+    /// Today in Korea by the store's clock: the settlement report's "now".
+    pub(crate) fn today_kst(&self) -> chrono::NaiveDate {
+        self.now_kst().date_naive()
+    }
+
     // ---- shared steps ---------------------------------------------------------------------
 
     /// Counts a confirm or charge request for `order_id` (replays of a stored answer excluded).
@@ -663,8 +696,10 @@ impl Payment {
         amount: i64,
     ) -> Payment {
         let card = Card::for_seed(&payment_key);
+        let approval_transaction_key = new_key("sbx_tx");
         Payment {
-            last_transaction_key: new_key("sbx_tx"),
+            last_transaction_key: approval_transaction_key.clone(),
+            approval_transaction_key,
             payment_key,
             order_id,
             order_name,
