@@ -10,11 +10,12 @@ use payledger_domain::claim::ClaimEvent;
 use payledger_domain::codec;
 use payledger_domain::ids::PayeeId;
 use payledger_domain::journal::{
-    post_claim_event, post_order_event, post_statement_event, post_subscription_event, Account,
-    JournalEntry, OrderFacts, Posting, Side, TrialBalance,
+    post_claim_event, post_order_event, post_reconciliation_event, post_statement_event,
+    post_subscription_event, Account, JournalEntry, OrderFacts, Posting, Side, TrialBalance,
 };
 use payledger_domain::money::Currency;
 use payledger_domain::order::OrderEvent;
+use payledger_domain::reconciliation::ReconciliationEvent;
 use payledger_domain::settlement::StatementEvent;
 use payledger_domain::streams::StreamKind;
 use payledger_domain::subscription::SubscriptionEvent;
@@ -37,6 +38,7 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "StatementConfirmed",
     "StatementPaidOut",
     "ChargeSucceeded",
+    "SettlementLineMatched",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
@@ -79,6 +81,11 @@ fn entries_of(
     }
     if StreamKind::Subscription.holds(stream) {
         return Ok(post_subscription_event(&decode::<SubscriptionEvent>(
+            event,
+        )?));
+    }
+    if StreamKind::Reconciliation.holds(stream) {
+        return Ok(post_reconciliation_event(&decode::<ReconciliationEvent>(
             event,
         )?));
     }

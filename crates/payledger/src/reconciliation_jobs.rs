@@ -1,0 +1,284 @@
+//! The provider's money, reconciled (issue 18), as `serve` runs it and the CLI asks for it:
+//! which providers' settlement reports are imported and at which agreed fee schedule
+//! (settings `PAYLEDGER_FEE_SCHEDULE_*`), the scheduled import of the last days' payouts plus the
+//! check for captures never settled (`PAYLEDGER_RECONCILIATION_INTERVAL_S`), and
+//! `payledger reconcile settlements`.
+
+use crate::providers::ProviderSettings;
+use anyhow::Context;
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use payledger_app::clock::Clock;
+use payledger_app::context::RequestContext;
+use payledger_app::executor::Executor;
+use payledger_app::payments::Payments;
+use payledger_app::reconciliation::{
+    ImportSummary, ReconciledProvider, Reconciliation, UnsettledCapture, MAX_UNSETTLED_PER_RUN,
+};
+use payledger_connector_toss::settlements::TossSettlements;
+use payledger_connector_toss::TossSecretKey;
+use payledger_domain::ids::OrderId;
+use payledger_domain::money::Currency;
+use payledger_domain::reconciliation::FeeSchedule;
+use payledger_gateway::settlements::SettlementPeriod;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the unsettled check waits for the read models to reach what was just imported.
+const READ_MODEL_WAIT_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationSettings {
+    /// Seconds between scheduled runs; 0 turns the schedule off.
+    pub interval_s: u64,
+    /// Each run imports the payouts of this many days up to today.
+    pub lookback_days: u32,
+    pub toss: FeeSchedule,
+}
+
+impl Default for ReconciliationSettings {
+    fn default() -> Self {
+        ReconciliationSettings {
+            interval_s: 21_600,
+            lookback_days: 7,
+            toss: FeeSchedule::TOSS_DEFAULT,
+        }
+    }
+}
+
+impl ReconciliationSettings {
+    /// The defaults overridden by `PAYLEDGER_RECONCILIATION_INTERVAL_S`,
+    /// `PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS` and `PAYLEDGER_FEE_SCHEDULE_TOSS`.
+    pub fn with_env(mut self) -> anyhow::Result<ReconciliationSettings> {
+        if let Some(value) = crate::settings::get("PAYLEDGER_RECONCILIATION_INTERVAL_S") {
+            self.interval_s = value
+                .trim()
+                .parse()
+                .context("PAYLEDGER_RECONCILIATION_INTERVAL_S must be a number of seconds")?;
+        }
+        if let Some(value) = crate::settings::get("PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS") {
+            self.lookback_days = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| (1..=31).contains(d))
+                .context("PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS must be 1 to 31")?;
+        }
+        if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_TOSS") {
+            self.toss = parse_fee_schedule("PAYLEDGER_FEE_SCHEDULE_TOSS", &value, self.toss)?;
+        }
+        Ok(self)
+    }
+}
+
+/// `rate_bps=320,vat_bps=1000,fixed_minor=0,refund_returns_fee=true,delay_days=2`; names left
+/// out keep `base`'s value.
+pub fn parse_fee_schedule(
+    name: &str,
+    value: &str,
+    base: FeeSchedule,
+) -> anyhow::Result<FeeSchedule> {
+    let mut schedule = base;
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, number) = part
+            .split_once('=')
+            .with_context(|| format!("{name}: '{part}' is not key=value"))?;
+        let bad = || anyhow::anyhow!("{name}: '{part}' has a bad value");
+        match key.trim() {
+            "rate_bps" => schedule.rate_bps = number.trim().parse().map_err(|_| bad())?,
+            "vat_bps" => schedule.vat_bps = number.trim().parse().map_err(|_| bad())?,
+            "fixed_minor" => schedule.fixed_minor = number.trim().parse().map_err(|_| bad())?,
+            "refund_returns_fee" => {
+                schedule.refund_returns_fee = number.trim().parse().map_err(|_| bad())?
+            }
+            "delay_days" => {
+                schedule.settlement_delay_days = number.trim().parse().map_err(|_| bad())?
+            }
+            other => anyhow::bail!("{name}: unknown key '{other}'"),
+        }
+    }
+    schedule
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}
+
+/// The settlement sources of the providers this deployment talks to: Toss (or the sandbox that
+/// speaks its API). A Paddle or Stripe importer is one more [`ReconciledProvider`] here.
+pub fn build(
+    settings: &ReconciliationSettings,
+    provider: &ProviderSettings,
+    sandbox_base_url: Option<String>,
+    executor: Arc<Executor>,
+    payments: Arc<Payments>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Reconciliation> {
+    let toss = match (provider, sandbox_base_url) {
+        (
+            ProviderSettings::Toss {
+                base_url,
+                secret_key,
+            },
+            _,
+        ) => Some((base_url.clone(), secret_key.clone())),
+        (_, Some(base_url)) => Some((
+            base_url,
+            TossSecretKey::new(payledger_connector_toss::SANDBOX_SECRET_KEY),
+        )),
+        _ => None,
+    };
+    let mut providers = Vec::new();
+    if let Some((base_url, secret_key)) = toss {
+        let source = TossSettlements::new(
+            &base_url,
+            &secret_key,
+            payledger_connector_toss::PROVIDER_NAME,
+        )
+        .map_err(|e| anyhow::anyhow!("failed to configure Toss settlements: {e}"))?;
+        providers.push(ReconciledProvider {
+            source: Arc::new(source),
+            schedule: settings.toss,
+        });
+    }
+    let metrics: payledger_app::reconciliation::FlagObserver = Arc::new(|kind, provider| {
+        payledger_metrics::metrics().reconciliation_flag(provider, kind.name())
+    });
+    Ok(Reconciliation::new(executor, payments, providers, clock).with_flag_observer(metrics))
+}
+
+/// What one scheduled (or CLI) run did for a provider.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub import: ImportSummary,
+    /// Captures newly flagged as never settled; `None` when the read models did not catch up.
+    pub unsettled_flagged: Option<u64>,
+}
+
+/// Imports `provider`'s payouts of `period`, then flags its captures older than the settlement
+/// delay (at `as_of`) that no line settles.
+pub async fn run_once(
+    reconciliation: &Reconciliation,
+    pool: &PgPool,
+    provider: &str,
+    period: SettlementPeriod,
+    as_of: DateTime<Utc>,
+    context: &RequestContext,
+) -> anyhow::Result<RunReport> {
+    let import = reconciliation.import(provider, period, context).await?;
+    let head = payledger_store::head_position(pool).await?;
+    let caught_up = wait_for_read_models(pool, head.max(import.last_position)).await?;
+    let unsettled_flagged = if caught_up {
+        Some(flag_unsettled(reconciliation, pool, provider, as_of, context).await?)
+    } else {
+        tracing::warn!(
+            provider,
+            "the read models did not catch up; the unsettled check waits for the next run"
+        );
+        None
+    };
+    Ok(RunReport {
+        import,
+        unsettled_flagged,
+    })
+}
+
+async fn wait_for_read_models(pool: &PgPool, position: i64) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(READ_MODEL_WAIT_MS);
+    loop {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM unnest(ARRAY['orders', 'reconciliation']) AS n(name) \
+             LEFT JOIN projection_checkpoints c ON c.name = n.name \
+             WHERE coalesce(c.position, 0) < $1",
+        )
+        .bind(position)
+        .fetch_one(pool)
+        .await?;
+        if behind == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn flag_unsettled(
+    reconciliation: &Reconciliation,
+    pool: &PgPool,
+    provider: &str,
+    as_of: DateTime<Utc>,
+    context: &RequestContext,
+) -> anyhow::Result<u64> {
+    let Some(schedule) = reconciliation.schedule(provider) else {
+        return Ok(0);
+    };
+    let cutoff = as_of - chrono::Duration::days(i64::from(schedule.settlement_delay_days) + 1);
+    let rows = payledger_read_models::reconciliation::unsettled_captures(
+        pool,
+        provider,
+        cutoff,
+        MAX_UNSETTLED_PER_RUN as i64,
+    )
+    .await?;
+    let captures: Vec<UnsettledCapture> = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(UnsettledCapture {
+                provider: row.provider,
+                order_id: OrderId::parse(row.order_id).ok()?,
+                currency: Currency::parse(&row.currency).ok()?,
+                captured_minor: row.captured_minor,
+                captured_at: row.captured_at,
+            })
+        })
+        .collect();
+    let (flagged, _) = reconciliation.flag_unsettled(&captures, context).await?;
+    Ok(flagged)
+}
+
+/// The last `lookback_days` days up to `today`.
+pub fn lookback(today: NaiveDate, lookback_days: u32) -> SettlementPeriod {
+    SettlementPeriod {
+        from: today
+            .checked_sub_days(Days::new(u64::from(lookback_days.saturating_sub(1))))
+            .unwrap_or(today),
+        to: today,
+    }
+}
+
+/// `serve`'s schedule: every interval, each provider's last days, then the unsettled check.
+pub async fn run_scheduler(
+    reconciliation: Arc<Reconciliation>,
+    pool: PgPool,
+    settings: ReconciliationSettings,
+) {
+    let context = RequestContext::system("reconciliation");
+    let mut ticker = tokio::time::interval(Duration::from_secs(settings.interval_s.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = reconciliation.now();
+        // Provider calendars run ahead of UTC (Toss: Korea); a day more costs nothing.
+        let period = lookback(
+            now.date_naive() + Days::new(1),
+            settings.lookback_days.saturating_add(1),
+        );
+        for provider in reconciliation.providers() {
+            match run_once(&reconciliation, &pool, &provider, period, now, &context).await {
+                Ok(report) => tracing::info!(
+                    provider,
+                    lines = report.import.lines,
+                    matched = report.import.matched,
+                    unmatched = report.import.unmatched,
+                    unsettled = report.unsettled_flagged,
+                    "settlement import"
+                ),
+                Err(error) => {
+                    tracing::warn!(provider, error = %error, "settlement import failed")
+                }
+            }
+        }
+    }
+}
