@@ -308,7 +308,8 @@ pub struct AgedClearing {
     pub total_minor: i64,
 }
 
-/// Per provider and currency: captured − refunded − settled (matched lines) of every paid order
+/// Per provider and currency: captured − refunded − settled (payout + fee of the matched lines,
+/// as the journal closes `provider_clearing`) of every paid order
 /// whose difference is not zero, bucketed by the age of its capture at `as_of`.
 pub async fn aged_clearing(
     pool: &PgPool,
@@ -319,7 +320,7 @@ pub async fn aged_clearing(
            SELECT o.provider, o.currency, o.paid_at, \
                   o.captured_minor - o.refunded_minor - coalesce(s.settled, 0) AS owed \
              FROM rm.orders o \
-             LEFT JOIN (SELECT order_id, sum(amount_minor) AS settled \
+             LEFT JOIN (SELECT order_id, sum(payout_minor + fee_minor) AS settled \
                           FROM rm.reconciliation_lines WHERE matched GROUP BY order_id) s \
                     ON s.order_id = o.order_id \
             WHERE o.captured_minor > 0 AND o.paid_at IS NOT NULL) \
