@@ -399,14 +399,14 @@ async fn imports_are_for_admins_and_refuse_what_they_cannot_do() {
     )
     .await;
     assert_eq!(status, 400, "{answer}");
-    // The provider down: nothing recorded, a clear 502.
+    // The provider down: nothing recorded, a clear 503.
     app.sandbox.start_outage(std::time::Duration::from_secs(30));
     let (status, answer) = json_of(
         app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
             .await,
     )
     .await;
-    assert_eq!(status, 502, "{answer}");
+    assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["code"], "E_SETTLEMENT_REPORT_UNAVAILABLE");
     app.sandbox.start_outage(std::time::Duration::ZERO);
     assert_eq!(reconciliation_events(&app).await, recorded);

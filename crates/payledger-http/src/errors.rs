@@ -122,7 +122,7 @@ error_codes! {
     TestClockDisabled => (NOT_FOUND, "E_TEST_CLOCK_DISABLED", "The server runs on the system clock; only a test deployment (`serve --test-clock`) has a clock to move."),
     ClockBackwards => (CONFLICT, "E_CLOCK_BACKWARDS", "The scenario clock never moves backwards: the requested time is earlier than `now`."),
     ReconciliationProviderUnknown => (NOT_FOUND, "E_RECONCILIATION_PROVIDER_UNKNOWN", "No settlement import is configured for this provider (`provider`)."),
-    SettlementReportUnavailable => (BAD_GATEWAY, "E_SETTLEMENT_REPORT_UNAVAILABLE", "The provider's settlement report could not be read (unavailable, malformed, or longer than one import takes); nothing was recorded. Retry, or import a shorter period."),
+    SettlementReportUnavailable => (SERVICE_UNAVAILABLE, "E_SETTLEMENT_REPORT_UNAVAILABLE", "The provider's settlement report could not be read (unavailable, malformed, or longer than one import takes); nothing was recorded. Retry, or import a shorter period."),
     ReconciliationExceptionNotOpen => (CONFLICT, "E_RECONCILIATION_EXCEPTION_NOT_OPEN", "No open reconciliation exception with this id: it was resolved already, or never raised."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
 }
