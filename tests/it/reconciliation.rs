@@ -411,3 +411,93 @@ async fn imports_are_for_admins_and_refuse_what_they_cannot_do() {
     app.sandbox.start_outage(std::time::Duration::ZERO);
     assert_eq!(reconciliation_events(&app).await, recorded);
 }
+
+fn balance_in(books: &Value, account: &str, currency: &str) -> i64 {
+    books["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["account"] == account && a["currency"] == currency)
+        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
+}
+
+async fn stripe_paid(app: &TestApp, order_id: &str, amount: i64) -> String {
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": amount, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class",
+                    "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let (status, body) = json_of(app.confirm(order_id, "pm_card_visa", amount).await).await;
+    assert_eq!(status, 200, "{body}");
+    // The order knows its payment by the PaymentIntent id.
+    body["paymentKey"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn stripe_payouts_and_balance_transactions_close_clearing_per_payment_intent() {
+    let (app, offset) = spawn_with_provider_clock().await;
+    stripe_paid(&app, "recon-stripe-1", 10_000).await;
+    let refund = app
+        .post(
+            "/v1/orders/recon-stripe-1/refunds",
+            &json!({"amount": 3_000, "reason": "one class missed"}),
+        )
+        .await;
+    assert_eq!(refund.status().as_u16(), 201);
+    let short_intent = stripe_paid(&app, "recon-stripe-2", 5_000).await;
+    assert!(short_intent.starts_with("pi_"), "{short_intent}");
+    assert!(app.sandbox.set_settlement_fault(
+        &short_intent,
+        SettlementFault {
+            short_minor: 50,
+            ..Default::default()
+        }
+    ));
+
+    *offset.lock().unwrap() = Duration::days(2);
+    let today = Utc::now().date_naive();
+    let body = json!({"provider": "stripe", "from": today, "to": today + Days::new(10)});
+    let (status, imported) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["lines"], 3, "{imported}");
+    assert_eq!(imported["matched"], 3, "{imported}");
+    assert_eq!(imported["flags"], json!({"short_payout": 1}));
+    let (_, again) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(again["alreadyImported"], 3, "{again}");
+
+    app.wait_for_projections().await;
+    let open = open_exceptions(&app).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["orderId"], "recon-stripe-2");
+    assert_eq!(open[0]["provider"], "stripe");
+    let books: Value = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(books["balanced"], true, "{books}");
+    // 2.9 % + 30 per charge, kept on the refund; the second payout 50 short.
+    assert_eq!(
+        balance_in(&books, "provider_clearing", "USD"),
+        50,
+        "{books}"
+    );
+    assert_eq!(balance_in(&books, "provider_fees", "USD"), 320 + 175);
+    assert_eq!(
+        balance_in(&books, "bank", "USD"),
+        (10_000 - 320) - 3_000 + (5_000 - 175 - 50)
+    );
+}

@@ -43,7 +43,7 @@ fn reconcile_error(error: ReconcileError) -> ApiError {
         ReconcileError::Source(e @ SettlementError::TooManyLines)
         | ReconcileError::Source(e @ SettlementError::Malformed(_))
         | ReconcileError::Source(e @ SettlementError::Unavailable(_)) => {
-            ApiError::new(ErrorCode::SettlementReportUnavailable, e.to_string())
+            ApiError::new(ErrorCode::SettlementReportUnavailable, e.to_string()).retry_after(60)
         }
         ReconcileError::Record(ReconciliationError::NoOpenFlag) => ApiError::new(
             ErrorCode::ReconciliationExceptionNotOpen,
@@ -53,7 +53,7 @@ fn reconcile_error(error: ReconcileError) -> ApiError {
             ApiError::field("note", e.to_string())
         }
         ReconcileError::Record(e @ ReconciliationError::InvalidLine(_)) => {
-            ApiError::new(ErrorCode::SettlementReportUnavailable, e.to_string())
+            ApiError::new(ErrorCode::SettlementReportUnavailable, e.to_string()).retry_after(60)
         }
         ReconcileError::Unavailable(e) => ApiError::new(ErrorCode::Unavailable, e).retry_after(1),
         ReconcileError::Contention => {
@@ -125,6 +125,9 @@ pub struct UnsettledCheckBody {
     /// The moment to judge at (default: now). A capture older than the provider's settlement
     /// delay plus one day with no settlement line is flagged.
     pub as_of: Option<DateTime<Utc>>,
+    /// Only captures from this moment on (default: 31 days before `asOf`), so captures from
+    /// before settlements were imported are not all flagged at once.
+    pub captured_after: Option<DateTime<Utc>>,
 }
 
 /// `POST /v1/admin/reconciliation/unsettled-checks` (admins): flags each capture the provider
@@ -145,8 +148,17 @@ pub async fn unsettled_check(
     let body = body.into_inner();
     let reconciliation = service(reconciliation, &body.provider)?;
     let as_of = body.as_of.unwrap_or_else(|| reconciliation.now());
-    let (flagged, last_position) =
-        check_unsettled(&state, &reconciliation, &body.provider, as_of, &request).await?;
+    let captured_after = body
+        .captured_after
+        .unwrap_or(as_of - Duration::days(MAX_IMPORT_DAYS));
+    let (flagged, last_position) = check_unsettled(
+        &state,
+        &reconciliation,
+        &body.provider,
+        (captured_after, as_of),
+        &request,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "provider": body.provider,
         "asOf": as_of,
@@ -161,7 +173,7 @@ pub async fn check_unsettled(
     state: &AppState,
     reconciliation: &Reconciliation,
     provider: &str,
-    as_of: DateTime<Utc>,
+    (captured_after, as_of): (DateTime<Utc>, DateTime<Utc>),
     request: &HttpRequest,
 ) -> Result<(u64, i64), ApiError> {
     let schedule = reconciliation
@@ -176,6 +188,7 @@ pub async fn check_unsettled(
     let rows = rm::unsettled_captures(
         &state.read_pool,
         provider,
+        captured_after,
         cutoff,
         payledger_app::reconciliation::MAX_UNSETTLED_PER_RUN as i64,
     )
@@ -412,7 +425,7 @@ pub async fn report(
             .content_type("text/csv; charset=utf-8")
             .body(text));
     }
-    let aged = rm::aged_clearing(&state.read_pool, Utc::now()).await?;
+    let aged = rm::aged_clearing(&state.read_pool, state.payments.clock().now()).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "days": days,
         "agedClearing": aged,

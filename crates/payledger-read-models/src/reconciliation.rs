@@ -362,17 +362,20 @@ pub struct UnsettledRow {
     pub captured_at: DateTime<Utc>,
 }
 
-/// Captures of `provider` paid before `captured_before` that no matched payment line settles.
+/// Captures of `provider` paid from `captured_after` to before `captured_before` that no
+/// matched payment line settles. The lower bound keeps captures made before settlements were
+/// imported (a first deployment) from all being flagged at once.
 pub async fn unsettled_captures(
     pool: &PgPool,
     provider: &str,
+    captured_after: DateTime<Utc>,
     captured_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<UnsettledRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT o.provider, o.order_id, o.currency, o.captured_minor, o.paid_at \
            FROM rm.orders o \
-          WHERE o.provider = $1 AND o.captured_minor > 0 AND o.paid_at < $2 \
+          WHERE o.provider = $1 AND o.captured_minor > 0 AND o.paid_at < $2 AND o.paid_at >= $4 \
             AND NOT EXISTS (SELECT 1 FROM rm.reconciliation_lines l \
                              WHERE l.order_id = o.order_id AND l.matched AND l.kind = 'payment') \
           ORDER BY o.paid_at, o.order_id LIMIT $3",
@@ -380,6 +383,7 @@ pub async fn unsettled_captures(
     .bind(provider)
     .bind(captured_before)
     .bind(limit)
+    .bind(captured_after)
     .fetch_all(pool)
     .await?;
     rows.iter()

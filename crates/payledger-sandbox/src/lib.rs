@@ -27,7 +27,7 @@ mod stripe;
 mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
-pub use settlements::{SettlementFault, TossSettlementTerms, MAX_LATE_DAYS};
+pub use settlements::{SettlementFault, StripeSettlementTerms, TossSettlementTerms, MAX_LATE_DAYS};
 pub use stripe::{
     StripeSandboxConfig, WebhookDeliveryRecord, API_VERSION as STRIPE_API_VERSION,
     DEFAULT_STRIPE_SECRET_KEY, DEFAULT_STRIPE_WEBHOOK_SECRET,
@@ -76,6 +76,8 @@ pub struct SandboxConfig {
     pub stripe: StripeSandboxConfig,
     /// The fee and delay of Toss's settlement report (`GET /v1/settlements`).
     pub toss_settlement: TossSettlementTerms,
+    /// The fee and delay of Stripe's balance transactions and payouts.
+    pub stripe_settlement: StripeSettlementTerms,
 }
 
 /// A source of the current time for the sandbox's answers.
@@ -93,6 +95,7 @@ impl Default for SandboxConfig {
             clock: None,
             stripe: StripeSandboxConfig::default(),
             toss_settlement: TossSettlementTerms::default(),
+            stripe_settlement: StripeSettlementTerms::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl fmt::Debug for SandboxConfig {
             .field("handle_signals", &self.handle_signals)
             .field("stripe", &self.stripe)
             .field("toss_settlement", &self.toss_settlement)
+            .field("stripe_settlement", &self.stripe_settlement)
             .finish()
     }
 }
@@ -210,7 +214,10 @@ pub async fn start(
     });
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
-    let settlement_desk = web::Data::new(settlements::SettlementDesk::new(config.toss_settlement));
+    let settlement_desk = web::Data::new(settlements::SettlementDesk::new(
+        config.toss_settlement,
+        config.stripe_settlement,
+    ));
     let app_desk = settlement_desk.clone();
     let app_stripe = stripe_shared.clone();
     let mut server = HttpServer::new(move || {
@@ -219,7 +226,15 @@ pub async fn start(
             .app_data(payouts.clone())
             .app_data(app_desk.clone())
             .app_data(app_stripe.clone())
-            .service(web::scope("/stripe").configure(stripe::http::routes))
+            .service(
+                web::scope("/stripe")
+                    .route("/v1/payouts", web::get().to(settlements::stripe_payouts))
+                    .route(
+                        "/v1/balance_transactions",
+                        web::get().to(settlements::stripe_balance_transactions),
+                    )
+                    .configure(stripe::http::routes),
+            )
             // Routes that span providers or sit beside the store, composed here so that the
             // Toss routes (`http`) and the others never reach into each other.
             .route("/sandbox/reset", web::post().to(reset_all))

@@ -571,6 +571,14 @@ impl Store {
         sold
     }
 
+    /// Now by the store's clock (the sandbox's clock, shared by its Stripe side).
+    pub(crate) fn now_utc(&self) -> DateTime<Utc> {
+        self.limits
+            .clock
+            .as_ref()
+            .map_or_else(Utc::now, |clock| clock())
+    }
+
     /// Today in Korea by the store's clock: the settlement report's "now".
     pub(crate) fn today_kst(&self) -> chrono::NaiveDate {
         self.now_kst().date_naive()

@@ -35,6 +35,7 @@ pub struct ReconciliationSettings {
     /// Each run imports the payouts of this many days up to today.
     pub lookback_days: u32,
     pub toss: FeeSchedule,
+    pub stripe: FeeSchedule,
 }
 
 impl Default for ReconciliationSettings {
@@ -43,6 +44,7 @@ impl Default for ReconciliationSettings {
             interval_s: 21_600,
             lookback_days: 7,
             toss: FeeSchedule::TOSS_DEFAULT,
+            stripe: FeeSchedule::STRIPE_DEFAULT,
         }
     }
 }
@@ -67,6 +69,9 @@ impl ReconciliationSettings {
         }
         if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_TOSS") {
             self.toss = parse_fee_schedule("PAYLEDGER_FEE_SCHEDULE_TOSS", &value, self.toss)?;
+        }
+        if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_STRIPE") {
+            self.stripe = parse_fee_schedule("PAYLEDGER_FEE_SCHEDULE_STRIPE", &value, self.stripe)?;
         }
         Ok(self)
     }
@@ -104,7 +109,9 @@ pub fn parse_fee_schedule(
 }
 
 /// The settlement sources of the providers this deployment talks to: Toss (or the sandbox that
-/// speaks its API). A Paddle or Stripe importer is one more [`ReconciledProvider`] here.
+/// speaks its API) and Stripe (with `STRIPE_SECRET_KEY`, else the sandbox's `/stripe`), as
+/// `registry_from` configures their payment connectors. A Paddle importer is one more
+/// [`ReconciledProvider`] here.
 pub fn build(
     settings: &ReconciliationSettings,
     provider: &ProviderSettings,
@@ -113,6 +120,11 @@ pub fn build(
     payments: Arc<Payments>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Reconciliation> {
+    let stripe = ProviderSettings::stripe_from_env().or_else(|| {
+        sandbox_base_url
+            .as_ref()
+            .map(|base| payledger_connector_stripe::StripeConfig::sandbox(format!("{base}/stripe")))
+    });
     let toss = match (provider, sandbox_base_url) {
         (
             ProviderSettings::Toss {
@@ -140,6 +152,18 @@ pub fn build(
             schedule: settings.toss,
         });
     }
+    if let Some(config) = stripe {
+        let source = payledger_connector_stripe::settlements::StripeSettlements::new(
+            &config.base_url,
+            &config.secret_key,
+            &config.provider_name,
+        )
+        .map_err(|e| anyhow::anyhow!("failed to configure Stripe settlements: {e}"))?;
+        providers.push(ReconciledProvider {
+            source: Arc::new(source),
+            schedule: settings.stripe,
+        });
+    }
     let metrics: payledger_app::reconciliation::FlagObserver = Arc::new(|kind, provider| {
         payledger_metrics::metrics().reconciliation_flag(provider, kind.name())
     });
@@ -156,7 +180,9 @@ pub struct RunReport {
 }
 
 /// Imports `provider`'s payouts of `period`, then flags its captures older than the settlement
-/// delay (at `as_of`) that no line settles.
+/// delay (at `as_of`) that no line settles, among those whose payout falls in the period or
+/// before it (captured from `period.from` − delay − 1 day on): older captures were judged by
+/// earlier runs, or predate the imports.
 pub async fn run_once(
     reconciliation: &Reconciliation,
     pool: &PgPool,
@@ -169,7 +195,7 @@ pub async fn run_once(
     let head = payledger_store::head_position(pool).await?;
     let caught_up = wait_for_read_models(pool, head.max(import.last_position)).await?;
     let unsettled_flagged = if caught_up {
-        Some(flag_unsettled(reconciliation, pool, provider, as_of, context).await?)
+        Some(flag_unsettled(reconciliation, pool, provider, period.from, as_of, context).await?)
     } else {
         tracing::warn!(
             provider,
@@ -208,16 +234,20 @@ async fn flag_unsettled(
     reconciliation: &Reconciliation,
     pool: &PgPool,
     provider: &str,
+    first_payout_day: NaiveDate,
     as_of: DateTime<Utc>,
     context: &RequestContext,
 ) -> anyhow::Result<u64> {
     let Some(schedule) = reconciliation.schedule(provider) else {
         return Ok(0);
     };
-    let cutoff = as_of - chrono::Duration::days(i64::from(schedule.settlement_delay_days) + 1);
+    let delay = chrono::Duration::days(i64::from(schedule.settlement_delay_days) + 1);
+    let cutoff = as_of - delay;
+    let captured_after = first_payout_day.and_time(chrono::NaiveTime::MIN).and_utc() - delay;
     let rows = payledger_read_models::reconciliation::unsettled_captures(
         pool,
         provider,
+        captured_after,
         cutoff,
         MAX_UNSETTLED_PER_RUN as i64,
     )

@@ -238,6 +238,11 @@ pub const SETTINGS: &[Setting] = &[
         "rate_bps=320,vat_bps=1000,fixed_minor=0,refund_returns_fee=true,delay_days=2",
         "Toss's agreed fee and settlement delay",
     ),
+    setting(
+        "PAYLEDGER_FEE_SCHEDULE_STRIPE",
+        "rate_bps=290,vat_bps=0,fixed_minor=30,refund_returns_fee=false,delay_days=2",
+        "Stripe's agreed fee and payout delay",
+    ),
     // Audit and privacy.
     setting(
         "PAYLEDGER_CHECKPOINTS",

@@ -668,6 +668,59 @@ impl StripeStore {
         })
     }
 
+    /// Every movement of the Stripe balance (captured charges, succeeded refunds, disputes'
+    /// withdrawals), for the payouts and balance transactions ([`crate::settlements`]).
+    pub(crate) fn balance_movements(&self) -> Vec<crate::settlements::StripeMovement> {
+        use crate::settlements::{StripeMovement, StripeMovementKind};
+        let order_of = |intent_id: &str| self.intents.get(intent_id).and_then(order_id_of);
+        let mut movements = Vec::new();
+        for charge in self.charges.values().filter(|c| c.succeeded && c.captured) {
+            movements.push(StripeMovement {
+                txn_id: format!("txn_{}", &charge.id[3..]),
+                kind: StripeMovementKind::Charge,
+                source_id: charge.id.clone(),
+                intent_id: charge.intent_id.clone(),
+                order_id: order_of(&charge.intent_id),
+                amount: charge.amount_captured,
+                dispute_fee: 0,
+                currency: charge.currency.clone(),
+                created: charge.created,
+            });
+        }
+        for refund in self
+            .refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::Succeeded)
+        {
+            movements.push(StripeMovement {
+                txn_id: format!("txn_{}", &refund.id[3..]),
+                kind: StripeMovementKind::Refund,
+                source_id: refund.id.clone(),
+                intent_id: refund.intent_id.clone(),
+                order_id: order_of(&refund.intent_id),
+                amount: -refund.amount,
+                dispute_fee: 0,
+                currency: refund.currency.clone(),
+                created: refund.created,
+            });
+        }
+        for dispute in self.disputes.values() {
+            movements.push(StripeMovement {
+                txn_id: dispute.withdrawal_txn.clone(),
+                kind: StripeMovementKind::Dispute,
+                source_id: dispute.id.clone(),
+                intent_id: dispute.intent_id.clone(),
+                order_id: order_of(&dispute.intent_id),
+                amount: -dispute.amount,
+                dispute_fee: dispute.fee,
+                currency: dispute.currency.clone(),
+                created: dispute.created,
+            });
+        }
+        movements.sort_by(|a, b| (a.created, &a.txn_id).cmp(&(b.created, &b.txn_id)));
+        movements
+    }
+
     // ----- operations -----
 
     /// Decides one operation. Errors are answers too (Stripe's error objects).
