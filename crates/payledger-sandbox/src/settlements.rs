@@ -235,32 +235,33 @@ fn invalid(message: &str) -> HttpResponse {
     respond_json(400, json!({"code": "INVALID_REQUEST", "message": message}))
 }
 
-fn parse_query(raw: &HashMap<String, String>) -> Result<Query, HttpResponse> {
+/// The query, or the message of the 400 refusing it.
+fn parse_query(raw: &HashMap<String, String>) -> Result<Query, String> {
     let date = |name: &str| {
         raw.get(name)
             .and_then(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
-            .ok_or_else(|| invalid(&format!("{name}는 yyyy-MM-dd 형식이어야 합니다.")))
+            .ok_or_else(|| format!("{name}는 yyyy-MM-dd 형식이어야 합니다."))
     };
     let start = date("startDate")?;
     let end = date("endDate")?;
     if start > end || (end - start).num_days() > 366 {
-        return Err(invalid("조회 기간이 올바르지 않습니다."));
+        return Err("조회 기간이 올바르지 않습니다.".to_string());
     }
     let date_type = match raw.get("dateType").map(String::as_str) {
         None | Some("soldDate") => DateType::SoldDate,
         Some("paidOutDate") => DateType::PaidOutDate,
-        Some(_) => return Err(invalid("dateType은 soldDate 또는 paidOutDate입니다.")),
+        Some(_) => return Err("dateType은 soldDate 또는 paidOutDate입니다.".to_string()),
     };
     let number = |name: &str, default: usize| match raw.get(name) {
         None => Ok(default),
         Some(v) => v
             .parse::<usize>()
-            .map_err(|_| invalid("page, size는 숫자입니다.")),
+            .map_err(|_| "page, size는 숫자입니다.".to_string()),
     };
     let page = number("page", 1)?;
     let size = number("size", 100)?;
     if page == 0 || size == 0 || size > MAX_SETTLEMENT_PAGE_SIZE {
-        return Err(invalid("page는 1 이상, size는 1 이상 5000 이하입니다."));
+        return Err("page는 1 이상, size는 1 이상 5000 이하입니다.".to_string());
     }
     Ok(Query {
         start,
@@ -283,7 +284,7 @@ pub(crate) async fn settlements(
     }
     let query = match parse_query(&query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(message) => return invalid(&message),
     };
     let (sold, today) = {
         let store = shared.store();
@@ -511,16 +512,14 @@ pub(crate) async fn stripe_payouts(
     if let Some(refused) = stripe_gate(&stripe, &req) {
         return refused;
     }
-    let bound = |name: &str| match query.get(name) {
+    // Each bound, or the name of the parameter that is not an integer.
+    let bound = |name: &'static str| match query.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| stripe_invalid("Invalid integer", name)),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| name),
     };
     let (gte, lte) = match (bound("arrival_date[gte]"), bound("arrival_date[lte]")) {
         (Ok(gte), Ok(lte)) => (gte, lte),
-        (Err(refused), _) | (_, Err(refused)) => return refused,
+        (Err(name), _) | (_, Err(name)) => return stripe_invalid("Invalid integer", name),
     };
     let now = shared.store().now_utc().timestamp();
     let movements = stripe.store().balance_movements();
