@@ -501,3 +501,80 @@ async fn stripe_payouts_and_balance_transactions_close_clearing_per_payment_inte
         (10_000 - 320) - 3_000 + (5_000 - 175 - 50)
     );
 }
+
+/// On the scenario clock, a move runs the settlement import and the unsettled check: the paid
+/// payment settles when its payout day comes, the one Toss never pays is flagged once its delay
+/// has passed.
+#[tokio::test]
+async fn a_move_of_the_scenario_clock_imports_settlements_and_flags_what_never_came() {
+    // Monday 2026-10-05 00:00 UTC (09:00 in Seoul); the provider's clock follows the scenario's.
+    let start = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 10, 5, 0, 0, 0).unwrap();
+    let provider_now = Arc::new(Mutex::new(start));
+    let read = provider_now.clone();
+    let app = spawn_app_with(SpawnOptions {
+        test_clock_start: Some(start),
+        sandbox_clock: Some(Arc::new(move || *read.lock().unwrap())),
+        reconciliation_interval_s: 3_600,
+        ..SpawnOptions::default()
+    })
+    .await;
+    paid(&app, "clock-recon-1", 10_000).await;
+    paid(&app, "clock-recon-2", 10_000).await;
+    assert!(app.sandbox.set_settlement_fault(
+        "pk_clock-recon-2",
+        SettlementFault {
+            missing: true,
+            ..Default::default()
+        }
+    ));
+    let move_to = |to: chrono::DateTime<Utc>| {
+        *provider_now.lock().unwrap() = to;
+        let app = &app;
+        async move {
+            let (status, body) = json_of(
+                app.post_as(
+                    &app.admin_key,
+                    "/v1/admin/test-clock/set",
+                    &json!({"to": to.to_rfc3339()}),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["job"] == "reconciliation.settlements")
+                .map(|j| j["result"]["toss"].clone())
+                .collect::<Vec<Value>>()
+        }
+    };
+    // Wednesday 10:00 in Seoul: the first payment is paid out; the second is not late yet.
+    let wednesday = move_to(start + Duration::days(2) + Duration::hours(1)).await;
+    let matched: i64 = wednesday
+        .iter()
+        .map(|r| r["import"]["matched"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(matched, 1, "{wednesday:?}");
+    assert!(open_exceptions(&app).await.is_empty());
+    // Friday: the second is past Toss's delay and never came.
+    let friday = move_to(start + Duration::days(4) + Duration::hours(1)).await;
+    let flagged: i64 = friday
+        .iter()
+        .map(|r| r["unsettledFlagged"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(flagged, 1, "{friday:?}");
+    let open = open_exceptions(&app).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["kind"], "unsettled_capture");
+    assert_eq!(open[0]["orderId"], "clock-recon-2");
+    let books: Value = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(books["balanced"], true);
+    assert_eq!(balance(&books, "provider_clearing"), 10_000, "{books}");
+}

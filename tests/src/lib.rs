@@ -53,6 +53,9 @@ pub struct SpawnOptions {
     /// The sandbox provider's clock (its payments' times, its settlement report's today);
     /// the system clock when `None`.
     pub sandbox_clock: Option<payledger_sandbox::SandboxClock>,
+    /// `PAYLEDGER_RECONCILIATION_INTERVAL_S`: 0 (off) unless a test imports settlements on a
+    /// schedule or on moves of the scenario clock.
+    pub reconciliation_interval_s: u64,
 }
 
 impl Default for SpawnOptions {
@@ -65,6 +68,7 @@ impl Default for SpawnOptions {
             reconcile_after_ms: 0,
             test_clock_start: None,
             sandbox_clock: None,
+            reconciliation_interval_s: 0,
         }
     }
 }
@@ -100,7 +104,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.webhooks = options.webhooks;
     settings.reconcile_after_ms = options.reconcile_after_ms;
     // Tests import settlements when they mean to.
-    settings.reconciliation.interval_s = 0;
+    settings.reconciliation.interval_s = options.reconciliation_interval_s;
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);

@@ -18,8 +18,10 @@
 //! `missing` never reports the payment at all.
 
 use crate::http::{provider_gate_response, respond_json, Shared};
+use crate::store::SoldTransaction;
+use crate::stripe::{StripeMovement, StripeMovementKind};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Days, FixedOffset, NaiveDate, SecondsFormat};
+use chrono::{DateTime, Days, NaiveDate, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -74,27 +76,6 @@ impl Default for StripeSettlementTerms {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StripeMovementKind {
-    Charge,
-    Refund,
-    Dispute,
-}
-
-/// One movement of the Stripe balance, as the Stripe store made it.
-pub(crate) struct StripeMovement {
-    pub txn_id: String,
-    pub kind: StripeMovementKind,
-    pub source_id: String,
-    pub intent_id: String,
-    pub order_id: Option<String>,
-    /// Negative for refunds and disputes.
-    pub amount: i64,
-    pub dispute_fee: i64,
-    pub currency: String,
-    pub created: i64,
-}
-
 /// What is wrong with one payment's settlement (all off by default). Keyed by the payment's
 /// id at its provider: Toss's `paymentKey`, Stripe's PaymentIntent id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,16 +85,6 @@ pub struct SettlementFault {
     pub extra_fee_minor: i64,
     pub late_days: u32,
     pub missing: bool,
-}
-
-/// One approval or cancel, as the store made it.
-pub(crate) struct SoldTransaction {
-    pub payment_key: String,
-    pub order_id: String,
-    pub transaction_key: String,
-    /// Negative for a cancel.
-    pub amount: i64,
-    pub at: DateTime<FixedOffset>,
 }
 
 pub(crate) struct SettlementDesk {

@@ -166,6 +166,16 @@ struct IdempotencyRecord {
     available_at: Instant,
 }
 
+/// One approval or cancel, as the store made it.
+pub(crate) struct SoldTransaction {
+    pub(crate) payment_key: String,
+    pub(crate) order_id: String,
+    pub(crate) transaction_key: String,
+    /// Negative for a cancel.
+    pub(crate) amount: i64,
+    pub(crate) at: DateTime<FixedOffset>,
+}
+
 /// The whole sandbox state.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -547,10 +557,10 @@ impl Store {
 
     /// Every money movement the sandbox made (approvals and cancels), for the settlement report
     /// ([`crate::settlements`]), ordered by when it happened.
-    pub(crate) fn transactions(&self) -> Vec<crate::settlements::SoldTransaction> {
+    pub(crate) fn transactions(&self) -> Vec<SoldTransaction> {
         let mut sold = Vec::new();
         for payment in self.payments.values() {
-            sold.push(crate::settlements::SoldTransaction {
+            sold.push(SoldTransaction {
                 payment_key: payment.payment_key.clone(),
                 order_id: payment.order_id.clone(),
                 transaction_key: payment.approval_transaction_key.clone(),
@@ -558,7 +568,7 @@ impl Store {
                 at: payment.approved_at,
             });
             for cancel in &payment.cancels {
-                sold.push(crate::settlements::SoldTransaction {
+                sold.push(SoldTransaction {
                     payment_key: payment.payment_key.clone(),
                     order_id: payment.order_id.clone(),
                     transaction_key: cancel.transaction_key.clone(),

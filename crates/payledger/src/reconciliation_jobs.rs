@@ -278,6 +278,62 @@ pub fn lookback(today: NaiveDate, lookback_days: u32) -> SettlementPeriod {
     }
 }
 
+/// One pass over every reconciled provider: the last days' payouts up to the clock's today
+/// (plus one, as provider calendars run ahead of UTC), then the unsettled check at the clock's
+/// now. What the schedule runs each interval and a move of the scenario clock runs once.
+pub async fn run_all(
+    reconciliation: &Reconciliation,
+    pool: &PgPool,
+    lookback_days: u32,
+    context: &RequestContext,
+) -> Vec<(String, anyhow::Result<RunReport>)> {
+    let now = reconciliation.now();
+    let period = lookback(
+        now.date_naive() + Days::new(1),
+        lookback_days.saturating_add(1),
+    );
+    let mut reports = Vec::new();
+    for provider in reconciliation.providers() {
+        let report = run_once(reconciliation, pool, &provider, period, now, context).await;
+        reports.push((provider, report));
+    }
+    reports
+}
+
+/// The reconciliation pass as a job of the scenario clock (`reconciliation.settlements`).
+pub struct ReconciliationJob {
+    pub reconciliation: Arc<Reconciliation>,
+    pub pool: PgPool,
+    pub lookback_days: u32,
+}
+
+#[async_trait::async_trait]
+impl payledger_app::scenario_clock::DueJob for ReconciliationJob {
+    fn name(&self) -> &'static str {
+        "reconciliation.settlements"
+    }
+
+    async fn run_due(&self) -> Result<serde_json::Value, String> {
+        let context = RequestContext::system("reconciliation");
+        let mut answer = serde_json::Map::new();
+        for (provider, report) in run_all(
+            &self.reconciliation,
+            &self.pool,
+            self.lookback_days,
+            &context,
+        )
+        .await
+        {
+            let report = report.map_err(|e| format!("{provider}: {e}"))?;
+            answer.insert(
+                provider,
+                serde_json::to_value(report).map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(serde_json::Value::Object(answer))
+    }
+}
+
 /// `serve`'s schedule: every interval, each provider's last days, then the unsettled check.
 pub async fn run_scheduler(
     reconciliation: Arc<Reconciliation>,
@@ -289,14 +345,10 @@ pub async fn run_scheduler(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = reconciliation.now();
-        // Provider calendars run ahead of UTC (Toss: Korea); a day more costs nothing.
-        let period = lookback(
-            now.date_naive() + Days::new(1),
-            settings.lookback_days.saturating_add(1),
-        );
-        for provider in reconciliation.providers() {
-            match run_once(&reconciliation, &pool, &provider, period, now, &context).await {
+        for (provider, report) in
+            run_all(&reconciliation, &pool, settings.lookback_days, &context).await
+        {
+            match report {
                 Ok(report) => tracing::info!(
                     provider,
                     lines = report.import.lines,

@@ -220,7 +220,8 @@ impl Application {
             payments.clone(),
             clock.clone(),
         )?);
-        if settings.reconciliation.interval_s > 0 {
+        // On the scenario clock a move runs it (below), never the wall clock.
+        if settings.reconciliation.interval_s > 0 && scenario_clock.is_none() {
             background.push(tokio::spawn(crate::reconciliation_jobs::run_scheduler(
                 reconciliation.clone(),
                 pool.clone(),
@@ -334,20 +335,29 @@ impl Application {
                 Duration::from_millis(crate::clock_jobs::REMINDER_INTERVAL_MS),
             )));
         }
+        let mut bookings_and_settlement: Vec<Arc<dyn DueJob>> = vec![
+            reminders,
+            Arc::new(crate::clock_jobs::SettlementConfirmJob(
+                settlement_jobs.clone(),
+            )),
+            Arc::new(crate::clock_jobs::SettlementPayoutJob(
+                settlement_jobs.clone(),
+            )),
+        ];
+        // Settlement imports run on a clock move only where they run on a schedule.
+        if settings.reconciliation.interval_s > 0 {
+            bookings_and_settlement.push(Arc::new(crate::reconciliation_jobs::ReconciliationJob {
+                reconciliation: reconciliation.clone(),
+                pool: pool.clone(),
+                lookback_days: settings.reconciliation.lookback_days,
+            }));
+        }
         let due_jobs = due_jobs(
             &settings,
             &payments,
             &booking_services.claims,
             &subscriptions,
-            vec![
-                reminders,
-                Arc::new(crate::clock_jobs::SettlementConfirmJob(
-                    settlement_jobs.clone(),
-                )),
-                Arc::new(crate::clock_jobs::SettlementPayoutJob(
-                    settlement_jobs.clone(),
-                )),
-            ],
+            bookings_and_settlement,
             &relay,
             &pool,
         )?;

@@ -132,6 +132,27 @@ impl IntentStatus {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StripeMovementKind {
+    Charge,
+    Refund,
+    Dispute,
+}
+
+/// One movement of the Stripe balance, as the Stripe store made it.
+pub(crate) struct StripeMovement {
+    pub(crate) txn_id: String,
+    pub(crate) kind: StripeMovementKind,
+    pub(crate) source_id: String,
+    pub(crate) intent_id: String,
+    pub(crate) order_id: Option<String>,
+    /// Negative for refunds and disputes.
+    pub(crate) amount: i64,
+    pub(crate) dispute_fee: i64,
+    pub(crate) currency: String,
+    pub(crate) created: i64,
+}
+
 #[derive(Debug, Clone)]
 struct Intent {
     id: String,
@@ -670,8 +691,7 @@ impl StripeStore {
 
     /// Every movement of the Stripe balance (captured charges, succeeded refunds, disputes'
     /// withdrawals), for the payouts and balance transactions ([`crate::settlements`]).
-    pub(crate) fn balance_movements(&self) -> Vec<crate::settlements::StripeMovement> {
-        use crate::settlements::{StripeMovement, StripeMovementKind};
+    pub(crate) fn balance_movements(&self) -> Vec<StripeMovement> {
         let order_of = |intent_id: &str| self.intents.get(intent_id).and_then(order_id_of);
         let mut movements = Vec::new();
         for charge in self.charges.values().filter(|c| c.succeeded && c.captured) {
