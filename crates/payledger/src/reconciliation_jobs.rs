@@ -364,3 +364,51 @@ pub async fn run_scheduler(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fee_schedule_reads_its_keys_and_refuses_what_it_does_not_know() {
+        let parsed = parse_fee_schedule(
+            "X",
+            "rate_bps=250, delay_days=3,refund_returns_fee=false",
+            FeeSchedule::TOSS_DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            FeeSchedule {
+                rate_bps: 250,
+                settlement_delay_days: 3,
+                refund_returns_fee: false,
+                ..FeeSchedule::TOSS_DEFAULT
+            }
+        );
+        for bad in [
+            "rate_bps=-1",
+            "rate_bps=10001",
+            "speed=3",
+            "delay_days",
+            "delay_days=91",
+        ] {
+            assert!(
+                parse_fee_schedule("X", bad, FeeSchedule::TOSS_DEFAULT).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_fee_schedule("X", "", FeeSchedule::STRIPE_DEFAULT).unwrap(),
+            FeeSchedule::STRIPE_DEFAULT
+        );
+    }
+
+    #[test]
+    fn the_lookback_ends_today_and_counts_today() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let period = lookback(today, 7);
+        assert_eq!(period.to, today);
+        assert_eq!(period.from, NaiveDate::from_ymd_opt(2026, 11, 30).unwrap());
+    }
+}

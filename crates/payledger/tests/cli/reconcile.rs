@@ -64,7 +64,16 @@ async fn reconcile_settlements_imports_a_report_once_and_flags_the_unsettled() {
         let mut command = payledger(dir.path(), Some(urls));
         command
             .env("PAYLEDGER_SANDBOX_URL", sandbox.base_url())
-            .args(["reconcile", "settlements", "--provider", "toss", "--from", &from, "--to", &to])
+            .args([
+                "reconcile",
+                "settlements",
+                "--provider",
+                "toss",
+                "--from",
+                &from,
+                "--to",
+                &to,
+            ])
             .args(extra);
         let output = run(&mut command);
         assert!(
