@@ -18,6 +18,7 @@
 //! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
 //! | `SettlementLineMatched`, a payment | bank (payout) + provider_fees (fee) | provider_clearing | payout + fee |
 //! | `SettlementLineMatched`, a refund | provider_clearing | bank (−payout) + provider_fees (−fee) | −(payout + fee) |
+//! | `ReconciliationResolved`, `write_off` | reconciliation_write_offs | provider_clearing | written off |
 //!
 //! So `provider_clearing` is the money the provider holds for the platform (captured, not yet
 //! settled: it closes when the provider's settlement line is imported), `bank` the platform's
@@ -51,10 +52,11 @@ pub enum Account {
     SubscriptionRevenue,
     Bank,
     ProviderFees,
+    ReconciliationWriteOffs,
 }
 
 impl Account {
-    pub const ALL: [Account; 9] = [
+    pub const ALL: [Account; 10] = [
         Account::ProviderClearing,
         Account::PayeePayable,
         Account::CustomerRefunds,
@@ -64,6 +66,7 @@ impl Account {
         Account::SubscriptionRevenue,
         Account::Bank,
         Account::ProviderFees,
+        Account::ReconciliationWriteOffs,
     ];
 
     /// The account of a name, as stored.
@@ -82,6 +85,7 @@ impl Account {
             Account::SubscriptionRevenue => "subscription_revenue",
             Account::Bank => "bank",
             Account::ProviderFees => "provider_fees",
+            Account::ReconciliationWriteOffs => "reconciliation_write_offs",
         }
     }
 }
@@ -345,6 +349,19 @@ pub fn post_subscription_event(event: &SubscriptionEvent) -> Vec<JournalEntry> {
 /// always sum to zero, so the entry balances. A payout short of amount − fee leaves the
 /// difference in `provider_clearing`: the provider still owes it.
 pub fn post_reconciliation_event(event: &ReconciliationEvent) -> Vec<JournalEntry> {
+    if let ReconciliationEvent::ReconciliationResolved(resolved) = event {
+        // A write-off: what the provider will never pay leaves clearing as a loss.
+        return transfer(
+            resolved.currency,
+            "provider shortfall written off",
+            Account::ReconciliationWriteOffs,
+            Account::ProviderClearing,
+            resolved.written_off_minor,
+            None,
+        )
+        .into_iter()
+        .collect();
+    }
     let ReconciliationEvent::SettlementLineMatched(matched) = event else {
         return vec![];
     };

@@ -315,7 +315,21 @@ pub struct ReconciliationResolved {
     pub resolution: Resolution,
     pub note: String,
     pub order_id: Option<OrderId>,
+    /// What a `write_off` takes out of `provider_clearing` for good: the shortfall of a short
+    /// payout, or the whole capture of an unsettled one; 0 otherwise.
+    pub written_off_minor: i64,
+    pub currency: Currency,
     pub at: DateTime<Utc>,
+}
+
+/// What writing off a flag takes out of `provider_clearing`: only money the provider still owes
+/// for a payment the ledger captured (a short payout's shortfall, an unsettled capture).
+pub fn write_off_of(flag: &ReconciliationFlagged) -> i64 {
+    match flag.kind {
+        FlagKind::ShortPayout => (flag.expected_minor - flag.actual_minor).max(0),
+        FlagKind::UnsettledCapture => flag.expected_minor.max(0),
+        _ => 0,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -613,17 +627,23 @@ impl ReconciliationRecord {
                     return Err(ReconciliationError::InvalidNote);
                 }
                 match self.flags.get(&kind) {
-                    Some(state) if state.flagged.is_some() && state.resolved.is_none() => {
-                        Ok(vec![ReconciliationEvent::ReconciliationResolved(
-                            ReconciliationResolved {
-                                kind,
-                                resolution,
-                                note,
-                                order_id: self.order_id.clone(),
-                                at,
+                    Some(FlagState {
+                        flagged: Some(flag),
+                        resolved: None,
+                    }) => Ok(vec![ReconciliationEvent::ReconciliationResolved(
+                        ReconciliationResolved {
+                            kind,
+                            resolution,
+                            note,
+                            order_id: self.order_id.clone(),
+                            written_off_minor: match resolution {
+                                Resolution::WriteOff => write_off_of(flag),
+                                _ => 0,
                             },
-                        )])
-                    }
+                            currency: flag.currency,
+                            at,
+                        },
+                    )]),
                     _ => Err(ReconciliationError::NoOpenFlag),
                 }
             }

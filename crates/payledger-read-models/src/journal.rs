@@ -39,6 +39,7 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "StatementPaidOut",
     "ChargeSucceeded",
     "SettlementLineMatched",
+    "ReconciliationResolved",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {

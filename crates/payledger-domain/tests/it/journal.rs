@@ -214,7 +214,7 @@ fn events_that_move_no_money_post_nothing() {
 }
 
 #[test]
-fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_clearing() {
+fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_the_bank() {
     assert_eq!(
         lines(&post_statement_event(&confirmed(8_000, 72_001))),
         vec![

@@ -364,3 +364,48 @@ proptest! {
         prop_assert_eq!((debit, credit), (0, amount));
     }
 }
+
+#[test]
+fn writing_off_a_short_payout_takes_the_shortfall_out_of_clearing() {
+    let order = order(0);
+    let short = SettlementLine {
+        payout_minor: 48_000,
+        ..line(50_000)
+    };
+    let judged = judge(&short, Some(&order));
+    let resolve = |resolution| ReconciliationCommand::Resolve {
+        kind: FlagKind::ShortPayout,
+        resolution,
+        note: "Toss will not pay it".into(),
+        at: t0(),
+    };
+    let written_off = RecordTest::with(())
+        .given(judged.clone())
+        .when(resolve(Resolution::WriteOff))
+        .inspect_result()
+        .unwrap();
+    let mut book = TrialBalance::default();
+    for event in judged.iter().chain(written_off.iter()) {
+        for entry in post_reconciliation_event(event) {
+            assert!(entry.is_balanced());
+            book.post(&entry);
+        }
+    }
+    let balance = |account| {
+        book.rows
+            .get(&(account, Currency::KRW))
+            .map_or(0, |(d, c)| d - c)
+    };
+    // The line settled 48 000 + 1 760; the 240 short is written off: clearing closes.
+    assert_eq!(balance(Account::ProviderClearing), -50_000);
+    assert_eq!(balance(Account::ReconciliationWriteOffs), 240);
+    // Any other resolution posts nothing.
+    let claimed = RecordTest::with(())
+        .given(judged)
+        .when(resolve(Resolution::ClaimAgainstProvider))
+        .inspect_result()
+        .unwrap();
+    assert!(claimed
+        .iter()
+        .all(|e| post_reconciliation_event(e).is_empty()));
+}
