@@ -234,6 +234,23 @@ async fn a_week_of_toss_payments_reconciles_and_every_discrepancy_is_flagged_onc
         (Some(352), Some(402))
     );
 
+    // Counted, and open ones visible, in the metrics.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"payledger_reconciliation_open_exceptions{provider="toss",kind="short_payout"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"payledger_reconciliation_open_exceptions{provider="toss",kind="unsettled_capture"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payledger_reconciliation_flags_total{"),
+        "{metrics}"
+    );
+
     // On the order's timeline.
     let timeline: Value = app
         .get("/v1/orders/recon-short/timeline")
@@ -357,6 +374,15 @@ async fn a_week_of_toss_payments_reconciles_and_every_discrepancy_is_flagged_onc
     let resolved = &all["exceptions"][0];
     assert!(resolved["resolution"].is_string(), "{all}");
     assert_eq!(resolved["resolvedBy"], "admin:ops");
+
+    // The reconciliation and journal read models are exactly their rebuild from the log.
+    for projection in ["reconciliation", "journal", "orders"] {
+        let projection = payledger_read_models::projection_named(projection).unwrap();
+        let report = payledger_projector::verify(&app.app_pool, projection.as_ref())
+            .await
+            .unwrap();
+        assert!(report.matches(), "{report:?}");
+    }
 
     // The log verifies, and so does the journal against it.
     let chains = payledger_store::audit::verify_all(&app.app_pool)
