@@ -11,9 +11,9 @@ use crate::payments::{PaymentError, Payments};
 use chrono::{DateTime, Utc};
 use payledger_domain::ids::OrderId;
 use payledger_domain::reconciliation::{
-    judge_line, line_stream, unsettled_stream, FeeSchedule, FlagKind, ReconciliationCommand,
-    ReconciliationError, ReconciliationEvent, ReconciliationFlagged, ReconciliationRecord,
-    Resolution,
+    judge_line, line_stream, unsettled_stream, FeeSchedule, FeeSchedules, FlagKind,
+    ReconciliationCommand, ReconciliationError, ReconciliationEvent, ReconciliationFlagged,
+    ReconciliationRecord, Resolution,
 };
 use payledger_domain::streams::StreamKind;
 use payledger_gateway::settlements::{SettlementError, SettlementPeriod, SettlementSource};
@@ -30,7 +30,7 @@ pub type FlagObserver = Arc<dyn Fn(FlagKind, &str) + Send + Sync>;
 #[derive(Clone)]
 pub struct ReconciledProvider {
     pub source: Arc<dyn SettlementSource>,
-    pub schedule: FeeSchedule,
+    pub schedules: FeeSchedules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +140,9 @@ impl Reconciliation {
         names
     }
 
-    /// The agreed terms with `provider`.
+    /// The default terms agreed with `provider` (its settlement delay is the unsettled check's).
     pub fn schedule(&self, provider: &str) -> Option<FeeSchedule> {
-        self.providers.get(provider).map(|p| p.schedule)
+        self.providers.get(provider).map(|p| p.schedules.default)
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -188,7 +188,7 @@ impl Reconciliation {
                 &line,
                 known_order.as_ref(),
                 order.as_ref().map(|o| &o.state),
-                &reconciled.schedule,
+                reconciled.schedules.for_method(line.method.as_deref()),
                 at,
             );
             let executed = self

@@ -147,6 +147,9 @@ impl StripeSettlements {
             sold_on: day_of(txn.created)?,
             paid_out_on: day_of(payout.arrival_date)?,
             payout_id: Some(payout.id.clone()),
+            // Stripe's fee depends on the card's country and the charge's method, which a
+            // balance transaction does not carry; the default schedule applies.
+            method: None,
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;

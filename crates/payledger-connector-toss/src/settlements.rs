@@ -114,6 +114,9 @@ impl TossSettlements {
             sold_on: date(&wire.sold_date)?,
             paid_out_on: date(&wire.paid_out_date)?,
             payout_id: None,
+            method: wire
+                .method
+                .filter(|m| !m.is_empty() && m.chars().count() <= 40),
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;
@@ -136,6 +139,7 @@ struct WireSettlement {
     sold_date: String,
     paid_out_date: String,
     cancel: Option<serde_json::Value>,
+    method: Option<String>,
 }
 
 fn clip(text: &str) -> String {

@@ -112,6 +112,29 @@ impl FeeSchedule {
     }
 }
 
+/// The schedules agreed with one provider: one per payment method, and a default for the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeSchedules {
+    pub default: FeeSchedule,
+    pub by_method: BTreeMap<String, FeeSchedule>,
+}
+
+impl FeeSchedules {
+    pub fn uniform(default: FeeSchedule) -> FeeSchedules {
+        FeeSchedules {
+            default,
+            by_method: BTreeMap::new(),
+        }
+    }
+
+    /// The schedule of `method`, else the default.
+    pub fn for_method(&self, method: Option<&str>) -> &FeeSchedule {
+        method
+            .and_then(|m| self.by_method.get(m))
+            .unwrap_or(&self.default)
+    }
+}
+
 /// What a settlement line is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,6 +168,10 @@ pub struct SettlementLine {
     pub paid_out_on: NaiveDate,
     /// The provider's payout (batch) the line was paid in, when it has one (Stripe `po_…`).
     pub payout_id: Option<String>,
+    /// The payment method as the provider names it (Toss `카드`, `가상계좌`; Stripe `card`),
+    /// which picks the fee schedule; `None` when the report does not say.
+    #[serde(default)]
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,7 +18,7 @@ use payledger_connector_toss::settlements::TossSettlements;
 use payledger_connector_toss::TossSecretKey;
 use payledger_domain::ids::OrderId;
 use payledger_domain::money::Currency;
-use payledger_domain::reconciliation::FeeSchedule;
+use payledger_domain::reconciliation::{FeeSchedule, FeeSchedules};
 use payledger_gateway::settlements::SettlementPeriod;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -34,8 +34,8 @@ pub struct ReconciliationSettings {
     pub interval_s: u64,
     /// Each run imports the payouts of this many days up to today.
     pub lookback_days: u32,
-    pub toss: FeeSchedule,
-    pub stripe: FeeSchedule,
+    pub toss: FeeSchedules,
+    pub stripe: FeeSchedules,
 }
 
 impl Default for ReconciliationSettings {
@@ -43,8 +43,8 @@ impl Default for ReconciliationSettings {
         ReconciliationSettings {
             interval_s: 21_600,
             lookback_days: 7,
-            toss: FeeSchedule::TOSS_DEFAULT,
-            stripe: FeeSchedule::STRIPE_DEFAULT,
+            toss: FeeSchedules::uniform(FeeSchedule::TOSS_DEFAULT),
+            stripe: FeeSchedules::uniform(FeeSchedule::STRIPE_DEFAULT),
         }
     }
 }
@@ -68,13 +68,43 @@ impl ReconciliationSettings {
                 .context("PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS must be 1 to 31")?;
         }
         if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_TOSS") {
-            self.toss = parse_fee_schedule("PAYLEDGER_FEE_SCHEDULE_TOSS", &value, self.toss)?;
+            self.toss = parse_fee_schedules("PAYLEDGER_FEE_SCHEDULE_TOSS", &value, &self.toss)?;
         }
         if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_STRIPE") {
-            self.stripe = parse_fee_schedule("PAYLEDGER_FEE_SCHEDULE_STRIPE", &value, self.stripe)?;
+            self.stripe =
+                parse_fee_schedules("PAYLEDGER_FEE_SCHEDULE_STRIPE", &value, &self.stripe)?;
         }
         Ok(self)
     }
+}
+
+/// Sections separated by `;`: the first without a method is the default schedule, each
+/// `METHOD: …` one a payment method's (as the provider names it: `가상계좌`, `card`), starting
+/// from the default: `rate_bps=320,vat_bps=1000; 가상계좌: rate_bps=0,fixed_minor=300`.
+pub fn parse_fee_schedules(
+    name: &str,
+    value: &str,
+    base: &FeeSchedules,
+) -> anyhow::Result<FeeSchedules> {
+    let mut schedules = base.clone();
+    let mut methods = Vec::new();
+    for section in value.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        match section.split_once(':') {
+            Some((method, keys)) if !method.contains('=') => {
+                let method = method.trim();
+                if method.is_empty() || method.chars().count() > 40 {
+                    anyhow::bail!("{name}: a method name is 1 to 40 characters");
+                }
+                methods.push((method.to_string(), keys.to_string()));
+            }
+            _ => schedules.default = parse_fee_schedule(name, section, schedules.default)?,
+        }
+    }
+    for (method, keys) in methods {
+        let schedule = parse_fee_schedule(name, &keys, schedules.default)?;
+        schedules.by_method.insert(method, schedule);
+    }
+    Ok(schedules)
 }
 
 /// `rate_bps=320,vat_bps=1000,fixed_minor=0,refund_returns_fee=true,delay_days=2`; names left
@@ -149,7 +179,7 @@ pub fn build(
         .map_err(|e| anyhow::anyhow!("failed to configure Toss settlements: {e}"))?;
         providers.push(ReconciledProvider {
             source: Arc::new(source),
-            schedule: settings.toss,
+            schedules: settings.toss.clone(),
         });
     }
     if let Some(config) = stripe {
@@ -161,7 +191,7 @@ pub fn build(
         .map_err(|e| anyhow::anyhow!("failed to configure Stripe settlements: {e}"))?;
         providers.push(ReconciledProvider {
             source: Arc::new(source),
-            schedule: settings.stripe,
+            schedules: settings.stripe.clone(),
         });
     }
     let metrics: payledger_app::reconciliation::FlagObserver = Arc::new(|kind, provider| {
@@ -402,6 +432,26 @@ mod tests {
             parse_fee_schedule("X", "", FeeSchedule::STRIPE_DEFAULT).unwrap(),
             FeeSchedule::STRIPE_DEFAULT
         );
+    }
+
+    #[test]
+    fn a_method_gets_its_own_schedule_from_the_default() {
+        let parsed = parse_fee_schedules(
+            "X",
+            "rate_bps=300; 가상계좌: rate_bps=0,fixed_minor=300,vat_bps=0",
+            &FeeSchedules::uniform(FeeSchedule::TOSS_DEFAULT),
+        )
+        .unwrap();
+        assert_eq!(parsed.default.rate_bps, 300);
+        let transfer = parsed.for_method(Some("가상계좌"));
+        assert_eq!((transfer.rate_bps, transfer.fixed_minor), (0, 300));
+        assert_eq!(transfer.settlement_delay_days, 2);
+        assert!(parse_fee_schedules(
+            "X",
+            ": rate_bps=1",
+            &FeeSchedules::uniform(FeeSchedule::TOSS_DEFAULT)
+        )
+        .is_err());
     }
 
     #[test]

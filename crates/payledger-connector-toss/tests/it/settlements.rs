@@ -113,6 +113,7 @@ async fn the_report_follows_what_the_sandbox_processed() {
         (50_000, 1_760, 160, 48_240)
     );
     assert_eq!(clean[0].order_id.as_deref(), Some("order-settle-1"));
+    assert_eq!(clean[0].method.as_deref(), Some("카드"));
     assert_eq!(
         clean[0].paid_out_on,
         clean[0].sold_on + chrono::Days::new(2)

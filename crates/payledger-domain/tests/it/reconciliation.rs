@@ -98,6 +98,7 @@ fn line(amount: i64) -> SettlementLine {
         sold_on: day(2),
         paid_out_on: day(4),
         payout_id: None,
+        method: Some("카드".into()),
     }
 }
 
@@ -408,4 +409,25 @@ fn writing_off_a_short_payout_takes_the_shortfall_out_of_clearing() {
     assert!(claimed
         .iter()
         .all(|e| post_reconciliation_event(e).is_empty()));
+}
+
+#[test]
+fn the_fee_schedule_follows_the_payment_method() {
+    let transfer = FeeSchedule {
+        rate_bps: 0,
+        fixed_minor: 300,
+        vat_bps: 0,
+        ..FeeSchedule::TOSS_DEFAULT
+    };
+    let schedules = FeeSchedules {
+        default: FeeSchedule::TOSS_DEFAULT,
+        by_method: [("계좌이체".to_string(), transfer)].into_iter().collect(),
+    };
+    assert_eq!(schedules.for_method(Some("계좌이체")), &transfer);
+    assert_eq!(
+        schedules.for_method(Some("카드")),
+        &FeeSchedule::TOSS_DEFAULT
+    );
+    assert_eq!(schedules.for_method(None), &FeeSchedule::TOSS_DEFAULT);
+    assert_eq!(transfer.fee_for(50_000), (300, 0));
 }
