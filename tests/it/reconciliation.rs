@@ -619,3 +619,58 @@ async fn a_move_of_the_scenario_clock_imports_settlements_and_flags_what_never_c
     assert_eq!(books["balanced"], true);
     assert_eq!(balance(&books, "provider_clearing"), 10_000, "{books}");
 }
+
+/// A line for a payment the ledger learns of later (recorded as an outside payment) is matched
+/// and posted by the next import; its `unknown_payment` flag waits for an admin.
+#[tokio::test]
+async fn a_line_matched_nowhere_is_matched_once_the_payment_is_recorded() {
+    let (app, offset) = spawn_with_provider_clock().await;
+    let direct = app
+        .client
+        .post(format!("{}/v1/payments/confirm", app.sandbox.base_url()))
+        .basic_auth(payledger_sandbox::DEFAULT_SECRET_KEY, Some(""))
+        .json(&json!({"paymentKey": "pk_recon_outside", "orderId": "recon-outside-1", "amount": 7_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 200);
+    *offset.lock().unwrap() = Duration::days(2);
+    let first = import(&app).await;
+    assert_eq!(first["unmatched"], 1, "{first}");
+
+    app.place_order("recon-outside-1", 7_000).await;
+    let (status, recorded) = json_of(
+        app.post_as(
+            &app.admin_key,
+            "/v1/admin/orders/recon-outside-1/external-payments",
+            &json!({"provider": "toss", "providerTransactionId": "pk_recon_outside",
+                    "amount": 7_000, "currency": "KRW", "method": "카드",
+                    "reason": "paid at Toss directly, ticket 9"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{recorded}");
+    let second = import(&app).await;
+    assert_eq!(second["matched"], 1, "{second}");
+    let third = import(&app).await;
+    assert_eq!(third["alreadyImported"], 1, "{third}");
+
+    let open = open_exceptions(&app).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["kind"], "unknown_payment");
+    let books: Value = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(books["balanced"], true, "{books}");
+    assert_eq!(balance(&books, "provider_clearing"), 0, "{books}");
+    assert_eq!(balance(&books, "bank"), 7_000 - 246, "{books}");
+    let projection = payledger_read_models::projection_named("reconciliation").unwrap();
+    let report = payledger_projector::verify(&app.app_pool, projection.as_ref())
+        .await
+        .unwrap();
+    assert!(report.matches(), "{report:?}");
+}

@@ -11,7 +11,8 @@
 //! [`ReconciliationFlagged`] that stays open until an admin resolves it with a note.
 //!
 //! Importing a line twice records it once: the stream exists, and the same line again decides
-//! nothing. A line that comes back different is flagged (`line_changed`), never overwritten.
+//! nothing — unless it matched nothing before and matches a ledger payment now (recorded since),
+//! when it is matched and posted then. A line that comes back different is flagged (`line_changed`), never overwritten.
 
 use crate::ids::{OrderId, PayeeId};
 use crate::money::Currency;
@@ -606,6 +607,8 @@ pub struct FlagState {
 #[serde(rename_all = "camelCase")]
 pub struct ReconciliationRecord {
     pub line: Option<SettlementLine>,
+    /// Whether the line was matched to a ledger payment (and posted).
+    pub matched: bool,
     pub order_id: Option<OrderId>,
     pub flags: BTreeMap<FlagKind, FlagState>,
 }
@@ -618,8 +621,22 @@ impl ReconciliationRecord {
         match command {
             ReconciliationCommand::Import { line, judged, at } => {
                 line.validate()?;
+                let matches_now = judged
+                    .iter()
+                    .any(|e| matches!(e, ReconciliationEvent::SettlementLineMatched(_)));
                 match &self.line {
                     None => Ok(judged),
+                    // Unmatched before, matched now (the payment was recorded since, e.g. as an
+                    // outside payment): the line posts now, with the flags not raised before.
+                    Some(known) if *known == line && !self.matched && matches_now => Ok(judged
+                        .into_iter()
+                        .filter(|e| match e {
+                            ReconciliationEvent::ReconciliationFlagged(f) => {
+                                !self.flags.contains_key(&f.kind)
+                            }
+                            _ => true,
+                        })
+                        .collect()),
                     Some(known) if *known == line => Ok(vec![]),
                     // Flagged once; a third version changes nothing more.
                     Some(_) if self.flags.contains_key(&FlagKind::LineChanged) => Ok(vec![]),
@@ -702,6 +719,7 @@ impl Aggregate for ReconciliationRecord {
             ReconciliationEvent::SettlementLineMatched(e) => {
                 self.order_id = Some(e.order_id);
                 self.line = Some(e.line);
+                self.matched = true;
             }
             ReconciliationEvent::SettlementLineUnmatched(e) => {
                 self.order_id = e.order_id;

@@ -68,7 +68,9 @@ async fn apply_one(
                 "INSERT INTO reconciliation_lines (stream_id, provider, line_id, kind, \
                  payment_key, order_id, matched, amount_minor, fee_minor, payout_minor, currency, \
                  sold_on, paid_out_on, global_position) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
+                 ON CONFLICT (stream_id) DO UPDATE SET order_id = EXCLUDED.order_id, \
+                 matched = EXCLUDED.matched, global_position = EXCLUDED.global_position",
             )
             .bind(&event.stream_id)
             .bind(&line.provider)

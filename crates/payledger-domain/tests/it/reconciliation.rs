@@ -431,3 +431,35 @@ fn the_fee_schedule_follows_the_payment_method() {
     assert_eq!(schedules.for_method(None), &FeeSchedule::TOSS_DEFAULT);
     assert_eq!(transfer.fee_for(50_000), (300, 0));
 }
+
+#[test]
+fn a_line_unmatched_before_is_matched_once_its_payment_is_recorded() {
+    let unmatched = judge(&line(50_000), None);
+    let order = order(0);
+    let now_matched = judge(&line(50_000), Some(&order));
+    let events = RecordTest::with(())
+        .given(unmatched.clone())
+        .when(ReconciliationCommand::Import {
+            line: line(50_000),
+            judged: now_matched.clone(),
+            at: t0(),
+        })
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(
+        events[0],
+        ReconciliationEvent::SettlementLineMatched(_)
+    ));
+    assert_eq!(post_reconciliation_event(&events[0]).len(), 1);
+    // Once matched, the same line again is nothing new.
+    let mut history = unmatched;
+    history.extend(events);
+    RecordTest::with(())
+        .given(history)
+        .when(ReconciliationCommand::Import {
+            line: line(50_000),
+            judged: now_matched,
+            at: t0(),
+        })
+        .then_expect_events(vec![]);
+}
