@@ -21,6 +21,7 @@ mod privacy;
 mod projections;
 mod provider_faults;
 mod provider_truth;
+mod reconciliation;
 mod scenario;
 mod stripe;
 mod stripe_disputes;

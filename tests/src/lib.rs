@@ -50,6 +50,12 @@ pub struct SpawnOptions {
     /// `Some(start)`: `serve --test-clock` with a scenario clock starting there, moved through
     /// `/v1/admin/test-clock`; background jobs then run only when the clock moves.
     pub test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sandbox provider's clock (its payments' times, its settlement report's today);
+    /// the system clock when `None`.
+    pub sandbox_clock: Option<payledger_sandbox::SandboxClock>,
+    /// `PAYLEDGER_RECONCILIATION_INTERVAL_S`: 0 (off) unless a test imports settlements on a
+    /// schedule or on moves of the scenario clock.
+    pub reconciliation_interval_s: u64,
 }
 
 impl Default for SpawnOptions {
@@ -61,6 +67,8 @@ impl Default for SpawnOptions {
             circuit_open_ms: 500,
             reconcile_after_ms: 0,
             test_clock_start: None,
+            sandbox_clock: None,
+            reconciliation_interval_s: 0,
         }
     }
 }
@@ -75,6 +83,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
         SocketAddr::from(([127, 0, 0, 1], 0)),
         SandboxConfig {
             timeout_after_charge_delay_ms: options.gateway_timeout_ms * 3,
+            clock: options.sandbox_clock.clone(),
             ..SandboxConfig::default()
         },
     )
@@ -94,6 +103,8 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.reconcile_interval_ms = options.reconcile_interval_ms;
     settings.webhooks = options.webhooks;
     settings.reconcile_after_ms = options.reconcile_after_ms;
+    // Tests import settlements when they mean to.
+    settings.reconciliation.interval_s = options.reconciliation_interval_s;
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);

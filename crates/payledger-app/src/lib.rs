@@ -16,6 +16,7 @@ pub mod operations;
 pub mod payments;
 pub mod privacy;
 pub mod processes;
+pub mod reconciliation;
 pub mod reminders;
 pub mod scenario_clock;
 pub mod settlements;

@@ -33,6 +33,7 @@
 
 mod client;
 mod codes;
+pub mod settlements;
 pub mod webhook;
 mod wire;
 

@@ -13,6 +13,7 @@
 
 mod codes;
 pub mod payouts;
+pub mod settlements;
 mod wire;
 
 pub use codes::{classify_toss_failure, toss_code_class, TOSS_FAILURE_CODES};

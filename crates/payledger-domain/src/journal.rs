@@ -14,14 +14,19 @@
 //! | `StatementConfirmed`, fee > 0 | payee_payable | platform_fee_revenue | fee |
 //! | `StatementConfirmed`, fee < 0 (fee given back) | platform_fee_revenue | payee_payable | −fee |
 //! | `StatementConfirmed`, net payable > 0 | payee_payable | payouts | net payable |
-//! | `StatementPaidOut` | payouts | provider_clearing | amount paid |
+//! | `StatementPaidOut` | payouts | bank | amount paid |
 //! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
 //! | `ProviderRefundRecorded` (refunded at the provider, e.g. Stripe's dashboard) | payee_payable | provider_clearing | refund |
 //! | `DisputeOpened` | — | — | nothing: no money has been decided yet (refunds refused, settlement held) |
 //! | `DisputeLost` | payee_payable | provider_clearing | withdrawn (the payee bears the chargeback, as a refund) |
 //! | `DisputeLost`, `DisputeWon`, fee > 0 | dispute_fees | provider_clearing | the provider's dispute fee (the platform bears it) |
+//! | `SettlementLineMatched`, a payment | bank (payout) + provider_fees (fee) | provider_clearing | payout + fee |
+//! | `SettlementLineMatched`, a refund | provider_clearing | bank (−payout) + provider_fees (−fee) | −(payout + fee) |
+//! | `ReconciliationResolved`, `write_off` | reconciliation_write_offs | provider_clearing | written off |
 //!
-//! So `provider_clearing` is the money the provider holds for the platform, `payee_payable` what
+//! So `provider_clearing` is the money the provider holds for the platform (captured, not yet
+//! settled: it closes when the provider's settlement line is imported), `bank` the platform's
+//! cash (settlements in, payee payouts out), `provider_fees` what the providers kept, `payee_payable` what
 //! payees are owed but not yet confirmed, `customer_refunds` refunds asked for and not yet
 //! settled, `payouts` confirmed statements not yet paid, and the income-statement accounts
 //! accumulate fees, subscription charges (paid to the platform itself, no payee) and
@@ -32,6 +37,7 @@ use crate::claim::ClaimEvent;
 use crate::ids::PayeeId;
 use crate::money::Currency;
 use crate::order::OrderEvent;
+use crate::reconciliation::ReconciliationEvent;
 use crate::settlement::StatementEvent;
 use crate::subscription::SubscriptionEvent;
 use serde::{Deserialize, Serialize};
@@ -50,10 +56,13 @@ pub enum Account {
     SubscriptionRevenue,
     /// Providers' dispute fees: an expense of the platform.
     DisputeFees,
+    Bank,
+    ProviderFees,
+    ReconciliationWriteOffs,
 }
 
 impl Account {
-    pub const ALL: [Account; 8] = [
+    pub const ALL: [Account; 11] = [
         Account::ProviderClearing,
         Account::PayeePayable,
         Account::CustomerRefunds,
@@ -62,6 +71,9 @@ impl Account {
         Account::Payouts,
         Account::SubscriptionRevenue,
         Account::DisputeFees,
+        Account::Bank,
+        Account::ProviderFees,
+        Account::ReconciliationWriteOffs,
     ];
 
     /// The account of a name, as stored.
@@ -79,6 +91,9 @@ impl Account {
             Account::Payouts => "payouts",
             Account::SubscriptionRevenue => "subscription_revenue",
             Account::DisputeFees => "dispute_fees",
+            Account::Bank => "bank",
+            Account::ProviderFees => "provider_fees",
+            Account::ReconciliationWriteOffs => "reconciliation_write_offs",
         }
     }
 }
@@ -346,7 +361,7 @@ pub fn post_statement_event(event: &StatementEvent) -> Vec<JournalEntry> {
             p.currency,
             "payout sent",
             Account::Payouts,
-            Account::ProviderClearing,
+            Account::Bank,
             p.amount_minor,
             Some(&p.payee_id),
         )
@@ -371,6 +386,59 @@ pub fn post_subscription_event(event: &SubscriptionEvent) -> Vec<JournalEntry> {
         .collect(),
         _ => vec![],
     }
+}
+
+/// Entries of a reconciliation event: a matched settlement line moves what the provider held
+/// for the payment out of `provider_clearing`, the payout into `bank` and the fee into
+/// `provider_fees`. Signed amounts post debit when positive, credit when negative; the three
+/// always sum to zero, so the entry balances. A payout short of amount − fee leaves the
+/// difference in `provider_clearing`: the provider still owes it.
+pub fn post_reconciliation_event(event: &ReconciliationEvent) -> Vec<JournalEntry> {
+    if let ReconciliationEvent::ReconciliationResolved(resolved) = event {
+        // A write-off: what the provider will never pay leaves clearing as a loss.
+        return transfer(
+            resolved.currency,
+            "provider shortfall written off",
+            Account::ReconciliationWriteOffs,
+            Account::ProviderClearing,
+            resolved.written_off_minor,
+            None,
+        )
+        .into_iter()
+        .collect();
+    }
+    let ReconciliationEvent::SettlementLineMatched(matched) = event else {
+        return vec![];
+    };
+    let line = &matched.line;
+    let Some(settled) = line.payout_minor.checked_add(line.fee_minor) else {
+        return vec![];
+    };
+    let payee = Some(matched.payee_id.clone());
+    let postings: Vec<Posting> = [
+        (Account::Bank, line.payout_minor),
+        (Account::ProviderFees, line.fee_minor),
+        (Account::ProviderClearing, -settled),
+    ]
+    .into_iter()
+    .filter(|(_, amount)| *amount != 0)
+    .map(|(account, amount)| Posting {
+        account,
+        side: if amount > 0 {
+            Side::Debit
+        } else {
+            Side::Credit
+        },
+        amount_minor: amount.abs(),
+        payee_id: payee.clone(),
+    })
+    .collect();
+    if postings.is_empty() {
+        return vec![];
+    }
+    JournalEntry::new(line.currency, "provider settlement", postings)
+        .into_iter()
+        .collect()
 }
 
 /// Debit and credit totals per account and currency.

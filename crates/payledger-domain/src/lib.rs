@@ -20,6 +20,7 @@ pub mod payee;
 pub mod privacy;
 pub mod provider_fact;
 pub mod provider_failure;
+pub mod reconciliation;
 pub mod refund_policy;
 pub mod reminder;
 pub mod settlement;

@@ -33,10 +33,12 @@ pub enum StreamKind {
     ProviderTransaction,
     /// `reminders-{order_id}`: the session reminders sent for a booking.
     Reminders,
+    /// `reconciliation-{provider}-{line_id}`: one provider settlement line and its flags.
+    Reconciliation,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 12] = [
+    pub const ALL: [StreamKind; 13] = [
         StreamKind::Order,
         StreamKind::Customer,
         StreamKind::Subscription,
@@ -49,6 +51,7 @@ impl StreamKind {
         StreamKind::Webhook,
         StreamKind::ProviderTransaction,
         StreamKind::Reminders,
+        StreamKind::Reconciliation,
     ];
 
     /// The prefix every stream of this kind starts with, dash included.
@@ -66,6 +69,7 @@ impl StreamKind {
             StreamKind::Webhook => "webhook-",
             StreamKind::ProviderTransaction => "provider-tx-",
             StreamKind::Reminders => "reminders-",
+            StreamKind::Reconciliation => "reconciliation-",
         }
     }
 

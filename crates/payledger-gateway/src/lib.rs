@@ -18,6 +18,7 @@ pub mod circuit;
 pub mod payouts;
 pub mod registry;
 pub mod retries;
+pub mod settlements;
 pub mod transport;
 pub mod webhooks;
 

@@ -230,6 +230,21 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/v1/admin/test-clock", Access::Roles(SUPPORT_ADMIN)),
     command("POST", "/v1/admin/test-clock/advance", ADMIN),
     command("POST", "/v1/admin/test-clock/set", ADMIN),
+    // The provider's money, reconciled (issue 18): admins import and resolve; support and
+    // auditors read the exceptions; auditors and admins the report.
+    command("POST", "/v1/admin/reconciliation/imports", ADMIN),
+    command("POST", "/v1/admin/reconciliation/unsettled-checks", ADMIN),
+    rule(
+        "GET",
+        "/v1/reconciliation/exceptions",
+        Access::Roles(SUPPORT_AUDITOR_ADMIN),
+    ),
+    command(
+        "POST",
+        "/v1/reconciliation/exceptions/{stream_id}/{kind}/resolve",
+        ADMIN,
+    ),
+    rule("GET", "/v1/reconciliation", Access::Roles(AUDITOR_ADMIN)),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),

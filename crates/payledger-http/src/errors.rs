@@ -121,6 +121,9 @@ error_codes! {
     PositionBeyondHead => (BAD_REQUEST, "E_POSITION_BEYOND_HEAD", "The global position asked for is beyond the head of the log (`headPosition`): nothing is known there yet. `payledger audit trial-balance --at` refuses it with the same code."),
     TestClockDisabled => (NOT_FOUND, "E_TEST_CLOCK_DISABLED", "The server runs on the system clock; only a test deployment (`serve --test-clock`) has a clock to move."),
     ClockBackwards => (CONFLICT, "E_CLOCK_BACKWARDS", "The scenario clock never moves backwards: the requested time is earlier than `now`."),
+    ReconciliationProviderUnknown => (NOT_FOUND, "E_RECONCILIATION_PROVIDER_UNKNOWN", "No settlement import is configured for this provider (`provider`)."),
+    SettlementReportUnavailable => (SERVICE_UNAVAILABLE, "E_SETTLEMENT_REPORT_UNAVAILABLE", "The provider's settlement report could not be read (unavailable, malformed, or longer than one import takes); nothing was recorded. Retry, or import a shorter period."),
+    ReconciliationExceptionNotOpen => (CONFLICT, "E_RECONCILIATION_EXCEPTION_NOT_OPEN", "No open reconciliation exception with this id: it was resolved already, or never raised."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
     DisputeOpen => (CONFLICT, "E_DISPUTE_OPEN", "The cardholder disputed this payment at the provider: refunds are refused until the dispute is decided (won: refunds are possible again; lost: the provider kept the disputed amount). The order's timeline shows the dispute."),
 }

@@ -20,6 +20,7 @@ pub mod payment_status;
 pub mod privacy;
 pub mod reads;
 pub mod request_context;
+pub mod reconciliation;
 pub mod screen;
 pub mod settlements;
 pub mod state;
@@ -207,7 +208,24 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/privacy/customers/{customer_id}/erase",
                     web::post().to(privacy::erase_customer),
-                ),
+                )
+                .route(
+                    "/admin/reconciliation/imports",
+                    web::post().to(reconciliation::import),
+                )
+                .route(
+                    "/admin/reconciliation/unsettled-checks",
+                    web::post().to(reconciliation::unsettled_check),
+                )
+                .route(
+                    "/reconciliation/exceptions",
+                    web::get().to(reconciliation::exceptions),
+                )
+                .route(
+                    "/reconciliation/exceptions/{stream_id}/{kind}/resolve",
+                    web::post().to(reconciliation::resolve),
+                )
+                .route("/reconciliation", web::get().to(reconciliation::report)),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))

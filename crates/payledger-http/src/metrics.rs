@@ -79,6 +79,8 @@ async fn refresh(state: &AppState) {
     let m = metrics();
     let projections = payledger_projector::status(&state.read_pool).await;
     let dead_letters = payledger_webhook_relay::outbox::dead_letter_counts(&state.read_pool).await;
+    let open_exceptions =
+        payledger_read_models::reconciliation::open_exception_counts(&state.read_pool).await;
     // Everything below is synchronous: the guard is never held across an await.
     let _guard = m.scrape_guard();
     for gateway in state.payments.providers().connectors() {
@@ -140,5 +142,17 @@ async fn refresh(state: &AppState) {
             }
         }
         Err(error) => tracing::warn!(%error, "metrics: failed to count dead letters"),
+    }
+    match open_exceptions {
+        Ok(counts) => {
+            // A kind resolved to zero must read 0, not keep its last count.
+            m.reconciliation_open_exceptions.clear();
+            for (provider, kind, count) in counts {
+                m.reconciliation_open_exceptions
+                    .get_or_create(&payledger_metrics::ReconciliationLabels { provider, kind })
+                    .set(count);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: failed to count reconciliation exceptions"),
     }
 }

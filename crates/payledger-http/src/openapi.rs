@@ -116,6 +116,11 @@ fn error_code_ref() -> Ref {
         crate::test_clock::get_clock,
         crate::test_clock::advance,
         crate::test_clock::set,
+        crate::reconciliation::import,
+        crate::reconciliation::unsettled_check,
+        crate::reconciliation::exceptions,
+        crate::reconciliation::resolve,
+        crate::reconciliation::report,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

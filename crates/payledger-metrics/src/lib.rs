@@ -90,6 +90,13 @@ pub struct NotificationLabels {
     pub priority: &'static str,
 }
 
+/// A reconciliation flag's provider and kind (`short_payout`, …).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconciliationLabels {
+    pub provider: String,
+    pub kind: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     /// `inbound` (provider webhooks) or `outbound` (notifications to products).
@@ -161,6 +168,9 @@ pub struct Metrics {
 
     pub idempotency_replays: Counter,
     pub idempotency_conflicts: Counter,
+
+    pub reconciliation_flags: Family<ReconciliationLabels, Counter>,
+    pub reconciliation_open_exceptions: Family<ReconciliationLabels, Gauge>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -333,6 +343,18 @@ impl Metrics {
                 "Requests refused because their Idempotency-Key was reused with another request or is in progress",
                 Counter::default()
             ),
+            reconciliation_flags: register!(
+                r,
+                "reconciliation_flags",
+                "Discrepancies reconciliation raised against providers' settlement data, by provider and kind",
+                Family::default()
+            ),
+            reconciliation_open_exceptions: register!(
+                r,
+                "reconciliation_open_exceptions",
+                "Reconciliation exceptions not yet resolved, by provider and kind (read at scrape time)",
+                Family::default()
+            ),
             scrape: Mutex::new(()),
             registry: r,
         }
@@ -440,6 +462,16 @@ impl Metrics {
     /// A request was answered from the idempotency store.
     pub fn idempotency_replay(&self) {
         self.idempotency_replays.inc();
+    }
+
+    /// Reconciliation raised a flag of `kind` against `provider`'s settlement data.
+    pub fn reconciliation_flag(&self, provider: &str, kind: &str) {
+        self.reconciliation_flags
+            .get_or_create(&ReconciliationLabels {
+                provider: provider.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// A request was refused for reusing an idempotency key (other request, or in progress).

@@ -10,11 +10,12 @@ use payledger_domain::claim::ClaimEvent;
 use payledger_domain::codec;
 use payledger_domain::ids::PayeeId;
 use payledger_domain::journal::{
-    post_claim_event, post_order_event, post_statement_event, post_subscription_event, Account,
-    JournalEntry, OrderFacts, Posting, Side, TrialBalance,
+    post_claim_event, post_order_event, post_reconciliation_event, post_statement_event,
+    post_subscription_event, Account, JournalEntry, OrderFacts, Posting, Side, TrialBalance,
 };
 use payledger_domain::money::Currency;
 use payledger_domain::order::OrderEvent;
+use payledger_domain::reconciliation::ReconciliationEvent;
 use payledger_domain::settlement::StatementEvent;
 use payledger_domain::streams::StreamKind;
 use payledger_domain::subscription::SubscriptionEvent;
@@ -40,6 +41,8 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "ProviderRefundRecorded",
     "DisputeWon",
     "DisputeLost",
+    "SettlementLineMatched",
+    "ReconciliationResolved",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
@@ -82,6 +85,11 @@ fn entries_of(
     }
     if StreamKind::Subscription.holds(stream) {
         return Ok(post_subscription_event(&decode::<SubscriptionEvent>(
+            event,
+        )?));
+    }
+    if StreamKind::Reconciliation.holds(stream) {
+        return Ok(post_reconciliation_event(&decode::<ReconciliationEvent>(
             event,
         )?));
     }

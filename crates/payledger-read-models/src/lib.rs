@@ -7,6 +7,7 @@ pub mod claims;
 mod fold;
 pub mod journal;
 pub mod orders;
+pub mod reconciliation;
 pub mod settlements;
 pub mod subscriptions;
 
@@ -22,6 +23,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(claims::ClaimsProjection),
         Arc::new(settlements::SettlementsProjection),
         Arc::new(journal::JournalProjection),
+        Arc::new(reconciliation::ReconciliationProjection),
     ]
 }
 

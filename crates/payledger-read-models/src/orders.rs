@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use payledger_domain::codec;
 use payledger_domain::order::{Order, OrderEvent, OrderStatus};
+use payledger_domain::reconciliation::ReconciliationEvent;
 use payledger_domain::streams::StreamKind;
 use payledger_domain::webhook::WebhookDeliveryEvent;
 use payledger_projector::copy::CopyRows;
@@ -373,6 +374,18 @@ fn push_webhook_rows(
     events: &[RecordedEvent],
     push: &mut dyn FnMut(&str, &RecordedEvent, String) -> Result<(), ProjectionError>,
 ) -> Result<(), ProjectionError> {
+    // Reconciliation of the provider's settlement (lines, flags, resolutions) shows on the
+    // order the line was matched to, like the provider's webhooks.
+    for event in events
+        .iter()
+        .filter(|e| StreamKind::Reconciliation.holds(&e.stream_id))
+    {
+        let decoded: ReconciliationEvent = codec::decode(&event.event_type, &event.payload)
+            .map_err(|e| bad(event, e.to_string()))?;
+        if let Some(order_id) = decoded.order_id() {
+            push(order_id.as_str(), event, decoded.summary())?;
+        }
+    }
     for event in events
         .iter()
         .filter(|e| StreamKind::Webhook.holds(&e.stream_id))

@@ -347,6 +347,11 @@ fn parse<T: DeserializeOwned>(body: Value) -> Result<T, Reply> {
     })
 }
 
+/// For provider routes outside the store ([`crate::settlements`]): auth and outage as an answer.
+pub(crate) fn provider_gate_response(shared: &Shared, req: &HttpRequest) -> Option<HttpResponse> {
+    provider_gate(shared, req).err().map(respond)
+}
+
 /// For routes outside the store ([`crate::payouts`]): the auth check as an answer.
 pub(crate) fn authenticate_request(shared: &Shared, req: &HttpRequest) -> Option<HttpResponse> {
     authenticate(shared, req).err().map(respond)

@@ -21,11 +21,13 @@
 mod behaviour;
 mod http;
 mod payouts;
+mod settlements;
 mod store;
 mod stripe;
 mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
+pub use settlements::{SettlementFault, StripeSettlementTerms, TossSettlementTerms, MAX_LATE_DAYS};
 pub use stripe::{
     StripeSandboxConfig, WebhookDeliveryRecord, API_VERSION as STRIPE_API_VERSION,
     DEFAULT_STRIPE_SECRET_KEY, DEFAULT_STRIPE_WEBHOOK_SECRET,
@@ -72,6 +74,10 @@ pub struct SandboxConfig {
     pub clock: Option<SandboxClock>,
     /// Stripe's side: its secret key and where its webhooks go.
     pub stripe: StripeSandboxConfig,
+    /// The fee and delay of Toss's settlement report (`GET /v1/settlements`).
+    pub toss_settlement: TossSettlementTerms,
+    /// The fee and delay of Stripe's balance transactions and payouts.
+    pub stripe_settlement: StripeSettlementTerms,
 }
 
 /// A source of the current time for the sandbox's answers.
@@ -88,6 +94,8 @@ impl Default for SandboxConfig {
             handle_signals: false,
             clock: None,
             stripe: StripeSandboxConfig::default(),
+            toss_settlement: TossSettlementTerms::default(),
+            stripe_settlement: StripeSettlementTerms::default(),
         }
     }
 }
@@ -105,6 +113,8 @@ impl fmt::Debug for SandboxConfig {
             .field("workers", &self.workers)
             .field("handle_signals", &self.handle_signals)
             .field("stripe", &self.stripe)
+            .field("toss_settlement", &self.toss_settlement)
+            .field("stripe_settlement", &self.stripe_settlement)
             .finish()
     }
 }
@@ -132,6 +142,7 @@ pub enum SandboxError {
 /// A sandbox serving requests. Dropping it stops the server.
 pub struct RunningSandbox {
     addr: SocketAddr,
+    settlement_desk: web::Data<settlements::SettlementDesk>,
     shared: web::Data<http::Shared>,
     stripe: web::Data<stripe::http::StripeShared>,
     handle: ServerHandle,
@@ -203,17 +214,36 @@ pub async fn start(
     });
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
+    let settlement_desk = web::Data::new(settlements::SettlementDesk::new(
+        config.toss_settlement,
+        config.stripe_settlement,
+    ));
+    let app_desk = settlement_desk.clone();
     let app_stripe = stripe_shared.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_shared.clone())
             .app_data(payouts.clone())
+            .app_data(app_desk.clone())
             .app_data(app_stripe.clone())
-            .service(web::scope("/stripe").configure(stripe::http::routes))
+            .service(
+                web::scope("/stripe")
+                    .route("/v1/payouts", web::get().to(settlements::stripe_payouts))
+                    .route(
+                        "/v1/balance_transactions",
+                        web::get().to(settlements::stripe_balance_transactions),
+                    )
+                    .configure(stripe::http::routes),
+            )
             // Routes that span providers or sit beside the store, composed here so that the
             // Toss routes (`http`) and the others never reach into each other.
             .route("/sandbox/reset", web::post().to(reset_all))
             .route("/v2/payouts", web::post().to(payouts::request_payout))
+            .route("/v1/settlements", web::get().to(settlements::settlements))
+            .route(
+                "/sandbox/settlements/{payment_key}/fault",
+                web::post().to(settlements::set_fault),
+            )
             .configure(http::routes)
     })
     .workers(config.workers)
@@ -234,6 +264,7 @@ pub async fn start(
     tracing::info!(%addr, "payment sandbox listening");
     Ok(RunningSandbox {
         addr,
+        settlement_desk,
         shared,
         stripe: stripe_shared,
         handle,
@@ -317,8 +348,15 @@ impl RunningSandbox {
         }
     }
 
+    /// What `POST /sandbox/settlements/{paymentKey}/fault` does: the payment's settlement lines
+    /// come out wrong in the way `fault` says (the default clears it).
+    pub fn set_settlement_fault(&self, payment_key: &str, fault: SettlementFault) -> bool {
+        self.settlement_desk.set_fault(payment_key, fault)
+    }
+
     /// What `POST /sandbox/reset` does: forgets every payment, key, record and counter.
     pub fn reset(&self) {
+        self.settlement_desk.reset();
         self.shared.store().reset();
         self.stripe.store().reset();
     }
@@ -367,6 +405,7 @@ impl fmt::Debug for RunningSandbox {
 /// `POST /sandbox/reset`: forgets every provider's state (Toss's and Stripe's).
 async fn reset_all(
     shared: web::Data<http::Shared>,
+    desk: web::Data<settlements::SettlementDesk>,
     stripe: web::Data<stripe::http::StripeShared>,
     req: actix_web::HttpRequest,
 ) -> actix_web::HttpResponse {
@@ -375,5 +414,6 @@ async fn reset_all(
     }
     shared.store().reset();
     stripe.store().reset();
+    desk.reset();
     actix_web::HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }

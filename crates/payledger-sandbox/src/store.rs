@@ -144,6 +144,8 @@ struct Payment {
     card: Card,
     cancels: Vec<Cancel>,
     last_transaction_key: String,
+    /// The approval's own transaction key: the id of the payment's settlement line.
+    approval_transaction_key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,16 @@ struct IdempotencyRecord {
     answer: Value,
     /// Before this instant the first request is still "processing": a replay gets 409.
     available_at: Instant,
+}
+
+/// One approval or cancel, as the store made it.
+pub(crate) struct SoldTransaction {
+    pub(crate) payment_key: String,
+    pub(crate) order_id: String,
+    pub(crate) transaction_key: String,
+    /// Negative for a cancel.
+    pub(crate) amount: i64,
+    pub(crate) at: DateTime<FixedOffset>,
 }
 
 /// The whole sandbox state.
@@ -543,6 +555,45 @@ impl Store {
         }
     }
 
+    /// Every money movement the sandbox made (approvals and cancels), for the settlement report
+    /// ([`crate::settlements`]), ordered by when it happened.
+    pub(crate) fn transactions(&self) -> Vec<SoldTransaction> {
+        let mut sold = Vec::new();
+        for payment in self.payments.values() {
+            sold.push(SoldTransaction {
+                payment_key: payment.payment_key.clone(),
+                order_id: payment.order_id.clone(),
+                transaction_key: payment.approval_transaction_key.clone(),
+                amount: payment.total_amount,
+                at: payment.approved_at,
+            });
+            for cancel in &payment.cancels {
+                sold.push(SoldTransaction {
+                    payment_key: payment.payment_key.clone(),
+                    order_id: payment.order_id.clone(),
+                    transaction_key: cancel.transaction_key.clone(),
+                    amount: -cancel.amount,
+                    at: cancel.canceled_at,
+                });
+            }
+        }
+        sold.sort_by(|a, b| (a.at, &a.transaction_key).cmp(&(b.at, &b.transaction_key)));
+        sold
+    }
+
+    /// Now by the store's clock (the sandbox's clock, shared by its Stripe side).
+    pub(crate) fn now_utc(&self) -> DateTime<Utc> {
+        self.limits
+            .clock
+            .as_ref()
+            .map_or_else(Utc::now, |clock| clock())
+    }
+
+    /// Today in Korea by the store's clock: the settlement report's "now".
+    pub(crate) fn today_kst(&self) -> chrono::NaiveDate {
+        self.now_kst().date_naive()
+    }
+
     // ---- shared steps ---------------------------------------------------------------------
 
     /// Counts a confirm or charge request for `order_id` (replays of a stored answer excluded).
@@ -663,8 +714,10 @@ impl Payment {
         amount: i64,
     ) -> Payment {
         let card = Card::for_seed(&payment_key);
+        let approval_transaction_key = new_key("sbx_tx");
         Payment {
-            last_transaction_key: new_key("sbx_tx"),
+            last_transaction_key: approval_transaction_key.clone(),
+            approval_transaction_key,
             payment_key,
             order_id,
             order_name,

@@ -42,6 +42,13 @@ pub enum OpsCommand {
     Reconcile {
         older_than_s: i64,
     },
+    /// `payledger reconcile settlements --provider P --from D --to D [--as-of T]`
+    ReconcileSettlements {
+        provider: String,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// `payledger webhooks dlq …` (inbound) and `payledger notifications dlq …` (outbound).
     WebhookDeadLetters {
         command: crate::webhook_jobs::WebhooksCommand,
@@ -261,6 +268,63 @@ pub async fn run(
         }
         OpsCommand::WebhookDeadLetters { command, outbound } => {
             return crate::webhook_jobs::run_dead_letters(command, outbound, pool, &mut out).await;
+        }
+        OpsCommand::ReconcileSettlements {
+            provider,
+            from,
+            to,
+            as_of,
+        } => {
+            let provider_settings = crate::providers::ProviderSettings::from_env();
+            if matches!(provider_settings, ProviderSettings::EmbeddedSandbox) {
+                bail!("reconcile settlements asks the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY");
+            }
+            if from > to
+                || (to - from).num_days() >= payledger_gateway::settlements::MAX_IMPORT_DAYS
+            {
+                bail!(
+                    "--from must not be after --to, and a period is at most {} days",
+                    payledger_gateway::settlements::MAX_IMPORT_DAYS
+                );
+            }
+            let sandbox_base_url = provider_settings.sandbox_base_url(None);
+            let config = match &provider_settings {
+                ProviderSettings::Toss {
+                    base_url,
+                    secret_key,
+                } => TossConfig::new(base_url.clone(), secret_key.clone()),
+                ProviderSettings::Sandbox { base_url } => TossConfig::sandbox(base_url.clone()),
+                ProviderSettings::EmbeddedSandbox => unreachable!("refused above"),
+            };
+            let providers = crate::startup::registry_from(config, sandbox_base_url.as_deref())?;
+            // Every appending process seals personal texts, as serve does.
+            let executor = Arc::new(crate::privacy_cli::executor(pool, data_dir)?);
+            let payments = Arc::new(Payments::with_providers(
+                executor.clone(),
+                Arc::new(providers),
+                Arc::new(SystemClock),
+                PaymentsConfig::default(),
+            ));
+            let settings =
+                crate::reconciliation_jobs::ReconciliationSettings::default().with_env()?;
+            let reconciliation = crate::reconciliation_jobs::build(
+                &settings,
+                &provider_settings,
+                sandbox_base_url,
+                executor,
+                payments,
+                Arc::new(SystemClock),
+            )?;
+            let report = crate::reconciliation_jobs::run_once(
+                &reconciliation,
+                pool,
+                &provider,
+                payledger_gateway::settlements::SettlementPeriod { from, to },
+                as_of.unwrap_or_else(chrono::Utc::now),
+                &payledger_app::context::RequestContext::new(crate::keys::cli_actor(), None),
+            )
+            .await?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
         }
         OpsCommand::Reconcile { older_than_s } => {
             let config = match crate::providers::ProviderSettings::from_env() {

@@ -84,10 +84,15 @@ enum Command {
     /// Print one order's timeline.
     Timeline { order_id: String },
     /// Settle unknown payment outcomes now (the same pass `serve` runs on a schedule).
+    ///
+    /// `reconcile settlements --provider toss --from DATE --to DATE` imports the provider's
+    /// settlement report instead (docs/operations.md, "Provider settlements").
     Reconcile {
         /// Only outcomes older than this many seconds.
         #[arg(long, default_value_t = 60)]
         older_than_s: i64,
+        #[command(subcommand)]
+        what: Option<ReconcileCommand>,
     },
     /// The effective settings: each one's value (secrets redacted) and where it came from.
     Config {
@@ -209,6 +214,26 @@ enum ProjectionsCommand {
 }
 
 #[derive(Subcommand)]
+enum ReconcileCommand {
+    /// Import a provider's settlement lines paid out from FROM to TO (both included), match them
+    /// to the ledger and post them to the journal; then flag captures never settled at --as-of.
+    Settlements {
+        /// The provider, as orders name it (`toss`).
+        #[arg(long)]
+        provider: String,
+        /// First payout day, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last payout day, YYYY-MM-DD (at most 31 days after FROM).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// The moment the unsettled check judges at (RFC 3339; default now).
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute every hash chain and check the global log, then check that every journal entry
     /// and the whole book balance; non-zero exit names the first break.
@@ -299,6 +324,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .context("invalid settlement schedule")?;
             settings.alerts = payledger::alerts::AlertSettings::from_env()
                 .context("invalid alert channel configuration")?;
+            settings.reconciliation =
+                payledger::reconciliation_jobs::ReconciliationSettings::default()
+                    .with_env()
+                    .context("invalid reconciliation settings")?;
             settings.database_url = database_url;
             settings.migrate_database_url = migrate_url;
             settings.provider = payledger::providers::ProviderSettings::from_env();
@@ -476,7 +505,22 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
             command: AuditCommand::TrialBalance { at },
         } => OpsCommand::AuditTrialBalance { at },
         Command::Timeline { order_id } => OpsCommand::Timeline { order_id },
-        Command::Reconcile { older_than_s } => OpsCommand::Reconcile { older_than_s },
+        Command::Reconcile {
+            what:
+                Some(ReconcileCommand::Settlements {
+                    provider,
+                    from,
+                    to,
+                    as_of,
+                }),
+            ..
+        } => OpsCommand::ReconcileSettlements {
+            provider,
+            from,
+            to,
+            as_of,
+        },
+        Command::Reconcile { older_than_s, .. } => OpsCommand::Reconcile { older_than_s },
         Command::Webhooks { command } => OpsCommand::WebhookDeadLetters {
             command,
             outbound: false,

@@ -222,6 +222,27 @@ pub const SETTINGS: &[Setting] = &[
         "Wed 10:00",
         "when confirmed statements are paid out",
     ),
+    // Reconciliation of the providers' settlements (issue 18).
+    setting(
+        "PAYLEDGER_RECONCILIATION_INTERVAL_S",
+        "21600",
+        "how often settlements are imported (0: off)",
+    ),
+    setting(
+        "PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS",
+        "7",
+        "each import takes the payouts of this many days",
+    ),
+    setting(
+        "PAYLEDGER_FEE_SCHEDULE_TOSS",
+        "rate_bps=320,vat_bps=1000,fixed_minor=0,refund_returns_fee=true,delay_days=2",
+        "Toss's agreed fee and settlement delay",
+    ),
+    setting(
+        "PAYLEDGER_FEE_SCHEDULE_STRIPE",
+        "rate_bps=290,vat_bps=0,fixed_minor=30,refund_returns_fee=false,delay_days=2",
+        "Stripe's agreed fee and payout delay",
+    ),
     // Audit and privacy.
     setting(
         "PAYLEDGER_CHECKPOINTS",

@@ -66,6 +66,8 @@ pub struct Settings {
     pub settlement_interval_ms: u64,
     /// The alert channel (a signed webhook); off without a URL. `AlertSettings::from_env()`.
     pub alerts: crate::alerts::AlertSettings,
+    /// Settlement imports and their schedule (issue 18).
+    pub reconciliation: crate::reconciliation_jobs::ReconciliationSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -104,6 +106,7 @@ impl Settings {
             settlement_schedule: crate::settlement_jobs::SettlementSchedule::default(),
             settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
             alerts: crate::alerts::AlertSettings::default(),
+            reconciliation: crate::reconciliation_jobs::ReconciliationSettings::default(),
         }
     }
 }
@@ -209,6 +212,22 @@ impl Application {
             switches.clone(),
         )?;
         let executor_for_jobs = executor.clone();
+        let reconciliation = Arc::new(crate::reconciliation_jobs::build(
+            &settings.reconciliation,
+            &settings.provider,
+            settings.provider.sandbox_base_url(sandbox.as_ref()),
+            executor.clone(),
+            payments.clone(),
+            clock.clone(),
+        )?);
+        // On the scenario clock a move runs it (below), never the wall clock.
+        if settings.reconciliation.interval_s > 0 && scenario_clock.is_none() {
+            background.push(tokio::spawn(crate::reconciliation_jobs::run_scheduler(
+                reconciliation.clone(),
+                pool.clone(),
+                settings.reconciliation.clone(),
+            )));
+        }
         let operations = Arc::new(Operations::new(executor, payments.clone(), switches, clock));
         crate::keys::bootstrap(&pool, &settings.data_dir).await?;
         let idempotency = Arc::new(IdempotencyStore::new(
@@ -316,20 +335,29 @@ impl Application {
                 Duration::from_millis(crate::clock_jobs::REMINDER_INTERVAL_MS),
             )));
         }
+        let mut bookings_and_settlement: Vec<Arc<dyn DueJob>> = vec![
+            reminders,
+            Arc::new(crate::clock_jobs::SettlementConfirmJob(
+                settlement_jobs.clone(),
+            )),
+            Arc::new(crate::clock_jobs::SettlementPayoutJob(
+                settlement_jobs.clone(),
+            )),
+        ];
+        // Settlement imports run on a clock move only where they run on a schedule.
+        if settings.reconciliation.interval_s > 0 {
+            bookings_and_settlement.push(Arc::new(crate::reconciliation_jobs::ReconciliationJob {
+                reconciliation: reconciliation.clone(),
+                pool: pool.clone(),
+                lookback_days: settings.reconciliation.lookback_days,
+            }));
+        }
         let due_jobs = due_jobs(
             &settings,
             &payments,
             &booking_services.claims,
             &subscriptions,
-            vec![
-                reminders,
-                Arc::new(crate::clock_jobs::SettlementConfirmJob(
-                    settlement_jobs.clone(),
-                )),
-                Arc::new(crate::clock_jobs::SettlementPayoutJob(
-                    settlement_jobs.clone(),
-                )),
-            ],
+            bookings_and_settlement,
             &relay,
             &pool,
         )?;
@@ -350,6 +378,7 @@ impl Application {
             )));
         }
         let server_relay = actix_web::web::Data::from(relay);
+        let server_reconciliation = actix_web::web::Data::from(reconciliation);
         let server_vault = vault.map(actix_web::web::Data::from);
         background.extend(crate::booking_jobs::spawn(
             booking_services.bookings.clone(),
@@ -384,7 +413,8 @@ impl Application {
         let server = actix_web::HttpServer::new(move || {
             let app = actix_web::App::new()
                 .app_data(server_state.clone())
-                .app_data(server_relay.clone());
+                .app_data(server_relay.clone())
+                .app_data(server_reconciliation.clone());
             let app = match &server_vault {
                 Some(vault) => app.app_data(vault.clone()),
                 None => app,

@@ -4,6 +4,7 @@ mod billing;
 mod cancel;
 mod confirm;
 mod resilience;
+mod settlements;
 
 use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::money::Currency;

@@ -217,7 +217,7 @@ fn events_that_move_no_money_post_nothing() {
 }
 
 #[test]
-fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_clearing() {
+fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_the_bank() {
     assert_eq!(
         lines(&post_statement_event(&confirmed(8_000, 72_001))),
         vec![
@@ -239,7 +239,7 @@ fn a_statement_charges_its_fee_makes_its_net_due_and_the_payout_leaves_clearing(
         lines(&post_statement_event(&paid_out(72_001))),
         vec![
             (Account::Payouts, Side::Debit, 72_001),
-            (Account::ProviderClearing, Side::Credit, 72_001)
+            (Account::Bank, Side::Credit, 72_001)
         ]
     );
     assert_eq!(
@@ -302,8 +302,10 @@ fn a_whole_booking_lifecycle_leaves_clearing_equal_to_what_is_still_held() {
     }
     assert!(book.is_balanced());
     let balance = |a| book.rows.get(&(a, Currency::KRW)).map_or(0, |(d, c)| d - c);
-    // What stays at the provider is the platform's fee; everything else went out.
-    assert_eq!(balance(Account::ProviderClearing), 4_000);
+    // The provider still holds what was captured and not refunded (nothing is settled yet);
+    // the payee was paid from the bank.
+    assert_eq!(balance(Account::ProviderClearing), 40_001);
+    assert_eq!(balance(Account::Bank), -36_001);
     assert_eq!(balance(Account::PlatformFeeRevenue), -4_000);
     assert_eq!(balance(Account::PayeePayable), 0);
     assert_eq!(balance(Account::CustomerRefunds), 0);

@@ -9,6 +9,7 @@ mod order;
 mod order_disputes;
 mod payee;
 mod provider_facts;
+mod reconciliation;
 mod refund_policy;
 mod settlement;
 mod slot;

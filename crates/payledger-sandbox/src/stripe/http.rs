@@ -275,7 +275,8 @@ async fn handle(
         .strip_prefix("/stripe")
         .unwrap_or(req.path())
         .to_owned();
-    let now_unix = chrono::Utc::now().timestamp();
+    // The sandbox's clock (the embedding ledger's, or a test's), as for Toss.
+    let now_unix = toss.store().now_utc().timestamp();
     let (reply, deliveries) = {
         let mut store = shared.store();
         let now = Instant::now();
@@ -330,7 +331,7 @@ fn is_sandbox_control(operation: &Operation) -> bool {
 }
 
 /// `Bearer {key}` (what the official libraries send) or `Basic base64({key}:)` (curl's `-u`).
-fn authenticate(shared: &StripeShared, req: &HttpRequest) -> Result<(), StripeReply> {
+pub(crate) fn authenticate(shared: &StripeShared, req: &HttpRequest) -> Result<(), StripeReply> {
     let unauthorized = |message: &str| StripeReply {
         status: 401,
         ..StripeReply::invalid(None, message)

@@ -14,7 +14,7 @@ mod webhooks;
 
 pub use webhooks::WebhookDeliveryRecord;
 
-pub(crate) use store::{StripeLimits, StripeStore};
+pub(crate) use store::{StripeLimits, StripeMovement, StripeMovementKind, StripeStore};
 pub(crate) use webhooks::Deliverer;
 
 /// The API version the sandbox's objects and events follow.

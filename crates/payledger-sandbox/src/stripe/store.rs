@@ -132,6 +132,27 @@ impl IntentStatus {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StripeMovementKind {
+    Charge,
+    Refund,
+    Dispute,
+}
+
+/// One movement of the Stripe balance, as the Stripe store made it.
+pub(crate) struct StripeMovement {
+    pub(crate) txn_id: String,
+    pub(crate) kind: StripeMovementKind,
+    pub(crate) source_id: String,
+    pub(crate) intent_id: String,
+    pub(crate) order_id: Option<String>,
+    /// Negative for refunds and disputes.
+    pub(crate) amount: i64,
+    pub(crate) dispute_fee: i64,
+    pub(crate) currency: String,
+    pub(crate) created: i64,
+}
+
 #[derive(Debug, Clone)]
 struct Intent {
     id: String,
@@ -666,6 +687,58 @@ impl StripeStore {
             "reason": dispute.reason,
             "status": dispute.status.as_str(),
         })
+    }
+
+    /// Every movement of the Stripe balance (captured charges, succeeded refunds, disputes'
+    /// withdrawals), for the payouts and balance transactions ([`crate::settlements`]).
+    pub(crate) fn balance_movements(&self) -> Vec<StripeMovement> {
+        let order_of = |intent_id: &str| self.intents.get(intent_id).and_then(order_id_of);
+        let mut movements = Vec::new();
+        for charge in self.charges.values().filter(|c| c.succeeded && c.captured) {
+            movements.push(StripeMovement {
+                txn_id: format!("txn_{}", &charge.id[3..]),
+                kind: StripeMovementKind::Charge,
+                source_id: charge.id.clone(),
+                intent_id: charge.intent_id.clone(),
+                order_id: order_of(&charge.intent_id),
+                amount: charge.amount_captured,
+                dispute_fee: 0,
+                currency: charge.currency.clone(),
+                created: charge.created,
+            });
+        }
+        for refund in self
+            .refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::Succeeded)
+        {
+            movements.push(StripeMovement {
+                txn_id: format!("txn_{}", &refund.id[3..]),
+                kind: StripeMovementKind::Refund,
+                source_id: refund.id.clone(),
+                intent_id: refund.intent_id.clone(),
+                order_id: order_of(&refund.intent_id),
+                amount: -refund.amount,
+                dispute_fee: 0,
+                currency: refund.currency.clone(),
+                created: refund.created,
+            });
+        }
+        for dispute in self.disputes.values() {
+            movements.push(StripeMovement {
+                txn_id: dispute.withdrawal_txn.clone(),
+                kind: StripeMovementKind::Dispute,
+                source_id: dispute.id.clone(),
+                intent_id: dispute.intent_id.clone(),
+                order_id: order_of(&dispute.intent_id),
+                amount: -dispute.amount,
+                dispute_fee: dispute.fee,
+                currency: dispute.currency.clone(),
+                created: dispute.created,
+            });
+        }
+        movements.sort_by(|a, b| (a.created, &a.txn_id).cmp(&(b.created, &b.txn_id)));
+        movements
     }
 
     // ----- operations -----

@@ -7,6 +7,7 @@ mod crash;
 mod journal;
 mod logs;
 mod privacy;
+mod reconcile;
 mod reliability;
 mod serve;
 mod settings;

@@ -1,0 +1,309 @@
+//! Reconciliation: importing each provider's settlement report through its connector
+//! ([`SettlementSource`]), judging every line against the order it names
+//! (`payledger_domain::reconciliation::judge_line`) and recording the outcome in the line's own
+//! stream, so the same report imported twice has one effect; flagging captures the provider has
+//! not settled past its delay; and an admin's resolution of a flag.
+
+use crate::clock::Clock;
+use crate::context::RequestContext;
+use crate::executor::{AggregateCache, ExecuteError, Executor, StoreFailure};
+use crate::payments::{PaymentError, Payments};
+use chrono::{DateTime, Utc};
+use payledger_domain::ids::OrderId;
+use payledger_domain::reconciliation::{
+    judge_line, line_stream, unsettled_stream, FeeSchedule, FeeSchedules, FlagKind,
+    ReconciliationCommand, ReconciliationError, ReconciliationEvent, ReconciliationFlagged,
+    ReconciliationRecord, Resolution,
+};
+use payledger_domain::streams::StreamKind;
+use payledger_gateway::settlements::{SettlementError, SettlementPeriod, SettlementSource};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Most captures one unsettled check flags; the next run takes the rest.
+pub const MAX_UNSETTLED_PER_RUN: usize = 10_000;
+
+/// Counts each flag as it is recorded (the metrics), by kind and provider.
+pub type FlagObserver = Arc<dyn Fn(FlagKind, &str) + Send + Sync>;
+
+/// A provider whose settlements are imported, and the terms agreed with it.
+#[derive(Clone)]
+pub struct ReconciledProvider {
+    pub source: Arc<dyn SettlementSource>,
+    pub schedules: FeeSchedules,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("no settlement import is configured for provider '{0}'")]
+    UnknownProvider(String),
+    #[error(transparent)]
+    Source(#[from] SettlementError),
+    #[error(transparent)]
+    Record(ReconciliationError),
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the record is being changed by other requests; retry")]
+    Contention,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ExecuteError<ReconciliationError>> for ReconcileError {
+    fn from(error: ExecuteError<ReconciliationError>) -> ReconcileError {
+        match error.into_domain() {
+            Ok(domain) => ReconcileError::Record(domain),
+            Err(StoreFailure::Unavailable(e)) => ReconcileError::Unavailable(e),
+            Err(StoreFailure::Contention) => ReconcileError::Contention,
+            Err(StoreFailure::Internal(e)) => ReconcileError::Internal(e),
+        }
+    }
+}
+
+impl From<PaymentError> for ReconcileError {
+    fn from(error: PaymentError) -> ReconcileError {
+        match error {
+            PaymentError::Unavailable(e) => ReconcileError::Unavailable(e),
+            PaymentError::Contention => ReconcileError::Contention,
+            other => ReconcileError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What one import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    pub provider: String,
+    pub lines: u64,
+    /// Lines recorded by this import and matched to a ledger payment.
+    pub matched: u64,
+    /// Lines recorded by this import that match nothing in the ledger.
+    pub unmatched: u64,
+    /// Lines an earlier import recorded already (nothing new happened).
+    pub already_imported: u64,
+    /// Flags this import raised, by kind.
+    pub flags: BTreeMap<String, u64>,
+    /// The global position of the last event this import wrote (0 when none): wait for it
+    /// with `minPosition` before reading the reconciliation read model.
+    pub last_position: i64,
+}
+
+/// A capture with no settlement line yet, as the read model found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsettledCapture {
+    pub provider: String,
+    pub order_id: OrderId,
+    pub currency: payledger_domain::money::Currency,
+    pub captured_minor: i64,
+    pub captured_at: DateTime<Utc>,
+}
+
+pub struct Reconciliation {
+    executor: Arc<Executor>,
+    payments: Arc<Payments>,
+    providers: HashMap<String, ReconciledProvider>,
+    records: AggregateCache<ReconciliationRecord>,
+    clock: Arc<dyn Clock>,
+    observer: Option<FlagObserver>,
+}
+
+impl Reconciliation {
+    pub fn new(
+        executor: Arc<Executor>,
+        payments: Arc<Payments>,
+        providers: Vec<ReconciledProvider>,
+        clock: Arc<dyn Clock>,
+    ) -> Reconciliation {
+        Reconciliation {
+            executor,
+            payments,
+            providers: providers
+                .into_iter()
+                .map(|p| (p.source.provider().to_string(), p))
+                .collect(),
+            records: AggregateCache::new(1_000),
+            clock,
+            observer: None,
+        }
+    }
+
+    pub fn with_flag_observer(mut self, observer: FlagObserver) -> Reconciliation {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The providers whose settlements this deployment imports, by name.
+    pub fn providers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.providers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The default terms agreed with `provider` (its settlement delay is the unsettled check's).
+    pub fn schedule(&self, provider: &str) -> Option<FeeSchedule> {
+        self.providers.get(provider).map(|p| p.schedules.default)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Imports `provider`'s lines paid out within `period`. Each line is judged and recorded in
+    /// its own stream; a line recorded before is left as it is (or flagged when it changed).
+    pub async fn import(
+        &self,
+        provider: &str,
+        period: SettlementPeriod,
+        context: &RequestContext,
+    ) -> Result<ImportSummary, ReconcileError> {
+        let reconciled = self
+            .providers
+            .get(provider)
+            .ok_or_else(|| ReconcileError::UnknownProvider(provider.to_string()))?;
+        let lines = reconciled.source.settlement_lines(period).await?;
+        let mut summary = ImportSummary {
+            provider: provider.to_string(),
+            lines: lines.len() as u64,
+            ..ImportSummary::default()
+        };
+        for line in lines {
+            // The connector names the line's provider; the stream is the configured name's.
+            let line = payledger_domain::reconciliation::SettlementLine {
+                provider: provider.to_string(),
+                ..line
+            };
+            let stream = line_stream(provider, &line.line_id);
+            let order_id = line
+                .order_id
+                .as_deref()
+                .and_then(|id| OrderId::parse(id).ok());
+            let order = match &order_id {
+                Some(id) => self.payments.load_order(id).await?,
+                None => None,
+            };
+            let known_order = order.as_ref().and(order_id.clone());
+            let at = self.clock.now();
+            let judged = judge_line(
+                &line,
+                known_order.as_ref(),
+                order.as_ref().map(|o| &o.state),
+                reconciled.schedules.for_method(line.method.as_deref()),
+                at,
+            );
+            let executed = self
+                .executor
+                .execute(
+                    &self.records,
+                    &stream,
+                    ReconciliationCommand::Import { line, judged, at },
+                    context,
+                )
+                .await?;
+            if executed.events.is_empty() {
+                summary.already_imported += 1;
+            }
+            for event in &executed.events {
+                match event {
+                    ReconciliationEvent::SettlementLineMatched(_) => summary.matched += 1,
+                    ReconciliationEvent::SettlementLineUnmatched(_) => summary.unmatched += 1,
+                    ReconciliationEvent::ReconciliationFlagged(flag) => {
+                        *summary
+                            .flags
+                            .entry(flag.kind.name().to_string())
+                            .or_default() += 1;
+                        self.observe(flag.kind, provider);
+                    }
+                    ReconciliationEvent::ReconciliationResolved(_) => {}
+                }
+            }
+            if let Some(append) = &executed.append {
+                summary.last_position = summary.last_position.max(append.last_position);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Flags each capture in `captures` (found by the caller as having no settlement line),
+    /// once per order. Answers how many were newly flagged and the last position written.
+    pub async fn flag_unsettled(
+        &self,
+        captures: &[UnsettledCapture],
+        context: &RequestContext,
+    ) -> Result<(u64, i64), ReconcileError> {
+        let mut flagged = 0;
+        let mut last_position = 0;
+        for capture in captures.iter().take(MAX_UNSETTLED_PER_RUN) {
+            let Some(schedule) = self.schedule(&capture.provider) else {
+                continue;
+            };
+            let flag = ReconciliationFlagged {
+                kind: FlagKind::UnsettledCapture,
+                provider: capture.provider.clone(),
+                order_id: Some(capture.order_id.clone()),
+                line_id: None,
+                currency: capture.currency,
+                expected_minor: capture.captured_minor,
+                actual_minor: 0,
+                detail: format!(
+                    "captured {}, not settled within {} days",
+                    capture.captured_at.date_naive(),
+                    schedule.settlement_delay_days
+                ),
+                at: self.clock.now(),
+            };
+            let executed = self
+                .executor
+                .execute(
+                    &self.records,
+                    &unsettled_stream(&capture.provider, &capture.order_id),
+                    ReconciliationCommand::FlagUnsettled(flag),
+                    context,
+                )
+                .await?;
+            if !executed.events.is_empty() {
+                flagged += 1;
+                self.observe(FlagKind::UnsettledCapture, &capture.provider);
+            }
+            if let Some(append) = &executed.append {
+                last_position = last_position.max(append.last_position);
+            }
+        }
+        Ok((flagged, last_position))
+    }
+
+    /// An admin closes the flag `kind` of the record `stream_id` with a note.
+    pub async fn resolve(
+        &self,
+        stream_id: &str,
+        kind: FlagKind,
+        resolution: Resolution,
+        note: String,
+        context: &RequestContext,
+    ) -> Result<i64, ReconcileError> {
+        if !StreamKind::Reconciliation.holds(stream_id) {
+            return Err(ReconcileError::Record(ReconciliationError::NoOpenFlag));
+        }
+        let executed = self
+            .executor
+            .execute(
+                &self.records,
+                stream_id,
+                ReconciliationCommand::Resolve {
+                    kind,
+                    resolution,
+                    note,
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        Ok(executed.append.map_or(0, |a| a.last_position))
+    }
+
+    fn observe(&self, kind: FlagKind, provider: &str) {
+        if let Some(observer) = &self.observer {
+            observer(kind, provider);
+        }
+    }
+}

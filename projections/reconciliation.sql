@@ -1,0 +1,44 @@
+-- Read model "reconciliation": the provider settlement lines payledger imported and the flags
+-- (discrepancies) reconciliation raised, open until an admin resolves them. Run with search_path
+-- set to the target schema.
+
+CREATE TABLE IF NOT EXISTS reconciliation_lines (
+    stream_id       text    PRIMARY KEY,
+    provider        text    NOT NULL,
+    line_id         text    NOT NULL,
+    kind            text    NOT NULL,
+    payment_key     text    NOT NULL,
+    order_id        text,
+    matched         boolean NOT NULL,
+    amount_minor    bigint  NOT NULL,
+    fee_minor       bigint  NOT NULL,
+    payout_minor    bigint  NOT NULL,
+    currency        text    NOT NULL,
+    sold_on         date    NOT NULL,
+    paid_out_on     date    NOT NULL,
+    global_position bigint  NOT NULL
+);
+-- The report reads by provider and payout day; the unsettled check by order.
+CREATE INDEX IF NOT EXISTS reconciliation_lines_by_day ON reconciliation_lines (provider, paid_out_on);
+CREATE INDEX IF NOT EXISTS reconciliation_lines_by_order ON reconciliation_lines (order_id) WHERE matched;
+
+CREATE TABLE IF NOT EXISTS reconciliation_flags (
+    stream_id         text        NOT NULL,
+    kind              text        NOT NULL,
+    provider          text        NOT NULL,
+    order_id          text,
+    line_id           text,
+    currency          text        NOT NULL,
+    expected_minor    bigint      NOT NULL,
+    actual_minor      bigint      NOT NULL,
+    detail            text        NOT NULL,
+    flagged_at        timestamptz NOT NULL,
+    flagged_position  bigint      NOT NULL,
+    resolution        text,
+    note              text,
+    resolved_by       text,
+    resolved_at       timestamptz,
+    resolved_position bigint,
+    PRIMARY KEY (stream_id, kind)
+);
+CREATE INDEX IF NOT EXISTS reconciliation_flags_open ON reconciliation_flags (flagged_position) WHERE resolved_at IS NULL;
