@@ -5,6 +5,7 @@ mod alerts;
 mod architecture;
 mod audit_log;
 mod bench;
+mod booking_confirmations;
 mod bookings;
 mod card_data;
 mod closed_doors;

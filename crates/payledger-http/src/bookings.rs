@@ -38,6 +38,15 @@ pub fn flow_error(error: FlowError) -> ApiError {
             BookingError::NotPaid => ApiError::new(ErrorCode::OrderNotPaid, message),
             BookingError::WrongOrder => ApiError::internal(message),
             BookingError::Policy(p) => policy_error(p),
+            BookingError::NotAwaitingConfirmation => {
+                ApiError::new(ErrorCode::BookingNotAwaitingConfirmation, message)
+            }
+            BookingError::AlreadyConfirmed => {
+                ApiError::new(ErrorCode::BookingAlreadyConfirmed, message)
+            }
+            BookingError::Cancelled => ApiError::new(ErrorCode::BookingCancelled, message),
+            BookingError::InvalidNote => ApiError::field("adminNotes", message),
+            BookingError::NotDue { .. } => ApiError::internal(message),
         },
         FlowError::BookingCancelled => ApiError::new(ErrorCode::BookingCancelled, message),
         FlowError::FullyRefunded => ApiError::new(ErrorCode::OrderStateConflict, message),

@@ -121,6 +121,8 @@ error_codes! {
     PositionBeyondHead => (BAD_REQUEST, "E_POSITION_BEYOND_HEAD", "The global position asked for is beyond the head of the log (`headPosition`): nothing is known there yet. `payledger audit trial-balance --at` refuses it with the same code."),
     TestClockDisabled => (NOT_FOUND, "E_TEST_CLOCK_DISABLED", "The server runs on the system clock; only a test deployment (`serve --test-clock`) has a clock to move."),
     ClockBackwards => (CONFLICT, "E_CLOCK_BACKWARDS", "The scenario clock never moves backwards: the requested time is earlier than `now`."),
+    BookingNotAwaitingConfirmation => (CONFLICT, "E_BOOKING_NOT_AWAITING_CONFIRMATION", "The booking awaits no provider confirmation: it is not paid yet, or it lost its slot to another order."),
+    BookingAlreadyConfirmed => (CONFLICT, "E_BOOKING_ALREADY_CONFIRMED", "The provider or an admin confirmed the booking: force-cancel is only for unconfirmed bookings; cancel it under the refund policy."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
 }
 

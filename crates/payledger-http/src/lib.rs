@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod booking_confirmations;
 pub mod bookings;
 pub mod claims;
 pub mod constraints;
@@ -278,6 +279,26 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/privacy/customers/{customer_id}/erase",
                     web::post().to(privacy::erase_customer),
+                )
+                .route(
+                    "/orders/{order_id}/booking",
+                    web::get().to(booking_confirmations::get_booking),
+                )
+                .route(
+                    "/orders/{order_id}/confirm-booking",
+                    web::post().to(booking_confirmations::confirm_booking),
+                )
+                .route(
+                    "/admin/bookings/unconfirmed",
+                    web::get().to(booking_confirmations::unconfirmed_queue),
+                )
+                .route(
+                    "/admin/bookings/{order_id}/manual-confirm",
+                    web::post().to(booking_confirmations::manual_confirm),
+                )
+                .route(
+                    "/admin/bookings/{order_id}/force-cancel",
+                    web::post().to(booking_confirmations::force_cancel),
                 ),
         )
         .default_service(web::to(|| async {

@@ -116,6 +116,11 @@ fn error_code_ref() -> Ref {
         crate::test_clock::get_clock,
         crate::test_clock::advance,
         crate::test_clock::set,
+        crate::booking_confirmations::get_booking,
+        crate::booking_confirmations::confirm_booking,
+        crate::booking_confirmations::unconfirmed_queue,
+        crate::booking_confirmations::manual_confirm,
+        crate::booking_confirmations::force_cancel,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

@@ -181,6 +181,56 @@ impl DueJob for RemindersJob {
     }
 }
 
+/// Bookings looked at per confirmation pass.
+const MAX_CONFIRMATION_CANDIDATES: i64 = 500;
+
+/// The provider's confirmation of paid bookings: the reminder 12 hours after the request and
+/// the move to the admins' queue at 24 hours. Candidates come from the bookings read model;
+/// each booking re-checks what is due.
+pub struct BookingConfirmationsJob {
+    pub bookings: Arc<payledger_app::bookings::Bookings>,
+    pub pool: PgPool,
+}
+
+#[async_trait]
+impl DueJob for BookingConfirmationsJob {
+    fn name(&self) -> &'static str {
+        "bookings.confirmations"
+    }
+    async fn run_due(&self) -> Result<serde_json::Value, String> {
+        let now = self.bookings.payments().clock().now();
+        let candidates = payledger_read_models::bookings::confirmations_due(
+            &self.pool,
+            now,
+            MAX_CONFIRMATION_CANDIDATES,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut done = payledger_app::booking_confirmations::ConfirmationSteps::default();
+        let mut errors = 0;
+        for order_id in candidates {
+            let Ok(order_id) = payledger_domain::ids::OrderId::parse(order_id) else {
+                continue;
+            };
+            match self.bookings.advance_confirmation(&order_id).await {
+                Ok(steps) => {
+                    done.reminders_requested += steps.reminders_requested;
+                    done.marked_overdue += steps.marked_overdue;
+                }
+                Err(error) => {
+                    errors += 1;
+                    tracing::warn!(%order_id, %error, "failed to advance a booking confirmation");
+                }
+            }
+        }
+        Ok(serde_json::json!({
+            "remindersRequested": done.reminders_requested,
+            "markedOverdue": done.marked_overdue,
+            "errors": errors,
+        }))
+    }
+}
+
 /// Runs `job` every `every` until aborted (the schedule `serve` gives a job of its own).
 pub async fn run_every(job: Arc<dyn DueJob>, every: std::time::Duration) {
     loop {

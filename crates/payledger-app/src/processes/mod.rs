@@ -4,7 +4,7 @@
 //!
 //! | process | on | does | id |
 //! | --- | --- | --- | --- |
-//! | `bookings` | `PaymentCaptured` of a booking | reserves the slot | the slot remembers each order |
+//! | `bookings` | `PaymentCaptured` of a booking | reserves the slot; when it holds, asks the provider to confirm (`BookingConfirmationRequested`) | the slot remembers each order; the booking asks once |
 //! | `bookings` | `SlotReservationRefused` | refunds the order in full, reason `SLOT_TAKEN` | refund `slot-taken` |
 //! | `bookings` | `BookingCancelled` | refunds the customer's share, releases the slot | refund `cancel` |
 //! | `claims` | `ClaimResolved` with an additional refund | refunds it on the order | refund `claim-{id}-{round}` |

@@ -419,7 +419,9 @@ impl ProcessManager for SettlementProcess {
             let claim_id = parse_id(ClaimId::parse(claim_id))?;
             self.on_claim_event(state, &claim_id, event).await
         } else if StreamKind::Booking.holds(&event.stream_id) {
-            let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
+            let BookingEvent::BookingCancelled(cancelled) = decode(event)? else {
+                return Ok(());
+            };
             if cancelled.decision.provider_minor > 0 {
                 self.make_payable(
                     state,
