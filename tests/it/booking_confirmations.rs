@@ -224,7 +224,9 @@ async fn an_admin_confirms_an_overdue_booking_by_hand_with_notes() {
     let app = spawn_on_test_clock(monday()).await;
     let starts = monday() + Duration::days(4);
     paid_booking(&app, "confirm-admin", "therapist-park", 70_000, starts).await;
+    paid_booking(&app, "confirm-cli", "therapist-lee", 70_000, starts).await;
     booking_once(&app, "confirm-admin", "awaiting").await;
+    booking_once(&app, "confirm-cli", "awaiting").await;
 
     // An unpaid booking awaits nothing.
     let (status, body) = call(
@@ -256,13 +258,36 @@ async fn an_admin_confirms_an_overdue_booking_by_hand_with_notes() {
     let moved = set_clock(&app, monday() + Duration::days(1) + Duration::hours(1)).await;
     assert_eq!(
         job_count(&moved, "bookings.confirmations", "markedOverdue"),
-        1,
+        2,
         "{moved}"
     );
     // The reminder's moment passed unseen in one jump: the queue takes over, no late reminder.
     assert_eq!(
         job_count(&moved, "bookings.confirmations", "remindersRequested"),
         0
+    );
+    queue_until(&app, 2).await;
+
+    // The command line works the same queue (`payledger bookings confirm`).
+    let cli = payledger::booking_cli::run(
+        payledger::booking_cli::BookingsCommand::Confirm {
+            order_id: "confirm-cli".into(),
+            notes: "confirmed on the phone".into(),
+            admin: Some("oncall".into()),
+        },
+        &app.db.app_pool,
+    )
+    .await;
+    assert!(cli.is_ok(), "{cli:?}");
+    let by_cli = booking_once(&app, "confirm-cli", "confirmed").await;
+    assert_eq!(
+        by_cli["confirmedAt"],
+        json!(monday() + Duration::days(1) + Duration::hours(1)),
+        "on the scenario clock: {by_cli}"
+    );
+    assert!(
+        by_cli["confirmedBy"].as_str().unwrap().starts_with("cli:"),
+        "{by_cli}"
     );
     queue_until(&app, 1).await;
 
@@ -304,7 +329,24 @@ async fn an_admin_confirms_an_overdue_booking_by_hand_with_notes() {
         None,
     )
     .await;
-    let event = &events["events"][0]["payload"];
-    assert_eq!(event["overdue"], true, "{events}");
-    assert_eq!(event["admin"], "ops");
+    let by_admin: Vec<(&str, &str)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["orderId"].as_str().unwrap(),
+                e["payload"]["admin"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_admin,
+        [("confirm-cli", "oncall"), ("confirm-admin", "ops")]
+    );
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["payload"]["overdue"] == true));
 }
