@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS bookings (
     confirmed_at          timestamptz,
     confirmed_by          text,
     cancelled_at          timestamptz,
+    -- Schedule changes; service_starts_at is the start after the last one.
+    reschedule_count      integer     NOT NULL,
     stream_version        bigint      NOT NULL,
     last_position         bigint      NOT NULL,
     updated_at            timestamptz NOT NULL,
@@ -27,3 +29,5 @@ CREATE TABLE IF NOT EXISTS bookings (
 );
 CREATE INDEX IF NOT EXISTS bookings_by_confirmation
     ON bookings (confirmation_status, confirm_by, order_id);
+CREATE INDEX IF NOT EXISTS bookings_rescheduled
+    ON bookings (service_starts_at) WHERE reschedule_count > 0;

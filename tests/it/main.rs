@@ -6,6 +6,7 @@ mod architecture;
 mod audit_log;
 mod bench;
 mod booking_confirmations;
+mod booking_schedule;
 mod bookings;
 mod card_data;
 mod closed_doors;

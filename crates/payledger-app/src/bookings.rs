@@ -125,7 +125,7 @@ pub struct Bookings {
     pub(crate) executor: Arc<Executor>,
     payments: Arc<Payments>,
     orders: AggregateCache<Order>,
-    slots: AggregateCache<Slot>,
+    pub(crate) slots: AggregateCache<Slot>,
     pub(crate) bookings: AggregateCache<Booking>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -234,8 +234,14 @@ impl Bookings {
                 .unwrap_or(RefundStatus::Requested);
             refund = Some((refund_id, status));
         }
-        self.release_slot(order_id, slot::RELEASE_REASON_CANCELLED, context)
-            .await?;
+        self.release_slot_at(
+            order_id,
+            &cancelled.payee_id,
+            cancelled.service_starts_at,
+            slot::RELEASE_REASON_CANCELLED,
+            context,
+        )
+        .await?;
         Ok((refund, self.order(order_id).await?))
     }
 

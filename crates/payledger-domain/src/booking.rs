@@ -31,6 +31,8 @@ pub const CANCEL_REFUND_ID: &str = "cancel";
 pub const CONFIRMATION_WINDOW_HOURS: i64 = 24;
 /// When the provider is reminded of a booking it has not confirmed (예약 확인 12시간 경과).
 pub const CONFIRMATION_REMINDER_HOURS: i64 = 12;
+/// Reschedules one booking may have: each moves the provider's calendar and both sides hear of it.
+pub const MAX_RESCHEDULES: usize = 3;
 /// Length of an admin's note or reason, in characters.
 pub const MAX_ADMIN_NOTE_CHARS: usize = 500;
 
@@ -96,6 +98,17 @@ pub enum BookingCommand {
         admin_notes: Option<String>,
         at: DateTime<Utc>,
     },
+    /// Move the booking to another start (the new slot was taken for it already).
+    Reschedule {
+        order: BookedOrder,
+        to: DateTime<Utc>,
+        /// `client:…` or `admin:…`, for the record.
+        requested_by: String,
+        /// Set when an admin moves it (allowed with less than 48 hours' notice).
+        admin: Option<AdminId>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
     /// An admin cancels an unconfirmed booking: the customer gets everything back.
     ForceCancel {
         order: BookedOrder,
@@ -112,6 +125,23 @@ pub enum BookingEvent {
     BookingConfirmationReminderRequested(BookingConfirmationReminderRequested),
     BookingConfirmationOverdue(BookingConfirmationOverdue),
     BookingConfirmed(BookingConfirmed),
+    BookingRescheduled(BookingRescheduled),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingRescheduled {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub payee_id: PayeeId,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub requested_by: String,
+    pub admin: Option<AdminId>,
+    pub reason: Option<String>,
+    /// Notice given before the start it moves from, in whole seconds.
+    pub notice_seconds: i64,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +248,7 @@ impl DomainEvent for BookingEvent {
             }
             BookingEvent::BookingConfirmationOverdue(_) => "BookingConfirmationOverdue",
             BookingEvent::BookingConfirmed(_) => "BookingConfirmed",
+            BookingEvent::BookingRescheduled(_) => "BookingRescheduled",
         }
         .to_string()
     }
@@ -245,6 +276,12 @@ pub enum BookingError {
     Cancelled,
     #[error("this step is due at {due_at}")]
     NotDue { due_at: DateTime<Utc> },
+    #[error("a booking moves at least 48 hours before its start ({starts_at}); with less notice an admin moves it")]
+    RescheduleTooLate { starts_at: DateTime<Utc> },
+    #[error("the new start must be in the future and differ from the current one")]
+    InvalidNewStart,
+    #[error("the booking was moved {MAX_RESCHEDULES} times already")]
+    TooManyReschedules,
     #[error("a note or reason must be 1 to {MAX_ADMIN_NOTE_CHARS} characters without control characters")]
     InvalidNote,
 }
@@ -255,6 +292,9 @@ pub struct Booking {
     pub cancelled: Option<BookingCancelled>,
     #[serde(default)]
     pub confirmation: Option<Confirmation>,
+    /// Every schedule change, in order; the last `to` is the booking's start.
+    #[serde(default)]
+    pub reschedules: Vec<BookingRescheduled>,
 }
 
 fn check_note(note: &str) -> Result<(), BookingError> {
@@ -266,6 +306,12 @@ fn check_note(note: &str) -> Result<(), BookingError> {
 }
 
 impl Booking {
+    /// The booking's start after its schedule changes; `None` when it was never moved (the
+    /// order's `serviceStartsAt` stands).
+    pub fn rescheduled_start(&self) -> Option<DateTime<Utc>> {
+        self.reschedules.last().map(|r| r.to)
+    }
+
     /// Where the confirmation stands; `None` when none was asked for (not paid, lost its slot,
     /// or paid before confirmations existed).
     pub fn confirmation_status(&self) -> Option<ConfirmationStatus> {
@@ -291,7 +337,9 @@ impl Booking {
         }
     }
 
-    fn decide(&self, command: BookingCommand) -> Result<Vec<BookingEvent>, BookingError> {
+    /// What the booking would record for `command` (pure: the application asks before it
+    /// takes a new slot for a schedule change).
+    pub fn decide(&self, command: BookingCommand) -> Result<Vec<BookingEvent>, BookingError> {
         match command {
             BookingCommand::Cancel {
                 order,
@@ -400,6 +448,56 @@ impl Booking {
                     at,
                 })])
             }
+            BookingCommand::Reschedule {
+                order,
+                to,
+                requested_by,
+                admin,
+                reason,
+                at,
+            } => {
+                if self.cancelled.is_some() {
+                    return Err(BookingError::Cancelled);
+                }
+                let original = order.service_starts_at.ok_or(BookingError::NotABooking)?;
+                if order.captured_minor <= 0 || order.refunded_minor >= order.captured_minor {
+                    return Err(BookingError::NotPaid);
+                }
+                let from = self.rescheduled_start().unwrap_or(original);
+                if let Some(last) = self.reschedules.last() {
+                    if last.to == to && last.requested_by == requested_by {
+                        // The same change asked again: it stands.
+                        return Ok(vec![]);
+                    }
+                }
+                if to <= at || to == from {
+                    return Err(BookingError::InvalidNewStart);
+                }
+                if self.reschedules.len() >= MAX_RESCHEDULES {
+                    return Err(BookingError::TooManyReschedules);
+                }
+                let notice = from - at;
+                if admin.is_none()
+                    && notice < Duration::hours(refund_policy::FULL_REFUND_NOTICE_HOURS)
+                {
+                    return Err(BookingError::RescheduleTooLate { starts_at: from });
+                }
+                if let Some(reason) = &reason {
+                    check_note(reason)?;
+                }
+                Ok(vec![BookingEvent::BookingRescheduled(BookingRescheduled {
+                    order_id: order.order_id,
+                    customer_id: order.customer_id,
+                    payee_id: order.payee_id,
+                    from,
+                    to,
+                    requested_by,
+                    admin,
+                    reason,
+                    notice_seconds: notice.num_seconds(),
+                    at,
+                })])
+            }
             BookingCommand::ForceCancel {
                 order,
                 admin,
@@ -464,7 +562,10 @@ impl Booking {
             // Cancelled already: the first decision stands, asking again changes nothing.
             return Ok(vec![]);
         }
-        let starts_at = order.service_starts_at.ok_or(BookingError::NotABooking)?;
+        let starts_at = self
+            .rescheduled_start()
+            .or(order.service_starts_at)
+            .ok_or(BookingError::NotABooking)?;
         if order.captured_minor <= 0 {
             return Err(BookingError::NotPaid);
         }
@@ -531,6 +632,12 @@ impl Aggregate for Booking {
                 if let Some(c) = self.confirmation.as_mut() {
                     c.confirmed = Some(confirmed);
                 }
+            }
+            BookingEvent::BookingRescheduled(rescheduled) => {
+                if let Some(c) = self.confirmation.as_mut() {
+                    c.requested.service_starts_at = rescheduled.to;
+                }
+                self.reschedules.push(rescheduled);
             }
         }
     }

@@ -41,6 +41,10 @@ pub struct BookingConfirmationBody {
     pub confirmed_by: Option<String>,
     pub admin_notes: Option<String>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// The start after the last schedule change; `null` when it was never moved (the order's
+    /// `serviceStartsAt` stands).
+    pub rescheduled_to: Option<DateTime<Utc>>,
+    pub reschedules: usize,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
 }
@@ -62,6 +66,8 @@ impl BookingConfirmationBody {
             confirmed_by: confirmed.map(|c| c.confirmed_by.clone()),
             admin_notes: confirmed.and_then(|c| c.admin_notes.clone()),
             cancelled_at: booking.cancelled.as_ref().map(|c| c.at),
+            rescheduled_to: booking.rescheduled_start(),
+            reschedules: booking.reschedules.len(),
             replay,
         }
     }
@@ -122,6 +128,76 @@ pub async fn confirm_booking(
             order_id.as_str(),
             &confirmed.booking,
             confirmed.replay,
+        )),
+    )
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RescheduleBody {
+    /// The new start (RFC 3339), with the same provider.
+    pub service_starts_at: String,
+    /// Why, 1 to 500 characters (optional).
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/orders/{order_id}/reschedule`: moves a paid booking to another start of the same
+/// provider, at least 48 hours before its current start (an admin key may move it later). The
+/// new slot must be free; both sides are notified (`booking.rescheduled`).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/reschedule",
+    tag = "bookings",
+    params(("order_id" = String, Path, description = "The order id")),
+    request_body = crate::booking_confirmations::RescheduleBody,
+    responses((status = 200, description = "Moved", body = crate::booking_confirmations::BookingConfirmationBody))
+)]
+pub async fn reschedule(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_order_id(&path)?;
+    let body: RescheduleBody = optional_json(&body)?
+        .ok_or_else(|| ApiError::field("serviceStartsAt", "serviceStartsAt is required"))?;
+    let to = DateTime::parse_from_rfc3339(&body.service_starts_at)
+        .map_err(|_| {
+            ApiError::field(
+                "serviceStartsAt",
+                "serviceStartsAt must be an RFC 3339 time",
+            )
+        })?
+        .with_timezone(&Utc);
+    auth::check_order_access(&state, &request, &order_id).await?;
+    // An admin key moves it with any notice; a client's request follows the 48-hour rule.
+    let admin = match auth::principal(&request) {
+        Some(p) if p.role == payledger_app::api_keys::Role::Admin => {
+            Some(acting_admin(&request, None)?)
+        }
+        _ => None,
+    };
+    let moved = services(&state)
+        .bookings
+        .reschedule(
+            &order_id,
+            to,
+            admin,
+            body.reason,
+            &request_context(&request),
+        )
+        .await
+        .map_err(|error| match error {
+            FlowError::Booking(BookingError::InvalidNote) => {
+                ApiError::field("reason", error.to_string())
+            }
+            other => flow_error(other),
+        })?;
+    Ok(
+        HttpResponse::Ok().json(BookingConfirmationBody::from_booking(
+            order_id.as_str(),
+            &moved.booking,
+            moved.replay,
         )),
     )
 }

@@ -123,6 +123,9 @@ error_codes! {
     ClockBackwards => (CONFLICT, "E_CLOCK_BACKWARDS", "The scenario clock never moves backwards: the requested time is earlier than `now`."),
     BookingNotAwaitingConfirmation => (CONFLICT, "E_BOOKING_NOT_AWAITING_CONFIRMATION", "The booking awaits no provider confirmation: it is not paid yet, or it lost its slot to another order."),
     BookingAlreadyConfirmed => (CONFLICT, "E_BOOKING_ALREADY_CONFIRMED", "The provider or an admin confirmed the booking: force-cancel is only for unconfirmed bookings; cancel it under the refund policy."),
+    SlotTaken => (CONFLICT, "E_SLOT_TAKEN", "Another booking holds the provider's slot at the requested start."),
+    RescheduleTooLate => (CONFLICT, "E_RESCHEDULE_TOO_LATE", "A booking moves at least 48 hours before its current start (`startsAt`); with less notice only an admin moves it, or the customer cancels under the refund policy."),
+    TooManyReschedules => (CONFLICT, "E_TOO_MANY_RESCHEDULES", "The booking was moved the maximum number of times (3)."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
 }
 

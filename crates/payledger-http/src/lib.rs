@@ -289,6 +289,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     web::post().to(booking_confirmations::confirm_booking),
                 )
                 .route(
+                    "/orders/{order_id}/reschedule",
+                    web::post().to(booking_confirmations::reschedule),
+                )
+                .route(
                     "/admin/bookings/unconfirmed",
                     web::get().to(booking_confirmations::unconfirmed_queue),
                 )

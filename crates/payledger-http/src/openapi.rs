@@ -121,6 +121,7 @@ fn error_code_ref() -> Ref {
         crate::booking_confirmations::unconfirmed_queue,
         crate::booking_confirmations::manual_confirm,
         crate::booking_confirmations::force_cancel,
+        crate::booking_confirmations::reschedule,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

@@ -149,8 +149,8 @@ async fn save(
         "INSERT INTO bookings (order_id, customer_id, payee_id, service_starts_at, \
             confirmation_status, requested_at, remind_at, confirm_by, reminded_at, overdue_at, \
             confirmed_at, confirmed_by, cancelled_at, stream_version, last_position, updated_at, \
-            state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+            state, reschedule_count) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
             payee_id = EXCLUDED.payee_id, service_starts_at = EXCLUDED.service_starts_at, \
             confirmation_status = EXCLUDED.confirmation_status, \
@@ -159,18 +159,26 @@ async fn save(
             overdue_at = EXCLUDED.overdue_at, confirmed_at = EXCLUDED.confirmed_at, \
             confirmed_by = EXCLUDED.confirmed_by, cancelled_at = EXCLUDED.cancelled_at, \
             stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position, \
-            updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
+            updated_at = EXCLUDED.updated_at, state = EXCLUDED.state, \
+            reschedule_count = EXCLUDED.reschedule_count",
     )
     .bind(order_id)
-    .bind(requested.map(|r| r.customer_id.to_string()))
+    .bind(requested.map(|r| r.customer_id.to_string()).or_else(|| {
+        booking
+            .reschedules
+            .last()
+            .map(|r| r.customer_id.to_string())
+    }))
     .bind(
         requested
             .map(|r| r.payee_id.to_string())
+            .or_else(|| booking.reschedules.last().map(|r| r.payee_id.to_string()))
             .or_else(|| cancelled.map(|c| c.payee_id.to_string())),
     )
     .bind(
-        requested
-            .map(|r| r.service_starts_at)
+        booking
+            .rescheduled_start()
+            .or_else(|| requested.map(|r| r.service_starts_at))
             .or_else(|| cancelled.map(|c| c.service_starts_at)),
     )
     .bind(booking.confirmation_status().map(|s| codec::wire_name(&s)))
@@ -186,6 +194,7 @@ async fn save(
     .bind(row.last_position)
     .bind(row.updated_at)
     .bind(state)
+    .bind(booking.reschedules.len() as i32)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -247,4 +256,24 @@ pub async fn unconfirmed_queue(
         });
     }
     Ok((queue, total))
+}
+
+/// Rescheduled bookings, not cancelled, whose new start is in `(from, to]`: the reminder job's
+/// candidates beside the orders' own service times.
+pub async fn rescheduled_starting_between(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT order_id FROM rm.bookings WHERE reschedule_count > 0 AND cancelled_at IS NULL \
+           AND service_starts_at > $1 AND service_starts_at <= $2 \
+         ORDER BY service_starts_at LIMIT $3",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await
 }

@@ -128,6 +128,12 @@ pub const NOTIFICATIONS: &[NotificationRule] = &[
         Priority::Important,
     ),
     rule("BookingConfirmed", "booking.confirmed", Priority::Important),
+    // 일정 변경 확정 (to both sides), 중요.
+    rule(
+        "BookingRescheduled",
+        "booking.rescheduled",
+        Priority::Important,
+    ),
 ];
 
 /// The rule for a stored event type, if it notifies.

@@ -163,6 +163,19 @@ impl DueJob for RemindersJob {
         )
         .await
         .map_err(|e| e.to_string())?;
+        // A rescheduled booking is reminded of its new start.
+        let moved = payledger_read_models::bookings::rescheduled_starting_between(
+            &self.pool,
+            now,
+            now + chrono::Duration::days(2),
+            MAX_REMINDER_CANDIDATES,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut candidates = candidates;
+        candidates.extend(moved);
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut sent = 0;
         let mut errors = 0;
         for order_id in candidates {

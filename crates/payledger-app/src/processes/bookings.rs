@@ -28,7 +28,7 @@ impl ProcessManager for BookingProcess {
         match event.event_type.as_str() {
             "PaymentCaptured" | "PaymentFailed" => StreamKind::Order.holds(stream),
             "SlotReservationRefused" => StreamKind::Slot.holds(stream),
-            "BookingCancelled" => StreamKind::Booking.holds(stream),
+            "BookingCancelled" | "BookingRescheduled" => StreamKind::Booking.holds(stream),
             _ => false,
         }
     }
@@ -81,8 +81,17 @@ impl ProcessManager for BookingProcess {
                 .await?;
             }
         } else if StreamKind::Booking.holds(&event.stream_id) {
-            let BookingEvent::BookingCancelled(cancelled) = decode(event)? else {
-                return Ok(());
+            let cancelled = match decode(event)? {
+                BookingEvent::BookingCancelled(cancelled) => cancelled,
+                BookingEvent::BookingRescheduled(moved) => {
+                    // The old slot goes back (the command did it already unless it crashed).
+                    return self
+                        .bookings
+                        .finish_reschedule(&moved, &context)
+                        .await
+                        .map_err(flow_error);
+                }
+                _ => return Ok(()),
             };
             if cancelled.refund_now_minor > 0 {
                 ensure_refund(
@@ -95,9 +104,12 @@ impl ProcessManager for BookingProcess {
                 )
                 .await?;
             }
+            // The slot the booking held when it was cancelled (after a schedule change, the new one).
             self.bookings
-                .release_slot(
+                .release_slot_at(
                     &cancelled.order_id,
+                    &cancelled.payee_id,
+                    cancelled.service_starts_at,
                     payledger_domain::slot::RELEASE_REASON_CANCELLED,
                     &context,
                 )

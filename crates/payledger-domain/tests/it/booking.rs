@@ -334,3 +334,47 @@ fn a_cancelled_booking_cannot_be_confirmed() {
         })
         .then_expect_error(BookingError::Cancelled);
 }
+
+#[test]
+fn a_customer_moves_a_booking_with_48_hours_notice_and_an_admin_with_less() {
+    let to = starts() + Duration::days(2);
+    let reschedule = |at, admin: Option<AdminId>| BookingCommand::Reschedule {
+        order: order(80_000, 0),
+        to,
+        requested_by: "client:app".into(),
+        admin,
+        reason: None,
+        at,
+    };
+    let at = starts() - Duration::hours(48);
+    let result = BookingTest::with(())
+        .given(vec![requested()])
+        .when(reschedule(at, None))
+        .inspect_result()
+        .unwrap();
+    let [BookingEvent::BookingRescheduled(moved)] = result.as_slice() else {
+        panic!("{result:?}");
+    };
+    assert_eq!((moved.from, moved.to), (starts(), to));
+    assert_eq!(moved.notice_seconds, 48 * 3_600);
+    BookingTest::with(())
+        .given(vec![requested()])
+        .when(reschedule(at + Duration::seconds(1), None))
+        .then_expect_error(BookingError::RescheduleTooLate {
+            starts_at: starts(),
+        });
+    let by_admin = BookingTest::with(())
+        .given(vec![requested()])
+        .when(reschedule(
+            at + Duration::hours(40),
+            Some(AdminId::parse("ops").unwrap()),
+        ))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(by_admin.len(), 1);
+    // The same change again changes nothing.
+    BookingTest::with(())
+        .given(vec![requested(), result[0].clone()])
+        .when(reschedule(at + Duration::hours(1), None))
+        .then_expect_events(vec![]);
+}
