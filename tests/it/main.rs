@@ -24,6 +24,7 @@ mod projections;
 mod provider_faults;
 mod provider_truth;
 mod scenario;
+mod session_notes;
 mod stripe;
 mod subscriptions;
 mod test_clock;

@@ -139,3 +139,34 @@ impl Bookings {
         }
     }
 }
+
+impl Bookings {
+    /// Records that the provider wrote the session's notes (a reference to them). The payee's
+    /// settlement line held for their absence is released by the settlements process. Once.
+    pub async fn record_session_notes(
+        &self,
+        order_id: &OrderId,
+        reference: String,
+        context: &RequestContext,
+    ) -> Result<Rescheduled, FlowError> {
+        let booked = booked_order(order_id, &self.order(order_id).await?)?;
+        let executed: Executed<Booking> = self
+            .executor
+            .execute(
+                &self.bookings,
+                &booking::stream_id(order_id),
+                BookingCommand::RecordSessionNotes {
+                    order: booked,
+                    reference,
+                    recorded_by: context.actor.clone(),
+                    at: self.clock.now(),
+                },
+                context,
+            )
+            .await?;
+        Ok(Rescheduled {
+            replay: executed.events.is_empty(),
+            booking: executed.state,
+        })
+    }
+}

@@ -109,6 +109,14 @@ pub enum BookingCommand {
         reason: Option<String>,
         at: DateTime<Utc>,
     },
+    /// The provider wrote the session's notes (상담일지); `reference` points at them (a document
+    /// id or URL: the notes are personal data and stay out of the ledger).
+    RecordSessionNotes {
+        order: BookedOrder,
+        reference: String,
+        recorded_by: String,
+        at: DateTime<Utc>,
+    },
     /// An admin cancels an unconfirmed booking: the customer gets everything back.
     ForceCancel {
         order: BookedOrder,
@@ -126,6 +134,19 @@ pub enum BookingEvent {
     BookingConfirmationOverdue(BookingConfirmationOverdue),
     BookingConfirmed(BookingConfirmed),
     BookingRescheduled(BookingRescheduled),
+    SessionNotesRecorded(SessionNotesRecorded),
+}
+
+/// The session's notes exist: the payee's settlement line held for their absence is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionNotesRecorded {
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub payee_id: PayeeId,
+    pub reference: String,
+    pub recorded_by: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +270,7 @@ impl DomainEvent for BookingEvent {
             BookingEvent::BookingConfirmationOverdue(_) => "BookingConfirmationOverdue",
             BookingEvent::BookingConfirmed(_) => "BookingConfirmed",
             BookingEvent::BookingRescheduled(_) => "BookingRescheduled",
+            BookingEvent::SessionNotesRecorded(_) => "SessionNotesRecorded",
         }
         .to_string()
     }
@@ -295,6 +317,8 @@ pub struct Booking {
     /// Every schedule change, in order; the last `to` is the booking's start.
     #[serde(default)]
     pub reschedules: Vec<BookingRescheduled>,
+    #[serde(default)]
+    pub session_notes: Option<SessionNotesRecorded>,
 }
 
 fn check_note(note: &str) -> Result<(), BookingError> {
@@ -498,6 +522,36 @@ impl Booking {
                     at,
                 })])
             }
+            BookingCommand::RecordSessionNotes {
+                order,
+                reference,
+                recorded_by,
+                at,
+            } => {
+                if self.session_notes.is_some() {
+                    return Ok(vec![]);
+                }
+                if self.cancelled.is_some() {
+                    return Err(BookingError::Cancelled);
+                }
+                if order.service_starts_at.is_none() {
+                    return Err(BookingError::NotABooking);
+                }
+                if order.captured_minor <= 0 {
+                    return Err(BookingError::NotPaid);
+                }
+                check_note(&reference)?;
+                Ok(vec![BookingEvent::SessionNotesRecorded(
+                    SessionNotesRecorded {
+                        order_id: order.order_id,
+                        customer_id: order.customer_id,
+                        payee_id: order.payee_id,
+                        reference,
+                        recorded_by,
+                        at,
+                    },
+                )])
+            }
             BookingCommand::ForceCancel {
                 order,
                 admin,
@@ -633,6 +687,7 @@ impl Aggregate for Booking {
                     c.confirmed = Some(confirmed);
                 }
             }
+            BookingEvent::SessionNotesRecorded(recorded) => self.session_notes = Some(recorded),
             BookingEvent::BookingRescheduled(rescheduled) => {
                 if let Some(c) = self.confirmation.as_mut() {
                     c.requested.service_starts_at = rescheduled.to;

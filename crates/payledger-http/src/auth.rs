@@ -254,6 +254,7 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     command("POST", "/v1/admin/bookings/{order_id}/force-cancel", ADMIN),
     command("POST", "/v1/orders/{order_id}/reschedule", CLIENT_ADMIN),
+    command("POST", "/v1/orders/{order_id}/session-notes", CLIENT_ADMIN),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),

@@ -45,6 +45,8 @@ pub struct BookingConfirmationBody {
     /// `serviceStartsAt` stands).
     pub rescheduled_to: Option<DateTime<Utc>>,
     pub reschedules: usize,
+    /// When the provider's session notes were recorded (their reference is in the event).
+    pub session_notes_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
 }
@@ -68,6 +70,7 @@ impl BookingConfirmationBody {
             cancelled_at: booking.cancelled.as_ref().map(|c| c.at),
             rescheduled_to: booking.rescheduled_start(),
             reschedules: booking.reschedules.len(),
+            session_notes_at: booking.session_notes.as_ref().map(|n| n.at),
             replay,
         }
     }
@@ -398,4 +401,51 @@ pub async fn unconfirmed_queue(
         "page": page,
         "totalPages": (total + limit - 1) / limit,
     })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionNotesBody {
+    /// Where the notes are (a document id or URL), 1 to 500 characters: the notes themselves
+    /// are personal data and stay out of the ledger.
+    pub reference: String,
+}
+
+/// `POST /v1/orders/{order_id}/session-notes`: the provider wrote the session's notes (상담일지).
+/// A fulfilled booking's payment is held on the payee's statement until they are recorded.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/session-notes",
+    tag = "bookings",
+    params(("order_id" = String, Path, description = "The order id")),
+    request_body = crate::booking_confirmations::SessionNotesBody,
+    responses((status = 200, description = "Recorded", body = crate::booking_confirmations::BookingConfirmationBody))
+)]
+pub async fn record_session_notes(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_order_id(&path)?;
+    let body: SessionNotesBody = optional_json(&body)?
+        .ok_or_else(|| ApiError::field("reference", "reference is required"))?;
+    auth::check_order_access(&state, &request, &order_id).await?;
+    let recorded = services(&state)
+        .bookings
+        .record_session_notes(&order_id, body.reference, &request_context(&request))
+        .await
+        .map_err(|error| match error {
+            FlowError::Booking(BookingError::InvalidNote) => {
+                ApiError::field("reference", error.to_string())
+            }
+            other => flow_error(other),
+        })?;
+    Ok(
+        HttpResponse::Ok().json(BookingConfirmationBody::from_booking(
+            order_id.as_str(),
+            &recorded.booking,
+            recorded.replay,
+        )),
+    )
 }

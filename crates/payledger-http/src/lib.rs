@@ -289,6 +289,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     web::post().to(booking_confirmations::confirm_booking),
                 )
                 .route(
+                    "/orders/{order_id}/session-notes",
+                    web::post().to(booking_confirmations::record_session_notes),
+                )
+                .route(
                     "/orders/{order_id}/reschedule",
                     web::post().to(booking_confirmations::reschedule),
                 )

@@ -122,6 +122,7 @@ fn error_code_ref() -> Ref {
         crate::booking_confirmations::manual_confirm,
         crate::booking_confirmations::force_cancel,
         crate::booking_confirmations::reschedule,
+        crate::booking_confirmations::record_session_notes,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

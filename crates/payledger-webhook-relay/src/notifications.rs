@@ -134,6 +134,12 @@ pub const NOTIFICATIONS: &[NotificationRule] = &[
         "booking.rescheduled",
         Priority::Important,
     ),
+    // 상담일지 공유 (to the customer), 일반.
+    rule(
+        "SessionNotesRecorded",
+        "booking.session_notes_shared",
+        Priority::Normal,
+    ),
 ];
 
 /// The rule for a stored event type, if it notifies.
