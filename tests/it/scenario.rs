@@ -1,7 +1,9 @@
 //! A week of a booking platform (and two more of dunning) over HTTP on the scenario clock, in
 //! seconds: bookings, a cancellation in each policy tier, an order left unpaid that expires, a
 //! claim filed at the window's edge whose respondent misses the deadline, dunning over 14 days,
-//! the Monday statement and the Wednesday payout. Nothing here waits for wall time: the clock
+//! the Monday statement and the Wednesday payout; the provider's confirmation of bookings (one
+//! confirmed at once, the others in the admins' queue after 24 h, one confirmed there by hand),
+//! a schedule change, and a session held on the statement until its notes arrive. Nothing here waits for wall time: the clock
 //! moves, and each move runs what became due (`/v1/admin/test-clock`).
 
 use crate::test_clock::{
@@ -87,6 +89,14 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
         t0 + day + Duration::hours(6),
     )
     .await;
+    paid_booking(
+        &app,
+        "wk-moved",
+        THERAPIST,
+        55_000,
+        t0 + day * 4 + Duration::hours(14),
+    )
+    .await;
     app.place_order("wk-unpaid", 30_000).await;
     let (status, key) = answer(
         app.post(
@@ -114,6 +124,43 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
     );
     assert_eq!(sub["nextRetryAt"], json!(t0 + day * 3));
 
+    // The provider confirms the sessions it will keep; a customer moves one with 4 days' notice.
+    for id in ["wk-kept", "wk-moved"] {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let booking = get(&app, &format!("/v1/orders/{id}/booking")).await;
+            if booking["status"] == "awaiting" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{booking}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (status, body) = call(
+            &app,
+            &app.client_key,
+            &format!("/v1/orders/{id}/confirm-booking"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["status"]),
+            (200, &json!("confirmed")),
+            "{body}"
+        );
+    }
+    let (status, moved) = call(
+        &app,
+        &app.client_key,
+        "/v1/orders/wk-moved/reschedule",
+        Some(json!({"serviceStartsAt": (t0 + day * 5 + Duration::hours(1)).to_rfc3339()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        moved["rescheduledTo"],
+        json!(t0 + day * 5 + Duration::hours(1))
+    );
+
     // The unpaid order expires 30 minutes after it was placed, not a second before.
     let moved = set_clock(&app, t0 + Duration::minutes(29)).await;
     assert_eq!(
@@ -134,7 +181,26 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
         (full["tier"].as_str(), full["refundedNow"].as_i64()),
         (Some("FULL"), Some(60_000))
     );
-    set_clock(&app, t0 + day).await;
+    // 24 hours without the provider's confirmation: the admins' queue (the 12-hour reminder's
+    // moment passed inside one move, so the queue took over). wk-full was cancelled before.
+    let moved = set_clock(&app, t0 + day).await;
+    assert_eq!(
+        job_count(&moved, "bookings.confirmations", "markedOverdue"),
+        4,
+        "wk-half, wk-none, wk-emergency, wk-claim: {moved}"
+    );
+    let (status, confirmed) = call(
+        &app,
+        &app.admin_key,
+        "/v1/admin/bookings/wk-claim/manual-confirm",
+        Some(json!({"adminNotes": "the therapist confirmed by phone"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &confirmed["status"]),
+        (200, &json!("confirmed")),
+        "{confirmed}"
+    );
     let half = cancel(&app, &app.client_key, "wk-half", json!({})).await;
     assert_eq!(
         (half["tier"].as_str(), half["refundedNow"].as_i64()),
@@ -244,6 +310,23 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
     );
     let net_payable = week["totals"]["netPayable"].as_i64().unwrap();
     assert!(net_payable > 0, "{week}");
+    // The session that happened has no notes yet: held (상담일지 미작성으로 1건이 보류).
+    let held: Vec<&str> = week["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "hold")
+        .filter_map(|l| l["lineId"].as_str())
+        .collect();
+    assert_eq!(held, ["notes:wk-kept"], "{week}");
+    let (status, body) = call(
+        &app,
+        &app.client_key,
+        "/v1/orders/wk-kept/session-notes",
+        Some(json!({"reference": "notes/wk-kept"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 
     // Wednesday 10:00: paid out through the payout provider, its reference recorded.
     let moved = set_clock(&app, confirm_at + day * 2).await;
@@ -271,6 +354,35 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
     assert_eq!(
         paid["events"][0]["payload"]["amountMinor"], net_payable,
         "{paid}"
+    );
+
+    // The notes recorded on Tuesday release the hold on this week's statement.
+    let next = statement(&app, THERAPIST, "2026-10-12").await;
+    let released: Vec<(&str, i64)> = next["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "hold_released")
+        .map(|l| (l["lineId"].as_str().unwrap(), l["amount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(released, [("notes-release:wk-kept", 90_000)], "{next}");
+    // The schedule change is in the log, for both sides' notification.
+    let (_, changes) = call(
+        &app,
+        &app.auditor_key,
+        "/v1/events?type=BookingRescheduled",
+        None,
+    )
+    .await;
+    let change = &changes["events"][0]["payload"];
+    assert_eq!(
+        (&change["orderId"], &change["from"], &change["to"]),
+        (
+            &json!("wk-moved"),
+            &json!(t0 + day * 4 + Duration::hours(14)),
+            &json!(t0 + day * 5 + Duration::hours(1))
+        ),
+        "{changes}"
     );
 
     // The last retry, 14 days after the first failure, fails: the membership is suspended.

@@ -276,6 +276,14 @@ async fn statements_are_confirmed_on_monday_and_paid_out_on_wednesday_by_themsel
         let (status, body) = call(
             &app,
             &app.client_key,
+            &format!("/v1/orders/{id}/session-notes"),
+            Some(json!({"reference": format!("notes/{id}")})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = call(
+            &app,
+            &app.client_key,
             &format!("/v1/orders/{id}/fulfil"),
             Some(json!({})),
         )

@@ -87,6 +87,29 @@ impl FlowError {
     }
 }
 
+/// What a booking command knows of its order.
+pub(crate) fn booked_order(
+    order_id: &OrderId,
+    snapshot: &OrderSnapshot,
+) -> Result<BookedOrder, FlowError> {
+    let placed = snapshot
+        .state
+        .placed
+        .clone()
+        .ok_or(FlowError::Payment(PaymentError::Order(
+            OrderError::NotFound,
+        )))?;
+    Ok(BookedOrder {
+        order_id: order_id.clone(),
+        customer_id: placed.customer_id,
+        payee_id: placed.payee_id,
+        currency: placed.amount.currency(),
+        service_starts_at: placed.service_starts_at,
+        captured_minor: snapshot.state.captured_minor,
+        refunded_minor: snapshot.state.refunded_minor + snapshot.state.refund_pending_minor,
+    })
+}
+
 /// A cancellation's answer.
 #[derive(Debug, Clone)]
 pub struct Cancellation {
@@ -99,12 +122,12 @@ pub struct Cancellation {
 }
 
 pub struct Bookings {
-    executor: Arc<Executor>,
+    pub(crate) executor: Arc<Executor>,
     payments: Arc<Payments>,
     orders: AggregateCache<Order>,
-    slots: AggregateCache<Slot>,
-    bookings: AggregateCache<Booking>,
-    clock: Arc<dyn Clock>,
+    pub(crate) slots: AggregateCache<Slot>,
+    pub(crate) bookings: AggregateCache<Booking>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Bookings {
@@ -123,7 +146,7 @@ impl Bookings {
         &self.payments
     }
 
-    async fn order(&self, order_id: &OrderId) -> Result<OrderSnapshot, FlowError> {
+    pub(crate) async fn order(&self, order_id: &OrderId) -> Result<OrderSnapshot, FlowError> {
         self.payments
             .load_order(order_id)
             .await?
@@ -152,24 +175,7 @@ impl Bookings {
         emergency: Option<EmergencyApproval>,
         context: &RequestContext,
     ) -> Result<Cancellation, FlowError> {
-        let snapshot = self.order(order_id).await?;
-        let placed =
-            snapshot
-                .state
-                .placed
-                .clone()
-                .ok_or(FlowError::Payment(PaymentError::Order(
-                    OrderError::NotFound,
-                )))?;
-        let booked = BookedOrder {
-            order_id: order_id.clone(),
-            customer_id: placed.customer_id,
-            payee_id: placed.payee_id,
-            currency: placed.amount.currency(),
-            service_starts_at: placed.service_starts_at,
-            captured_minor: snapshot.state.captured_minor,
-            refunded_minor: snapshot.state.refunded_minor + snapshot.state.refund_pending_minor,
-        };
+        let booked = booked_order(order_id, &self.order(order_id).await?)?;
         let executed: Executed<Booking> = self
             .executor
             .execute(
@@ -228,8 +234,14 @@ impl Bookings {
                 .unwrap_or(RefundStatus::Requested);
             refund = Some((refund_id, status));
         }
-        self.release_slot(order_id, slot::RELEASE_REASON_CANCELLED, context)
-            .await?;
+        self.release_slot_at(
+            order_id,
+            &cancelled.payee_id,
+            cancelled.service_starts_at,
+            slot::RELEASE_REASON_CANCELLED,
+            context,
+        )
+        .await?;
         Ok((refund, self.order(order_id).await?))
     }
 

@@ -6,6 +6,8 @@
 
 pub mod api_keys;
 pub mod billing_key_cipher;
+pub mod booking_confirmations;
+pub mod booking_schedule;
 pub mod bookings;
 pub mod claims;
 pub mod clock;

@@ -61,17 +61,19 @@ impl SessionReminders {
         let Some(placed) = order.state.placed.clone() else {
             return Ok(0);
         };
-        let Some(starts_at) = placed.service_starts_at else {
+        let Some(placed_start) = placed.service_starts_at else {
             return Ok(0);
         };
+        let booking = self
+            .bookings
+            .booking(order_id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // After a schedule change, the new start is the one reminded of.
+        let starts_at = booking.rescheduled_start().unwrap_or(placed_start);
         let still_booked = order.state.captured_minor > 0
             && order.state.refundable_minor() > 0
-            && self
-                .bookings
-                .cancellation(order_id)
-                .await
-                .map_err(|e| unavailable(&e))?
-                .is_none();
+            && booking.cancelled.is_none();
         if !still_booked {
             return Ok(0);
         }

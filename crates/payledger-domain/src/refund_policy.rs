@@ -39,6 +39,8 @@ pub enum RefundTier {
     None,
     /// An admin approved an emergency and set the share.
     Emergency,
+    /// An admin force-cancelled a booking the provider never confirmed: everything back.
+    Unconfirmed,
 }
 
 impl RefundTier {
@@ -49,6 +51,7 @@ impl RefundTier {
             RefundTier::Half => Some(BasisPoints::HALF),
             RefundTier::None => Some(BasisPoints::ZERO),
             RefundTier::Emergency => None,
+            RefundTier::Unconfirmed => Some(BasisPoints::FULL),
         }
     }
 }

@@ -121,6 +121,10 @@ pub enum ReminderError {
 pub struct Reminders {
     pub order_id: Option<OrderId>,
     pub sent: Vec<ReminderKind>,
+    /// Each reminder with the start it was for: a rescheduled booking is reminded again for
+    /// its new start.
+    #[serde(default)]
+    pub sent_for: Vec<(ReminderKind, DateTime<Utc>)>,
 }
 
 impl Reminders {
@@ -138,7 +142,7 @@ impl Reminders {
         {
             return Err(ReminderError::WrongOrder);
         }
-        if self.sent.contains(&kind) {
+        if self.sent_for.contains(&(kind, booking.service_starts_at)) {
             return Ok(vec![]);
         }
         let due_at = kind.due_at(booking.service_starts_at, time_zone);
@@ -186,6 +190,8 @@ impl Aggregate for Reminders {
             ReminderEvent::SessionReminderRequested(requested) => {
                 self.order_id = Some(requested.order_id);
                 self.sent.push(requested.kind);
+                self.sent_for
+                    .push((requested.kind, requested.service_starts_at));
             }
         }
     }

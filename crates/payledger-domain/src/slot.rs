@@ -27,6 +27,8 @@ pub const PAYMENT_RETRY_HOLD_MINUTES: i64 = 5;
 
 /// Why a slot was given back, in words people and reports branch on.
 pub const RELEASE_REASON_CANCELLED: &str = "BOOKING_CANCELLED";
+/// The booking moved to another slot.
+pub const RELEASE_REASON_RESCHEDULED: &str = "BOOKING_RESCHEDULED";
 
 pub fn stream_id(payee_id: &PayeeId, starts_at: DateTime<Utc>) -> String {
     crate::streams::StreamKind::Slot.name(format_args!(
@@ -52,6 +54,14 @@ pub enum SlotCommand {
         starts_at: DateTime<Utc>,
         order_id: OrderId,
         until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Take the slot for a booking that moves here (a reschedule) if nobody holds it; a slot
+    /// held by another order is an error, never a refusal (a refusal refunds the order).
+    ReserveIfFree {
+        payee_id: PayeeId,
+        starts_at: DateTime<Utc>,
+        order_id: OrderId,
         at: DateTime<Utc>,
     },
     /// Give the slot back (the holding booking was cancelled). Only the holder can release it.
@@ -135,6 +145,8 @@ pub enum SlotError {
     InvalidReason,
     #[error("the slot has answered {MAX_ORDERS_PER_SLOT} orders; refusing more")]
     TooManyOrders,
+    #[error("the slot is held by another booking")]
+    Taken,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +251,37 @@ impl Slot {
                     starts_at,
                     order_id,
                     until,
+                    at,
+                })])
+            }
+            SlotCommand::ReserveIfFree {
+                payee_id,
+                starts_at,
+                order_id,
+                at,
+            } => {
+                let same_slot = self.payee_id.as_ref().is_none_or(|p| *p == payee_id)
+                    && self.starts_at.is_none_or(|s| s == starts_at);
+                if !same_slot {
+                    return Err(SlotError::WrongSlot);
+                }
+                if self.held_by.as_ref() == Some(&order_id) {
+                    return Ok(vec![]);
+                }
+                let held_for_retry = self
+                    .retry_hold
+                    .as_ref()
+                    .is_some_and(|(holder, until)| *holder != order_id && at < *until);
+                if self.held_by.is_some() || held_for_retry {
+                    return Err(SlotError::Taken);
+                }
+                if self.answered.len() >= MAX_ORDERS_PER_SLOT {
+                    return Err(SlotError::TooManyOrders);
+                }
+                Ok(vec![SlotEvent::SlotReserved(SlotReserved {
+                    payee_id,
+                    starts_at,
+                    order_id,
                     at,
                 })])
             }

@@ -245,6 +245,31 @@ pub const ROUTES: &[RouteRule] = &[
         ADMIN,
     ),
     rule("GET", "/v1/reconciliation", Access::Roles(AUDITOR_ADMIN)),
+    // The provider's confirmation of bookings (issue 17): the platform confirms for its
+    // provider; admins work the queue of bookings unconfirmed after 24 hours.
+    rule(
+        "GET",
+        "/v1/orders/{order_id}/booking",
+        Access::Roles(CLIENT_SUPPORT_ADMIN),
+    ),
+    command(
+        "POST",
+        "/v1/orders/{order_id}/confirm-booking",
+        CLIENT_ADMIN,
+    ),
+    rule(
+        "GET",
+        "/v1/admin/bookings/unconfirmed",
+        Access::Roles(SUPPORT_ADMIN),
+    ),
+    command(
+        "POST",
+        "/v1/admin/bookings/{order_id}/manual-confirm",
+        ADMIN,
+    ),
+    command("POST", "/v1/admin/bookings/{order_id}/force-cancel", ADMIN),
+    command("POST", "/v1/orders/{order_id}/reschedule", CLIENT_ADMIN),
+    command("POST", "/v1/orders/{order_id}/session-notes", CLIENT_ADMIN),
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),

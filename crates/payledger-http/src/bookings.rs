@@ -40,9 +40,29 @@ pub fn flow_error(error: FlowError) -> ApiError {
             BookingError::NotPaid => ApiError::new(ErrorCode::OrderNotPaid, message),
             BookingError::WrongOrder => ApiError::internal(message),
             BookingError::Policy(p) => policy_error(p),
+            BookingError::NotAwaitingConfirmation => {
+                ApiError::new(ErrorCode::BookingNotAwaitingConfirmation, message)
+            }
+            BookingError::AlreadyConfirmed => {
+                ApiError::new(ErrorCode::BookingAlreadyConfirmed, message)
+            }
+            BookingError::Cancelled => ApiError::new(ErrorCode::BookingCancelled, message),
+            BookingError::InvalidNote => ApiError::field("adminNotes", message),
+            BookingError::NotDue { .. } => ApiError::internal(message),
+            BookingError::RescheduleTooLate { starts_at } => {
+                ApiError::new(ErrorCode::RescheduleTooLate, message)
+                    .with("startsAt", starts_at.to_rfc3339())
+            }
+            BookingError::InvalidNewStart => ApiError::field("serviceStartsAt", message),
+            BookingError::TooManyReschedules => {
+                ApiError::new(ErrorCode::TooManyReschedules, message)
+            }
         },
         FlowError::BookingCancelled => ApiError::new(ErrorCode::BookingCancelled, message),
         FlowError::FullyRefunded => ApiError::new(ErrorCode::OrderStateConflict, message),
+        FlowError::Slot(payledger_domain::slot::SlotError::Taken) => {
+            ApiError::new(ErrorCode::SlotTaken, message)
+        }
         FlowError::Slot(e) => ApiError::internal(e),
         FlowError::Payee(e) => ApiError::internal(e),
         FlowError::Claim(e) => claim_error(e),

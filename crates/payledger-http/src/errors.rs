@@ -124,6 +124,11 @@ error_codes! {
     ReconciliationProviderUnknown => (NOT_FOUND, "E_RECONCILIATION_PROVIDER_UNKNOWN", "No settlement import is configured for this provider (`provider`)."),
     SettlementReportUnavailable => (SERVICE_UNAVAILABLE, "E_SETTLEMENT_REPORT_UNAVAILABLE", "The provider's settlement report could not be read (unavailable, malformed, or longer than one import takes); nothing was recorded. Retry, or import a shorter period."),
     ReconciliationExceptionNotOpen => (CONFLICT, "E_RECONCILIATION_EXCEPTION_NOT_OPEN", "No open reconciliation exception with this id: it was resolved already, or never raised."),
+    BookingNotAwaitingConfirmation => (CONFLICT, "E_BOOKING_NOT_AWAITING_CONFIRMATION", "The booking awaits no provider confirmation: it is not paid yet, or it lost its slot to another order."),
+    BookingAlreadyConfirmed => (CONFLICT, "E_BOOKING_ALREADY_CONFIRMED", "The provider or an admin confirmed the booking: force-cancel is only for unconfirmed bookings; cancel it under the refund policy."),
+    SlotTaken => (CONFLICT, "E_SLOT_TAKEN", "Another booking holds the provider's slot at the requested start."),
+    RescheduleTooLate => (CONFLICT, "E_RESCHEDULE_TOO_LATE", "A booking moves at least 48 hours before its current start (`startsAt`); with less notice only an admin moves it, or the customer cancels under the refund policy."),
+    TooManyReschedules => (CONFLICT, "E_TOO_MANY_RESCHEDULES", "The booking was moved the maximum number of times (3)."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
     DisputeOpen => (CONFLICT, "E_DISPUTE_OPEN", "The cardholder disputed this payment at the provider: refunds are refused until the dispute is decided (won: refunds are possible again; lost: the provider kept the disputed amount). The order's timeline shows the dispute."),
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod booking_confirmations;
 pub mod bookings;
 pub mod claims;
 pub mod constraints;
@@ -19,8 +20,8 @@ pub mod orders;
 pub mod payment_status;
 pub mod privacy;
 pub mod reads;
-pub mod request_context;
 pub mod reconciliation;
+pub mod request_context;
 pub mod screen;
 pub mod settlements;
 pub mod state;
@@ -225,7 +226,35 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     "/reconciliation/exceptions/{stream_id}/{kind}/resolve",
                     web::post().to(reconciliation::resolve),
                 )
-                .route("/reconciliation", web::get().to(reconciliation::report)),
+                .route("/reconciliation", web::get().to(reconciliation::report))
+                .route(
+                    "/orders/{order_id}/booking",
+                    web::get().to(booking_confirmations::get_booking),
+                )
+                .route(
+                    "/orders/{order_id}/confirm-booking",
+                    web::post().to(booking_confirmations::confirm_booking),
+                )
+                .route(
+                    "/orders/{order_id}/session-notes",
+                    web::post().to(booking_confirmations::record_session_notes),
+                )
+                .route(
+                    "/orders/{order_id}/reschedule",
+                    web::post().to(booking_confirmations::reschedule),
+                )
+                .route(
+                    "/admin/bookings/unconfirmed",
+                    web::get().to(booking_confirmations::unconfirmed_queue),
+                )
+                .route(
+                    "/admin/bookings/{order_id}/manual-confirm",
+                    web::post().to(booking_confirmations::manual_confirm),
+                )
+                .route(
+                    "/admin/bookings/{order_id}/force-cancel",
+                    web::post().to(booking_confirmations::force_cancel),
+                ),
         )
         .default_service(web::to(|| async {
             Err::<HttpResponse, ApiError>(ApiError::new(ErrorCode::NotFound, "no such route"))

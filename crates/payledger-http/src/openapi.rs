@@ -121,6 +121,13 @@ fn error_code_ref() -> Ref {
         crate::reconciliation::exceptions,
         crate::reconciliation::resolve,
         crate::reconciliation::report,
+        crate::booking_confirmations::get_booking,
+        crate::booking_confirmations::confirm_booking,
+        crate::booking_confirmations::unconfirmed_queue,
+        crate::booking_confirmations::manual_confirm,
+        crate::booking_confirmations::force_cancel,
+        crate::booking_confirmations::reschedule,
+        crate::booking_confirmations::record_session_notes,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

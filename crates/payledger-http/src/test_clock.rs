@@ -171,6 +171,9 @@ pub async fn advance(
             .ok_or_else(|| ApiError::field("seconds", "the move is too large"))?;
     }
     let _moving = services.moving.lock().await;
+    // What happened before the move is followed at the old time (a captured booking asks for
+    // its confirmation when it was paid, not after the jump).
+    wait_for_followers(&services.pool).await;
     let previous = clock.refresh().await.map_err(clock_error)?;
     let now = clock
         .advance(Duration::seconds(seconds))
@@ -199,6 +202,9 @@ pub async fn set(
         .map_err(|_| ApiError::field("to", "to must be an RFC 3339 time"))?
         .with_timezone(&Utc);
     let _moving = services.moving.lock().await;
+    // What happened before the move is followed at the old time (a captured booking asks for
+    // its confirmation when it was paid, not after the jump).
+    wait_for_followers(&services.pool).await;
     let previous = clock.refresh().await.map_err(clock_error)?;
     let now = clock.set_forward(to).await.map_err(clock_error)?;
     Ok(HttpResponse::Ok().json(run_jobs(services, previous, now).await))

@@ -3,6 +3,7 @@
 //! Every table here is derived: dropping it and rebuilding from position 0 gives the same rows.
 //! Nothing in this crate writes events.
 
+pub mod bookings;
 pub mod claims;
 mod fold;
 pub mod journal;
@@ -24,6 +25,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(settlements::SettlementsProjection),
         Arc::new(journal::JournalProjection),
         Arc::new(reconciliation::ReconciliationProjection),
+        Arc::new(bookings::BookingsProjection),
     ]
 }
 

@@ -109,6 +109,37 @@ pub const NOTIFICATIONS: &[NotificationRule] = &[
     ),
     // 입금 완료 (Wednesday): the payout reference is in the event.
     rule("StatementPaidOut", "settlement.paid_out", Priority::Normal),
+    // The provider's confirmation of a booking (payledger_domain::booking, §5.1): asked for
+    // (예약 확인 요청, to the provider; the customer hears 치료사 확인 중), reminded at 12 h,
+    // unconfirmed at 24 h (to the admins), confirmed (예약 확정, to both). All 중요 in §5.2.
+    rule(
+        "BookingConfirmationRequested",
+        "booking.confirmation_requested",
+        Priority::Important,
+    ),
+    rule(
+        "BookingConfirmationReminderRequested",
+        "booking.confirmation_reminder",
+        Priority::Important,
+    ),
+    rule(
+        "BookingConfirmationOverdue",
+        "booking.unconfirmed",
+        Priority::Important,
+    ),
+    rule("BookingConfirmed", "booking.confirmed", Priority::Important),
+    // 일정 변경 확정 (to both sides), 중요.
+    rule(
+        "BookingRescheduled",
+        "booking.rescheduled",
+        Priority::Important,
+    ),
+    // 상담일지 공유 (to the customer), 일반.
+    rule(
+        "SessionNotesRecorded",
+        "booking.session_notes_shared",
+        Priority::Normal,
+    ),
 ];
 
 /// The rule for a stored event type, if it notifies.

@@ -163,6 +163,19 @@ impl DueJob for RemindersJob {
         )
         .await
         .map_err(|e| e.to_string())?;
+        // A rescheduled booking is reminded of its new start.
+        let moved = payledger_read_models::bookings::rescheduled_starting_between(
+            &self.pool,
+            now,
+            now + chrono::Duration::days(2),
+            MAX_REMINDER_CANDIDATES,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut candidates = candidates;
+        candidates.extend(moved);
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut sent = 0;
         let mut errors = 0;
         for order_id in candidates {
@@ -178,6 +191,56 @@ impl DueJob for RemindersJob {
             }
         }
         Ok(serde_json::json!({ "remindersRequested": sent, "errors": errors }))
+    }
+}
+
+/// Bookings looked at per confirmation pass.
+const MAX_CONFIRMATION_CANDIDATES: i64 = 500;
+
+/// The provider's confirmation of paid bookings: the reminder 12 hours after the request and
+/// the move to the admins' queue at 24 hours. Candidates come from the bookings read model;
+/// each booking re-checks what is due.
+pub struct BookingConfirmationsJob {
+    pub bookings: Arc<payledger_app::bookings::Bookings>,
+    pub pool: PgPool,
+}
+
+#[async_trait]
+impl DueJob for BookingConfirmationsJob {
+    fn name(&self) -> &'static str {
+        "bookings.confirmations"
+    }
+    async fn run_due(&self) -> Result<serde_json::Value, String> {
+        let now = self.bookings.payments().clock().now();
+        let candidates = payledger_read_models::bookings::confirmations_due(
+            &self.pool,
+            now,
+            MAX_CONFIRMATION_CANDIDATES,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut done = payledger_app::booking_confirmations::ConfirmationSteps::default();
+        let mut errors = 0;
+        for order_id in candidates {
+            let Ok(order_id) = payledger_domain::ids::OrderId::parse(order_id) else {
+                continue;
+            };
+            match self.bookings.advance_confirmation(&order_id).await {
+                Ok(steps) => {
+                    done.reminders_requested += steps.reminders_requested;
+                    done.marked_overdue += steps.marked_overdue;
+                }
+                Err(error) => {
+                    errors += 1;
+                    tracing::warn!(%order_id, %error, "failed to advance a booking confirmation");
+                }
+            }
+        }
+        Ok(serde_json::json!({
+            "remindersRequested": done.reminders_requested,
+            "markedOverdue": done.marked_overdue,
+            "errors": errors,
+        }))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod audit_checkpoints;
 pub mod bench;
 pub mod billing_jobs;
+pub mod booking_cli;
 pub mod booking_jobs;
 pub mod clock_cli;
 pub mod clock_jobs;

@@ -121,6 +121,11 @@ enum Command {
         #[command(subcommand)]
         command: payledger::admin_cli::OpsCliCommand,
     },
+    /// Bookings unconfirmed by their provider after 24 hours: list, confirm, force-cancel.
+    Bookings {
+        #[command(subcommand)]
+        command: payledger::booking_cli::BookingsCommand,
+    },
     /// Inbound provider webhooks: the dead-letter queue.
     Webhooks {
         #[command(subcommand)]
@@ -448,6 +453,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
             payledger::privacy_cli::run(command, &database.app_pool(2).await?, &data_dir).await
         }
+        Command::Bookings { command } => {
+            let database =
+                Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
+            payledger::booking_cli::run(command, &database.app_pool(2).await?).await
+        }
         Command::Ops { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
@@ -538,6 +548,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Billing { .. }
         | Command::Switches { .. }
         | Command::Ops { .. }
+        | Command::Bookings { .. }
         | Command::Privacy { .. }
         | Command::Bench { .. } => {
             unreachable!("handled before the database is opened")

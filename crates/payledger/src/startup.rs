@@ -329,14 +329,23 @@ impl Application {
             )),
             pool: pool.clone(),
         });
+        let confirmations: Arc<dyn DueJob> = Arc::new(crate::clock_jobs::BookingConfirmationsJob {
+            bookings: booking_services.bookings.clone(),
+            pool: pool.clone(),
+        });
         if settings.settlement_interval_ms > 0 {
             background.push(tokio::spawn(crate::clock_jobs::run_every(
                 reminders.clone(),
                 Duration::from_millis(crate::clock_jobs::REMINDER_INTERVAL_MS),
             )));
+            background.push(tokio::spawn(crate::clock_jobs::run_every(
+                confirmations.clone(),
+                Duration::from_millis(crate::clock_jobs::REMINDER_INTERVAL_MS),
+            )));
         }
         let mut bookings_and_settlement: Vec<Arc<dyn DueJob>> = vec![
             reminders,
+            confirmations,
             Arc::new(crate::clock_jobs::SettlementConfirmJob(
                 settlement_jobs.clone(),
             )),

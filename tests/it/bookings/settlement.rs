@@ -22,6 +22,14 @@ async fn a_late_claim_on_a_confirmed_statement_is_carried_to_the_next_one() {
         .await;
     app.clock.set(starts + Duration::hours(4));
     for id in ["weekly-1", "weekly-2"] {
+        // The provider's session notes, without which the payment would be held.
+        let notes = app
+            .post(
+                &format!("/v1/orders/{id}/session-notes"),
+                &json!({"reference": format!("notes/{id}")}),
+            )
+            .await;
+        assert_eq!(notes.status, 200, "{}", notes.body);
         let fulfilled = app
             .post(&format!("/v1/orders/{id}/fulfil"), &json!({}))
             .await;

@@ -1,6 +1,8 @@
-//! The booking process: reserves the slot of a paid booking, refunds the payment that lost its slot, and finishes cancellations.
+//! The booking process: reserves the slot of a paid booking and asks the provider to confirm it,
+//! refunds the payment that lost its slot, and finishes cancellations.
 
 use super::*;
+use payledger_domain::slot::ReservationOutcome;
 
 /// Reserves slots of paid bookings, refunds those that lost theirs, finishes cancellations.
 pub struct BookingProcess {
@@ -26,7 +28,7 @@ impl ProcessManager for BookingProcess {
         match event.event_type.as_str() {
             "PaymentCaptured" | "PaymentFailed" => StreamKind::Order.holds(stream),
             "SlotReservationRefused" => StreamKind::Slot.holds(stream),
-            "BookingCancelled" => StreamKind::Booking.holds(stream),
+            "BookingCancelled" | "BookingRescheduled" => StreamKind::Booking.holds(stream),
             _ => false,
         }
     }
@@ -54,10 +56,18 @@ impl ProcessManager for BookingProcess {
                 return Ok(());
             }
             let order_id = parse_id(OrderId::parse(order_id))?;
-            self.bookings
+            let outcome = self
+                .bookings
                 .reserve_slot(&order_id, &context)
                 .await
                 .map_err(flow_error)?;
+            if outcome == Some(ReservationOutcome::Holds) {
+                // The booking is the customer's: the provider is asked to confirm it (24 h).
+                self.bookings
+                    .request_confirmation(&order_id, &context)
+                    .await
+                    .map_err(flow_error)?;
+            }
         } else if StreamKind::Slot.holds(&event.stream_id) {
             if let SlotEvent::SlotReservationRefused(refused) = decode(event)? {
                 ensure_refund(
@@ -71,7 +81,18 @@ impl ProcessManager for BookingProcess {
                 .await?;
             }
         } else if StreamKind::Booking.holds(&event.stream_id) {
-            let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
+            let cancelled = match decode(event)? {
+                BookingEvent::BookingCancelled(cancelled) => cancelled,
+                BookingEvent::BookingRescheduled(moved) => {
+                    // The old slot goes back (the command did it already unless it crashed).
+                    return self
+                        .bookings
+                        .finish_reschedule(&moved, &context)
+                        .await
+                        .map_err(flow_error);
+                }
+                _ => return Ok(()),
+            };
             if cancelled.refund_now_minor > 0 {
                 ensure_refund(
                     payments,
@@ -83,9 +104,12 @@ impl ProcessManager for BookingProcess {
                 )
                 .await?;
             }
+            // The slot the booking held when it was cancelled (after a schedule change, the new one).
             self.bookings
-                .release_slot(
+                .release_slot_at(
                     &cancelled.order_id,
+                    &cancelled.payee_id,
+                    cancelled.service_starts_at,
                     payledger_domain::slot::RELEASE_REASON_CANCELLED,
                     &context,
                 )

@@ -4,9 +4,10 @@
 //!
 //! | process | on | does | id |
 //! | --- | --- | --- | --- |
-//! | `bookings` | `PaymentCaptured` of a booking | reserves the slot | the slot remembers each order |
+//! | `bookings` | `PaymentCaptured` of a booking | reserves the slot; when it holds, asks the provider to confirm (`BookingConfirmationRequested`) | the slot remembers each order; the booking asks once |
 //! | `bookings` | `SlotReservationRefused` | refunds the order in full, reason `SLOT_TAKEN` | refund `slot-taken` |
 //! | `bookings` | `BookingCancelled` | refunds the customer's share, releases the slot | refund `cancel` |
+//! | `bookings` | `BookingRescheduled` | releases the slot it moved from | the slot remembers its holder |
 //! | `claims` | `ClaimResolved` with an additional refund | refunds it on the order | refund `claim-{id}-{round}` |
 //! | `claims` | `ClaimResolved` with penalties | warns the payee | warning `{claim}:{round}:{i}` |
 //! | `settlements` | fulfilment, late cancellation, a claim awarding a payout | payment line | `payment:{order}` |

@@ -16,6 +16,10 @@ struct OrderRow {
     captured_minor: i64,
     refunded_minor: i64,
     payable_week: Option<NaiveDate>,
+    is_booking: bool,
+    notes_recorded: bool,
+    notes_held_minor: i64,
+    notes_hold_week: Option<NaiveDate>,
 }
 
 impl SettlementProcess {
@@ -30,7 +34,8 @@ impl SettlementProcess {
         order_id: &OrderId,
     ) -> Result<Option<OrderRow>, ProcessError> {
         let row = sqlx::query(
-            "SELECT payee_id, currency, captured_minor, refunded_minor, payable_week \
+            "SELECT payee_id, currency, captured_minor, refunded_minor, payable_week, is_booking, \
+                    notes_recorded, notes_held_minor, notes_hold_week \
              FROM pm_settlement_orders WHERE order_id = $1",
         )
         .bind(order_id.as_str())
@@ -45,6 +50,10 @@ impl SettlementProcess {
             captured_minor: row.try_get("captured_minor")?,
             refunded_minor: row.try_get("refunded_minor")?,
             payable_week: row.try_get("payable_week")?,
+            is_booking: row.try_get("is_booking")?,
+            notes_recorded: row.try_get("notes_recorded")?,
+            notes_held_minor: row.try_get("notes_held_minor")?,
+            notes_hold_week: row.try_get("notes_hold_week")?,
         }))
     }
 
@@ -96,6 +105,7 @@ impl SettlementProcess {
         order_id: &OrderId,
         at: DateTime<Utc>,
         memo: &str,
+        needs_session_notes: bool,
     ) -> Result<(), ProcessError> {
         let Some(order) = Self::order_row(state, order_id).await? else {
             return Ok(());
@@ -146,6 +156,10 @@ impl SettlementProcess {
         };
         self.hold_for_dispute(state, &order, order_id, key.week_start, at)
             .await?;
+        if needs_session_notes && order.is_booking && !order.notes_recorded {
+            self.hold_for_notes(state, &order, order_id, key.week_start, at)
+                .await?;
+        }
         for (claim_id, round) in open_claims {
             let claim_id = parse_id(ClaimId::parse(claim_id))?;
             self.hold(
@@ -174,7 +188,8 @@ impl SettlementProcess {
         base_week: NaiveDate,
         at: DateTime<Utc>,
     ) -> Result<(), ProcessError> {
-        let at_stake = order.captured_minor - order.refunded_minor;
+        // What a missing session note holds already is not held twice.
+        let at_stake = order.captured_minor - order.refunded_minor - order.notes_held_minor;
         if at_stake <= 0 {
             return Ok(());
         }
@@ -238,6 +253,94 @@ impl SettlementProcess {
         Ok(())
     }
 
+    /// Holds what is left of a fulfilled booking, less what open claims hold, while its
+    /// session notes are missing (상담일지 미작성으로 보류). Line `notes:{order}`.
+    async fn hold_for_notes(
+        &self,
+        state: &mut PgConnection,
+        order: &OrderRow,
+        order_id: &OrderId,
+        base_week: NaiveDate,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let claims_held: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(held_minor), 0)::bigint FROM pm_settlement_claims \
+             WHERE order_id = $1 AND is_open",
+        )
+        .bind(order_id.as_str())
+        .fetch_one(&mut *state)
+        .await?;
+        let at_stake = order.captured_minor - order.refunded_minor - claims_held;
+        if at_stake <= 0 {
+            return Ok(());
+        }
+        let line = Self::line(
+            format!("notes:{order_id}"),
+            LineKind::Hold,
+            order_id,
+            None,
+            at_stake,
+            at,
+            "held: session notes missing",
+        );
+        let key = self.add(self.week_key(order, base_week), line).await?;
+        sqlx::query(
+            "UPDATE pm_settlement_orders SET notes_held_minor = $2, notes_hold_week = $3 \
+             WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .bind(at_stake)
+        .bind(key.week_start)
+        .execute(&mut *state)
+        .await?;
+        Ok(())
+    }
+
+    /// The session notes arrived: what was held for them goes to the statement of the week they
+    /// arrived (never before the hold's own). Line `notes-release:{order}`.
+    async fn release_for_notes(
+        &self,
+        state: &mut PgConnection,
+        order_id: &OrderId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let Some(order) = Self::order_row(state, order_id).await? else {
+            return Ok(());
+        };
+        if order.notes_recorded {
+            return Ok(());
+        }
+        if let (held, Some(hold_week)) = (order.notes_held_minor, order.notes_hold_week) {
+            if held > 0 {
+                let now_week = self
+                    .settlements
+                    .key_for(order.payee_id.clone(), order.currency, at);
+                let line = Self::line(
+                    format!("notes-release:{order_id}"),
+                    LineKind::HoldReleased,
+                    order_id,
+                    None,
+                    held,
+                    at,
+                    "session notes recorded",
+                );
+                self.add(
+                    self.week_key(&order, hold_week.max(now_week.week_start)),
+                    line,
+                )
+                .await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE pm_settlement_orders SET notes_recorded = true, notes_held_minor = 0 \
+             WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .execute(&mut *state)
+        .await?;
+        Ok(())
+    }
+
     async fn on_order_event(
         &self,
         state: &mut PgConnection,
@@ -278,7 +381,7 @@ impl SettlementProcess {
                 .await?;
             }
             OrderEvent::OrderFulfilled(fulfilled) => {
-                self.make_payable(state, order_id, fulfilled.at, "service delivered")
+                self.make_payable(state, order_id, fulfilled.at, "service delivered", true)
                     .await?;
             }
             _ => {}
@@ -366,8 +469,14 @@ impl SettlementProcess {
                     self.add(base, line).await?;
                 }
                 if resolved.provider_payout_minor > 0 {
-                    self.make_payable(state, &resolved.order_id, resolved.at, "awarded by a claim")
-                        .await?;
+                    self.make_payable(
+                        state,
+                        &resolved.order_id,
+                        resolved.at,
+                        "awarded by a claim",
+                        false,
+                    )
+                    .await?;
                 }
             }
             ClaimEvent::ClaimAppealed(appealed) => {
@@ -417,7 +526,7 @@ impl ProcessManager for SettlementProcess {
             | "DisputeWon"
             | "DisputeLost" => StreamKind::Order.holds(stream),
             "ClaimFiled" | "ClaimResolved" | "ClaimAppealed" => StreamKind::Claim.holds(stream),
-            "BookingCancelled" => StreamKind::Booking.holds(stream),
+            "BookingCancelled" | "SessionNotesRecorded" => StreamKind::Booking.holds(stream),
             "StatementConfirmed" => StreamKind::Settlement.holds(stream),
             _ => false,
         }
@@ -470,13 +579,22 @@ impl ProcessManager for SettlementProcess {
             let claim_id = parse_id(ClaimId::parse(claim_id))?;
             self.on_claim_event(state, &claim_id, event).await
         } else if StreamKind::Booking.holds(&event.stream_id) {
-            let BookingEvent::BookingCancelled(cancelled) = decode(event)?;
+            let cancelled = match decode(event)? {
+                BookingEvent::BookingCancelled(cancelled) => cancelled,
+                BookingEvent::SessionNotesRecorded(recorded) => {
+                    return self
+                        .release_for_notes(state, &recorded.order_id, recorded.at)
+                        .await;
+                }
+                _ => return Ok(()),
+            };
             if cancelled.decision.provider_minor > 0 {
                 self.make_payable(
                     state,
                     &cancelled.order_id,
                     cancelled.at,
                     "cancelled late: the provider's share",
+                    false,
                 )
                 .await?;
             }
@@ -513,6 +631,7 @@ struct OrderFacts {
     placed_order_ids: Vec<String>,
     placed_payee_ids: Vec<String>,
     placed_currencies: Vec<String>,
+    placed_is_booking: Vec<bool>,
     /// The captured amount per order; a later capture of the same order replaces an earlier
     /// one, as the one-by-one `UPDATE`s would.
     captured_minor: std::collections::BTreeMap<String, i64>,
@@ -561,6 +680,8 @@ impl OrderFacts {
                 self.placed_payee_ids.push(placed.payee_id.to_string());
                 self.placed_currencies
                     .push(placed.amount.currency().code().to_string());
+                self.placed_is_booking
+                    .push(placed.service_starts_at.is_some());
             }
             OrderEvent::PaymentCaptured(captured) => {
                 self.captured_minor.insert(order_id, captured.amount_minor);
@@ -580,13 +701,14 @@ impl OrderFacts {
     async fn write(&self, state: &mut PgConnection) -> Result<(), ProcessError> {
         if !self.placed_order_ids.is_empty() {
             sqlx::query(
-                "INSERT INTO pm_settlement_orders (order_id, payee_id, currency) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+                "INSERT INTO pm_settlement_orders (order_id, payee_id, currency, is_booking) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) \
                  ON CONFLICT (order_id) DO NOTHING",
             )
             .bind(&self.placed_order_ids)
             .bind(&self.placed_payee_ids)
             .bind(&self.placed_currencies)
+            .bind(&self.placed_is_booking)
             .execute(&mut *state)
             .await?;
         }
