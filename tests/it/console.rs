@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(crate) static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
-const PHONE: (u32, u32) = (390, 844);
+pub(crate) const PHONE: (u32, u32) = (390, 844);
 
 /// A chromedriver process and a browser session on it, spoken to over the W3C WebDriver
 /// protocol (JSON over HTTP) with the reqwest client the tests already use: a few endpoints are
@@ -348,7 +348,7 @@ impl Browser {
 /// offline here): the page has a language and one `h1`, every visible field has a label, every
 /// button and link has a name, and the first Tab reaches the skip link (keyboard users get past
 /// the navigation). Returns the problems found.
-async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+pub(crate) async fn accessibility_problems(browser: &Browser) -> Vec<String> {
     let script = r#"
         const problems = [];
         if (!document.documentElement.lang) problems.push("html has no lang");
@@ -431,7 +431,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     assert_eq!(browser.text("[data-testid=role]").await, "support");
     assert_eq!(
         screens(&browser).await,
-        ["Dashboard", "Orders", "Claims", "Operations"]
+        ["Dashboard", "Orders", "Claims", "Customers", "Operations"]
     );
     browser.goto("/console/ledger").await;
     assert!(browser
@@ -458,6 +458,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
             "Dashboard",
             "Orders",
             "Claims",
+            "Customers",
             "Operations",
             "Webhooks",
             "API keys",
@@ -470,6 +471,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         "/console/home",
         "/console/orders?payment_key=none",
         "/console/claims",
+        "/console/customers",
         "/console/operations",
         "/console/webhooks",
         "/console/keys",

@@ -4,7 +4,7 @@
 //! Reads are the API's own claim answers (`GET /v1/claims`, `GET /v1/claims/{id}`), read into
 //! the few fields the page shows; actions are the API's handlers (see `actions.rs`).
 
-use crate::actions::{self, field, Route};
+use crate::actions::{self, field, json_of, Route};
 use crate::pages::{money, render, Chrome, Time};
 use crate::session::{app_state, Refusal, Session};
 use crate::Console;
@@ -32,20 +32,6 @@ const RESOLVE: Route = Route {
 const STATES: &[&str] = &["filed", "under_review", "appealed", "resolved"];
 const OUTCOMES: &[&str] = &["customer", "provider", "split"];
 const PENALTIES: &[&str] = &["warning", "suspension"];
-
-async fn json_of(
-    result: Result<HttpResponse, payledger_http::errors::ApiError>,
-) -> Result<serde_json::Value, (String, String)> {
-    match result {
-        Ok(response) => {
-            let bytes = actix_web::body::to_bytes(response.into_body())
-                .await
-                .unwrap_or_default();
-            Ok(serde_json::from_slice(&bytes).unwrap_or_default())
-        }
-        Err(error) => Err((error.code.as_str().to_string(), error.message)),
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

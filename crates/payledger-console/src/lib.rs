@@ -8,6 +8,7 @@
 
 mod actions;
 mod claims;
+mod customers;
 mod error_page;
 pub mod i18n;
 mod ledger;
@@ -192,6 +193,27 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
             .route(
                 "/claims/{claim_id}/resolve",
                 web::post().to(claims::resolve),
+            )
+            .route("/customers", web::get().to(customers::queue))
+            .route(
+                "/customers/{customer_id}",
+                web::get().to(customers::customer),
+            )
+            .route(
+                "/subscriptions/{subscription_id}",
+                web::get().to(customers::subscription),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/cancel",
+                web::post().to(customers::cancel),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/resume",
+                web::post().to(customers::resume),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/charge",
+                web::post().to(customers::charge),
             )
             .route("/operations", web::get().to(operations::switches_page))
             .route(

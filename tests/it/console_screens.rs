@@ -1,0 +1,252 @@
+//! The console's customers, subscriptions, settlements and SLO screens in headless Chromium
+//! (see console.rs for the browser driver). Each action is checked against the API afterwards
+//! and in `audit-admin`.
+
+use crate::console::{accessibility_problems, Browser, DESKTOP, ONE_BROWSER_AT_A_TIME, PHONE};
+use payledger_tests::{spawn_app, TestApp};
+use serde_json::{json, Value};
+
+async fn register_key(app: &TestApp, customer_id: &str, auth_key: &str) -> String {
+    let response = app
+        .post(
+            "/v1/billing-keys",
+            &json!({"customerId": customer_id, "authKey": auth_key}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201, "register a billing key");
+    let body: Value = response.json().await.unwrap();
+    body["billingKeyId"].as_str().unwrap().to_string()
+}
+
+async fn start(app: &TestApp, subscription_id: &str, customer_id: &str, key: &str) -> Value {
+    let response = app
+        .post(
+            "/v1/subscriptions",
+            &json!({
+                "subscriptionId": subscription_id, "customerId": customer_id,
+                "planId": "standard", "amount": 9900, "currency": "KRW", "interval": "month",
+                "billingKeyId": key, "orderName": "Standard membership"
+            }),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201, "start {subscription_id}");
+    response.json().await.unwrap()
+}
+
+/// The admin actions the console recorded in `audit-admin`: (action, console path, status).
+async fn console_actions(app: &TestApp) -> Vec<(String, String, i64)> {
+    let audit: Value = app
+        .get_as(&app.auditor_key, "/v1/streams/audit-admin")
+        .await
+        .json()
+        .await
+        .unwrap();
+    audit["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| {
+            e["payload"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("/console")
+        })
+        .map(|e| {
+            (
+                e["payload"]["action"].as_str().unwrap_or("").to_string(),
+                e["payload"]["path"].as_str().unwrap_or("").to_string(),
+                e["payload"]["status"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn console_shows_a_customer_and_an_admin_cancels_resumes_charges_and_ends_subscriptions() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    // cust_1 (the helpers' customer): a paid order, a subscription, credits bought and spent.
+    app.place_order("order-console-credits", 10_000).await;
+    let paid = app
+        .confirm("order-console-credits", "pk_console_credits", 10_000)
+        .await;
+    assert_eq!(paid.status().as_u16(), 200);
+    let key = register_key(&app, "cust_1", "bln_console_member").await;
+    let started = start(&app, "sub_console", "cust_1", &key).await;
+    assert_eq!(started["status"], "active");
+    let bought = app
+        .post(
+            "/v1/wallets/cust_1/credits",
+            &json!({"purchaseId": "buy-console", "credits": 100, "orderId": "order-console-credits"}),
+        )
+        .await;
+    assert_eq!(bought.status().as_u16(), 201);
+    let spent = app
+        .post(
+            "/v1/wallets/cust_1/spend",
+            &json!({"spendId": "spend-console", "credits": 30, "reason": "exports"}),
+        )
+        .await;
+    assert_eq!(spent.status().as_u16(), 200);
+    // cust_short: the card is refused, the subscription is past due.
+    let short_key = register_key(&app, "cust_short", "sandbox_insufficient_console").await;
+    let short = start(&app, "sub_short", "cust_short", &short_key).await;
+    assert_eq!(short["status"], "past_due");
+    app.wait_for_projections().await;
+
+    let browser = Browser::start(&app.address).await;
+    // Support reads the queues and the customer, and gets no buttons.
+    browser.sign_in(&app.support_key).await;
+    browser.goto("/console/customers").await;
+    assert_eq!(
+        browser.texts("[data-testid=subscription-link]").await,
+        ["sub_short"],
+        "the past_due queue comes first"
+    );
+    browser.goto("/console/subscriptions/sub_console").await;
+    assert_eq!(
+        browser.text("[data-testid=subscription-status]").await,
+        "active"
+    );
+    assert!(!browser.exists("[data-testid=cancel-at-period-end]").await);
+    assert!(!browser.exists("[data-testid=charge-now]").await);
+    browser.goto("/console/home").await;
+    browser.sign_out().await;
+
+    browser.sign_in(&app.admin_key).await;
+    browser.goto("/console/customers?status=past_due").await;
+    assert_eq!(
+        browser.texts("[data-testid=subscription-link]").await,
+        ["sub_short"]
+    );
+    browser.screenshot("customers", DESKTOP).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    browser.fill("#customer_id", "cust_1").await;
+    browser
+        .click("form[action=\"/console/customers\"] button")
+        .await;
+    assert_eq!(browser.text("[data-testid=customer-id]").await, "cust_1");
+    assert_eq!(browser.text("[data-testid=membership-level]").await, "2");
+    assert_eq!(browser.text("[data-testid=wallet-balance]").await, "70");
+    let history = browser.text("[data-testid=wallet-history]").await;
+    assert!(
+        history.contains("CreditsSpent") && history.contains("-30") && history.contains("+100"),
+        "{history}"
+    );
+    let keys = browser.text("[data-testid=billing-keys]").await;
+    assert!(keys.contains("•••• •••• •••• "), "{keys}");
+    let source = browser
+        .execute("return document.documentElement.outerHTML")
+        .await;
+    let source = source.as_str().unwrap_or_default();
+    assert!(
+        !source.contains("sbx_bk") && !source.contains("ciphertext"),
+        "the billing key is on the page"
+    );
+    browser.screenshot("customer", DESKTOP).await;
+    browser.screenshot("customer-phone", PHONE).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // The subscription: its paid period and attempt; cancel at period end, then withdraw it.
+    browser.click("[data-testid=subscription-link]").await;
+    assert_eq!(
+        browser.text("[data-testid=subscription-status]").await,
+        "active"
+    );
+    assert_eq!(
+        browser.texts("[data-testid=attempt-outcome]").await,
+        ["succeeded"]
+    );
+    assert_eq!(
+        browser.texts("[data-testid=periods] tbody tr").await.len(),
+        1
+    );
+    browser.click("[data-testid=cancel-at-period-end]").await;
+    assert_eq!(
+        browser.text("[data-testid=detail-cancelAtPeriodEnd]").await,
+        "true"
+    );
+    browser.click("[data-testid=back]").await;
+    browser.text("[data-testid=cancel-effective]").await;
+    browser.screenshot("subscription", DESKTOP).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    let api: Value = app
+        .get("/v1/subscriptions/sub_console")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        api["cancelAtPeriodEnd"], true,
+        "the API sees the cancellation"
+    );
+    browser.click("[data-testid=resume]").await;
+    assert_eq!(
+        browser.text("[data-testid=detail-cancelAtPeriodEnd]").await,
+        "false"
+    );
+    browser.click("[data-testid=back]").await;
+    assert!(!browser.exists("[data-testid=cancel-effective]").await);
+
+    // The past-due one: charged now (the card is still refused), then ended now.
+    browser.goto("/console/subscriptions/sub_short").await;
+    assert_eq!(
+        browser.text("[data-testid=last-failure]").await,
+        "REJECT_CARD_COMPANY"
+    );
+    browser.click("[data-testid=charge-now]").await;
+    browser
+        .wait_for("[data-testid=result-ok], [data-testid=result-error]")
+        .await;
+    browser.click("[data-testid=back]").await;
+    let outcomes = browser.texts("[data-testid=attempt-outcome]").await;
+    assert_eq!(
+        outcomes,
+        ["failed", "failed"],
+        "the admin's charge is a second attempt"
+    );
+    // Ending now needs the box ticked (the browser's `required`, then the server's check).
+    browser.click("[data-testid=end-now]").await;
+    assert_eq!(browser.path().await, "/console/subscriptions/sub_short");
+    browser
+        .click("form[action=\"/console/subscriptions/sub_short/cancel\"] input[name=confirm]")
+        .await;
+    browser.click("[data-testid=end-now]").await;
+    assert_eq!(browser.text("[data-testid=detail-status]").await, "ended");
+    browser.click("[data-testid=back]").await;
+    assert_eq!(
+        browser.text("[data-testid=subscription-status]").await,
+        "ended"
+    );
+    assert!(!browser.exists("[data-testid=end-now]").await);
+
+    let actions = console_actions(&app).await;
+    for (action, path) in [
+        (
+            "POST /v1/subscriptions/{subscription_id}/cancel",
+            "/console/subscriptions/sub_console/cancel",
+        ),
+        (
+            "POST /v1/subscriptions/{subscription_id}/resume",
+            "/console/subscriptions/sub_console/resume",
+        ),
+        (
+            "POST /v1/subscriptions/{subscription_id}/charge",
+            "/console/subscriptions/sub_short/charge",
+        ),
+        (
+            "POST /v1/subscriptions/{subscription_id}/cancel",
+            "/console/subscriptions/sub_short/cancel",
+        ),
+    ] {
+        assert!(
+            actions.iter().any(|(a, p, _)| a == action && p == path),
+            "{action} from {path} is not in audit-admin: {actions:?}"
+        );
+    }
+    browser.close().await;
+}
