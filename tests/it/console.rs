@@ -431,7 +431,14 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     assert_eq!(browser.text("[data-testid=role]").await, "support");
     assert_eq!(
         screens(&browser).await,
-        ["Dashboard", "Orders", "Claims", "Customers", "Operations"]
+        [
+            "Dashboard",
+            "Orders",
+            "Claims",
+            "Customers",
+            "Settlements",
+            "Operations"
+        ]
     );
     browser.goto("/console/ledger").await;
     assert!(browser
@@ -442,7 +449,10 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     browser.sign_out().await;
 
     browser.sign_in(&app.auditor_key).await;
-    assert_eq!(screens(&browser).await, ["Dashboard", "Ledger and audit"]);
+    assert_eq!(
+        screens(&browser).await,
+        ["Dashboard", "Settlements", "Ledger and audit"]
+    );
     browser.goto("/console/orders").await;
     assert!(browser
         .text("[data-testid=error]")
@@ -459,6 +469,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
             "Orders",
             "Claims",
             "Customers",
+            "Settlements",
             "Operations",
             "Webhooks",
             "API keys",
@@ -472,6 +483,7 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         "/console/orders?payment_key=none",
         "/console/claims",
         "/console/customers",
+        "/console/settlements",
         "/console/operations",
         "/console/webhooks",
         "/console/keys",

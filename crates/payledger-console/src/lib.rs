@@ -16,6 +16,7 @@ mod operations;
 mod orders;
 pub mod pages;
 pub mod session;
+mod settlements;
 mod sign_in;
 
 use actix_web::body::MessageBody;
@@ -214,6 +215,19 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
             .route(
                 "/subscriptions/{subscription_id}/charge",
                 web::post().to(customers::charge),
+            )
+            .route("/settlements", web::get().to(settlements::statements))
+            .route(
+                "/settlements/{statement_id}",
+                web::get().to(settlements::statement),
+            )
+            .route(
+                "/settlements/{statement_id}/confirm",
+                web::post().to(settlements::confirm),
+            )
+            .route(
+                "/settlements/{statement_id}/payout",
+                web::post().to(settlements::payout),
             )
             .route("/operations", web::get().to(operations::switches_page))
             .route(

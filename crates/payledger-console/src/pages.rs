@@ -83,6 +83,12 @@ const SCREENS: &[(&str, &str, &str, &str)] = &[
         "/v1/subscriptions",
     ),
     (
+        "settlements",
+        "/console/settlements",
+        "GET",
+        "/v1/settlements",
+    ),
+    (
         "operations",
         "/console/operations",
         "GET",
