@@ -250,3 +250,92 @@ async fn console_shows_a_customer_and_an_admin_cancels_resumes_charges_and_ends_
     }
     browser.close().await;
 }
+
+#[tokio::test]
+async fn console_dashboard_charts_the_service_levels_from_the_log() {
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn_app().await;
+    // Two captured (one slow at the provider), one declined, one amount mismatch.
+    for (order_id, payment_key) in [
+        ("order-slo-1", "pk_slo_1"),
+        ("order-slo-2", "sandbox_slow_700_slo"),
+    ] {
+        app.place_order(order_id, 10_000).await;
+        let confirmed = app.confirm(order_id, payment_key, 10_000).await;
+        assert_eq!(confirmed.status().as_u16(), 200, "{order_id}");
+    }
+    app.place_order("order-slo-3", 10_000).await;
+    let declined = app
+        .confirm("order-slo-3", "sandbox_decline_1", 10_000)
+        .await;
+    assert_eq!(declined.status().as_u16(), 402);
+    app.place_order("order-slo-4", 10_000).await;
+    let mismatched = app.confirm("order-slo-4", "pk_slo_4", 1).await;
+    assert_eq!(mismatched.status().as_u16(), 400);
+
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.auditor_key).await;
+    browser.goto("/console/home?period=1h").await;
+    let success = browser.text("[data-testid=slo-success_rate]").await;
+    assert_eq!(success, "66.66 % (2 / 3)");
+    // Three confirmations reached the provider and one was refused for its amount.
+    let mismatch = browser.text("[data-testid=slo-mismatch_rate]").await;
+    assert_eq!(mismatch, "25.00 % (1 / 4)");
+    let p95 = browser.text("[data-testid=slo-confirm_p95]").await;
+    let p95_ms: i64 = p95
+        .split(' ')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no latency in {p95:?}"));
+    assert!(
+        p95_ms >= 700,
+        "the slow confirmation is the 95th percentile: {p95}"
+    );
+    assert!(p95.ends_with("(3 confirmations)"), "{p95}");
+    assert!(browser.exists("[data-testid=slo-breach]").await);
+    // The charts are drawn on the server: bars for captured, failed and mismatched, a point of
+    // latency, the target line, and no script needed.
+    let bars = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-testid=chart-volume] rect'))\
+             .map(r => r.getAttribute('fill'))",
+        )
+        .await;
+    let fills: Vec<&str> = bars
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for fill in ["#17612c", "#a4161a", "#8a4b00"] {
+        assert!(fills.contains(&fill), "no {fill} bar in {fills:?}");
+    }
+    assert!(browser.exists("[data-testid=chart-latency] circle").await);
+    assert!(
+        browser
+            .exists("[data-testid=chart-latency] line[stroke-dasharray]")
+            .await
+    );
+    assert!(browser
+        .text("[data-testid=process-confirm_mean]")
+        .await
+        .ends_with("requests)"));
+    browser.text("[data-testid=projector-lag]").await;
+    browser.screenshot("dashboard-slo", DESKTOP).await;
+    browser.screenshot("dashboard-slo-phone", PHONE).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // Another period, chosen with the form.
+    browser.click("#period option[value='24h']").await;
+    browser.click("form[action=\"/console/home\"] button").await;
+    // The next page draws the chosen period selected.
+    browser
+        .wait_for("#period option[value='24h'][selected]")
+        .await;
+    assert_eq!(
+        browser.text("[data-testid=slo-success_rate]").await,
+        "66.66 % (2 / 3)"
+    );
+    browser.close().await;
+}

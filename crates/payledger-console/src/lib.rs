@@ -18,6 +18,7 @@ pub mod pages;
 pub mod session;
 mod settlements;
 mod sign_in;
+mod slo;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
