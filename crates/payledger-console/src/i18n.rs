@@ -386,6 +386,16 @@ fn label(key: &str) -> (&str, &str) {
         "captured_key" => ("Captured", "승인"),
         "failed_key" => ("Failed", "실패"),
         "mismatch_key" => ("Mismatched", "불일치"),
+        "refund_policy" => ("The refund policy's split", "환불 정책 기준 분배"),
+        "notice_at_filing" => ("Notice before the start, at filing", "접수 시점의 시작 전 남은 시간"),
+        "policy_tier" => ("Policy tier", "정책 구간"),
+        "policy_refund" => ("Policy refund", "정책상 환불액"),
+        "policy_payee_keeps" => ("Policy: payee keeps", "정책상 판매자 몫"),
+        "policy_help" => (
+            "What the cancellation policy (100 % at 48 h or more, 50 % at 24 h or more, else 0 %) gives for the amount at stake, counted from the filing. The decision may differ; the preview shows by how much.",
+            "취소 환불 정책(48시간 이상 100 %, 24시간 이상 50 %, 그 외 0 %)을 접수 시점 기준으로 분쟁 금액에 적용한 값입니다. 결정은 다를 수 있으며, 미리보기에서 차이를 보여 줍니다.",
+        ),
+        "against_policy" => ("Decision's refund against the policy", "결정 환불액 − 정책 환불액"),
         _ => (key, key),
     }
 }
