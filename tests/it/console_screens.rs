@@ -326,6 +326,21 @@ async fn console_dashboard_charts_the_service_levels_from_the_log() {
     let problems = accessibility_problems(&browser).await;
     assert!(problems.is_empty(), "{problems:?}");
 
+    // The check can fail: faint text added to the page is reported with its contrast.
+    browser
+        .execute(
+            "const p = document.createElement('p'); p.textContent = 'faint text'; \
+             p.style.color = '#b0b0b0'; document.querySelector('main').append(p); return 1;",
+        )
+        .await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("contrast 2.") && p.contains("faint text")),
+        "{problems:?}"
+    );
+
     // Another period, chosen with the form.
     browser.click("#period option[value='24h']").await;
     browser.click("form[action=\"/console/home\"] button").await;
