@@ -932,7 +932,7 @@ async fn console_rebuilds_a_projection_and_watches_it_finish() {
 }
 
 /// Signs in over plain HTTP and returns (session cookie, CSRF token of the home page).
-async fn http_session(app: &TestApp, key: &str) -> (String, String) {
+pub(crate) async fn http_session(app: &TestApp, key: &str) -> (String, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

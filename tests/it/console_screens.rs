@@ -354,3 +354,72 @@ async fn console_dashboard_charts_the_service_levels_from_the_log() {
     );
     browser.close().await;
 }
+
+/// The new forms over plain HTTP: without the session's CSRF token, or from a role the API's
+/// route does not admit, each is refused with 403 and nothing is appended; with both it works.
+#[tokio::test]
+async fn console_subscription_and_settlement_forms_need_their_csrf_token_and_role() {
+    let app = spawn_app().await;
+    let key = register_key(&app, "cust_1", "bln_console_csrf").await;
+    start(&app, "sub_csrf", "cust_1", &key).await;
+    app.wait_for_projections().await;
+    let (admin_session, admin_csrf) = crate::console::http_session(&app, &app.admin_key).await;
+    let (support_session, support_csrf) =
+        crate::console::http_session(&app, &app.support_key).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |session: String, path: &'static str, form: Vec<(&'static str, String)>| {
+        let request = client
+            .post(app.url(path))
+            .header("cookie", format!("payledger_console_session={session}"))
+            .form(&form);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let forms: Vec<(&'static str, Vec<(&'static str, String)>)> = vec![
+        (
+            "/console/subscriptions/sub_csrf/cancel",
+            vec![("mode", "at_period_end".into()), ("idem", "t1".into())],
+        ),
+        ("/console/subscriptions/sub_csrf/resume", vec![]),
+        ("/console/subscriptions/sub_csrf/charge", vec![]),
+        (
+            "/console/settlements/payee_1-2026-11-30-KRW/confirm",
+            vec![],
+        ),
+        (
+            "/console/settlements/payee_1-2026-11-30-KRW/payout",
+            vec![("reference", "bank-1".into()), ("amount", "0".into())],
+        ),
+    ];
+    let before = app.head_position().await;
+    for (path, form) in &forms {
+        let mut without = form.clone();
+        without.push(("csrf", "not-the-token".into()));
+        assert_eq!(
+            post(admin_session.clone(), path, without).await,
+            403,
+            "{path} without the token"
+        );
+        let mut as_support = form.clone();
+        as_support.push(("csrf", support_csrf.clone()));
+        assert_eq!(
+            post(support_session.clone(), path, as_support).await,
+            403,
+            "{path} as support"
+        );
+    }
+    assert_eq!(app.head_position().await, before, "nothing was appended");
+
+    let mut with = forms[0].1.clone();
+    with.push(("csrf", admin_csrf.clone()));
+    assert_eq!(post(admin_session.clone(), forms[0].0, with).await, 200);
+    let api: Value = app
+        .get("/v1/subscriptions/sub_csrf")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["cancelAtPeriodEnd"], true);
+}
