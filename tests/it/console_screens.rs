@@ -174,6 +174,7 @@ async fn console_shows_a_customer_and_an_admin_cancels_resumes_charges_and_ends_
     browser.screenshot("subscription", DESKTOP).await;
     let problems = accessibility_problems(&browser).await;
     assert!(problems.is_empty(), "{problems:?}");
+    app.wait_for_projections().await;
     let api: Value = app
         .get("/v1/subscriptions/sub_console")
         .await
@@ -415,6 +416,7 @@ async fn console_subscription_and_settlement_forms_need_their_csrf_token_and_rol
     let mut with = forms[0].1.clone();
     with.push(("csrf", admin_csrf.clone()));
     assert_eq!(post(admin_session.clone(), forms[0].0, with).await, 200);
+    app.wait_for_projections().await;
     let api: Value = app
         .get("/v1/subscriptions/sub_csrf")
         .await

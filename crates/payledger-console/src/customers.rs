@@ -609,11 +609,18 @@ fn attempts_and_periods(
     (attempts, periods)
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadQuery {
+    /// After an action: the position its answer named, so the page reads its own write.
+    min_position: Option<i64>,
+}
+
 /// `/console/subscriptions/{subscription_id}`.
 pub async fn subscription(
     request: HttpRequest,
     console: web::Data<Console>,
     path: web::Path<String>,
+    query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, Refusal> {
     let session = Session::of(&request).await?;
     session.require(ONE.method, ONE.pattern)?;
@@ -626,7 +633,9 @@ pub async fn subscription(
         state,
         request.clone(),
         web::Path::from(subscription_id.clone()),
-        web::Query(api::SubscriptionGetQuery { min_position: None }),
+        web::Query(api::SubscriptionGetQuery {
+            min_position: query.min_position.filter(|p| *p > 0),
+        }),
     )
     .await;
     let found = match json_of(answer).await {

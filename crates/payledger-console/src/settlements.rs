@@ -127,6 +127,7 @@ async fn list(
     payee_id: Option<String>,
     week: Option<NaiveDate>,
     status: Option<String>,
+    min_position: Option<i64>,
 ) -> Result<Vec<StatementIn>, (String, String)> {
     let state = app_state(request)
         .map_err(|e| ("E_UNAVAILABLE".to_string(), e.to_string()))?
@@ -136,7 +137,7 @@ async fn list(
         week,
         status,
         limit: Some(PAGE_SIZE),
-        min_position: None,
+        min_position,
     };
     json_of(api::list_statements(state, web::Query(query)).await)
         .await
@@ -200,7 +201,7 @@ pub async fn statements(
     let rows = if error.is_some() || (payee_id.is_none() && week.is_none()) {
         Vec::new()
     } else {
-        match list(&request, payee_id.clone(), week, status.clone()).await {
+        match list(&request, payee_id.clone(), week, status.clone(), None).await {
             Ok(statements) => statements.iter().map(|s| row_of(s, zone)).collect(),
             Err((code, message)) => {
                 error = Some(format!("{message} ({code})"));
@@ -269,11 +270,18 @@ fn line_row(line: LineIn, currency: &str, zone: chrono_tz::Tz) -> LineRow {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadQuery {
+    /// After an action: the position its answer named, so the page reads its own write.
+    min_position: Option<i64>,
+}
+
 /// `/console/settlements/{statement_id}`.
 pub async fn statement(
     request: HttpRequest,
     console: web::Data<Console>,
     path: web::Path<String>,
+    query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, Refusal> {
     let session = Session::of(&request).await?;
     session.require(LIST.method, LIST.pattern)?;
@@ -287,6 +295,7 @@ pub async fn statement(
             Some(key.payee_id.to_string()),
             Some(key.week_start),
             None,
+            query.min_position.filter(|p| *p > 0),
         )
         .await
         .and_then(|all| {
@@ -406,7 +415,11 @@ async fn statement_result(
     if let Some(net) = outcome.body.pointer("/totals/netPayable") {
         details.push(("netPayable".into(), net.to_string()));
     }
-    actions::result_page(chrome, &outcome, heading, details, back_to(statement_id))
+    let back = match outcome.body.get("position").and_then(Value::as_i64) {
+        Some(position) => format!("{}?min_position={position}", back_to(statement_id)),
+        None => back_to(statement_id),
+    };
+    actions::result_page(chrome, &outcome, heading, details, back)
 }
 
 pub async fn confirm(
