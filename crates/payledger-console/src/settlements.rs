@@ -130,7 +130,7 @@ async fn list(
     min_position: Option<i64>,
 ) -> Result<Vec<StatementIn>, (String, String)> {
     let state = app_state(request)
-        .map_err(|e| ("E_UNAVAILABLE".to_string(), e.to_string()))?
+        .map_err(|e| (ErrorCode::Unavailable.as_str().to_string(), e.to_string()))?
         .clone();
     let query = api::SettlementQuery {
         payee_id,
@@ -289,7 +289,10 @@ pub async fn statement(
     let statement_id = path.into_inner();
     let chrome = Chrome::new(&request, &session, &console, "settlements");
     let found = match StatementKey::parse(&statement_id) {
-        Err(error) => Err(("E_INVALID_FIELD".to_string(), error.to_string())),
+        Err(error) => Err((
+            ErrorCode::InvalidField.as_str().to_string(),
+            error.to_string(),
+        )),
         Ok(key) => list(
             &request,
             Some(key.payee_id.to_string()),
@@ -303,7 +306,7 @@ pub async fn statement(
                 .find(|s| s.statement_id == statement_id)
                 .ok_or_else(|| {
                     (
-                        "E_STATEMENT_NOT_FOUND".to_string(),
+                        ErrorCode::StatementNotFound.as_str().to_string(),
                         "statement does not exist".to_string(),
                     )
                 })
