@@ -9,6 +9,7 @@
 use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions, TestApp};
 use payledger_webhook_relay::{RetryPolicy, WebhookSettings};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -28,6 +29,19 @@ pub(crate) struct Browser {
     driver: Child,
     profile: PathBuf,
     base: String,
+}
+
+/// A test that fails mid-way never reaches `close`: the driver's process group (the driver and
+/// the Chromium it started) is stopped here, so no browser outlives its test on a shared machine.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 /// The key W3C WebDriver names an element reference with.
@@ -60,7 +74,10 @@ impl Browser {
             find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
         let chromium = find_binary(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
         let port = free_port();
+        // Its own process group, so a test that panics still takes the browser down with it
+        // (see `Drop`).
         let driver = Command::new(driver_binary)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -155,11 +172,9 @@ impl Browser {
         self.command(reqwest::Method::GET, path, None).await
     }
 
-    pub(crate) async fn close(mut self) {
+    pub(crate) async fn close(self) {
         let _ = self.command(reqwest::Method::DELETE, "", None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        // Drop stops the driver and whatever it started.
     }
 
     async fn set_window_size(&self, size: (u32, u32)) {
