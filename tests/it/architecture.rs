@@ -93,6 +93,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "payledger-app",
             "payledger-domain",
             "payledger-http",
+            "payledger-metrics",
             "payledger-projector",
             "payledger-read-models",
             "payledger-store",

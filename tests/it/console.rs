@@ -9,6 +9,7 @@
 use payledger_tests::{spawn_app, spawn_app_with, SpawnOptions, TestApp};
 use payledger_webhook_relay::{RetryPolicy, WebhookSettings};
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 pub(crate) static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
-const PHONE: (u32, u32) = (390, 844);
+pub(crate) const PHONE: (u32, u32) = (390, 844);
 
 /// A chromedriver process and a browser session on it, spoken to over the W3C WebDriver
 /// protocol (JSON over HTTP) with the reqwest client the tests already use: a few endpoints are
@@ -30,9 +31,23 @@ pub(crate) struct Browser {
     base: String,
 }
 
+/// A test that fails mid-way never reaches `close`: the driver's process group (the driver and
+/// the Chromium it started) is stopped here, so no browser outlives its test on a shared machine.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
 /// The key W3C WebDriver names an element reference with.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-const WAIT: Duration = Duration::from_secs(10);
+/// Long enough for a page of a loaded CI machine (eight builds beside the tests).
+const WAIT: Duration = Duration::from_secs(20);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -59,7 +74,10 @@ impl Browser {
             find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
         let chromium = find_binary(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
         let port = free_port();
+        // Its own process group, so a test that panics still takes the browser down with it
+        // (see `Drop`).
         let driver = Command::new(driver_binary)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -154,11 +172,9 @@ impl Browser {
         self.command(reqwest::Method::GET, path, None).await
     }
 
-    pub(crate) async fn close(mut self) {
+    pub(crate) async fn close(self) {
         let _ = self.command(reqwest::Method::DELETE, "", None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        // Drop stops the driver and whatever it started.
     }
 
     async fn set_window_size(&self, size: (u32, u32)) {
@@ -345,15 +361,28 @@ impl Browser {
 }
 
 /// What an automated check can say about a page without a checker like axe (none is available
-/// offline here): the page has a language and one `h1`, every visible field has a label, every
-/// button and link has a name, and the first Tab reaches the skip link (keyboard users get past
-/// the navigation). Returns the problems found.
-async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+/// offline here), computed in the browser on the rendered page:
+/// - the page has a language and one `h1`, and headings never skip a level going down;
+/// - every visible field has a label, every button and link a name, every image its alt text,
+///   and every chart (`svg`) a role and a name (or is hidden from assistive technology);
+/// - every visible piece of text has a WCAG contrast ratio of at least 4.5:1 against the
+///   background it is drawn on (3:1 for large text), computed from the styles the browser
+///   applied; the palette's text colours are checked against its backgrounds the same way;
+/// - the first Tab reaches the skip link, and the focused element draws a visible outline.
+///
+/// Returns the problems found.
+pub(crate) async fn accessibility_problems(browser: &Browser) -> Vec<String> {
     let script = r#"
         const problems = [];
         if (!document.documentElement.lang) problems.push("html has no lang");
         const h1s = document.querySelectorAll("h1").length;
         if (h1s !== 1) problems.push(h1s + " h1 elements");
+        let level = 0;
+        for (const h of document.querySelectorAll("h1, h2, h3, h4, h5, h6")) {
+            const next = Number(h.tagName[1]);
+            if (level && next > level + 1) problems.push("heading h" + next + " after h" + level + ": " + h.textContent.trim());
+            level = next;
+        }
         for (const field of document.querySelectorAll("input, select, textarea")) {
             if (field.type === "hidden") continue;
             const labelled = (field.id && document.querySelector('label[for="' + field.id + '"]'))
@@ -363,6 +392,64 @@ async fn accessibility_problems(browser: &Browser) -> Vec<String> {
         for (const control of document.querySelectorAll("button, a")) {
             const name = (control.textContent || "").trim() || control.getAttribute("aria-label");
             if (!name) problems.push("nameless " + control.tagName.toLowerCase());
+        }
+        for (const img of document.querySelectorAll("img")) {
+            if (!img.hasAttribute("alt")) problems.push("image without alt " + img.src);
+        }
+        for (const svg of document.querySelectorAll("svg")) {
+            if (svg.getAttribute("aria-hidden") === "true") continue;
+            const ids = (svg.getAttribute("aria-labelledby") || "").split(/\s+/).filter(Boolean);
+            const name = ids.map(id => (document.getElementById(id) || {}).textContent || "").join("").trim()
+                || svg.getAttribute("aria-label");
+            if (svg.getAttribute("role") !== "img" || !name) problems.push("chart without role and name");
+        }
+        // WCAG relative luminance and contrast.
+        const rgba = text => {
+            const m = text.match(/rgba?\(([^)]+)\)/);
+            if (!m) return null;
+            const p = m[1].split(",").map(Number);
+            return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+        };
+        const lum = c => {
+            const ch = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+            return 0.2126 * ch(c.r) + 0.7152 * ch(c.g) + 0.0722 * ch(c.b);
+        };
+        const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+        const background = el => {
+            for (let e = el; e; e = e.parentElement) {
+                const c = rgba(getComputedStyle(e).backgroundColor);
+                if (c && c.a > 0) return c;
+            }
+            return {r: 255, g: 255, b: 255, a: 1};
+        };
+        for (const el of document.querySelectorAll("body *")) {
+            if (el.closest("svg")) continue;
+            const own = Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+            if (!own) continue;
+            const box = el.getBoundingClientRect();
+            const style = getComputedStyle(el);
+            if (box.width <= 1 || box.height <= 1 || style.visibility === "hidden") continue;
+            const fg = rgba(style.color);
+            if (!fg) continue;
+            const size = parseFloat(style.fontSize);
+            const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+            const r = ratio(fg, background(el));
+            if (r < (large ? 3 : 4.5)) problems.push("contrast " + r.toFixed(2) + ":1 of " + el.tagName.toLowerCase() + " '" + el.textContent.trim().slice(0, 30) + "'");
+        }
+        // The palette, as the stylesheet declares it.
+        const root = getComputedStyle(document.documentElement);
+        const hex = name => {
+            const v = root.getPropertyValue(name).trim();
+            if (!/^#[0-9a-f]{6}$/i.test(v)) return null;
+            return {r: parseInt(v.slice(1, 3), 16), g: parseInt(v.slice(3, 5), 16), b: parseInt(v.slice(5, 7), 16), a: 1};
+        };
+        for (const fg of ["--fg", "--muted", "--accent", "--danger", "--ok"]) {
+            for (const bg of ["--bg", "--panel"]) {
+                const a = hex(fg), b = hex(bg);
+                if (!a || !b) { problems.push("palette colour " + fg + " or " + bg + " missing"); continue; }
+                const r = ratio(a, b);
+                if (r < 4.5) problems.push("palette " + fg + " on " + bg + " " + r.toFixed(2) + ":1");
+            }
         }
         return problems;
     "#;
@@ -381,6 +468,18 @@ async fn accessibility_problems(browser: &Browser) -> Vec<String> {
         if focused != "skip" {
             problems.push(format!(
                 "the first Tab focuses {focused:?}, not the skip link"
+            ));
+        }
+        let outline = browser
+            .execute(
+                "const s = getComputedStyle(document.activeElement); \
+                 return s.outlineStyle + ' ' + parseFloat(s.outlineWidth);",
+            )
+            .await;
+        let outline = outline.as_str().unwrap_or_default().to_string();
+        if outline.starts_with("none") || outline.ends_with(" 0") {
+            problems.push(format!(
+                "the focused skip link draws no outline ({outline})"
             ));
         }
     }
@@ -431,7 +530,14 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     assert_eq!(browser.text("[data-testid=role]").await, "support");
     assert_eq!(
         screens(&browser).await,
-        ["Dashboard", "Orders", "Claims", "Operations"]
+        [
+            "Dashboard",
+            "Orders",
+            "Claims",
+            "Customers",
+            "Settlements",
+            "Operations"
+        ]
     );
     browser.goto("/console/ledger").await;
     assert!(browser
@@ -442,7 +548,10 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
     browser.sign_out().await;
 
     browser.sign_in(&app.auditor_key).await;
-    assert_eq!(screens(&browser).await, ["Dashboard", "Ledger and audit"]);
+    assert_eq!(
+        screens(&browser).await,
+        ["Dashboard", "Settlements", "Ledger and audit"]
+    );
     browser.goto("/console/orders").await;
     assert!(browser
         .text("[data-testid=error]")
@@ -458,6 +567,8 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
             "Dashboard",
             "Orders",
             "Claims",
+            "Customers",
+            "Settlements",
             "Operations",
             "Webhooks",
             "API keys",
@@ -470,6 +581,8 @@ async fn console_each_role_sees_only_its_screens_and_a_client_key_cannot_sign_in
         "/console/home",
         "/console/orders?payment_key=none",
         "/console/claims",
+        "/console/customers",
+        "/console/settlements",
         "/console/operations",
         "/console/webhooks",
         "/console/keys",

@@ -11,6 +11,7 @@ mod bookings;
 mod card_data;
 mod closed_doors;
 mod console;
+mod console_screens;
 mod dependencies;
 mod fuzz;
 mod hygiene;

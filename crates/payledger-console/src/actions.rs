@@ -198,3 +198,19 @@ pub fn fields(body: &serde_json::Value, names: &[&str]) -> Vec<(String, String)>
         .filter_map(|name| field(body, name).map(|v| (name.to_string(), v)))
         .collect()
 }
+
+/// The JSON of an API handler's answer, or its error code and message (reads, where nothing is
+/// audited).
+pub async fn json_of(
+    result: Result<HttpResponse, ApiError>,
+) -> Result<serde_json::Value, (String, String)> {
+    match result {
+        Ok(response) => {
+            let bytes = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap_or_default();
+            Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+        }
+        Err(error) => Err((error.code.as_str().to_string(), error.message)),
+    }
+}

@@ -4,7 +4,7 @@
 //! Reads are the API's own claim answers (`GET /v1/claims`, `GET /v1/claims/{id}`), read into
 //! the few fields the page shows; actions are the API's handlers (see `actions.rs`).
 
-use crate::actions::{self, Route};
+use crate::actions::{self, json_of, Route};
 use crate::pages::{money, render, Chrome, Time};
 use crate::session::{app_state, Refusal, Session};
 use crate::Console;
@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::{DateTime, Utc};
+use payledger_domain::refund_policy;
 use payledger_http::claims as api;
 use serde::Deserialize;
 
@@ -23,20 +24,6 @@ const RESOLVE: Route = Route::post("/v1/claims/{claim_id}/resolve");
 const STATES: &[&str] = &["filed", "under_review", "appealed", "resolved"];
 const OUTCOMES: &[&str] = &["customer", "provider", "split"];
 const PENALTIES: &[&str] = &["warning", "suspension"];
-
-async fn json_of(
-    result: Result<HttpResponse, payledger_http::errors::ApiError>,
-) -> Result<serde_json::Value, (String, String)> {
-    match result {
-        Ok(response) => {
-            let bytes = actix_web::body::to_bytes(response.into_body())
-                .await
-                .unwrap_or_default();
-            Ok(serde_json::from_slice(&bytes).unwrap_or_default())
-        }
-        Err(error) => Err((error.code.as_str().to_string(), error.message)),
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +66,7 @@ struct ClaimIn {
     #[serde(default)]
     evidence: Vec<String>,
     amount_at_stake: i64,
+    service_starts_at: Option<DateTime<Utc>>,
     filed_at: DateTime<Utc>,
     respond_by: DateTime<Utc>,
     claimant_statement: Option<StatementIn>,
@@ -203,6 +191,35 @@ pub struct Proposal {
     pub compensation: String,
     /// Refund and payout together must be the amount at stake.
     pub balanced: bool,
+    /// The decision's refund less the policy's, when the policy applies: `+30,000 KRW`.
+    pub against_policy: Option<String>,
+}
+
+/// What the cancellation refund policy (source document 5 §3.1) gives for the amount at stake,
+/// counted from the claim's filing to the service start: the reference an admin's decision is
+/// compared with. A decision may differ (a no-show is the provider's fault, not a late
+/// cancellation); the preview shows by how much.
+pub struct PolicySplit {
+    pub tier: String,
+    pub notice: String,
+    pub refund_minor: i64,
+    pub refund: String,
+    pub provider: String,
+}
+
+fn policy_split(claim: &ClaimIn) -> Option<PolicySplit> {
+    let starts_at = claim.service_starts_at?;
+    let decision =
+        refund_policy::decide(claim.amount_at_stake, starts_at, claim.filed_at, None).ok()?;
+    let hours = decision.notice_seconds / 3600;
+    let minutes = (decision.notice_seconds.abs() % 3600) / 60;
+    Some(PolicySplit {
+        tier: payledger_domain::codec::wire_name(&decision.tier),
+        notice: format!("{hours} h {minutes:02} min"),
+        refund_minor: decision.refund_minor,
+        refund: money(decision.refund_minor, &claim.currency),
+        provider: money(decision.provider_minor, &claim.currency),
+    })
 }
 
 #[derive(Template)]
@@ -233,6 +250,7 @@ struct ClaimPage {
     outcomes: Vec<&'static str>,
     penalty_names: Vec<&'static str>,
     proposal: Option<Proposal>,
+    policy: Option<PolicySplit>,
 }
 
 async fn claim_page(
@@ -279,6 +297,7 @@ async fn claim_page(
         submitted: Time::new(s.submitted_at, zone),
     };
     let currency = claim.currency.clone();
+    let policy = policy_split(&claim);
     let proposal = proposal.map(|form| {
         let refund_minor = form.refund_amount.trim().parse().unwrap_or(0);
         let payout_minor = form.provider_payout_amount.trim().parse().unwrap_or(0);
@@ -293,6 +312,11 @@ async fn claim_page(
             payout: money(payout_minor, &currency),
             compensation: money(compensation_minor, &currency),
             balanced: refund_minor.checked_add(payout_minor) == Some(claim.amount_at_stake),
+            against_policy: policy.as_ref().map(|p| {
+                let difference = refund_minor.saturating_sub(p.refund_minor);
+                let sign = if difference > 0 { "+" } else { "" };
+                format!("{sign}{}", money(difference, &currency))
+            }),
             outcome: form.outcome,
             reason: form.reason,
             refund_minor,
@@ -329,6 +353,7 @@ async fn claim_page(
         outcomes: OUTCOMES.to_vec(),
         penalty_names: PENALTIES.to_vec(),
         proposal,
+        policy,
         claim_id: claim.claim_id,
         order_id: claim.order_id,
         customer_id: claim.customer_id,
@@ -486,4 +511,42 @@ pub async fn resolve(
         details,
         back_to(&claim_id),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(starts_at: Option<&str>) -> ClaimIn {
+        serde_json::from_value(serde_json::json!({
+            "claimId": "c", "orderId": "o", "customerId": "cu", "payeeId": "p",
+            "currency": "KRW", "type": "SERVICE_QUALITY", "filedBy": "customer",
+            "status": "filed", "description": "d", "amountAtStake": 80_001,
+            "serviceStartsAt": starts_at, "filedAt": "2026-10-05T00:00:00Z",
+            "respondBy": "2026-10-06T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_policy_split_counts_notice_from_the_filing_and_rounds_the_refund_down() {
+        let half = policy_split(&claim(Some("2026-10-06T06:30:00Z"))).unwrap();
+        assert_eq!(
+            (
+                half.tier.as_str(),
+                half.notice.as_str(),
+                half.refund.as_str(),
+                half.provider.as_str()
+            ),
+            ("HALF", "30 h 30 min", "40,000 KRW", "40,001 KRW")
+        );
+        let full = policy_split(&claim(Some("2026-10-07T00:00:00Z"))).unwrap();
+        assert_eq!((full.tier.as_str(), full.refund_minor), ("FULL", 80_001));
+        let after = policy_split(&claim(Some("2026-10-04T23:00:00Z"))).unwrap();
+        assert_eq!((after.tier.as_str(), after.refund_minor), ("NONE", 0));
+        assert!(
+            policy_split(&claim(None)).is_none(),
+            "no service time, no policy"
+        );
+    }
 }

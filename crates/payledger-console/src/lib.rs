@@ -8,6 +8,7 @@
 
 mod actions;
 mod claims;
+mod customers;
 mod error_page;
 pub mod i18n;
 mod ledger;
@@ -15,7 +16,9 @@ mod operations;
 mod orders;
 pub mod pages;
 pub mod session;
+mod settlements;
 mod sign_in;
+mod slo;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -252,6 +255,40 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
             .route(
                 "/claims/{claim_id}/resolve",
                 web::post().to(claims::resolve),
+            )
+            .route("/customers", web::get().to(customers::queue))
+            .route(
+                "/customers/{customer_id}",
+                web::get().to(customers::customer),
+            )
+            .route(
+                "/subscriptions/{subscription_id}",
+                web::get().to(customers::subscription),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/cancel",
+                web::post().to(customers::cancel),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/resume",
+                web::post().to(customers::resume),
+            )
+            .route(
+                "/subscriptions/{subscription_id}/charge",
+                web::post().to(customers::charge),
+            )
+            .route("/settlements", web::get().to(settlements::statements))
+            .route(
+                "/settlements/{statement_id}",
+                web::get().to(settlements::statement),
+            )
+            .route(
+                "/settlements/{statement_id}/confirm",
+                web::post().to(settlements::confirm),
+            )
+            .route(
+                "/settlements/{statement_id}/payout",
+                web::post().to(settlements::payout),
             )
             .route("/operations", web::get().to(operations::switches_page))
             .route(

@@ -77,6 +77,18 @@ const SCREENS: &[(&str, &str, &str, &str)] = &[
     ("orders", "/console/orders", "GET", "/v1/orders/{order_id}"),
     ("claims", "/console/claims", "GET", "/v1/claims"),
     (
+        "customers",
+        "/console/customers",
+        "GET",
+        "/v1/subscriptions",
+    ),
+    (
+        "settlements",
+        "/console/settlements",
+        "GET",
+        "/v1/settlements",
+    ),
+    (
         "operations",
         "/console/operations",
         "GET",

@@ -186,6 +186,15 @@ struct HomePage {
     signed_in_until: Time,
     /// Dead-lettered deliveries now, inbound and outbound (the runbook's dead-letter sizes).
     dead_letters: Option<(i64, i64)>,
+    /// The service-level figures and charts; `Err` says why they could not be read.
+    slo: Result<crate::slo::Slo, String>,
+    chart_width: i64,
+    chart_height: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HomeQuery {
+    period: Option<String>,
 }
 
 pub struct ProjectionRow {
@@ -200,6 +209,7 @@ pub struct ProjectionRow {
 pub async fn home(
     request: HttpRequest,
     console: web::Data<Console>,
+    query: web::Query<HomeQuery>,
 ) -> Result<HttpResponse, Refusal> {
     let session = Session::of(&request).await?;
     let state = app_state(&request)?;
@@ -224,8 +234,21 @@ pub async fn home(
             .ok(),
         None => None,
     };
+    let slo = crate::slo::dashboard(
+        state,
+        query
+            .period
+            .as_deref()
+            .unwrap_or(crate::slo::DEFAULT_PERIOD),
+        console.config.time_zone,
+    )
+    .await
+    .map_err(|e| e.to_string());
     let page = HomePage {
         dead_letters,
+        slo,
+        chart_width: crate::slo::CHART_WIDTH,
+        chart_height: crate::slo::CHART_HEIGHT,
         c: Chrome::new(&request, &session, &console, "home"),
         projections,
         signed_in_until: Time::new(session.expires_at, console.config.time_zone),

@@ -424,6 +424,36 @@ impl Metrics {
         text
     }
 
+    /// How many requests `method route` has answered and their total latency in seconds, over
+    /// every status class, as the histogram holds them. prometheus-client shows a histogram's
+    /// count and sum only through its encoding, so they are read back from there.
+    pub fn http_latency_totals(&self, method: &str, route: &str) -> (u64, f64) {
+        let method_label = format!("method=\"{method}\"");
+        let route_label = format!("route=\"{route}\"");
+        let (mut count, mut sum) = (0u64, 0f64);
+        for line in self.encode().lines() {
+            let Some(rest) = line.strip_prefix("payledger_http_request_duration_seconds_") else {
+                continue;
+            };
+            let Some((name, rest)) = rest.split_once('{') else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let labels: Vec<&str> = labels.split(',').collect();
+            if !labels.contains(&method_label.as_str()) || !labels.contains(&route_label.as_str()) {
+                continue;
+            }
+            match name {
+                "count" => count += value.trim().parse::<u64>().unwrap_or(0),
+                "sum" => sum += value.trim().parse::<f64>().unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        (count, sum)
+    }
+
     /// Held while a scrape refreshes scrape-time values (gateway counters, gauges).
     pub fn scrape_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.scrape
@@ -591,6 +621,23 @@ mod tests {
             "payledger_http_request_duration_seconds_bucket{le=\"0.75\",method=\"POST\",route=\"/v1/payments/confirm\",status_class=\"2xx\"} 0"
         ));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn latency_totals_add_every_status_class_of_one_route_only() {
+        let m = metrics();
+        assert_eq!(
+            m.http_latency_totals("POST", "/v1/tests/latency-totals"),
+            (0, 0.0)
+        );
+        m.observe_http("POST", "/v1/tests/latency-totals", 200, 0.5);
+        m.observe_http("POST", "/v1/tests/latency-totals", 404, 0.25);
+        m.observe_http("GET", "/v1/tests/latency-totals", 200, 9.0);
+        m.observe_http("POST", "/v1/tests/latency-totals/other", 200, 9.0);
+        assert_eq!(
+            m.http_latency_totals("POST", "/v1/tests/latency-totals"),
+            (2, 0.75)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;
+pub mod recent;
 mod writer;
 
 use chrono::{DateTime, Utc};

@@ -658,7 +658,21 @@ async fn console_resolves_a_claim_and_the_refund_shows_on_the_order() {
         browser.text("[data-testid=preview-refund]").await,
         "50,000 KRW"
     );
+    // The refund policy's split beside the decision: filed an hour after the start, the policy
+    // refunds nothing (tier NONE), so this decision refunds 50,000 more than the policy.
+    assert_eq!(browser.text("[data-testid=policy-tier]").await, "NONE");
+    assert_eq!(browser.text("[data-testid=policy-refund]").await, "0 KRW");
+    assert_eq!(
+        browser.text("[data-testid=policy-payee]").await,
+        "80,000 KRW"
+    );
+    assert_eq!(
+        browser.text("[data-testid=preview-against-policy]").await,
+        "+50,000 KRW"
+    );
     browser.screenshot("claim", DESKTOP).await;
+    let problems = crate::console::accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
     browser.click("[data-testid=confirm-resolution]").await;
     assert!(!browser.text("[data-testid=result-ok]").await.is_empty());
     app.settle().await;

@@ -207,3 +207,148 @@ async fn a_late_cancellation_pays_the_provider_share_and_an_early_one_nothing() 
     assert_eq!(week["totals"]["refunds"], 40_000);
     assert_eq!(week["totals"]["netSales"], 40_001);
 }
+
+/// The operator console, in headless Chromium: an admin finds the payee's statement of the
+/// week, reads its lines and the hold an open claim put on it, is refused a confirmation
+/// before the week is over, confirms it after, and records its payout.
+#[tokio::test]
+async fn console_confirms_a_statement_and_records_its_payout() {
+    use crate::console::{accessibility_problems, Browser, DESKTOP, ONE_BROWSER_AT_A_TIME};
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let app = spawn().await;
+    let starts = t0() + Duration::hours(3);
+    app.paid_booking("console-week-1", 80_001, starts).await;
+    app.paid_booking("console-week-2", 50_000, starts + Duration::hours(2))
+        .await;
+    app.clock.set(starts + Duration::hours(4));
+    for id in ["console-week-1", "console-week-2"] {
+        let fulfilled = app
+            .post(&format!("/v1/orders/{id}/fulfil"), &json!({}))
+            .await;
+        assert_eq!(fulfilled.status, 200, "{}", fulfilled.body);
+    }
+    let filed = app
+        .post(
+            "/v1/claims",
+            &json!({"claimId": "clm-console-hold", "orderId": "console-week-2",
+                    "type": "SERVICE_QUALITY", "filedBy": "customer",
+                    "description": "20 of 50 minutes"}),
+        )
+        .await;
+    assert_eq!(filed.status, 201, "{}", filed.body);
+    app.settle().await;
+    let statement_id = format!("{THERAPIST}-2026-10-05-KRW");
+
+    let browser = Browser::start(&app.address).await;
+    browser.sign_in(&app.admin_key).await;
+    // Without a payee the list is this week's (the scenario clock's week).
+    browser.goto("/console/settlements").await;
+    assert_eq!(
+        browser.texts("[data-testid=statement-link]").await,
+        std::slice::from_ref(&statement_id)
+    );
+    browser
+        .goto(&format!("/console/settlements?payee_id={THERAPIST}"))
+        .await;
+    assert_eq!(
+        browser.texts("[data-testid=statement-link]").await,
+        std::slice::from_ref(&statement_id)
+    );
+    browser.screenshot("settlements", DESKTOP).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    browser.click("[data-testid=statement-link]").await;
+    assert_eq!(browser.text("[data-testid=statement-status]").await, "open");
+    assert_eq!(
+        browser.text("[data-testid=total-payments]").await,
+        "130,001 KRW"
+    );
+    let holds = browser.text("[data-testid=holds]").await;
+    assert!(
+        holds.contains("clm-console-hold") && holds.contains("50,000 KRW"),
+        "{holds}"
+    );
+    assert_eq!(browser.texts("[data-testid=lines] tbody tr").await.len(), 2);
+
+    // Not before the week is over: the API's refusal, in words and code.
+    browser.click("[data-testid=confirm-statement]").await;
+    let refused = browser.text("[data-testid=result-error]").await;
+    assert!(refused.contains("E_STATEMENT_PERIOD_NOT_OVER"), "{refused}");
+
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 10, 12, 0, 0, 0).unwrap());
+    // Sessions expire on the scenario clock too: a week later, sign in again.
+    browser.sign_in(&app.admin_key).await;
+    browser
+        .goto(&format!("/console/settlements/{statement_id}"))
+        .await;
+    browser.click("[data-testid=confirm-statement]").await;
+    assert_eq!(
+        browser.text("[data-testid=detail-status]").await,
+        "confirmed"
+    );
+    app.settle().await;
+    let net_payable = app.statements("2026-10-05").await[0]["totals"]["netPayable"]
+        .as_i64()
+        .unwrap();
+    browser.click("[data-testid=back]").await;
+    assert_eq!(
+        browser.text("[data-testid=statement-status]").await,
+        "confirmed"
+    );
+    assert_eq!(
+        browser.property("#payout_amount", "value").await,
+        net_payable.to_string(),
+        "the payout form offers the net payable"
+    );
+    browser.fill("#payout_reference", "bank-console-77").await;
+    browser
+        .click("form[action$=\"/payout\"] input[name=confirm]")
+        .await;
+    browser.click("[data-testid=record-payout]").await;
+    assert_eq!(
+        browser.text("[data-testid=detail-status]").await,
+        "paid_out"
+    );
+    browser.click("[data-testid=back]").await;
+    assert_eq!(
+        browser.text("[data-testid=payout-reference]").await,
+        "bank-console-77"
+    );
+    assert!(!browser.exists("[data-testid=record-payout]").await);
+    browser.screenshot("statement", DESKTOP).await;
+    let problems = accessibility_problems(&browser).await;
+    assert!(problems.is_empty(), "{problems:?}");
+
+    app.settle().await;
+    let statement = &app.statements("2026-10-05").await[0];
+    assert_eq!(
+        (
+            statement["status"].as_str(),
+            statement["payoutReference"].as_str()
+        ),
+        (Some("paid_out"), Some("bank-console-77"))
+    );
+    let audit = app
+        .get_as(&app.auditor_key, "/v1/streams/audit-admin")
+        .await;
+    let actions: Vec<(String, String)> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["action"].as_str().unwrap_or("").to_string(),
+                e["payload"]["path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for action in ["confirm", "payout"] {
+        let wanted = (
+            format!("POST /v1/settlements/{{statement_id}}/{action}"),
+            format!("/console/settlements/{statement_id}/{action}"),
+        );
+        assert!(actions.contains(&wanted), "{wanted:?} not in {actions:?}");
+    }
+    browser.close().await;
+}
