@@ -19,6 +19,7 @@ pub mod orders;
 pub mod payment_status;
 pub mod privacy;
 pub mod reads;
+pub mod routing;
 pub mod screen;
 pub mod settlements;
 pub mod subscriptions;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub subscriptions: Arc<payledger_app::subscriptions::Subscriptions>,
     /// Bookings, claims and settlements.
     pub bookings: Arc<bookings::BookingServices>,
+    /// Read replicas (`DATABASE_REPLICA_URL`; empty when none): see `routing`.
+    pub replicas: Arc<payledger_store::replicas::ReplicaSet>,
 }
 
 /// The request id of a request: the caller's `x-request-id` when it is sane, otherwise new.

@@ -27,9 +27,11 @@ mod config;
 mod credentials;
 mod error;
 mod lock;
+mod replica;
 mod server_user;
 
 pub use error::ClusterError;
+pub use replica::{is_standby_data_dir, REPLICA_APPLICATION_NAME};
 
 use binaries::ServerBinaries;
 use error::tail_of;

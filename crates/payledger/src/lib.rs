@@ -16,6 +16,7 @@ pub mod journal_cli;
 pub mod keys;
 pub mod privacy_cli;
 pub mod providers;
+pub mod replicas;
 pub mod settings;
 pub mod settlement_jobs;
 pub mod startup;

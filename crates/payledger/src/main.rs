@@ -101,6 +101,11 @@ enum Command {
     },
     /// Stop the managed PostgreSQL cluster of the data directory.
     StopDatabase,
+    /// A local streaming replica of the managed cluster (in --data-dir): init, start, promote.
+    Replica {
+        #[command(subcommand)]
+        command: payledger::replicas::ReplicaCommand,
+    },
     /// Create, list and revoke API keys (printed once, stored hashed).
     Keys {
         #[command(subcommand)]
@@ -309,6 +314,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &payledger::settings::get,
             )
             .context("invalid settlement configuration")?;
+            settings.replicas =
+                payledger::replicas::ReplicaSettings::from_settings(&payledger::settings::get)
+                    .context("invalid read replica configuration")?;
             let app = Application::build(settings).await?;
             eprintln!(
                 "payledger is serving on http://127.0.0.1:{} (ctrl-c stops it)",
@@ -370,6 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replica { command } => payledger::replicas::run(command, &data_dir).await,
         Command::StopDatabase => {
             let options = payledger_pgcluster::ClusterOptions::new(&data_dir);
             match payledger_pgcluster::ManagedCluster::join_running(options).await? {
@@ -488,6 +497,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Sandbox { .. }
         | Command::Config { .. }
         | Command::StopDatabase
+        | Command::Replica { .. }
         | Command::Keys { .. }
         | Command::Clock { .. }
         | Command::Billing { .. }

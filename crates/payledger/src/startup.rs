@@ -66,6 +66,8 @@ pub struct Settings {
     pub settlement_interval_ms: u64,
     /// The alert channel (a signed webhook); off without a URL. `AlertSettings::from_env()`.
     pub alerts: crate::alerts::AlertSettings,
+    /// Read replicas (`DATABASE_REPLICA_URL`, `PAYLEDGER_REPLICA_*`); none by default.
+    pub replicas: crate::replicas::ReplicaSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -104,6 +106,7 @@ impl Settings {
             settlement_schedule: crate::settlement_jobs::SettlementSchedule::default(),
             settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
             alerts: crate::alerts::AlertSettings::default(),
+            replicas: crate::replicas::ReplicaSettings::default(),
         }
     }
 }
@@ -360,6 +363,14 @@ impl Application {
             wakeup.clone(),
         ));
 
+        let replicas = payledger_store::replicas::ReplicaSet::new(
+            pool.clone(),
+            settings.replicas.connect_options()?,
+            settings.replicas.config,
+        );
+        if !replicas.is_empty() {
+            background.push(tokio::spawn(replicas.clone().monitor()));
+        }
         let state = actix_web::web::Data::new(AppState {
             payments,
             store,
@@ -370,6 +381,7 @@ impl Application {
             operations,
             subscriptions,
             bookings: booking_services,
+            replicas,
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(
