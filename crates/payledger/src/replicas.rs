@@ -195,12 +195,42 @@ pub async fn init(
         .make_replica(ClusterOptions::new(replica_dir))
         .await
         .context("failed to make the replica")?;
+    copy_key_files(primary.data_dir(), replica_dir)?;
     if synchronous {
         primary
             .set_synchronous_standby(Some(payledger_pgcluster::REPLICA_APPLICATION_NAME))
             .await?;
     }
     Ok(replica)
+}
+
+/// The keys a data directory may hold in files rather than settings. They are not in the
+/// database, so a promoted replica without them could not unseal personal fields, sign
+/// checkpoints or use stored billing keys: `init` copies them (0600) beside the replica.
+const KEY_FILES: [&str; 3] = [
+    crate::privacy_cli::MASTER_KEY_FILE,
+    crate::audit_checkpoints::SIGNING_KEY_FILE,
+    crate::billing_jobs::DEV_KEY_FILE,
+];
+
+fn copy_key_files(primary_dir: &Path, replica_dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    for name in KEY_FILES {
+        let from = primary_dir.join(name);
+        let Ok(bytes) = std::fs::read(&from) else {
+            continue; // never created: nothing to carry over
+        };
+        let to = replica_dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .and_then(|mut file| file.write_all(&bytes))
+            .with_context(|| format!("failed to copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// Starts (or joins) a replica made by [`init`]; it keeps its standby settings.

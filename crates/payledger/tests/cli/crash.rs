@@ -25,7 +25,7 @@ const PLACING_CLIENTS: usize = 8;
 /// `Basic base64("test_sk_sandbox:")`.
 const SANDBOX_AUTH: &str = "Basic dGVzdF9za19zYW5kYm94Og==";
 
-struct Sandbox(Child);
+pub(crate) struct Sandbox(Child);
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -34,7 +34,7 @@ impl Drop for Sandbox {
     }
 }
 
-async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
+pub(crate) async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
     let port = free_port();
     let child = payledger(dir, None)
         .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
@@ -52,7 +52,7 @@ async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
     (sandbox, url)
 }
 
-async fn sandbox_stats(url: &str) -> Option<Value> {
+pub(crate) async fn sandbox_stats(url: &str) -> Option<Value> {
     let response = reqwest::Client::new()
         .get(format!("{url}/sandbox/stats"))
         .header("authorization", SANDBOX_AUTH)

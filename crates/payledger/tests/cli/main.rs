@@ -10,6 +10,7 @@ mod privacy;
 mod reliability;
 mod serve;
 mod settings;
+mod topology;
 
 use std::net::TcpListener;
 use std::path::Path;
