@@ -10,6 +10,7 @@
 //! - Signed checkpoints ([`checkpoint`]) commit to the whole log in global order.
 
 pub mod audit;
+pub mod bulk;
 pub mod chain;
 pub mod checkpoint;
 pub mod replicas;

@@ -189,6 +189,15 @@ impl From<BenchFlow> for payledger_bench::load::Flow {
 
 #[derive(Subcommand)]
 enum BenchMode {
+    /// Fill a store with N realistic events quickly (COPY through the store's bulk loader, as
+    /// the schema owner), print the disk they take, and leave it for `bench rebuild`, `bench`
+    /// and `audit verify`.
+    Fill {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value = ".payledger-bench")]
+        store_dir: PathBuf,
+    },
     /// Fill a store with N realistic events (or reuse it) and time a rebuild of every read model.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -344,6 +353,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sandbox.base_url()
             );
             sandbox.wait().await.context("the sandbox failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            mode: Some(BenchMode::Fill { events, store_dir }),
+            ..
+        } => {
+            payledger::bench::run_fill(
+                events,
+                database_url.as_deref(),
+                migrate_url.as_deref(),
+                &store_dir,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
