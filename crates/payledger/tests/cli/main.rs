@@ -10,6 +10,7 @@ mod privacy;
 mod reliability;
 mod serve;
 mod settings;
+mod soak;
 mod topology;
 
 use std::net::TcpListener;

@@ -17,7 +17,7 @@ const AMOUNT: i64 = 15_000;
 const READ_SOURCE: &str = "x-payledger-read-source";
 
 /// Stops both clusters when the test ends, however it ends.
-struct Clusters(Vec<PathBuf>);
+pub(crate) struct Clusters(pub Vec<PathBuf>);
 
 impl Drop for Clusters {
     fn drop(&mut self) {
@@ -127,7 +127,7 @@ async fn wait_for_source(server: &Server, order: &str, source: &str) {
     }
 }
 
-fn read_file(path: &Path) -> String {
+pub(crate) fn read_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
