@@ -260,7 +260,7 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         owner: db.owner_pool.clone(),
         env: Vec::new(),
     };
-    let report = kill_rounds(&deployment, ROUNDS, &mut |_| Box::pin(async {})).await;
+    let report = kill_rounds(&deployment, ROUNDS, (100, 300), &mut |_| Box::pin(async {})).await;
     println!("{report:?}");
 }
 
@@ -274,7 +274,8 @@ pub(crate) struct KillReport {
     pub reconciled_outcomes: i64,
 }
 
-/// The crash test's body, `rounds` times: load, SIGKILL of `serve` at a random moment, restart,
+/// The crash test's body, `rounds` times: load, SIGKILL of `serve` at a random moment
+/// (`kill_after_ms` plus up to `kill_spread_ms` into the round), restart,
 /// every acknowledged command checked in the store; `between_rounds(round)` runs after each
 /// restart (the soak restarts PostgreSQL and the replica there). Then reconciliation and every
 /// final check: one charge per order at the sandbox, refunds ≤ captures and equal to the
@@ -282,6 +283,7 @@ pub(crate) struct KillReport {
 pub(crate) async fn kill_rounds(
     deployment: &Deployment,
     rounds: u64,
+    (kill_after_ms, kill_spread_ms): (u64, u64),
     between_rounds: &mut dyn FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
 ) -> KillReport {
     let (_sandbox, sandbox_url) = start_sandbox(&deployment.dir).await;
@@ -312,7 +314,8 @@ pub(crate) async fn kill_rounds(
     let mut kill_report = KillReport::default();
     for round in 0..rounds {
         let tasks = drive(&server, round, &mut random);
-        tokio::time::sleep(Duration::from_millis(100 + random.next(300))).await;
+        let kill_at_ms = kill_after_ms + random.next(kill_spread_ms);
+        tokio::time::sleep(Duration::from_millis(kill_at_ms)).await;
         drop(server); // SIGKILL, whatever it is doing
         kill_report.kills += 1;
         for task in tasks {

@@ -1,7 +1,7 @@
 //! The soak (issue 19), not run by default: `cargo test -p payledger --test cli soak --
 //! --ignored --nocapture`. The crash test's load and checks on the managed cluster with a
 //! streaming replica that `serve` reads from, for `PAYLEDGER_SOAK_KILLS` (default 50) SIGKILLs of
-//! `serve` at random moments; every tenth round PostgreSQL is stopped as a power cut would
+//! `serve` at random moments 0.5 to 3.5 s into each round of load; every tenth round PostgreSQL is stopped as a power cut would
 //! (`pg_ctl stop -m immediate`, crash recovery at the start), and every tenth round, shifted by
 //! five, the replica is stopped and started. After every kill, every acknowledged command is
 //! checked in the store; at the end, the provider's charges, refunds, chains and read models.
@@ -17,6 +17,10 @@ use std::pin::Pin;
 use std::time::Instant;
 
 const DEFAULT_KILLS: u64 = 50;
+/// Each round's load runs 0.5 to 3.5 s before the kill (`PAYLEDGER_SOAK_ROUND_MS` sets the
+/// spread), so 50 kills are minutes of load, not seconds.
+const KILL_AFTER_MS: u64 = 500;
+const DEFAULT_SPREAD_MS: u64 = 3_000;
 
 #[tokio::test]
 #[ignore = "a soak of minutes: run it with --ignored"]
@@ -25,6 +29,10 @@ async fn soak_kills_serve_and_restarts_postgres_and_the_replica() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_KILLS);
+    let spread_ms: u64 = std::env::var("PAYLEDGER_SOAK_ROUND_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SPREAD_MS);
     let root = tempfile::tempdir().unwrap();
     let primary_dir = root.path().join("primary");
     let replica_dir = root.path().join("replica");
@@ -98,7 +106,7 @@ async fn soak_kills_serve_and_restarts_postgres_and_the_replica() {
             }
         })
     };
-    let report = kill_rounds(&deployment, kills, &mut between).await;
+    let report = kill_rounds(&deployment, kills, (KILL_AFTER_MS, spread_ms), &mut between).await;
     let (postgres_restarts, replica_restarts) = *restarts.lock().unwrap();
     println!(
         "soak: {} SIGKILLs of serve, {postgres_restarts} PostgreSQL crash-restarts, \
