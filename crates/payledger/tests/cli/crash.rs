@@ -133,6 +133,7 @@ fn drive(
     server: &Server,
     round: u64,
     random: &mut Lcg,
+    delay_spread_ms: u64,
 ) -> Vec<tokio::task::JoinHandle<Vec<Acknowledged>>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -145,7 +146,8 @@ fn drive(
         // first round some confirms are always between the provider call and its record. (With
         // answers ≤ 450 ms and kills up to 600 ms, a fast server finished every call of the
         // first round before a late kill — and later rounds have little left in flight.)
-        let delay_ms = 50 + random.next(850);
+        // Longer rounds (the soak) spread the answers over the whole round the same way.
+        let delay_ms = 50 + random.next(delay_spread_ms);
         let order = order_id(n);
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
@@ -313,7 +315,12 @@ pub(crate) async fn kill_rounds(
     let mut acknowledged = Vec::new();
     let mut kill_report = KillReport::default();
     for round in 0..rounds {
-        let tasks = drive(&server, round, &mut random);
+        let tasks = drive(
+            &server,
+            round,
+            &mut random,
+            kill_after_ms + kill_spread_ms + 450,
+        );
         let kill_at_ms = kill_after_ms + random.next(kill_spread_ms);
         tokio::time::sleep(Duration::from_millis(kill_at_ms)).await;
         drop(server); // SIGKILL, whatever it is doing
