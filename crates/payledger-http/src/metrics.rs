@@ -81,6 +81,20 @@ async fn refresh(state: &AppState) {
     let dead_letters = payledger_webhook_relay::outbox::dead_letter_counts(&state.read_pool).await;
     // Everything below is synchronous: the guard is never held across an await.
     let _guard = m.scrape_guard();
+    for replica in state.replicas.replicas() {
+        let labels = payledger_metrics::ReplicaLabels {
+            replica: replica.name.clone(),
+        };
+        let health = replica.health();
+        if let Some(lag) = health.lag_now() {
+            m.replica_lag_seconds
+                .get_or_create(&labels)
+                .set(lag.as_secs_f64());
+        }
+        m.replica_usable
+            .get_or_create(&labels)
+            .set(i64::from(state.replicas.is_fresh(replica)));
+    }
     for gateway in state.payments.providers().connectors() {
         let provider = gateway.provider_name().to_string();
         let current = match gateway.circuit_state() {

@@ -127,6 +127,20 @@ async fn wait_for_source(server: &Server, order: &str, source: &str) {
     }
 }
 
+/// The `payledger_replica_usable` line of `server`'s metrics.
+async fn replica_usable(server: &Server) -> String {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("payledger_replica_usable{"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 pub(crate) fn read_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
@@ -211,6 +225,11 @@ async fn failover_to_the_replica_keeps_every_acknowledged_command() {
     let stop = run(payledger(&replica_dir, None).arg("stop-database"));
     assert!(stop.status.success());
     wait_for_source(&second, &acknowledged[0], "primary").await;
+    assert_eq!(
+        replica_usable(&second).await,
+        "payledger_replica_usable{replica=\"replica-0\"} 0",
+        "the lost replica is reported"
+    );
     let during_outage = load(&second, "d", 2, Duration::from_secs(1)).await;
     assert!(
         !during_outage.is_empty(),
@@ -228,6 +247,10 @@ async fn failover_to_the_replica_keeps_every_acknowledged_command() {
     wait_for_source(&second, &last, "replica-0").await;
     let (_, _, body) = read_order(&second, &last, None).await;
     assert_eq!(body["status"], "PAID", "the replica caught up: {body}");
+    assert_eq!(
+        replica_usable(&second).await,
+        "payledger_replica_usable{replica=\"replica-0\"} 1"
+    );
 
     // Synchronous replication on: what is acknowledged from now on is on the replica too.
     let sync = run(payledger(&primary_dir, None).args(["replica", "synchronous", "on"]));
