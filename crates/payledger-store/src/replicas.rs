@@ -267,6 +267,29 @@ mod tests {
         assert_eq!(set.staleness_bound(99, now), None, "behind every sample");
     }
 
+    #[tokio::test]
+    async fn a_server_that_is_not_a_standby_or_does_not_answer_is_never_used() {
+        let db = payledger_testdb::TestDatabase::fresh().await;
+        let not_a_standby: PgConnectOptions = db.app_url.parse().unwrap();
+        let nobody_listens = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1)
+            .username("payledger_app");
+        let set = ReplicaSet::new(
+            db.app_pool.clone(),
+            vec![not_a_standby, nobody_listens],
+            ReplicaConfig::default(),
+        );
+        for _ in 0..3 {
+            set.probe().await;
+        }
+        for replica in set.replicas() {
+            assert_eq!(replica.health().lag, None, "{}", replica.name);
+            assert!(!set.is_fresh(replica));
+        }
+        assert!(set.fresh_replica().is_none());
+    }
+
     #[test]
     fn the_bound_grows_while_nobody_checks() {
         let health = ReplicaHealth {
