@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, placed_at DESC);
 CREATE INDEX IF NOT EXISTS orders_by_payment_key ON orders (payment_key) WHERE payment_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, placed_at);
+-- The reconciler's and the session reminders' candidates. Partial indexes, so that each pass
+-- costs what it finds, not the years of closed orders: without them both scanned the whole table
+-- every pass (2.6 M rows, ~1 s each, at 10 M events; issue 19, docs/performance.md).
+CREATE INDEX IF NOT EXISTS orders_awaiting_outcome ON orders (updated_at)
+    WHERE status IN ('CONFIRMING', 'OUTCOME_UNKNOWN') OR refund_pending_minor > 0;
+CREATE INDEX IF NOT EXISTS orders_refundable_by_service_start ON orders (service_starts_at)
+    WHERE refundable_minor > 0;
 
 -- The timeline: which events make up an order's history (its own stream's, and provider webhook
 -- deliveries that name it) and how to say each in one line. Everything else about an entry (type,

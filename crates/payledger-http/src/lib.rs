@@ -22,6 +22,7 @@ pub mod privacy;
 pub mod reads;
 pub mod reconciliation;
 pub mod request_context;
+pub mod routing;
 pub mod screen;
 pub mod settlements;
 pub mod state;

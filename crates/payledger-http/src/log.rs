@@ -25,7 +25,13 @@ pub async fn read_stream(
         ));
     }
     let (after, limit) = (query.after()?, query.limit()?);
-    let events = state.store.read_stream(&stream_id, after, limit).await?;
+    let routed = state.route_read(None, None).await?;
+    let (events, routed) = state
+        .run_routed(routed, |pool| {
+            let stream_id = stream_id.clone();
+            async move { Ok(payledger_store::read_stream(&pool, &stream_id, after, limit).await?) }
+        })
+        .await?;
     if events.is_empty() && after == 0 {
         return Err(ApiError::new(
             ErrorCode::StreamNotFound,
@@ -35,7 +41,10 @@ pub async fn read_stream(
     let next_after = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.stream_version))
         .flatten();
-    Ok(HttpResponse::Ok().json(EventPage { events, next_after }))
+    Ok(crate::routing::mark(
+        HttpResponse::Ok().json(EventPage { events, next_after }),
+        &routed,
+    ))
 }
 
 #[utoipa::path(
@@ -54,20 +63,35 @@ pub async fn read_events(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.page();
     let (after, limit) = (page.after()?, page.limit()?);
+    let routed = state.route_read(None, None).await?;
     let Some(filter) = query.filter()? else {
-        let events = state.store.read_all(after, limit).await?;
+        let (events, routed) = state
+            .run_routed(routed, |pool| async move {
+                Ok(payledger_store::read_all(&pool, after, limit).await?)
+            })
+            .await?;
         let next_after = (events.len() as i64 == limit)
             .then(|| events.last().map(|e| e.global_position))
             .flatten();
-        return Ok(HttpResponse::Ok().json(EventPage { events, next_after }));
+        return Ok(crate::routing::mark(
+            HttpResponse::Ok().json(EventPage { events, next_after }),
+            &routed,
+        ));
     };
-    let page =
-        payledger_store::read_all_filtered(state.store.pool(), after, limit, &filter).await?;
+    let (page, routed) = state
+        .run_routed(routed, |pool| {
+            let filter = &filter;
+            async move { Ok(payledger_store::read_all_filtered(&pool, after, limit, filter).await?) }
+        })
+        .await?;
     let more = page.events.len() as i64 == limit || page.scanned_to < page.head;
-    Ok(HttpResponse::Ok().json(EventPage {
-        events: page.events,
-        next_after: more.then_some(page.scanned_to),
-    }))
+    Ok(crate::routing::mark(
+        HttpResponse::Ok().json(EventPage {
+            events: page.events,
+            next_after: more.then_some(page.scanned_to),
+        }),
+        &routed,
+    ))
 }
 
 /// `GET /v1/audit/checkpoints?after=SEQUENCE&limit=N` (auditors, admins): the signed

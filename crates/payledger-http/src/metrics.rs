@@ -83,6 +83,20 @@ async fn refresh(state: &AppState) {
         payledger_read_models::reconciliation::open_exception_counts(&state.read_pool).await;
     // Everything below is synchronous: the guard is never held across an await.
     let _guard = m.scrape_guard();
+    for replica in state.replicas.replicas() {
+        let labels = payledger_metrics::ReplicaLabels {
+            replica: replica.name.clone(),
+        };
+        let health = replica.health();
+        if let Some(lag) = health.lag_now() {
+            m.replica_lag_seconds
+                .get_or_create(&labels)
+                .set(lag.as_secs_f64());
+        }
+        m.replica_usable
+            .get_or_create(&labels)
+            .set(i64::from(state.replicas.is_fresh(replica)));
+    }
     for gateway in state.payments.providers().connectors() {
         let provider = gateway.provider_name().to_string();
         let current = match gateway.circuit_state() {

@@ -348,17 +348,18 @@ pub async fn get_order(
 ) -> Result<HttpResponse, ApiError> {
     let order_id = parse_order_id(&path)?;
     crate::auth::check_order_access(&state, &request, &order_id).await?;
-    state
-        .wait_for_projection("orders", query.min_position)
-        .await?;
-    crate::reads::projected_or_current(
-        async {
-            Ok(
-                payledger_read_models::orders::get_order(&state.read_pool, order_id.as_str())
-                    .await?
-                    .map(OrderBody::from_view),
-            )
-        },
+    let routed = state.route_read(Some("orders"), query.min_position).await?;
+    let (view, routed) =
+        state
+            .run_routed(routed, |pool| {
+                let order_id = order_id.clone();
+                async move {
+                    Ok(payledger_read_models::orders::get_order(&pool, order_id.as_str()).await?)
+                }
+            })
+            .await?;
+    let response = crate::reads::projected_or_current(
+        async { Ok(view.map(OrderBody::from_view)) },
         async {
             let snapshot = state
                 .payments
@@ -369,7 +370,8 @@ pub async fn get_order(
         },
         || ApiError::new(ErrorCode::OrderNotFound, "order does not exist"),
     )
-    .await
+    .await?;
+    Ok(crate::routing::mark(response, &routed))
 }
 
 #[utoipa::path(
@@ -395,13 +397,21 @@ pub async fn search_orders(
         limit: query.limit,
     }
     .limit()?;
-    let orders = payledger_read_models::orders::find_orders(
-        &state.read_pool,
-        query.payment_key.as_deref(),
-        query.customer_id.as_deref(),
-        limit,
-    )
-    .await?;
+    let routed = state.route_read(Some("orders"), None).await?;
+    let (orders, routed) = state
+        .run_routed(routed, |pool| {
+            let query = &query;
+            async move {
+                Ok(payledger_read_models::orders::find_orders(
+                    &pool,
+                    query.payment_key.as_deref(),
+                    query.customer_id.as_deref(),
+                    limit,
+                )
+                .await?)
+            }
+        })
+        .await?;
     // Clients find only the orders they placed.
     let mut visible = Vec::with_capacity(orders.len());
     for order in orders {
@@ -410,7 +420,10 @@ pub async fn search_orders(
         }
     }
     let orders: Vec<OrderBody> = visible.into_iter().map(OrderBody::from_view).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "orders": orders })))
+    Ok(crate::routing::mark(
+        HttpResponse::Ok().json(serde_json::json!({ "orders": orders })),
+        &routed,
+    ))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -442,12 +455,18 @@ pub async fn timeline(
         limit: query.limit,
     };
     let (after, limit) = (page.after()?, page.limit()?);
-    state
-        .wait_for_projection("orders", query.min_position)
+    let routed = state.route_read(Some("orders"), query.min_position).await?;
+    let (entries, routed) = state
+        .run_routed(routed, |pool| {
+            let order_id = order_id.clone();
+            async move {
+                Ok(
+                    payledger_read_models::orders::timeline(&pool, order_id.as_str(), after, limit)
+                        .await?,
+                )
+            }
+        })
         .await?;
-    let entries =
-        payledger_read_models::orders::timeline(&state.read_pool, order_id.as_str(), after, limit)
-            .await?;
     if entries.is_empty() && after == 0 {
         let known = state
             .payments
@@ -464,11 +483,12 @@ pub async fn timeline(
     let next_after = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.global_position))
         .flatten();
-    Ok(HttpResponse::Ok().json(TimelineBody {
+    let body = TimelineBody {
         order_id: order_id.to_string(),
         entries: entries.into_iter().map(TimelineEntryBody::from).collect(),
         next_after,
-    }))
+    };
+    Ok(crate::routing::mark(HttpResponse::Ok().json(body), &routed))
 }
 
 impl AppState {

@@ -29,4 +29,6 @@ pub struct AppState {
     /// The scenario clock and the jobs a move runs; its `clock` is `None` on the system clock,
     /// where the moving routes answer `E_TEST_CLOCK_DISABLED`.
     pub test_clock: test_clock::TestClockServices,
+    /// Read replicas (`DATABASE_REPLICA_URL`; empty when none): see `routing`.
+    pub replicas: Arc<payledger_store::replicas::ReplicaSet>,
 }

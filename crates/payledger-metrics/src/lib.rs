@@ -108,6 +108,21 @@ pub struct ProjectionLabels {
     pub projection: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// `replica-0`, `replica-1`, … in the order of `DATABASE_REPLICA_URL`.
+    pub replica: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadSourceLabels {
+    /// `primary` or `replica-N`.
+    pub source: String,
+    /// Why this source answered (`fresh`, `replayed_min_position`, `replica_lagging`,
+    /// `replica_wait_timed_out`, `no_replica`).
+    pub reason: &'static str,
+}
+
 /// A provider gateway's cumulative counters (`payledger_gateway::GatewayStats`), mirrored here so
 /// this crate needs no gateway dependency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,6 +186,11 @@ pub struct Metrics {
 
     pub reconciliation_flags: Family<ReconciliationLabels, Counter>,
     pub reconciliation_open_exceptions: Family<ReconciliationLabels, Gauge>,
+    /// Read replicas (docs/scaling.md): each replica's staleness bound, whether it is usable,
+    /// and which source answered each routed read.
+    pub replica_lag_seconds: Family<ReplicaLabels, FloatGauge>,
+    pub replica_usable: Family<ReplicaLabels, Gauge>,
+    pub routed_reads: Family<ReadSourceLabels, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -353,6 +373,24 @@ impl Metrics {
                 r,
                 "reconciliation_open_exceptions",
                 "Reconciliation exceptions not yet resolved, by provider and kind (read at scrape time)",
+                Family::default()
+            ),
+            replica_lag_seconds: register!(
+                r,
+                "replica_lag_seconds",
+                "Upper bound of how far each read replica is behind the primary (from WAL positions); NaN-free: a lost replica keeps its last value and replica_usable says 0",
+                Family::default()
+            ),
+            replica_usable: register!(
+                r,
+                "replica_usable",
+                "1 when the replica answers and is within PAYLEDGER_REPLICA_MAX_LAG_MS, else 0",
+                Family::default()
+            ),
+            routed_reads: register!(
+                r,
+                "routed_reads",
+                "Read-model and log reads by the database that answered and why",
                 Family::default()
             ),
             scrape: Mutex::new(()),

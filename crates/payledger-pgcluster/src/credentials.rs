@@ -24,7 +24,9 @@ pub(crate) const PG_HBA: &str =
     "# Written by payledger on every start of this cluster: edits here are lost.\n\
 # Password (scram-sha-256) logins over 127.0.0.1 only; no trust, no Unix socket, no other host.\n\
 # TYPE  DATABASE  USER  ADDRESS        METHOD\n\
-host    all       all   127.0.0.1/32   scram-sha-256\n";
+host    all       all   127.0.0.1/32   scram-sha-256\n\
+# Streaming replication (`payledger replica init`): the superuser, with the same password.\n\
+host    replication  postgres  127.0.0.1/32  scram-sha-256\n";
 
 /// The password in `path`, `None` when the file does not exist.
 pub(crate) fn read(path: &Path) -> Result<Option<String>, ClusterError> {
@@ -111,7 +113,16 @@ mod tests {
             .collect();
         assert_eq!(
             rules,
-            vec![vec!["host", "all", "all", "127.0.0.1/32", "scram-sha-256"]]
+            vec![
+                vec!["host", "all", "all", "127.0.0.1/32", "scram-sha-256"],
+                vec![
+                    "host",
+                    "replication",
+                    "postgres",
+                    "127.0.0.1/32",
+                    "scram-sha-256"
+                ]
+            ]
         );
     }
 }

@@ -147,6 +147,18 @@ pub enum ClusterError {
     /// The runtime shut down while the blocking part of the work was queued.
     #[error("failed to {action}: the background task was cancelled")]
     Cancelled { action: String },
+
+    /// `replica init` was pointed at a data directory that already holds a cluster.
+    #[error(
+        "{} already holds a cluster; a replica is made into an empty data directory",
+        .0.display()
+    )]
+    ReplicaExists(PathBuf),
+
+    /// The primary was started by an older payledger without a password: the replica could
+    /// not log in to stream from it.
+    #[error("the primary cluster has no password file; restart it with this payledger first")]
+    ReplicaNeedsPassword,
 }
 
 impl ClusterError {

@@ -27,9 +27,11 @@ mod config;
 mod credentials;
 mod error;
 mod lock;
+mod replica;
 mod server_user;
 
 pub use error::ClusterError;
+pub use replica::{is_standby_data_dir, REPLICA_APPLICATION_NAME};
 
 use binaries::ServerBinaries;
 use error::tail_of;
@@ -354,6 +356,17 @@ impl ManagedCluster {
     /// data is safe) and waits until it is down. Succeeds if it was not running. Blocks for up
     /// to a minute: from async code, call it through `tokio::task::spawn_blocking`.
     pub fn stop(&self) -> Result<(), ClusterError> {
+        self.stop_with_mode("fast")
+    }
+
+    /// Stops the server as a power cut would (`pg_ctl stop -m immediate`): no checkpoint, no
+    /// goodbye to clients or standbys; the next start runs crash recovery. For failover tests
+    /// and soak runs: what a lost machine looks like to the replica.
+    pub fn stop_immediately(&self) -> Result<(), ClusterError> {
+        self.stop_with_mode("immediate")
+    }
+
+    fn stop_with_mode(&self, mode: &str) -> Result<(), ClusterError> {
         let base = self.base();
         let action = format!(
             "stop the PostgreSQL cluster in {}",
@@ -371,7 +384,7 @@ impl ManagedCluster {
                 .arg("stop")
                 .arg("-D")
                 .arg(pgdata)
-                .args(["-m", "fast", "-w", "-t", &timeout_s])
+                .args(["-m", mode, "-w", "-t", &timeout_s])
                 .output()
                 .map_err(ClusterError::io(format!(
                     "run {}",

@@ -10,9 +10,11 @@
 //! - Signed checkpoints ([`checkpoint`]) commit to the whole log in global order.
 
 pub mod audit;
+pub mod bulk;
 pub mod chain;
 pub mod checkpoint;
 pub mod recent;
+pub mod replicas;
 mod writer;
 
 use chrono::{DateTime, Utc};
@@ -303,6 +305,25 @@ impl EventStore {
     pub async fn head_position(&self) -> Result<i64, ReadError> {
         head_position(&self.pool).await
     }
+}
+
+/// Events of one stream on any executor (a read replica's pool), oldest first.
+pub async fn read_stream<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    stream_id: &str,
+    after_version: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
+         ORDER BY stream_version LIMIT $3"
+    ))
+    .bind(stream_id)
+    .bind(after_version)
+    .bind(limit.clamp(1, MAX_READ_LIMIT))
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(decode_row).collect()
 }
 
 /// Reads the global log on any executor (projectors read inside their own transactions).

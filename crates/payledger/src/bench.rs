@@ -188,6 +188,49 @@ async fn stop_cluster(store_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bench fill`: the COPY loader, then the store's size.
+pub async fn run_fill(
+    events: i64,
+    database_url: Option<&str>,
+    migrate_url: Option<&str>,
+    store_dir: &Path,
+) -> anyhow::Result<()> {
+    let database = Database::open(database_url, migrate_url, store_dir).await?;
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(database.owner.clone())
+        .await
+        .context("failed to connect as the schema owner (PAYLEDGER_MIGRATE_DATABASE_URL)")?;
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(events.max(0) as u64);
+    let progress_bar = bar.clone();
+    let filled = payledger_bench::rebuild::fill_fast(&owner, events, &move |now, _| {
+        progress_bar.set_position(now.max(0) as u64);
+    })
+    .await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let (head, events_bytes, database_bytes): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT last_position FROM event_sequencer), \
+                pg_total_relation_size('events'), pg_database_size(current_database())",
+    )
+    .fetch_one(&owner)
+    .await?;
+    println!(
+        "filled {filled} events in {secs:.1} s ({:.0} events/s); the store holds {head}",
+        filled as f64 / secs.max(f64::EPSILON)
+    );
+    let per_million = |bytes: i64| bytes as f64 / (head.max(1) as f64 / 1e6) / (1 << 20) as f64;
+    println!(
+        "events table {:.0} MiB ({:.0} MiB per million events, indexes included); database {:.0} MiB ({:.0} MiB per million)",
+        events_bytes as f64 / (1 << 20) as f64,
+        per_million(events_bytes),
+        database_bytes as f64 / (1 << 20) as f64,
+        per_million(database_bytes)
+    );
+    Ok(())
+}
+
 pub async fn run_rebuild(
     events: i64,
     database_url: Option<&str>,

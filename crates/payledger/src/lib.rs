@@ -18,6 +18,7 @@ pub mod keys;
 pub mod privacy_cli;
 pub mod providers;
 pub mod reconciliation_jobs;
+pub mod replicas;
 pub mod settings;
 pub mod settlement_jobs;
 pub mod startup;

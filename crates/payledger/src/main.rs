@@ -106,6 +106,11 @@ enum Command {
     },
     /// Stop the managed PostgreSQL cluster of the data directory.
     StopDatabase,
+    /// A local streaming replica of the managed cluster (in --data-dir): init, start, promote.
+    Replica {
+        #[command(subcommand)]
+        command: payledger::replicas::ReplicaCommand,
+    },
     /// Create, list and revoke API keys (printed once, stored hashed).
     Keys {
         #[command(subcommand)]
@@ -194,6 +199,15 @@ impl From<BenchFlow> for payledger_bench::load::Flow {
 
 #[derive(Subcommand)]
 enum BenchMode {
+    /// Fill a store with N realistic events quickly (COPY through the store's bulk loader, as
+    /// the schema owner), print the disk they take, and leave it for `bench rebuild`, `bench`
+    /// and `audit verify`.
+    Fill {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value = ".payledger-bench")]
+        store_dir: PathBuf,
+    },
     /// Fill a store with N realistic events (or reuse it) and time a rebuild of every read model.
     Rebuild {
         #[arg(long, default_value_t = 1_000_000)]
@@ -343,6 +357,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &payledger::settings::get,
             )
             .context("invalid settlement configuration")?;
+            settings.replicas =
+                payledger::replicas::ReplicaSettings::from_settings(&payledger::settings::get)
+                    .context("invalid read replica configuration")?;
             let app = Application::build(settings).await?;
             eprintln!(
                 "payledger is serving on http://127.0.0.1:{} (ctrl-c stops it)",
@@ -370,6 +387,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sandbox.base_url()
             );
             sandbox.wait().await.context("the sandbox failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            mode: Some(BenchMode::Fill { events, store_dir }),
+            ..
+        } => {
+            payledger::bench::run_fill(
+                events,
+                database_url.as_deref(),
+                migrate_url.as_deref(),
+                &store_dir,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -404,6 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replica { command } => payledger::replicas::run(command, &data_dir).await,
         Command::StopDatabase => {
             let options = payledger_pgcluster::ClusterOptions::new(&data_dir);
             match payledger_pgcluster::ManagedCluster::join_running(options).await? {
@@ -543,6 +574,7 @@ fn command_name(command: Command) -> payledger::commands::OpsCommand {
         | Command::Sandbox { .. }
         | Command::Config { .. }
         | Command::StopDatabase
+        | Command::Replica { .. }
         | Command::Keys { .. }
         | Command::Clock { .. }
         | Command::Billing { .. }

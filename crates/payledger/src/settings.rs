@@ -305,6 +305,21 @@ pub const SETTINGS: &[Setting] = &[
     ),
     // Tools.
     secret("PAYLEDGER_API_KEY", "the API key payledger bench sends"),
+    // Read replicas (docs/scaling.md).
+    secret(
+        "DATABASE_REPLICA_URL",
+        "hot standby URLs, comma-separated, for reads (unset: the primary reads)",
+    ),
+    setting(
+        "PAYLEDGER_REPLICA_MAX_LAG_MS",
+        "1000",
+        "a replica further behind answers no read",
+    ),
+    setting(
+        "PAYLEDGER_REPLICA_WAIT_MS",
+        "500",
+        "how long a minPosition read waits on a replica before the primary answers",
+    ),
 ];
 
 /// Where an effective value came from.

@@ -68,6 +68,8 @@ pub struct Settings {
     pub alerts: crate::alerts::AlertSettings,
     /// Settlement imports and their schedule (issue 18).
     pub reconciliation: crate::reconciliation_jobs::ReconciliationSettings,
+    /// Read replicas (`DATABASE_REPLICA_URL`, `PAYLEDGER_REPLICA_*`); none by default.
+    pub replicas: crate::replicas::ReplicaSettings,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -107,6 +109,7 @@ impl Settings {
             settlement_interval_ms: crate::settlement_jobs::SETTLEMENT_PASS_INTERVAL_MS,
             alerts: crate::alerts::AlertSettings::default(),
             reconciliation: crate::reconciliation_jobs::ReconciliationSettings::default(),
+            replicas: crate::replicas::ReplicaSettings::default(),
         }
     }
 }
@@ -398,6 +401,14 @@ impl Application {
             wakeup.clone(),
         ));
 
+        let replicas = payledger_store::replicas::ReplicaSet::new(
+            pool.clone(),
+            settings.replicas.connect_options()?,
+            settings.replicas.config,
+        );
+        if !replicas.is_empty() {
+            background.push(tokio::spawn(replicas.clone().monitor()));
+        }
         let state = actix_web::web::Data::new(AppState {
             payments,
             store,
@@ -409,6 +420,7 @@ impl Application {
             subscriptions,
             bookings: booking_services,
             test_clock,
+            replicas,
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(

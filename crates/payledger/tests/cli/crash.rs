@@ -33,7 +33,7 @@ const STRIPE_AUTH: &str = "Bearer sk_test_sandbox";
 /// Stripe test PaymentMethods whose answers come this many milliseconds after the charge.
 const STRIPE_SLOW_MS: [u64; 4] = [100, 300, 600, 850];
 
-struct Sandbox(Child);
+pub(crate) struct Sandbox(Child);
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for Sandbox {
     }
 }
 
-async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
+pub(crate) async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
     let port = free_port();
     let child = payledger(dir, None)
         .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
@@ -60,7 +60,7 @@ async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
     (sandbox, url)
 }
 
-async fn sandbox_stats(url: &str) -> Option<Value> {
+pub(crate) async fn sandbox_stats(url: &str) -> Option<Value> {
     let response = reqwest::Client::new()
         .get(format!("{url}/sandbox/stats"))
         .header("authorization", SANDBOX_AUTH)
@@ -71,12 +71,36 @@ async fn sandbox_stats(url: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-async fn start_serve(dir: &Path, urls: (&str, &str), sandbox_url: &str) -> Server {
-    let mut command = payledger(dir, Some(urls));
+/// Where the server under test runs: a test database (`urls`) or the managed cluster of `dir`
+/// (`urls: None`), with `owner` the schema owner's pool for the checks and `env` extra settings
+/// for `serve` (a replica URL in the soak).
+pub(crate) struct Deployment {
+    pub dir: std::path::PathBuf,
+    pub urls: Option<(String, String)>,
+    pub owner: sqlx::PgPool,
+    pub env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    pub(crate) fn command(&self) -> std::process::Command {
+        let urls = self.urls.as_ref().map(|(a, o)| (a.as_str(), o.as_str()));
+        payledger(&self.dir, urls)
+    }
+}
+
+async fn start_serve(deployment: &Deployment, sandbox_url: &str) -> Server {
+    let mut command = deployment.command();
     command
         .env("PAYLEDGER_SANDBOX_URL", sandbox_url)
+        .envs(deployment.env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::null());
-    serve_command(command, dir).await
+    let mut server = serve_command(command, &deployment.dir).await;
+    if server.client_key.is_empty() {
+        if let Some((_, client)) = crate::first_keys(&deployment.dir) {
+            server.client_key = client;
+        }
+    }
+    server
 }
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.
@@ -142,6 +166,7 @@ fn drive(
     server: &Server,
     round: u64,
     random: &mut Lcg,
+    delay_spread_ms: u64,
 ) -> Vec<tokio::task::JoinHandle<Vec<Acknowledged>>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -154,7 +179,8 @@ fn drive(
         // first round some confirms are always between the provider call and its record. (With
         // answers ≤ 450 ms and kills up to 600 ms, a fast server finished every call of the
         // first round before a late kill — and later rounds have little left in flight.)
-        let delay_ms = 50 + random.next(850);
+        // Longer rounds (the soak) spread the answers over the whole round the same way.
+        let delay_ms = 50 + random.next(delay_spread_ms);
         let payment_key = if pays_with_stripe(n) {
             let slow = STRIPE_SLOW_MS[random.next(STRIPE_SLOW_MS.len() as u64) as usize];
             format!("pm_sandbox_slow{slow}")
@@ -231,7 +257,7 @@ fn drive(
 }
 
 /// Asserts that every acknowledged command is in the store, by its events.
-async fn assert_in_the_store(db: &TestDatabase, acknowledged: &[Acknowledged], after: &str) {
+async fn assert_in_the_store(owner: &sqlx::PgPool, acknowledged: &[Acknowledged], after: &str) {
     for command in acknowledged {
         let (stream, event_type, refund_id) = match command {
             Acknowledged::Placed(order) => (order, "OrderPlaced", None),
@@ -256,7 +282,7 @@ async fn assert_in_the_store(db: &TestDatabase, acknowledged: &[Acknowledged], a
         .bind(stream)
         .bind(event_type)
         .bind(refund_id)
-        .fetch_one(&db.owner_pool)
+        .fetch_one(owner)
         .await
         .unwrap();
         assert!(
@@ -270,16 +296,48 @@ async fn assert_in_the_store(db: &TestDatabase, acknowledged: &[Acknowledged], a
 async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     let db = TestDatabase::fresh().await;
     let dir = tempfile::tempdir().unwrap();
-    let urls = (db.app_url.as_str(), db.owner_url.as_str());
-    let (_sandbox, sandbox_url) = start_sandbox(dir.path()).await;
+    let deployment = Deployment {
+        dir: dir.path().to_path_buf(),
+        urls: Some((db.app_url.clone(), db.owner_url.clone())),
+        owner: db.owner_pool.clone(),
+        env: Vec::new(),
+    };
+    let report = kill_rounds(&deployment, ROUNDS, (100, 300), &mut |_| Box::pin(async {})).await;
+    println!("{report:?}");
+}
+
+/// What a run of kills checked.
+#[derive(Debug, Default)]
+pub(crate) struct KillReport {
+    pub kills: u64,
+    pub acknowledged_commands_checked: usize,
+    pub orders_compared_with_the_provider: usize,
+    pub provider_charges: i64,
+    pub reconciled_outcomes: i64,
+}
+
+/// The crash test's body, `rounds` times: load, SIGKILL of `serve` at a random moment
+/// (`kill_after_ms` plus up to `kill_spread_ms` into the round), restart,
+/// every acknowledged command checked in the store; `between_rounds(round)` runs after each
+/// restart (the soak restarts PostgreSQL and the replica there). Then reconciliation and every
+/// final check: one charge per order at the sandbox, refunds ≤ captures and equal to the
+/// provider's, chains verify, read models equal a rebuild.
+pub(crate) async fn kill_rounds(
+    deployment: &Deployment,
+    rounds: u64,
+    (kill_after_ms, kill_spread_ms): (u64, u64),
+    between_rounds: &mut dyn FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) -> KillReport {
+    let (_sandbox, sandbox_url) = start_sandbox(&deployment.dir).await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     println!("crash test seed {seed}");
     let mut random = Lcg(seed);
+    let db_owner = &deployment.owner;
 
-    let mut server = start_serve(dir.path(), urls, &sandbox_url).await;
+    let mut server = start_serve(deployment, &sandbox_url).await;
     for n in 0..ORDERS {
         let placed = server
             .http()
@@ -295,16 +353,31 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         assert_eq!(placed.status().as_u16(), 201);
     }
     let mut acknowledged = Vec::new();
-    for round in 0..ROUNDS {
-        let tasks = drive(&server, round, &mut random);
-        tokio::time::sleep(Duration::from_millis(100 + random.next(300))).await;
+    let mut kill_report = KillReport::default();
+    for round in 0..rounds {
+        let tasks = drive(
+            &server,
+            round,
+            &mut random,
+            kill_after_ms + kill_spread_ms + 450,
+        );
+        let kill_at_ms = kill_after_ms + random.next(kill_spread_ms);
+        tokio::time::sleep(Duration::from_millis(kill_at_ms)).await;
         drop(server); // SIGKILL, whatever it is doing
+        kill_report.kills += 1;
         for task in tasks {
             acknowledged.extend(task.await.unwrap());
         }
-        server = start_serve(dir.path(), urls, &sandbox_url).await;
-        assert_in_the_store(&db, &acknowledged, &format!("after restart {}", round + 1)).await;
+        server = start_serve(deployment, &sandbox_url).await;
+        assert_in_the_store(
+            db_owner,
+            &acknowledged,
+            &format!("after restart {}", round + 1),
+        )
+        .await;
+        between_rounds(round).await;
     }
+    kill_report.acknowledged_commands_checked = acknowledged.len();
     let placed_under_load = acknowledged
         .iter()
         .filter(|c| matches!(c, Acknowledged::Placed(_)))
@@ -321,8 +394,9 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     // Reconcile from the read model's candidates: let it catch up with the log first.
-    wait_for_projections(&db).await;
-    let reconcile = run(payledger(dir.path(), Some(urls))
+    wait_for_projections(db_owner).await;
+    let reconcile = run(deployment
+        .command()
         .env("PAYLEDGER_SANDBOX_URL", &sandbox_url)
         .args(["reconcile", "--older-than-s", "0"]));
     assert!(
@@ -339,16 +413,17 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     let reconciled: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE stream_id LIKE 'order-%' AND payload->>'source' = 'reconciler'",
     )
-    .fetch_one(&db.owner_pool)
+    .fetch_one(db_owner)
     .await
     .unwrap();
     println!("outcomes settled by reconciliation: {reconciled}");
+    kill_report.reconciled_outcomes = reconciled;
     assert!(
         reconciled > 0,
         "no outcome was settled by reconciliation: no kill landed between a provider call and \
          its record ({report})"
     );
-    wait_for_projections(&db).await;
+    wait_for_projections(db_owner).await;
 
     let stats = sandbox_stats(&sandbox_url).await.unwrap();
     let mut charges: HashMap<String, i64> =
@@ -365,10 +440,12 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         "SELECT order_id, status, payment_key, captured_minor, refunded_minor, refund_pending_minor \
          FROM rm.orders WHERE order_id LIKE 'order-crash-%' ORDER BY order_id",
     )
-    .fetch_all(&db.owner_pool)
+    .fetch_all(db_owner)
     .await
     .unwrap();
     assert_eq!(rows.len(), ORDERS);
+    kill_report.orders_compared_with_the_provider = rows.len();
+    kill_report.provider_charges = charges.values().sum();
     let mut paid = 0;
     let mut paid_with_stripe = 0;
     for (order, status, payment_key, captured, refunded, pending) in rows {
@@ -423,11 +500,11 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
     );
     drop(server);
 
-    let verify = run(payledger(dir.path(), Some(urls)).args(["audit", "verify"]));
+    let verify = run(deployment.command().args(["audit", "verify"]));
     assert!(verify.status.success(), "{}", stdout(&verify));
     // Every read model, after five SIGKILLs mid-batch, equals a rebuild from zero up to its
     // checkpoint.
-    let verify = run(payledger(dir.path(), Some(urls)).args(["projections", "verify"]));
+    let verify = run(deployment.command().args(["projections", "verify"]));
     assert!(
         verify.status.success(),
         "a read model differs from its rebuild: {}{}",
@@ -440,16 +517,17 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         "one report per read model: {}",
         stdout(&verify)
     );
+    kill_report
 }
 
-async fn wait_for_projections(db: &TestDatabase) {
+async fn wait_for_projections(owner: &sqlx::PgPool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM projection_checkpoints \
              WHERE name = 'orders' AND position < (SELECT last_position FROM event_sequencer)",
         )
-        .fetch_one(&db.owner_pool)
+        .fetch_one(owner)
         .await
         .unwrap();
         if behind == 0 {

@@ -11,6 +11,8 @@ mod reconcile;
 mod reliability;
 mod serve;
 mod settings;
+mod soak;
+mod topology;
 
 use std::net::TcpListener;
 use std::path::Path;
