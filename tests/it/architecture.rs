@@ -33,6 +33,10 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         "payledger-connector-stripe",
         &["payledger-domain", "payledger-gateway"],
     ),
+    (
+        "payledger-connector-paddle",
+        &["payledger-domain", "payledger-gateway"],
+    ),
     // The projector runtime follows the log; it knows no read model and no aggregate.
     ("payledger-projector", &["payledger-store"]),
     (

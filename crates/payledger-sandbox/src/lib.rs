@@ -1,5 +1,5 @@
-//! A local HTTP server that speaks the Toss Payments API (at its root) and Stripe's API (under
-//! `/stripe`), so the same client code runs in development, tests and production with no keys
+//! A local HTTP server that speaks the Toss Payments API (at its root), Stripe's API (under
+//! `/stripe`) and Paddle Billing's API (under `/paddle`), so the same client code runs in development, tests and production with no keys
 //! and no network.
 //!
 //! State lives in memory behind one mutex; nothing is persisted. The test inputs that make a
@@ -20,12 +20,19 @@
 
 mod behaviour;
 mod http;
+mod paddle;
 mod payouts;
 mod store;
 mod stripe;
 mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
+pub use paddle::{
+    PaddleDeliveryRecord, PaddleSandboxConfig, DEFAULT_PADDLE_API_KEY,
+    DEFAULT_PADDLE_WEBHOOK_SECRET, SANDBOX_DECLINE_CARD, SANDBOX_PRICE_BASIC_MONTHLY,
+    SANDBOX_PRICE_CREDITS_100, SANDBOX_PRICE_PRO_MONTHLY, SANDBOX_PRODUCT_CREDITS,
+    SANDBOX_PRODUCT_MEMBERSHIP,
+};
 pub use stripe::{
     StripeSandboxConfig, WebhookDeliveryRecord, API_VERSION as STRIPE_API_VERSION,
     DEFAULT_STRIPE_SECRET_KEY, DEFAULT_STRIPE_WEBHOOK_SECRET,
@@ -72,6 +79,8 @@ pub struct SandboxConfig {
     pub clock: Option<SandboxClock>,
     /// Stripe's side: its secret key and where its webhooks go.
     pub stripe: StripeSandboxConfig,
+    /// Paddle's side: its API key and where its notifications go.
+    pub paddle: PaddleSandboxConfig,
 }
 
 /// A source of the current time for the sandbox's answers.
@@ -88,6 +97,7 @@ impl Default for SandboxConfig {
             handle_signals: false,
             clock: None,
             stripe: StripeSandboxConfig::default(),
+            paddle: PaddleSandboxConfig::default(),
         }
     }
 }
@@ -105,6 +115,7 @@ impl fmt::Debug for SandboxConfig {
             .field("workers", &self.workers)
             .field("handle_signals", &self.handle_signals)
             .field("stripe", &self.stripe)
+            .field("paddle", &self.paddle)
             .finish()
     }
 }
@@ -134,6 +145,7 @@ pub struct RunningSandbox {
     addr: SocketAddr,
     shared: web::Data<http::Shared>,
     stripe: web::Data<stripe::http::StripeShared>,
+    paddle: web::Data<paddle::http::PaddleShared>,
     handle: ServerHandle,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -146,9 +158,12 @@ pub async fn start(
     listen: SocketAddr,
     config: SandboxConfig,
 ) -> Result<RunningSandbox, SandboxError> {
-    if config.secret_key.is_empty() || config.stripe.secret_key.is_empty() {
+    if config.secret_key.is_empty()
+        || config.stripe.secret_key.is_empty()
+        || config.paddle.api_key.is_empty()
+    {
         return Err(SandboxError::InvalidConfig(
-            "secret_key and stripe.secret_key must not be empty",
+            "secret_key, stripe.secret_key and paddle.api_key must not be empty",
         ));
     }
     if config.max_records == 0 || config.max_body_bytes == 0 || config.workers == 0 {
@@ -201,6 +216,23 @@ pub async fn start(
         max_body_bytes: config.max_body_bytes,
         rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
+    let paddle_deliverer = paddle::PaddleDeliverer::start(config.clock.clone());
+    if let Some(url) = &config.paddle.webhook_url {
+        paddle_deliverer
+            .add_destination(url.clone(), config.paddle.webhook_secret.clone())
+            .map_err(|_| SandboxError::InvalidConfig("paddle.webhook_url was refused"))?;
+    }
+    let paddle_shared = web::Data::new(paddle::http::PaddleShared {
+        store: Mutex::new(paddle::PaddleStore::new(
+            config.max_records,
+            config.clock.clone(),
+        )),
+        api_key: config.paddle.api_key.clone(),
+        deliverer: paddle_deliverer,
+        max_body_bytes: config.max_body_bytes,
+        failing_requests: std::sync::atomic::AtomicU32::new(0),
+    });
+    let app_paddle = paddle_shared.clone();
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
     let app_stripe = stripe_shared.clone();
@@ -209,7 +241,9 @@ pub async fn start(
             .app_data(app_shared.clone())
             .app_data(payouts.clone())
             .app_data(app_stripe.clone())
+            .app_data(app_paddle.clone())
             .service(web::scope("/stripe").configure(stripe::http::routes))
+            .service(web::scope("/paddle").configure(paddle::http::routes))
             // Routes that span providers or sit beside the store, composed here so that the
             // Toss routes (`http`) and the others never reach into each other.
             .route("/sandbox/reset", web::post().to(reset_all))
@@ -236,6 +270,7 @@ pub async fn start(
         addr,
         shared,
         stripe: stripe_shared,
+        paddle: paddle_shared,
         handle,
         task: Some(task),
     })
@@ -289,6 +324,30 @@ impl RunningSandbox {
             })
     }
 
+    /// `http://{addr}/paddle`: the base URL a Paddle client uses instead of
+    /// `https://api.paddle.com` (or `https://sandbox-api.paddle.com`).
+    pub fn paddle_base_url(&self) -> String {
+        format!("http://{}/paddle", self.addr)
+    }
+
+    /// What `GET /paddle/sandbox/deliveries` answers: every Paddle notification sent, oldest first.
+    pub fn paddle_deliveries(&self) -> Vec<PaddleDeliveryRecord> {
+        self.paddle.deliverer.records()
+    }
+
+    /// Sends every later Paddle notification to `url` too, signed with `secret` (what creating a
+    /// notification destination in Paddle's dashboard does).
+    pub fn add_paddle_webhook_destination(
+        &self,
+        url: &str,
+        secret: &str,
+    ) -> Result<(), SandboxError> {
+        self.paddle
+            .deliverer
+            .add_destination(url.to_owned(), secret.to_owned())
+            .map_err(SandboxError::WebhookEndpoint)
+    }
+
     /// What `GET /sandbox/stats` answers.
     pub fn stats(&self) -> SandboxStats {
         self.shared.store().stats()
@@ -321,12 +380,14 @@ impl RunningSandbox {
     pub fn reset(&self) {
         self.shared.store().reset();
         self.stripe.store().reset();
+        self.paddle.store().reset();
     }
 
     /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
         self.stripe.deliverer.stop();
+        self.paddle.deliverer.stop();
         if let Some(task) = self.task.take() {
             // The server's own result no longer matters once it is told to stop.
             let _ = task.await;
@@ -348,6 +409,7 @@ impl RunningSandbox {
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
         self.stripe.deliverer.stop();
+        self.paddle.deliverer.stop();
         if self.task.is_some() {
             // The stop command is sent when `stop` is called; the returned future only waits
             // for it to finish, which a destructor cannot do.
@@ -364,10 +426,11 @@ impl fmt::Debug for RunningSandbox {
     }
 }
 
-/// `POST /sandbox/reset`: forgets every provider's state (Toss's and Stripe's).
+/// `POST /sandbox/reset`: forgets every provider's state (Toss's, Stripe's and Paddle's).
 async fn reset_all(
     shared: web::Data<http::Shared>,
     stripe: web::Data<stripe::http::StripeShared>,
+    paddle: web::Data<paddle::http::PaddleShared>,
     req: actix_web::HttpRequest,
 ) -> actix_web::HttpResponse {
     if let Some(refused) = http::authenticate_request(&shared, &req) {
@@ -375,5 +438,6 @@ async fn reset_all(
     }
     shared.store().reset();
     stripe.store().reset();
+    paddle.store().reset();
     actix_web::HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }
