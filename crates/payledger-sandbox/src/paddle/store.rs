@@ -190,7 +190,12 @@ pub(crate) struct Subscription {
     pub scheduled_change: Option<ScheduledChange>,
     pub items: Vec<SubscriptionItem>,
     pub custom_data: Option<Value>,
-    /// The transaction that opened the current period (for adjustments and renewals).
+    /// The first period's start; every period is counted from it.
+    #[serde(skip)]
+    pub anchor: DateTime<Utc>,
+    /// The current period, 1-based.
+    #[serde(skip)]
+    pub period: u32,
     #[serde(skip)]
     pub period_end: DateTime<Utc>,
     #[serde(skip)]
@@ -275,17 +280,19 @@ fn totals(total_minor: i64, currency: &str) -> Totals {
     }
 }
 
-fn add_interval(at: DateTime<Utc>, cycle: &BillingCycle) -> DateTime<Utc> {
-    let n = cycle.frequency.max(1);
+/// The end of period `n` (1-based) of a subscription anchored at `anchor`: Paddle keeps the
+/// billing day of the first payment, so periods are counted from the anchor, not chained.
+fn period_end(anchor: DateTime<Utc>, cycle: &BillingCycle, n: u32) -> DateTime<Utc> {
+    let steps = cycle.frequency.max(1) * n;
     match cycle.interval.as_str() {
-        "day" => at + Duration::days(i64::from(n)),
-        "week" => at + Duration::weeks(i64::from(n)),
-        "year" => at
-            .checked_add_months(Months::new(12 * n))
-            .unwrap_or(at + Duration::days(365 * i64::from(n))),
-        _ => at
-            .checked_add_months(Months::new(n))
-            .unwrap_or(at + Duration::days(30 * i64::from(n))),
+        "day" => anchor + Duration::days(i64::from(steps)),
+        "week" => anchor + Duration::weeks(i64::from(steps)),
+        "year" => anchor
+            .checked_add_months(Months::new(12 * steps))
+            .unwrap_or(anchor + Duration::days(365 * i64::from(steps))),
+        _ => anchor
+            .checked_add_months(Months::new(steps))
+            .unwrap_or(anchor + Duration::days(30 * i64::from(steps))),
     }
 }
 
@@ -712,7 +719,7 @@ impl PaddleStore {
                 Some(new_id("sub")),
                 Some(Period {
                     starts_at: iso(now),
-                    ends_at: iso(add_interval(now, cycle)),
+                    ends_at: iso(period_end(now, cycle, 1)),
                 }),
             ),
             None => (None, None),
@@ -735,7 +742,7 @@ impl PaddleStore {
         self.notify("transaction.paid", json!(txn));
         let mut subscription = None;
         if let (Some(cycle), Some(id)) = (cycle, subscription_id) {
-            let ends = add_interval(now, &cycle);
+            let ends = period_end(now, &cycle, 1);
             let stamp = iso(now);
             let sub = Subscription {
                 id,
@@ -769,6 +776,8 @@ impl PaddleStore {
                     })
                     .collect(),
                 custom_data,
+                anchor: now,
+                period: 1,
                 period_end: ends,
                 past_due_transaction: None,
             };
@@ -850,21 +859,21 @@ impl PaddleStore {
         if sub.status == "canceled" || sub.status == "past_due" {
             return PaddleReply::invalid("only an active subscription advances to its next period");
         }
-        let period_end = sub.period_end;
+        let current_end = sub.period_end;
         if sub
             .scheduled_change
             .as_ref()
             .is_some_and(|c| c.action == "cancel")
         {
             let sub = self.subscriptions.get_mut(id).expect("present above");
-            cancel_now(sub, period_end);
+            cancel_now(sub, current_end);
             let data = json!(sub);
             self.notify("subscription.canceled", data.clone());
             return PaddleReply::ok(json!({"subscription": data}));
         }
-        let next_end = add_interval(period_end, &sub.billing_cycle);
+        let next_end = period_end(sub.anchor, &sub.billing_cycle, sub.period + 1);
         let period = Period {
-            starts_at: iso(period_end),
+            starts_at: iso(current_end),
             ends_at: iso(next_end),
         };
         let items = sub
@@ -890,6 +899,7 @@ impl PaddleStore {
         let stamp = iso(self.now());
         let sub = self.subscriptions.get_mut(id).expect("present above");
         sub.current_billing_period = Some(period);
+        sub.period += 1;
         sub.period_end = next_end;
         sub.updated_at = stamp;
         if paid {
