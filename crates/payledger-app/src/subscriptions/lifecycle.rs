@@ -92,6 +92,7 @@ impl Subscriptions {
                     anchor,
                     order_name,
                     at: now,
+                    billed_by: None,
                 }),
                 context,
             )

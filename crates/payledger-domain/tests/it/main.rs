@@ -7,6 +7,7 @@ mod journal;
 mod operations;
 mod order;
 mod payee;
+mod provider_billed;
 mod provider_facts;
 mod refund_policy;
 mod settlement;
