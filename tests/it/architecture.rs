@@ -58,6 +58,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         "payledger-webhook-relay",
         &[
             "payledger-app",
+            "payledger-connector-paddle",
             "payledger-domain",
             "payledger-gateway",
             "payledger-metrics",
@@ -109,6 +110,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         &[
             "payledger-app",
             "payledger-bench",
+            "payledger-connector-paddle",
             "payledger-connector-stripe",
             "payledger-connector-toss",
             "payledger-console",

@@ -812,7 +812,10 @@ impl Subscription {
         }
         let earliest = started.at - Duration::seconds(ANCHOR_PAST_TOLERANCE_SECONDS);
         let latest = started.at + Duration::days(MAX_ANCHOR_AHEAD_DAYS);
-        if started.anchor < earliest || started.anchor > latest {
+        // A provider-billed subscription's anchor is the provider's first period, a fact that
+        // may be recorded well after it began (a delivery retried, replayed by an admin).
+        let provider_billed = started.billed_by.is_some() && started.anchor <= started.at;
+        if !provider_billed && (started.anchor < earliest || started.anchor > latest) {
             return Err(SubscriptionError::InvalidAnchor);
         }
         Ok(vec![SubscriptionEvent::SubscriptionStarted(started)])

@@ -216,7 +216,7 @@ pub async fn start(
         max_body_bytes: config.max_body_bytes,
         rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
-    let paddle_deliverer = paddle::PaddleDeliverer::start(config.clock.clone());
+    let paddle_deliverer = paddle::PaddleDeliverer::start();
     if let Some(url) = &config.paddle.webhook_url {
         paddle_deliverer
             .add_destination(url.clone(), config.paddle.webhook_secret.clone())

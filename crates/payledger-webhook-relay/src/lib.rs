@@ -14,6 +14,10 @@
 //! Toss payment-status webhooks are unsigned: their body is only a prompt. The worker re-fetches
 //! the payment from the provider ([`toss`]) and acts on that answer alone.
 //!
+//! Paddle notifications are signed, and still only name what to look at: the worker asks
+//! Paddle's API for the subscription and its transactions ([`paddle`]) and records what that
+//! says on the subscription Paddle bills.
+//!
 //! **Out** ([`OutboxProjection`], [`NotificationSender`]): a follower of the global log, run by
 //! the projector runtime like a read model, puts one row per notifiable event and endpoint into
 //! `webhook_outbox` in the transaction that moves its checkpoint (exactly once into the outbox).
@@ -29,6 +33,7 @@ pub mod inbox;
 pub mod intake;
 pub mod notifications;
 pub mod outbox;
+pub mod paddle;
 pub mod processor;
 pub mod provider;
 pub mod sender;
@@ -37,6 +42,7 @@ pub mod toss;
 pub use config::{InboundConfig, OutboundConfig, RetryPolicy, WebhookSettings};
 pub use inbox::{AcceptError, Accepted, InboundDeadLetter, Relay, ReplayError};
 pub use outbox::{OutboundDeadLetter, OutboxProjection, OUTBOX_PROJECTION_NAME};
+pub use paddle::PaddleApplier;
 pub use processor::InboundWorker;
 pub use provider::Provider;
 pub use sender::NotificationSender;

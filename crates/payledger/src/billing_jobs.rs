@@ -11,6 +11,8 @@
 //! - `PAYLEDGER_BILLING_INTERVAL_MS`: how often the scheduler runs inside `serve` (default
 //!   60 000; 0 turns it off).
 //! - `PAYLEDGER_PLAN_CATALOGUE`: `plan=level,…` (default `basic=1,standard=2,premium=3`).
+//! - `PAYLEDGER_PADDLE_PRICE_MAP`: `pri_…=plan:PLAN,pro_…=plan:PLAN,pri_…=credits:N` (default
+//!   empty): which Paddle prices or products sell which plan (its level from the catalogue).
 //! - `PAYLEDGER_DUNNING_RETRY_DAYS` (default `3,7,14`), `PAYLEDGER_BILLING_KEY_GRACE_DAYS`
 //!   (default `7`), `PAYLEDGER_PROVIDER_BACKOFF_MINUTES` (default `1,5,15,60,240,720`).
 
@@ -50,6 +52,9 @@ pub struct BillingSettings {
     /// How often the scheduler runs inside `serve`; 0 turns it off.
     pub scheduler_interval_ms: u64,
     pub subscriptions: SubscriptionsConfig,
+    /// Which Paddle price and product ids sell which plan or credit pack
+    /// (`PAYLEDGER_PADDLE_PRICE_MAP`; empty: every Paddle subscription is held for review).
+    pub paddle_price_map: payledger_domain::provider_billed::ProviderPriceMap,
 }
 
 impl Default for BillingSettings {
@@ -57,6 +62,7 @@ impl Default for BillingSettings {
         BillingSettings {
             scheduler_interval_ms: 60_000,
             subscriptions: SubscriptionsConfig::default(),
+            paddle_price_map: Default::default(),
         }
     }
 }
@@ -89,6 +95,11 @@ impl BillingSettings {
         if let Some(catalogue) = env("PAYLEDGER_PLAN_CATALOGUE") {
             self.subscriptions.catalogue =
                 PlanCatalogue::parse(&catalogue).context("PAYLEDGER_PLAN_CATALOGUE")?;
+        }
+        if let Some(map) = env("PAYLEDGER_PADDLE_PRICE_MAP") {
+            self.paddle_price_map =
+                payledger_domain::provider_billed::ProviderPriceMap::parse(&map)
+                    .context("PAYLEDGER_PADDLE_PRICE_MAP")?;
         }
         let current = &self.subscriptions.dunning;
         let retry_days = match env("PAYLEDGER_DUNNING_RETRY_DAYS") {

@@ -251,6 +251,22 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
+        // Paddle notifications are applied through their own Paddle client (its own circuit
+        // breaker, as Toss's re-fetches have), to the subscriptions.
+        let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
+        if let Some(config) = paddle_config(
+            sandbox_base_url.as_deref(),
+            settings.gateway_timeout_ms.unwrap_or(15_000),
+            payledger_gateway::circuit::CircuitConfig::default(),
+        ) {
+            let paddle = payledger_connector_paddle::PaddleGateway::new(config)
+                .context("failed to configure the Paddle connector")?;
+            relay.apply_paddle_with(Arc::new(payledger_webhook_relay::PaddleApplier {
+                paddle: Arc::new(paddle),
+                subscriptions: subscriptions.clone(),
+                price_map: billing_settings.paddle_price_map.clone(),
+            }));
+        }
         background.extend(
             crate::webhook_jobs::spawn(&relay, &payments, webhook_lookups, &pool, &mut followers)
                 .await?,
@@ -549,6 +565,25 @@ async fn build_registry(
     Ok((registry, Arc::new(webhook_lookups), sandbox))
 }
 
+/// Paddle's configuration: keys from the environment, else the sandbox's `/paddle`.
+fn paddle_config(
+    sandbox_base_url: Option<&str>,
+    timeout_ms: u64,
+    circuit: payledger_gateway::circuit::CircuitConfig,
+) -> Option<payledger_connector_paddle::PaddleConfig> {
+    let mut config = ProviderSettings::paddle_from_env().or_else(|| {
+        sandbox_base_url
+            .map(|base| payledger_connector_paddle::PaddleConfig::sandbox(format!("{base}/paddle")))
+    })?;
+    config.timeout_ms = timeout_ms;
+    config.circuit = circuit;
+    tracing::info!(
+        provider = payledger_connector_paddle::PROVIDER_NAME,
+        "payment connector configured"
+    );
+    Some(config)
+}
+
 /// The connectors this deployment pays with, by provider name: THE place a connector is
 /// registered (`serve`, and the CLI commands that call providers — `reconcile`, `ops` — all build
 /// their registry here). Each connector reads its own configuration (keys from the environment,
@@ -589,6 +624,14 @@ pub fn registry_from(
         registry
             .register(Arc::new(stripe))
             .context("failed to register the Stripe connector")?;
+    }
+    // Paddle: the same way, against the sandbox's `/paddle` when there are no keys.
+    if let Some(config) = paddle_config(sandbox_base_url, timeout_ms, circuit) {
+        let paddle = payledger_connector_paddle::PaddleGateway::new(config)
+            .context("failed to configure the Paddle connector")?;
+        registry
+            .register(Arc::new(paddle))
+            .context("failed to register the Paddle connector")?;
     }
     tracing::debug!(
         providers = ?registry.names(),

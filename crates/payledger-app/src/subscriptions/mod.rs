@@ -48,6 +48,8 @@ use std::sync::Arc;
 mod billing_keys;
 mod charging;
 mod lifecycle;
+mod provider_billed;
+pub use provider_billed::ProviderBilledStart;
 mod scheduler;
 mod wallets;
 

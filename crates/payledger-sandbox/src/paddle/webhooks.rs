@@ -3,8 +3,8 @@
 //!
 //! One worker sends every notification in the order events happened (Paddle does not promise
 //! order; the sandbox keeps it so tests read plainly), each up to [`MAX_DELIVERY_ATTEMPTS`]
-//! times. The signing time comes from the sandbox's clock, so a ledger on a scenario clock
-//! checks the timestamp against the same time.
+//! times. The signing time is the wall clock, as at Paddle: replay protection is about real
+//! time, and payledger checks the timestamp against its wall clock too.
 
 use super::store::PendingEvent;
 use hmac::{Hmac, Mac};
@@ -57,7 +57,7 @@ pub(crate) struct PaddleDeliverer {
 
 impl PaddleDeliverer {
     /// Must be called inside a Tokio runtime: the worker runs on it.
-    pub(crate) fn start(clock: Option<crate::SandboxClock>) -> PaddleDeliverer {
+    pub(crate) fn start() -> PaddleDeliverer {
         let records = Arc::new(Mutex::new(Vec::new()));
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
@@ -71,7 +71,7 @@ impl PaddleDeliverer {
         let (sender, task) = match http {
             Some(http) => {
                 let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-                let task = tokio::spawn(run(receiver, http, records.clone(), clock));
+                let task = tokio::spawn(run(receiver, http, records.clone()));
                 (Some(sender), Some(task))
             }
             None => (None, None),
@@ -174,7 +174,6 @@ async fn run(
     mut receiver: mpsc::Receiver<Job>,
     http: reqwest::Client,
     records: Arc<Mutex<Vec<PaddleDeliveryRecord>>>,
-    clock: Option<crate::SandboxClock>,
 ) {
     while let Some(job) = receiver.recv().await {
         for destination in &job.destinations {
@@ -192,10 +191,7 @@ async fn run(
                         .await;
                 }
                 entry.attempts += 1;
-                let timestamp = clock
-                    .as_ref()
-                    .map_or_else(chrono::Utc::now, |clock| clock())
-                    .timestamp();
+                let timestamp = chrono::Utc::now().timestamp();
                 let result = http
                     .post(&destination.url)
                     .header("Content-Type", "application/json")
