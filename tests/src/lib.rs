@@ -50,6 +50,8 @@ pub struct SpawnOptions {
     /// `Some(start)`: `serve --test-clock` with a scenario clock starting there, moved through
     /// `/v1/admin/test-clock`; background jobs then run only when the clock moves.
     pub test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// `PAYLEDGER_PADDLE_PRICE_MAP`: the sandbox's catalogue by default.
+    pub paddle_price_map: &'static str,
 }
 
 impl Default for SpawnOptions {
@@ -61,6 +63,8 @@ impl Default for SpawnOptions {
             circuit_open_ms: 500,
             reconcile_after_ms: 0,
             test_clock_start: None,
+            paddle_price_map: "pri_sandbox_basic_monthly=plan:basic,\
+                pri_sandbox_pro_monthly=plan:premium,pri_sandbox_credits_100=credits:100",
         }
     }
 }
@@ -92,6 +96,9 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.db_max_connections = 16;
     settings.http_workers = 2;
     settings.reconcile_interval_ms = options.reconcile_interval_ms;
+    settings.billing.paddle_price_map =
+        payledger_domain::provider_billed::ProviderPriceMap::parse(options.paddle_price_map)
+            .expect("a valid Paddle price map");
     settings.webhooks = options.webhooks;
     settings.reconcile_after_ms = options.reconcile_after_ms;
     settings.runner.poll_interval_ms = 100;
