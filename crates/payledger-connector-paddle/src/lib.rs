@@ -28,6 +28,7 @@
 //! ```
 
 mod client;
+pub mod ledger;
 pub mod webhook;
 pub mod wire;
 
@@ -530,6 +531,22 @@ impl PaddleGateway {
             .await?;
         wire::parse_data(&answer, "create_customer")
             .map_err(|err| self.unreadable("create_customer", err))
+    }
+
+    /// A subscription and its transactions in the ledger's words (`ledger::read_subscription`),
+    /// looked at `now`; `None` when Paddle has no such subscription.
+    pub async fn subscription_reading(
+        &self,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<ledger::SubscriptionReading>, GatewayError> {
+        let Some(subscription) = self.subscription(id).await? else {
+            return Ok(None);
+        };
+        let transactions = self.transactions_of_subscription(id).await?;
+        ledger::read_subscription(&subscription, &transactions, now)
+            .map(Some)
+            .map_err(|err| self.unreadable("get_subscription", err))
     }
 
     /// A transaction with its adjustments, in payledger's words: approved refunds and

@@ -24,8 +24,6 @@
 //! plans (a membership level) and credit packs.
 
 use crate::billing::PlanId;
-use crate::ids::PaymentKey;
-use crate::money::Money;
 use crate::order::OutcomeSource;
 use crate::provider_failure::{FailureClass, ProviderFailure};
 use crate::subscription::{
@@ -33,48 +31,8 @@ use crate::subscription::{
     FailureHandling, Subscription, SubscriptionEnded, SubscriptionError, SubscriptionEvent,
     SubscriptionStatus,
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-/// Who bills a provider-billed subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderBilling {
-    /// The connector (`paddle`).
-    pub provider: String,
-    /// The provider's subscription id (`sub_…`).
-    pub provider_subscription_id: String,
-    /// The provider's price the plan was mapped from.
-    pub price_id: String,
-}
-
-/// What a provider reported about a subscription it bills, after payledger confirmed it against
-/// the provider's API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderSubscriptionFact {
-    /// A period was billed and paid.
-    Paid {
-        /// The provider's transaction (`txn_…`).
-        payment_key: PaymentKey,
-        amount: Money,
-        period_start: DateTime<Utc>,
-        period_end: DateTime<Utc>,
-        approved_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    /// A renewal failed and the provider retries it (its dunning).
-    PastDue {
-        provider_code: String,
-        at: DateTime<Utc>,
-    },
-    /// A cancel is scheduled for `effective_at` (`Some`), or none is (`None`: withdrawn).
-    CancelScheduled {
-        effective_at: Option<DateTime<Utc>>,
-        at: DateTime<Utc>,
-    },
-    /// The provider canceled the subscription.
-    Canceled { at: DateTime<Utc> },
-}
+pub use crate::billing::{ProviderBilling, ProviderSubscriptionFact};
 
 impl Subscription {
     /// Whether a provider bills this subscription.

@@ -109,7 +109,7 @@ pub enum SubscriptionCommand {
     },
     /// Provider-billed subscriptions: what the provider reported, confirmed against its API
     /// (`provider_billed.rs`).
-    RecordProviderFact(crate::provider_billed::ProviderSubscriptionFact),
+    RecordProviderFact(crate::billing::ProviderSubscriptionFact),
 }
 
 /// Who started an attempt.
@@ -200,7 +200,7 @@ pub struct SubscriptionStarted {
     /// bills every cycle itself (Paddle) and tells payledger; `billing_key_id` is then the
     /// provider's subscription id, which stands for the payment method the provider keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub billed_by: Option<crate::provider_billed::ProviderBilling>,
+    pub billed_by: Option<crate::billing::ProviderBilling>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
