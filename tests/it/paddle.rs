@@ -329,3 +329,77 @@ async fn a_paddle_price_payledger_does_not_know_is_held_for_review_not_dropped()
     assert!(text.contains(price_id), "{text}");
     assert_eq!(membership(&app, "cust_2").await, 0);
 }
+
+#[tokio::test]
+async fn a_cancel_through_payledger_asks_paddle_first_and_a_failed_call_records_nothing() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = until(&app, &sub_id, "started", |s| s["paidCycles"] == 1).await;
+
+    // Paddle down: the caller gets a clear error and the ledger is unchanged.
+    paddle(&app, "/sandbox/outage", json!({"requests": 10})).await;
+    let failed = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    let status = failed.status().as_u16();
+    let body: Value = failed.json().await.unwrap();
+    assert!(status >= 400 && status != 500, "{status} {body}");
+    paddle(&app, "/sandbox/outage", json!({"requests": 0})).await;
+    let unchanged = subscription(&app, &sub_id).await;
+    assert_eq!(unchanged["version"], started["version"]);
+    assert_eq!(unchanged["cancelAtPeriodEnd"], false);
+
+    // Paddle up: Paddle schedules the cancel for the end of its period, and the ledger records
+    // what Paddle answered; asking again records nothing new.
+    let cancelled = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    let status = cancelled.status().as_u16();
+    let body: Value = cancelled.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cancelAtPeriodEnd"], true, "{body}");
+    assert_eq!(body["cancelEffectiveAt"], started["paidThrough"]);
+    let at_paddle: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/subscriptions/{sub_id}",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at_paddle["data"]["scheduled_change"]["action"], "cancel");
+    let again = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(
+        membership(&app, "cust_1").await,
+        1,
+        "benefits until the period ends"
+    );
+}

@@ -751,3 +751,40 @@ impl PaymentGateway for PaddleGateway {
         Some(PaddleGateway::stats(self))
     }
 }
+
+#[async_trait]
+impl payledger_gateway::provider_subscriptions::ProviderSubscriptions for PaddleGateway {
+    fn provider_name(&self) -> &str {
+        &self.engine.provider_name
+    }
+
+    async fn cancel_subscription(
+        &self,
+        provider_subscription_id: &str,
+        at_period_end: bool,
+    ) -> Result<payledger_gateway::provider_subscriptions::ProviderCancelState, GatewayError> {
+        let from = if at_period_end {
+            CancelFrom::NextBillingPeriod
+        } else {
+            CancelFrom::Immediately
+        };
+        let subscription =
+            PaddleGateway::cancel_subscription(self, provider_subscription_id, from).await?;
+        let canceled = subscription.status == wire::SubscriptionStatus::Canceled;
+        Ok(
+            payledger_gateway::provider_subscriptions::ProviderCancelState {
+                cancel_effective_at: subscription.cancel_effective_at(),
+                canceled_at: if canceled {
+                    Some(subscription.canceled_at.unwrap_or_else(|| {
+                        subscription
+                            .current_billing_period
+                            .as_ref()
+                            .map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |p| p.ends_at)
+                    }))
+                } else {
+                    None
+                },
+            },
+        )
+    }
+}

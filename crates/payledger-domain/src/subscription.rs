@@ -744,6 +744,14 @@ impl Subscription {
             SubscriptionCommand::ChangePaymentMethod { billing_key_id, at } => {
                 self.change_payment_method(billing_key_id, at)
             }
+            SubscriptionCommand::CancelAtPeriodEnd { .. }
+            | SubscriptionCommand::Resume { .. }
+            | SubscriptionCommand::EndNow { .. }
+                if self.is_provider_billed() =>
+            {
+                // The provider must be asked first; its answer is recorded as a provider fact.
+                Err(SubscriptionError::ProviderBilled)
+            }
             SubscriptionCommand::CancelAtPeriodEnd { at } => self.cancel_at_period_end(at),
             SubscriptionCommand::Resume { at } => {
                 self.terms()?;

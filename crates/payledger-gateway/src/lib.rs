@@ -15,6 +15,7 @@
 
 pub mod circuit;
 pub mod payouts;
+pub mod provider_subscriptions;
 pub mod registry;
 pub mod transport;
 

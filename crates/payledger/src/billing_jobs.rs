@@ -275,18 +275,24 @@ pub fn build(
     clock: Arc<dyn Clock>,
     // The switches one-off payments obey: a flip through this process is seen by both at once.
     switches: Arc<SalesSwitches>,
+    // Providers that bill their own subscriptions (Paddle): cancels go through them.
+    provider_billing: Vec<
+        Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>,
+    >,
 ) -> anyhow::Result<Arc<Subscriptions>> {
     let cipher = load_cipher(data_dir, provider)?;
-    Ok(Arc::new(
-        Subscriptions::new(
-            executor,
-            gateway,
-            Arc::new(cipher),
-            clock,
-            settings.subscriptions.clone(),
-        )
-        .with_sales_switches(switches),
-    ))
+    let mut subscriptions = Subscriptions::new(
+        executor,
+        gateway,
+        Arc::new(cipher),
+        clock,
+        settings.subscriptions.clone(),
+    )
+    .with_sales_switches(switches);
+    for provider in provider_billing {
+        subscriptions = subscriptions.with_provider_billing(provider);
+    }
+    Ok(Arc::new(subscriptions))
 }
 
 /// The scheduler inside `serve`: a pass every `every`. Several processes may run it at once;
@@ -343,6 +349,8 @@ pub async fn run_due_command(
         Arc::new(gateway),
         Arc::new(SystemClock),
         switches,
+        // The CLI's billing pass charges what payledger bills; Paddle bills its own.
+        Vec::new(),
     )?;
     let as_of = as_of.unwrap_or_else(Utc::now);
     let index = ReadModelBillingIndex { pool: pool.clone() };

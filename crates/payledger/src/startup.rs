@@ -199,6 +199,26 @@ impl Application {
             )),
         });
         let billing_settings = settings.billing.clone().with_env()?;
+        // Paddle bills its own subscriptions: cancels go to its API, and its notifications are
+        // applied through this client (its own circuit breaker, as Toss's re-fetches have).
+        let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
+        let paddle = match paddle_config(
+            sandbox_base_url.as_deref(),
+            settings.gateway_timeout_ms.unwrap_or(15_000),
+            payledger_gateway::circuit::CircuitConfig::default(),
+        ) {
+            Some(config) => Some(Arc::new(
+                payledger_connector_paddle::PaddleGateway::new(config)
+                    .context("failed to configure the Paddle connector")?,
+            )),
+            None => None,
+        };
+        let provider_billing: Vec<
+            Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>,
+        > = match &paddle {
+            Some(paddle) => vec![paddle.clone()],
+            None => vec![],
+        };
         let subscriptions = crate::billing_jobs::build(
             &billing_settings,
             &settings.data_dir,
@@ -207,6 +227,7 @@ impl Application {
             payments.gateway().clone(),
             clock.clone(),
             switches.clone(),
+            provider_billing,
         )?;
         let executor_for_jobs = executor.clone();
         let operations = Arc::new(Operations::new(executor, payments.clone(), switches, clock));
@@ -251,18 +272,9 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
-        // Paddle notifications are applied through their own Paddle client (its own circuit
-        // breaker, as Toss's re-fetches have), to the subscriptions.
-        let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
-        if let Some(config) = paddle_config(
-            sandbox_base_url.as_deref(),
-            settings.gateway_timeout_ms.unwrap_or(15_000),
-            payledger_gateway::circuit::CircuitConfig::default(),
-        ) {
-            let paddle = payledger_connector_paddle::PaddleGateway::new(config)
-                .context("failed to configure the Paddle connector")?;
+        if let Some(paddle) = &paddle {
             relay.apply_paddle_with(Arc::new(payledger_webhook_relay::PaddleApplier {
-                paddle: Arc::new(paddle),
+                paddle: paddle.clone(),
                 subscriptions: subscriptions.clone(),
                 price_map: billing_settings.paddle_price_map.clone(),
             }));

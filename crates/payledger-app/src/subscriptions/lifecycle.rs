@@ -190,6 +190,12 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
+        if let Some(snapshot) = self
+            .cancel_at_provider(subscription_id, true, context)
+            .await?
+        {
+            return Ok(snapshot);
+        }
         let command = SubscriptionCommand::CancelAtPeriodEnd {
             at: self.clock.now(),
         };
@@ -214,6 +220,12 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
+        if let Some(snapshot) = self
+            .cancel_at_provider(subscription_id, false, context)
+            .await?
+        {
+            return Ok(snapshot);
+        }
         let command = SubscriptionCommand::EndNow {
             at: self.clock.now(),
         };

@@ -103,4 +103,67 @@ impl Subscriptions {
         let replay = executed.events.is_empty();
         self.snapshot(executed, replay).await
     }
+
+    /// A cancel of a subscription a provider bills goes to the provider first (Paddle's
+    /// `POST /subscriptions/{id}/cancel`), and only its answer is recorded: a failed call is an
+    /// error to the caller and records nothing. Asking twice asks the provider for the same state
+    /// and records nothing new. `None`: payledger bills it (the caller cancels as usual).
+    pub(super) async fn cancel_at_provider(
+        &self,
+        subscription_id: &SubscriptionId,
+        at_period_end: bool,
+        context: &RequestContext,
+    ) -> Result<Option<SubscriptionSnapshot>, BillingError> {
+        let Some(existing) = self.load_subscription(subscription_id).await? else {
+            return Ok(None);
+        };
+        let Some(billing) = existing
+            .state
+            .terms
+            .as_ref()
+            .and_then(|terms| terms.billed_by.clone())
+        else {
+            return Ok(None);
+        };
+        if existing.state.status == payledger_domain::subscription::SubscriptionStatus::Ended {
+            return Err(BillingError::Subscription(SubscriptionError::Ended));
+        }
+        let provider = self
+            .provider_billing
+            .iter()
+            .find(|p| p.provider_name() == billing.provider)
+            .ok_or_else(|| {
+                BillingError::Refused(ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "PROVIDER_NOT_CONFIGURED".to_owned(),
+                    provider_message: format!(
+                        "{} bills this subscription and is not configured",
+                        billing.provider
+                    ),
+                })
+            })?;
+        let state = provider
+            .cancel_subscription(&billing.provider_subscription_id, at_period_end)
+            .await
+            .map_err(|error| match error {
+                GatewayError::Refused(failure) => BillingError::Refused(failure),
+                GatewayError::NotSent { retry_after_ms, .. } => BillingError::ProviderUnavailable {
+                    retry_after_ms: retry_after_ms.unwrap_or(5_000),
+                },
+                GatewayError::OutcomeUnknown { .. } => BillingError::ProviderUnavailable {
+                    retry_after_ms: 5_000,
+                },
+            })?;
+        let now = self.clock.now();
+        let fact = match (state.canceled_at, state.cancel_effective_at) {
+            (Some(at), _) => ProviderSubscriptionFact::Canceled { at: at.min(now) },
+            (None, effective_at) => ProviderSubscriptionFact::CancelScheduled {
+                effective_at,
+                at: now,
+            },
+        };
+        self.record_provider_fact(subscription_id, fact, context)
+            .await
+            .map(Some)
+    }
 }

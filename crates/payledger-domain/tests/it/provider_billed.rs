@@ -244,3 +244,17 @@ fn a_fact_about_a_subscription_payledger_bills_is_refused() {
         .when(record(paid(1, "txn_01first")))
         .then_expect_error(SubscriptionError::NotProviderBilled);
 }
+
+#[test]
+fn payledger_cannot_cancel_or_resume_on_its_own_what_the_provider_bills() {
+    for command in [
+        SubscriptionCommand::CancelAtPeriodEnd { at: month(0) },
+        SubscriptionCommand::Resume { at: month(0) },
+        SubscriptionCommand::EndNow { at: month(0) },
+    ] {
+        SubscriptionTest::with(())
+            .given(vec![started(), succeeded(1, "txn_01first")])
+            .when(command)
+            .then_expect_error(SubscriptionError::ProviderBilled);
+    }
+}
