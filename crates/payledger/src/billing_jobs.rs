@@ -266,6 +266,9 @@ impl BillingIndex for ReadModelBillingIndex {
 }
 
 /// The billing service of a process.
+// Each argument is one of the process's services, built once in `startup`; a struct holding
+// them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     settings: &BillingSettings,
     data_dir: &Path,
