@@ -33,6 +33,10 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         "payledger-connector-stripe",
         &["payledger-domain", "payledger-gateway"],
     ),
+    (
+        "payledger-connector-paddle",
+        &["payledger-domain", "payledger-gateway"],
+    ),
     // The projector runtime follows the log; it knows no read model and no aggregate.
     ("payledger-projector", &["payledger-store"]),
     (
@@ -54,6 +58,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         "payledger-webhook-relay",
         &[
             "payledger-app",
+            "payledger-connector-paddle",
             "payledger-domain",
             "payledger-gateway",
             "payledger-metrics",
@@ -106,6 +111,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
         &[
             "payledger-app",
             "payledger-bench",
+            "payledger-connector-paddle",
             "payledger-connector-stripe",
             "payledger-connector-toss",
             "payledger-console",

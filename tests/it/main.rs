@@ -19,6 +19,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 mod operations;
+mod paddle;
 mod payments;
 mod privacy;
 mod projections;

@@ -56,6 +56,8 @@ pub struct SpawnOptions {
     /// `PAYLEDGER_RECONCILIATION_INTERVAL_S`: 0 (off) unless a test imports settlements on a
     /// schedule or on moves of the scenario clock.
     pub reconciliation_interval_s: u64,
+    /// `PAYLEDGER_PADDLE_PRICE_MAP`: the sandbox's catalogue by default.
+    pub paddle_price_map: &'static str,
 }
 
 impl Default for SpawnOptions {
@@ -69,6 +71,8 @@ impl Default for SpawnOptions {
             test_clock_start: None,
             sandbox_clock: None,
             reconciliation_interval_s: 0,
+            paddle_price_map: "pri_sandbox_basic_monthly=plan:basic,\
+                pri_sandbox_pro_monthly=plan:premium,pri_sandbox_credits_100=credits:100",
         }
     }
 }
@@ -101,6 +105,9 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.db_max_connections = 16;
     settings.http_workers = 2;
     settings.reconcile_interval_ms = options.reconcile_interval_ms;
+    settings.billing.paddle_price_map =
+        payledger_domain::provider_billed::ProviderPriceMap::parse(options.paddle_price_map)
+            .expect("a valid Paddle price map");
     settings.webhooks = options.webhooks;
     settings.reconcile_after_ms = options.reconcile_after_ms;
     // Tests import settlements when they mean to.

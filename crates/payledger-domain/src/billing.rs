@@ -384,6 +384,50 @@ pub fn contains_card_number_like(text: &str) -> bool {
     crate::card_numbers::contains_card_number(text)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Provider-billed subscriptions (the facts; the rules are in `provider_billed.rs`)
+// ---------------------------------------------------------------------------------------------
+
+/// Who bills a provider-billed subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderBilling {
+    /// The connector (`paddle`).
+    pub provider: String,
+    /// The provider's subscription id (`sub_…`).
+    pub provider_subscription_id: String,
+    /// The provider's price the plan was mapped from.
+    pub price_id: String,
+}
+
+/// What a provider reported about a subscription it bills, after payledger confirmed it against
+/// the provider's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderSubscriptionFact {
+    /// A period was billed and paid.
+    Paid {
+        /// The provider's transaction (`txn_…`).
+        payment_key: crate::ids::PaymentKey,
+        amount: crate::money::Money,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        approved_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// A renewal failed and the provider retries it (its dunning).
+    PastDue {
+        provider_code: String,
+        at: DateTime<Utc>,
+    },
+    /// A cancel is scheduled for `effective_at` (`Some`), or none is (`None`: withdrawn).
+    CancelScheduled {
+        effective_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// The provider canceled the subscription.
+    Canceled { at: DateTime<Utc> },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ pub mod operations;
 pub mod order;
 pub mod payee;
 pub mod privacy;
+pub mod provider_billed;
 pub mod provider_fact;
 pub mod provider_failure;
 pub mod reconciliation;

@@ -107,6 +107,9 @@ pub enum SubscriptionCommand {
     SuspendAfterGrace {
         at: DateTime<Utc>,
     },
+    /// Provider-billed subscriptions: what the provider reported, confirmed against its API
+    /// (`provider_billed.rs`).
+    RecordProviderFact(crate::billing::ProviderSubscriptionFact),
 }
 
 /// Who started an attempt.
@@ -193,6 +196,11 @@ pub struct SubscriptionStarted {
     /// What the provider shows the customer (`orderName`).
     pub order_name: String,
     pub at: DateTime<Utc>,
+    /// `None`: payledger bills it (its scheduler charges `billing_key_id`). `Some`: the provider
+    /// bills every cycle itself (Paddle) and tells payledger; `billing_key_id` is then the
+    /// provider's subscription id, which stands for the payment method the provider keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_by: Option<crate::billing::ProviderBilling>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +298,8 @@ pub enum FailureHandling {
     StatusUnchanged,
     /// A code payledger does not know, or a request the provider found invalid: `needs_review`.
     ManualReview,
+    /// A provider-billed renewal failed: `past_due`, and the provider runs the retries.
+    ProviderDunning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +351,8 @@ pub enum EndReason {
     CanceledAtPeriodEnd,
     /// Cancelled when nothing paid was left, or ended on request.
     EndedImmediately,
+    /// The provider that bills it canceled it (a cancel at Paddle, or Paddle's dunning gave up).
+    CanceledByProvider,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +462,12 @@ pub enum SubscriptionError {
     CycleOutOfRange,
     #[error("the cycle has reached the maximum of {MAX_ATTEMPTS_PER_CYCLE} attempts")]
     TooManyAttempts,
+    #[error("the provider bills this subscription; payledger does not charge it")]
+    ProviderBilled,
+    #[error("payledger bills this subscription; a provider's billing report does not apply")]
+    NotProviderBilled,
+    #[error("the provider's report differs from the ledger: {0}")]
+    ProviderFactDiffers(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -613,6 +631,10 @@ impl Subscription {
             // Nothing is charged after a cancellation: the paid period runs out and that is all.
             return Some((effective_at, DueAction::EndAtPeriodEnd));
         }
+        if self.is_provider_billed() {
+            // The provider charges each cycle and tells payledger; nothing is due here.
+            return None;
+        }
         if self.cycle > MAX_CYCLES {
             return None;
         }
@@ -722,6 +744,14 @@ impl Subscription {
             SubscriptionCommand::ChangePaymentMethod { billing_key_id, at } => {
                 self.change_payment_method(billing_key_id, at)
             }
+            SubscriptionCommand::CancelAtPeriodEnd { .. }
+            | SubscriptionCommand::Resume { .. }
+            | SubscriptionCommand::EndNow { .. }
+                if self.is_provider_billed() =>
+            {
+                // The provider must be asked first; its answer is recorded as a provider fact.
+                Err(SubscriptionError::ProviderBilled)
+            }
             SubscriptionCommand::CancelAtPeriodEnd { at } => self.cancel_at_period_end(at),
             SubscriptionCommand::Resume { at } => {
                 self.terms()?;
@@ -762,6 +792,7 @@ impl Subscription {
                     },
                 )])
             }
+            SubscriptionCommand::RecordProviderFact(fact) => self.record_provider_fact(fact),
             SubscriptionCommand::SuspendAfterGrace { at } => {
                 let terms = self.terms()?;
                 if self.due_action(at) != Some(DueAction::SuspendAfterGrace) {
@@ -789,7 +820,10 @@ impl Subscription {
         }
         let earliest = started.at - Duration::seconds(ANCHOR_PAST_TOLERANCE_SECONDS);
         let latest = started.at + Duration::days(MAX_ANCHOR_AHEAD_DAYS);
-        if started.anchor < earliest || started.anchor > latest {
+        // A provider-billed subscription's anchor is the provider's first period, a fact that
+        // may be recorded well after it began (a delivery retried, replayed by an admin).
+        let provider_billed = started.billed_by.is_some() && started.anchor <= started.at;
+        if !provider_billed && (started.anchor < earliest || started.anchor > latest) {
             return Err(SubscriptionError::InvalidAnchor);
         }
         Ok(vec![SubscriptionEvent::SubscriptionStarted(started)])
@@ -801,6 +835,9 @@ impl Subscription {
         at: DateTime<Utc>,
     ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
         let terms = self.terms()?;
+        if terms.billed_by.is_some() {
+            return Err(SubscriptionError::ProviderBilled);
+        }
         match self.status {
             SubscriptionStatus::Ended => return Err(SubscriptionError::Ended),
             SubscriptionStatus::Suspended => return Err(SubscriptionError::Suspended),
@@ -1050,6 +1087,9 @@ impl Subscription {
         at: DateTime<Utc>,
     ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
         let terms = self.terms()?;
+        if terms.billed_by.is_some() {
+            return Err(SubscriptionError::ProviderBilled);
+        }
         if self.status == SubscriptionStatus::Ended {
             return Err(SubscriptionError::Ended);
         }
@@ -1183,7 +1223,8 @@ fn notifications(
         FailureHandling::ProviderBackoff { .. }
         | FailureHandling::ProviderRetriesExhausted { .. }
         | FailureHandling::StatusUnchanged
-        | FailureHandling::ManualReview => vec![],
+        | FailureHandling::ManualReview
+        | FailureHandling::ProviderDunning => vec![],
     }
 }
 
@@ -1356,6 +1397,11 @@ impl Subscription {
                 self.provider_backoff = None;
             }
             FailureHandling::StatusUnchanged => {}
+            FailureHandling::ProviderDunning => {
+                self.status = SubscriptionStatus::PastDue;
+                self.dunning = None;
+                self.provider_backoff = None;
+            }
         }
     }
 }

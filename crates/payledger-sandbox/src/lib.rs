@@ -1,5 +1,5 @@
-//! A local HTTP server that speaks the Toss Payments API (at its root) and Stripe's API (under
-//! `/stripe`), so the same client code runs in development, tests and production with no keys
+//! A local HTTP server that speaks the Toss Payments API (at its root), Stripe's API (under
+//! `/stripe`) and Paddle Billing's API (under `/paddle`), so the same client code runs in development, tests and production with no keys
 //! and no network.
 //!
 //! State lives in memory behind one mutex; nothing is persisted. The test inputs that make a
@@ -20,6 +20,7 @@
 
 mod behaviour;
 mod http;
+mod paddle;
 mod payouts;
 mod settlements;
 mod store;
@@ -27,6 +28,12 @@ mod stripe;
 mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
+pub use paddle::{
+    PaddleDeliveryRecord, PaddleSandboxConfig, DEFAULT_PADDLE_API_KEY,
+    DEFAULT_PADDLE_WEBHOOK_SECRET, SANDBOX_DECLINE_CARD, SANDBOX_PRICE_BASIC_MONTHLY,
+    SANDBOX_PRICE_CREDITS_100, SANDBOX_PRICE_PRO_MONTHLY, SANDBOX_PRODUCT_CREDITS,
+    SANDBOX_PRODUCT_MEMBERSHIP,
+};
 pub use settlements::{SettlementFault, StripeSettlementTerms, TossSettlementTerms, MAX_LATE_DAYS};
 pub use stripe::{
     StripeSandboxConfig, WebhookDeliveryRecord, API_VERSION as STRIPE_API_VERSION,
@@ -78,6 +85,8 @@ pub struct SandboxConfig {
     pub toss_settlement: TossSettlementTerms,
     /// The fee and delay of Stripe's balance transactions and payouts.
     pub stripe_settlement: StripeSettlementTerms,
+    /// Paddle's side: its API key and where its notifications go.
+    pub paddle: PaddleSandboxConfig,
 }
 
 /// A source of the current time for the sandbox's answers.
@@ -96,6 +105,7 @@ impl Default for SandboxConfig {
             stripe: StripeSandboxConfig::default(),
             toss_settlement: TossSettlementTerms::default(),
             stripe_settlement: StripeSettlementTerms::default(),
+            paddle: PaddleSandboxConfig::default(),
         }
     }
 }
@@ -115,6 +125,7 @@ impl fmt::Debug for SandboxConfig {
             .field("stripe", &self.stripe)
             .field("toss_settlement", &self.toss_settlement)
             .field("stripe_settlement", &self.stripe_settlement)
+            .field("paddle", &self.paddle)
             .finish()
     }
 }
@@ -145,6 +156,7 @@ pub struct RunningSandbox {
     settlement_desk: web::Data<settlements::SettlementDesk>,
     shared: web::Data<http::Shared>,
     stripe: web::Data<stripe::http::StripeShared>,
+    paddle: web::Data<paddle::http::PaddleShared>,
     handle: ServerHandle,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -157,9 +169,12 @@ pub async fn start(
     listen: SocketAddr,
     config: SandboxConfig,
 ) -> Result<RunningSandbox, SandboxError> {
-    if config.secret_key.is_empty() || config.stripe.secret_key.is_empty() {
+    if config.secret_key.is_empty()
+        || config.stripe.secret_key.is_empty()
+        || config.paddle.api_key.is_empty()
+    {
         return Err(SandboxError::InvalidConfig(
-            "secret_key and stripe.secret_key must not be empty",
+            "secret_key, stripe.secret_key and paddle.api_key must not be empty",
         ));
     }
     if config.max_records == 0 || config.max_body_bytes == 0 || config.workers == 0 {
@@ -212,6 +227,23 @@ pub async fn start(
         max_body_bytes: config.max_body_bytes,
         rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
+    let paddle_deliverer = paddle::PaddleDeliverer::start();
+    if let Some(url) = &config.paddle.webhook_url {
+        paddle_deliverer
+            .add_destination(url.clone(), config.paddle.webhook_secret.clone())
+            .map_err(|_| SandboxError::InvalidConfig("paddle.webhook_url was refused"))?;
+    }
+    let paddle_shared = web::Data::new(paddle::http::PaddleShared {
+        store: Mutex::new(paddle::PaddleStore::new(
+            config.max_records,
+            config.clock.clone(),
+        )),
+        api_key: config.paddle.api_key.clone(),
+        deliverer: paddle_deliverer,
+        max_body_bytes: config.max_body_bytes,
+        failing_requests: std::sync::atomic::AtomicU32::new(0),
+    });
+    let app_paddle = paddle_shared.clone();
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
     let settlement_desk = web::Data::new(settlements::SettlementDesk::new(
@@ -226,6 +258,7 @@ pub async fn start(
             .app_data(payouts.clone())
             .app_data(app_desk.clone())
             .app_data(app_stripe.clone())
+            .app_data(app_paddle.clone())
             .service(
                 web::scope("/stripe")
                     .route("/v1/payouts", web::get().to(settlements::stripe_payouts))
@@ -235,6 +268,7 @@ pub async fn start(
                     )
                     .configure(stripe::http::routes),
             )
+            .service(web::scope("/paddle").configure(paddle::http::routes))
             // Routes that span providers or sit beside the store, composed here so that the
             // Toss routes (`http`) and the others never reach into each other.
             .route("/sandbox/reset", web::post().to(reset_all))
@@ -267,6 +301,7 @@ pub async fn start(
         settlement_desk,
         shared,
         stripe: stripe_shared,
+        paddle: paddle_shared,
         handle,
         task: Some(task),
     })
@@ -320,6 +355,30 @@ impl RunningSandbox {
             })
     }
 
+    /// `http://{addr}/paddle`: the base URL a Paddle client uses instead of
+    /// `https://api.paddle.com` (or `https://sandbox-api.paddle.com`).
+    pub fn paddle_base_url(&self) -> String {
+        format!("http://{}/paddle", self.addr)
+    }
+
+    /// What `GET /paddle/sandbox/deliveries` answers: every Paddle notification sent, oldest first.
+    pub fn paddle_deliveries(&self) -> Vec<PaddleDeliveryRecord> {
+        self.paddle.deliverer.records()
+    }
+
+    /// Sends every later Paddle notification to `url` too, signed with `secret` (what creating a
+    /// notification destination in Paddle's dashboard does).
+    pub fn add_paddle_webhook_destination(
+        &self,
+        url: &str,
+        secret: &str,
+    ) -> Result<(), SandboxError> {
+        self.paddle
+            .deliverer
+            .add_destination(url.to_owned(), secret.to_owned())
+            .map_err(SandboxError::WebhookEndpoint)
+    }
+
     /// What `GET /sandbox/stats` answers.
     pub fn stats(&self) -> SandboxStats {
         self.shared.store().stats()
@@ -359,12 +418,14 @@ impl RunningSandbox {
         self.settlement_desk.reset();
         self.shared.store().reset();
         self.stripe.store().reset();
+        self.paddle.store().reset();
     }
 
     /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
         self.stripe.deliverer.stop();
+        self.paddle.deliverer.stop();
         if let Some(task) = self.task.take() {
             // The server's own result no longer matters once it is told to stop.
             let _ = task.await;
@@ -386,6 +447,7 @@ impl RunningSandbox {
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
         self.stripe.deliverer.stop();
+        self.paddle.deliverer.stop();
         if self.task.is_some() {
             // The stop command is sent when `stop` is called; the returned future only waits
             // for it to finish, which a destructor cannot do.
@@ -402,11 +464,12 @@ impl fmt::Debug for RunningSandbox {
     }
 }
 
-/// `POST /sandbox/reset`: forgets every provider's state (Toss's and Stripe's).
+/// `POST /sandbox/reset`: forgets every provider's state (Toss's, Stripe's and Paddle's).
 async fn reset_all(
     shared: web::Data<http::Shared>,
     desk: web::Data<settlements::SettlementDesk>,
     stripe: web::Data<stripe::http::StripeShared>,
+    paddle: web::Data<paddle::http::PaddleShared>,
     req: actix_web::HttpRequest,
 ) -> actix_web::HttpResponse {
     if let Some(refused) = http::authenticate_request(&shared, &req) {
@@ -415,5 +478,6 @@ async fn reset_all(
     shared.store().reset();
     stripe.store().reset();
     desk.reset();
+    paddle.store().reset();
     actix_web::HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
 }

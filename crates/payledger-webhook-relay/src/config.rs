@@ -56,12 +56,18 @@ impl RetryPolicy {
     }
 }
 
+/// Paddle's documented tolerance for a notification's signed timestamp.
+pub const PADDLE_DEFAULT_TOLERANCE: Duration = Duration::from_secs(5);
+
 /// Inbound verification settings.
 #[derive(Debug, Clone)]
 pub struct InboundConfig {
     /// Current secret first, then the previous one while a rotation is in progress.
     pub secrets: HashMap<Provider, Vec<WebhookSecret>>,
     pub tolerance: Duration,
+    /// Paddle's notifications: Paddle documents a 5-second tolerance for its `ts`
+    /// (`PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S`).
+    pub paddle_tolerance: Duration,
     /// Limits on unsigned (Toss payment-status) deliveries (`intake`).
     pub unsigned_limits: IntakeLimits,
 }
@@ -71,6 +77,7 @@ impl Default for InboundConfig {
         InboundConfig {
             secrets: HashMap::new(),
             tolerance: DEFAULT_TOLERANCE,
+            paddle_tolerance: PADDLE_DEFAULT_TOLERANCE,
             unsigned_limits: IntakeLimits::default(),
         }
     }
@@ -124,6 +131,20 @@ impl InboundConfig {
                 });
             }
             config.tolerance = tolerance;
+        }
+        if let Some(text) = env("PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S") {
+            let seconds: u64 = text.parse().map_err(|_| ConfigError::Invalid {
+                variable: "PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S",
+                reason: "a whole number of seconds".into(),
+            })?;
+            let tolerance = Duration::from_secs(seconds);
+            if tolerance > MAX_TOLERANCE || seconds == 0 {
+                return Err(ConfigError::Invalid {
+                    variable: "PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S",
+                    reason: format!("between 1 and {} seconds", MAX_TOLERANCE.as_secs()),
+                });
+            }
+            config.paddle_tolerance = tolerance;
         }
         for (variable, limit) in [
             (

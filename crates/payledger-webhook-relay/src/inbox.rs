@@ -31,6 +31,9 @@ pub struct Relay {
     pub wakeup: tokio::sync::Notify,
     /// Counts unsigned deliveries per source and in total (`intake`).
     pub limiter: IntakeLimiter,
+    /// Applies Paddle notifications once set ([`Relay::apply_paddle_with`]); until then they are
+    /// verified and kept on record only.
+    pub(crate) paddle: std::sync::OnceLock<Arc<crate::paddle::PaddleApplier>>,
     started: std::time::Instant,
 }
 
@@ -105,7 +108,16 @@ impl Relay {
             clock,
             wakeup: tokio::sync::Notify::new(),
             limiter: IntakeLimiter::default(),
+            paddle: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
+        }
+    }
+
+    /// Every inbound worker of this relay applies Paddle notifications through `applier`
+    /// (Paddle's API and the subscriptions). Set once, at startup.
+    pub fn apply_paddle_with(&self, applier: Arc<crate::paddle::PaddleApplier>) {
+        if self.paddle.set(applier).is_err() {
+            tracing::warn!("the Paddle applier was set twice; the first one stays");
         }
     }
 
@@ -209,7 +221,10 @@ impl Relay {
             // Replay protection is about real time: the sender signs with its wall clock, so the
             // tolerance is checked against ours, also when a scenario clock runs the ledger.
             payledger_app::clock::SystemClock.now(),
-            self.settings.inbound.tolerance,
+            match provider {
+                Provider::Paddle => self.settings.inbound.paddle_tolerance,
+                _ => self.settings.inbound.tolerance,
+            },
         )?;
         // Parsed only after the signature held: nothing from an unverified body is looked at.
         let body: Value = serde_json::from_slice(raw_body)

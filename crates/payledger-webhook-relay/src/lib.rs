@@ -17,6 +17,10 @@
 //! (`PaymentGateway::recheck_webhook`) and the worker acts on that (`rechecked`): payments
 //! waiting on 3-D Secure settle, dashboard refunds and disputes are recorded on the order.
 //!
+//! Paddle notifications are signed, and still only name what to look at: the worker asks
+//! Paddle's API for the subscription and its transactions ([`paddle`]) and records what that
+//! says on the subscription Paddle bills.
+//!
 //! **Out** ([`OutboxProjection`], [`NotificationSender`]): a follower of the global log, run by
 //! the projector runtime like a read model, puts one row per notifiable event and endpoint into
 //! `webhook_outbox` in the transaction that moves its checkpoint (exactly once into the outbox).
@@ -32,6 +36,7 @@ pub mod inbox;
 pub mod intake;
 pub mod notifications;
 pub mod outbox;
+pub mod paddle;
 pub mod processor;
 pub mod provider;
 mod rechecked;
@@ -41,6 +46,7 @@ pub mod toss;
 pub use config::{InboundConfig, OutboundConfig, RetryPolicy, WebhookSettings};
 pub use inbox::{AcceptError, Accepted, InboundDeadLetter, Relay, ReplayError};
 pub use outbox::{OutboundDeadLetter, OutboxProjection, OUTBOX_PROJECTION_NAME};
+pub use paddle::PaddleApplier;
 pub use processor::InboundWorker;
 pub use provider::Provider;
 pub use sender::NotificationSender;

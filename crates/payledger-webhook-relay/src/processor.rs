@@ -174,6 +174,20 @@ impl InboundWorker {
                     Err(_) => Ok(record_signed(provider, &row, now)),
                 }
             }
+            Some(Provider::Paddle) => match self.relay.paddle.get() {
+                Some(paddle) => {
+                    paddle
+                        .apply(
+                            &row.event_id,
+                            &row.scheme,
+                            row.secret_index.and_then(|i| u8::try_from(i).ok()),
+                            &row.raw_body,
+                            now,
+                        )
+                        .await
+                }
+                None => Ok(record_signed(Provider::Paddle, &row, now)),
+            },
             Some(provider) => Ok(record_signed(provider, &row, now)),
             None => Err(Failure::permanent(None, "no such provider")),
         };

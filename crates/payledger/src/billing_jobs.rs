@@ -11,6 +11,8 @@
 //! - `PAYLEDGER_BILLING_INTERVAL_MS`: how often the scheduler runs inside `serve` (default
 //!   60 000; 0 turns it off).
 //! - `PAYLEDGER_PLAN_CATALOGUE`: `plan=level,…` (default `basic=1,standard=2,premium=3`).
+//! - `PAYLEDGER_PADDLE_PRICE_MAP`: `pri_…=plan:PLAN,pro_…=plan:PLAN,pri_…=credits:N` (default
+//!   empty): which Paddle prices or products sell which plan (its level from the catalogue).
 //! - `PAYLEDGER_DUNNING_RETRY_DAYS` (default `3,7,14`), `PAYLEDGER_BILLING_KEY_GRACE_DAYS`
 //!   (default `7`), `PAYLEDGER_PROVIDER_BACKOFF_MINUTES` (default `1,5,15,60,240,720`).
 
@@ -49,6 +51,9 @@ pub struct BillingSettings {
     /// How often the scheduler runs inside `serve`; 0 turns it off.
     pub scheduler_interval_ms: u64,
     pub subscriptions: SubscriptionsConfig,
+    /// Which Paddle price and product ids sell which plan or credit pack
+    /// (`PAYLEDGER_PADDLE_PRICE_MAP`; empty: every Paddle subscription is held for review).
+    pub paddle_price_map: payledger_domain::provider_billed::ProviderPriceMap,
 }
 
 impl Default for BillingSettings {
@@ -56,6 +61,7 @@ impl Default for BillingSettings {
         BillingSettings {
             scheduler_interval_ms: 60_000,
             subscriptions: SubscriptionsConfig::default(),
+            paddle_price_map: Default::default(),
         }
     }
 }
@@ -88,6 +94,11 @@ impl BillingSettings {
         if let Some(catalogue) = env("PAYLEDGER_PLAN_CATALOGUE") {
             self.subscriptions.catalogue =
                 PlanCatalogue::parse(&catalogue).context("PAYLEDGER_PLAN_CATALOGUE")?;
+        }
+        if let Some(map) = env("PAYLEDGER_PADDLE_PRICE_MAP") {
+            self.paddle_price_map =
+                payledger_domain::provider_billed::ProviderPriceMap::parse(&map)
+                    .context("PAYLEDGER_PADDLE_PRICE_MAP")?;
         }
         let current = &self.subscriptions.dunning;
         let retry_days = match env("PAYLEDGER_DUNNING_RETRY_DAYS") {
@@ -254,6 +265,9 @@ impl BillingIndex for ReadModelBillingIndex {
 }
 
 /// The billing service of a process.
+// Each argument is one of the process's services, built once in `startup`; a struct holding
+// them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     settings: &BillingSettings,
     data_dir: &Path,
@@ -263,18 +277,24 @@ pub fn build(
     clock: Arc<dyn Clock>,
     // The switches one-off payments obey: a flip through this process is seen by both at once.
     switches: Arc<SalesSwitches>,
+    // Providers that bill their own subscriptions (Paddle): cancels go through them.
+    provider_billing: Vec<
+        Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>,
+    >,
 ) -> anyhow::Result<Arc<Subscriptions>> {
     let cipher = load_cipher(data_dir, provider)?;
-    Ok(Arc::new(
-        Subscriptions::new(
-            executor,
-            gateway,
-            Arc::new(cipher),
-            clock,
-            settings.subscriptions.clone(),
-        )
-        .with_sales_switches(switches),
-    ))
+    let mut subscriptions = Subscriptions::new(
+        executor,
+        gateway,
+        Arc::new(cipher),
+        clock,
+        settings.subscriptions.clone(),
+    )
+    .with_sales_switches(switches);
+    for provider in provider_billing {
+        subscriptions = subscriptions.with_provider_billing(provider);
+    }
+    Ok(Arc::new(subscriptions))
 }
 
 /// The scheduler inside `serve`: a pass every `every`. Several processes may run it at once;
@@ -328,6 +348,8 @@ pub async fn run_due_command(
         Arc::new(gateway),
         Arc::new(SystemClock),
         switches,
+        // The CLI's billing pass charges what payledger bills; Paddle bills its own.
+        Vec::new(),
     )?;
     let as_of = as_of.unwrap_or_else(Utc::now);
     let index = ReadModelBillingIndex { pool: pool.clone() };

@@ -67,6 +67,19 @@ impl ProviderSettings {
         ))
     }
 
+    /// Paddle Billing from the environment: `PADDLE_API_KEY` (never logged) and optionally
+    /// `PADDLE_API_BASE_URL` (default `https://api.paddle.com`; Paddle's own test environment is
+    /// `https://sandbox-api.paddle.com`).
+    pub fn paddle_from_env() -> Option<payledger_connector_paddle::PaddleConfig> {
+        let key = crate::settings::var("PADDLE_API_KEY").ok()?;
+        let base_url = crate::settings::var("PADDLE_API_BASE_URL")
+            .unwrap_or_else(|_| payledger_connector_paddle::PADDLE_API_BASE_URL.to_string());
+        Some(payledger_connector_paddle::PaddleConfig::new(
+            base_url,
+            payledger_connector_paddle::PaddleApiKey::new(key),
+        ))
+    }
+
     /// Reads the provider from the environment: `TOSS_SECRET_KEY` (and optionally
     /// `TOSS_API_BASE`) selects Toss; `PAYLEDGER_SANDBOX_URL` an external sandbox; else embedded.
     pub fn from_env() -> ProviderSettings {

@@ -136,6 +136,11 @@ pub const SETTINGS: &[Setting] = &[
         "the signature timestamp window, seconds",
     ),
     setting(
+        "PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S",
+        "5",
+        "Paddle notification timestamp tolerance, seconds (Paddle's documented 5 s)",
+    ),
+    setting(
         "PAYLEDGER_WEBHOOK_UNSIGNED_PER_SOURCE_PER_MINUTE",
         "120",
         "unsigned Toss prompts per source per minute",
@@ -177,6 +182,20 @@ pub const SETTINGS: &[Setting] = &[
         "PAYLEDGER_PLAN_CATALOGUE",
         "built in",
         "plans: id, amount, currency, interval, level",
+    ),
+    setting(
+        "PAYLEDGER_PADDLE_PRICE_MAP",
+        "empty",
+        "Paddle price/product ids to plans and credit packs: pri_…=plan:basic,pri_…=credits:100",
+    ),
+    secret(
+        "PADDLE_API_KEY",
+        "Paddle Billing API key (pdl_live_apikey_… / pdl_sdbx_apikey_…)",
+    ),
+    setting(
+        "PADDLE_API_BASE_URL",
+        "https://api.paddle.com",
+        "Paddle Billing API base (the sandbox's /paddle when no key is set)",
     ),
     setting(
         "PAYLEDGER_DUNNING_RETRY_DAYS",

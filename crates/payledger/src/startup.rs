@@ -205,6 +205,26 @@ impl Application {
             )),
         });
         let billing_settings = settings.billing.clone().with_env()?;
+        // Paddle bills its own subscriptions: cancels go to its API, and its notifications are
+        // applied through this client (its own circuit breaker, as Toss's re-fetches have).
+        let sandbox_base_url = settings.provider.sandbox_base_url(sandbox.as_ref());
+        let paddle = match paddle_config(
+            sandbox_base_url.as_deref(),
+            settings.gateway_timeout_ms.unwrap_or(15_000),
+            payledger_gateway::circuit::CircuitConfig::default(),
+        ) {
+            Some(config) => Some(Arc::new(
+                payledger_connector_paddle::PaddleGateway::new(config)
+                    .context("failed to configure the Paddle connector")?,
+            )),
+            None => None,
+        };
+        let provider_billing: Vec<
+            Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>,
+        > = match &paddle {
+            Some(paddle) => vec![paddle.clone()],
+            None => vec![],
+        };
         let subscriptions = crate::billing_jobs::build(
             &billing_settings,
             &settings.data_dir,
@@ -213,6 +233,7 @@ impl Application {
             payments.gateway().clone(),
             clock.clone(),
             switches.clone(),
+            provider_billing,
         )?;
         let executor_for_jobs = executor.clone();
         let reconciliation = Arc::new(crate::reconciliation_jobs::build(
@@ -273,6 +294,13 @@ impl Application {
             settings.webhooks.clone(),
             payments.clock().clone(),
         ));
+        if let Some(paddle) = &paddle {
+            relay.apply_paddle_with(Arc::new(payledger_webhook_relay::PaddleApplier {
+                paddle: paddle.clone(),
+                subscriptions: subscriptions.clone(),
+                price_map: billing_settings.paddle_price_map.clone(),
+            }));
+        }
         background.extend(
             crate::webhook_jobs::spawn(&relay, &payments, webhook_lookups, &pool, &mut followers)
                 .await?,
@@ -600,6 +628,25 @@ async fn build_registry(
     Ok((registry, Arc::new(webhook_lookups), sandbox))
 }
 
+/// Paddle's configuration: keys from the environment, else the sandbox's `/paddle`.
+fn paddle_config(
+    sandbox_base_url: Option<&str>,
+    timeout_ms: u64,
+    circuit: payledger_gateway::circuit::CircuitConfig,
+) -> Option<payledger_connector_paddle::PaddleConfig> {
+    let mut config = ProviderSettings::paddle_from_env().or_else(|| {
+        sandbox_base_url
+            .map(|base| payledger_connector_paddle::PaddleConfig::sandbox(format!("{base}/paddle")))
+    })?;
+    config.timeout_ms = timeout_ms;
+    config.circuit = circuit;
+    tracing::info!(
+        provider = payledger_connector_paddle::PROVIDER_NAME,
+        "payment connector configured"
+    );
+    Some(config)
+}
+
 /// The connectors this deployment pays with, by provider name: THE place a connector is
 /// registered (`serve`, and the CLI commands that call providers — `reconcile`, `ops` — all build
 /// their registry here). Each connector reads its own configuration (keys from the environment,
@@ -640,6 +687,14 @@ pub fn registry_from(
         registry
             .register(Arc::new(stripe))
             .context("failed to register the Stripe connector")?;
+    }
+    // Paddle: the same way, against the sandbox's `/paddle` when there are no keys.
+    if let Some(config) = paddle_config(sandbox_base_url, timeout_ms, circuit) {
+        let paddle = payledger_connector_paddle::PaddleGateway::new(config)
+            .context("failed to configure the Paddle connector")?;
+        registry
+            .register(Arc::new(paddle))
+            .context("failed to register the Paddle connector")?;
     }
     tracing::debug!(
         providers = ?registry.names(),

@@ -92,6 +92,7 @@ impl Subscriptions {
                     anchor,
                     order_name,
                     at: now,
+                    billed_by: None,
                 }),
                 context,
             )
@@ -189,6 +190,12 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
+        if let Some(snapshot) = self
+            .cancel_at_provider(subscription_id, true, context)
+            .await?
+        {
+            return Ok(snapshot);
+        }
         let command = SubscriptionCommand::CancelAtPeriodEnd {
             at: self.clock.now(),
         };
@@ -213,6 +220,12 @@ impl Subscriptions {
         subscription_id: &SubscriptionId,
         context: &RequestContext,
     ) -> Result<SubscriptionSnapshot, BillingError> {
+        if let Some(snapshot) = self
+            .cancel_at_provider(subscription_id, false, context)
+            .await?
+        {
+            return Ok(snapshot);
+        }
         let command = SubscriptionCommand::EndNow {
             at: self.clock.now(),
         };

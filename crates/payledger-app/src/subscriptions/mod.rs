@@ -48,6 +48,8 @@ use std::sync::Arc;
 mod billing_keys;
 mod charging;
 mod lifecycle;
+mod provider_billed;
+pub use provider_billed::ProviderBilledStart;
 mod scheduler;
 mod wallets;
 
@@ -243,6 +245,9 @@ pub struct Subscriptions {
     clock: Arc<dyn Clock>,
     config: SubscriptionsConfig,
     switches: Option<Arc<SalesSwitches>>,
+    /// The providers that bill their own subscriptions (Paddle), by name.
+    provider_billing:
+        Vec<Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>>,
 }
 
 /// How an attempt ended, for the pass report.
@@ -271,7 +276,17 @@ impl Subscriptions {
             clock,
             config,
             switches: None,
+            provider_billing: Vec::new(),
         }
+    }
+
+    /// Cancels of subscriptions `provider` bills go through it (Paddle's cancel API).
+    pub fn with_provider_billing(
+        mut self,
+        provider: Arc<dyn payledger_gateway::provider_subscriptions::ProviderSubscriptions>,
+    ) -> Subscriptions {
+        self.provider_billing.push(provider);
+        self
     }
 
     /// Billing-key charges obey the "all payments" kill switch (source document 2, §6): while it

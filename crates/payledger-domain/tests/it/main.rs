@@ -8,6 +8,7 @@ mod operations;
 mod order;
 mod order_disputes;
 mod payee;
+mod provider_billed;
 mod provider_facts;
 mod reconciliation;
 mod refund_policy;

@@ -46,6 +46,7 @@ fn started_event() -> SubscriptionStarted {
         anchor: t0(),
         order_name: "Standard membership".into(),
         at: t0(),
+        billed_by: None,
     }
 }
 

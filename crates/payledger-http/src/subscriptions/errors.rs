@@ -45,7 +45,10 @@ pub fn billing_error(error: BillingError) -> ApiError {
             SubscriptionError::NoAttemptInFlight
             | SubscriptionError::RedrivesExhausted
             | SubscriptionError::CycleOutOfRange
-            | SubscriptionError::TooManyAttempts => {
+            | SubscriptionError::TooManyAttempts
+            | SubscriptionError::ProviderBilled
+            | SubscriptionError::NotProviderBilled
+            | SubscriptionError::ProviderFactDiffers(_) => {
                 ApiError::new(ErrorCode::SubscriptionStateConflict, message)
             }
         },

@@ -1,0 +1,236 @@
+//! Sends Paddle notifications to the configured destinations, signed as Paddle signs them:
+//! `Paddle-Signature: ts={unix seconds};h1={hex HMAC-SHA256(secret as UTF-8, "{ts}:{body}")}`.
+//!
+//! One worker sends every notification in the order events happened (Paddle does not promise
+//! order; the sandbox keeps it so tests read plainly), each up to [`MAX_DELIVERY_ATTEMPTS`]
+//! times. The signing time is the wall clock, as at Paddle: replay protection is about real
+//! time, and payledger checks the timestamp against its wall clock too.
+
+use super::store::PendingEvent;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Attempts per notification (Paddle retries for days; the sandbox's caller is on this machine).
+pub(crate) const MAX_DELIVERY_ATTEMPTS: u32 = 3;
+/// Notifications waiting to be sent; beyond this new ones are recorded as dropped.
+const QUEUE_CAPACITY: usize = 10_000;
+/// Delivery records kept for `GET /paddle/sandbox/deliveries`; the oldest go first.
+const MAX_RECORDS: usize = 10_000;
+/// Destinations one sandbox sends to.
+pub(crate) const MAX_DESTINATIONS: usize = 10;
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened to one notification sent to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaddleDeliveryRecord {
+    pub event_id: String,
+    pub event_type: String,
+    pub url: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub delivered: bool,
+}
+
+#[derive(Clone)]
+struct Destination {
+    url: String,
+    secret: String,
+}
+
+struct Job {
+    event: PendingEvent,
+    destinations: Vec<Destination>,
+}
+
+pub(crate) struct PaddleDeliverer {
+    sender: Option<mpsc::Sender<Job>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    destinations: Mutex<Vec<Destination>>,
+    pub records: Arc<Mutex<Vec<PaddleDeliveryRecord>>>,
+}
+
+impl PaddleDeliverer {
+    /// Must be called inside a Tokio runtime: the worker runs on it.
+    pub(crate) fn start() -> PaddleDeliverer {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Paddle")
+            .build()
+            .map_err(|err| {
+                tracing::error!(error = %err, "paddle webhook client could not be built; no webhooks will be sent");
+            })
+            .ok();
+        let (sender, task) = match http {
+            Some(http) => {
+                let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+                let task = tokio::spawn(run(receiver, http, records.clone()));
+                (Some(sender), Some(task))
+            }
+            None => (None, None),
+        };
+        PaddleDeliverer {
+            sender,
+            task: Mutex::new(task),
+            destinations: Mutex::new(Vec::new()),
+            records,
+        }
+    }
+
+    /// Sends every later notification to `url` too, signed with `secret`.
+    pub(crate) fn add_destination(&self, url: String, secret: String) -> Result<(), String> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err("destination must be an http(s) URL".to_owned());
+        }
+        if secret.is_empty() {
+            return Err("the secret must not be empty".to_owned());
+        }
+        let mut destinations = lock(&self.destinations);
+        if destinations.len() >= MAX_DESTINATIONS {
+            return Err(format!("at most {MAX_DESTINATIONS} destinations"));
+        }
+        destinations.push(Destination { url, secret });
+        Ok(())
+    }
+
+    pub(crate) fn enqueue(&self, events: Vec<PendingEvent>) {
+        let Some(sender) = &self.sender else { return };
+        let destinations = lock(&self.destinations).clone();
+        if destinations.is_empty() {
+            return;
+        }
+        for event in events {
+            let job = Job {
+                event,
+                destinations: destinations.clone(),
+            };
+            if let Err(err) = sender.try_send(job) {
+                let job = match err {
+                    mpsc::error::TrySendError::Full(job)
+                    | mpsc::error::TrySendError::Closed(job) => job,
+                };
+                tracing::warn!(event_type = %job.event.event_type, "paddle webhook queue full; notification dropped");
+                for destination in job.destinations {
+                    record(
+                        &self.records,
+                        PaddleDeliveryRecord {
+                            event_id: job.event.event_id.clone(),
+                            event_type: job.event.event_type.clone(),
+                            url: destination.url,
+                            attempts: 0,
+                            last_status: None,
+                            delivered: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn records(&self) -> Vec<PaddleDeliveryRecord> {
+        lock(&self.records).clone()
+    }
+
+    pub(crate) fn stop(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn record(records: &Mutex<Vec<PaddleDeliveryRecord>>, entry: PaddleDeliveryRecord) {
+    let mut records = lock(records);
+    if records.len() >= MAX_RECORDS {
+        records.remove(0);
+    }
+    records.push(entry);
+}
+
+/// The `Paddle-Signature` header value for `body` signed at `timestamp`.
+pub(crate) fn signature_header(secret: &str, timestamp: i64, body: &str) -> String {
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key");
+    mac.update(format!("{timestamp}:{body}").as_bytes());
+    format!(
+        "ts={timestamp};h1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+async fn run(
+    mut receiver: mpsc::Receiver<Job>,
+    http: reqwest::Client,
+    records: Arc<Mutex<Vec<PaddleDeliveryRecord>>>,
+) {
+    while let Some(job) = receiver.recv().await {
+        for destination in &job.destinations {
+            let mut entry = PaddleDeliveryRecord {
+                event_id: job.event.event_id.clone(),
+                event_type: job.event.event_type.clone(),
+                url: destination.url.clone(),
+                attempts: 0,
+                last_status: None,
+                delivered: false,
+            };
+            while entry.attempts < MAX_DELIVERY_ATTEMPTS && !entry.delivered {
+                if entry.attempts > 0 {
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(entry.attempts)))
+                        .await;
+                }
+                entry.attempts += 1;
+                let timestamp = chrono::Utc::now().timestamp();
+                let result = http
+                    .post(&destination.url)
+                    .header("Content-Type", "application/json")
+                    .header(
+                        "Paddle-Signature",
+                        signature_header(&destination.secret, timestamp, &job.event.body),
+                    )
+                    .body(job.event.body.clone())
+                    .send()
+                    .await;
+                match result {
+                    Ok(response) => {
+                        entry.last_status = Some(response.status().as_u16());
+                        entry.delivered = response.status().is_success();
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err.without_url(), event_type = %job.event.event_type, "paddle webhook delivery failed");
+                    }
+                }
+            }
+            if !entry.delivered {
+                tracing::warn!(event_type = %job.event.event_type, attempts = entry.attempts, "paddle webhook not delivered");
+            }
+            record(&records, entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Computed independently: `printf '1671552777:{"a":1}' | openssl dgst -sha256 -hmac pdl_ntfset_test`.
+    #[test]
+    fn signs_timestamp_colon_body_with_the_secret_as_text() {
+        let header = signature_header("pdl_ntfset_test", 1671552777, r#"{"a":1}"#);
+        assert_eq!(
+            header,
+            "ts=1671552777;h1=22d072ed3f2299e7853fbddc68da80b05dc6d460cd3d43ddb22678d118035ba2"
+        );
+    }
+}

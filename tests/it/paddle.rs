@@ -1,0 +1,405 @@
+//! Paddle Billing end to end over HTTP (issue 15): the sandbox's Paddle plays the checkout and
+//! Paddle's own billing, and sends signed notifications to `POST /v1/webhooks/paddle`; payledger
+//! confirms each against Paddle's API and moves the one subscription model and the membership.
+
+use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use payledger_webhook_relay::{InboundConfig, Provider, RetryPolicy, WebhookSettings};
+use payledger_webhooks::WebhookSecret;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &str = "pdl_ntfset_e2e_secret";
+
+async fn spawn() -> TestApp {
+    let app = spawn_app_with(SpawnOptions {
+        webhooks: WebhookSettings {
+            inbound: InboundConfig::default()
+                .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
+                .unwrap(),
+            retry: RetryPolicy {
+                delay_divisor: 1_000,
+            },
+            ..WebhookSettings::default()
+        },
+        ..SpawnOptions::default()
+    })
+    .await;
+    app.sandbox
+        .add_paddle_webhook_destination(&format!("{}/v1/webhooks/paddle", app.address), SECRET)
+        .unwrap();
+    app
+}
+
+/// What the customer or Paddle itself does, through the sandbox's controls and API.
+async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", app.sandbox.paddle_base_url()))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
+    paddle(
+        app,
+        "/sandbox/checkout",
+        json!({"items": [{"price_id": price_id, "quantity": 1}],
+               "customer_email": "member@example.com", "custom_data": custom_data}),
+    )
+    .await
+}
+
+async fn subscription(app: &TestApp, id: &str) -> Value {
+    // Read as support: the subscription was started by Paddle's notification, not by this
+    // client, and clients see only what they created.
+    app.get_as(&app.support_key, &format!("/v1/subscriptions/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the subscription until `check` holds (the worker applies notifications in the
+/// background).
+async fn until(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        last = subscription(app, id).await;
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let inbox: Vec<(Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, status, last_error FROM webhook_inbox WHERE provider = 'paddle' ORDER BY id",
+    )
+    .fetch_all(&app.app_pool)
+    .await
+    .unwrap_or_default();
+    let applied: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload::text FROM events WHERE stream_id LIKE 'webhook-paddle%' \
+         AND event_type = 'WebhookApplied' ORDER BY global_position",
+    )
+    .fetch_all(&app.app_pool)
+    .await
+    .unwrap_or_default();
+    panic!("{what}: the subscription stayed {last}; Paddle deliveries: {inbox:?}; applied: {applied:?}");
+}
+
+async fn membership(app: &TestApp, customer: &str) -> i64 {
+    let wallet: Value = app
+        .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    wallet["membershipLevel"].as_i64().unwrap_or(-1)
+}
+
+async fn deliveries_settled(app: &TestApp) {
+    for _ in 0..100 {
+        let records = app.sandbox.paddle_deliveries();
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_inbox WHERE provider = 'paddle' AND status = 'pending'",
+        )
+        .fetch_one(&app.app_pool)
+        .await
+        .unwrap();
+        if pending == 0 && records.iter().all(|r| r.delivered) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Paddle deliveries are still pending");
+}
+
+async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {
+    // As an admin: a customer Paddle's notification linked first is owned by no API client
+    // (client scoping; see the issue report).
+    let response = app
+        .post_as(
+            &app.admin_key,
+            "/v1/wallets/cust_1/credits",
+            &json!({"purchaseId": purchase, "credits": 100, "orderId": order}),
+        )
+        .await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// A credit pack paid through Paddle: an order placed with `provider: paddle`, paid in Paddle's
+/// checkout, confirmed by its transaction id (payledger looks the transaction up and judges it).
+async fn paid_credit_order(app: &TestApp, order_id: &str) {
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": 1000, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "100 credits",
+                    "provider": "paddle"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201, "a Paddle order is placed");
+    let paid = checkout(
+        app,
+        payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
+        json!({"customerId": "cust_1", "orderId": order_id}),
+    )
+    .await;
+    let txn = paid["transaction"]["id"].as_str().unwrap();
+    let confirmed = app.confirm(order_id, txn, 1000).await;
+    let status = confirmed.status().as_u16();
+    let body: Value = confirmed.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "PAID", "{body}");
+}
+
+#[tokio::test]
+async fn paddle_subscribe_renew_past_due_and_a_dashboard_cancel_move_the_membership() {
+    let app = spawn().await;
+    // Credits need a membership, whoever sells them.
+    paid_credit_order(&app, "order-paddle-credits-1").await;
+    let (status, body) = buy_credits(&app, "buy-1", "order-paddle-credits-1").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("E_MEMBERSHIP_REQUIRED"))
+    );
+
+    // S1: subscribe in Paddle's checkout.
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let period_end = subscribed["subscription"]["current_billing_period"]["ends_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    assert_eq!(started["status"], "active");
+    assert_eq!(started["planId"], "basic");
+    assert_eq!(
+        (started["amount"].as_i64(), started["currency"].as_str()),
+        (Some(990), Some("USD"))
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(started["paidThrough"].as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&period_end).unwrap(),
+        "Paddle's billing period"
+    );
+    assert_eq!(membership(&app, "cust_1").await, 1);
+    let (status, body) = buy_credits(&app, "buy-1", "order-paddle-credits-1").await;
+    assert_eq!(status, 201, "{body}");
+
+    // A renewal Paddle billed.
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
+
+    // A failed renewal: past due, benefits kept; Paddle's dunning recovers it.
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({"card": payledger_sandbox::SANDBOX_DECLINE_CARD}),
+    )
+    .await;
+    until(&app, &sub_id, "past due", |s| s["status"] == "past_due").await;
+    assert_eq!(membership(&app, "cust_1").await, 1);
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/dunning"),
+        json!({"outcome": "recovered"}),
+    )
+    .await;
+    let recovered = until(&app, &sub_id, "recovered", |s| s["paidCycles"] == 3).await;
+    assert_eq!(recovered["status"], "active");
+
+    // A delivery replayed twice has one effect.
+    deliveries_settled(&app).await;
+    let before = subscription(&app, &sub_id).await["version"].clone();
+    let notifications: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/sandbox/notifications",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let completed = notifications["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "transaction.completed")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        paddle(
+            &app,
+            &format!("/notifications/{completed}/replay"),
+            json!({}),
+        )
+        .await;
+    }
+    deliveries_settled(&app).await;
+    assert_eq!(subscription(&app, &sub_id).await["version"], before);
+
+    // S2: a cancel in Paddle's dashboard: benefits stay until the period ends, then Paddle
+    // cancels, and the membership goes.
+    paddle(
+        &app,
+        &format!("/subscriptions/{sub_id}/cancel"),
+        json!({"effective_from": "next_billing_period"}),
+    )
+    .await;
+    let scheduled = until(&app, &sub_id, "cancel scheduled", |s| {
+        s["cancelAtPeriodEnd"] == true
+    })
+    .await;
+    assert_eq!(scheduled["cancelEffectiveAt"], scheduled["paidThrough"]);
+    assert_eq!(membership(&app, "cust_1").await, 1);
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    until(&app, &sub_id, "ended", |s| s["status"] == "ended").await;
+    assert_eq!(membership(&app, "cust_1").await, 0);
+    paid_credit_order(&app, "order-paddle-credits-2").await;
+    let (status, body) = buy_credits(&app, "buy-2", "order-paddle-credits-2").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("E_MEMBERSHIP_REQUIRED"))
+    );
+}
+
+#[tokio::test]
+async fn a_paddle_price_payledger_does_not_know_is_held_for_review_not_dropped() {
+    let app = spawn().await;
+    let price = paddle(
+        &app,
+        "/prices",
+        json!({"product_id": payledger_sandbox::SANDBOX_PRODUCT_CREDITS,
+               "description": "Renamed plan",
+               "unit_price": {"amount": "1990", "currency_code": "USD"},
+               "billing_cycle": {"interval": "month", "frequency": 1}}),
+    )
+    .await;
+    let price_id = price["id"].as_str().unwrap();
+    checkout(&app, price_id, json!({"customerId": "cust_2"})).await;
+    let mut dead = Value::Null;
+    for _ in 0..100 {
+        dead = app
+            .get_as(&app.admin_key, "/v1/admin/webhooks/dead-letters")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if dead["deadLetters"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = dead.to_string();
+    assert!(text.contains("unknown Paddle price"), "{text}");
+    assert!(text.contains(price_id), "{text}");
+    assert_eq!(membership(&app, "cust_2").await, 0);
+}
+
+#[tokio::test]
+async fn a_cancel_through_payledger_asks_paddle_first_and_a_failed_call_records_nothing() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = until(&app, &sub_id, "started", |s| s["paidCycles"] == 1).await;
+
+    // Paddle down: the caller gets a clear error and the ledger is unchanged.
+    paddle(&app, "/sandbox/outage", json!({"requests": 10})).await;
+    let failed = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    let status = failed.status().as_u16();
+    let body: Value = failed.json().await.unwrap();
+    assert!(status >= 400 && status != 500, "{status} {body}");
+    paddle(&app, "/sandbox/outage", json!({"requests": 0})).await;
+    let unchanged = subscription(&app, &sub_id).await;
+    assert_eq!(unchanged["version"], started["version"]);
+    assert_eq!(unchanged["cancelAtPeriodEnd"], false);
+
+    // Paddle up: Paddle schedules the cancel for the end of its period, and the ledger records
+    // what Paddle answered; asking again records nothing new.
+    let cancelled = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    let status = cancelled.status().as_u16();
+    let body: Value = cancelled.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cancelAtPeriodEnd"], true, "{body}");
+    assert_eq!(body["cancelEffectiveAt"], started["paidThrough"]);
+    let at_paddle: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/subscriptions/{sub_id}",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at_paddle["data"]["scheduled_change"]["action"], "cancel");
+    let again = app
+        .post_as(
+            &app.admin_key,
+            &format!("/v1/subscriptions/{sub_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(
+        membership(&app, "cust_1").await,
+        1,
+        "benefits until the period ends"
+    );
+}
