@@ -344,7 +344,9 @@ impl Browser {
         assert_eq!(self.path().await, "/console/sign-in");
     }
 
-    /// Saves a screenshot to docs/console/NAME.png at the given window size.
+    /// Takes a screenshot at the given window size and saves it as NAME.png: into docs/console
+    /// when `CONSOLE_SCREENSHOTS_TO_DOCS=1` (to refresh the docs' pictures), otherwise under
+    /// target/console-screenshots, so that a test run leaves the tracked files as they were.
     pub(crate) async fn screenshot(&self, name: &str, size: (u32, u32)) {
         use base64::Engine;
         self.set_window_size(size).await;
@@ -353,8 +355,13 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD
             .decode(encoded.as_str().unwrap_or_default())
             .expect("a base64 PNG");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
-        std::fs::create_dir_all(&dir).expect("create docs/console");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = if std::env::var_os("CONSOLE_SCREENSHOTS_TO_DOCS").is_some_and(|v| v == "1") {
+            root.join("docs/console")
+        } else {
+            root.join("target/console-screenshots")
+        };
+        std::fs::create_dir_all(&dir).expect("create the screenshots' directory");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
         self.set_window_size(DESKTOP).await;
     }

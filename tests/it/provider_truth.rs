@@ -191,7 +191,7 @@ async fn placement_refuses_an_unconfigured_provider_and_a_currency_the_provider_
     let response = app
         .post(
             "/v1/orders",
-            &order("order-unconfigured", "KRW", Some("paddle")),
+            &order("order-unconfigured", "KRW", Some("adyen")),
         )
         .await;
     assert_eq!(response.status().as_u16(), 400);
@@ -199,7 +199,7 @@ async fn placement_refuses_an_unconfigured_provider_and_a_currency_the_provider_
     assert_eq!(body["code"], "E_PROVIDER_NOT_CONFIGURED", "{body}");
     assert_eq!(
         body["configuredProviders"],
-        json!(["stripe", "toss"]),
+        json!(["paddle", "stripe", "toss"]),
         "{body}"
     );
 

@@ -3,12 +3,14 @@
 //! confirm them by hand or force-cancel them (a full refund through the ordinary cancellation
 //! refund).
 
+use crate::auth;
 use crate::bookings::{
     acting_admin, flow_error, optional_json, services, CancellationBody, RefundRef,
 };
 use crate::dto::{parse_order_id, OrderBody};
 use crate::errors::{ApiError, ErrorCode};
-use crate::{auth, request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payledger_app::bookings::FlowError;

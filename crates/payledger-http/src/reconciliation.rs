@@ -7,7 +7,8 @@
 
 use crate::dto::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::errors::{ApiError, ErrorCode};
-use crate::{request_context, AppState};
+use crate::request_context::request_context;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use payledger_app::reconciliation::{ReconcileError, Reconciliation, UnsettledCapture};

@@ -14,7 +14,7 @@
 //! - A replica query that fails is run again on the primary.
 
 use crate::errors::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::state::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 use payledger_metrics::ReadSourceLabels;

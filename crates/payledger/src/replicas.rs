@@ -40,6 +40,16 @@ impl ReplicaSettings {
         }
         for (index, url) in urls.iter().enumerate() {
             // The URL holds a password: the error names its place, never its text.
+            // sqlx parses any scheme, so the scheme is checked here.
+            let scheme_ok = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok {
+                anyhow::bail!(
+                    "DATABASE_REPLICA_URL's URL number {} is not a postgres:// URL",
+                    index + 1
+                );
+            }
             PgConnectOptions::from_str(url).with_context(|| {
                 format!(
                     "DATABASE_REPLICA_URL's URL number {} is not a postgres:// URL",

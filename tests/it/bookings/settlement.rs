@@ -222,6 +222,14 @@ async fn console_confirms_a_statement_and_records_its_payout() {
         .await;
     app.clock.set(starts + Duration::hours(4));
     for id in ["console-week-1", "console-week-2"] {
+        // The provider's session notes, without which the payment would be held.
+        let notes = app
+            .post(
+                &format!("/v1/orders/{id}/session-notes"),
+                &json!({"reference": format!("notes/{id}")}),
+            )
+            .await;
+        assert_eq!(notes.status, 200, "{}", notes.body);
         let fulfilled = app
             .post(&format!("/v1/orders/{id}/fulfil"), &json!({}))
             .await;

@@ -34,8 +34,12 @@ pub const SANDBOX_PRICE_CREDITS_100: &str = "pri_sandbox_credits_100";
 pub const SANDBOX_PRODUCT_MEMBERSHIP: &str = "pro_sandbox_membership";
 pub const SANDBOX_PRODUCT_CREDITS: &str = "pro_sandbox_credits";
 
-/// The card number that a sandbox checkout or renewal declines (Paddle's test decline card).
-pub const SANDBOX_DECLINE_CARD: &str = "4000000000000002";
+/// The test card a sandbox checkout or renewal declines. Cards are named by tokens, as Stripe's
+/// `pm_card_*` are, so no card number ever crosses the sandbox's API (Paddle's own checkout
+/// collects the card in its page; payledger never sees it).
+pub const SANDBOX_DECLINE_CARD: &str = "card_declined";
+/// The test card a sandbox checkout or renewal approves (the default).
+pub const SANDBOX_APPROVE_CARD: &str = "card_visa";
 
 /// How the sandbox's Paddle side runs.
 #[derive(Clone)]

@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::{
-    SANDBOX_DECLINE_CARD, SANDBOX_PRICE_BASIC_MONTHLY, SANDBOX_PRICE_CREDITS_100,
-    SANDBOX_PRICE_PRO_MONTHLY, SANDBOX_PRODUCT_CREDITS, SANDBOX_PRODUCT_MEMBERSHIP,
+    SANDBOX_APPROVE_CARD, SANDBOX_DECLINE_CARD, SANDBOX_PRICE_BASIC_MONTHLY,
+    SANDBOX_PRICE_CREDITS_100, SANDBOX_PRICE_PRO_MONTHLY, SANDBOX_PRODUCT_CREDITS,
+    SANDBOX_PRODUCT_MEMBERSHIP,
 };
 
 /// A request's answer: HTTP status and the JSON body (without `meta`, which http.rs adds).
@@ -631,7 +632,8 @@ impl PaddleStore {
     fn pay(&self, txn: &mut Transaction, card: &str) -> bool {
         let now = iso(self.now());
         let declined = card == SANDBOX_DECLINE_CARD;
-        let last4 = card.get(card.len().saturating_sub(4)..).unwrap_or("0000");
+        // The last four digits Paddle would show for its test cards.
+        let last4 = if declined { "0002" } else { "4242" };
         txn.payments.insert(
             0,
             json!({
@@ -711,7 +713,7 @@ impl PaddleStore {
         let custom_data = body.get("custom_data").filter(|v| v.is_object()).cloned();
         let card = body["card"]
             .as_str()
-            .unwrap_or("4242424242424242")
+            .unwrap_or(SANDBOX_APPROVE_CARD)
             .to_owned();
         let now = self.now();
         let (subscription_id, period) = match &cycle {
@@ -893,7 +895,7 @@ impl PaddleStore {
         self.notify("transaction.billed", json!(txn));
         let card = body["card"]
             .as_str()
-            .unwrap_or("4242424242424242")
+            .unwrap_or(SANDBOX_APPROVE_CARD)
             .to_owned();
         let paid = self.pay(&mut txn, &card);
         let stamp = iso(self.now());
@@ -946,7 +948,7 @@ impl PaddleStore {
                 let Some(mut txn) = self.transactions.get(&txn_id).cloned() else {
                     return PaddleReply::not_found("transaction", &txn_id);
                 };
-                self.pay(&mut txn, "4242424242424242");
+                self.pay(&mut txn, SANDBOX_APPROVE_CARD);
                 let sub = self.subscriptions.get_mut(id).expect("present above");
                 sub.status = "active".to_owned();
                 sub.past_due_transaction = None;
