@@ -9,6 +9,7 @@ mod booking_confirmations;
 mod booking_schedule;
 mod bookings;
 mod card_data;
+mod claims_after_reschedule;
 mod closed_doors;
 mod console;
 mod console_screens;
