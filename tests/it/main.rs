@@ -33,5 +33,6 @@ mod stripe;
 mod stripe_disputes;
 mod subscriptions;
 mod test_clock;
+mod toss_expiry;
 mod validation;
 mod webhooks;
