@@ -95,6 +95,30 @@ async fn a_session_without_notes_is_held_at_the_monday_confirmation_and_released
         "{week}"
     );
 
+    // The Monday notification to the payee (its body is the event) says how many sessions
+    // are held: "상담일지 미작성으로 1건이 보류되었습니다".
+    let (status, events) = call(
+        &app,
+        &app.auditor_key,
+        "/v1/events?type=StatementConfirmed",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    let confirmed: Vec<(i64, i64)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["payload"]["payeeId"] == "therapist-park")
+        .map(|e| {
+            (
+                e["payload"]["sessionsHeldForNotes"].as_i64().unwrap(),
+                e["payload"]["heldForNotesMinor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(confirmed, [(1, 50_000)], "{events}");
+
     // The notes arrive on Tuesday: the held amount is released on this week's statement.
     set_clock(&app, confirm_at + Duration::days(1)).await;
     let (status, body) = call(

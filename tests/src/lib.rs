@@ -9,6 +9,7 @@ use payledger_sandbox::{RunningSandbox, SandboxConfig};
 use payledger_testdb::TestDatabase;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct TestApp {
@@ -83,11 +84,26 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     let db = TestDatabase::fresh().await;
+    // On the scenario clock the test's sandbox follows the application's clock, as the sandbox
+    // `serve --test-clock` embeds does: a Toss payment expires when the scenario's time says so.
+    // The clock exists once the application is built; until then the scenario's start.
+    let scenario_clock: Arc<std::sync::OnceLock<Arc<dyn payledger_app::clock::Clock>>> =
+        Arc::new(std::sync::OnceLock::new());
+    let sandbox_clock = match (&options.sandbox_clock, options.test_clock_start) {
+        (Some(clock), _) => Some(clock.clone()),
+        (None, Some(start)) => {
+            let follow = scenario_clock.clone();
+            let clock: payledger_sandbox::SandboxClock =
+                Arc::new(move || follow.get().map_or(start, |clock| clock.now()));
+            Some(clock)
+        }
+        (None, None) => None,
+    };
     let sandbox = payledger_sandbox::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         SandboxConfig {
             timeout_after_charge_delay_ms: options.gateway_timeout_ms * 3,
-            clock: options.sandbox_clock.clone(),
+            clock: sandbox_clock,
             ..SandboxConfig::default()
         },
     )
@@ -136,6 +152,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     let app = Application::build(settings)
         .await
         .expect("build the application");
+    let _ = scenario_clock.set(app.state.payments.clock().clone());
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let app_pool = db.app_pool.clone();

@@ -12,6 +12,7 @@ use crate::context::RequestContext;
 use crate::executor::{AggregateCache, Executed, Executor};
 use crate::payments::{PaymentError, Payments};
 use chrono::{DateTime, Utc};
+use payledger_domain::booking::{self, Booking};
 use payledger_domain::claim::{
     self, Claim, ClaimCommand, ClaimError, ClaimType, ClaimedOrder, FileClaim, Party, ResolveClaim,
     Side,
@@ -61,6 +62,7 @@ pub struct Claims {
     payments: Arc<Payments>,
     claims: AggregateCache<Claim>,
     payees: AggregateCache<Payee>,
+    bookings: AggregateCache<Booking>,
     clock: Arc<dyn Clock>,
 }
 
@@ -72,6 +74,7 @@ impl Claims {
             payments,
             claims: AggregateCache::new(CACHE_CAPACITY),
             payees: AggregateCache::new(CACHE_CAPACITY),
+            bookings: AggregateCache::new(CACHE_CAPACITY),
         }
     }
 
@@ -134,6 +137,19 @@ impl Claims {
             .ok_or(FlowError::Payment(PaymentError::Order(
                 OrderError::NotFound,
             )))?;
+        // After a schedule change the session happens at the new start: the filing windows
+        // (and the service time the claim records) follow it, not the start the order was
+        // placed with.
+        let service_starts_at = match placed.service_starts_at {
+            Some(placed_start) => {
+                let (_, booking) = self
+                    .executor
+                    .load(&self.bookings, &booking::stream_id(&input.order_id))
+                    .await?;
+                Some(booking.rescheduled_start().unwrap_or(placed_start))
+            }
+            None => None,
+        };
         let claim_id = input.claim_id.unwrap_or_else(ClaimId::generate);
         let command = ClaimCommand::File(FileClaim {
             claim_id: claim_id.clone(),
@@ -142,7 +158,7 @@ impl Claims {
                 customer_id: placed.customer_id,
                 payee_id: placed.payee_id,
                 currency: placed.amount.currency(),
-                service_starts_at: placed.service_starts_at,
+                service_starts_at,
                 captured_minor: order.state.captured_minor,
                 refunded_minor: order.state.refunded_minor + order.state.refund_pending_minor,
             },

@@ -322,6 +322,32 @@ pub struct StatementConfirmed {
     pub line_count: u32,
     pub totals: StatementTotals,
     pub at: DateTime<Utc>,
+    /// Sessions whose payment this statement holds because their session notes are missing
+    /// (a `notes:{order}` hold not released on the same statement): the Monday notification's
+    /// "상담일지 미작성으로 N건이 보류되었습니다". 0 in events recorded before it existed.
+    #[serde(default)]
+    pub sessions_held_for_notes: u32,
+    /// What those holds add up to.
+    #[serde(default)]
+    pub held_for_notes_minor: i64,
+}
+
+/// The lines of `lines` held for missing session notes and not released on them: how many,
+/// and their sum.
+pub fn held_for_notes(lines: &[StatementLine]) -> (u32, i64) {
+    let released: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l.kind == LineKind::HoldReleased)
+        .filter_map(|l| l.line_id.strip_prefix("notes-release:"))
+        .collect();
+    lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Hold)
+        .filter_map(|l| l.line_id.strip_prefix("notes:").map(|order| (order, l)))
+        .filter(|(order, _)| !released.contains(order))
+        .fold((0, 0), |(count, sum), (_, l)| {
+            (count + 1, sum + l.amount_minor)
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +475,7 @@ impl Statement {
                         period_end: opened.period_end,
                     });
                 }
+                let (sessions_held_for_notes, held_for_notes_minor) = held_for_notes(&self.lines);
                 Ok(vec![StatementEvent::StatementConfirmed(
                     StatementConfirmed {
                         statement_id: opened.statement_id.clone(),
@@ -457,6 +484,8 @@ impl Statement {
                         line_count: self.lines.len() as u32,
                         totals: compute_totals(&self.lines, self.fee()),
                         at,
+                        sessions_held_for_notes,
+                        held_for_notes_minor,
                     },
                 )])
             }

@@ -47,7 +47,15 @@ pub enum Behaviour {
     UnknownCode,
     /// Billing keys only: 400 `INVALID_BILL_KEY_REQUEST`, as for a revoked or expired key.
     BillingKeyInvalid,
+    /// Confirms only (`sandbox_virtual_account_{minutes}_…`): a virtual-account payment that
+    /// waits for a deposit (`WAITING_FOR_DEPOSIT`, nothing charged) and becomes `EXPIRED` when
+    /// `valid_minutes` have passed on the sandbox's clock (the scenario clock when embedded).
+    AwaitDeposit { valid_minutes: u64 },
 }
+
+/// The longest deposit window a `sandbox_virtual_account_{minutes}_` input may ask for (7 days,
+/// Toss's own longest `validHours` is 720 h; a week is enough for any scenario).
+pub const MAX_DEPOSIT_WINDOW_MINUTES: u64 = 7 * 24 * 60;
 
 /// A `sandbox_` prefix that names no behaviour, or a malformed count. The sandbox refuses these
 /// loudly rather than approving, so a misspelt test input cannot pass by accident.
@@ -82,6 +90,11 @@ impl Behaviour {
                 .map_err(|_| UnknownTestInput(shorten(input)))?;
             return Ok(Behaviour::Flaky { failures });
         }
+        if let Some(minutes) = rest.strip_prefix("virtual_account_") {
+            let valid_minutes =
+                leading_number(minutes, input)?.clamp(1, MAX_DEPOSIT_WINDOW_MINUTES);
+            return Ok(Behaviour::AwaitDeposit { valid_minutes });
+        }
         if let Some(delay) = rest.strip_prefix("slow_") {
             let delay_ms = leading_number(delay, input)?.min(MAX_SLOW_DELAY_MS);
             return Ok(Behaviour::Slow { delay_ms });
@@ -97,6 +110,9 @@ impl Behaviour {
             },
             Behaviour::Slow { delay_ms } => Behaviour::Slow {
                 delay_ms: delay_ms.min(MAX_SLOW_DELAY_MS),
+            },
+            Behaviour::AwaitDeposit { valid_minutes } => Behaviour::AwaitDeposit {
+                valid_minutes: valid_minutes.clamp(1, MAX_DEPOSIT_WINDOW_MINUTES),
             },
             other => other,
         }

@@ -102,6 +102,10 @@ enum PaymentStatus {
     Done,
     PartialCanceled,
     Canceled,
+    /// A virtual account waiting for its deposit: nothing charged yet.
+    WaitingForDeposit,
+    /// The deposit window closed without a deposit: nothing was ever charged.
+    Expired,
 }
 
 impl PaymentStatus {
@@ -110,6 +114,8 @@ impl PaymentStatus {
             PaymentStatus::Done => "DONE",
             PaymentStatus::PartialCanceled => "PARTIAL_CANCELED",
             PaymentStatus::Canceled => "CANCELED",
+            PaymentStatus::WaitingForDeposit => "WAITING_FOR_DEPOSIT",
+            PaymentStatus::Expired => "EXPIRED",
         }
     }
 }
@@ -146,6 +152,24 @@ struct Payment {
     last_transaction_key: String,
     /// The approval's own transaction key: the id of the payment's settlement line.
     approval_transaction_key: String,
+    /// A virtual account's deposit deadline: `WAITING_FOR_DEPOSIT` becomes `EXPIRED` at it.
+    deposit_due: Option<DateTime<FixedOffset>>,
+}
+
+impl Payment {
+    /// The status at `now`: a waiting virtual account whose window closed is `EXPIRED`. Read
+    /// on every answer, so the expiry follows the clock with no job of its own.
+    fn status_at(&self, now: DateTime<FixedOffset>) -> PaymentStatus {
+        match (self.status, self.deposit_due) {
+            (PaymentStatus::WaitingForDeposit, Some(due)) if now >= due => PaymentStatus::Expired,
+            (status, _) => status,
+        }
+    }
+
+    /// Money moved: approved (and perhaps cancelled since), not waiting or expired.
+    fn charged(&self) -> bool {
+        self.deposit_due.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +354,9 @@ impl Store {
         {
             return Reply::error(400, "ALREADY_PROCESSED_PAYMENT", "이미 처리된 결제 입니다.");
         }
+        if let Behaviour::AwaitDeposit { valid_minutes } = behaviour {
+            return self.open_virtual_account(body, valid_minutes);
+        }
         let flaky_key = format!("confirm:{}", body.payment_key);
         let decided = match self.decide(behaviour, &flaky_key) {
             Ok(decided) => decided,
@@ -344,14 +371,39 @@ impl Store {
             body.amount,
         );
         match self.record_charge(payment) {
-            Ok(payment) => Reply::ok(payment_json(&payment)).with_delay(decided),
+            Ok(payment) => Reply::ok(payment_json(&payment, self.now_kst())).with_delay(decided),
             Err(reply) => reply,
         }
     }
 
+    /// A virtual-account payment: stored as `WAITING_FOR_DEPOSIT` with its deadline, never
+    /// counted as a charge (no money moved). The sandbox takes no deposits, so it expires.
+    fn open_virtual_account(&mut self, body: ConfirmBody, valid_minutes: u64) -> Reply {
+        if self.payments.len() >= self.limits.max_records {
+            return Reply::capacity_exceeded("payments");
+        }
+        let now = self.now_kst();
+        let minutes = i64::try_from(valid_minutes).unwrap_or(1);
+        let mut payment = Payment::approved(
+            now,
+            body.payment_key,
+            body.order_id,
+            "샌드박스 주문".to_owned(),
+            false,
+            body.amount,
+        );
+        payment.status = PaymentStatus::WaitingForDeposit;
+        payment.deposit_due = Some(now + chrono::Duration::minutes(minutes));
+        self.payment_key_by_order_id
+            .insert(payment.order_id.clone(), payment.payment_key.clone());
+        let reply = Reply::ok(payment_json(&payment, now));
+        self.payments.insert(payment.payment_key.clone(), payment);
+        reply
+    }
+
     pub(crate) fn payment_by_key(&self, payment_key: &str) -> Reply {
         match self.payments.get(payment_key) {
-            Some(payment) => Reply::ok(payment_json(payment)),
+            Some(payment) => Reply::ok(payment_json(payment, self.now_kst())),
             None => Reply::not_found_payment(),
         }
     }
@@ -362,7 +414,7 @@ impl Store {
             .get(order_id)
             .and_then(|key| self.payments.get(key))
         {
-            Some(payment) => Reply::ok(payment_json(payment)),
+            Some(payment) => Reply::ok(payment_json(payment, self.now_kst())),
             None => Reply::not_found_payment(),
         }
     }
@@ -387,6 +439,14 @@ impl Store {
         };
         if payment.status == PaymentStatus::Canceled {
             return Reply::error(400, "ALREADY_CANCELED_PAYMENT", "이미 취소된 결제 입니다.");
+        }
+        if !payment.charged() {
+            // Nothing was paid into the account: there is nothing to give back.
+            return Reply::error(
+                403,
+                "NOT_CANCELABLE_PAYMENT",
+                "취소 할 수 없는 결제 입니다. (입금 전 가상계좌)",
+            );
         }
         if payment.cancels.len() >= MAX_CANCELS_PER_PAYMENT {
             return Reply::error(
@@ -413,7 +473,7 @@ impl Store {
             canceled_at: now,
         });
         payment.last_transaction_key = transaction_key;
-        let reply = Reply::ok(payment_json(payment));
+        let reply = Reply::ok(payment_json(payment, now));
         *self
             .canceled_amount_by_payment_key
             .entry(payment_key.to_owned())
@@ -522,7 +582,7 @@ impl Store {
         );
         payment.card = card;
         match self.record_charge(payment) {
-            Ok(payment) => Reply::ok(payment_json(&payment)).with_delay(delay),
+            Ok(payment) => Reply::ok(payment_json(&payment, self.now_kst())).with_delay(delay),
             Err(reply) => reply,
         }
     }
@@ -559,7 +619,7 @@ impl Store {
     /// ([`crate::settlements`]), ordered by when it happened.
     pub(crate) fn transactions(&self) -> Vec<SoldTransaction> {
         let mut sold = Vec::new();
-        for payment in self.payments.values() {
+        for payment in self.payments.values().filter(|p| p.charged()) {
             sold.push(SoldTransaction {
                 payment_key: payment.payment_key.clone(),
                 order_id: payment.order_id.clone(),
@@ -660,6 +720,12 @@ impl Store {
                 "SANDBOX_UNKNOWN_CODE",
                 "a failure code payledger does not know (sandbox test input)",
             )),
+            // Confirms open a virtual account before deciding; a billing charge cannot be one.
+            Behaviour::AwaitDeposit { .. } => Err(Reply::error(
+                400,
+                "INVALID_REQUEST",
+                "a virtual account (sandbox_virtual_account_) is not a card or billing charge",
+            )),
             Behaviour::BillingKeyInvalid => Err(Reply::error(
                 400,
                 "INVALID_BILL_KEY_REQUEST",
@@ -729,6 +795,7 @@ impl Payment {
             approved_at: now,
             card,
             cancels: Vec::new(),
+            deposit_due: None,
         }
     }
 }
@@ -770,7 +837,7 @@ impl Card {
     }
 }
 
-fn payment_json(payment: &Payment) -> Value {
+fn payment_json(payment: &Payment, now: DateTime<FixedOffset>) -> Value {
     let wire = PaymentWire {
         m_id: "sandbox".to_owned(),
         version: "2022-11-16".to_owned(),
@@ -778,20 +845,27 @@ fn payment_json(payment: &Payment) -> Value {
         payment_key: payment.payment_key.clone(),
         order_id: payment.order_id.clone(),
         order_name: payment.order_name.clone(),
-        status: payment.status.as_str().to_owned(),
+        status: payment.status_at(now).as_str().to_owned(),
         kind: if payment.is_billing {
             "BILLING"
         } else {
             "NORMAL"
         }
         .to_owned(),
-        method: "카드".to_owned(),
+        method: if payment.charged() {
+            "카드"
+        } else {
+            "가상계좌"
+        }
+        .to_owned(),
         currency: "KRW".to_owned(),
         total_amount: payment.total_amount,
         balance_amount: payment.balance_amount,
         requested_at: kst_text(payment.requested_at),
-        approved_at: Some(kst_text(payment.approved_at)),
-        card: Some(payment.card.wire(payment.total_amount)),
+        approved_at: payment.charged().then(|| kst_text(payment.approved_at)),
+        card: payment
+            .charged()
+            .then(|| payment.card.wire(payment.total_amount)),
         // Toss sends `null` until the first cancel; the sandbox does too, so clients handle it.
         cancels: if payment.cancels.is_empty() {
             None
@@ -947,6 +1021,55 @@ mod tests {
             order_id: order_id.to_owned(),
             amount,
         }
+    }
+
+    #[test]
+    fn a_virtual_account_waits_for_its_deposit_then_expires_on_the_clock_uncharged() {
+        let start = Utc::now();
+        let offset_s = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let read = offset_s.clone();
+        let mut store = Store::new(StoreLimits {
+            max_records: 10,
+            timeout_after_charge_delay: Duration::from_secs(30),
+            clock: Some(std::sync::Arc::new(move || {
+                start + chrono::Duration::seconds(read.load(std::sync::atomic::Ordering::SeqCst))
+            })),
+        });
+        let opened = store.confirm(confirm_body(
+            "sandbox_virtual_account_20_va",
+            "order-va",
+            9000,
+        ));
+        assert_eq!(opened.status, 200);
+        assert_eq!(opened.body["status"], "WAITING_FOR_DEPOSIT");
+        assert_eq!(opened.body["approvedAt"], Value::Null);
+        let status = |store: &Store| store.payment_by_order_id("order-va").body["status"].clone();
+        offset_s.store(20 * 60 - 1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(status(&store), "WAITING_FOR_DEPOSIT");
+        offset_s.store(20 * 60, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(status(&store), "EXPIRED");
+        assert_eq!(
+            store.payment_by_key("sandbox_virtual_account_20_va").body["status"],
+            "EXPIRED"
+        );
+        // Never charged, nothing to cancel, nothing on the settlement report.
+        assert_eq!(store.stats().total_charges, 0);
+        assert!(store.transactions().is_empty());
+        let cancel = store.cancel(
+            "sandbox_virtual_account_20_va",
+            CancelBody {
+                cancel_reason: "customer".into(),
+                cancel_amount: None,
+            },
+        );
+        assert_eq!(cancel.status, 403);
+        // Confirming the order again is refused like any processed payment.
+        assert_eq!(
+            store
+                .confirm(confirm_body("pk_other", "order-va", 9000))
+                .status,
+            400
+        );
     }
 
     #[test]

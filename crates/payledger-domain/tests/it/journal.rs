@@ -109,6 +109,8 @@ fn confirmed(fee_minor: i64, net_payable_minor: i64) -> StatementEvent {
             ..StatementTotals::default()
         },
         at: Utc::now(),
+        sessions_held_for_notes: 0,
+        held_for_notes_minor: 0,
     })
 }
 

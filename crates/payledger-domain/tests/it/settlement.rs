@@ -92,6 +92,8 @@ fn confirmed(lines: &[StatementLine], at: DateTime<Utc>) -> StatementEvent {
         line_count: lines.len() as u32,
         totals: compute_totals(lines, BasisPoints::new(1_000).unwrap()),
         at,
+        sessions_held_for_notes: held_for_notes(lines).0,
+        held_for_notes_minor: held_for_notes(lines).1,
     })
 }
 
@@ -240,6 +242,35 @@ fn a_statement_is_confirmed_once_its_week_is_over() {
             at: period_end() + Duration::days(1),
         })
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_confirmation_counts_the_sessions_held_for_missing_notes() {
+    let paid = line("payment:order-a", LineKind::Payment, 80_000);
+    let held_a = line("notes:order-a", LineKind::Hold, 80_000);
+    let held_b = line("notes:order-b", LineKind::Hold, 50_000);
+    let released_b = line("notes-release:order-b", LineKind::HoldReleased, 50_000);
+    let claim_hold = line("hold:clm-1:1", LineKind::Hold, 30_000);
+    let lines = [paid, held_a, held_b, released_b, claim_hold];
+    // A claim's hold is not a missing note; a hold released on the same statement is no longer held.
+    assert_eq!(held_for_notes(&lines), (1, 80_000));
+    let mut given = vec![opened()];
+    given.extend(lines.iter().cloned().map(added));
+    StatementTest::with(())
+        .given(given)
+        .when(StatementCommand::Confirm { at: period_end() })
+        .then_expect_events(vec![StatementEvent::StatementConfirmed(
+            StatementConfirmed {
+                statement_id: key().id(),
+                payee_id: key().payee_id,
+                currency: Currency::KRW,
+                line_count: 5,
+                totals: compute_totals(&lines, BasisPoints::new(1_000).unwrap()),
+                at: period_end(),
+                sessions_held_for_notes: 1,
+                held_for_notes_minor: 80_000,
+            },
+        )]);
 }
 
 #[test]
