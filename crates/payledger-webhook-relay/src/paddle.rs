@@ -33,10 +33,12 @@ use std::sync::Arc;
 pub struct PaddleApplier {
     pub paddle: Arc<PaddleGateway>,
     pub subscriptions: Arc<Subscriptions>,
+    /// Records Paddle's approved refunds and chargebacks on the orders they adjust.
+    pub payments: Arc<payledger_app::payments::Payments>,
     pub price_map: ProviderPriceMap,
 }
 
-fn gateway_failure(error: GatewayError) -> Failure {
+pub(crate) fn gateway_failure(error: GatewayError) -> Failure {
     match error {
         // Paddle judged the request (a wrong API key among them): retrying will not help.
         GatewayError::Refused(failure)
@@ -81,7 +83,7 @@ impl PaddleApplier {
     ) -> Result<Applied, Failure> {
         let event = interpret(body)
             .map_err(|err| Failure::permanent(None, format!("unreadable Paddle event: {err}")))?;
-        let verified = Some(WebhookVerified {
+        let verified_fact = WebhookVerified {
             provider: "paddle".to_owned(),
             event_id: event_id.to_owned(),
             method: VerificationMethod::Signature,
@@ -90,7 +92,17 @@ impl PaddleApplier {
             provider_status: None,
             order_id: None,
             at: now,
-        });
+        };
+        if let PaddleMeaning::Adjustment {
+            adjustment_id,
+            transaction_id,
+        } = &event.meaning
+        {
+            return self
+                .apply_adjustment(verified_fact, adjustment_id, transaction_id)
+                .await;
+        }
+        let verified = Some(verified_fact);
         let subscription_id = match &event.meaning {
             PaddleMeaning::Subscription {
                 subscription_id, ..
@@ -103,9 +115,6 @@ impl PaddleApplier {
         let Some(subscription_id) = subscription_id else {
             let detail = match &event.meaning {
                 PaddleMeaning::NoLedgerEffect { reason } => (*reason).to_owned(),
-                PaddleMeaning::Adjustment { .. } => {
-                    "Paddle adjustments are kept on record; refunds, credits and chargebacks are not yet applied to the ledger".to_owned()
-                }
                 _ => "a one-time Paddle payment is confirmed through its order (POST /v1/payments/confirm)".to_owned(),
             };
             return Ok(Applied {

@@ -1,0 +1,200 @@
+//! Applying a Paddle adjustment (`adjustment.created` / `adjustment.updated`): the body only
+//! says which adjustment to look at. payledger asks Paddle's API for the adjustment and for its
+//! transaction, judges them against the order the transaction paid, and records:
+//!
+//! | the adjustment (as Paddle's API says) | what is recorded |
+//! | --- | --- |
+//! | a refund, pending approval or rejected | nothing (the delivery is kept on record) |
+//! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
+//! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount) on the order |
+//! | a chargeback warning, credit, reversal | nothing |
+//!
+//! A fact the ledger cannot record (another transaction than the order's payment, more than is
+//! left of the capture, another currency, an order payledger does not know, a refund of a
+//! subscription payment, which only the subscription records) fails permanently: dead-lettered
+//! with the reason, for review. Every step is idempotent on the order: a redelivery or an admin
+//! replay records nothing new.
+
+use crate::applied::{Applied, Failure};
+use crate::paddle::PaddleApplier;
+use payledger_app::context::RequestContext;
+use payledger_app::payments::PaymentError;
+use payledger_connector_paddle::wire::{AdjustmentAction, AdjustmentStatus};
+use payledger_domain::ids::OrderId;
+use payledger_domain::order::OrderError;
+use payledger_domain::provider_fact::{DisputeFact, DisputeStatus};
+use payledger_domain::webhook::{VerificationMethod, WebhookOutcome, WebhookVerified};
+
+impl PaddleApplier {
+    pub(crate) async fn apply_adjustment(
+        &self,
+        verified: WebhookVerified,
+        adjustment_id: &str,
+        transaction_id: &str,
+    ) -> Result<Applied, Failure> {
+        let adjustment = self
+            .paddle
+            .adjustment(adjustment_id)
+            .await
+            .map_err(crate::paddle::gateway_failure)?
+            .ok_or_else(|| {
+                Failure::permanent(None, format!("Paddle has no adjustment {adjustment_id}"))
+            })?;
+        if adjustment.transaction_id != transaction_id {
+            return Err(Failure::permanent(
+                None,
+                format!(
+                    "held for review: Paddle's adjustment {adjustment_id} names transaction {}, the notification {transaction_id}",
+                    adjustment.transaction_id
+                ),
+            ));
+        }
+        let recorded = |detail: String| Applied {
+            order_id: None,
+            verified: Some(verified.clone()),
+            differs: None,
+            outcome: WebhookOutcome::NoLedgerEffect,
+            detail,
+        };
+        let status_name = payledger_domain::codec::wire_name(&adjustment.status);
+        let acts = match adjustment.action {
+            AdjustmentAction::Refund | AdjustmentAction::Chargeback => {
+                adjustment.status == AdjustmentStatus::Approved
+            }
+            _ => false,
+        };
+        if !acts {
+            return Ok(recorded(format!(
+                "Paddle adjustment {adjustment_id} ({:?}) is {status_name}: nothing changes",
+                adjustment.action
+            )));
+        }
+        let money = adjustment.money().map_err(|err| {
+            Failure::permanent(None, format!("unreadable Paddle adjustment: {err}"))
+        })?;
+        let payment = self
+            .paddle
+            .transaction_payment(transaction_id)
+            .await
+            .map_err(crate::paddle::gateway_failure)?
+            .ok_or_else(|| {
+                Failure::permanent(None, format!("Paddle has no transaction {transaction_id}"))
+            })?;
+        let Ok(order_id) = OrderId::parse(payment.order_id.clone()) else {
+            return Err(Failure::permanent(
+                None,
+                format!(
+                    "held for review: Paddle transaction {transaction_id} pays no payledger order (a subscription payment's refund or chargeback is not yet applied to the ledger)"
+                ),
+            ));
+        };
+        let order = self
+            .payments
+            .load_order(&order_id)
+            .await
+            .map_err(|err| Failure::transient(Some(&order_id), err.to_string()))?
+            .ok_or_else(|| {
+                Failure::permanent(
+                    Some(&order_id),
+                    format!("held for review: payledger has no order {order_id}"),
+                )
+            })?
+            .state;
+        if order.payment_key.as_ref().map(|key| key.as_str()) != Some(transaction_id) {
+            return Err(Failure::permanent(
+                Some(&order_id),
+                format!(
+                    "held for review: order {order_id} was not paid by Paddle transaction {transaction_id}"
+                ),
+            ));
+        }
+        let differs = |err: PaymentError| {
+            match err {
+            PaymentError::Order(OrderError::ProviderDiscrepancy)
+            | PaymentError::ProviderDiscrepancy { .. } => Failure::permanent(
+                Some(&order_id),
+                format!(
+                    "held for review: Paddle adjustment {adjustment_id} of {} {} does not fit order {order_id} (its capture, refunds or currency)",
+                    money.total_minor, money.currency
+                ),
+            ),
+            other => Failure::transient(Some(&order_id), other.to_string()),
+        }
+        };
+        let snapshot = if adjustment.action == AdjustmentAction::Refund {
+            self.payments
+                .record_provider_refund(
+                    &order_id,
+                    payledger_connector_paddle::PROVIDER_NAME,
+                    &adjustment.id,
+                    money.total_minor,
+                    money.currency,
+                )
+                .await
+                .map_err(differs)?
+        } else {
+            self.payments
+                .record_dispute(
+                    &order_id,
+                    DisputeFact {
+                        provider: payledger_connector_paddle::PROVIDER_NAME.to_owned(),
+                        dispute_id: adjustment.id.clone(),
+                        payment_key: transaction_id.to_owned(),
+                        // Paddle records a chargeback once it has taken the money back.
+                        status: DisputeStatus::Lost,
+                        amount_minor: money.total_minor,
+                        currency: money.currency,
+                        withdrawn_minor: money.total_minor,
+                        // Paddle's adjustment carries no separate chargeback fee.
+                        fee_minor: 0,
+                        reason: Some(adjustment.reason.clone()),
+                    },
+                )
+                .await
+                .map_err(differs)?
+        };
+        let mut detail = format!(
+            "Paddle {:?} {adjustment_id} of {} {} on order {order_id}{}",
+            adjustment.action,
+            money.total_minor,
+            money.currency,
+            if snapshot.replay {
+                ": already recorded"
+            } else {
+                ""
+            }
+        );
+        if adjustment.action == AdjustmentAction::Refund {
+            if let Some(placed) = &snapshot.state.placed {
+                let clawed = self
+                    .subscriptions
+                    .claw_back_refunds_of_order(
+                        &placed.customer_id,
+                        &order_id,
+                        &RequestContext::system("webhooks:paddle"),
+                    )
+                    .await
+                    .map_err(|err| Failure::transient(Some(&order_id), err.to_string()))?;
+                if clawed > 0 {
+                    detail.push_str(&format!("; credits of {clawed} purchase(s) clawed back"));
+                }
+            }
+        }
+        Ok(Applied {
+            order_id: Some(order_id.to_string()),
+            verified: Some(WebhookVerified {
+                order_id: Some(order_id.to_string()),
+                provider_status: Some(status_name),
+                method: VerificationMethod::Signature,
+                ..verified
+            }),
+            differs: None,
+            outcome: if snapshot.replay {
+                WebhookOutcome::AlreadyConsistent
+            } else {
+                WebhookOutcome::ProviderFactRecorded
+            },
+            detail,
+        })
+    }
+}
