@@ -579,6 +579,30 @@ async fn a_paddle_refund_is_recorded_once_paddle_approves_it_and_claws_the_credi
         .await
         .unwrap();
     assert_eq!(trial["balanced"], true, "{trial}");
+    // Paddle is the merchant of record: it kept its fee (sandbox: 5 % + 50 of 990) out of the
+    // membership payment; the credit pack was captured and refunded in full.
+    assert_eq!(
+        account_balance(&trial, "subscription_revenue"),
+        -990,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "provider_fees"), 99, "{trial}");
+    assert_eq!(
+        account_balance(&trial, "provider_clearing"),
+        990 - 99,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
+}
+
+fn account_balance(trial: &Value, account: &str) -> i64 {
+    trial["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["account"] == account && row["currency"] == "USD")
+        .map(|row| row["debit"].as_i64().unwrap() - row["credit"].as_i64().unwrap())
+        .sum()
 }
 
 #[tokio::test]
@@ -621,4 +645,7 @@ async fn a_paddle_chargeback_is_recorded_as_a_lost_dispute_on_the_order() {
         .await
         .unwrap();
     assert_eq!(trial["balanced"], true, "{trial}");
+    // The payee bore the chargeback as it bears a refund.
+    assert_eq!(account_balance(&trial, "provider_clearing"), 0, "{trial}");
+    assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
 }

@@ -143,6 +143,7 @@ fn paid_fact(transaction: &TransactionWire) -> Result<ProviderSubscriptionFact, 
             .map_err(|err| UnreadableAnswer(format!("transaction id: {err}")))?,
         amount: Money::new(subtotal, money.currency)
             .map_err(|err| UnreadableAnswer(format!("subtotal: {err}")))?,
+        provider_fee_minor: money.fee_minor,
         period_start: period.starts_at,
         period_end: period.ends_at,
         approved_at,

@@ -409,6 +409,9 @@ pub enum ProviderSubscriptionFact {
         /// The provider's transaction (`txn_…`).
         payment_key: crate::ids::PaymentKey,
         amount: crate::money::Money,
+        /// The provider's fee as the merchant of record (Paddle's `details.totals.fee`), in the
+        /// amount's currency: what it keeps of the payment. Posted to `provider_fees`.
+        provider_fee_minor: i64,
         period_start: DateTime<Utc>,
         period_end: DateTime<Utc>,
         approved_at: DateTime<Utc>,

@@ -53,6 +53,7 @@ impl Subscription {
             ProviderSubscriptionFact::Paid {
                 payment_key,
                 amount,
+                provider_fee_minor,
                 period_start,
                 period_end,
                 approved_at,
@@ -82,7 +83,14 @@ impl Subscription {
                         terms.amount.currency()
                     )));
                 }
+                if !(0..=amount.amount_minor()).contains(&provider_fee_minor) {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "the provider's fee {provider_fee_minor} is not within the payment's {}",
+                        amount.amount_minor()
+                    )));
+                }
                 Ok(vec![SubscriptionEvent::ChargeSucceeded(ChargeSucceeded {
+                    provider_fee_minor,
                     cycle,
                     attempt: 0,
                     provider_order_id: payment_key.to_string(),

@@ -247,6 +247,14 @@ pub struct ChargeSucceeded {
     pub period_end: DateTime<Utc>,
     pub source: OutcomeSource,
     pub at: DateTime<Utc>,
+    /// What a merchant-of-record provider (Paddle) kept of the charge as its fee; 0 (and absent
+    /// from the payload) for charges payledger makes, whose fees come with the settlement.
+    #[serde(default, skip_serializing_if = "is_zero_minor")]
+    pub provider_fee_minor: i64,
+}
+
+fn is_zero_minor(value: &i64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -952,6 +960,7 @@ impl Subscription {
                 period_end: in_flight.period_end,
                 source,
                 at,
+                provider_fee_minor: 0,
             })]),
             ChargeOutcome::Unknown { reason } => {
                 if in_flight.outcome_unknown {

@@ -51,6 +51,7 @@ fn paid(cycle: u32, txn: &str) -> ProviderSubscriptionFact {
     ProviderSubscriptionFact::Paid {
         payment_key: PaymentKey::parse(txn).unwrap(),
         amount: amount(),
+        provider_fee_minor: 99,
         period_start: month(cycle - 1),
         period_end: month(cycle),
         approved_at: month(cycle - 1),
@@ -71,6 +72,7 @@ fn succeeded(cycle: u32, txn: &str) -> SubscriptionEvent {
         period_end: month(cycle),
         source: OutcomeSource::Reconciler,
         at: month(cycle - 1),
+        provider_fee_minor: 99,
     })
 }
 
@@ -137,6 +139,7 @@ fn a_renewal_is_the_next_cycle_and_a_period_or_amount_that_differs_is_refused() 
     let other_amount = ProviderSubscriptionFact::Paid {
         payment_key: PaymentKey::parse("txn_01second").unwrap(),
         amount: Money::new(1, Currency::USD).unwrap(),
+        provider_fee_minor: 0,
         period_start: month(1),
         period_end: month(2),
         approved_at: month(1),
@@ -145,6 +148,24 @@ fn a_renewal_is_the_next_cycle_and_a_period_or_amount_that_differs_is_refused() 
     let result = SubscriptionTest::with(())
         .given(vec![started(), succeeded(1, "txn_01first")])
         .when(record(other_amount))
+        .inspect_result();
+    assert!(matches!(
+        result,
+        Err(SubscriptionError::ProviderFactDiffers(_))
+    ));
+    // A fee above what was paid is not a fee: refused.
+    let fee_above = ProviderSubscriptionFact::Paid {
+        payment_key: PaymentKey::parse("txn_01second").unwrap(),
+        amount: amount(),
+        provider_fee_minor: 991,
+        period_start: month(1),
+        period_end: month(2),
+        approved_at: month(1),
+        at: month(1),
+    };
+    let result = SubscriptionTest::with(())
+        .given(vec![started(), succeeded(1, "txn_01first")])
+        .when(record(fee_above))
         .inspect_result();
     assert!(matches!(
         result,
