@@ -649,3 +649,98 @@ async fn a_paddle_chargeback_is_recorded_as_a_lost_dispute_on_the_order() {
     assert_eq!(account_balance(&trial, "provider_clearing"), 0, "{trial}");
     assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
 }
+
+#[tokio::test]
+async fn an_approved_paddle_refund_of_a_membership_payment_is_recorded_on_the_subscription() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let txn = subscribed["transaction"]["id"].as_str().unwrap().to_owned();
+    until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    let asked = paddle(
+        &app,
+        "/adjustments",
+        json!({"action": "refund", "transaction_id": txn, "reason": "not what I expected"}),
+    )
+    .await;
+    let adjustment_id = asked["id"].as_str().unwrap().to_owned();
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let reversed = || async {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT payload::text FROM events WHERE stream_id = $1 \
+             AND event_type = 'ProviderChargeReversed' ORDER BY global_position",
+        )
+        .bind(format!("subscription-{sub_id}"))
+        .fetch_all(&app.app_pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = reversed().await;
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows.len(), 1, "the refund is recorded on the subscription");
+    assert!(rows[0].0.contains(&adjustment_id), "{rows:?}");
+    assert!(rows[0].0.contains("990"), "{rows:?}");
+
+    // Replayed, it records nothing new.
+    deliveries_settled(&app).await;
+    let notifications: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/sandbox/notifications",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for n in notifications["data"].as_array().unwrap() {
+        if n["type"] == "adjustment.updated" {
+            let id = n["id"].as_str().unwrap();
+            paddle(&app, &format!("/notifications/{id}/replay"), json!({})).await;
+        }
+    }
+    deliveries_settled(&app).await;
+    assert_eq!(reversed().await.len(), 1, "recorded once");
+
+    // The journal: the membership revenue given back out of what Paddle holds; Paddle's fee on
+    // the charge stays posted.
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
+    assert_eq!(
+        account_balance(&trial, "subscription_revenue"),
+        0,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "provider_clearing"), -99, "{trial}");
+}

@@ -429,6 +429,15 @@ pub enum ProviderSubscriptionFact {
     },
     /// The provider canceled the subscription.
     Canceled { at: DateTime<Utc> },
+    /// The provider took a paid period's payment back: a refund it approved, or a chargeback.
+    ChargeReversed {
+        payment_key: crate::ids::PaymentKey,
+        /// The provider's adjustment id (`adj_…`).
+        reversal_id: String,
+        kind: crate::subscription::ChargeReversalKind,
+        amount: crate::money::Money,
+        at: DateTime<Utc>,
+    },
 }
 
 #[cfg(test)]

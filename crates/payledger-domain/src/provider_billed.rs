@@ -28,8 +28,8 @@ use crate::order::OutcomeSource;
 use crate::provider_failure::{FailureClass, ProviderFailure};
 use crate::subscription::{
     CancellationScheduled, CancellationWithdrawn, ChargeFailed, ChargeSucceeded, EndReason,
-    FailureHandling, Subscription, SubscriptionEnded, SubscriptionError, SubscriptionEvent,
-    SubscriptionStatus,
+    FailureHandling, ProviderChargeReversed, Subscription, SubscriptionEnded, SubscriptionError,
+    SubscriptionEvent, SubscriptionStatus,
 };
 
 pub use crate::billing::{ProviderBilling, ProviderSubscriptionFact};
@@ -103,6 +103,47 @@ impl Subscription {
                     source: OutcomeSource::Reconciler,
                     at,
                 })])
+            }
+            ProviderSubscriptionFact::ChargeReversed {
+                payment_key,
+                reversal_id,
+                kind,
+                amount,
+                at,
+            } => {
+                if self.provider_reversals.contains(&reversal_id) {
+                    return Ok(vec![]);
+                }
+                let Some((charged, reversed)) = self.provider_payments.get(payment_key.as_str())
+                else {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "{payment_key} is not a paid period of the subscription"
+                    )));
+                };
+                if amount.currency() != terms.amount.currency()
+                    || amount.amount_minor() <= 0
+                    || amount.amount_minor() > charged - reversed
+                    || reversal_id.is_empty()
+                    || reversal_id.len() > 255
+                {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "{} {} taken back is not within what is left of {payment_key} ({} {})",
+                        amount.amount_minor(),
+                        amount.currency(),
+                        charged - reversed,
+                        terms.amount.currency()
+                    )));
+                }
+                Ok(vec![SubscriptionEvent::ProviderChargeReversed(
+                    ProviderChargeReversed {
+                        payment_key,
+                        reversal_id,
+                        kind,
+                        amount_minor: amount.amount_minor(),
+                        currency: amount.currency(),
+                        at,
+                    },
+                )])
             }
             ProviderSubscriptionFact::PastDue { provider_code, at } => {
                 if ended || self.status == SubscriptionStatus::PastDue {

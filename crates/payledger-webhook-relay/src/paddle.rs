@@ -56,7 +56,7 @@ pub(crate) fn gateway_failure(error: GatewayError) -> Failure {
     }
 }
 
-fn billing_failure(error: BillingError) -> Failure {
+pub(crate) fn billing_failure(error: BillingError) -> Failure {
     match error {
         BillingError::Subscription(SubscriptionError::ProviderFactDiffers(reason)) => {
             Failure::permanent(None, format!("held for review: {reason}"))

@@ -7,11 +7,12 @@
 //! | a refund, pending approval or rejected | nothing (the delivery is kept on record) |
 //! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
 //! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount) on the order |
+//! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (membership unchanged) |
 //! | a chargeback warning, credit, reversal | nothing |
 //!
 //! A fact the ledger cannot record (another transaction than the order's payment, more than is
-//! left of the capture, another currency, an order payledger does not know, a refund of a
-//! subscription payment, which only the subscription records) fails permanently: dead-lettered
+//! left of the capture, another currency, an order payledger does not know, a payment that is
+//! not one of the subscription's paid periods) fails permanently: dead-lettered
 //! with the reason, for review. Every step is idempotent on the order: a redelivery or an admin
 //! replay records nothing new.
 
@@ -20,9 +21,13 @@ use crate::paddle::PaddleApplier;
 use payledger_app::context::RequestContext;
 use payledger_app::payments::PaymentError;
 use payledger_connector_paddle::wire::{AdjustmentAction, AdjustmentStatus};
-use payledger_domain::ids::OrderId;
+use payledger_domain::billing::SubscriptionId;
+use payledger_domain::ids::{OrderId, PaymentKey};
+use payledger_domain::money::Money;
 use payledger_domain::order::OrderError;
+use payledger_domain::provider_billed::ProviderSubscriptionFact;
 use payledger_domain::provider_fact::{DisputeFact, DisputeStatus};
+use payledger_domain::subscription::ChargeReversalKind;
 use payledger_domain::webhook::{VerificationMethod, WebhookOutcome, WebhookVerified};
 
 impl PaddleApplier {
@@ -81,12 +86,14 @@ impl PaddleApplier {
                 Failure::permanent(None, format!("Paddle has no transaction {transaction_id}"))
             })?;
         let Ok(order_id) = OrderId::parse(payment.order_id.clone()) else {
-            return Err(Failure::permanent(
-                None,
-                format!(
-                    "held for review: Paddle transaction {transaction_id} pays no payledger order (a subscription payment's refund or chargeback is not yet applied to the ledger)"
-                ),
-            ));
+            return self
+                .reverse_subscription_payment(
+                    verified,
+                    &adjustment,
+                    money.total_minor,
+                    money.currency,
+                )
+                .await;
         };
         let order = self
             .payments
@@ -195,6 +202,71 @@ impl PaddleApplier {
                 WebhookOutcome::ProviderFactRecorded
             },
             detail,
+        })
+    }
+}
+
+impl PaddleApplier {
+    /// An approved refund or chargeback of a transaction that pays no order: a subscription's
+    /// period, recorded on the subscription (which judges it against that paid period).
+    async fn reverse_subscription_payment(
+        &self,
+        verified: WebhookVerified,
+        adjustment: &payledger_connector_paddle::wire::AdjustmentWire,
+        amount_minor: i64,
+        currency: payledger_domain::money::Currency,
+    ) -> Result<Applied, Failure> {
+        let held = |why: String| Failure::permanent(None, format!("held for review: {why}"));
+        let subscription_id = adjustment
+            .subscription_id
+            .as_deref()
+            .and_then(|id| SubscriptionId::parse(id).ok())
+            .ok_or_else(|| {
+                held(format!(
+                    "Paddle transaction {} pays no payledger order and no subscription",
+                    adjustment.transaction_id
+                ))
+            })?;
+        let payment_key = PaymentKey::parse(&adjustment.transaction_id)
+            .map_err(|err| held(format!("Paddle transaction id: {err}")))?;
+        let amount = Money::new(amount_minor, currency)
+            .map_err(|err| held(format!("Paddle adjustment amount: {err}")))?;
+        let kind = if adjustment.action == AdjustmentAction::Refund {
+            ChargeReversalKind::Refund
+        } else {
+            ChargeReversalKind::Chargeback
+        };
+        let snapshot = self
+            .subscriptions
+            .record_provider_fact(
+                &subscription_id,
+                ProviderSubscriptionFact::ChargeReversed {
+                    payment_key,
+                    reversal_id: adjustment.id.clone(),
+                    kind,
+                    amount,
+                    at: adjustment.created_at,
+                },
+                &RequestContext::system("webhooks:paddle"),
+            )
+            .await
+            .map_err(crate::paddle::billing_failure)?;
+        Ok(Applied {
+            order_id: None,
+            verified: Some(verified),
+            differs: None,
+            outcome: if snapshot.replay {
+                WebhookOutcome::AlreadyConsistent
+            } else {
+                WebhookOutcome::ProviderFactRecorded
+            },
+            detail: format!(
+                "Paddle {:?} {} of {amount_minor} {currency} on subscription {subscription_id} ({}){}",
+                adjustment.action,
+                adjustment.id,
+                adjustment.transaction_id,
+                if snapshot.replay { ": already recorded" } else { "" }
+            ),
         })
     }
 }
