@@ -279,3 +279,65 @@ fn payledger_cannot_cancel_or_resume_on_its_own_what_the_provider_bills() {
             .then_expect_error(SubscriptionError::ProviderBilled);
     }
 }
+
+fn reversal(txn: &str, id: &str, amount_minor: i64) -> ProviderSubscriptionFact {
+    ProviderSubscriptionFact::ChargeReversed {
+        payment_key: PaymentKey::parse(txn).unwrap(),
+        reversal_id: id.into(),
+        kind: ChargeReversalKind::Refund,
+        amount: Money::new(amount_minor, Currency::USD).unwrap(),
+        at: month(1),
+    }
+}
+
+fn reversed(txn: &str, id: &str, amount_minor: i64) -> SubscriptionEvent {
+    SubscriptionEvent::ProviderChargeReversed(ProviderChargeReversed {
+        payment_key: PaymentKey::parse(txn).unwrap(),
+        reversal_id: id.into(),
+        kind: ChargeReversalKind::Refund,
+        amount_minor,
+        currency: Currency::USD,
+        at: month(1),
+    })
+}
+
+#[test]
+fn a_provider_refund_of_a_paid_period_is_recorded_once_within_what_was_paid() {
+    SubscriptionTest::with(())
+        .given(vec![started(), succeeded(1, "txn_01first")])
+        .when(record(reversal("txn_01first", "adj_01a", 400)))
+        .then_expect_events(vec![reversed("txn_01first", "adj_01a", 400)]);
+    // The same adjustment again: nothing.
+    SubscriptionTest::with(())
+        .given(vec![
+            started(),
+            succeeded(1, "txn_01first"),
+            reversed("txn_01first", "adj_01a", 400),
+        ])
+        .when(record(reversal("txn_01first", "adj_01a", 400)))
+        .then_expect_events(vec![]);
+    // More than is left of the payment, or a payment that is not a paid period: refused.
+    for (fact, given) in [
+        (
+            reversal("txn_01first", "adj_01b", 591),
+            vec![
+                started(),
+                succeeded(1, "txn_01first"),
+                reversed("txn_01first", "adj_01a", 400),
+            ],
+        ),
+        (
+            reversal("txn_01other", "adj_01c", 100),
+            vec![started(), succeeded(1, "txn_01first")],
+        ),
+    ] {
+        let result = SubscriptionTest::with(())
+            .given(given)
+            .when(record(fact))
+            .inspect_result();
+        assert!(matches!(
+            result,
+            Err(SubscriptionError::ProviderFactDiffers(_))
+        ));
+    }
+}
