@@ -400,6 +400,14 @@ pub struct ProviderBilling {
     pub price_id: String,
 }
 
+/// Why a provider took a subscription payment back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeReversalKind {
+    Refund,
+    Chargeback,
+}
+
 /// What a provider reported about a subscription it bills, after payledger confirmed it against
 /// the provider's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,7 +442,7 @@ pub enum ProviderSubscriptionFact {
         payment_key: crate::ids::PaymentKey,
         /// The provider's adjustment id (`adj_…`).
         reversal_id: String,
-        kind: crate::subscription::ChargeReversalKind,
+        kind: ChargeReversalKind,
         amount: crate::money::Money,
         at: DateTime<Utc>,
     },

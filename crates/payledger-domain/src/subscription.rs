@@ -183,13 +183,7 @@ pub enum SubscriptionEvent {
     ProviderChargeReversed(ProviderChargeReversed),
 }
 
-/// Why a provider took a subscription payment back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChargeReversalKind {
-    Refund,
-    Chargeback,
-}
+pub use crate::billing::ChargeReversalKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -20,7 +20,7 @@ use crate::applied::{Applied, Failure};
 use crate::paddle::PaddleApplier;
 use payledger_app::context::RequestContext;
 use payledger_app::payments::PaymentError;
-use payledger_connector_paddle::wire::{AdjustmentAction, AdjustmentStatus};
+use payledger_connector_paddle::ledger::AdjustmentReading;
 use payledger_domain::billing::SubscriptionId;
 use payledger_domain::ids::{OrderId, PaymentKey};
 use payledger_domain::money::Money;
@@ -39,7 +39,7 @@ impl PaddleApplier {
     ) -> Result<Applied, Failure> {
         let adjustment = self
             .paddle
-            .adjustment(adjustment_id)
+            .adjustment_reading(adjustment_id)
             .await
             .map_err(crate::paddle::gateway_failure)?
             .ok_or_else(|| {
@@ -61,22 +61,17 @@ impl PaddleApplier {
             outcome: WebhookOutcome::NoLedgerEffect,
             detail,
         };
-        let status_name = payledger_domain::codec::wire_name(&adjustment.status);
-        let acts = match adjustment.action {
-            AdjustmentAction::Refund | AdjustmentAction::Chargeback => {
-                adjustment.status == AdjustmentStatus::Approved
-            }
-            _ => false,
-        };
-        if !acts {
+        let status_name = adjustment.status.clone();
+        let Some(kind) = adjustment.reversal.filter(|_| adjustment.approved) else {
             return Ok(recorded(format!(
-                "Paddle adjustment {adjustment_id} ({:?}) is {status_name}: nothing changes",
+                "Paddle adjustment {adjustment_id} ({}) is {status_name}: nothing changes",
                 adjustment.action
             )));
-        }
-        let money = adjustment.money().map_err(|err| {
+        };
+        let money = Money::new(adjustment.total_minor, adjustment.currency).map_err(|err| {
             Failure::permanent(None, format!("unreadable Paddle adjustment: {err}"))
         })?;
+        let money = (money.amount_minor(), money.currency());
         let payment = self
             .paddle
             .transaction_payment(transaction_id)
@@ -87,12 +82,7 @@ impl PaddleApplier {
             })?;
         let Ok(order_id) = OrderId::parse(payment.order_id.clone()) else {
             return self
-                .reverse_subscription_payment(
-                    verified,
-                    &adjustment,
-                    money.total_minor,
-                    money.currency,
-                )
+                .reverse_subscription_payment(verified, &adjustment, kind)
                 .await;
         };
         let order = self
@@ -122,20 +112,20 @@ impl PaddleApplier {
                 Some(&order_id),
                 format!(
                     "held for review: Paddle adjustment {adjustment_id} of {} {} does not fit order {order_id} (its capture, refunds or currency)",
-                    money.total_minor, money.currency
+                    money.0, money.1
                 ),
             ),
             other => Failure::transient(Some(&order_id), other.to_string()),
         }
         };
-        let snapshot = if adjustment.action == AdjustmentAction::Refund {
+        let snapshot = if kind == ChargeReversalKind::Refund {
             self.payments
                 .record_provider_refund(
                     &order_id,
                     payledger_connector_paddle::PROVIDER_NAME,
                     &adjustment.id,
-                    money.total_minor,
-                    money.currency,
+                    money.0,
+                    money.1,
                 )
                 .await
                 .map_err(differs)?
@@ -149,9 +139,9 @@ impl PaddleApplier {
                         payment_key: transaction_id.to_owned(),
                         // Paddle records a chargeback once it has taken the money back.
                         status: DisputeStatus::Lost,
-                        amount_minor: money.total_minor,
-                        currency: money.currency,
-                        withdrawn_minor: money.total_minor,
+                        amount_minor: money.0,
+                        currency: money.1,
+                        withdrawn_minor: money.0,
                         // Paddle's adjustment carries no separate chargeback fee.
                         fee_minor: 0,
                         reason: Some(adjustment.reason.clone()),
@@ -161,17 +151,17 @@ impl PaddleApplier {
                 .map_err(differs)?
         };
         let mut detail = format!(
-            "Paddle {:?} {adjustment_id} of {} {} on order {order_id}{}",
+            "Paddle {} {adjustment_id} of {} {} on order {order_id}{}",
             adjustment.action,
-            money.total_minor,
-            money.currency,
+            money.0,
+            money.1,
             if snapshot.replay {
                 ": already recorded"
             } else {
                 ""
             }
         );
-        if adjustment.action == AdjustmentAction::Refund {
+        if kind == ChargeReversalKind::Refund {
             if let Some(placed) = &snapshot.state.placed {
                 let clawed = self
                     .subscriptions
@@ -212,10 +202,10 @@ impl PaddleApplier {
     async fn reverse_subscription_payment(
         &self,
         verified: WebhookVerified,
-        adjustment: &payledger_connector_paddle::wire::AdjustmentWire,
-        amount_minor: i64,
-        currency: payledger_domain::money::Currency,
+        adjustment: &AdjustmentReading,
+        kind: ChargeReversalKind,
     ) -> Result<Applied, Failure> {
+        let (amount_minor, currency) = (adjustment.total_minor, adjustment.currency);
         let held = |why: String| Failure::permanent(None, format!("held for review: {why}"));
         let subscription_id = adjustment
             .subscription_id
@@ -231,11 +221,6 @@ impl PaddleApplier {
             .map_err(|err| held(format!("Paddle transaction id: {err}")))?;
         let amount = Money::new(amount_minor, currency)
             .map_err(|err| held(format!("Paddle adjustment amount: {err}")))?;
-        let kind = if adjustment.action == AdjustmentAction::Refund {
-            ChargeReversalKind::Refund
-        } else {
-            ChargeReversalKind::Chargeback
-        };
         let snapshot = self
             .subscriptions
             .record_provider_fact(
@@ -261,7 +246,7 @@ impl PaddleApplier {
                 WebhookOutcome::ProviderFactRecorded
             },
             detail: format!(
-                "Paddle {:?} {} of {amount_minor} {currency} on subscription {subscription_id} ({}){}",
+                "Paddle {} {} of {amount_minor} {currency} on subscription {subscription_id} ({}){}",
                 adjustment.action,
                 adjustment.id,
                 adjustment.transaction_id,
