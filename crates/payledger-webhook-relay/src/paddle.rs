@@ -10,6 +10,9 @@
 //! (past due, a scheduled cancel, canceled). So notifications may arrive in any order, twice, or
 //! be replayed by an admin, and the effect is the same once.
 //!
+//! Adjustments (refunds once Paddle approved them, chargebacks) are applied by
+//! `paddle_adjustments`, against the order or the subscription the transaction paid.
+//!
 //! A delivery that cannot be applied is not dropped: a price or product the map does not know,
 //! a subscription with no payledger customer in its `custom_data`, or a provider fact the ledger
 //! refuses (another period, another amount) fail permanently and are dead-lettered with the
