@@ -136,7 +136,7 @@ async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value)
 
 /// A credit pack paid through Paddle: an order placed with `provider: paddle`, paid in Paddle's
 /// checkout, confirmed by its transaction id (payledger looks the transaction up and judges it).
-async fn paid_credit_order(app: &TestApp, order_id: &str) {
+async fn paid_credit_order(app: &TestApp, order_id: &str) -> String {
     let placed = app
         .post(
             "/v1/orders",
@@ -158,6 +158,7 @@ async fn paid_credit_order(app: &TestApp, order_id: &str) {
     let body: Value = confirmed.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "PAID", "{body}");
+    txn.to_owned()
 }
 
 #[tokio::test]
@@ -417,4 +418,344 @@ async fn a_cancel_through_payledger_asks_paddle_first_and_a_failed_call_records_
         1,
         "benefits until the period ends"
     );
+}
+
+async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
+    let wallet: Value = app
+        .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    wallet["balance"].as_i64().unwrap_or(-1)
+}
+
+/// Polls the order (as its client) until `check` holds.
+async fn order_until(
+    app: &TestApp,
+    order_id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        last = app
+            .get(&format!("/v1/orders/{order_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let inbox: Vec<(Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, status, last_error FROM webhook_inbox WHERE provider = 'paddle' ORDER BY id",
+    )
+    .fetch_all(&app.app_pool)
+    .await
+    .unwrap_or_default();
+    panic!("{what}: the order stayed {last}; Paddle deliveries: {inbox:?}");
+}
+
+async fn timeline(app: &TestApp, order_id: &str) -> String {
+    let body: Value = app
+        .get(&format!("/v1/orders/{order_id}/timeline"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body.to_string()
+}
+
+async fn subscribed_member(app: &TestApp) {
+    let subscribed = checkout(
+        app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    assert_eq!(membership(app, "cust_1").await, 1);
+}
+
+#[tokio::test]
+async fn a_paddle_refund_is_recorded_once_paddle_approves_it_and_claws_the_credits_back() {
+    let app = spawn().await;
+    subscribed_member(&app).await;
+    let order_id = "order-paddle-refund";
+    let txn = paid_credit_order(&app, order_id).await;
+    let (status, body) = buy_credits(&app, "buy-refund", order_id).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(wallet_balance(&app, "cust_1").await, 100);
+
+    // S3: a refund asked in Paddle waits for Paddle's approval; rejected, it changes nothing.
+    let rejected = paddle(
+        &app,
+        "/adjustments",
+        json!({"action": "refund", "transaction_id": txn, "reason": "changed my mind"}),
+    )
+    .await;
+    assert_eq!(rejected["status"], "pending_approval");
+    let rejected_id = rejected["id"].as_str().unwrap().to_owned();
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{rejected_id}/reject"),
+        json!({}),
+    )
+    .await;
+    deliveries_settled(&app).await;
+    let order = order_until(&app, order_id, "paid", |o| o["status"] == "PAID").await;
+    assert_eq!(order["refundedAmount"], 0, "{order}");
+    assert_eq!(wallet_balance(&app, "cust_1").await, 100);
+
+    // Pending, then approved: recorded against the order's payment, the credits clawed back.
+    let asked = paddle(
+        &app,
+        "/adjustments",
+        json!({"action": "refund", "transaction_id": txn, "reason": "duplicate purchase"}),
+    )
+    .await;
+    let adjustment_id = asked["id"].as_str().unwrap().to_owned();
+    deliveries_settled(&app).await;
+    let order = order_until(&app, order_id, "still paid", |o| o["status"] == "PAID").await;
+    assert_eq!(
+        order["refundedAmount"], 0,
+        "pending is not refunded: {order}"
+    );
+    assert_eq!(wallet_balance(&app, "cust_1").await, 100);
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let refunded = order_until(&app, order_id, "refunded", |o| o["status"] == "REFUNDED").await;
+    assert_eq!(refunded["refundedAmount"], 1000, "{refunded}");
+    let mut balance = -1;
+    for _ in 0..100 {
+        balance = wallet_balance(&app, "cust_1").await;
+        if balance == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(balance, 0, "the credits are clawed back");
+
+    // The approval replayed twice records nothing new.
+    deliveries_settled(&app).await;
+    let notifications: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/sandbox/notifications",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approved: Vec<String> = notifications["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "adjustment.updated")
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(approved.len(), 2, "{notifications}");
+    for id in approved.iter().chain(approved.iter()) {
+        paddle(&app, &format!("/notifications/{id}/replay"), json!({})).await;
+    }
+    deliveries_settled(&app).await;
+    let again = order_until(&app, order_id, "refunded", |o| o["status"] == "REFUNDED").await;
+    assert_eq!(again["refundedAmount"], 1000, "refunded once: {again}");
+    assert_eq!(wallet_balance(&app, "cust_1").await, 0);
+    let text = timeline(&app, order_id).await;
+    assert!(text.contains(&adjustment_id), "{text}");
+    assert!(
+        !text.contains(&rejected_id),
+        "a rejected refund is not on the order: {text}"
+    );
+
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
+    // Paddle is the merchant of record: it kept its fee (sandbox: 5 % + 50 of 990) out of the
+    // membership payment; the credit pack was captured and refunded in full.
+    assert_eq!(
+        account_balance(&trial, "subscription_revenue"),
+        -990,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "provider_fees"), 99, "{trial}");
+    assert_eq!(
+        account_balance(&trial, "provider_clearing"),
+        990 - 99,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
+}
+
+fn account_balance(trial: &Value, account: &str) -> i64 {
+    trial["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["account"] == account && row["currency"] == "USD")
+        .map(|row| row["debit"].as_i64().unwrap() - row["credit"].as_i64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_paddle_chargeback_is_recorded_as_a_lost_dispute_on_the_order() {
+    let app = spawn().await;
+    let order_id = "order-paddle-chargeback";
+    let txn = paid_credit_order(&app, order_id).await;
+    let chargeback = paddle(
+        &app,
+        &format!("/sandbox/transactions/{txn}/chargeback"),
+        json!({}),
+    )
+    .await;
+    let adjustment_id = chargeback["id"].as_str().unwrap().to_owned();
+    let lost = order_until(&app, order_id, "charged back", |o| {
+        o["capturedAmount"] == 1000 && o["refundableAmount"] == 0
+    })
+    .await;
+    assert_eq!(lost["capturedAmount"], 1000, "{lost}");
+    deliveries_settled(&app).await;
+    let text = timeline(&app, order_id).await;
+    assert!(
+        text.contains(&format!("dispute {adjustment_id} lost")),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(&format!("dispute {adjustment_id} opened"))
+            .count(),
+        1,
+        "{text}"
+    );
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
+    // The payee bore the chargeback as it bears a refund.
+    assert_eq!(account_balance(&trial, "provider_clearing"), 0, "{trial}");
+    assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
+}
+
+#[tokio::test]
+async fn an_approved_paddle_refund_of_a_membership_payment_is_recorded_on_the_subscription() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let txn = subscribed["transaction"]["id"].as_str().unwrap().to_owned();
+    until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    let asked = paddle(
+        &app,
+        "/adjustments",
+        json!({"action": "refund", "transaction_id": txn, "reason": "not what I expected"}),
+    )
+    .await;
+    let adjustment_id = asked["id"].as_str().unwrap().to_owned();
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let reversed = || async {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT payload::text FROM events WHERE stream_id = $1 \
+             AND event_type = 'ProviderChargeReversed' ORDER BY global_position",
+        )
+        .bind(format!("subscription-{sub_id}"))
+        .fetch_all(&app.app_pool)
+        .await
+        .unwrap();
+        rows
+    };
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = reversed().await;
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows.len(), 1, "the refund is recorded on the subscription");
+    assert!(rows[0].0.contains(&adjustment_id), "{rows:?}");
+    assert!(rows[0].0.contains("990"), "{rows:?}");
+
+    // Replayed, it records nothing new.
+    deliveries_settled(&app).await;
+    let notifications: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/sandbox/notifications",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for n in notifications["data"].as_array().unwrap() {
+        if n["type"] == "adjustment.updated" {
+            let id = n["id"].as_str().unwrap();
+            paddle(&app, &format!("/notifications/{id}/replay"), json!({})).await;
+        }
+    }
+    deliveries_settled(&app).await;
+    assert_eq!(reversed().await.len(), 1, "recorded once");
+
+    // The journal: the membership revenue given back out of what Paddle holds; Paddle's fee on
+    // the charge stays posted.
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
+    assert_eq!(
+        account_balance(&trial, "subscription_revenue"),
+        0,
+        "{trial}"
+    );
+    assert_eq!(account_balance(&trial, "provider_clearing"), -99, "{trial}");
 }

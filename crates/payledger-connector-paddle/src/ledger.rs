@@ -143,9 +143,62 @@ fn paid_fact(transaction: &TransactionWire) -> Result<ProviderSubscriptionFact, 
             .map_err(|err| UnreadableAnswer(format!("transaction id: {err}")))?,
         amount: Money::new(subtotal, money.currency)
             .map_err(|err| UnreadableAnswer(format!("subtotal: {err}")))?,
+        provider_fee_minor: money.fee_minor,
         period_start: period.starts_at,
         period_end: period.ends_at,
         approved_at,
         at: approved_at,
+    })
+}
+
+/// A Paddle adjustment in the ledger's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentReading {
+    pub id: String,
+    pub transaction_id: String,
+    pub subscription_id: Option<String>,
+    /// What it takes back once approved (a refund, a chargeback); `None` for what takes
+    /// nothing back (credits, chargeback warnings, reversals).
+    pub reversal: Option<payledger_domain::billing::ChargeReversalKind>,
+    /// Paddle approved it (a chargeback is approved when Paddle records it).
+    pub approved: bool,
+    /// Paddle's words, for the record: `refund`, `pending_approval`, …
+    pub action: String,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: payledger_domain::money::Currency,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Reads an adjustment Paddle's API answered.
+pub fn read_adjustment(
+    adjustment: &crate::wire::AdjustmentWire,
+) -> Result<AdjustmentReading, UnreadableAnswer> {
+    use crate::wire::{AdjustmentAction, AdjustmentStatus};
+    use payledger_domain::billing::ChargeReversalKind;
+    let money = adjustment.money()?;
+    Ok(AdjustmentReading {
+        id: adjustment.id.clone(),
+        transaction_id: adjustment.transaction_id.clone(),
+        subscription_id: adjustment.subscription_id.clone(),
+        reversal: match adjustment.action {
+            AdjustmentAction::Refund => Some(ChargeReversalKind::Refund),
+            AdjustmentAction::Chargeback => Some(ChargeReversalKind::Chargeback),
+            _ => None,
+        },
+        approved: adjustment.status == AdjustmentStatus::Approved,
+        action: serde_json::to_value(adjustment.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        status: serde_json::to_value(adjustment.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        total_minor: money.total_minor,
+        currency: money.currency,
+        reason: adjustment.reason.clone(),
+        created_at: adjustment.created_at,
     })
 }

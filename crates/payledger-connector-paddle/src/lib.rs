@@ -549,6 +549,20 @@ impl PaddleGateway {
             .map_err(|err| self.unreadable("get_subscription", err))
     }
 
+    /// An adjustment by id in the ledger's words ([`ledger::read_adjustment`]); `None` when
+    /// Paddle has none.
+    pub async fn adjustment_reading(
+        &self,
+        id: &str,
+    ) -> Result<Option<ledger::AdjustmentReading>, GatewayError> {
+        let Some(adjustment) = self.adjustment(id).await? else {
+            return Ok(None);
+        };
+        ledger::read_adjustment(&adjustment)
+            .map(Some)
+            .map_err(|err| self.unreadable("list_adjustments", err))
+    }
+
     /// A transaction with its adjustments, in payledger's words: approved refunds and
     /// chargebacks reduce the balance.
     pub async fn transaction_payment(

@@ -11,7 +11,7 @@
 //! | `transaction.completed` | the payment of a checkout, a renewal or a credit purchase | the transaction |
 //! | `transaction.payment_failed`, `transaction.past_due`, `transaction.canceled` | a renewal that failed | the transaction |
 //! | `subscription.created`, `.activated`, `.updated`, `.past_due`, `.canceled`, `.paused`, `.resumed`, `.trialing` | the subscription's state, period and scheduled cancel | the subscription |
-//! | `adjustment.created`, `adjustment.updated` | a refund, credit or chargeback | the adjustment |
+//! | `adjustment.created`, `adjustment.updated` | a refund (acts once approved) or chargeback of an order's payment | the adjustment and its transaction |
 //! | anything else (`transaction.created`, `.ready`, `.billed`, `.paid`, `.updated`, `customer.*`, `address.*`, …) | none: recorded with [`PaddleMeaning::NoLedgerEffect`] | nothing |
 //!
 //! `transaction.paid` has no effect of its own: `transaction.completed` follows it for the same

@@ -400,6 +400,14 @@ pub struct ProviderBilling {
     pub price_id: String,
 }
 
+/// Why a provider took a subscription payment back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeReversalKind {
+    Refund,
+    Chargeback,
+}
+
 /// What a provider reported about a subscription it bills, after payledger confirmed it against
 /// the provider's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,6 +417,9 @@ pub enum ProviderSubscriptionFact {
         /// The provider's transaction (`txn_…`).
         payment_key: crate::ids::PaymentKey,
         amount: crate::money::Money,
+        /// The provider's fee as the merchant of record (Paddle's `details.totals.fee`), in the
+        /// amount's currency: what it keeps of the payment. Posted to `provider_fees`.
+        provider_fee_minor: i64,
         period_start: DateTime<Utc>,
         period_end: DateTime<Utc>,
         approved_at: DateTime<Utc>,
@@ -426,6 +437,15 @@ pub enum ProviderSubscriptionFact {
     },
     /// The provider canceled the subscription.
     Canceled { at: DateTime<Utc> },
+    /// The provider took a paid period's payment back: a refund it approved, or a chargeback.
+    ChargeReversed {
+        payment_key: crate::ids::PaymentKey,
+        /// The provider's adjustment id (`adj_…`).
+        reversal_id: String,
+        kind: ChargeReversalKind,
+        amount: crate::money::Money,
+        at: DateTime<Utc>,
+    },
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! | `StatementConfirmed`, net payable > 0 | payee_payable | payouts | net payable |
 //! | `StatementPaidOut` | payouts | bank | amount paid |
 //! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
+//! | subscription `ChargeSucceeded`, `providerFeeMinor` > 0 (a merchant of record: Paddle) | provider_fees | provider_clearing | the provider's fee |
+//! | subscription `ProviderChargeReversed` (Paddle refund or chargeback) | subscription_revenue | provider_clearing | taken back |
 //! | `ProviderRefundRecorded` (refunded at the provider, e.g. Stripe's dashboard) | payee_payable | provider_clearing | refund |
 //! | `DisputeOpened` | — | — | nothing: no money has been decided yet (refunds refused, settlement held) |
 //! | `DisputeLost` | payee_payable | provider_clearing | withdrawn (the payee bears the chargeback, as a refund) |
@@ -374,12 +376,44 @@ pub fn post_statement_event(event: &StatementEvent) -> Vec<JournalEntry> {
 /// Entries of a subscription event: a successful charge is the platform's own revenue.
 pub fn post_subscription_event(event: &SubscriptionEvent) -> Vec<JournalEntry> {
     match event {
-        SubscriptionEvent::ChargeSucceeded(c) => transfer(
-            c.currency,
-            "subscription charge",
-            Account::ProviderClearing,
+        SubscriptionEvent::ChargeSucceeded(c) => [
+            transfer(
+                c.currency,
+                "subscription charge",
+                Account::ProviderClearing,
+                Account::SubscriptionRevenue,
+                c.amount_minor,
+                None,
+            ),
+            // A merchant of record (Paddle) keeps its fee out of the charge: what it owes the
+            // platform is the charge less the fee.
+            transfer(
+                c.currency,
+                "merchant-of-record fee",
+                Account::ProviderFees,
+                Account::ProviderClearing,
+                c.provider_fee_minor,
+                None,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        // A merchant of record's refund or chargeback of a subscription payment: the platform's
+        // revenue given back, out of what the provider holds for it.
+        SubscriptionEvent::ProviderChargeReversed(r) => transfer(
+            r.currency,
+            match r.kind {
+                crate::subscription::ChargeReversalKind::Refund => {
+                    "subscription payment refunded at the provider"
+                }
+                crate::subscription::ChargeReversalKind::Chargeback => {
+                    "subscription payment charged back"
+                }
+            },
             Account::SubscriptionRevenue,
-            c.amount_minor,
+            Account::ProviderClearing,
+            r.amount_minor,
             None,
         )
         .into_iter()

@@ -28,8 +28,8 @@ use crate::order::OutcomeSource;
 use crate::provider_failure::{FailureClass, ProviderFailure};
 use crate::subscription::{
     CancellationScheduled, CancellationWithdrawn, ChargeFailed, ChargeSucceeded, EndReason,
-    FailureHandling, Subscription, SubscriptionEnded, SubscriptionError, SubscriptionEvent,
-    SubscriptionStatus,
+    FailureHandling, ProviderChargeReversed, Subscription, SubscriptionEnded, SubscriptionError,
+    SubscriptionEvent, SubscriptionStatus,
 };
 
 pub use crate::billing::{ProviderBilling, ProviderSubscriptionFact};
@@ -53,6 +53,7 @@ impl Subscription {
             ProviderSubscriptionFact::Paid {
                 payment_key,
                 amount,
+                provider_fee_minor,
                 period_start,
                 period_end,
                 approved_at,
@@ -82,7 +83,14 @@ impl Subscription {
                         terms.amount.currency()
                     )));
                 }
+                if !(0..=amount.amount_minor()).contains(&provider_fee_minor) {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "the provider's fee {provider_fee_minor} is not within the payment's {}",
+                        amount.amount_minor()
+                    )));
+                }
                 Ok(vec![SubscriptionEvent::ChargeSucceeded(ChargeSucceeded {
+                    provider_fee_minor,
                     cycle,
                     attempt: 0,
                     provider_order_id: payment_key.to_string(),
@@ -95,6 +103,47 @@ impl Subscription {
                     source: OutcomeSource::Reconciler,
                     at,
                 })])
+            }
+            ProviderSubscriptionFact::ChargeReversed {
+                payment_key,
+                reversal_id,
+                kind,
+                amount,
+                at,
+            } => {
+                if self.provider_reversals.contains(&reversal_id) {
+                    return Ok(vec![]);
+                }
+                let Some((charged, reversed)) = self.provider_payments.get(payment_key.as_str())
+                else {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "{payment_key} is not a paid period of the subscription"
+                    )));
+                };
+                if amount.currency() != terms.amount.currency()
+                    || amount.amount_minor() <= 0
+                    || amount.amount_minor() > charged - reversed
+                    || reversal_id.is_empty()
+                    || reversal_id.len() > 255
+                {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "{} {} taken back is not within what is left of {payment_key} ({} {})",
+                        amount.amount_minor(),
+                        amount.currency(),
+                        charged - reversed,
+                        terms.amount.currency()
+                    )));
+                }
+                Ok(vec![SubscriptionEvent::ProviderChargeReversed(
+                    ProviderChargeReversed {
+                        payment_key,
+                        reversal_id,
+                        kind,
+                        amount_minor: amount.amount_minor(),
+                        currency: amount.currency(),
+                        at,
+                    },
+                )])
             }
             ProviderSubscriptionFact::PastDue { provider_code, at } => {
                 if ended || self.status == SubscriptionStatus::PastDue {

@@ -178,6 +178,24 @@ pub enum SubscriptionEvent {
     PaymentMethodUpdateNotificationRequested(PaymentMethodUpdateNotificationRequested),
     /// Notification: tell the customer the subscription is suspended.
     SubscriptionSuspendedNotificationRequested(SubscriptionSuspendedNotificationRequested),
+    /// A provider-billed payment refunded or charged back at the provider (Paddle's approved
+    /// refund or chargeback adjustment).
+    ProviderChargeReversed(ProviderChargeReversed),
+}
+
+pub use crate::billing::ChargeReversalKind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderChargeReversed {
+    /// The provider's transaction taken back (one of the subscription's paid periods).
+    pub payment_key: PaymentKey,
+    /// The provider's adjustment (`adj_…`): each is recorded once.
+    pub reversal_id: String,
+    pub kind: ChargeReversalKind,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +265,14 @@ pub struct ChargeSucceeded {
     pub period_end: DateTime<Utc>,
     pub source: OutcomeSource,
     pub at: DateTime<Utc>,
+    /// What a merchant-of-record provider (Paddle) kept of the charge as its fee; 0 (and absent
+    /// from the payload) for charges payledger makes, whose fees come with the settlement.
+    #[serde(default, skip_serializing_if = "is_zero_minor")]
+    pub provider_fee_minor: i64,
+}
+
+fn is_zero_minor(value: &i64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +449,7 @@ impl DomainEvent for SubscriptionEvent {
             SubscriptionEvent::SubscriptionSuspendedNotificationRequested(_) => {
                 "SubscriptionSuspendedNotificationRequested"
             }
+            SubscriptionEvent::ProviderChargeReversed(_) => "ProviderChargeReversed",
         }
         .to_string()
     }
@@ -584,6 +611,12 @@ pub struct Subscription {
     pub cancel_effective_at: Option<DateTime<Utc>>,
     pub suspended_reason: Option<String>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// A provider-billed subscription's paid transactions: `(charged, taken back)` minor units.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub provider_payments: std::collections::BTreeMap<String, (i64, i64)>,
+    /// The provider's reversals (refund, chargeback adjustments) recorded, by id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub provider_reversals: std::collections::BTreeSet<String>,
 }
 
 impl Subscription {
@@ -952,6 +985,7 @@ impl Subscription {
                 period_end: in_flight.period_end,
                 source,
                 at,
+                provider_fee_minor: 0,
             })]),
             ChargeOutcome::Unknown { reason } => {
                 if in_flight.outcome_unknown {
@@ -1303,7 +1337,22 @@ impl Aggregate for Subscription {
                 self.grace_ends_at = None;
                 self.last_failure = None;
                 self.suspended_reason = None;
+                if self.is_provider_billed() {
+                    self.provider_payments.insert(
+                        succeeded.payment_key.to_string(),
+                        (succeeded.amount_minor, 0),
+                    );
+                }
                 self.last_payment_key = Some(succeeded.payment_key);
+            }
+            SubscriptionEvent::ProviderChargeReversed(reversed) => {
+                if let Some(payment) = self
+                    .provider_payments
+                    .get_mut(reversed.payment_key.as_str())
+                {
+                    payment.1 += reversed.amount_minor;
+                }
+                self.provider_reversals.insert(reversed.reversal_id);
             }
             SubscriptionEvent::ChargeFailed(failed) => {
                 self.in_flight = None;

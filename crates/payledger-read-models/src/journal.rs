@@ -43,6 +43,7 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "DisputeLost",
     "SettlementLineMatched",
     "ReconciliationResolved",
+    "ProviderChargeReversed",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {

@@ -37,6 +37,7 @@ pub mod intake;
 pub mod notifications;
 pub mod outbox;
 pub mod paddle;
+mod paddle_adjustments;
 pub mod processor;
 pub mod provider;
 mod rechecked;

@@ -10,6 +10,9 @@
 //! (past due, a scheduled cancel, canceled). So notifications may arrive in any order, twice, or
 //! be replayed by an admin, and the effect is the same once.
 //!
+//! Adjustments (refunds once Paddle approved them, chargebacks) are applied by
+//! `paddle_adjustments`, against the order or the subscription the transaction paid.
+//!
 //! A delivery that cannot be applied is not dropped: a price or product the map does not know,
 //! a subscription with no payledger customer in its `custom_data`, or a provider fact the ledger
 //! refuses (another period, another amount) fail permanently and are dead-lettered with the
@@ -33,10 +36,12 @@ use std::sync::Arc;
 pub struct PaddleApplier {
     pub paddle: Arc<PaddleGateway>,
     pub subscriptions: Arc<Subscriptions>,
+    /// Records Paddle's approved refunds and chargebacks on the orders they adjust.
+    pub payments: Arc<payledger_app::payments::Payments>,
     pub price_map: ProviderPriceMap,
 }
 
-fn gateway_failure(error: GatewayError) -> Failure {
+pub(crate) fn gateway_failure(error: GatewayError) -> Failure {
     match error {
         // Paddle judged the request (a wrong API key among them): retrying will not help.
         GatewayError::Refused(failure)
@@ -54,7 +59,7 @@ fn gateway_failure(error: GatewayError) -> Failure {
     }
 }
 
-fn billing_failure(error: BillingError) -> Failure {
+pub(crate) fn billing_failure(error: BillingError) -> Failure {
     match error {
         BillingError::Subscription(SubscriptionError::ProviderFactDiffers(reason)) => {
             Failure::permanent(None, format!("held for review: {reason}"))
@@ -81,7 +86,7 @@ impl PaddleApplier {
     ) -> Result<Applied, Failure> {
         let event = interpret(body)
             .map_err(|err| Failure::permanent(None, format!("unreadable Paddle event: {err}")))?;
-        let verified = Some(WebhookVerified {
+        let verified_fact = WebhookVerified {
             provider: "paddle".to_owned(),
             event_id: event_id.to_owned(),
             method: VerificationMethod::Signature,
@@ -90,7 +95,17 @@ impl PaddleApplier {
             provider_status: None,
             order_id: None,
             at: now,
-        });
+        };
+        if let PaddleMeaning::Adjustment {
+            adjustment_id,
+            transaction_id,
+        } = &event.meaning
+        {
+            return self
+                .apply_adjustment(verified_fact, adjustment_id, transaction_id)
+                .await;
+        }
+        let verified = Some(verified_fact);
         let subscription_id = match &event.meaning {
             PaddleMeaning::Subscription {
                 subscription_id, ..
@@ -103,9 +118,6 @@ impl PaddleApplier {
         let Some(subscription_id) = subscription_id else {
             let detail = match &event.meaning {
                 PaddleMeaning::NoLedgerEffect { reason } => (*reason).to_owned(),
-                PaddleMeaning::Adjustment { .. } => {
-                    "Paddle adjustments are kept on record; refunds, credits and chargebacks are not yet applied to the ledger".to_owned()
-                }
                 _ => "a one-time Paddle payment is confirmed through its order (POST /v1/payments/confirm)".to_owned(),
             };
             return Ok(Applied {

@@ -298,6 +298,7 @@ impl Application {
             relay.apply_paddle_with(Arc::new(payledger_webhook_relay::PaddleApplier {
                 paddle: paddle.clone(),
                 subscriptions: subscriptions.clone(),
+                payments: payments.clone(),
                 price_map: billing_settings.paddle_price_map.clone(),
             }));
         }

@@ -193,3 +193,37 @@ impl Subscriptions {
         Ok(!snapshot.replay)
     }
 }
+
+impl Subscriptions {
+    /// Claws back, at once, the credits of every purchase the order paid for, after a refund of
+    /// the order was recorded (a Paddle refund Paddle approved): the scheduler would do the same
+    /// on its next pass (`purchases_with_unapplied_refunds`); doing it now keeps the wallet true
+    /// as soon as the refund is. Returns how many purchases changed.
+    pub async fn claw_back_refunds_of_order(
+        &self,
+        customer_id: &CustomerId,
+        order_id: &OrderId,
+        context: &RequestContext,
+    ) -> Result<usize, BillingError> {
+        let (_, wallet_state) = self
+            .executor
+            .load(&self.wallets, &wallet::stream_id(customer_id))
+            .await?;
+        let purchase_ids: Vec<CreditOperationId> = wallet_state
+            .purchases
+            .iter()
+            .filter(|(_, purchase)| &purchase.order_id == order_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = 0;
+        for purchase_id in purchase_ids {
+            if self
+                .sync_purchase_refund(customer_id, &purchase_id, context)
+                .await?
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}

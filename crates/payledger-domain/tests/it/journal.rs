@@ -360,6 +360,7 @@ fn a_subscription_charge_is_the_platforms_revenue() {
         period_end: Utc::now(),
         source: OutcomeSource::Request,
         at: Utc::now(),
+        provider_fee_minor: 0,
     });
     let entries = post_subscription_event(&charged);
     assert_eq!(
@@ -374,4 +375,40 @@ fn a_subscription_charge_is_the_platforms_revenue() {
         Some(Account::SubscriptionRevenue)
     );
     assert_eq!(Account::parse("cash"), None);
+}
+
+#[test]
+fn a_merchant_of_record_charge_posts_the_providers_fee_out_of_clearing() {
+    use payledger_domain::subscription::{ChargeSucceeded, SubscriptionEvent};
+    // Paddle billed 9.90 USD and kept 0.99 as the merchant of record.
+    let charged = SubscriptionEvent::ChargeSucceeded(ChargeSucceeded {
+        cycle: 1,
+        attempt: 0,
+        payment_key: PaymentKey::parse("txn_01paddle").unwrap(),
+        provider_order_id: "txn_01paddle".into(),
+        amount_minor: 990,
+        currency: Currency::USD,
+        approved_at: Utc::now(),
+        period_start: Utc::now(),
+        period_end: Utc::now(),
+        source: OutcomeSource::Reconciler,
+        at: Utc::now(),
+        provider_fee_minor: 99,
+    });
+    let entries = post_subscription_event(&charged);
+    assert!(entries.iter().all(|entry| entry.is_balanced()));
+    assert_eq!(
+        lines(&entries),
+        vec![
+            (Account::ProviderClearing, Side::Debit, 990),
+            (Account::SubscriptionRevenue, Side::Credit, 990),
+            (Account::ProviderFees, Side::Debit, 99),
+            (Account::ProviderClearing, Side::Credit, 99),
+        ]
+    );
+    let mut book = TrialBalance::default();
+    for entry in &entries {
+        book.post(entry);
+    }
+    assert!(book.is_balanced());
 }

@@ -51,6 +51,7 @@ fn paid(cycle: u32, txn: &str) -> ProviderSubscriptionFact {
     ProviderSubscriptionFact::Paid {
         payment_key: PaymentKey::parse(txn).unwrap(),
         amount: amount(),
+        provider_fee_minor: 99,
         period_start: month(cycle - 1),
         period_end: month(cycle),
         approved_at: month(cycle - 1),
@@ -71,6 +72,7 @@ fn succeeded(cycle: u32, txn: &str) -> SubscriptionEvent {
         period_end: month(cycle),
         source: OutcomeSource::Reconciler,
         at: month(cycle - 1),
+        provider_fee_minor: 99,
     })
 }
 
@@ -137,6 +139,7 @@ fn a_renewal_is_the_next_cycle_and_a_period_or_amount_that_differs_is_refused() 
     let other_amount = ProviderSubscriptionFact::Paid {
         payment_key: PaymentKey::parse("txn_01second").unwrap(),
         amount: Money::new(1, Currency::USD).unwrap(),
+        provider_fee_minor: 0,
         period_start: month(1),
         period_end: month(2),
         approved_at: month(1),
@@ -145,6 +148,24 @@ fn a_renewal_is_the_next_cycle_and_a_period_or_amount_that_differs_is_refused() 
     let result = SubscriptionTest::with(())
         .given(vec![started(), succeeded(1, "txn_01first")])
         .when(record(other_amount))
+        .inspect_result();
+    assert!(matches!(
+        result,
+        Err(SubscriptionError::ProviderFactDiffers(_))
+    ));
+    // A fee above what was paid is not a fee: refused.
+    let fee_above = ProviderSubscriptionFact::Paid {
+        payment_key: PaymentKey::parse("txn_01second").unwrap(),
+        amount: amount(),
+        provider_fee_minor: 991,
+        period_start: month(1),
+        period_end: month(2),
+        approved_at: month(1),
+        at: month(1),
+    };
+    let result = SubscriptionTest::with(())
+        .given(vec![started(), succeeded(1, "txn_01first")])
+        .when(record(fee_above))
         .inspect_result();
     assert!(matches!(
         result,
@@ -256,5 +277,67 @@ fn payledger_cannot_cancel_or_resume_on_its_own_what_the_provider_bills() {
             .given(vec![started(), succeeded(1, "txn_01first")])
             .when(command)
             .then_expect_error(SubscriptionError::ProviderBilled);
+    }
+}
+
+fn reversal(txn: &str, id: &str, amount_minor: i64) -> ProviderSubscriptionFact {
+    ProviderSubscriptionFact::ChargeReversed {
+        payment_key: PaymentKey::parse(txn).unwrap(),
+        reversal_id: id.into(),
+        kind: ChargeReversalKind::Refund,
+        amount: Money::new(amount_minor, Currency::USD).unwrap(),
+        at: month(1),
+    }
+}
+
+fn reversed(txn: &str, id: &str, amount_minor: i64) -> SubscriptionEvent {
+    SubscriptionEvent::ProviderChargeReversed(ProviderChargeReversed {
+        payment_key: PaymentKey::parse(txn).unwrap(),
+        reversal_id: id.into(),
+        kind: ChargeReversalKind::Refund,
+        amount_minor,
+        currency: Currency::USD,
+        at: month(1),
+    })
+}
+
+#[test]
+fn a_provider_refund_of_a_paid_period_is_recorded_once_within_what_was_paid() {
+    SubscriptionTest::with(())
+        .given(vec![started(), succeeded(1, "txn_01first")])
+        .when(record(reversal("txn_01first", "adj_01a", 400)))
+        .then_expect_events(vec![reversed("txn_01first", "adj_01a", 400)]);
+    // The same adjustment again: nothing.
+    SubscriptionTest::with(())
+        .given(vec![
+            started(),
+            succeeded(1, "txn_01first"),
+            reversed("txn_01first", "adj_01a", 400),
+        ])
+        .when(record(reversal("txn_01first", "adj_01a", 400)))
+        .then_expect_events(vec![]);
+    // More than is left of the payment, or a payment that is not a paid period: refused.
+    for (fact, given) in [
+        (
+            reversal("txn_01first", "adj_01b", 591),
+            vec![
+                started(),
+                succeeded(1, "txn_01first"),
+                reversed("txn_01first", "adj_01a", 400),
+            ],
+        ),
+        (
+            reversal("txn_01other", "adj_01c", 100),
+            vec![started(), succeeded(1, "txn_01first")],
+        ),
+    ] {
+        let result = SubscriptionTest::with(())
+            .given(given)
+            .when(record(fact))
+            .inspect_result();
+        assert!(matches!(
+            result,
+            Err(SubscriptionError::ProviderFactDiffers(_))
+        ));
     }
 }
