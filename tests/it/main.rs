@@ -26,6 +26,7 @@ mod projections;
 mod provider_faults;
 mod provider_truth;
 mod reconciliation;
+mod reconciliation_disputes;
 mod scenario;
 mod session_notes;
 mod stripe;

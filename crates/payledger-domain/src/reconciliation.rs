@@ -526,7 +526,12 @@ pub fn judge_line(
                 ));
             }
         }
-        SettlementLineKind::Dispute | SettlementLineKind::Adjustment => events.push(flag(
+        SettlementLineKind::Dispute => {
+            if let Some((kind, expected, actual, detail)) = dispute_difference(line, order) {
+                events.push(flag(kind, expected, actual, detail));
+            }
+        }
+        SettlementLineKind::Adjustment => events.push(flag(
             FlagKind::AmountMismatch,
             0,
             line.amount_minor,
@@ -536,7 +541,12 @@ pub fn judge_line(
             ),
         )),
     }
-    let (expected_fee, _) = schedule.fee_for(line.amount_minor);
+    // A dispute's fee is the provider's dispute fee, not the payment schedule's: it is compared
+    // with the order's DisputeLost/DisputeWon (above) once decided.
+    let expected_fee = match line.kind {
+        SettlementLineKind::Dispute => line.fee_minor,
+        _ => schedule.fee_for(line.amount_minor).0,
+    };
     if line.fee_minor != expected_fee {
         events.push(flag(
             FlagKind::FeeMismatch,
@@ -564,6 +574,51 @@ pub fn judge_line(
         ));
     }
     events
+}
+
+/// A dispute line against the order's dispute: a withdrawal (negative) takes the disputed amount
+/// and, once the ledger knows the dispute decided, exactly the fee its DisputeLost/DisputeWon
+/// recorded; a reinstatement (positive) gives back what a won dispute did not withdraw, with no
+/// fee of its own. `None` when the line is what the ledger expects, else the flag's kind,
+/// expected and actual amounts and detail.
+fn dispute_difference(
+    line: &SettlementLine,
+    order: &Order,
+) -> Option<(FlagKind, i64, i64, String)> {
+    use crate::provider_fact::DisputeStatus;
+    let Some(dispute) = order.dispute.as_ref() else {
+        return Some((
+            FlagKind::AmountMismatch,
+            0,
+            line.amount_minor,
+            "a dispute line, but the ledger knows no dispute on this payment".to_string(),
+        ));
+    };
+    let decided = dispute.status != DisputeStatus::Open;
+    let (expected_amount, expected_fee) = if line.amount_minor < 0 {
+        (-dispute.amount_minor, decided.then_some(dispute.fee_minor))
+    } else if dispute.status == DisputeStatus::Won {
+        (dispute.amount_minor - dispute.withdrawn_minor, Some(0))
+    } else {
+        (0, Some(0))
+    };
+    if line.amount_minor != expected_amount {
+        return Some((
+            FlagKind::AmountMismatch,
+            expected_amount,
+            line.amount_minor,
+            "the dispute line is not the ledger's dispute amount".to_string(),
+        ));
+    }
+    match expected_fee {
+        Some(expected_fee) if expected_fee != line.fee_minor => Some((
+            FlagKind::FeeMismatch,
+            expected_fee,
+            line.fee_minor,
+            "the dispute fee is not the one the dispute's decision recorded".to_string(),
+        )),
+        _ => None,
+    }
 }
 
 /// Commands on one reconciliation stream.
