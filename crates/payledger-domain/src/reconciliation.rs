@@ -83,6 +83,16 @@ impl FeeSchedule {
         settlement_delay_days: 2,
     };
 
+    /// Paddle's merchant-of-record fee as its sandbox charges it: 5 % + 50 of the total before
+    /// tax (the tax is Paddle's to remit, never the platform's), paid out two days after billing.
+    pub const PADDLE_DEFAULT: FeeSchedule = FeeSchedule {
+        rate_bps: 500,
+        fixed_minor: 50,
+        vat_bps: 0,
+        refund_returns_fee: false,
+        settlement_delay_days: 2,
+    };
+
     pub fn validate(self) -> Result<FeeSchedule, InvalidFeeSchedule> {
         let ok = self.rate_bps <= MAX_RATE_BPS
             && self.vat_bps <= MAX_RATE_BPS
