@@ -177,3 +177,84 @@ async fn a_lost_stripe_dispute_settles_without_a_flag_and_clearing_closes() {
     let text = timeline_when(&app, order_id, "stripe settled dispute -10000").await;
     assert!(!text.contains("reconciliation flag"), "{text}");
 }
+
+/// A Stripe payout that arrives short of the sum of its balance transactions (each of which is
+/// right) is flagged once, at the payout level, and resolved by an admin with a note.
+#[tokio::test]
+async fn a_stripe_payout_short_of_its_balance_transactions_is_flagged_once() {
+    let (app, offset) = spawn().await;
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": "recon-payout-1", "amount": 10_000, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class",
+                    "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let (status, body) = json_of(app.confirm("recon-payout-1", "pm_card_visa", 10_000).await).await;
+    assert_eq!(status, 200, "{body}");
+    let intent = body["paymentKey"].as_str().unwrap().to_string();
+    assert!(app.sandbox.set_settlement_fault(
+        &intent,
+        payledger_sandbox::SettlementFault {
+            payout_short_minor: 125,
+            ..Default::default()
+        }
+    ));
+
+    *offset.lock().unwrap() = Duration::days(2);
+    let today = Utc::now().date_naive();
+    let body = json!({"provider": "stripe", "from": today, "to": today + Days::new(10)});
+    let (status, imported) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["matched"], 1, "{imported}");
+    assert_eq!(
+        imported["flags"],
+        json!({"payout_mismatch": 1}),
+        "{imported}"
+    );
+    let (_, again) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(again["flags"], json!({}), "flagged once: {again}");
+
+    app.wait_for_projections().await;
+    let (_, open) = json_of(
+        app.get_as(&app.support_key, "/v1/reconciliation/exceptions")
+            .await,
+    )
+    .await;
+    let exceptions = open["exceptions"].as_array().unwrap();
+    assert_eq!(exceptions.len(), 1, "{open}");
+    let exception = &exceptions[0];
+    assert_eq!(exception["kind"], "payout_mismatch", "{exception}");
+    assert_eq!(exception["expectedMinor"], 10_000 - 320, "{exception}");
+    assert_eq!(exception["actualMinor"], 10_000 - 320 - 125, "{exception}");
+    let stream = exception["streamId"].as_str().unwrap().to_owned();
+    assert!(stream.contains("-payout-po_"), "{stream}");
+    let (status, resolved) = json_of(
+        app.post_as(
+            &app.admin_key,
+            &format!("/v1/reconciliation/exceptions/{stream}/payout_mismatch/resolve"),
+            &json!({"resolution": "claim_against_provider", "note": "ticket 4411 with Stripe"}),
+        )
+        .await,
+    )
+    .await;
+    assert!(status < 300, "{status} {resolved}");
+    let books: Value = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(books["balanced"], true, "{books}");
+    assert_eq!(balance_in(&books, "provider_clearing"), 0, "{books}");
+}

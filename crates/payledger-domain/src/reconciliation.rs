@@ -39,6 +39,52 @@ pub fn line_stream(provider: &str, line_id: &str) -> String {
     crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-{line_id}"))
 }
 
+/// The stream that flags a payout whose total is not the sum of its lines.
+pub fn payout_stream(provider: &str, payout_id: &str) -> String {
+    crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-payout-{payout_id}"))
+}
+
+/// A provider payout as the provider states it: the total it says it paid, to compare with the
+/// sum of the lines it pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutTotal {
+    pub payout_id: String,
+    pub currency: Currency,
+    pub amount_minor: i64,
+    pub paid_out_on: NaiveDate,
+}
+
+/// The flag for a payout whose stated total is not the sum of its lines' payouts (`None` when
+/// it is): the lines were posted as the provider itemised them, so the difference is money the
+/// bank did not receive (or received extra) — compared here, resolved by a claim or accepted.
+pub fn judge_payout(
+    provider: &str,
+    payout: &PayoutTotal,
+    lines: &[SettlementLine],
+    at: DateTime<Utc>,
+) -> Option<ReconciliationFlagged> {
+    let itemised: i64 = lines
+        .iter()
+        .filter(|l| l.payout_id.as_deref() == Some(payout.payout_id.as_str()))
+        .map(|l| l.payout_minor)
+        .sum();
+    (itemised != payout.amount_minor).then(|| ReconciliationFlagged {
+        kind: FlagKind::PayoutMismatch,
+        provider: provider.to_string(),
+        order_id: None,
+        line_id: Some(payout.payout_id.clone()),
+        currency: payout.currency,
+        expected_minor: itemised,
+        actual_minor: payout.amount_minor,
+        detail: format!(
+            "payout {} on {} is not the sum of its balance transactions",
+            payout.payout_id, payout.paid_out_on
+        ),
+        at,
+    })
+}
+
 /// The stream that flags a capture the provider never settled.
 pub fn unsettled_stream(provider: &str, order_id: &OrderId) -> String {
     crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-unsettled-{order_id}"))
@@ -255,10 +301,13 @@ pub enum FlagKind {
     UnsettledCapture,
     /// The provider reported a line again, different from the first time.
     LineChanged,
+    /// A payout's stated total is not the sum of the lines it pays (stream
+    /// `reconciliation-{provider}-payout-{payout id}`).
+    PayoutMismatch,
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 8] = [
+    pub const ALL: [FlagKind; 9] = [
         FlagKind::UnknownPayment,
         FlagKind::CurrencyMismatch,
         FlagKind::AmountMismatch,
@@ -267,6 +316,7 @@ impl FlagKind {
         FlagKind::LatePayout,
         FlagKind::UnsettledCapture,
         FlagKind::LineChanged,
+        FlagKind::PayoutMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -279,6 +329,7 @@ impl FlagKind {
             FlagKind::LatePayout => "late_payout",
             FlagKind::UnsettledCapture => "unsettled_capture",
             FlagKind::LineChanged => "line_changed",
+            FlagKind::PayoutMismatch => "payout_mismatch",
         }
     }
 
