@@ -556,3 +556,33 @@ fn a_dispute_line_matches_the_orders_dispute_and_posts_only_its_payout() {
         vec![FlagKind::AmountMismatch]
     );
 }
+
+#[test]
+fn a_payout_is_judged_against_the_sum_of_its_own_lines() {
+    let in_payout = |amount: i64, payout: &str| SettlementLine {
+        payout_id: Some(payout.into()),
+        ..line(amount)
+    };
+    let lines = vec![
+        in_payout(50_000, "po_1"),
+        in_payout(-20_000, "po_1"),
+        in_payout(30_000, "po_2"),
+    ];
+    let itemised = lines[0].payout_minor + lines[1].payout_minor;
+    let payout = |amount_minor| PayoutTotal {
+        payout_id: "po_1".into(),
+        currency: Currency::KRW,
+        amount_minor,
+        paid_out_on: day(4),
+    };
+    assert_eq!(judge_payout("toss", &payout(itemised), &lines, t0()), None);
+    let flag = judge_payout("toss", &payout(itemised - 100), &lines, t0()).unwrap();
+    assert_eq!(flag.kind, FlagKind::PayoutMismatch);
+    assert_eq!(
+        (flag.expected_minor, flag.actual_minor),
+        (itemised, itemised - 100)
+    );
+    assert_eq!(flag.line_id.as_deref(), Some("po_1"));
+    // Writing it off takes nothing out of clearing: the lines closed it.
+    assert_eq!(write_off_of(&flag), 0);
+}
