@@ -27,6 +27,8 @@ mod projections;
 mod provider_faults;
 mod provider_truth;
 mod reconciliation;
+mod reconciliation_disputes;
+mod reconciliation_paddle;
 mod scenario;
 mod session_notes;
 mod stripe;

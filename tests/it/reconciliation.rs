@@ -412,7 +412,7 @@ async fn imports_are_for_admins_and_refuse_what_they_cannot_do() {
         app.post_as(
             &app.admin_key,
             "/v1/admin/reconciliation/imports",
-            &json!({"provider": "paddle", "from": today, "to": today}),
+            &json!({"provider": "adyen", "from": today, "to": today}),
         )
         .await,
     )

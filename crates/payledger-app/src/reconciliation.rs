@@ -161,12 +161,43 @@ impl Reconciliation {
             .providers
             .get(provider)
             .ok_or_else(|| ReconcileError::UnknownProvider(provider.to_string()))?;
-        let lines = reconciled.source.settlement_lines(period).await?;
+        let report = reconciled.source.settlement_report(period).await?;
+        let lines = report.lines;
         let mut summary = ImportSummary {
             provider: provider.to_string(),
             lines: lines.len() as u64,
             ..ImportSummary::default()
         };
+        // A payout whose stated total is not the sum of its lines: flagged once per payout.
+        for payout in &report.payouts {
+            let Some(flag) = payledger_domain::reconciliation::judge_payout(
+                provider,
+                payout,
+                &lines,
+                self.clock.now(),
+            ) else {
+                continue;
+            };
+            let executed = self
+                .executor
+                .execute(
+                    &self.records,
+                    &payledger_domain::reconciliation::payout_stream(provider, &payout.payout_id),
+                    ReconciliationCommand::FlagUnsettled(flag),
+                    context,
+                )
+                .await?;
+            if !executed.events.is_empty() {
+                *summary
+                    .flags
+                    .entry(FlagKind::PayoutMismatch.name().to_string())
+                    .or_default() += 1;
+                self.observe(FlagKind::PayoutMismatch, provider);
+            }
+            if let Some(append) = &executed.append {
+                summary.last_position = summary.last_position.max(append.last_position);
+            }
+        }
         for line in lines {
             // The connector names the line's provider; the stream is the configured name's.
             let line = payledger_domain::reconciliation::SettlementLine {

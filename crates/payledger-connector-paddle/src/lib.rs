@@ -29,6 +29,7 @@
 
 mod client;
 pub mod ledger;
+pub mod settlements;
 pub mod webhook;
 pub mod wire;
 

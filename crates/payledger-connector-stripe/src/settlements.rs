@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate};
 use payledger_domain::money::Currency;
 use payledger_gateway::settlements::{
-    SettlementError, SettlementLine, SettlementLineKind, SettlementPeriod, SettlementSource,
-    MAX_IMPORT_DAYS, MAX_LINES_PER_IMPORT,
+    PayoutTotal, SettlementError, SettlementLine, SettlementLineKind, SettlementPeriod,
+    SettlementReport, SettlementSource, MAX_IMPORT_DAYS, MAX_LINES_PER_IMPORT,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -43,6 +43,8 @@ struct List<T> {
 struct WirePayout {
     id: String,
     arrival_date: i64,
+    amount: i64,
+    currency: String,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +169,14 @@ impl SettlementSource for StripeSettlements {
         &self,
         period: SettlementPeriod,
     ) -> Result<Vec<SettlementLine>, SettlementError> {
+        Ok(self.settlement_report(period).await?.lines)
+    }
+
+    /// The lines, and each payout's `amount` to compare with the sum of its lines' `net`.
+    async fn settlement_report(
+        &self,
+        period: SettlementPeriod,
+    ) -> Result<SettlementReport, SettlementError> {
         if period.from > period.to || (period.to - period.from).num_days() >= MAX_IMPORT_DAYS {
             return Err(SettlementError::Malformed(format!(
                 "a period is 1 to {MAX_IMPORT_DAYS} days"
@@ -243,6 +253,35 @@ impl SettlementSource for StripeSettlements {
                 }
             }
         }
-        Ok(lines)
+        let totals = payouts
+            .iter()
+            .map(|payout| {
+                let id_ok = (1..=200).contains(&payout.id.len())
+                    && payout.id.chars().all(|c| c.is_ascii_graphic() && c != '/');
+                if !id_ok {
+                    return Err(SettlementError::Malformed(format!(
+                        "payout id {}",
+                        clip(&payout.id)
+                    )));
+                }
+                Ok(PayoutTotal {
+                    payout_id: payout.id.clone(),
+                    currency: Currency::parse(&payout.currency.to_ascii_uppercase()).map_err(
+                        |_| {
+                            SettlementError::Malformed(format!(
+                                "currency {}",
+                                clip(&payout.currency)
+                            ))
+                        },
+                    )?,
+                    amount_minor: payout.amount,
+                    paid_out_on: day_of(payout.arrival_date)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SettlementReport {
+            lines,
+            payouts: totals,
+        })
     }
 }

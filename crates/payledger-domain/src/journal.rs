@@ -24,6 +24,8 @@
 //! | `DisputeLost`, `DisputeWon`, fee > 0 | dispute_fees | provider_clearing | the provider's dispute fee (the platform bears it) |
 //! | `SettlementLineMatched`, a payment | bank (payout) + provider_fees (fee) | provider_clearing | payout + fee |
 //! | `SettlementLineMatched`, a refund | provider_clearing | bank (−payout) + provider_fees (−fee) | −(payout + fee) |
+//! | `SettlementLineMatched`, a dispute withdrawal | provider_clearing | bank | −payout (amount + dispute fee: the fee was expensed by `DisputeLost`/`DisputeWon`) |
+//! | `SettlementLineMatched`, a dispute reinstatement | bank | provider_clearing | payout |
 //! | `ReconciliationResolved`, `write_off` | reconciliation_write_offs | provider_clearing | written off |
 //!
 //! So `provider_clearing` is the money the provider holds for the platform (captured, not yet
@@ -449,9 +451,15 @@ pub fn post_reconciliation_event(event: &ReconciliationEvent) -> Vec<JournalEntr
         return vec![];
     };
     let payee = Some(matched.payee_id.clone());
+    // A dispute's fee was expensed to dispute_fees (out of provider_clearing) by the order's
+    // DisputeLost/DisputeWon: the line only moves its payout between clearing and the bank.
+    let (fee, settled) = match line.kind {
+        crate::reconciliation::SettlementLineKind::Dispute => (0, line.payout_minor),
+        _ => (line.fee_minor, settled),
+    };
     let postings: Vec<Posting> = [
         (Account::Bank, line.payout_minor),
-        (Account::ProviderFees, line.fee_minor),
+        (Account::ProviderFees, fee),
         (Account::ProviderClearing, -settled),
     ]
     .into_iter()

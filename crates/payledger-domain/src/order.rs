@@ -581,6 +581,13 @@ pub struct OrderDispute {
     pub dispute_id: String,
     pub status: DisputeStatus,
     pub amount_minor: i64,
+    /// What the provider kept of the amount, once decided (a lost dispute: usually all of it).
+    #[serde(default)]
+    pub withdrawn_minor: i64,
+    /// The provider's dispute fee, once decided; reconciliation compares the provider's dispute
+    /// balance transaction with it.
+    #[serde(default)]
+    pub fee_minor: i64,
 }
 
 impl Order {
@@ -1288,17 +1295,23 @@ impl Aggregate for Order {
                     dispute_id: opened.dispute_id,
                     status: DisputeStatus::Open,
                     amount_minor: opened.amount_minor,
+                    withdrawn_minor: 0,
+                    fee_minor: 0,
                 });
             }
             OrderEvent::DisputeWon(closed) => {
                 if let Some(dispute) = self.dispute.as_mut() {
                     dispute.status = DisputeStatus::Won;
+                    dispute.withdrawn_minor = closed.withdrawn_minor;
+                    dispute.fee_minor = closed.fee_minor;
                 }
                 self.dispute_lost_minor += closed.withdrawn_minor;
             }
             OrderEvent::DisputeLost(closed) => {
                 if let Some(dispute) = self.dispute.as_mut() {
                     dispute.status = DisputeStatus::Lost;
+                    dispute.withdrawn_minor = closed.withdrawn_minor;
+                    dispute.fee_minor = closed.fee_minor;
                 }
                 self.dispute_lost_minor += closed.withdrawn_minor;
             }

@@ -39,6 +39,52 @@ pub fn line_stream(provider: &str, line_id: &str) -> String {
     crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-{line_id}"))
 }
 
+/// The stream that flags a payout whose total is not the sum of its lines.
+pub fn payout_stream(provider: &str, payout_id: &str) -> String {
+    crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-payout-{payout_id}"))
+}
+
+/// A provider payout as the provider states it: the total it says it paid, to compare with the
+/// sum of the lines it pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayoutTotal {
+    pub payout_id: String,
+    pub currency: Currency,
+    pub amount_minor: i64,
+    pub paid_out_on: NaiveDate,
+}
+
+/// The flag for a payout whose stated total is not the sum of its lines' payouts (`None` when
+/// it is): the lines were posted as the provider itemised them, so the difference is money the
+/// bank did not receive (or received extra) — compared here, resolved by a claim or accepted.
+pub fn judge_payout(
+    provider: &str,
+    payout: &PayoutTotal,
+    lines: &[SettlementLine],
+    at: DateTime<Utc>,
+) -> Option<ReconciliationFlagged> {
+    let itemised: i64 = lines
+        .iter()
+        .filter(|l| l.payout_id.as_deref() == Some(payout.payout_id.as_str()))
+        .map(|l| l.payout_minor)
+        .sum();
+    (itemised != payout.amount_minor).then(|| ReconciliationFlagged {
+        kind: FlagKind::PayoutMismatch,
+        provider: provider.to_string(),
+        order_id: None,
+        line_id: Some(payout.payout_id.clone()),
+        currency: payout.currency,
+        expected_minor: itemised,
+        actual_minor: payout.amount_minor,
+        detail: format!(
+            "payout {} on {} is not the sum of its balance transactions",
+            payout.payout_id, payout.paid_out_on
+        ),
+        at,
+    })
+}
+
 /// The stream that flags a capture the provider never settled.
 pub fn unsettled_stream(provider: &str, order_id: &OrderId) -> String {
     crate::streams::StreamKind::Reconciliation.name(format_args!("{provider}-unsettled-{order_id}"))
@@ -78,6 +124,16 @@ impl FeeSchedule {
     pub const STRIPE_DEFAULT: FeeSchedule = FeeSchedule {
         rate_bps: 290,
         fixed_minor: 30,
+        vat_bps: 0,
+        refund_returns_fee: false,
+        settlement_delay_days: 2,
+    };
+
+    /// Paddle's merchant-of-record fee as its sandbox charges it: 5 % + 50 of the total before
+    /// tax (the tax is Paddle's to remit, never the platform's), paid out two days after billing.
+    pub const PADDLE_DEFAULT: FeeSchedule = FeeSchedule {
+        rate_bps: 500,
+        fixed_minor: 50,
         vat_bps: 0,
         refund_returns_fee: false,
         settlement_delay_days: 2,
@@ -245,10 +301,13 @@ pub enum FlagKind {
     UnsettledCapture,
     /// The provider reported a line again, different from the first time.
     LineChanged,
+    /// A payout's stated total is not the sum of the lines it pays (stream
+    /// `reconciliation-{provider}-payout-{payout id}`).
+    PayoutMismatch,
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 8] = [
+    pub const ALL: [FlagKind; 9] = [
         FlagKind::UnknownPayment,
         FlagKind::CurrencyMismatch,
         FlagKind::AmountMismatch,
@@ -257,6 +316,7 @@ impl FlagKind {
         FlagKind::LatePayout,
         FlagKind::UnsettledCapture,
         FlagKind::LineChanged,
+        FlagKind::PayoutMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -269,6 +329,7 @@ impl FlagKind {
             FlagKind::LatePayout => "late_payout",
             FlagKind::UnsettledCapture => "unsettled_capture",
             FlagKind::LineChanged => "line_changed",
+            FlagKind::PayoutMismatch => "payout_mismatch",
         }
     }
 
@@ -526,7 +587,12 @@ pub fn judge_line(
                 ));
             }
         }
-        SettlementLineKind::Dispute | SettlementLineKind::Adjustment => events.push(flag(
+        SettlementLineKind::Dispute => {
+            if let Some((kind, expected, actual, detail)) = dispute_difference(line, order) {
+                events.push(flag(kind, expected, actual, detail));
+            }
+        }
+        SettlementLineKind::Adjustment => events.push(flag(
             FlagKind::AmountMismatch,
             0,
             line.amount_minor,
@@ -536,7 +602,12 @@ pub fn judge_line(
             ),
         )),
     }
-    let (expected_fee, _) = schedule.fee_for(line.amount_minor);
+    // A dispute's fee is the provider's dispute fee, not the payment schedule's: it is compared
+    // with the order's DisputeLost/DisputeWon (above) once decided.
+    let expected_fee = match line.kind {
+        SettlementLineKind::Dispute => line.fee_minor,
+        _ => schedule.fee_for(line.amount_minor).0,
+    };
     if line.fee_minor != expected_fee {
         events.push(flag(
             FlagKind::FeeMismatch,
@@ -564,6 +635,51 @@ pub fn judge_line(
         ));
     }
     events
+}
+
+/// A dispute line against the order's dispute: a withdrawal (negative) takes the disputed amount
+/// and, once the ledger knows the dispute decided, exactly the fee its DisputeLost/DisputeWon
+/// recorded; a reinstatement (positive) gives back what a won dispute did not withdraw, with no
+/// fee of its own. `None` when the line is what the ledger expects, else the flag's kind,
+/// expected and actual amounts and detail.
+fn dispute_difference(
+    line: &SettlementLine,
+    order: &Order,
+) -> Option<(FlagKind, i64, i64, String)> {
+    use crate::provider_fact::DisputeStatus;
+    let Some(dispute) = order.dispute.as_ref() else {
+        return Some((
+            FlagKind::AmountMismatch,
+            0,
+            line.amount_minor,
+            "a dispute line, but the ledger knows no dispute on this payment".to_string(),
+        ));
+    };
+    let decided = dispute.status != DisputeStatus::Open;
+    let (expected_amount, expected_fee) = if line.amount_minor < 0 {
+        (-dispute.amount_minor, decided.then_some(dispute.fee_minor))
+    } else if dispute.status == DisputeStatus::Won {
+        (dispute.amount_minor - dispute.withdrawn_minor, Some(0))
+    } else {
+        (0, Some(0))
+    };
+    if line.amount_minor != expected_amount {
+        return Some((
+            FlagKind::AmountMismatch,
+            expected_amount,
+            line.amount_minor,
+            "the dispute line is not the ledger's dispute amount".to_string(),
+        ));
+    }
+    match expected_fee {
+        Some(expected_fee) if expected_fee != line.fee_minor => Some((
+            FlagKind::FeeMismatch,
+            expected_fee,
+            line.fee_minor,
+            "the dispute fee is not the one the dispute's decision recorded".to_string(),
+        )),
+        _ => None,
+    }
 }
 
 /// Commands on one reconciliation stream.

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-pub use payledger_domain::reconciliation::{SettlementLine, SettlementLineKind};
+pub use payledger_domain::reconciliation::{PayoutTotal, SettlementLine, SettlementLineKind};
 
 /// Most lines one import reads; a longer report is refused rather than cut short, so a period
 /// is imported whole or not at all (import it in shorter periods).
@@ -45,4 +45,23 @@ pub trait SettlementSource: Send + Sync + 'static {
         &self,
         period: SettlementPeriod,
     ) -> Result<Vec<SettlementLine>, SettlementError>;
+
+    /// The lines of `period` and the totals of the payouts that pay them, for a provider whose
+    /// report states both (Stripe); by default only the lines.
+    async fn settlement_report(
+        &self,
+        period: SettlementPeriod,
+    ) -> Result<SettlementReport, SettlementError> {
+        Ok(SettlementReport {
+            lines: self.settlement_lines(period).await?,
+            payouts: Vec::new(),
+        })
+    }
+}
+
+/// What one import reads: the lines, and each payout's stated total when the provider gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettlementReport {
+    pub lines: Vec<SettlementLine>,
+    pub payouts: Vec<PayoutTotal>,
 }

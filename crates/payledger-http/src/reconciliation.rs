@@ -218,7 +218,7 @@ pub async fn check_unsettled(
 pub struct ExceptionQuery {
     pub provider: Option<String>,
     /// `unknown_payment`, `currency_mismatch`, `amount_mismatch`, `fee_mismatch`,
-    /// `short_payout`, `late_payout`, `unsettled_capture`, `line_changed`.
+    /// `short_payout`, `late_payout`, `unsettled_capture`, `line_changed`, `payout_mismatch`.
     pub kind: Option<String>,
     pub order_id: Option<String>,
     /// `open` (default) or `all`.

@@ -14,8 +14,9 @@
 //!
 //! Tests make a line wrong with `POST /sandbox/settlements/{paymentKey}/fault` (or
 //! `RunningSandbox::set_settlement_fault`): `shortMinor` pays the approval line out short,
-//! `extraFeeMinor` charges more fee on it, `lateDays` pays every line of the payment late, and
-//! `missing` never reports the payment at all.
+//! `extraFeeMinor` charges more fee on it, `lateDays` pays every line of the payment late,
+//! `missing` never reports the payment at all, and (Stripe) `payoutShortMinor` pays the payout
+//! holding the charge that much short of the sum of its balance transactions.
 
 use crate::http::{provider_gate_response, respond_json, Shared};
 use crate::store::SoldTransaction;
@@ -85,6 +86,9 @@ pub struct SettlementFault {
     pub extra_fee_minor: i64,
     pub late_days: u32,
     pub missing: bool,
+    /// Stripe only: the payout that pays the charge arrives this much short while its balance
+    /// transactions still add up to more (a short payout seen only at the payout level).
+    pub payout_short_minor: i64,
 }
 
 pub(crate) struct SettlementDesk {
@@ -282,8 +286,14 @@ pub(crate) async fn set_fault(
         return refused;
     }
     let fault = body.into_inner();
-    if fault.short_minor < 0 || fault.extra_fee_minor < 0 || fault.late_days > MAX_LATE_DAYS {
-        return invalid("shortMinor and extraFeeMinor must not be negative, lateDays at most 60");
+    if fault.short_minor < 0
+        || fault.extra_fee_minor < 0
+        || fault.payout_short_minor < 0
+        || fault.late_days > MAX_LATE_DAYS
+    {
+        return invalid(
+            "shortMinor, extraFeeMinor and payoutShortMinor must not be negative, lateDays at most 60",
+        );
     }
     if !desk.set_fault(&path.into_inner(), fault) {
         return respond_json(
@@ -298,6 +308,8 @@ pub(crate) async fn set_fault(
 struct StripeTxn {
     json: Value,
     net: i64,
+    /// What the payout paying it leaves out (a planted payout-level shortfall).
+    payout_short: i64,
     currency: String,
     /// Midnight UTC of the day it becomes available (and is paid out).
     available_on: i64,
@@ -364,6 +376,11 @@ impl SettlementDesk {
                     "type": kind,
                 }),
                 net,
+                payout_short: if m.kind == StripeMovementKind::Charge {
+                    fault.payout_short_minor
+                } else {
+                    0
+                },
                 currency: m.currency.clone(),
                 available_on,
             });
@@ -395,7 +412,7 @@ impl SettlementDesk {
                     .map(|d| d.format("%Y%m%d").to_string())
                     .unwrap_or_default();
                 let id = format!("po_sbx_{day}_{currency}");
-                let amount: i64 = txns.iter().map(|t| t.net).sum();
+                let amount: i64 = txns.iter().map(|t| t.net - t.payout_short).sum();
                 let payout_txn = format!("txn_{id}");
                 let mut lines: Vec<Value> = txns.into_iter().map(|t| t.json).collect();
                 lines.push(json!({

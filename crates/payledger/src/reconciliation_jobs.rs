@@ -36,6 +36,7 @@ pub struct ReconciliationSettings {
     pub lookback_days: u32,
     pub toss: FeeSchedules,
     pub stripe: FeeSchedules,
+    pub paddle: FeeSchedules,
 }
 
 impl Default for ReconciliationSettings {
@@ -45,13 +46,14 @@ impl Default for ReconciliationSettings {
             lookback_days: 7,
             toss: FeeSchedules::uniform(FeeSchedule::TOSS_DEFAULT),
             stripe: FeeSchedules::uniform(FeeSchedule::STRIPE_DEFAULT),
+            paddle: FeeSchedules::uniform(FeeSchedule::PADDLE_DEFAULT),
         }
     }
 }
 
 impl ReconciliationSettings {
     /// The defaults overridden by `PAYLEDGER_RECONCILIATION_INTERVAL_S`,
-    /// `PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS` and `PAYLEDGER_FEE_SCHEDULE_TOSS`.
+    /// `PAYLEDGER_RECONCILIATION_LOOKBACK_DAYS` and `PAYLEDGER_FEE_SCHEDULE_{TOSS,STRIPE,PADDLE}`.
     pub fn with_env(mut self) -> anyhow::Result<ReconciliationSettings> {
         if let Some(value) = crate::settings::get("PAYLEDGER_RECONCILIATION_INTERVAL_S") {
             self.interval_s = value
@@ -73,6 +75,10 @@ impl ReconciliationSettings {
         if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_STRIPE") {
             self.stripe =
                 parse_fee_schedules("PAYLEDGER_FEE_SCHEDULE_STRIPE", &value, &self.stripe)?;
+        }
+        if let Some(value) = crate::settings::get("PAYLEDGER_FEE_SCHEDULE_PADDLE") {
+            self.paddle =
+                parse_fee_schedules("PAYLEDGER_FEE_SCHEDULE_PADDLE", &value, &self.paddle)?;
         }
         Ok(self)
     }
@@ -139,9 +145,9 @@ pub fn parse_fee_schedule(
 }
 
 /// The settlement sources of the providers this deployment talks to: Toss (or the sandbox that
-/// speaks its API) and Stripe (with `STRIPE_SECRET_KEY`, else the sandbox's `/stripe`), as
-/// `registry_from` configures their payment connectors. A Paddle importer is one more
-/// [`ReconciledProvider`] here.
+/// speaks its API), Stripe (with `STRIPE_SECRET_KEY`, else the sandbox's `/stripe`) and Paddle
+/// (with `PADDLE_API_KEY`, else the sandbox's `/paddle`), as `registry_from` configures their
+/// payment connectors. Another provider is one more [`ReconciledProvider`] here.
 pub fn build(
     settings: &ReconciliationSettings,
     provider: &ProviderSettings,
@@ -154,6 +160,11 @@ pub fn build(
         sandbox_base_url
             .as_ref()
             .map(|base| payledger_connector_stripe::StripeConfig::sandbox(format!("{base}/stripe")))
+    });
+    let paddle = ProviderSettings::paddle_from_env().or_else(|| {
+        sandbox_base_url
+            .as_ref()
+            .map(|base| payledger_connector_paddle::PaddleConfig::sandbox(format!("{base}/paddle")))
     });
     let toss = match (provider, sandbox_base_url) {
         (
@@ -192,6 +203,18 @@ pub fn build(
         providers.push(ReconciledProvider {
             source: Arc::new(source),
             schedules: settings.stripe.clone(),
+        });
+    }
+    if let Some(config) = paddle {
+        let source = payledger_connector_paddle::settlements::PaddleSettlements::new(
+            &config.base_url,
+            &config.api_key,
+            &config.provider_name,
+        )
+        .map_err(|e| anyhow::anyhow!("failed to configure Paddle settlements: {e}"))?;
+        providers.push(ReconciledProvider {
+            source: Arc::new(source),
+            schedules: settings.paddle.clone(),
         });
     }
     let metrics: payledger_app::reconciliation::FlagObserver = Arc::new(|kind, provider| {

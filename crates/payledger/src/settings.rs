@@ -262,6 +262,11 @@ pub const SETTINGS: &[Setting] = &[
         "rate_bps=290,vat_bps=0,fixed_minor=30,refund_returns_fee=false,delay_days=2",
         "Stripe's agreed fee and payout delay",
     ),
+    setting(
+        "PAYLEDGER_FEE_SCHEDULE_PADDLE",
+        "rate_bps=500,vat_bps=0,fixed_minor=50,refund_returns_fee=false,delay_days=2",
+        "Paddle's agreed merchant-of-record fee and payout delay",
+    ),
     // Audit and privacy.
     setting(
         "PAYLEDGER_CHECKPOINTS",

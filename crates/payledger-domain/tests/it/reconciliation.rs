@@ -465,3 +465,124 @@ fn a_line_unmatched_before_is_matched_once_its_payment_is_recorded() {
         })
         .then_expect_events(vec![]);
 }
+
+/// The order of [`order`] with a dispute over all of it, decided `status` with `fee` kept.
+fn disputed(status: Option<payledger_domain::provider_fact::DisputeStatus>, fee: i64) -> Order {
+    let mut order = order(0);
+    let payee_id = PayeeId::parse("payee_1").unwrap();
+    order.apply(OrderEvent::DisputeOpened(DisputeOpened {
+        provider: "toss".into(),
+        dispute_id: "dp_1".into(),
+        amount_minor: 50_000,
+        currency: Currency::KRW,
+        payee_id: payee_id.clone(),
+        reason: None,
+        at: t0(),
+    }));
+    let closed = |withdrawn_minor| DisputeClosed {
+        provider: "toss".into(),
+        dispute_id: "dp_1".into(),
+        amount_minor: 50_000,
+        withdrawn_minor,
+        fee_minor: fee,
+        currency: Currency::KRW,
+        payee_id: payee_id.clone(),
+        at: t0(),
+    };
+    match status {
+        Some(payledger_domain::provider_fact::DisputeStatus::Lost) => {
+            order.apply(OrderEvent::DisputeLost(closed(50_000)))
+        }
+        Some(payledger_domain::provider_fact::DisputeStatus::Won) => {
+            order.apply(OrderEvent::DisputeWon(closed(0)))
+        }
+        _ => {}
+    }
+    order
+}
+
+/// A dispute balance transaction: `amount` withdrawn (negative) or reinstated, `fee` kept.
+fn dispute_line(amount: i64, fee: i64) -> SettlementLine {
+    SettlementLine {
+        kind: SettlementLineKind::Dispute,
+        line_id: format!("txn_dp_{amount}"),
+        fee_minor: fee,
+        vat_minor: 0,
+        payout_minor: amount - fee,
+        ..line(amount)
+    }
+}
+
+#[test]
+fn a_dispute_line_matches_the_orders_dispute_and_posts_only_its_payout() {
+    use payledger_domain::provider_fact::DisputeStatus;
+    let lost = disputed(Some(DisputeStatus::Lost), 1_500);
+    let events = judge(&dispute_line(-50_000, 1_500), Some(&lost));
+    assert!(flags(&events).is_empty(), "{events:?}");
+    // The fee was expensed by DisputeLost: the line takes its payout out of the bank only.
+    let lines: Vec<(Account, Side, i64)> = post_reconciliation_event(&events[0])[0]
+        .postings()
+        .iter()
+        .map(|p| (p.account, p.side, p.amount_minor))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Account::Bank, Side::Credit, 51_500),
+            (Account::ProviderClearing, Side::Debit, 51_500),
+        ]
+    );
+    // Another fee than the decision recorded, another amount, or no dispute at all: flagged.
+    assert_eq!(
+        flags(&judge(&dispute_line(-50_000, 2_000), Some(&lost))),
+        vec![FlagKind::FeeMismatch]
+    );
+    assert_eq!(
+        flags(&judge(&dispute_line(-40_000, 1_500), Some(&lost))),
+        vec![FlagKind::AmountMismatch]
+    );
+    assert_eq!(
+        flags(&judge(&dispute_line(-50_000, 1_500), Some(&order(0)))),
+        vec![FlagKind::AmountMismatch]
+    );
+    // Still open: the withdrawal is expected, its fee not yet known to the ledger.
+    let open = disputed(None, 0);
+    assert!(flags(&judge(&dispute_line(-50_000, 1_500), Some(&open))).is_empty());
+    // Won: the reinstatement gives the amount back with no fee; while lost it is unexpected.
+    let won = disputed(Some(DisputeStatus::Won), 1_500);
+    assert!(flags(&judge(&dispute_line(50_000, 0), Some(&won))).is_empty());
+    assert_eq!(
+        flags(&judge(&dispute_line(50_000, 0), Some(&lost))),
+        vec![FlagKind::AmountMismatch]
+    );
+}
+
+#[test]
+fn a_payout_is_judged_against_the_sum_of_its_own_lines() {
+    let in_payout = |amount: i64, payout: &str| SettlementLine {
+        payout_id: Some(payout.into()),
+        ..line(amount)
+    };
+    let lines = vec![
+        in_payout(50_000, "po_1"),
+        in_payout(-20_000, "po_1"),
+        in_payout(30_000, "po_2"),
+    ];
+    let itemised = lines[0].payout_minor + lines[1].payout_minor;
+    let payout = |amount_minor| PayoutTotal {
+        payout_id: "po_1".into(),
+        currency: Currency::KRW,
+        amount_minor,
+        paid_out_on: day(4),
+    };
+    assert_eq!(judge_payout("toss", &payout(itemised), &lines, t0()), None);
+    let flag = judge_payout("toss", &payout(itemised - 100), &lines, t0()).unwrap();
+    assert_eq!(flag.kind, FlagKind::PayoutMismatch);
+    assert_eq!(
+        (flag.expected_minor, flag.actual_minor),
+        (itemised, itemised - 100)
+    );
+    assert_eq!(flag.line_id.as_deref(), Some("po_1"));
+    // Writing it off takes nothing out of clearing: the lines closed it.
+    assert_eq!(write_off_of(&flag), 0);
+}

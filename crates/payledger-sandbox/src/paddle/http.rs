@@ -51,6 +51,7 @@ enum Operation {
     CancelSubscription(String),
     CreateAdjustment,
     ListAdjustments,
+    ListPayouts,
     ReplayNotification(String),
     // Sandbox controls.
     Checkout,
@@ -123,6 +124,7 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         Operation::CreateAdjustment
     });
     route!(config, get, "/adjustments", |_| Operation::ListAdjustments);
+    route!(config, get, "/payouts", |_| Operation::ListPayouts);
     route!(config, post, "/notifications/{id}/replay", |req| {
         Operation::ReplayNotification(id(req))
     });
@@ -239,6 +241,7 @@ async fn handle(
             Operation::CancelSubscription(id) => store.cancel_subscription(&id, &body),
             Operation::CreateAdjustment => store.create_adjustment(&body),
             Operation::ListAdjustments => store.list_adjustments(&query),
+            Operation::ListPayouts => store.list_payouts(&query),
             Operation::ReplayNotification(id) => store.replay_notification(&id),
             Operation::Checkout => store.checkout(&body),
             Operation::Advance(id) => store.advance_subscription(&id, &body),

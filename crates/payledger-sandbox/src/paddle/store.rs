@@ -4,6 +4,13 @@
 //! Amounts are strings of minor units, as Paddle sends them. Paddle's fee as the merchant of
 //! record is `5 % + 50` minor units of the total (rounded down; `+ 0` in zero-decimal
 //! currencies), and `earnings = total − fee`.
+//!
+//! Paddle pays the merchant out net of its fee and the tax it remits: each completed
+//! transaction's `details.payout_totals` (Paddle's shape: `subtotal`, `tax`, `total`, `fee`,
+//! `earnings`, `currency_code`) is paid [`PAYOUT_DELAY_DAYS`] days after it was billed, in one
+//! payout per day and currency (`GET /paddle/payouts?paid_at[GTE]&paid_at[LTE]`, a sandbox
+//! listing: Paddle Billing reports payouts in its dashboard and balance reports, not as an API
+//! list) naming the transactions it pays (`transaction_ids`).
 
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
 use serde::Serialize;
@@ -256,6 +263,9 @@ fn new_id(prefix: &str) -> String {
     let hex = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}_01{}", &hex[..24])
 }
+
+/// Days from a transaction's billing to the payout that pays it, in the sandbox.
+pub const PAYOUT_DELAY_DAYS: u64 = 2;
 
 /// Minor-unit decimals of Paddle's zero-decimal currencies that payledger settles in.
 fn zero_decimal(currency: &str) -> bool {
@@ -572,6 +582,74 @@ impl PaddleStore {
         PaddleReply::ok(Value::Array(data))
     }
 
+    /// `GET /paddle/payouts?paid_at[GTE]=…&paid_at[LTE]=…` (RFC 3339 or dates): each day's
+    /// payout per currency of the completed transactions billed [`PAYOUT_DELAY_DAYS`] before,
+    /// up to now, oldest first.
+    pub(crate) fn list_payouts(&self, query: &BTreeMap<String, String>) -> PaddleReply {
+        let bound = |key: &str| -> Result<Option<DateTime<Utc>>, PaddleReply> {
+            let Some(text) = query.get(key) else {
+                return Ok(None);
+            };
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| {
+                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+                })
+                .map(Some)
+                .map_err(|_| PaddleReply::invalid(&format!("{key} is not a date")))
+        };
+        let (from, to) = match (bound("paid_at[GTE]"), bound("paid_at[LTE]")) {
+            (Ok(from), Ok(to)) => (from, to),
+            (Err(reply), _) | (_, Err(reply)) => return reply,
+        };
+        let now = self.now();
+        let mut days: BTreeMap<(chrono::NaiveDate, String), (i64, Vec<String>)> = BTreeMap::new();
+        for txn in self
+            .transactions
+            .values()
+            .filter(|t| t.status == "completed")
+        {
+            let Some(billed) = txn
+                .billed_at
+                .as_deref()
+                .and_then(|b| DateTime::parse_from_rfc3339(b).ok())
+            else {
+                continue;
+            };
+            let paid_on =
+                billed.with_timezone(&Utc).date_naive() + chrono::Days::new(PAYOUT_DELAY_DAYS);
+            let paid_at = paid_on.and_time(chrono::NaiveTime::MIN).and_utc();
+            if paid_at > now || from.is_some_and(|f| paid_at < f) || to.is_some_and(|t| paid_at > t)
+            {
+                continue;
+            }
+            let earnings = txn.details["payout_totals"]["earnings"]
+                .as_str()
+                .and_then(|e| e.parse::<i64>().ok())
+                .unwrap_or(0);
+            let day = days
+                .entry((paid_on, txn.currency_code.clone()))
+                .or_default();
+            day.0 += earnings;
+            day.1.push(txn.id.clone());
+        }
+        let data: Vec<Value> = days
+            .into_iter()
+            .map(|((day, currency), (amount, transaction_ids))| {
+                json!({
+                    "id": format!("pay_sbx_{}_{currency}", day.format("%Y%m%d")),
+                    "status": "paid",
+                    "amount": amount.to_string(),
+                    "currency_code": currency,
+                    "paid_at": iso(day.and_time(chrono::NaiveTime::MIN).and_utc()),
+                    "transaction_ids": transaction_ids,
+                })
+            })
+            .collect();
+        PaddleReply::ok(Value::Array(data))
+    }
+
     fn build_transaction(
         &self,
         items: Vec<(Price, u32)>,
@@ -619,7 +697,9 @@ impl PaddleStore {
                 .into_iter()
                 .map(|(price, quantity)| TransactionItem { price, quantity })
                 .collect(),
-            details: json!({"totals": totals(total_minor, &currency), "line_items": line_items}),
+            details: json!({"totals": totals(total_minor, &currency),
+                            "payout_totals": totals(total_minor, &currency),
+                            "line_items": line_items}),
             payments: Vec::new(),
             created_at: now.clone(),
             updated_at: now,

@@ -1,0 +1,131 @@
+//! Paddle's payouts reconciled (issue 18), over HTTP with the sandbox: Paddle orders paid in
+//! Paddle's checkout, the payout that pays them two days later imported through the Paddle
+//! connector's settlement source, each transaction matched to its order with Paddle's
+//! merchant-of-record fee as agreed, `provider_clearing` closed and the books balanced.
+
+use chrono::{Days, Duration, Utc};
+use payledger_sandbox::SandboxClock;
+use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A Paddle order paid in Paddle's checkout (100 credits, 1 000 USD cents) and confirmed.
+async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": 1000, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "100 credits",
+                    "provider": "paddle"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let response = app
+        .client
+        .post(format!(
+            "{}/sandbox/checkout",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .json(
+            &json!({"items": [{"price_id": payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
+                                 "quantity": 1}],
+                      "customer_email": "member@example.com",
+                      "custom_data": {"customerId": "cust_1", "orderId": order_id}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let paid: Value = response.json().await.unwrap();
+    let txn = paid["data"]["transaction"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = json_of(app.confirm(order_id, &txn, 1000).await).await;
+    assert_eq!(status, 200, "{body}");
+    txn
+}
+
+fn balance_in(books: &Value, account: &str) -> i64 {
+    books["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["account"] == account && a["currency"] == "USD")
+        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
+}
+
+#[tokio::test]
+async fn paddle_payouts_net_of_its_fee_close_clearing_per_transaction() {
+    let offset = Arc::new(Mutex::new(Duration::zero()));
+    let read = offset.clone();
+    let clock: SandboxClock = Arc::new(move || Utc::now() + *read.lock().unwrap());
+    let app = spawn_app_with(SpawnOptions {
+        sandbox_clock: Some(clock),
+        ..SpawnOptions::default()
+    })
+    .await;
+    paddle_paid(&app, "recon-paddle-1").await;
+    paddle_paid(&app, "recon-paddle-2").await;
+
+    let today = Utc::now().date_naive();
+    let body = json!({"provider": "paddle", "from": today, "to": today + Days::new(10)});
+    // Not paid out yet: nothing to import.
+    let (status, early) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{early}");
+    assert_eq!(early["lines"], 0, "{early}");
+
+    // Two days on, Paddle pays both out, net of its 5 % + 50 fee.
+    *offset.lock().unwrap() = Duration::days(2);
+    let (status, imported) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["lines"], 2, "{imported}");
+    assert_eq!(imported["matched"], 2, "{imported}");
+    assert_eq!(imported["flags"], json!({}), "{imported}");
+    let (_, again) = json_of(
+        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(again["alreadyImported"], 2, "{again}");
+
+    app.wait_for_projections().await;
+    let books: Value = app
+        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(books["balanced"], true, "{books}");
+    assert_eq!(balance_in(&books, "provider_clearing"), 0, "{books}");
+    assert_eq!(balance_in(&books, "provider_fees"), 2 * 100, "{books}");
+    assert_eq!(balance_in(&books, "bank"), 2 * 900, "{books}");
+    let timeline: Value = app
+        .get("/v1/orders/recon-paddle-1/timeline")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        timeline.to_string().contains("paddle settled payment 1000"),
+        "{timeline}"
+    );
+}
