@@ -11,7 +11,13 @@ use std::time::Duration;
 const SECRET: &str = "pdl_ntfset_e2e_secret";
 
 async fn spawn() -> TestApp {
+    spawn_with_clock(None).await
+}
+
+/// With `test_clock_start`, the application and the sandbox's Paddle run on the scenario clock.
+async fn spawn_with_clock(test_clock_start: Option<chrono::DateTime<chrono::Utc>>) -> TestApp {
     let app = spawn_app_with(SpawnOptions {
+        test_clock_start,
         webhooks: WebhookSettings {
             inbound: InboundConfig::default()
                 .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
@@ -758,4 +764,43 @@ async fn an_approved_paddle_refund_of_a_membership_payment_is_recorded_on_the_su
         "{trial}"
     );
     assert_eq!(account_balance(&trial, "provider_clearing"), -99, "{trial}");
+}
+
+#[tokio::test]
+async fn paddle_bills_the_next_period_by_itself_when_the_scenario_clock_passes_it() {
+    use chrono::TimeZone;
+    let start = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+    let app = spawn_with_clock(Some(start)).await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(&app, &sub_id, "started", |s| s["paidCycles"] == 1).await;
+
+    // A month and a day later on the scenario clock, with no call to the sandbox's controls:
+    // Paddle's billing renews the subscription and notifies, and the ledger records the period.
+    let moved = app
+        .post_as(
+            &app.admin_key,
+            "/v1/admin/test-clock/advance",
+            &json!({"days": 32}),
+        )
+        .await;
+    assert_eq!(
+        moved.status().as_u16(),
+        200,
+        "{}",
+        moved.text().await.unwrap()
+    );
+    until(&app, &sub_id, "renewed by Paddle", |s| {
+        s["paidCycles"] == 2 && s["status"] == "active"
+    })
+    .await;
+    assert_eq!(membership(&app, "cust_1").await, 1);
 }

@@ -157,6 +157,8 @@ pub struct RunningSandbox {
     shared: web::Data<http::Shared>,
     stripe: web::Data<stripe::http::StripeShared>,
     paddle: web::Data<paddle::http::PaddleShared>,
+    /// Paddle's own billing: renews subscriptions as the sandbox's clock passes their periods.
+    paddle_renewer: JoinHandle<()>,
     handle: ServerHandle,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -244,6 +246,7 @@ pub async fn start(
         failing_requests: std::sync::atomic::AtomicU32::new(0),
     });
     let app_paddle = paddle_shared.clone();
+    let paddle_renewer = tokio::spawn(paddle::http::renew_periodically(paddle_shared.clone()));
     let app_shared = shared.clone();
     let payouts = web::Data::new(payouts::Payouts::default());
     let settlement_desk = web::Data::new(settlements::SettlementDesk::new(
@@ -302,6 +305,7 @@ pub async fn start(
         shared,
         stripe: stripe_shared,
         paddle: paddle_shared,
+        paddle_renewer,
         handle,
         task: Some(task),
     })
@@ -424,6 +428,7 @@ impl RunningSandbox {
     /// Stops accepting requests and drops those in flight (a held-back answer is never sent).
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
+        self.paddle_renewer.abort();
         self.stripe.deliverer.stop();
         self.paddle.deliverer.stop();
         if let Some(task) = self.task.take() {
@@ -446,6 +451,7 @@ impl RunningSandbox {
 
 impl Drop for RunningSandbox {
     fn drop(&mut self) {
+        self.paddle_renewer.abort();
         self.stripe.deliverer.stop();
         self.paddle.deliverer.stop();
         if self.task.is_some() {

@@ -258,6 +258,27 @@ async fn handle(
     respond(reply)
 }
 
+/// How often the sandbox looks for subscriptions whose period ended on its clock.
+pub(crate) const RENEWAL_SWEEP_MS: u64 = 200;
+
+/// Runs until aborted: renews what is due ([`PaddleStore::renew_due`]) and sends the
+/// notifications, as Paddle's own billing does without being asked.
+pub(crate) async fn renew_periodically(shared: Shared) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(RENEWAL_SWEEP_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let events = {
+            let mut store = shared.store();
+            store.renew_due();
+            store.take_events()
+        };
+        if !events.is_empty() {
+            shared.deliverer.enqueue(events);
+        }
+    }
+}
+
 fn authenticate(shared: &PaddleShared, req: &HttpRequest) -> Result<(), PaddleReply> {
     let Some(header) = req
         .headers()

@@ -264,6 +264,9 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_01{}", &hex[..24])
 }
 
+/// The most periods of one subscription a renewal sweep bills (after a long move of the clock).
+pub const MAX_RENEWALS_PER_SWEEP: usize = 36;
+
 /// Days from a transaction's billing to the payout that pays it, in the sandbox.
 pub const PAYOUT_DELAY_DAYS: u64 = 2;
 
@@ -931,6 +934,35 @@ impl PaddleStore {
     /// scheduled cancel takes effect; otherwise Paddle bills the next period: a completed
     /// transaction (`subscription_recurring`), or with the decline card a past-due one and a
     /// past-due subscription.
+    /// Paddle bills its subscriptions by itself: every active subscription whose period ended by
+    /// the sandbox's clock (the scenario clock, when it follows one) is advanced as
+    /// `POST /sandbox/subscriptions/{id}/advance` would with the approving card, once per period
+    /// missed (at most [`MAX_RENEWALS_PER_SWEEP`] a sweep); a scheduled cancel takes effect
+    /// instead. Returns how many periods were billed or ended.
+    pub(crate) fn renew_due(&mut self) -> usize {
+        let now = self.now();
+        let is_due = |sub: &Subscription| sub.status == "active" && sub.period_end <= now;
+        let due: Vec<String> = self
+            .subscriptions
+            .values()
+            .filter(|sub| is_due(sub))
+            .map(|sub| sub.id.clone())
+            .collect();
+        let mut renewed = 0;
+        for id in due {
+            for _ in 0..MAX_RENEWALS_PER_SWEEP {
+                if !self.subscriptions.get(&id).is_some_and(is_due) {
+                    break;
+                }
+                if self.advance_subscription(&id, &json!({})).status >= 400 {
+                    break;
+                }
+                renewed += 1;
+            }
+        }
+        renewed
+    }
+
     pub(crate) fn advance_subscription(&mut self, id: &str, body: &Value) -> PaddleReply {
         if let Some(full) = self.full() {
             return full;
@@ -1320,5 +1352,48 @@ mod tests {
                 "transaction.completed"
             ]
         );
+    }
+
+    #[test]
+    fn subscriptions_renew_by_themselves_when_the_clock_passes_their_period_end() {
+        let now = std::sync::Arc::new(std::sync::Mutex::new(Utc::now()));
+        let read = now.clone();
+        let clock: crate::SandboxClock = std::sync::Arc::new(move || *read.lock().unwrap());
+        let mut store = PaddleStore::new(1_000, Some(clock));
+        let reply = store.checkout(
+            &json!({"items": [{"price_id": SANDBOX_PRICE_BASIC_MONTHLY}],
+            "customer_email": "a@example.com", "custom_data": {"customerId": "cust-1"}}),
+        );
+        let sub_id = reply.body["data"]["subscription"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        store.take_events();
+        assert_eq!(
+            store.renew_due(),
+            0,
+            "nothing is due before the period ends"
+        );
+
+        // Two periods later (the clock jumped): both are billed, in order.
+        let period_end = store.subscriptions[&sub_id].period_end;
+        *now.lock().unwrap() = period_end + Duration::days(32);
+        assert_eq!(store.renew_due(), 2);
+        assert_eq!(store.subscriptions[&sub_id].period, 3);
+        let completed = store
+            .take_events()
+            .into_iter()
+            .filter(|e| e.event_type == "transaction.completed")
+            .count();
+        assert_eq!(completed, 2);
+        assert_eq!(store.renew_due(), 0, "a sweep bills each period once");
+
+        // A scheduled cancel takes effect at the period's end instead of a renewal.
+        store.cancel_subscription(&sub_id, &json!({"effective_from": "next_billing_period"}));
+        let period_end = store.subscriptions[&sub_id].period_end;
+        *now.lock().unwrap() = period_end + Duration::seconds(1);
+        assert_eq!(store.renew_due(), 1);
+        assert_eq!(store.subscriptions[&sub_id].status, "canceled");
+        assert_eq!(store.renew_due(), 0);
     }
 }
