@@ -40,7 +40,9 @@ use client::{bump, Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
-use payledger_gateway::transport::{is_loopback_host, TransportLimits};
+use payledger_gateway::transport::{
+    checked_base_url, provider_client_builder, BaseUrlError, TransportLimits,
+};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
@@ -223,16 +225,10 @@ impl PaddleGateway {
         config: PaddleConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<PaddleGateway, PaddleConfigError> {
-        let base_url = Url::parse(&config.base_url)
-            .map_err(|err| PaddleConfigError::BaseUrl(err.to_string()))?;
-        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(PaddleConfigError::BaseUrl(
-                "expected an http(s) base URL".to_owned(),
-            ));
-        }
-        if base_url.scheme() == "http" && !is_loopback_host(base_url.host_str()) {
-            return Err(PaddleConfigError::InsecureBaseUrl);
-        }
+        let base_url = checked_base_url(&config.base_url).map_err(|err| match err {
+            BaseUrlError::Invalid(reason) => PaddleConfigError::BaseUrl(reason),
+            BaseUrlError::Insecure => PaddleConfigError::InsecureBaseUrl,
+        })?;
         TransportLimits {
             connect_timeout_ms: config.connect_timeout_ms,
             timeout_ms: config.timeout_ms,
@@ -249,11 +245,8 @@ impl PaddleGateway {
                 |_| PaddleConfigError::OutOfRange("the API key is not header-safe".to_owned()),
             )?;
         authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let http = provider_client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            // A redirect would carry the API key somewhere payledger was not told to send it.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payledger/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| PaddleConfigError::HttpClient(err.without_url().to_string()))?;
         Ok(PaddleGateway {

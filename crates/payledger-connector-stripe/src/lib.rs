@@ -69,7 +69,9 @@ pub const STRIPE_API_VERSION: &str = "2024-06-20";
 /// `DEFAULT_STRIPE_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_sandbox";
 
-use payledger_gateway::transport::{is_loopback_host, TransportLimits};
+use payledger_gateway::transport::{
+    checked_base_url, provider_client_builder, BaseUrlError, TransportLimits,
+};
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
 pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};
@@ -199,16 +201,10 @@ impl StripeGateway {
         config: StripeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<StripeGateway, StripeConfigError> {
-        let base_url = Url::parse(&config.base_url)
-            .map_err(|err| StripeConfigError::BaseUrl(err.to_string()))?;
-        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(StripeConfigError::BaseUrl(
-                "expected an http(s) base URL".to_owned(),
-            ));
-        }
-        if base_url.scheme() == "http" && !is_loopback_host(base_url.host_str()) {
-            return Err(StripeConfigError::InsecureBaseUrl);
-        }
+        let base_url = checked_base_url(&config.base_url).map_err(|err| match err {
+            BaseUrlError::Invalid(reason) => StripeConfigError::BaseUrl(reason),
+            BaseUrlError::Insecure => StripeConfigError::InsecureBaseUrl,
+        })?;
         TransportLimits {
             connect_timeout_ms: config.connect_timeout_ms,
             timeout_ms: config.timeout_ms,
@@ -225,11 +221,8 @@ impl StripeGateway {
                 |_| StripeConfigError::OutOfRange("secret key is not header-safe".to_owned()),
             )?;
         authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let http = provider_client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            // A redirect would carry the secret key somewhere payledger was not told to send it.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payledger/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| StripeConfigError::HttpClient(err.without_url().to_string()))?;
         Ok(StripeGateway {

@@ -76,9 +76,8 @@ impl StripeSettlements {
         secret_key: &StripeSecretKey,
         provider_name: &str,
     ) -> Result<StripeSettlements, SettlementError> {
-        let http = reqwest::Client::builder()
+        let http = payledger_gateway::transport::provider_client_builder()
             .timeout(Duration::from_millis(TIMEOUT_MS))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| SettlementError::Unavailable(e.without_url().to_string()))?;
         Ok(StripeSettlements {

@@ -23,9 +23,8 @@ impl TossPayouts {
     pub fn new(base_url: &str, secret_key: &TossSecretKey) -> Result<TossPayouts, PayoutError> {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:", secret_key.expose()));
-        let http = reqwest::Client::builder()
+        let http = payledger_gateway::transport::provider_client_builder()
             .timeout(Duration::from_millis(PAYOUT_TIMEOUT_MS))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| PayoutError::Unavailable(e.without_url().to_string()))?;
         Ok(TossPayouts {

@@ -39,9 +39,8 @@ impl TossSettlements {
     ) -> Result<TossSettlements, SettlementError> {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:", secret_key.expose()));
-        let http = reqwest::Client::builder()
+        let http = payledger_gateway::transport::provider_client_builder()
             .timeout(Duration::from_millis(SETTLEMENT_TIMEOUT_MS))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| SettlementError::Unavailable(e.without_url().to_string()))?;
         Ok(TossSettlements {

@@ -74,6 +74,41 @@ pub fn backoff_cap_ms(retry: u32, base_ms: u64, max_ms: u64) -> u64 {
     base_ms.saturating_mul(1_u64 << doublings).min(max_ms)
 }
 
+/// Why a provider's base URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("{0}")]
+    Invalid(String),
+    /// A key must not cross the network in clear: plain `http://` only to this machine.
+    #[error("plain http is allowed only to a loopback host")]
+    Insecure,
+}
+
+/// A provider's API base URL, checked as every connector needs it: an http(s) URL that can take
+/// path segments, plain `http://` only to loopback (the sandbox).
+pub fn checked_base_url(text: &str) -> Result<reqwest::Url, BaseUrlError> {
+    let base_url =
+        reqwest::Url::parse(text).map_err(|err| BaseUrlError::Invalid(err.to_string()))?;
+    if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
+        return Err(BaseUrlError::Invalid(
+            "expected an http(s) base URL".to_owned(),
+        ));
+    }
+    if base_url.scheme() == "http" && !is_loopback_host(base_url.host_str()) {
+        return Err(BaseUrlError::Insecure);
+    }
+    Ok(base_url)
+}
+
+/// The HTTP client builder every call to a provider starts from (callers add their timeouts):
+/// it never follows a redirect, which would carry the provider's key somewhere payledger was
+/// not told to send it, and it names payledger.
+pub fn provider_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("payledger/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Whether a base URL's host is this machine: the one place plain `http://` is allowed.
 pub fn is_loopback_host(host: Option<&str>) -> bool {
     match host {
@@ -90,6 +125,29 @@ pub fn is_loopback_host(host: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_are_http_s_and_plain_http_only_to_loopback() {
+        assert!(checked_base_url("https://api.tosspayments.com").is_ok());
+        assert!(checked_base_url("http://127.0.0.1:9000/stripe").is_ok());
+        assert!(checked_base_url("http://localhost:9000").is_ok());
+        assert_eq!(
+            checked_base_url("http://api.example.com"),
+            Err(BaseUrlError::Insecure)
+        );
+        assert!(matches!(
+            checked_base_url("ftp://127.0.0.1"),
+            Err(BaseUrlError::Invalid(_))
+        ));
+        assert!(matches!(
+            checked_base_url("mailto:a@b"),
+            Err(BaseUrlError::Invalid(_))
+        ));
+        assert!(matches!(
+            checked_base_url("not a url"),
+            Err(BaseUrlError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
