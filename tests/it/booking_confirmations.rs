@@ -276,6 +276,7 @@ async fn an_admin_confirms_an_overdue_booking_by_hand_with_notes() {
             admin: Some("oncall".into()),
         },
         &app.db.app_pool,
+        &payledger_tests::data_dir(),
     )
     .await;
     assert!(cli.is_ok(), "{cli:?}");

@@ -23,6 +23,7 @@ mod operations;
 mod paddle;
 mod payments;
 mod privacy;
+mod privacy_subjects;
 mod projections;
 mod provider_faults;
 mod provider_truth;

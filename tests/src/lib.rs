@@ -109,10 +109,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     )
     .await
     .expect("start the sandbox");
-    let mut settings = Settings::embedded(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        std::env::temp_dir().join("payledger-tests-unused"),
-    );
+    let mut settings = Settings::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir());
     settings.database_url = Some(db.app_url.clone());
     settings.migrate_database_url = Some(db.owner_url.clone());
     settings.provider = ProviderSettings::Sandbox {
@@ -171,6 +168,12 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
         auditor_key: keys[3].clone(),
         admin_key: keys[4].clone(),
     }
+}
+
+/// The data directory the test servers are given (their privacy master key lives there): a
+/// command-line operation run beside a test server passes the same one.
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("payledger-tests-unused")
 }
 
 impl TestApp {

@@ -20,7 +20,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// An unwrapped key; its bytes are zeroed when it is dropped.
+type SubjectKey = Zeroizing<[u8; 32]>;
 
 /// What an erased field shows wherever it is presented.
 pub const ERASED: &str = "[erased]";
@@ -51,7 +57,53 @@ pub const PERSONAL_FIELDS: &[(&str, &str, &str, &str)] = &[
         "customerId",
         "customer",
     ),
+    (
+        "BookingCancelled",
+        "forceCancelReason",
+        "customerId",
+        "customer",
+    ),
+    ("BookingConfirmed", "adminNotes", "customerId", "customer"),
+    ("BookingRescheduled", "reason", "customerId", "customer"),
+    (
+        "SessionNotesRecorded",
+        "reference",
+        "customerId",
+        "customer",
+    ),
+    // A payee's own data: why it was warned or its sales were stopped.
+    ("PayeeWarned", "reason", "payeeId", "payee"),
+    ("PayeeSalesSuspended", "reason", "payeeId", "payee"),
 ];
+
+/// Whose personal data a sealed field is (docs/events.md, "Personal data and erasure").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Customer,
+    Payee,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Customer => "customer",
+            SubjectKind::Payee => "payee",
+        }
+    }
+}
+
+/// The longest a process may keep an unwrapped subject key in memory
+/// (`PAYLEDGER_PRIVACY_KEY_CACHE_TTL_MS` is refused above it). An erasure waits this long (and
+/// [`ERASURE_CACHE_MARGIN`]) after destroying the keys before it answers, so that when it has
+/// answered no process, whatever its own setting, can seal or reveal with a destroyed key.
+pub const MAX_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(2_000);
+/// Added to the erasure's wait: the keys' reads and the wait are timed on different processes'
+/// monotonic clocks.
+pub const ERASURE_CACHE_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The default time a key stays cached.
+pub const DEFAULT_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(1_000);
+/// Subjects whose live key one process keeps at most (and as many erased keys remembered).
+pub const MAX_CACHED_SUBJECT_KEYS: usize = 10_000;
 
 /// What a keyed digest is for; part of what is digested, so a digest made for one purpose never
 /// matches one made for another.
@@ -73,7 +125,8 @@ pub struct PrivacyVault {
     master: Aes256Gcm,
     /// Keys the digests of sealed texts that are compared (a refund's reason): derived from the
     /// master key, so it is never in the database either.
-    digest_key: [u8; 32],
+    digest_key: Zeroizing<[u8; 32]>,
+    cache: KeyCache,
 }
 
 impl std::fmt::Debug for PrivacyVault {
@@ -89,12 +142,24 @@ pub fn subject(kind: &str, id: &str) -> String {
 
 impl PrivacyVault {
     pub fn new(pool: PgPool, master_key: &[u8; 32]) -> PrivacyVault {
-        let digest_key = digest_key(master_key);
+        let digest_key = Zeroizing::new(digest_key(master_key));
         PrivacyVault {
             pool,
             master: Aes256Gcm::new(master_key.into()),
             digest_key,
+            cache: KeyCache::new(DEFAULT_KEY_CACHE_TTL),
         }
+    }
+
+    /// Keeps unwrapped keys this long (0: no cache; at most [`MAX_KEY_CACHE_TTL`]).
+    pub fn with_key_cache_ttl(mut self, ttl: Duration) -> PrivacyVault {
+        self.cache = KeyCache::new(ttl.min(MAX_KEY_CACHE_TTL));
+        self
+    }
+
+    /// How long this vault keeps unwrapped keys (zero: not at all).
+    pub fn key_cache_ttl(&self) -> Duration {
+        self.cache.ttl
     }
 
     /// A keyed digest (HMAC-SHA256, hex) of `text` for `purpose` in `scope` (an order and refund
@@ -119,7 +184,7 @@ impl PrivacyVault {
     ) -> Result<(), PrivacyError> {
         // One key lookup per subject and event, however many texts it seals (a claim's
         // description and each evidence item).
-        let mut keys: HashMap<String, (i32, [u8; 32])> = HashMap::new();
+        let mut keys: HashMap<String, (i32, SubjectKey)> = HashMap::new();
         for (kind_of_event, path, subject_field, kind) in PERSONAL_FIELDS {
             if *kind_of_event != event_type {
                 continue;
@@ -156,16 +221,13 @@ impl PrivacyVault {
             if texts.is_empty() {
                 continue;
             }
-            let (generation, key) = match keys.get(&subject) {
-                Some(key) => *key,
-                None => {
-                    let key = self.live_key(&subject).await?;
-                    keys.insert(subject.clone(), key);
-                    key
-                }
-            };
+            if !keys.contains_key(&subject) {
+                let key = self.live_key(&subject).await?;
+                keys.insert(subject.clone(), key);
+            }
+            let (generation, key) = &keys[&subject];
             for text in texts {
-                *text = seal(generation, &key, &subject, field, text)?;
+                *text = seal(*generation, key, &subject, field, text)?;
             }
         }
         Ok(())
@@ -203,31 +265,42 @@ fn seal(
 }
 
 impl PrivacyVault {
-    /// The subject's newest live key, created when it has none.
-    async fn live_key(&self, subject: &str) -> Result<(i32, [u8; 32]), PrivacyError> {
+    /// The subject's newest live key, created when it has none. From the cache while it is
+    /// fresh; otherwise one `SELECT` (and one `INSERT` for a subject's first key).
+    async fn live_key(&self, subject: &str) -> Result<(i32, SubjectKey), PrivacyError> {
+        if let Some(live) = self.cache.live(subject) {
+            return Ok(live);
+        }
         for _ in 0..3 {
+            // Timed from before the read: a key read before an erasure committed expires no
+            // later than the erasure's wait ends.
+            let read_at = Instant::now();
+            // At most one generation is live, the newest: an erasure destroys them all, and a
+            // new generation is made only when none is live.
             let row = sqlx::query(
                 "SELECT generation, wrapped_key FROM privacy_subject_keys \
-                 WHERE subject = $1 AND wrapped_key IS NOT NULL ORDER BY generation DESC LIMIT 1",
+                 WHERE subject = $1 ORDER BY generation DESC LIMIT 1",
             )
             .bind(subject)
             .fetch_optional(&self.pool)
             .await?;
-            if let Some(row) = row {
-                let generation: i32 = row.try_get("generation")?;
-                let wrapped: Vec<u8> = row.try_get("wrapped_key")?;
-                return Ok((generation, self.unwrap_key(subject, generation, &wrapped)?));
-            }
-            // A new generation after every erased one; two processes racing insert one row.
-            let next: i32 = sqlx::query_scalar(
-                "SELECT coalesce(max(generation), 0) + 1 FROM privacy_subject_keys WHERE subject = $1",
-            )
-            .bind(subject)
-            .fetch_one(&self.pool)
-            .await?;
-            let key: [u8; 32] = Aes256Gcm::generate_key(&mut OsRng).into();
+            let next = match row {
+                Some(row) => {
+                    let generation: i32 = row.try_get("generation")?;
+                    let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key")?;
+                    if let Some(wrapped) = wrapped {
+                        let key = self.unwrap_key(subject, generation, &wrapped)?;
+                        self.cache.put_live(subject, generation, &key, read_at);
+                        return Ok((generation, key));
+                    }
+                    generation + 1
+                }
+                None => 1,
+            };
+            let key: SubjectKey = Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).into());
             let wrapped = self.wrap_key(subject, next, &key)?;
-            sqlx::query(
+            // Two processes racing insert one row; the loser reads the winner's key.
+            let inserted = sqlx::query(
                 "INSERT INTO privacy_subject_keys (subject, generation, wrapped_key) \
                  VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
@@ -235,9 +308,47 @@ impl PrivacyVault {
             .bind(next)
             .bind(&wrapped)
             .execute(&self.pool)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                self.cache.put_live(subject, next, &key, read_at);
+                return Ok((next, key));
+            }
         }
         Err(PrivacyError::Unwrap)
+    }
+
+    /// The key of one generation (`None`: destroyed). From the cache while it is fresh.
+    async fn key_of(
+        &self,
+        subject: &str,
+        generation: i32,
+    ) -> Result<Option<SubjectKey>, PrivacyError> {
+        if let Some(known) = self.cache.key_of(subject, generation) {
+            return Ok(known);
+        }
+        let read_at = Instant::now();
+        let wrapped: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT wrapped_key FROM privacy_subject_keys WHERE subject = $1 AND generation = $2",
+        )
+        .bind(subject)
+        .bind(generation)
+        .fetch_optional(&self.pool)
+        .await?;
+        match wrapped {
+            Some(Some(wrapped)) => {
+                let key = self.unwrap_key(subject, generation, &wrapped)?;
+                // A live key is the subject's only live one, its newest.
+                self.cache.put_live(subject, generation, &key, read_at);
+                Ok(Some(key))
+            }
+            Some(None) => {
+                self.cache.put_erased(subject, generation);
+                Ok(None)
+            }
+            // No such key (a token that was never ours): shown as erased, remembered nowhere.
+            None => Ok(None),
+        }
     }
 
     fn wrap_key(
@@ -268,7 +379,7 @@ impl PrivacyVault {
         subject: &str,
         generation: i32,
         wrapped: &[u8],
-    ) -> Result<[u8; 32], PrivacyError> {
+    ) -> Result<SubjectKey, PrivacyError> {
         if wrapped.len() < 12 {
             return Err(PrivacyError::Unwrap);
         }
@@ -284,11 +395,17 @@ impl PrivacyVault {
                 },
             )
             .map_err(|_| PrivacyError::Unwrap)?;
-        key.try_into().map_err(|_| PrivacyError::Unwrap)
+        let key = Zeroizing::new(key);
+        let bytes: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| PrivacyError::Unwrap)?;
+        Ok(Zeroizing::new(bytes))
     }
 
     /// Destroys every key of the subject. Returns how many live keys were destroyed (0: it was
-    /// erased already, or never had one).
+    /// erased already, or never had one). This process forgets the keys at once; other
+    /// processes' caches only after [`PrivacyVault::wait_out_key_caches`].
     pub async fn erase(&self, subject: &str) -> Result<u64, PrivacyError> {
         let destroyed = sqlx::query(
             "UPDATE privacy_subject_keys SET wrapped_key = NULL, erased_at = now() \
@@ -298,7 +415,15 @@ impl PrivacyVault {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.cache.forget(subject);
         Ok(destroyed)
+    }
+
+    /// Waits until every key any process read before now has left its cache: the longest
+    /// allowed cache time, whatever this process's own setting. An erasure answers only after
+    /// it, so that once it has answered nothing anywhere seals or reveals with the erased keys.
+    pub async fn wait_out_key_caches(&self) {
+        tokio::time::sleep(MAX_KEY_CACHE_TTL + ERASURE_CACHE_MARGIN).await;
     }
 
     /// Replaces every sealed token inside `text` by its text, or by [`ERASED`].
@@ -371,20 +496,10 @@ impl PrivacyVault {
         };
         let cache_key = (subject.clone(), generation);
         let key = match keys.0.get(&cache_key) {
-            Some(key) => *key,
+            Some(key) => key.clone(),
             None => {
-                let wrapped: Option<Option<Vec<u8>>> = sqlx::query_scalar(
-                    "SELECT wrapped_key FROM privacy_subject_keys WHERE subject = $1 AND generation = $2",
-                )
-                .bind(&subject)
-                .bind(generation)
-                .fetch_optional(&self.pool)
-                .await?;
-                let key = match wrapped.flatten() {
-                    Some(wrapped) => Some(self.unwrap_key(&subject, generation, &wrapped)?),
-                    None => None,
-                };
-                keys.0.insert(cache_key, key);
+                let key = self.key_of(&subject, generation).await?;
+                keys.0.insert(cache_key, key.clone());
                 key
             }
         };
@@ -396,7 +511,8 @@ impl PrivacyVault {
         }
         let (nonce, ciphertext) = sealed.split_at(12);
         let aad = format!("{subject}\n{field}");
-        let plain = Aes256Gcm::new((&key).into())
+        let key: &[u8; 32] = &key;
+        let plain = Aes256Gcm::new(key.into())
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -427,24 +543,41 @@ pub enum ErasureError {
     Encode(#[from] payledger_domain::codec::CodecError),
 }
 
-/// Destroys a customer's keys and records it in `privacy-customer-{id}`. Idempotent: asking again
-/// destroys nothing and records nothing, unless the customer produced new sealed data since.
-pub async fn erase_customer(
+/// Destroys a subject's keys, records it in `privacy-{kind}-{id}`, and answers once no process
+/// can still hold the keys ([`PrivacyVault::wait_out_key_caches`]). Idempotent: asking again
+/// destroys nothing and records nothing, unless the subject produced new sealed data since.
+pub async fn erase_subject(
     vault: &PrivacyVault,
     store: &payledger_store::EventStore,
-    customer_id: &payledger_domain::ids::CustomerId,
+    kind: SubjectKind,
+    subject_id: &str,
     reason: &str,
     at: chrono::DateTime<chrono::Utc>,
     context: &crate::context::RequestContext,
 ) -> Result<ErasureOutcome, ErasureError> {
-    use payledger_domain::privacy::{customer_stream, PrivacyEvent, SubjectErased};
+    let outcome =
+        erase_subject_unwaited(vault, store, kind, subject_id, reason, at, context).await?;
+    vault.wait_out_key_caches().await;
+    Ok(outcome)
+}
+
+/// [`erase_subject`] without the final wait, for a caller that erases many subjects and waits
+/// once at the end (the retention job). Its caller must wait before it reports them erased.
+pub async fn erase_subject_unwaited(
+    vault: &PrivacyVault,
+    store: &payledger_store::EventStore,
+    kind: SubjectKind,
+    subject_id: &str,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    context: &crate::context::RequestContext,
+) -> Result<ErasureOutcome, ErasureError> {
+    use payledger_domain::privacy::{subject_stream, PrivacyEvent, SubjectErased};
     use payledger_store::{AppendError, ExpectedVersion, NewEvent};
-    let keys_destroyed = vault
-        .erase(&subject("customer", customer_id.as_str()))
-        .await?;
+    let keys_destroyed = vault.erase(&subject(kind.as_str(), subject_id)).await?;
     let event = PrivacyEvent::SubjectErased(SubjectErased {
-        subject_type: "customer".into(),
-        subject_id: customer_id.as_str().to_string(),
+        subject_type: kind.as_str().into(),
+        subject_id: subject_id.to_string(),
         keys_destroyed,
         reason: reason.to_string(),
         at,
@@ -458,7 +591,7 @@ pub async fn erase_customer(
     };
     match store
         .append(
-            &customer_stream(customer_id.as_str()),
+            &subject_stream(kind.as_str(), subject_id),
             expected,
             vec![NewEvent::new(event_type, payload, context.metadata())],
             false,
@@ -475,6 +608,48 @@ pub async fn erase_customer(
         }),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Destroys a customer's keys and records it in `privacy-customer-{id}` ([`erase_subject`]).
+pub async fn erase_customer(
+    vault: &PrivacyVault,
+    store: &payledger_store::EventStore,
+    customer_id: &payledger_domain::ids::CustomerId,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    context: &crate::context::RequestContext,
+) -> Result<ErasureOutcome, ErasureError> {
+    erase_subject(
+        vault,
+        store,
+        SubjectKind::Customer,
+        customer_id.as_str(),
+        reason,
+        at,
+        context,
+    )
+    .await
+}
+
+/// Destroys a payee's keys and records it in `privacy-payee-{id}` ([`erase_subject`]).
+pub async fn erase_payee(
+    vault: &PrivacyVault,
+    store: &payledger_store::EventStore,
+    payee_id: &payledger_domain::ids::PayeeId,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    context: &crate::context::RequestContext,
+) -> Result<ErasureOutcome, ErasureError> {
+    erase_subject(
+        vault,
+        store,
+        SubjectKind::Payee,
+        payee_id.as_str(),
+        reason,
+        at,
+        context,
+    )
+    .await
 }
 
 /// The digest key derived from the master key.
@@ -529,7 +704,120 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// Keys looked up while revealing one response (`None`: erased).
 #[derive(Default)]
-struct KeyLookup(HashMap<(String, i32), Option<[u8; 32]>>);
+struct KeyLookup(HashMap<(String, i32), Option<SubjectKey>>);
+
+/// Unwrapped keys one process keeps for a short while (docs/security.md, "Key cache"): the live
+/// key of a subject until its time is up, and the keys known destroyed (a destroyed key never
+/// comes back, so remembering it is always right). Bounded; never held across an await.
+struct KeyCache {
+    ttl: Duration,
+    inner: Mutex<CachedKeys>,
+}
+
+#[derive(Default)]
+struct CachedKeys {
+    live: HashMap<String, LiveKey>,
+    erased: HashSet<(String, i32)>,
+}
+
+struct LiveKey {
+    generation: i32,
+    key: SubjectKey,
+    expires_at: Instant,
+}
+
+impl KeyCache {
+    fn new(ttl: Duration) -> KeyCache {
+        KeyCache {
+            ttl,
+            inner: Mutex::new(CachedKeys::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedKeys> {
+        // A panic while holding it leaves nothing half-written that matters: a map of keys.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The subject's live key while it is fresh.
+    fn live(&self, subject: &str) -> Option<(i32, SubjectKey)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let inner = self.lock();
+        let live = inner.live.get(subject)?;
+        (Instant::now() < live.expires_at).then(|| (live.generation, live.key.clone()))
+    }
+
+    /// `Some(Some(key))`: the key; `Some(None)`: destroyed; `None`: not known here.
+    fn key_of(&self, subject: &str, generation: i32) -> Option<Option<SubjectKey>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let inner = self.lock();
+        if inner.erased.contains(&(subject.to_string(), generation)) {
+            return Some(None);
+        }
+        let live = inner.live.get(subject)?;
+        if Instant::now() >= live.expires_at {
+            return None;
+        }
+        match generation.cmp(&live.generation) {
+            std::cmp::Ordering::Equal => Some(Some(live.key.clone())),
+            // A newer generation is made only once every older one is destroyed.
+            std::cmp::Ordering::Less => Some(None),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    /// Keeps a key read at `read_at` until `read_at + ttl`.
+    fn put_live(&self, subject: &str, generation: i32, key: &SubjectKey, read_at: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.live.len() >= MAX_CACHED_SUBJECT_KEYS {
+            inner.live.retain(|_, live| now < live.expires_at);
+            if inner.live.len() >= MAX_CACHED_SUBJECT_KEYS {
+                inner.live.clear();
+            }
+        }
+        inner.live.insert(
+            subject.to_string(),
+            LiveKey {
+                generation,
+                key: key.clone(),
+                expires_at: read_at + self.ttl,
+            },
+        );
+    }
+
+    fn put_erased(&self, subject: &str, generation: i32) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.erased.len() >= MAX_CACHED_SUBJECT_KEYS {
+            inner.erased.clear();
+        }
+        inner.erased.insert((subject.to_string(), generation));
+        if inner
+            .live
+            .get(subject)
+            .is_some_and(|live| live.generation <= generation)
+        {
+            inner.live.remove(subject);
+        }
+    }
+
+    /// Drops the subject's live key (this process erased it).
+    fn forget(&self, subject: &str) {
+        self.lock().live.remove(subject);
+    }
+}
 
 /// `(generation, subject, field, nonce ‖ ciphertext)` of a token.
 fn parse_token(token: &str) -> Option<(i32, String, String, Vec<u8>)> {

@@ -7,7 +7,12 @@ use serde::{Deserialize, Serialize};
 
 /// The stream of a customer's erasures: `privacy-customer-{customer_id}`.
 pub fn customer_stream(customer_id: &str) -> String {
-    format!("privacy-customer-{customer_id}")
+    subject_stream("customer", customer_id)
+}
+
+/// The stream of a subject's erasures: `privacy-{kind}-{id}` (`customer`, `payee`).
+pub fn subject_stream(kind: &str, id: &str) -> String {
+    format!("privacy-{kind}-{id}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,7 +23,7 @@ pub enum PrivacyEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectErased {
-    /// `customer`.
+    /// `customer` or `payee`.
     pub subject_type: String,
     pub subject_id: String,
     /// How many subject keys were destroyed (0: asked again, or the subject had no sealed data).

@@ -158,6 +158,7 @@ pub const ROUTES: &[RouteRule] = &[
         "/v1/admin/privacy/customers/{customer_id}/erase",
         ADMIN,
     ),
+    command("POST", "/v1/admin/privacy/payees/{payee_id}/erase", ADMIN),
     // Operations (runbook §5–6): kill switches and manual operations.
     rule("GET", "/v1/admin/switches", Access::Roles(SUPPORT_ADMIN)),
     command("POST", "/v1/admin/switches/payments/suspend", ADMIN),

@@ -212,6 +212,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     web::post().to(privacy::erase_customer),
                 )
                 .route(
+                    "/admin/privacy/payees/{payee_id}/erase",
+                    web::post().to(privacy::erase_payee),
+                )
+                .route(
                     "/admin/reconciliation/imports",
                     web::post().to(reconciliation::import),
                 )

@@ -12,7 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
-use payledger_app::privacy::{PrivacyVault, TOKEN_PREFIX};
+use payledger_app::privacy::{ErasureOutcome, PrivacyVault, SubjectKind, TOKEN_PREFIX};
 use serde::Deserialize;
 
 /// Responses larger than this are passed on as they are (pages are bounded far below it).
@@ -102,7 +102,70 @@ pub async fn erase_customer(
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = payledger_domain::ids::CustomerId::parse(path.into_inner())
         .map_err(|e| ApiError::field("customerId", e.to_string()))?;
-    let reason = body.into_inner().reason;
+    let outcome = erase(
+        &state,
+        vault,
+        &request,
+        SubjectKind::Customer,
+        customer_id.as_str(),
+        body.into_inner(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "customerId": customer_id.as_str(),
+        "erased": true,
+        "keysDestroyed": outcome.keys_destroyed,
+        "recorded": outcome.recorded,
+    })))
+}
+
+/// `POST /v1/admin/privacy/payees/{payee_id}/erase` (admins): destroys the payee's own keys
+/// (its warnings' and sales suspensions' reasons) and records `SubjectErased`. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/privacy/payees/{payee_id}/erase",
+    tag = "operations",
+    params(("payee_id" = String, Path, description = "The payee id")),
+    request_body = crate::privacy::EraseBody,
+    responses((status = 200, description = "The payee's personal fields are erased", body = Object))
+)]
+pub async fn erase_payee(
+    state: web::Data<AppState>,
+    vault: Option<web::Data<PrivacyVault>>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<EraseBody>,
+) -> Result<HttpResponse, ApiError> {
+    let payee_id = payledger_domain::ids::PayeeId::parse(path.into_inner())
+        .map_err(|e| ApiError::field("payeeId", e.to_string()))?;
+    let outcome = erase(
+        &state,
+        vault,
+        &request,
+        SubjectKind::Payee,
+        payee_id.as_str(),
+        body.into_inner(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "payeeId": payee_id.as_str(),
+        "erased": true,
+        "keysDestroyed": outcome.keys_destroyed,
+        "recorded": outcome.recorded,
+    })))
+}
+
+/// Checks the reason, destroys the subject's keys and records it (answers once no process can
+/// still hold them).
+async fn erase(
+    state: &AppState,
+    vault: Option<web::Data<PrivacyVault>>,
+    request: &HttpRequest,
+    kind: SubjectKind,
+    subject_id: &str,
+    body: EraseBody,
+) -> Result<ErasureOutcome, ApiError> {
+    let reason = body.reason;
     if reason.trim().is_empty()
         || reason.chars().count() > 200
         || reason.chars().any(char::is_control)
@@ -118,13 +181,14 @@ pub async fn erase_customer(
             "personal data is not sealed on this server: nothing to erase",
         ));
     };
-    let outcome = payledger_app::privacy::erase_customer(
+    payledger_app::privacy::erase_subject(
         &vault,
         &state.store,
-        &customer_id,
+        kind,
+        subject_id,
         &reason,
         state.operations.now(),
-        &crate::request_context::request_context(&request),
+        &crate::request_context::request_context(request),
     )
     .await
     .map_err(|e| match e {
@@ -135,11 +199,5 @@ pub async fn erase_customer(
             payledger_app::privacy::PrivacyError::Database(e),
         ) => ApiError::unavailable(e),
         other => ApiError::internal(other),
-    })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "customerId": customer_id.as_str(),
-        "erased": true,
-        "keysDestroyed": outcome.keys_destroyed,
-        "recorded": outcome.recorded,
-    })))
+    })
 }

@@ -75,6 +75,8 @@ pub enum OpsCliCommand {
 struct Wiring {
     operations: Operations,
     switches: Arc<SalesSwitches>,
+    /// Seals what these commands record; reveals what they print.
+    executor: Arc<payledger_app::executor::Executor>,
 }
 
 fn wire(pool: &PgPool, data_dir: &Path, needs_provider: bool) -> anyhow::Result<Wiring> {
@@ -104,12 +106,30 @@ fn wire(pool: &PgPool, data_dir: &Path, needs_provider: bool) -> anyhow::Result<
         .with_sales_switches(switches.clone()),
     );
     Ok(Wiring {
-        operations: Operations::new(executor, payments, switches.clone(), clock),
+        operations: Operations::new(executor.clone(), payments, switches.clone(), clock),
         switches,
+        executor,
     })
 }
 
-fn print_switches(out: &mut impl Write, switches: &KillSwitches) -> anyhow::Result<()> {
+/// Prints the switches, a payee suspension's sealed reason revealed (or `[erased]`).
+async fn print_switches(
+    out: &mut impl Write,
+    switches: &KillSwitches,
+    wiring: &Wiring,
+) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    write_switches(&mut text, switches)?;
+    let text = String::from_utf8(text)?;
+    let text = match wiring.executor.vault() {
+        Some(vault) => vault.reveal_text(&text).await?,
+        None => text,
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn write_switches(out: &mut impl Write, switches: &KillSwitches) -> anyhow::Result<()> {
     match &switches.payments_suspended {
         Some(s) => writeln!(out, "payments: SUSPENDED since {} ({})", s.at, s.reason)?,
         None => writeln!(out, "payments: on")?,
@@ -154,7 +174,7 @@ pub async fn run_switches(
     let mut out = std::io::stdout().lock();
     let (name, command) = match command {
         SwitchesCommand::Status => {
-            print_switches(&mut out, &wiring.switches.current().await?)?;
+            print_switches(&mut out, &wiring.switches.current().await?, &wiring).await?;
             return Ok(ExitCode::SUCCESS);
         }
         SwitchesCommand::SuspendPayments { reason } => (
@@ -186,7 +206,7 @@ pub async fn run_switches(
     if !flipped.changed {
         writeln!(out, "(already so; nothing recorded)")?;
     }
-    print_switches(&mut out, &flipped.switches)?;
+    print_switches(&mut out, &flipped.switches, &wiring).await?;
     Ok(ExitCode::SUCCESS)
 }
 

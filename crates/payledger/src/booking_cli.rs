@@ -10,14 +10,13 @@ use clap::Subcommand;
 use payledger_app::bookings::Bookings;
 use payledger_app::clock::{Clock, SystemClock};
 use payledger_app::context::RequestContext;
-use payledger_app::executor::Executor;
 use payledger_app::payments::{Payments, PaymentsConfig};
 use payledger_app::scenario_clock::ScenarioClock;
 use payledger_connector_toss::TossConfig;
 use payledger_domain::ids::{AdminId, OrderId};
-use payledger_store::{EventStore, WriterConfig};
 use sqlx::PgPool;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -58,7 +57,11 @@ async fn clock(pool: &PgPool) -> anyhow::Result<Arc<dyn Clock>> {
     Ok(Arc::new(SystemClock))
 }
 
-async fn bookings(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Bookings> {
+async fn bookings(
+    pool: &PgPool,
+    data_dir: &Path,
+    needs_provider: bool,
+) -> anyhow::Result<Bookings> {
     let config = match ProviderSettings::from_env() {
         ProviderSettings::EmbeddedSandbox if needs_provider => bail!(
             "this refunds through the provider that serve talks to: set PAYLEDGER_SANDBOX_URL or TOSS_SECRET_KEY"
@@ -72,10 +75,8 @@ async fn bookings(pool: &PgPool, needs_provider: bool) -> anyhow::Result<Booking
         } => TossConfig::new(base_url, secret_key),
     };
     let providers = crate::startup::registry_from(config, None)?;
-    let executor = Arc::new(Executor::new(EventStore::new(
-        pool.clone(),
-        WriterConfig::default(),
-    )));
+    // Seals the notes and reasons it records, as `serve` does (docs/events.md).
+    let executor = Arc::new(crate::privacy_cli::executor(pool, data_dir)?);
     let payments = Arc::new(Payments::with_providers(
         executor.clone(),
         Arc::new(providers),
@@ -90,7 +91,11 @@ fn admin_id(named: Option<String>) -> anyhow::Result<AdminId> {
     Ok(AdminId::parse(name)?)
 }
 
-pub async fn run(command: BookingsCommand, pool: &PgPool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    command: BookingsCommand,
+    pool: &PgPool,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
     let context = RequestContext::new(cli_actor(), None);
     let mut out = std::io::stdout().lock();
     match command {
@@ -116,7 +121,7 @@ pub async fn run(command: BookingsCommand, pool: &PgPool) -> anyhow::Result<Exit
             admin,
         } => {
             let order_id = OrderId::parse(order_id)?;
-            let confirmed = bookings(pool, false)
+            let confirmed = bookings(pool, data_dir, false)
                 .await?
                 .confirm(&order_id, Some(admin_id(admin)?), Some(notes), &context)
                 .await?;
@@ -135,7 +140,7 @@ pub async fn run(command: BookingsCommand, pool: &PgPool) -> anyhow::Result<Exit
             admin,
         } => {
             let order_id = OrderId::parse(order_id)?;
-            let cancellation = bookings(pool, true)
+            let cancellation = bookings(pool, data_dir, true)
                 .await?
                 .force_cancel(&order_id, admin_id(admin)?, reason, &context)
                 .await?;

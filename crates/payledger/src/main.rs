@@ -487,7 +487,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bookings { command } => {
             let database =
                 Database::open(database_url.as_deref(), migrate_url.as_deref(), &data_dir).await?;
-            payledger::booking_cli::run(command, &database.app_pool(2).await?).await
+            payledger::booking_cli::run(command, &database.app_pool(2).await?, &data_dir).await
         }
         Command::Ops { command } => {
             let database =

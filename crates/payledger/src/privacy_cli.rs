@@ -15,11 +15,15 @@ pub const MASTER_KEY_ENV: &str = "PAYLEDGER_PRIVACY_MASTER_KEY";
 
 #[derive(Subcommand)]
 pub enum PrivacyCommand {
-    /// Erase a customer's personal fields: destroy their keys and record `SubjectErased`
-    /// (idempotent; money, ids and the journal are untouched).
+    /// Erase a customer's or a payee's personal fields: destroy their keys and record
+    /// `SubjectErased` (idempotent; money, ids and the journal are untouched).
+    #[command(group(clap::ArgGroup::new("subject").required(true).args(["customer", "payee"])))]
     Erase {
         #[arg(long)]
-        customer: String,
+        customer: Option<String>,
+        /// A payee instead of a customer: its own fields (warnings, sales suspensions).
+        #[arg(long)]
+        payee: Option<String>,
         /// Why, recorded in the event (never personal data itself).
         #[arg(long)]
         reason: String,
@@ -83,16 +87,21 @@ pub async fn retention_pass(
         let Ok(customer_id) = payledger_domain::ids::CustomerId::parse(customer.clone()) else {
             continue;
         };
-        payledger_app::privacy::erase_customer(
+        payledger_app::privacy::erase_subject_unwaited(
             vault,
             &store,
-            &customer_id,
+            payledger_app::privacy::SubjectKind::Customer,
+            customer_id.as_str(),
             &reason,
             now(),
             &context,
         )
         .await?;
         erased.push(customer);
+    }
+    // Once for the whole pass: no process may still hold a key destroyed above.
+    if !erased.is_empty() {
+        vault.wait_out_key_caches().await;
     }
     Ok(erased)
 }
@@ -153,7 +162,30 @@ pub fn vault(pool: &PgPool, directory: &Path) -> anyhow::Result<Option<PrivacyVa
             .with_context(|| format!("{MASTER_KEY_ENV} must be 64 hex digits"))?,
         Err(_) => master_key_file(&directory.join(MASTER_KEY_FILE))?,
     };
-    Ok(Some(PrivacyVault::new(pool.clone(), &key)))
+    Ok(Some(
+        PrivacyVault::new(pool.clone(), &key).with_key_cache_ttl(key_cache_ttl_from_env()?),
+    ))
+}
+
+/// `PAYLEDGER_PRIVACY_KEY_CACHE_TTL_MS`: how long a process keeps an unwrapped subject key
+/// (0 to 2000; default 1000; 0 turns the cache off). An erasure always waits the longest
+/// allowed time before it answers, whatever this is set to.
+pub fn key_cache_ttl_from_env() -> anyhow::Result<std::time::Duration> {
+    use payledger_app::privacy::{DEFAULT_KEY_CACHE_TTL, MAX_KEY_CACHE_TTL};
+    match crate::settings::var("PAYLEDGER_PRIVACY_KEY_CACHE_TTL_MS") {
+        Ok(text) => text
+            .parse::<u64>()
+            .ok()
+            .map(std::time::Duration::from_millis)
+            .filter(|ttl| *ttl <= MAX_KEY_CACHE_TTL)
+            .with_context(|| {
+                format!(
+                    "PAYLEDGER_PRIVACY_KEY_CACHE_TTL_MS must be 0 to {}",
+                    MAX_KEY_CACHE_TTL.as_millis()
+                )
+            }),
+        Err(_) => Ok(DEFAULT_KEY_CACHE_TTL),
+    }
 }
 
 /// An executor that seals personal fields as `serve`'s does: every process that appends events
@@ -214,12 +246,34 @@ pub async fn run(
     data_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        PrivacyCommand::Erase { customer, reason } => {
-            let customer_id = payledger_domain::ids::CustomerId::parse(customer)
-                .map_err(|e| anyhow::anyhow!("--customer: {e}"))?;
+        PrivacyCommand::Erase {
+            customer,
+            payee,
+            reason,
+        } => {
+            use payledger_app::privacy::SubjectKind;
+            let (kind, id) = match (customer, payee) {
+                (Some(customer), None) => (
+                    SubjectKind::Customer,
+                    payledger_domain::ids::CustomerId::parse(customer)
+                        .map_err(|e| anyhow::anyhow!("--customer: {e}"))?
+                        .as_str()
+                        .to_string(),
+                ),
+                (None, Some(payee)) => (
+                    SubjectKind::Payee,
+                    payledger_domain::ids::PayeeId::parse(payee)
+                        .map_err(|e| anyhow::anyhow!("--payee: {e}"))?
+                        .as_str()
+                        .to_string(),
+                ),
+                _ => anyhow::bail!("give exactly one of --customer and --payee"),
+            };
             anyhow::ensure!(
-                !reason.trim().is_empty() && reason.chars().count() <= 200,
-                "--reason must be 1 to 200 characters"
+                !reason.trim().is_empty()
+                    && reason.chars().count() <= 200
+                    && !reason.chars().any(char::is_control),
+                "--reason must be 1 to 200 characters without control characters"
             );
             let vault = vault(pool, data_dir)?.context(
                 "PAYLEDGER_PRIVACY=off: personal fields are not sealed, nothing to erase",
@@ -228,19 +282,24 @@ pub async fn run(
                 pool.clone(),
                 payledger_store::WriterConfig::default(),
             );
-            let outcome = payledger_app::privacy::erase_customer(
+            let outcome = payledger_app::privacy::erase_subject(
                 &vault,
                 &store,
-                &customer_id,
+                kind,
+                &id,
                 &reason,
                 now(),
                 &payledger_app::context::RequestContext::new("admin:cli", None),
             )
             .await?;
+            let id_field = match kind {
+                SubjectKind::Customer => "customerId",
+                SubjectKind::Payee => "payeeId",
+            };
             println!(
                 "{}",
                 serde_json::json!({
-                    "customerId": customer_id.as_str(),
+                    id_field: id,
                     "erased": true,
                     "keysDestroyed": outcome.keys_destroyed,
                     "recorded": outcome.recorded,

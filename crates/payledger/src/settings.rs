@@ -311,6 +311,11 @@ pub const SETTINGS: &[Setting] = &[
         "3600",
         "how often the retention job runs",
     ),
+    setting(
+        "PAYLEDGER_PRIVACY_KEY_CACHE_TTL_MS",
+        "1000",
+        "how long a process keeps an unwrapped subject key (0 to 2000; 0: no cache)",
+    ),
     // The console.
     setting(
         "PAYLEDGER_CONSOLE_TIME_ZONE",

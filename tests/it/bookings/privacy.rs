@@ -182,6 +182,16 @@ async fn refund_reasons_claim_texts_and_evidence_are_sealed_revealed_and_erased_
         raw.matches("pl-sealed:v1:").count() >= PERSONAL.len(),
         "every text is a token"
     );
+    // The warning the decision gave the payee is the payee's own data: sealed under its key.
+    let warned: Vec<&Value> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["eventType"] == "PayeeWarned")
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", events.body);
+    let warning = warned[0]["payload"]["reason"].as_str().unwrap();
+    assert!(warning.starts_with("pl-sealed:v1:"), "{warning}");
 
     // Revealed for an authorised reader.
     let claim = app.get_as(&app.admin_key, "/v1/claims/clm-priv").await;
