@@ -258,7 +258,8 @@ pub async fn run(
                 writeln!(
                     out,
                     "{}  #{:<6} {:<28} {:<24} {}",
-                    e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+                    // The one format every route serves (six fraction digits, `Z`).
+                    payledger_store::recorded_at_format::format(&e.recorded_at),
                     e.global_position,
                     e.event_type,
                     e.actor.unwrap_or_default(),

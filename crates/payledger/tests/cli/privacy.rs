@@ -42,6 +42,15 @@ async fn privacy_erase_shreds_a_customer_s_order_names_once_and_the_timeline_sho
         payledger(dir.path(), Some(urls)).args(["timeline", "priv-0001"])
     ));
     assert!(before.contains("Secret check-up"), "{before}");
+    // Each line starts with `recordedAt` in the API's one format: six fraction digits and `Z`.
+    for line in before.lines() {
+        let at = line.split_whitespace().next().unwrap_or_default();
+        let parsed = chrono::DateTime::parse_from_rfc3339(at);
+        assert!(
+            parsed.is_ok() && at.len() == "2026-12-06T03:48:18.000000Z".len() && at.ends_with('Z'),
+            "{line}"
+        );
+    }
 
     let erase = |expected_destroyed: i64, expected_recorded: bool| {
         let output = run(payledger(dir.path(), Some(urls)).args([
