@@ -52,6 +52,7 @@ import ed25519_verify
 RECIPE_VERSION_LINE = "payledger-event-v1"
 LOG_DIGEST_VERSION_LINE = "payledger-log-v1"
 CHECKPOINT_VERSION_LINE = "payledger-checkpoint-v1"
+CHECKPOINT_V2_VERSION_LINE = "payledger-checkpoint-v2"
 GENESIS_HASH_HEX = "0" * 64
 # The API's own maximum page size (docs/api.md).
 MAX_PAGE_SIZE = 1000
@@ -262,21 +263,26 @@ CHECKPOINT_FIELDS = ("sequence", "globalPosition", "logDigest", "previousDigest"
 
 
 def checkpoint_signed_bytes(checkpoint):
-    return "\n".join([
-        CHECKPOINT_VERSION_LINE,
+    """Version 1, or version 2 when the checkpoint carries an eventsRoot (the Merkle root of
+    its events, docs/auditing.md "Inclusion proofs")."""
+    root = checkpoint.get("eventsRoot")
+    lines = [
+        CHECKPOINT_VERSION_LINE if root is None else CHECKPOINT_V2_VERSION_LINE,
         str(checkpoint["sequence"]),
         str(checkpoint["globalPosition"]),
         checkpoint["logDigest"],
-        checkpoint["previousDigest"],
-        checkpoint["sealedAt"],
-        checkpoint["publicKey"],
-    ]).encode("utf-8")
+    ]
+    if root is not None:
+        lines.append(root)
+    lines += [checkpoint["previousDigest"], checkpoint["sealedAt"], checkpoint["publicKey"]]
+    return "\n".join(lines).encode("utf-8")
 
 
 def checkpoint_problem(checkpoint, public_key_hex, previous):
     """None when the saved checkpoint holds on its own and follows `previous`, else why not."""
-    if not isinstance(checkpoint, dict) or set(checkpoint) != set(CHECKPOINT_FIELDS):
-        return "not a checkpoint (fields %s)" % ", ".join(CHECKPOINT_FIELDS)
+    if not isinstance(checkpoint, dict) or set(checkpoint) - {"eventsRoot"} != set(CHECKPOINT_FIELDS):
+        return "not a checkpoint (fields %s, and eventsRoot from version 2)" % ", ".join(
+            CHECKPOINT_FIELDS)
     for field in ("sequence", "globalPosition"):
         if not isinstance(checkpoint[field], int) or isinstance(checkpoint[field], bool):
             return "field %s is not an integer" % field

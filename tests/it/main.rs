@@ -4,6 +4,7 @@ mod access;
 mod alerts;
 mod architecture;
 mod audit_log;
+mod audit_proofs;
 mod bench;
 mod booking_confirmations;
 mod booking_schedule;

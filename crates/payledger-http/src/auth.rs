@@ -152,6 +152,11 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule("GET", "/v1/events", Access::Roles(AUDITOR_ADMIN)),
     rule("GET", "/v1/audit/checkpoints", Access::Roles(AUDITOR_ADMIN)),
+    rule(
+        "GET",
+        "/v1/audit/proofs/{position}",
+        Access::Roles(AUDITOR_ADMIN),
+    ),
     // Crypto-shredding (issue 20): erasure is an admin command, audited like the others.
     command(
         "POST",

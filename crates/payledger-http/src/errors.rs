@@ -131,6 +131,7 @@ error_codes! {
     TooManyReschedules => (CONFLICT, "E_TOO_MANY_RESCHEDULES", "The booking was moved the maximum number of times (3)."),
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
     DisputeOpen => (CONFLICT, "E_DISPUTE_OPEN", "The cardholder disputed this payment at the provider: refunds are refused until the dispute is decided (won: refunds are possible again; lost: the provider kept the disputed amount). The order's timeline shows the dispute."),
+    ProofUnavailable => (CONFLICT, "E_PROOF_UNAVAILABLE", "No inclusion proof for this position: no checkpoint covers it yet (retry after the next one), or the checkpoint that does is a version-1 one without an events root, or covers more than 1 000 000 events."),
 }
 
 /// An error answer.

@@ -120,6 +120,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/streams/{stream_id}", web::get().to(log::read_stream))
                 .route("/events", web::get().to(log::read_events))
                 .route("/audit/checkpoints", web::get().to(log::read_checkpoints))
+                .route("/audit/proofs/{position}", web::get().to(log::read_proof))
                 .route(
                     "/orders/{order_id}/cancel",
                     web::post().to(bookings::cancel),

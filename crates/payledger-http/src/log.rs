@@ -121,6 +121,45 @@ pub async fn read_checkpoints(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// `GET /v1/audit/proofs/{position}` (auditors, admins): the proof that the event at `position`
+/// is part of a signed checkpoint, without any other event: its leaf, its RFC 6962 audit path
+/// to the checkpoint's `eventsRoot`, and the checkpoint (docs/auditing.md, "Inclusion proofs";
+/// `docs/auditing/verify_proof.py` checks one).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proofs/{position}",
+    tag = "log",
+    params(("position" = i64, Path, description = "The event's global position")),
+    responses((status = 200, description = "The event's inclusion proof", body = Object))
+)]
+pub async fn read_proof(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let position: i64 =
+        path.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
+            ApiError::field("position", "position must be a global position >= 1")
+        })?;
+    let head = payledger_store::head_position(&state.read_pool).await?;
+    if position > head {
+        return Err(ApiError::new(
+            ErrorCode::PositionBeyondHead,
+            format!("position {position} is beyond the head of the log ({head})"),
+        )
+        .with("headPosition", head));
+    }
+    use payledger_store::checkpoint::ProofError;
+    match payledger_store::checkpoint::inclusion_proof(&state.read_pool, position).await {
+        Ok(proof) => Ok(HttpResponse::Ok().json(proof)),
+        Err(ProofError::Read(error)) => Err(error.into()),
+        Err(error @ ProofError::LogDiffers(_)) => Err(ApiError::internal(error)),
+        Err(error) => Err(ApiError::new(
+            ErrorCode::ProofUnavailable,
+            error.to_string(),
+        )),
+    }
+}
+
 /// The process is up.
 #[utoipa::path(
     get,

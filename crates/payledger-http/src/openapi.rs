@@ -76,6 +76,7 @@ fn error_code_ref() -> Ref {
         crate::log::read_checkpoints,
         crate::privacy::erase_customer,
         crate::privacy::erase_payee,
+        crate::log::read_proof,
         crate::webhooks::receive,
         crate::webhooks::inbound_dead_letters,
         crate::webhooks::replay_inbound,

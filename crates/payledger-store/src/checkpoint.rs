@@ -29,6 +29,21 @@
 //! ```
 //!
 //! and its `digest` is SHA-256 of the same bytes, so checkpoints form a chain of their own.
+//!
+//! **Version 2** (every checkpoint sealed since issue 20's Merkle proofs) adds one line after
+//! the log digest: the root of the Merkle tree over the events since the previous checkpoint
+//! ([`crate::merkle`]), so one event can be proven part of a signed checkpoint on its own:
+//!
+//! ```text
+//! payledger-checkpoint-v2
+//! <sequence>
+//! <global position>
+//! <log digest>
+//! <events root: Merkle root of the events in (previous position, position], 64 lowercase hex>
+//! <previous checkpoint's digest>
+//! <sealed at>
+//! <public key>
+//! ```
 //! `docs/auditing.md` repeats both recipes with a worked example.
 //!
 //! Sealing runs beside the log, never inside an append: it reads what is committed up to the
@@ -45,6 +60,10 @@ use std::fmt::Write as _;
 
 pub const LOG_DIGEST_VERSION_LINE: &str = "payledger-log-v1";
 pub const CHECKPOINT_VERSION_LINE: &str = "payledger-checkpoint-v1";
+/// Checkpoints that carry the Merkle root of their events.
+pub const CHECKPOINT_V2_VERSION_LINE: &str = "payledger-checkpoint-v2";
+/// The most events one inclusion proof reads (the events of one checkpoint's range).
+pub const MAX_PROOF_RANGE_EVENTS: i64 = 1_000_000;
 /// The log digest before the first event, and the "previous digest" of the first checkpoint.
 pub const GENESIS_DIGEST: [u8; 32] = [0; 32];
 
@@ -73,6 +92,9 @@ pub struct Checkpoint {
     pub global_position: i64,
     #[serde(with = "hex_array")]
     pub log_digest: [u8; 32],
+    /// Version 2: the Merkle root of the events since the previous checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_option")]
+    pub events_root: Option<[u8; 32]>,
     #[serde(with = "hex_array")]
     pub previous_digest: [u8; 32],
     #[serde(with = "recorded_at_format")]
@@ -92,6 +114,7 @@ impl Checkpoint {
             self.sequence,
             self.global_position,
             &self.log_digest,
+            self.events_root.as_ref(),
             &self.previous_digest,
             &self.sealed_at,
             &self.public_key,
@@ -120,12 +143,20 @@ fn signed_bytes(
     sequence: i64,
     global_position: i64,
     log_digest: &[u8; 32],
+    events_root: Option<&[u8; 32]>,
     previous_digest: &[u8; 32],
     sealed_at: &DateTime<Utc>,
     public_key: &[u8; 32],
 ) -> String {
+    let (version, root_line) = match events_root {
+        None => (CHECKPOINT_VERSION_LINE, String::new()),
+        Some(root) => (
+            CHECKPOINT_V2_VERSION_LINE,
+            format!("{}\n", hex::encode(root)),
+        ),
+    };
     format!(
-        "{CHECKPOINT_VERSION_LINE}\n{sequence}\n{global_position}\n{}\n{}\n{}\n{}",
+        "{version}\n{sequence}\n{global_position}\n{}\n{root_line}{}\n{}\n{}",
         hex::encode(log_digest),
         hex::encode(previous_digest),
         recorded_at_format::format(sealed_at),
@@ -164,12 +195,24 @@ impl CheckpointSigner {
         self.key.verifying_key()
     }
 
-    /// Builds and signs the checkpoint that follows `previous`.
+    /// Builds and signs the (version 1) checkpoint that follows `previous`.
     pub fn sign(
         &self,
         previous: Option<&Checkpoint>,
         global_position: i64,
         log_digest: [u8; 32],
+        sealed_at: DateTime<Utc>,
+    ) -> Checkpoint {
+        self.sign_with_root(previous, global_position, log_digest, None, sealed_at)
+    }
+
+    /// Builds and signs the checkpoint that follows `previous`; version 2 with an events root.
+    pub fn sign_with_root(
+        &self,
+        previous: Option<&Checkpoint>,
+        global_position: i64,
+        log_digest: [u8; 32],
+        events_root: Option<[u8; 32]>,
         sealed_at: DateTime<Utc>,
     ) -> Checkpoint {
         // The database keeps microseconds: sign what will be read back.
@@ -181,6 +224,7 @@ impl CheckpointSigner {
             sequence,
             global_position,
             &log_digest,
+            events_root.as_ref(),
             &previous_digest,
             &sealed_at,
             &public_key,
@@ -189,6 +233,7 @@ impl CheckpointSigner {
             sequence,
             global_position,
             log_digest,
+            events_root,
             previous_digest,
             sealed_at,
             public_key,
@@ -263,15 +308,15 @@ pub async fn seal(
         return Ok(None);
     }
     let start = previous.as_ref().map_or(GENESIS_DIGEST, |p| p.log_digest);
-    let digest = match fold_range(pool, from, head, start).await? {
-        Folded::Reached(digest) => digest,
+    let (digest, events_root) = match fold_range(pool, from, head, start).await? {
+        Folded::Reached(digest, events_root) => (digest, events_root),
         Folded::Gap(position) => return Err(SealError::Gap(position)),
     };
-    let checkpoint = signer.sign(previous.as_ref(), head, digest, sealed_at);
+    let checkpoint = signer.sign_with_root(previous.as_ref(), head, digest, events_root, sealed_at);
     let inserted = sqlx::query(
         "INSERT INTO audit_checkpoints (sequence, global_position, log_digest, previous_digest, \
-         sealed_at, public_key, signature, digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT DO NOTHING",
+         sealed_at, public_key, signature, digest, events_root) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(checkpoint.sequence)
     .bind(checkpoint.global_position)
@@ -281,6 +326,7 @@ pub async fn seal(
     .bind(&checkpoint.public_key[..])
     .bind(&checkpoint.signature[..])
     .bind(&checkpoint.digest[..])
+    .bind(checkpoint.events_root.map(|root| root.to_vec()))
     .execute(pool)
     .await?
     .rows_affected();
@@ -291,7 +337,8 @@ pub async fn seal(
 }
 
 enum Folded {
-    Reached([u8; 32]),
+    /// The log digest at the end, and the Merkle root of the range (`None` when empty).
+    Reached([u8; 32], Option<[u8; 32]>),
     /// The position that is missing.
     Gap(i64),
 }
@@ -304,6 +351,7 @@ async fn fold_range(
     start: [u8; 32],
 ) -> Result<Folded, ReadError> {
     let mut digest = start;
+    let mut tree = crate::merkle::RootBuilder::default();
     let mut after = from;
     while after < to {
         let page = read_log_index(pool, after, to).await?;
@@ -321,10 +369,16 @@ async fn fold_range(
                 entry.stream_version,
                 &entry.hash,
             );
+            tree.push(crate::merkle::leaf_hash(
+                entry.global_position,
+                &entry.stream_id,
+                entry.stream_version,
+                &entry.hash,
+            ));
             after = entry.global_position;
         }
     }
-    Ok(Folded::Reached(digest))
+    Ok(Folded::Reached(digest, tree.root()))
 }
 
 /// What the log digest reads of an event: position, stream, version, hash.
@@ -472,7 +526,7 @@ pub async fn verify_against(
         }
         let text = match fold_range(pool, at, checkpoint.global_position, digest).await? {
             Folded::Gap(position) => Some(format!("position {position} is missing from the log")),
-            Folded::Reached(live) if live != checkpoint.log_digest => Some(format!(
+            Folded::Reached(live, _) if live != checkpoint.log_digest => Some(format!(
                 "the live log's digest at {} is {}, the checkpoint says {}: an event after \
                  position {at} and up to {} was altered, removed, inserted or reordered",
                 checkpoint.global_position,
@@ -480,7 +534,15 @@ pub async fn verify_against(
                 hex::encode(checkpoint.log_digest),
                 checkpoint.global_position
             )),
-            Folded::Reached(live) => {
+            Folded::Reached(_, root)
+                if checkpoint.events_root.is_some() && root != checkpoint.events_root =>
+            {
+                Some(format!(
+                    "the live log's events root over ({at}, {}] differs from the checkpoint's",
+                    checkpoint.global_position
+                ))
+            }
+            Folded::Reached(live, _) => {
                 digest = live;
                 None
             }
@@ -509,7 +571,7 @@ pub async fn verify_against(
 }
 
 const CHECKPOINT_COLUMNS: &str = "sequence, global_position, log_digest, previous_digest, \
-    sealed_at, public_key, signature, digest";
+    sealed_at, public_key, signature, digest, events_root";
 
 fn decode_checkpoint(row: &PgRow) -> Result<Checkpoint, ReadError> {
     let sequence: i64 = row.try_get("sequence")?;
@@ -524,11 +586,146 @@ fn decode_checkpoint(row: &PgRow) -> Result<Checkpoint, ReadError> {
         sequence,
         global_position: row.try_get("global_position")?,
         log_digest: fixed(row, "log_digest", sequence)?,
+        events_root: match row.try_get::<Option<Vec<u8>>, _>("events_root")? {
+            None => None,
+            Some(bytes) => Some(bytes.try_into().map_err(|_| ReadError::Corrupt {
+                position: sequence,
+                reason: format!("checkpoint {sequence}: events_root is not 32 bytes"),
+            })?),
+        },
         previous_digest: fixed(row, "previous_digest", sequence)?,
         sealed_at: row.try_get("sealed_at")?,
         public_key: fixed(row, "public_key", sequence)?,
         signature: fixed(row, "signature", sequence)?,
         digest: fixed(row, "digest", sequence)?,
+    })
+}
+
+mod hex_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => s.serialize_str(&hex::encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(Some(out))
+    }
+}
+
+/// One event's proof of inclusion in a signed checkpoint (`GET /v1/audit/proofs/{position}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InclusionProof {
+    pub global_position: i64,
+    pub stream_id: String,
+    pub stream_version: i64,
+    /// The event's hash (hex), as in the raw log.
+    pub hash: String,
+    /// The event's index among the checkpoint's events (0 for the first after the previous
+    /// checkpoint's position) and how many events the checkpoint's tree holds.
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// Sibling hashes from the leaf up (hex), RFC 6962's audit path.
+    pub path: Vec<String>,
+    /// The signed checkpoint whose `eventsRoot` the path leads to.
+    pub checkpoint: Checkpoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("no checkpoint covers position {0} yet (sealed every few seconds; or `payledger audit checkpoint`)")]
+    NotSealed(i64),
+    #[error("position {0} is covered by a version-1 checkpoint, which has no events root")]
+    NoRoot(i64),
+    #[error("checkpoint {0} covers more than {MAX_PROOF_RANGE_EVENTS} events: no proof is built over it")]
+    RangeTooLarge(i64),
+    #[error("the live log's events under checkpoint {0} no longer match its events root")]
+    LogDiffers(i64),
+}
+
+/// The inclusion proof of the event at `global_position` in the first checkpoint that covers it.
+pub async fn inclusion_proof(
+    pool: &PgPool,
+    global_position: i64,
+) -> Result<InclusionProof, ProofError> {
+    let row = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE global_position >= $1 \
+         ORDER BY sequence LIMIT 1"
+    ))
+    .bind(global_position)
+    .fetch_optional(pool)
+    .await
+    .map_err(ReadError::from)?;
+    let checkpoint = match row.as_ref().map(decode_checkpoint).transpose()? {
+        Some(checkpoint) => checkpoint,
+        None => return Err(ProofError::NotSealed(global_position)),
+    };
+    let Some(events_root) = checkpoint.events_root else {
+        return Err(ProofError::NoRoot(global_position));
+    };
+    let from: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(global_position), 0) FROM audit_checkpoints WHERE sequence < $1",
+    )
+    .bind(checkpoint.sequence)
+    .fetch_one(pool)
+    .await
+    .map_err(ReadError::from)?;
+    if checkpoint.global_position - from > MAX_PROOF_RANGE_EVENTS {
+        return Err(ProofError::RangeTooLarge(checkpoint.sequence));
+    }
+    let mut leaves = Vec::with_capacity((checkpoint.global_position - from) as usize);
+    let mut proven = None;
+    let mut after = from;
+    while after < checkpoint.global_position {
+        let page = read_log_index(pool, after, checkpoint.global_position).await?;
+        if page.is_empty() {
+            return Err(ProofError::LogDiffers(checkpoint.sequence));
+        }
+        for entry in page {
+            if entry.global_position == global_position {
+                proven = Some((
+                    leaves.len(),
+                    entry.stream_id.clone(),
+                    entry.stream_version,
+                    entry.hash,
+                ));
+            }
+            leaves.push(crate::merkle::leaf_hash(
+                entry.global_position,
+                &entry.stream_id,
+                entry.stream_version,
+                &entry.hash,
+            ));
+            after = entry.global_position;
+        }
+    }
+    let Some((index, stream_id, stream_version, hash)) = proven else {
+        return Err(ProofError::LogDiffers(checkpoint.sequence));
+    };
+    if crate::merkle::root(&leaves) != Some(events_root) {
+        return Err(ProofError::LogDiffers(checkpoint.sequence));
+    }
+    Ok(InclusionProof {
+        global_position,
+        stream_id,
+        stream_version,
+        hash: hex::encode(hash),
+        leaf_index: index as u64,
+        tree_size: leaves.len() as u64,
+        path: crate::merkle::audit_path(&leaves, index)
+            .iter()
+            .map(hex::encode)
+            .collect(),
+        checkpoint,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod bulk;
 pub mod chain;
 pub mod checkpoint;
+pub mod merkle;
 pub mod recent;
 pub mod replicas;
 mod writer;

@@ -276,3 +276,67 @@ async fn checkpoints_are_immutable_and_the_app_role_cannot_change_them() {
         8
     );
 }
+
+#[tokio::test]
+async fn every_event_has_an_inclusion_proof_in_its_checkpoint_and_a_rewrite_breaks_it() {
+    use payledger_store::checkpoint::{inclusion_proof, ProofError};
+    use payledger_store::merkle::{leaf_hash, root_from_path};
+    let (db, saved) = sealed().await;
+    for checkpoint in &saved {
+        assert!(checkpoint.events_root.is_some(), "sealed as version 2");
+        assert!(checkpoint
+            .signed_bytes()
+            .starts_with("payledger-checkpoint-v2\n"));
+        assert_eq!(checkpoint.check(&key()), Ok(()));
+    }
+    for position in 1..=8 {
+        let proof = inclusion_proof(&db.app_pool, position).await.unwrap();
+        let checkpoint = &saved[if position <= 6 { 0 } else { 1 }];
+        assert_eq!(&proof.checkpoint, checkpoint, "position {position}");
+        let (index, size) = if position <= 6 {
+            (position - 1, 6)
+        } else {
+            (position - 7, 2)
+        };
+        assert_eq!(
+            (proof.leaf_index, proof.tree_size),
+            (index as u64, size as u64)
+        );
+        let hash: [u8; 32] = hex::decode(&proof.hash).unwrap().try_into().unwrap();
+        let path: Vec<[u8; 32]> = proof
+            .path
+            .iter()
+            .map(|p| hex::decode(p).unwrap().try_into().unwrap())
+            .collect();
+        let leaf = leaf_hash(position, &proof.stream_id, proof.stream_version, &hash);
+        assert_eq!(
+            root_from_path(proof.leaf_index, proof.tree_size, leaf, &path),
+            checkpoint.events_root,
+            "position {position}"
+        );
+        // The proof reveals no other event: only hashes of subtrees.
+        let json = serde_json::to_string(&proof).unwrap();
+        assert!(!json.contains("\"payload\""), "{json}");
+    }
+    assert!(matches!(
+        inclusion_proof(&db.app_pool, 9).await,
+        Err(ProofError::NotSealed(9))
+    ));
+
+    // A rewrite with the hash recomputed: the live events no longer give the signed root, so no
+    // proof is built from them, and the saved checkpoints say where.
+    rewrite_with_recomputed_hash(&db, 3, |payload, _| {
+        payload["amountMinor"] = json!(1);
+    })
+    .await;
+    assert!(matches!(
+        inclusion_proof(&db.app_pool, 3).await,
+        Err(ProofError::LogDiffers(1))
+    ));
+    let problem = verify_against(&db.app_pool, &saved, &key())
+        .await
+        .unwrap()
+        .first_problem
+        .unwrap();
+    assert_eq!(problem.sequence, 1);
+}
