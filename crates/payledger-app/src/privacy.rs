@@ -854,6 +854,42 @@ mod tests {
     }
 
     #[test]
+    fn the_key_cache_expires_is_bounded_and_never_forgets_an_erasure() {
+        let key = Zeroizing::new([9u8; 32]);
+        let cache = KeyCache::new(Duration::from_millis(50));
+        let now = Instant::now();
+        cache.put_live("customer:a", 2, &key, now);
+        assert_eq!(cache.live("customer:a").map(|(g, _)| g), Some(2));
+        assert!(matches!(cache.key_of("customer:a", 2), Some(Some(_))));
+        // An older generation than the live one is destroyed; a newer one is not known here.
+        assert!(matches!(cache.key_of("customer:a", 1), Some(None)));
+        assert!(cache.key_of("customer:a", 3).is_none());
+        // Timed from the read: a read long ago is not kept at all.
+        cache.put_live(
+            "customer:b",
+            1,
+            &key,
+            now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+        );
+        assert!(cache.live("customer:b").is_none());
+        // A destroyed key is remembered and drops the live entry it ends.
+        cache.put_erased("customer:a", 2);
+        assert!(cache.live("customer:a").is_none());
+        assert!(matches!(cache.key_of("customer:a", 2), Some(None)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(cache.key_of("customer:a", 2), Some(None)));
+        // Bounded: never more than the maximum of subjects.
+        for n in 0..MAX_CACHED_SUBJECT_KEYS + 10 {
+            cache.put_live(&format!("customer:{n}"), 1, &key, Instant::now());
+        }
+        assert!(cache.lock().live.len() <= MAX_CACHED_SUBJECT_KEYS);
+        // Off: nothing is kept.
+        let off = KeyCache::new(Duration::ZERO);
+        off.put_live("customer:a", 1, &key, Instant::now());
+        assert!(off.live("customer:a").is_none() && off.key_of("customer:a", 1).is_none());
+    }
+
+    #[test]
     fn revealed_text_in_a_page_cannot_become_markup() {
         assert_eq!(
             escape_html(r#"<script>alert('x')</script> & "q""#),
