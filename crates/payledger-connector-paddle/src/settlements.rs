@@ -57,6 +57,8 @@ struct WireTransaction {
     id: String,
     status: String,
     billed_at: Option<String>,
+    #[serde(default)]
+    subscription_id: Option<String>,
     custom_data: Option<serde_json::Value>,
     details: WireDetails,
 }
@@ -185,6 +187,9 @@ impl PaddleSettlements {
             paid_out_on,
             payout_id: Some(payout.id.clone()),
             method: None,
+            // A subscription's payment (its first period or a renewal Paddle billed) is matched
+            // to the subscription's charge, not to an order.
+            subscription_id: txn.subscription_id.filter(|id| !id.is_empty()),
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;

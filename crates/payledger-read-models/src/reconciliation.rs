@@ -54,8 +54,10 @@ async fn apply_one(
     let db = |e: sqlx::Error| ProjectionError::Database(e);
     match decoded {
         ReconciliationEvent::SettlementLineMatched(_)
-        | ReconciliationEvent::SettlementLineUnmatched(_) => {
+        | ReconciliationEvent::SettlementLineUnmatched(_)
+        | ReconciliationEvent::SubscriptionChargeSettled(_) => {
             let (line, order_id, matched) = match decoded {
+                ReconciliationEvent::SubscriptionChargeSettled(s) => (s.line, None, true),
                 ReconciliationEvent::SettlementLineMatched(m) => {
                     (m.line, Some(m.order_id.to_string()), true)
                 }
