@@ -252,6 +252,9 @@ pub(crate) struct PaddleStore {
     pending: Vec<PendingEvent>,
     max_records: usize,
     clock: Option<crate::SandboxClock>,
+    /// Planted settlement faults by transaction id (`crate::settlements`), shared with the
+    /// Toss and Stripe desk and kept across a reset of the store (the desk clears them).
+    settlement_faults: crate::settlements::SharedFaults,
 }
 
 fn iso(at: DateTime<Utc>) -> String {
@@ -323,13 +326,43 @@ impl PaddleStore {
             pending: Vec::new(),
             max_records,
             clock,
+            settlement_faults: Default::default(),
         };
         store.seed_catalogue();
         store
     }
 
+    pub(crate) fn with_settlement_faults(
+        mut self,
+        faults: crate::settlements::SharedFaults,
+    ) -> PaddleStore {
+        self.settlement_faults = faults;
+        self
+    }
+
     pub(crate) fn reset(&mut self) {
-        *self = PaddleStore::new(self.max_records, self.clock.clone());
+        let faults = self.settlement_faults.clone();
+        *self =
+            PaddleStore::new(self.max_records, self.clock.clone()).with_settlement_faults(faults);
+    }
+
+    /// A transaction as Paddle answers it: its `payout_totals` as a planted settlement fault
+    /// makes them (more fee, less earnings).
+    fn answer(&self, txn: &Transaction) -> Value {
+        let mut value = json!(txn);
+        let fault = crate::settlements::fault_in(&self.settlement_faults, &txn.id);
+        if fault.extra_fee_minor == 0 && fault.short_minor == 0 {
+            return value;
+        }
+        let totals = &mut value["details"]["payout_totals"];
+        let read = |v: &Value| v.as_str().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+        let fee = read(&totals["fee"]) + fault.extra_fee_minor;
+        let earnings = read(&totals["earnings"]) - fault.extra_fee_minor - fault.short_minor;
+        if totals.is_object() {
+            totals["fee"] = json!(fee.to_string());
+            totals["earnings"] = json!(earnings.to_string());
+        }
+        value
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -556,7 +589,7 @@ impl PaddleStore {
 
     pub(crate) fn get_transaction(&self, id: &str) -> PaddleReply {
         match self.transactions.get(id) {
-            Some(txn) => PaddleReply::ok(json!(txn)),
+            Some(txn) => PaddleReply::ok(self.answer(txn)),
             None => PaddleReply::not_found("transaction", id),
         }
     }
@@ -580,7 +613,7 @@ impl PaddleStore {
                 )
             })
             .filter(|t| listed("customer_id", t.customer_id.as_deref().unwrap_or("")))
-            .map(|t| json!(t))
+            .map(|t| self.answer(t))
             .collect();
         PaddleReply::ok(Value::Array(data))
     }
@@ -620,14 +653,19 @@ impl PaddleStore {
             else {
                 continue;
             };
-            let paid_on =
-                billed.with_timezone(&Utc).date_naive() + chrono::Days::new(PAYOUT_DELAY_DAYS);
+            let fault = crate::settlements::fault_in(&self.settlement_faults, &txn.id);
+            if fault.missing {
+                continue;
+            }
+            let late_days = u64::from(fault.late_days.min(crate::settlements::MAX_LATE_DAYS));
+            let paid_on = billed.with_timezone(&Utc).date_naive()
+                + chrono::Days::new(PAYOUT_DELAY_DAYS + late_days);
             let paid_at = paid_on.and_time(chrono::NaiveTime::MIN).and_utc();
             if paid_at > now || from.is_some_and(|f| paid_at < f) || to.is_some_and(|t| paid_at > t)
             {
                 continue;
             }
-            let earnings = txn.details["payout_totals"]["earnings"]
+            let earnings = self.answer(txn)["details"]["payout_totals"]["earnings"]
                 .as_str()
                 .and_then(|e| e.parse::<i64>().ok())
                 .unwrap_or(0);
