@@ -8,7 +8,13 @@
 //! what a Paddle order is confirmed with), its order `custom_data.orderId`, its amount
 //! `payout_totals.total − tax` (the price the ledger captured; the tax is never the
 //! platform's), its fee `payout_totals.fee`, its payout `earnings`, sold on `billed_at`'s day,
-//! paid out on the payout's `paid_at` day.
+//! paid out on the payout's `paid_at` day, and its `subscription_id` when the transaction billed
+//! a subscription (its first period or a renewal: matched to the subscription's charge).
+//!
+//! Known gap: Paddle Billing has no payouts list endpoint; `GET /payouts` is the sandbox's. Real
+//! Paddle pays out monthly and itemises payouts in its payout reconciliation report
+//! (`POST /reports` `type: payout_reconciliation`, CSV); docs/operations.md, "Provider
+//! settlements", says what reading it would take.
 
 use crate::wire::parse_amount;
 use crate::PaddleApiKey;
