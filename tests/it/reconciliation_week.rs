@@ -1,6 +1,6 @@
 //! Issue 18's "Done means", end to end over HTTP on the sandbox and the scenario clock: a week
 //! of Toss, Stripe and Paddle payments and refunds (with a Paddle-billed subscription's first
-//! payment and its renewal) → each provider's settlement report imported, twice, with one
+//! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
 //! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
 //! (short, late, missing, unexpected fee, unknown payment, unsettled capture) flagged exactly
 //! once, on the right order's timeline → an admin resolves each with an audited note (accepted
@@ -285,6 +285,29 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     toss_paid(&app, "week-toss-2", 30_000).await;
     stripe_paid(&app, "week-stripe-1", 10_000).await;
     stripe_paid(&app, "week-stripe-2", 5_000).await;
+    // A membership payledger bills on a Toss billing key, charged at its start.
+    let (status, key) = json_of(
+        app.post(
+            "/v1/billing-keys",
+            &json!({"customerId": "cust_member", "authKey": "bln_week_1"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let (status, started) = json_of(
+        app.post(
+            "/v1/subscriptions",
+            &json!({"subscriptionId": "sub_week_toss", "customerId": "cust_member",
+                    "planId": "standard", "amount": 9900, "currency": "KRW",
+                    "interval": "month", "billingKeyId": key["billingKeyId"],
+                    "orderName": "Standard membership"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["paidCycles"], 1, "{started}");
     let paddle_clean = paddle_paid(&app, "week-paddle-clean").await;
     let paddle_short = paddle_paid(&app, "week-paddle-short").await;
     let paddle_late = paddle_paid(&app, "week-paddle-late").await;
@@ -345,10 +368,11 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The next Monday: every payout of the week has come (the late one too).
     set_clock(&app, monday() + Duration::days(7)).await;
     let first = import_all(&app).await;
-    // Toss: 2 payments + 1 refund + the stranger; Stripe: 2 charges + 1 refund; Paddle: the
-    // subscription's 2 payments + 4 orders (the missing one is never paid out).
-    assert_eq!(total(&first, "lines"), 4 + 3 + 6, "{first:?}");
-    assert_eq!(total(&first, "matched"), 3 + 3 + 6, "{first:?}");
+    // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
+    // 2 charges + 1 refund; Paddle: the subscription's 2 payments + 4 orders (the missing one is
+    // never paid out). Every subscription payment is matched to its subscription.
+    assert_eq!(total(&first, "lines"), 5 + 3 + 6, "{first:?}");
+    assert_eq!(total(&first, "matched"), 4 + 3 + 6, "{first:?}");
     assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
     let expected_flags: std::collections::BTreeMap<String, i64> = [
         ("fee_mismatch", 1),
@@ -364,7 +388,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The same reports again: one effect.
     let recorded = reconciliation_events(&app).await;
     let again = import_all(&app).await;
-    assert_eq!(total(&again, "alreadyImported"), 13, "{again:?}");
+    assert_eq!(total(&again, "alreadyImported"), 14, "{again:?}");
     assert_eq!(total(&again, "matched"), 0, "{again:?}");
     assert!(flags(&again).is_empty(), "{again:?}");
     assert_eq!(reconciliation_events(&app).await, recorded);
@@ -392,6 +416,12 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(
         balance(&books, "provider_clearing", "USD"),
         40 + 1_000,
+        "{books}"
+    );
+    // Toss kept 3.2 % + 10 % VAT of each payment and gave it back on the refund's amount.
+    assert_eq!(
+        balance(&books, "provider_fees", "KRW"),
+        (1_600 + 160) + (960 + 96) + (316 + 31) - (640 + 64),
         "{books}"
     );
     // Paddle kept 5 % + 50 of each payment (its fee on the subscription's two periods posted
