@@ -900,11 +900,22 @@ impl ReconciliationRecord {
                             | ReconciliationEvent::SubscriptionChargeSettled(_)
                     )
                 });
+                // A line recorded before the importer read Paddle's `subscription_id` is the
+                // same line (it matched nothing then: it may match its subscription now).
+                let same = |known: &SettlementLine| {
+                    *known == line
+                        || (known.subscription_id.is_none()
+                            && *known
+                                == SettlementLine {
+                                    subscription_id: None,
+                                    ..line.clone()
+                                })
+                };
                 match &self.line {
                     None => Ok(judged),
                     // Unmatched before, matched now (the payment was recorded since, e.g. as an
                     // outside payment): the line posts now, with the flags not raised before.
-                    Some(known) if *known == line && !self.matched && matches_now => Ok(judged
+                    Some(known) if same(known) && !self.matched && matches_now => Ok(judged
                         .into_iter()
                         .filter(|e| match e {
                             ReconciliationEvent::ReconciliationFlagged(f) => {
@@ -913,7 +924,7 @@ impl ReconciliationRecord {
                             _ => true,
                         })
                         .collect()),
-                    Some(known) if *known == line => Ok(vec![]),
+                    Some(known) if same(known) => Ok(vec![]),
                     // Flagged once; a third version changes nothing more.
                     Some(_) if self.flags.contains_key(&FlagKind::LineChanged) => Ok(vec![]),
                     Some(known) => Ok(vec![ReconciliationEvent::ReconciliationFlagged(

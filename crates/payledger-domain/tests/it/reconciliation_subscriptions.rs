@@ -261,3 +261,25 @@ fn a_subscription_line_imported_twice_is_recorded_once() {
         })
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn a_subscription_line_recorded_unknown_before_the_importer_read_its_subscription_matches_on_reimport(
+) {
+    // Recorded by an importer that did not read `subscription_id`: no order, unknown.
+    let mut old = paddle_line();
+    old.subscription_id = None;
+    let before = judge_line(&old, None, None, &FeeSchedule::PADDLE_DEFAULT, t0());
+    assert_eq!(flags(&before), vec![FlagKind::UnknownPayment]);
+    let history = history(Some("paddle"), 99);
+    let line = paddle_line();
+    let judged = judge(&line, &history);
+    // The same line, now naming its subscription: matched and posted once, not `line_changed`.
+    cqrs_es::test::TestFramework::<ReconciliationRecord>::with(())
+        .given(before)
+        .when(ReconciliationCommand::Import {
+            line,
+            judged: judged.clone(),
+            at: t0(),
+        })
+        .then_expect_events(judged);
+}
