@@ -490,6 +490,28 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{fee}"
     );
 
+    // The report: Paddle's days hold the subscription's two payments and the four orders paid.
+    let (status, report) = json_of(
+        app.get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?provider=paddle&from=2026-09-05&to=2026-10-14",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let days = report["days"].as_array().unwrap();
+    let sum = |field: &str| -> i64 { days.iter().map(|d| d[field].as_i64().unwrap()).sum() };
+    assert_eq!(sum("lines"), 6, "{report}");
+    assert_eq!(sum("unmatchedLines"), 0, "{report}");
+    assert_eq!(sum("settledMinor"), 2 * 990 + 4 * 1_000, "{report}");
+    assert_eq!(
+        sum("payoutsMinor"),
+        2 * 891 + 900 + 860 + 900 + 875,
+        "{report}"
+    );
+    assert_eq!(sum("discrepancies"), 3, "{report}");
+
     // An admin resolves each with a note: the shortfall and the missing payment written off,
     // the late payout and the fee accepted, the stranger claimed from Toss.
     for exception in &open {
