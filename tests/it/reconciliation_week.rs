@@ -2,8 +2,10 @@
 //! of Toss, Stripe and Paddle payments and refunds (with a Paddle-billed subscription's first
 //! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
 //! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
-//! (short, late, missing, unexpected fee, unknown payment, unsettled capture) flagged exactly
-//! once, on the right order's timeline → an admin resolves each with an audited note (accepted
+//! flagged exactly once: short payout and unexpected fee on the right order's timeline, the
+//! unknown payment on its line, and Paddle's missing and late payment as its payouts' differences
+//! (`payout_mismatch`: Paddle's API states its payouts and each transaction's earnings, not
+//! which payout paid which transaction) → an admin resolves each with an audited note (accepted
 //! difference, write-off, claim against the provider) → the trial balance balances, the
 //! clearing account is empty and the log and the journal verify.
 
@@ -369,14 +371,16 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     set_clock(&app, monday() + Duration::days(7)).await;
     let first = import_all(&app).await;
     // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
-    // 2 charges + 1 refund; Paddle: the subscription's 2 payments + 4 orders (the missing one is
-    // never paid out). Every subscription payment is matched to its subscription.
-    assert_eq!(total(&first, "lines"), 5 + 3 + 6, "{first:?}");
-    assert_eq!(total(&first, "matched"), 4 + 3 + 6, "{first:?}");
+    // 2 charges + 1 refund; Paddle: the subscription's 2 payments + the 5 orders billed in the
+    // balances its payouts closed (Paddle does not say which payout paid which transaction, so
+    // the missing and the late one are lines of Monday's payout, which is short of them).
+    // Every subscription payment is matched to its subscription.
+    assert_eq!(total(&first, "lines"), 5 + 3 + 7, "{first:?}");
+    assert_eq!(total(&first, "matched"), 4 + 3 + 7, "{first:?}");
     assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
     let expected_flags: std::collections::BTreeMap<String, i64> = [
         ("fee_mismatch", 1),
-        ("late_payout", 1),
+        ("payout_mismatch", 2),
         ("short_payout", 1),
         ("unknown_payment", 1),
     ]
@@ -388,14 +392,15 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The same reports again: one effect.
     let recorded = reconciliation_events(&app).await;
     let again = import_all(&app).await;
-    assert_eq!(total(&again, "alreadyImported"), 14, "{again:?}");
+    assert_eq!(total(&again, "alreadyImported"), 15, "{again:?}");
     assert_eq!(total(&again, "matched"), 0, "{again:?}");
     assert!(flags(&again).is_empty(), "{again:?}");
     assert_eq!(reconciliation_events(&app).await, recorded);
 
-    // Captures not settled past the delay: the missing Paddle payment, once.
+    // Captures not settled past the delay: none (Paddle's missing payment is a line of the
+    // payout of its balance; the payout's shortfall is the flag).
     let now = monday() + Duration::days(7);
-    for (provider, expected) in [("toss", 0), ("stripe", 0), ("paddle", 1), ("paddle", 0)] {
+    for (provider, expected) in [("toss", 0), ("stripe", 0), ("paddle", 0)] {
         let (status, checked) = json_of(
             app.post_as(
                 &app.admin_key,
@@ -409,15 +414,12 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         assert_eq!(checked["flagged"], expected, "{provider}: {checked}");
     }
 
-    // Clearing: every matched payment closed; what is left is exactly what the providers still
-    // owe — the short payout's 40 and the missing payment's 1 000 (USD); nothing in KRW.
+    // Clearing: every matched payment closed; what is left is exactly what Paddle itemised
+    // short — the short payout's 40 (USD); nothing in KRW. (The missing and the late payment's
+    // earnings are the payouts' differences: money the bank did not receive, flagged.)
     let books = trial_balance(&app).await;
     assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
-    assert_eq!(
-        balance(&books, "provider_clearing", "USD"),
-        40 + 1_000,
-        "{books}"
-    );
+    assert_eq!(balance(&books, "provider_clearing", "USD"), 40, "{books}");
     // Toss kept 3.2 % + 10 % VAT of each payment and gave it back on the refund's amount.
     assert_eq!(
         balance(&books, "provider_fees", "KRW"),
@@ -428,7 +430,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // once, when they were charged), plus the planted 25; Stripe 2.9 % + 30 of each charge.
     assert_eq!(
         balance(&books, "provider_fees", "USD"),
-        2 * 99 + 4 * 100 + 25 + (320 + 175),
+        2 * 99 + 5 * 100 + 25 + (320 + 175),
         "{books}"
     );
 
@@ -454,10 +456,10 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     found.sort();
     let expected: Vec<(String, String, String)> = [
         ("fee_mismatch", "paddle", "week-paddle-fee"),
-        ("late_payout", "paddle", "week-paddle-late"),
+        ("payout_mismatch", "paddle", "-"),
+        ("payout_mismatch", "paddle", "-"),
         ("short_payout", "paddle", "week-paddle-short"),
         ("unknown_payment", "toss", "-"),
-        ("unsettled_capture", "paddle", "week-paddle-missing"),
     ]
     .iter()
     .map(|(k, p, o)| (k.to_string(), p.to_string(), o.to_string()))
@@ -483,6 +485,20 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         (Some(900), Some(860)),
         "{short}"
     );
+    // Monday's payout: the earnings of the renewal and the 5 orders as itemised (891 + 900 +
+    // 860 + 900 + 875 + 900), paid without the late and the missing one's 900 each; the late one
+    // came 3 days later in a payout of its own, whose balance held no transaction.
+    let mut payouts: Vec<(Option<i64>, Option<i64>)> = open
+        .iter()
+        .filter(|e| e["kind"] == "payout_mismatch")
+        .map(|e| (e["expectedMinor"].as_i64(), e["actualMinor"].as_i64()))
+        .collect();
+    payouts.sort();
+    assert_eq!(
+        payouts,
+        vec![(Some(0), Some(900)), (Some(5_326), Some(3_526))],
+        "{open:?}"
+    );
     let fee = open.iter().find(|e| e["kind"] == "fee_mismatch").unwrap();
     assert_eq!(
         (fee["expectedMinor"].as_i64(), fee["actualMinor"].as_i64()),
@@ -490,7 +506,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{fee}"
     );
 
-    // The report: Paddle's days hold the subscription's two payments and the four orders paid.
+    // The report: Paddle's days hold the subscription's two payments and the five orders.
     let (status, report) = json_of(
         app.get_as(
             &app.auditor_key,
@@ -502,18 +518,19 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(status, 200, "{report}");
     let days = report["days"].as_array().unwrap();
     let sum = |field: &str| -> i64 { days.iter().map(|d| d[field].as_i64().unwrap()).sum() };
-    assert_eq!(sum("lines"), 6, "{report}");
+    assert_eq!(sum("lines"), 7, "{report}");
     assert_eq!(sum("unmatchedLines"), 0, "{report}");
-    assert_eq!(sum("settledMinor"), 2 * 990 + 4 * 1_000, "{report}");
+    assert_eq!(sum("settledMinor"), 2 * 990 + 5 * 1_000, "{report}");
     assert_eq!(
         sum("payoutsMinor"),
-        2 * 891 + 900 + 860 + 900 + 875,
+        2 * 891 + 900 + 860 + 900 + 875 + 900,
         "{report}"
     );
-    assert_eq!(sum("discrepancies"), 3, "{report}");
+    // The day counts its lines' flags (short, fee); the payouts' are in the exceptions.
+    assert_eq!(sum("discrepancies"), 2, "{report}");
 
-    // An admin resolves each with a note: the shortfall and the missing payment written off,
-    // the late payout and the fee accepted, the stranger claimed from Toss.
+    // An admin resolves each with a note: the shortfall written off, the fee accepted, the
+    // payouts' differences and the stranger claimed from the providers.
     for exception in &open {
         let resolution = match exception["kind"].as_str().unwrap() {
             "short_payout" | "unsettled_capture" => "write_off",
@@ -557,7 +574,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(balance(&books, "provider_clearing", "USD"), 0, "{books}");
     assert_eq!(
         balance(&books, "reconciliation_write_offs", "USD"),
-        40 + 1_000,
+        40,
         "{books}"
     );
 
