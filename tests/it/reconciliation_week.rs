@@ -362,6 +362,34 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         },
     );
 
+    // Before any settlement: Paddle owes the orders' captures and the membership's two periods
+    // less the fee Paddle kept (posted when they were charged); Toss the billing-key charge too.
+    app.wait_for_projections().await;
+    let (status, owed) = json_of(
+        app.get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?provider=paddle&from=2026-09-05&to=2026-10-14",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{owed}");
+    let aged = |report: &Value, provider: &str, currency: &str| -> i64 {
+        report["agedClearing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["provider"] == provider && a["currency"] == currency)
+            .map(|a| a["totalMinor"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(aged(&owed, "paddle", "USD"), 5 * 1_000 + 2 * 891, "{owed}");
+    assert_eq!(
+        aged(&owed, "toss", "KRW"),
+        50_000 + 30_000 + 9_900,
+        "{owed}"
+    );
+
     // Tuesday: refunds on Toss and Stripe.
     set_clock(&app, monday() + Duration::days(1)).await;
     refund(&app, "week-toss-1", 20_000).await;
