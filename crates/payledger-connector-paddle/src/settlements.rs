@@ -439,3 +439,74 @@ impl SettlementSource for PaddleSettlements {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, at: &str, id: &str, status: &str, amount: &str) -> WireEvent {
+        serde_json::from_value(serde_json::json!({
+            "event_id": "evt_01", "event_type": event_type, "occurred_at": at,
+            "data": {"id": id, "status": status, "amount": amount, "currency_code": "USD",
+                     "remittance_reference": "ref-1"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_payout_is_its_created_and_paid_events_with_the_latest_amount() {
+        let payouts = payouts_of(vec![
+            event(
+                "payout.created",
+                "2026-10-01T00:00:00Z",
+                "po_1",
+                "unpaid",
+                "1800",
+            ),
+            event(
+                "payout.paid",
+                "2026-10-02T00:00:00.000000Z",
+                "po_1",
+                "paid",
+                "1800",
+            ),
+            event(
+                "payout.created",
+                "2026-11-01T00:00:00Z",
+                "po_2",
+                "unpaid",
+                "900",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(payouts.len(), 2);
+        assert_eq!(payouts[0].amount_minor, 1800);
+        assert_eq!(payouts[0].currency, Currency::parse("USD").unwrap());
+        assert_eq!(
+            payouts[0].paid_at.map(|t| t.date_naive()),
+            NaiveDate::from_ymd_opt(2026, 10, 2)
+        );
+        assert!(payouts[0].created_at.is_some());
+        assert_eq!(payouts[1].paid_at, None, "po_2 is not paid yet");
+    }
+
+    #[test]
+    fn an_event_whose_status_is_not_its_type_is_refused() {
+        let refused = payouts_of(vec![event(
+            "payout.paid",
+            "2026-10-02T00:00:00Z",
+            "po_1",
+            "unpaid",
+            "1800",
+        )]);
+        assert!(matches!(refused, Err(SettlementError::Malformed(_))));
+        let bad_amount = payouts_of(vec![event(
+            "payout.created",
+            "2026-10-01T00:00:00Z",
+            "po_1",
+            "unpaid",
+            "18.00",
+        )]);
+        assert!(matches!(bad_amount, Err(SettlementError::Malformed(_))));
+    }
+}
