@@ -42,3 +42,26 @@ CREATE TABLE IF NOT EXISTS reconciliation_flags (
     PRIMARY KEY (stream_id, kind)
 );
 CREATE INDEX IF NOT EXISTS reconciliation_flags_open ON reconciliation_flags (flagged_position) WHERE resolved_at IS NULL;
+
+-- The subscription charges a provider owes the platform for, for the aged `provider_clearing`
+-- balance: each paid period (`ChargeSucceeded`) by payment key, less what the provider took back
+-- (`ProviderChargeReversed`); its settlement line is in reconciliation_lines (order_id NULL).
+-- `billed_by` is the provider of a provider-billed subscription (Paddle); NULL when payledger
+-- charges the subscription's billing key (its provider is the billing key's).
+CREATE TABLE IF NOT EXISTS reconciliation_subscriptions (
+    subscription_id text PRIMARY KEY,
+    billing_key_id  text NOT NULL,
+    billed_by       text
+);
+CREATE TABLE IF NOT EXISTS reconciliation_subscription_charges (
+    subscription_id    text        NOT NULL,
+    payment_key        text        NOT NULL,
+    currency           text        NOT NULL,
+    charged_minor      bigint      NOT NULL,
+    recorded_fee_minor bigint      NOT NULL,
+    reversed_minor     bigint      NOT NULL,
+    charged_at         timestamptz NOT NULL,
+    global_position    bigint      NOT NULL,
+    PRIMARY KEY (subscription_id, payment_key)
+);
+CREATE INDEX IF NOT EXISTS reconciliation_lines_by_payment_key ON reconciliation_lines (payment_key) WHERE matched AND order_id IS NULL;

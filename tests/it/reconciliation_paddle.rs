@@ -1,6 +1,7 @@
 //! Paddle's payouts reconciled (issue 18), over HTTP with the sandbox: Paddle orders paid in
-//! Paddle's checkout, the payout that pays them two days later imported through the Paddle
-//! connector's settlement source, each transaction matched to its order with Paddle's
+//! Paddle's checkout, the payout that pays them two days later (Paddle's `payout.created` and
+//! `payout.paid` events, and the transactions of the balance it closed) imported through the
+//! Paddle connector's settlement source, each transaction matched to its order with Paddle's
 //! merchant-of-record fee as agreed, `provider_clearing` closed and the books balanced.
 
 use chrono::{Days, Duration, Utc};
@@ -106,6 +107,59 @@ async fn paddle_payouts_net_of_its_fee_close_clearing_per_transaction() {
     )
     .await;
     assert_eq!(again["alreadyImported"], 2, "{again}");
+
+    // What the connector read: Paddle's payout events (there is no payouts endpoint), the
+    // payout created the day after billing and paid the day after that, for both earnings.
+    let events: Value = app
+        .client
+        .get(format!(
+            "{}/events?event_type=payout.created,payout.paid&per_page=1",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        events["data"][0]["event_type"], "payout.created",
+        "{events}"
+    );
+    assert_eq!(events["data"][0]["data"]["status"], "unpaid", "{events}");
+    assert_eq!(events["data"][0]["data"]["amount"], "1800", "{events}");
+    assert_eq!(events["meta"]["pagination"]["has_more"], true, "{events}");
+    let next = events["meta"]["pagination"]["next"].as_str().unwrap();
+    let paid: Value = app
+        .client
+        .get(next)
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["data"][0]["event_type"], "payout.paid", "{paid}");
+    assert_eq!(paid["data"][0]["data"]["status"], "paid", "{paid}");
+    assert_eq!(
+        paid["data"][0]["data"]["id"], events["data"][0]["data"]["id"],
+        "{paid}"
+    );
+    assert!(paid["data"][0]["data"]["remittance_reference"].is_string());
+    let invented = app
+        .client
+        .get(format!("{}/payouts", app.sandbox.paddle_base_url()))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        invented.status().as_u16(),
+        404,
+        "Paddle has no payouts endpoint"
+    );
 
     app.wait_for_projections().await;
     let books: Value = app

@@ -9,13 +9,15 @@ use crate::context::RequestContext;
 use crate::executor::{AggregateCache, ExecuteError, Executor, StoreFailure};
 use crate::payments::{PaymentError, Payments};
 use chrono::{DateTime, Utc};
+use payledger_domain::billing::SubscriptionId;
 use payledger_domain::ids::OrderId;
 use payledger_domain::reconciliation::{
-    judge_line, line_stream, unsettled_stream, FeeSchedule, FeeSchedules, FlagKind,
-    ReconciliationCommand, ReconciliationError, ReconciliationEvent, ReconciliationFlagged,
-    ReconciliationRecord, Resolution,
+    judge_line, judge_subscription_line, line_stream, unsettled_stream, FeeSchedule, FeeSchedules,
+    FlagKind, ReconciliationCommand, ReconciliationError, ReconciliationEvent,
+    ReconciliationFlagged, ReconciliationRecord, Resolution, SettlementLine,
 };
 use payledger_domain::streams::StreamKind;
+use payledger_domain::subscription::{Subscription, SubscriptionError};
 use payledger_gateway::settlements::{SettlementError, SettlementPeriod, SettlementSource};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,6 +91,27 @@ pub struct ImportSummary {
     pub last_position: i64,
 }
 
+/// The subscription a line settles a charge of: the provider's `subscription_id` (Paddle), or
+/// the order id payledger gives a billing-key charge (`sub-{subscription id}-c{cycle}`, Toss).
+fn subscription_of(line: &SettlementLine) -> Option<SubscriptionId> {
+    if let Some(id) = line.subscription_id.as_deref() {
+        return SubscriptionId::parse(id).ok();
+    }
+    let rest = line.order_id.as_deref()?.strip_prefix("sub-")?;
+    let (id, cycle) = rest.rsplit_once("-c")?;
+    cycle.parse::<u32>().ok()?;
+    SubscriptionId::parse(id).ok()
+}
+
+fn subscription_load_failure(error: ExecuteError<SubscriptionError>) -> ReconcileError {
+    match error.into_domain() {
+        Ok(domain) => ReconcileError::Internal(domain.to_string()),
+        Err(StoreFailure::Unavailable(e)) => ReconcileError::Unavailable(e),
+        Err(StoreFailure::Contention) => ReconcileError::Contention,
+        Err(StoreFailure::Internal(e)) => ReconcileError::Internal(e),
+    }
+}
+
 /// A capture with no settlement line yet, as the read model found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsettledCapture {
@@ -104,6 +127,7 @@ pub struct Reconciliation {
     payments: Arc<Payments>,
     providers: HashMap<String, ReconciledProvider>,
     records: AggregateCache<ReconciliationRecord>,
+    subscriptions: AggregateCache<Subscription>,
     clock: Arc<dyn Clock>,
     observer: Option<FlagObserver>,
 }
@@ -123,6 +147,7 @@ impl Reconciliation {
                 .map(|p| (p.source.provider().to_string(), p))
                 .collect(),
             records: AggregateCache::new(1_000),
+            subscriptions: AggregateCache::new(1_000),
             clock,
             observer: None,
         }
@@ -205,23 +230,47 @@ impl Reconciliation {
                 ..line
             };
             let stream = line_stream(provider, &line.line_id);
-            let order_id = line
-                .order_id
-                .as_deref()
-                .and_then(|id| OrderId::parse(id).ok());
-            let order = match &order_id {
-                Some(id) => self.payments.load_order(id).await?,
-                None => None,
-            };
-            let known_order = order.as_ref().and(order_id.clone());
             let at = self.clock.now();
-            let judged = judge_line(
-                &line,
-                known_order.as_ref(),
-                order.as_ref().map(|o| &o.state),
-                reconciled.schedules.for_method(line.method.as_deref()),
-                at,
-            );
+            let schedule = reconciled.schedules.for_method(line.method.as_deref());
+            let judged = match subscription_of(&line) {
+                // A subscription's charge (Paddle's renewal or first payment, a Toss billing
+                // charge): matched to the subscription, not to an order.
+                Some(subscription_id) => {
+                    let (version, subscription) = self
+                        .executor
+                        .load(
+                            &self.subscriptions,
+                            &payledger_domain::subscription::stream_id(&subscription_id),
+                        )
+                        .await
+                        .map_err(subscription_load_failure)?;
+                    judge_subscription_line(
+                        &line,
+                        &subscription_id,
+                        (version > 0).then_some(&subscription),
+                        schedule,
+                        at,
+                    )
+                }
+                None => {
+                    let order_id = line
+                        .order_id
+                        .as_deref()
+                        .and_then(|id| OrderId::parse(id).ok());
+                    let order = match &order_id {
+                        Some(id) => self.payments.load_order(id).await?,
+                        None => None,
+                    };
+                    let known_order = order.as_ref().and(order_id.clone());
+                    judge_line(
+                        &line,
+                        known_order.as_ref(),
+                        order.as_ref().map(|o| &o.state),
+                        schedule,
+                        at,
+                    )
+                }
+            };
             let executed = self
                 .executor
                 .execute(
@@ -236,7 +285,8 @@ impl Reconciliation {
             }
             for event in &executed.events {
                 match event {
-                    ReconciliationEvent::SettlementLineMatched(_) => summary.matched += 1,
+                    ReconciliationEvent::SettlementLineMatched(_)
+                    | ReconciliationEvent::SubscriptionChargeSettled(_) => summary.matched += 1,
                     ReconciliationEvent::SettlementLineUnmatched(_) => summary.unmatched += 1,
                     ReconciliationEvent::ReconciliationFlagged(flag) => {
                         *summary
@@ -336,5 +386,49 @@ impl Reconciliation {
         if let Some(observer) = &self.observer {
             observer(kind, provider);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payledger_domain::money::Currency;
+    use payledger_domain::reconciliation::SettlementLineKind;
+
+    fn line(order_id: Option<&str>, subscription_id: Option<&str>) -> SettlementLine {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        SettlementLine {
+            provider: "toss".into(),
+            line_id: "tx_1".into(),
+            kind: SettlementLineKind::Payment,
+            payment_key: "pk_1".into(),
+            order_id: order_id.map(str::to_owned),
+            amount_minor: 990,
+            fee_minor: 0,
+            vat_minor: 0,
+            payout_minor: 990,
+            currency: Currency::KRW,
+            sold_on: day,
+            paid_out_on: day,
+            payout_id: None,
+            method: None,
+            subscription_id: subscription_id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_line_names_a_subscription_by_the_providers_id_or_a_billing_charges_order_id() {
+        let named = |order: Option<&str>, sub: Option<&str>| {
+            subscription_of(&line(order, sub)).map(|s| s.to_string())
+        };
+        assert_eq!(named(None, Some("sub_01")), Some("sub_01".into()));
+        assert_eq!(
+            named(Some("sub-sub_01-c12"), None),
+            Some("sub_01".into()),
+            "Toss's orderId of a billing-key charge"
+        );
+        assert_eq!(named(Some("order-1"), None), None);
+        assert_eq!(named(Some("sub-sub_01-cx"), None), None);
+        assert_eq!(named(Some("sub-sub_01"), None), None);
     }
 }

@@ -1,14 +1,33 @@
 //! What Paddle paid the platform, as a [`SettlementSource`]. Paddle is the merchant of record:
 //! it collects the customer's total, remits the tax and keeps its fee, and pays the merchant
-//! the rest (`details.payout_totals.earnings` of each transaction). The payouts of a period
-//! (`GET /payouts?paid_at[GTE]&paid_at[LTE]`, each naming the `transaction_ids` it pays; the
-//! sandbox's `/paddle` serves it) are read, then their transactions
-//! (`GET /transactions?id=…`, Paddle Billing's shape, at most [`IDS_PER_REQUEST`] ids a call).
-//! One [`SettlementLine`] per transaction: its id and payment are the transaction id (`txn_…`,
-//! what a Paddle order is confirmed with), its order `custom_data.orderId`, its amount
-//! `payout_totals.total − tax` (the price the ledger captured; the tax is never the
-//! platform's), its fee `payout_totals.fee`, its payout `earnings`, sold on `billed_at`'s day,
-//! paid out on the payout's `paid_at` day.
+//! the rest (`details.payout_totals.earnings` of each transaction) in payouts.
+//!
+//! Paddle Billing has no payouts endpoint. What its API states, and what is read:
+//! - **Payouts**: the `payout.created` (status `unpaid`) and `payout.paid` (status `paid`)
+//!   events — `id`, `status`, `amount`, `currency_code`, `remittance_reference` — read from
+//!   Paddle's event log (`GET /events?event_type=payout.created,payout.paid`, cursor pages via
+//!   `meta.pagination.next`), the same facts Paddle notifies, signed, to the destination. A
+//!   payout's `payout.created` moment closes the balance it pays.
+//! - **Per-transaction money**: the completed transactions billed in that balance period —
+//!   from the previous `payout.created` of the same currency to this one's —
+//!   (`GET /transactions?status=completed&billed_at[GTE]=…&billed_at[LT]=…&per_page=200`,
+//!   cursor pages), each with `details.payout_totals` (`subtotal`, `tax`, `total`, `fee`,
+//!   `earnings`, `currency_code`, strings of minor units).
+//!
+//! One [`SettlementLine`] per transaction of a payout paid within the period: its id and
+//! payment are the transaction id (`txn_…`, what a Paddle order is confirmed with), its order
+//! `custom_data.orderId`, its amount `payout_totals.total − tax` (the price the ledger captured;
+//! the tax is never the platform's), its fee `payout_totals.fee`, its payout `earnings`, sold on
+//! `billed_at`'s day, paid out on the day of the payout's `payout.paid`, and its
+//! `subscription_id` when the transaction billed a subscription. Each payout's stated `amount`
+//! is a [`PayoutTotal`]: when it is not the sum of its transactions' `earnings` the ledger flags
+//! `payout_mismatch` (a short payout at the payout's level).
+//!
+//! What this does not read: which payout paid which transaction. Paddle states that only in its
+//! payout reconciliation report (`POST /reports` `type: payout_reconciliation`, CSV), whose
+//! columns payledger could not confirm from a published source (docs/operations.md, "Provider
+//! settlements"). So a transaction Paddle leaves out of its payout, or pays in a later one, is
+//! seen as the payout's difference, not on the order.
 
 use crate::wire::parse_amount;
 use crate::PaddleApiKey;
@@ -16,21 +35,25 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use payledger_domain::money::Currency;
 use payledger_gateway::settlements::{
-    SettlementError, SettlementLine, SettlementLineKind, SettlementPeriod, SettlementSource,
-    MAX_IMPORT_DAYS, MAX_LINES_PER_IMPORT,
+    PayoutTotal, SettlementError, SettlementLine, SettlementLineKind, SettlementPeriod,
+    SettlementReport, SettlementSource, MAX_IMPORT_DAYS, MAX_LINES_PER_IMPORT,
 };
 use serde::Deserialize;
 use std::time::Duration;
 
 const TIMEOUT_MS: u64 = 30_000;
-/// Transaction ids asked for in one `GET /transactions?id=` (Paddle's page size).
-pub const IDS_PER_REQUEST: usize = 50;
+/// Paddle's largest page.
+pub const PER_PAGE: usize = 200;
+/// Most pages one listing reads (of events or of one payout's transactions).
+const MAX_PAGES: usize = 250;
 /// Most payouts one import reads.
 const MAX_PAYOUTS: usize = 1_000;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const MAX_REASON_CHARS: usize = 300;
+/// The payout events, as Paddle names them.
+const PAYOUT_EVENTS: &str = "payout.created,payout.paid";
 
-/// Paddle payouts over HTTP.
+/// Paddle payouts and transactions over HTTP.
 pub struct PaddleSettlements {
     base_url: String,
     authorization: String,
@@ -39,24 +62,54 @@ pub struct PaddleSettlements {
 }
 
 #[derive(Deserialize)]
-struct Data<T> {
+struct Page<T> {
     data: Vec<T>,
+    #[serde(default)]
+    meta: Option<PageMeta>,
+}
+
+#[derive(Deserialize)]
+struct PageMeta {
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    next: Option<String>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    event_type: String,
+    occurred_at: String,
+    data: WirePayout,
 }
 
 #[derive(Deserialize)]
 struct WirePayout {
     id: String,
     status: String,
-    paid_at: String,
-    #[serde(default)]
-    transaction_ids: Vec<String>,
+    amount: String,
+    currency_code: String,
 }
 
+/// One payout as its events state it.
+struct Payout {
+    id: String,
+    currency: Currency,
+    amount_minor: i64,
+    created_at: Option<DateTime<Utc>>,
+    paid_at: Option<DateTime<Utc>>,
+}
 #[derive(Deserialize)]
 struct WireTransaction {
     id: String,
     status: String,
     billed_at: Option<String>,
+    #[serde(default)]
+    subscription_id: Option<String>,
     custom_data: Option<serde_json::Value>,
     details: WireDetails,
 }
@@ -79,10 +132,78 @@ fn clip(text: &str) -> String {
     text.chars().take(MAX_REASON_CHARS).collect()
 }
 
-fn day_of(text: &str, what: &str) -> Result<NaiveDate, SettlementError> {
+fn time_of(text: &str, what: &str) -> Result<DateTime<Utc>, SettlementError> {
     DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc).date_naive())
+        .map(|t| t.with_timezone(&Utc))
         .map_err(|_| SettlementError::Malformed(format!("{what} {}", clip(text))))
+}
+
+fn day_of(text: &str, what: &str) -> Result<NaiveDate, SettlementError> {
+    time_of(text, what).map(|t| t.date_naive())
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Reads the payouts from Paddle's payout events, in the order Paddle logged them: the latest
+/// event of a payout states its amount; `payout.created` gives the moment its balance closed,
+/// `payout.paid` the moment it was paid.
+fn payouts_of(events: Vec<WireEvent>) -> Result<Vec<Payout>, SettlementError> {
+    let mut payouts: Vec<Payout> = Vec::new();
+    for event in events {
+        let at = time_of(&event.occurred_at, "occurred_at")?;
+        let payout = event.data;
+        let amount_minor = parse_amount(&payout.amount, "payout amount")
+            .map_err(|e| SettlementError::Malformed(clip(&e.0)))?;
+        let currency =
+            Currency::parse(&payout.currency_code.to_ascii_uppercase()).map_err(|_| {
+                SettlementError::Malformed(format!("currency {}", clip(&payout.currency_code)))
+            })?;
+        let expected_status = match event.event_type.as_str() {
+            "payout.created" => "unpaid",
+            "payout.paid" => "paid",
+            _ => continue,
+        };
+        if payout.status != expected_status {
+            return Err(SettlementError::Malformed(format!(
+                "{} of payout {} says status {}",
+                clip(&event.event_type),
+                clip(&payout.id),
+                clip(&payout.status)
+            )));
+        }
+        let index = match payouts.iter().position(|p| p.id == payout.id) {
+            Some(index) => index,
+            None => {
+                if payouts.len() >= MAX_PAYOUTS {
+                    return Err(SettlementError::TooManyLines);
+                }
+                payouts.push(Payout {
+                    id: payout.id.clone(),
+                    currency,
+                    amount_minor,
+                    created_at: None,
+                    paid_at: None,
+                });
+                payouts.len() - 1
+            }
+        };
+        let known = &mut payouts[index];
+        if known.currency != currency {
+            return Err(SettlementError::Malformed(format!(
+                "payout {} changed its currency",
+                clip(&payout.id)
+            )));
+        }
+        known.amount_minor = amount_minor;
+        if expected_status == "unpaid" {
+            known.created_at = Some(at);
+        } else {
+            known.paid_at = Some(at);
+        }
+    }
+    Ok(payouts)
 }
 
 impl PaddleSettlements {
@@ -103,18 +224,54 @@ impl PaddleSettlements {
         })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
+    /// Every item of a Paddle list, following `meta.pagination.next` (which must stay on the
+    /// configured base URL: the API key is sent only there).
+    async fn list_all<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<T, SettlementError> {
+        most_items: usize,
+    ) -> Result<Vec<T>, SettlementError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base_url))
+            .map_err(|e| SettlementError::Unavailable(clip(&e.to_string())))?;
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut items = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page: Page<T> = self.get(url.as_str()).await?;
+            let fetched = page.data.len();
+            items.extend(page.data);
+            if items.len() > most_items {
+                return Err(SettlementError::TooManyLines);
+            }
+            let pagination = page.meta.and_then(|m| m.pagination);
+            let Some(next) = pagination
+                .filter(|p| p.has_more && fetched > 0)
+                .and_then(|p| p.next)
+            else {
+                return Ok(items);
+            };
+            if !next.starts_with(&format!("{}/", self.base_url))
+                && !next.starts_with(&format!("{}?", self.base_url))
+            {
+                return Err(SettlementError::Malformed(format!(
+                    "Paddle's next page is elsewhere: {}",
+                    clip(&next)
+                )));
+            }
+            url = reqwest::Url::parse(&next)
+                .map_err(|_| SettlementError::Malformed(format!("next page {}", clip(&next))))?;
+        }
+        Err(SettlementError::TooManyLines)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, SettlementError> {
         let unavailable =
             |e: reqwest::Error| SettlementError::Unavailable(clip(&e.without_url().to_string()));
         let response = self
             .http
-            .get(format!("{}{path}", self.base_url))
+            .get(url)
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .query(query)
             .send()
             .await
             .map_err(unavailable)?;
@@ -136,7 +293,7 @@ impl PaddleSettlements {
     fn line(
         &self,
         txn: WireTransaction,
-        payout: &WirePayout,
+        payout: &Payout,
         paid_out_on: NaiveDate,
     ) -> Result<SettlementLine, SettlementError> {
         let malformed = |e: crate::wire::UnreadableAnswer| SettlementError::Malformed(clip(&e.0));
@@ -185,6 +342,9 @@ impl PaddleSettlements {
             paid_out_on,
             payout_id: Some(payout.id.clone()),
             method: None,
+            // A subscription's payment (its first period or a renewal Paddle billed) is matched
+            // to the subscription's charge, not to an order.
+            subscription_id: txn.subscription_id.filter(|id| !id.is_empty()),
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;
@@ -202,52 +362,151 @@ impl SettlementSource for PaddleSettlements {
         &self,
         period: SettlementPeriod,
     ) -> Result<Vec<SettlementLine>, SettlementError> {
+        Ok(self.settlement_report(period).await?.lines)
+    }
+
+    /// The payouts paid within `period` (their `payout.paid` day) and the transactions of the
+    /// balance each closed.
+    async fn settlement_report(
+        &self,
+        period: SettlementPeriod,
+    ) -> Result<SettlementReport, SettlementError> {
         if period.from > period.to || (period.to - period.from).num_days() >= MAX_IMPORT_DAYS {
             return Err(SettlementError::Malformed(format!(
                 "a period is 1 to {MAX_IMPORT_DAYS} days"
             )));
         }
-        let from = period.from.and_time(chrono::NaiveTime::MIN).and_utc();
-        let to = period
-            .to
-            .and_hms_opt(23, 59, 59)
-            .unwrap_or_default()
-            .and_utc();
-        let rfc3339 = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let payouts: Data<WirePayout> = self
-            .get(
-                "/payouts",
+        let events: Vec<WireEvent> = self
+            .list_all(
+                "/events",
                 &[
-                    ("paid_at[GTE]", rfc3339(from)),
-                    ("paid_at[LTE]", rfc3339(to)),
+                    ("event_type", PAYOUT_EVENTS.to_owned()),
+                    ("per_page", PER_PAGE.to_string()),
                 ],
+                MAX_PAYOUTS * 2,
             )
             .await?;
-        if payouts.data.len() > MAX_PAYOUTS {
-            return Err(SettlementError::TooManyLines);
-        }
-        let mut lines = Vec::new();
-        for payout in payouts.data.iter().filter(|p| p.status == "paid") {
-            let paid_out_on = day_of(&payout.paid_at, "paid_at")?;
-            if payout.transaction_ids.len() > MAX_LINES_PER_IMPORT.saturating_sub(lines.len()) {
-                return Err(SettlementError::TooManyLines);
+        let payouts = payouts_of(events)?;
+        let mut report = SettlementReport::default();
+        for payout in &payouts {
+            let Some(paid_at) = payout.paid_at else {
+                continue;
+            };
+            let paid_out_on = paid_at.date_naive();
+            if paid_out_on < period.from || paid_out_on > period.to {
+                continue;
             }
-            for ids in payout.transaction_ids.chunks(IDS_PER_REQUEST) {
-                let found: Data<WireTransaction> =
-                    self.get("/transactions", &[("id", ids.join(","))]).await?;
-                if found.data.len() != ids.len() {
-                    return Err(SettlementError::Malformed(format!(
-                        "payout {} names {} transactions, Paddle returned {}",
-                        clip(&payout.id),
-                        ids.len(),
-                        found.data.len()
-                    )));
-                }
-                for txn in found.data {
-                    lines.push(self.line(txn, payout, paid_out_on)?);
+            let closed_at = payout.created_at.ok_or_else(|| {
+                SettlementError::Malformed(format!(
+                    "payout {} was paid with no payout.created in Paddle's event log",
+                    clip(&payout.id)
+                ))
+            })?;
+            // The balance this payout closed began where the same currency's last one closed.
+            let opened_at = payouts
+                .iter()
+                .filter(|p| p.currency == payout.currency)
+                .filter_map(|p| p.created_at)
+                .filter(|at| *at < closed_at)
+                .max();
+            let mut query = vec![
+                ("status", "completed".to_owned()),
+                ("billed_at[LT]", rfc3339(closed_at)),
+                ("per_page", PER_PAGE.to_string()),
+            ];
+            if let Some(opened_at) = opened_at {
+                query.push(("billed_at[GTE]", rfc3339(opened_at)));
+            }
+            let left = MAX_LINES_PER_IMPORT.saturating_sub(report.lines.len());
+            let transactions: Vec<WireTransaction> =
+                self.list_all("/transactions", &query, left).await?;
+            for txn in transactions {
+                let in_currency =
+                    txn.details.payout_totals.as_ref().is_some_and(|t| {
+                        t.currency_code.eq_ignore_ascii_case(payout.currency.code())
+                    });
+                if in_currency {
+                    report.lines.push(self.line(txn, payout, paid_out_on)?);
                 }
             }
+            report.payouts.push(PayoutTotal {
+                payout_id: payout.id.clone(),
+                currency: payout.currency,
+                amount_minor: payout.amount_minor,
+                paid_out_on,
+            });
         }
-        Ok(lines)
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, at: &str, id: &str, status: &str, amount: &str) -> WireEvent {
+        serde_json::from_value(serde_json::json!({
+            "event_id": "evt_01", "event_type": event_type, "occurred_at": at,
+            "data": {"id": id, "status": status, "amount": amount, "currency_code": "USD",
+                     "remittance_reference": "ref-1"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_payout_is_its_created_and_paid_events_with_the_latest_amount() {
+        let payouts = payouts_of(vec![
+            event(
+                "payout.created",
+                "2026-10-01T00:00:00Z",
+                "po_1",
+                "unpaid",
+                "1800",
+            ),
+            event(
+                "payout.paid",
+                "2026-10-02T00:00:00.000000Z",
+                "po_1",
+                "paid",
+                "1800",
+            ),
+            event(
+                "payout.created",
+                "2026-11-01T00:00:00Z",
+                "po_2",
+                "unpaid",
+                "900",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(payouts.len(), 2);
+        assert_eq!(payouts[0].amount_minor, 1800);
+        assert_eq!(payouts[0].currency, Currency::parse("USD").unwrap());
+        assert_eq!(
+            payouts[0].paid_at.map(|t| t.date_naive()),
+            NaiveDate::from_ymd_opt(2026, 10, 2)
+        );
+        assert!(payouts[0].created_at.is_some());
+        assert_eq!(payouts[1].paid_at, None, "po_2 is not paid yet");
+    }
+
+    #[test]
+    fn an_event_whose_status_is_not_its_type_is_refused() {
+        let refused = payouts_of(vec![event(
+            "payout.paid",
+            "2026-10-02T00:00:00Z",
+            "po_1",
+            "unpaid",
+            "1800",
+        )]);
+        assert!(matches!(refused, Err(SettlementError::Malformed(_))));
+        let bad_amount = payouts_of(vec![event(
+            "payout.created",
+            "2026-10-01T00:00:00Z",
+            "po_1",
+            "unpaid",
+            "18.00",
+        )]);
+        assert!(matches!(bad_amount, Err(SettlementError::Malformed(_))));
     }
 }

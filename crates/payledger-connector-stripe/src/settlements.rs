@@ -151,6 +151,7 @@ impl StripeSettlements {
             // Stripe's fee depends on the card's country and the charge's method, which a
             // balance transaction does not carry; the default schedule applies.
             method: None,
+            subscription_id: None,
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;

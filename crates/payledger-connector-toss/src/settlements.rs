@@ -116,6 +116,7 @@ impl TossSettlements {
             method: wire
                 .method
                 .filter(|m| !m.is_empty() && m.chars().count() <= 40),
+            subscription_id: None,
         };
         line.validate()
             .map_err(|e| SettlementError::Malformed(e.to_string()))?;

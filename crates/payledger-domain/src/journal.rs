@@ -27,6 +27,7 @@
 //! | `SettlementLineMatched`, a dispute withdrawal | provider_clearing | bank | −payout (amount + dispute fee: the fee was expensed by `DisputeLost`/`DisputeWon`) |
 //! | `SettlementLineMatched`, a dispute reinstatement | bank | provider_clearing | payout |
 //! | `ReconciliationResolved`, `write_off` | reconciliation_write_offs | provider_clearing | written off |
+//! | `SubscriptionChargeSettled` (a provider-billed subscription payment's line) | bank (payout) + provider_fees (fee − the fee its `ChargeSucceeded` posted) | provider_clearing | payout + that fee difference |
 //!
 //! So `provider_clearing` is the money the provider holds for the platform (captured, not yet
 //! settled: it closes when the provider's settlement line is imported), `bank` the platform's
@@ -443,6 +444,9 @@ pub fn post_reconciliation_event(event: &ReconciliationEvent) -> Vec<JournalEntr
         .into_iter()
         .collect();
     }
+    if let ReconciliationEvent::SubscriptionChargeSettled(settled) = event {
+        return subscription_settlement(settled).into_iter().collect();
+    }
     let ReconciliationEvent::SettlementLineMatched(matched) = event else {
         return vec![];
     };
@@ -481,6 +485,45 @@ pub fn post_reconciliation_event(event: &ReconciliationEvent) -> Vec<JournalEntr
     JournalEntry::new(line.currency, "provider settlement", postings)
         .into_iter()
         .collect()
+}
+
+/// A provider-billed subscription payment's settlement: its `ChargeSucceeded` left
+/// amount − recorded fee in `provider_clearing` (the fee went to `provider_fees` then), so the
+/// line moves its payout to `bank` and only a fee different from the recorded one to
+/// `provider_fees`; what the provider paid short stays in clearing, as for an order.
+fn subscription_settlement(
+    settled: &crate::reconciliation::SubscriptionChargeSettled,
+) -> Option<JournalEntry> {
+    let line = &settled.line;
+    let fee = line.fee_minor.checked_sub(settled.recorded_fee_minor)?;
+    let cleared = line.payout_minor.checked_add(fee)?;
+    let postings: Vec<Posting> = [
+        (Account::Bank, line.payout_minor),
+        (Account::ProviderFees, fee),
+        (Account::ProviderClearing, -cleared),
+    ]
+    .into_iter()
+    .filter(|(_, amount)| *amount != 0)
+    .map(|(account, amount)| Posting {
+        account,
+        side: if amount > 0 {
+            Side::Debit
+        } else {
+            Side::Credit
+        },
+        amount_minor: amount.abs(),
+        payee_id: None,
+    })
+    .collect();
+    if postings.is_empty() {
+        return None;
+    }
+    JournalEntry::new(
+        line.currency,
+        "provider settlement of a subscription charge",
+        postings,
+    )
+    .ok()
 }
 
 /// Debit and credit totals per account and currency.

@@ -14,9 +14,11 @@
 //! nothing — unless it matched nothing before and matches a ledger payment now (recorded since),
 //! when it is matched and posted then. A line that comes back different is flagged (`line_changed`), never overwritten.
 
+use crate::billing::SubscriptionId;
 use crate::ids::{OrderId, PayeeId};
 use crate::money::Currency;
 use crate::order::{Order, RefundStatus};
+use crate::subscription::Subscription;
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -229,6 +231,11 @@ pub struct SettlementLine {
     /// which picks the fee schedule; `None` when the report does not say.
     #[serde(default)]
     pub method: Option<String>,
+    /// The provider's subscription the payment billed, when the provider bills it (Paddle's
+    /// `subscription_id`, which is also the ledger's subscription id): the line is then matched
+    /// to the subscription's charge, not to an order. Absent from the payload when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -381,6 +388,20 @@ pub struct SettlementLineUnmatched {
     pub at: DateTime<Utc>,
 }
 
+/// A line matched to a subscription charge a provider billed (a Paddle subscription's first
+/// payment or renewal): it posts to the journal like a matched order line, except that the fee
+/// the charge recorded (`ChargeSucceeded.providerFeeMinor`, already in `provider_fees`) is not
+/// posted again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionChargeSettled {
+    pub line: SettlementLine,
+    pub subscription_id: SubscriptionId,
+    /// The provider's fee the subscription's charge recorded for this payment.
+    pub recorded_fee_minor: i64,
+    pub at: DateTime<Utc>,
+}
+
 /// A difference between the provider's word and the ledger's, open until resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -427,6 +448,7 @@ pub enum ReconciliationEvent {
     SettlementLineUnmatched(SettlementLineUnmatched),
     ReconciliationFlagged(ReconciliationFlagged),
     ReconciliationResolved(ReconciliationResolved),
+    SubscriptionChargeSettled(SubscriptionChargeSettled),
 }
 
 impl ReconciliationEvent {
@@ -437,6 +459,7 @@ impl ReconciliationEvent {
             ReconciliationEvent::SettlementLineUnmatched(e) => e.order_id.as_ref(),
             ReconciliationEvent::ReconciliationFlagged(e) => e.order_id.as_ref(),
             ReconciliationEvent::ReconciliationResolved(e) => e.order_id.as_ref(),
+            ReconciliationEvent::SubscriptionChargeSettled(_) => None,
         }
     }
 
@@ -469,6 +492,17 @@ impl ReconciliationEvent {
                 e.kind.name(),
                 crate::codec::wire_name(&e.resolution)
             ),
+            ReconciliationEvent::SubscriptionChargeSettled(e) => format!(
+                "{} settled subscription {} {} {} {}: fee {}, paid out {} on {}",
+                e.line.provider,
+                e.subscription_id,
+                line_kind_name(e.line.kind),
+                e.line.amount_minor,
+                e.line.currency.code(),
+                e.line.fee_minor,
+                e.line.payout_minor,
+                e.line.paid_out_on
+            ),
         }
     }
 }
@@ -484,6 +518,7 @@ impl DomainEvent for ReconciliationEvent {
             ReconciliationEvent::SettlementLineUnmatched(_) => "SettlementLineUnmatched",
             ReconciliationEvent::ReconciliationFlagged(_) => "ReconciliationFlagged",
             ReconciliationEvent::ReconciliationResolved(_) => "ReconciliationResolved",
+            ReconciliationEvent::SubscriptionChargeSettled(_) => "SubscriptionChargeSettled",
         }
         .to_string()
     }
@@ -602,6 +637,18 @@ pub fn judge_line(
             ),
         )),
     }
+    events.extend(settlement_checks(line, schedule, &flag));
+    events
+}
+
+/// The checks every matched line gets, whatever it settles: the fee against the schedule, the
+/// payout against amount − fee, the payout date against the settlement delay.
+fn settlement_checks(
+    line: &SettlementLine,
+    schedule: &FeeSchedule,
+    flag: &dyn Fn(FlagKind, i64, i64, String) -> ReconciliationEvent,
+) -> Vec<ReconciliationEvent> {
+    let mut events = Vec::new();
     // A dispute's fee is the provider's dispute fee, not the payment schedule's: it is compared
     // with the order's DisputeLost/DisputeWon (above) once decided.
     let expected_fee = match line.kind {
@@ -634,6 +681,115 @@ pub fn judge_line(
             format!("due on {due}, paid out on {}", line.paid_out_on),
         ));
     }
+    events
+}
+
+/// What the ledger concludes about a line that names a subscription's payment (Paddle's
+/// `subscription_id`; a Toss billing charge's order id `sub-{id}-c{cycle}`): matched when the
+/// subscription recorded this payment key (its `ChargeSucceeded`) and, when a provider bills
+/// it, the line is that provider's; then judged like an order's line: the
+/// amount against what the charge recorded (a refund line against what was taken back), the
+/// fee against the schedule, the payout, the payout date.
+pub fn judge_subscription_line(
+    line: &SettlementLine,
+    subscription_id: &SubscriptionId,
+    subscription: Option<&Subscription>,
+    schedule: &FeeSchedule,
+    at: DateTime<Utc>,
+) -> Vec<ReconciliationEvent> {
+    let flag = |kind, expected_minor, actual_minor, detail: String| {
+        ReconciliationEvent::ReconciliationFlagged(ReconciliationFlagged {
+            kind,
+            provider: line.provider.clone(),
+            order_id: None,
+            line_id: Some(line.line_id.clone()),
+            currency: line.currency,
+            expected_minor,
+            actual_minor,
+            detail,
+            at,
+        })
+    };
+    let unmatched = |kind, detail: String| {
+        vec![
+            ReconciliationEvent::SettlementLineUnmatched(SettlementLineUnmatched {
+                line: line.clone(),
+                order_id: None,
+                at,
+            }),
+            flag(kind, 0, line.amount_minor, detail),
+        ]
+    };
+    let terms = subscription.and_then(|s| s.terms.as_ref());
+    // A provider-billed subscription is matched only to its provider's lines; one payledger
+    // bills (a Toss or Stripe billing key) to the charge of that payment key.
+    let provider_ok = terms.is_some_and(|t| {
+        t.billed_by
+            .as_ref()
+            .is_none_or(|b| b.provider == line.provider)
+    });
+    let charge = subscription
+        .filter(|_| provider_ok)
+        .and_then(|s| s.paid_charges.get(&line.payment_key).copied());
+    let (Some(terms), Some((charged, recorded_fee))) = (terms, charge) else {
+        return unmatched(
+            FlagKind::UnknownPayment,
+            format!(
+                "no paid charge {} of subscription {subscription_id} in the ledger",
+                line.payment_key
+            ),
+        );
+    };
+    let taken_back = subscription
+        .and_then(|s| s.provider_payments.get(&line.payment_key))
+        .map_or(0, |(_, back)| *back);
+    if terms.amount.currency() != line.currency {
+        return unmatched(
+            FlagKind::CurrencyMismatch,
+            format!(
+                "the subscription is in {}, the line in {}",
+                terms.amount.currency().code(),
+                line.currency.code()
+            ),
+        );
+    }
+    let recorded_fee_minor = match line.kind {
+        SettlementLineKind::Payment => recorded_fee,
+        _ => 0,
+    };
+    let mut events = vec![ReconciliationEvent::SubscriptionChargeSettled(
+        SubscriptionChargeSettled {
+            line: line.clone(),
+            subscription_id: subscription_id.clone(),
+            recorded_fee_minor,
+            at,
+        },
+    )];
+    match line.kind {
+        SettlementLineKind::Payment if line.amount_minor != charged => events.push(flag(
+            FlagKind::AmountMismatch,
+            charged,
+            line.amount_minor,
+            "the settled amount is not the subscription charge".to_string(),
+        )),
+        SettlementLineKind::Refund if -line.amount_minor > taken_back => events.push(flag(
+            FlagKind::AmountMismatch,
+            -taken_back,
+            line.amount_minor,
+            "more given back than the ledger recorded taken back".to_string(),
+        )),
+        SettlementLineKind::Dispute | SettlementLineKind::Adjustment => events.push(flag(
+            FlagKind::AmountMismatch,
+            0,
+            line.amount_minor,
+            format!(
+                "a {} line on a subscription charge",
+                line_kind_name(line.kind)
+            ),
+        )),
+        _ => {}
+    }
+    events.extend(settlement_checks(line, schedule, &flag));
     events
 }
 
@@ -737,14 +893,29 @@ impl ReconciliationRecord {
         match command {
             ReconciliationCommand::Import { line, judged, at } => {
                 line.validate()?;
-                let matches_now = judged
-                    .iter()
-                    .any(|e| matches!(e, ReconciliationEvent::SettlementLineMatched(_)));
+                let matches_now = judged.iter().any(|e| {
+                    matches!(
+                        e,
+                        ReconciliationEvent::SettlementLineMatched(_)
+                            | ReconciliationEvent::SubscriptionChargeSettled(_)
+                    )
+                });
+                // A line recorded before the importer read Paddle's `subscription_id` is the
+                // same line (it matched nothing then: it may match its subscription now).
+                let same = |known: &SettlementLine| {
+                    *known == line
+                        || (known.subscription_id.is_none()
+                            && *known
+                                == SettlementLine {
+                                    subscription_id: None,
+                                    ..line.clone()
+                                })
+                };
                 match &self.line {
                     None => Ok(judged),
                     // Unmatched before, matched now (the payment was recorded since, e.g. as an
                     // outside payment): the line posts now, with the flags not raised before.
-                    Some(known) if *known == line && !self.matched && matches_now => Ok(judged
+                    Some(known) if same(known) && !self.matched && matches_now => Ok(judged
                         .into_iter()
                         .filter(|e| match e {
                             ReconciliationEvent::ReconciliationFlagged(f) => {
@@ -753,7 +924,7 @@ impl ReconciliationRecord {
                             _ => true,
                         })
                         .collect()),
-                    Some(known) if *known == line => Ok(vec![]),
+                    Some(known) if same(known) => Ok(vec![]),
                     // Flagged once; a third version changes nothing more.
                     Some(_) if self.flags.contains_key(&FlagKind::LineChanged) => Ok(vec![]),
                     Some(known) => Ok(vec![ReconciliationEvent::ReconciliationFlagged(
@@ -840,6 +1011,10 @@ impl Aggregate for ReconciliationRecord {
             ReconciliationEvent::SettlementLineUnmatched(e) => {
                 self.order_id = e.order_id;
                 self.line = Some(e.line);
+            }
+            ReconciliationEvent::SubscriptionChargeSettled(e) => {
+                self.line = Some(e.line);
+                self.matched = true;
             }
             ReconciliationEvent::ReconciliationFlagged(e) => {
                 if self.order_id.is_none() {

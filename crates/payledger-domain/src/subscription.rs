@@ -617,6 +617,11 @@ pub struct Subscription {
     /// The provider's reversals (refund, chargeback adjustments) recorded, by id.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub provider_reversals: std::collections::BTreeSet<String>,
+    /// Every successful charge by payment key: `(charged, the provider's fee it recorded)` minor
+    /// units (the fee only for a merchant of record, Paddle; it was posted to `provider_fees`
+    /// then). What a provider settlement line of the payment is matched against.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub paid_charges: std::collections::BTreeMap<String, (i64, i64)>,
 }
 
 impl Subscription {
@@ -1343,6 +1348,10 @@ impl Aggregate for Subscription {
                         (succeeded.amount_minor, 0),
                     );
                 }
+                self.paid_charges.insert(
+                    succeeded.payment_key.to_string(),
+                    (succeeded.amount_minor, succeeded.provider_fee_minor),
+                );
                 self.last_payment_key = Some(succeeded.payment_key);
             }
             SubscriptionEvent::ProviderChargeReversed(reversed) => {

@@ -1,6 +1,6 @@
 //! What a provider paid the platform: the [`SettlementSource`] trait each connector implements
 //! for its provider's settlement report (Toss `GET /v1/settlements`, Stripe payouts and balance
-//! transactions; a Paddle connector implements the same trait for its payouts). The lines are
+//! transactions, Paddle's payout events and the transactions of each payout's balance). The lines are
 //! read into [`SettlementLine`]s; the ledger judges them (`payledger_domain::reconciliation`).
 
 use async_trait::async_trait;

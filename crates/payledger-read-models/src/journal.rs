@@ -44,6 +44,7 @@ const POSTING_EVENT_TYPES: &[&str] = &[
     "SettlementLineMatched",
     "ReconciliationResolved",
     "ProviderChargeReversed",
+    "SubscriptionChargeSettled",
 ];
 
 fn decode<E: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {

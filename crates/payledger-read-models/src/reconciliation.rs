@@ -1,6 +1,8 @@
 //! Read model "reconciliation": provider settlement lines as imported, the flags raised on them
 //! (open until resolved), the daily report per provider and the aged `provider_clearing`
-//! balance: what each provider still owes for captures it has not settled, by age.
+//! balance: what each provider still owes for captures it has not settled, by age — orders'
+//! captures (from the orders read model) and subscription charges (read here from the
+//! subscription streams' `SubscriptionStarted`, `ChargeSucceeded` and `ProviderChargeReversed`).
 
 use crate::fold::bad;
 use async_trait::async_trait;
@@ -8,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use payledger_domain::codec;
 use payledger_domain::reconciliation::ReconciliationEvent;
 use payledger_domain::streams::StreamKind;
+use payledger_domain::subscription::SubscriptionEvent;
 use payledger_projector::{Projection, ProjectionError};
 use payledger_store::RecordedEvent;
 use serde::Serialize;
@@ -26,7 +29,12 @@ impl Projection for ReconciliationProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["reconciliation_flags", "reconciliation_lines"]
+        &[
+            "reconciliation_flags",
+            "reconciliation_lines",
+            "reconciliation_subscription_charges",
+            "reconciliation_subscriptions",
+        ]
     }
 
     async fn apply(
@@ -34,16 +42,83 @@ impl Projection for ReconciliationProjection {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events
-            .iter()
-            .filter(|e| StreamKind::Reconciliation.holds(&e.stream_id))
-        {
-            let decoded: ReconciliationEvent = codec::decode(&event.event_type, &event.payload)
-                .map_err(|e| bad(event, e.to_string()))?;
-            apply_one(conn, event, decoded).await?;
+        for event in events {
+            if StreamKind::Reconciliation.holds(&event.stream_id) {
+                let decoded: ReconciliationEvent = codec::decode(&event.event_type, &event.payload)
+                    .map_err(|e| bad(event, e.to_string()))?;
+                apply_one(conn, event, decoded).await?;
+            } else if let Some(subscription_id) = StreamKind::Subscription.id_of(&event.stream_id) {
+                apply_subscription(conn, event, subscription_id).await?;
+            }
         }
         Ok(())
     }
+}
+
+/// A subscription's paid periods and what the provider took back of them: what the provider
+/// owes for them until their settlement lines arrive (the aged `provider_clearing`).
+async fn apply_subscription(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    subscription_id: &str,
+) -> Result<(), ProjectionError> {
+    let db = |e: sqlx::Error| ProjectionError::Database(e);
+    if !matches!(
+        event.event_type.as_str(),
+        "SubscriptionStarted" | "ChargeSucceeded" | "ProviderChargeReversed"
+    ) {
+        return Ok(());
+    }
+    let decoded: SubscriptionEvent =
+        codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))?;
+    match decoded {
+        SubscriptionEvent::SubscriptionStarted(started) => {
+            sqlx::query(
+                "INSERT INTO reconciliation_subscriptions (subscription_id, billing_key_id, \
+                 billed_by) VALUES ($1,$2,$3) ON CONFLICT (subscription_id) DO NOTHING",
+            )
+            .bind(subscription_id)
+            .bind(started.billing_key_id.to_string())
+            .bind(started.billed_by.map(|b| b.provider))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        SubscriptionEvent::ChargeSucceeded(charged) => {
+            sqlx::query(
+                "INSERT INTO reconciliation_subscription_charges (subscription_id, payment_key, \
+                 currency, charged_minor, recorded_fee_minor, reversed_minor, charged_at, \
+                 global_position) VALUES ($1,$2,$3,$4,$5,0,$6,$7) \
+                 ON CONFLICT (subscription_id, payment_key) DO NOTHING",
+            )
+            .bind(subscription_id)
+            .bind(charged.payment_key.to_string())
+            .bind(charged.currency.code())
+            .bind(charged.amount_minor)
+            .bind(charged.provider_fee_minor)
+            .bind(charged.approved_at)
+            .bind(event.global_position)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        SubscriptionEvent::ProviderChargeReversed(reversed) => {
+            sqlx::query(
+                "UPDATE reconciliation_subscription_charges \
+                 SET reversed_minor = reversed_minor + $3, global_position = $4 \
+                 WHERE subscription_id = $1 AND payment_key = $2",
+            )
+            .bind(subscription_id)
+            .bind(reversed.payment_key.to_string())
+            .bind(reversed.amount_minor)
+            .bind(event.global_position)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn apply_one(
@@ -54,8 +129,10 @@ async fn apply_one(
     let db = |e: sqlx::Error| ProjectionError::Database(e);
     match decoded {
         ReconciliationEvent::SettlementLineMatched(_)
-        | ReconciliationEvent::SettlementLineUnmatched(_) => {
+        | ReconciliationEvent::SettlementLineUnmatched(_)
+        | ReconciliationEvent::SubscriptionChargeSettled(_) => {
             let (line, order_id, matched) = match decoded {
+                ReconciliationEvent::SubscriptionChargeSettled(s) => (s.line, None, true),
                 ReconciliationEvent::SettlementLineMatched(m) => {
                     (m.line, Some(m.order_id.to_string()), true)
                 }
@@ -311,8 +388,10 @@ pub struct AgedClearing {
 }
 
 /// Per provider and currency: captured − refunded − settled (payout + fee of the matched lines,
-/// as the journal closes `provider_clearing`) of every paid order
-/// whose difference is not zero, bucketed by the age of its capture at `as_of`.
+/// as the journal closes `provider_clearing`) of every paid order, and of every subscription
+/// charge (charged − taken back − its settled line's payout + fee, or − the provider fee the
+/// charge recorded while no line settled it), whose difference is not zero, bucketed by the age
+/// of its capture at `as_of`.
 pub async fn aged_clearing(
     pool: &PgPool,
     as_of: DateTime<Utc>,
@@ -325,7 +404,19 @@ pub async fn aged_clearing(
              LEFT JOIN (SELECT order_id, sum(payout_minor + fee_minor) AS settled \
                           FROM rm.reconciliation_lines WHERE matched GROUP BY order_id) s \
                     ON s.order_id = o.order_id \
-            WHERE o.captured_minor > 0 AND o.paid_at IS NOT NULL) \
+            WHERE o.captured_minor > 0 AND o.paid_at IS NOT NULL \
+           UNION ALL \
+           SELECT coalesce(t.billed_by, k.provider) AS provider, c.currency, \
+                  c.charged_at AS paid_at, \
+                  c.charged_minor - c.reversed_minor \
+                    - coalesce(s.settled, c.recorded_fee_minor) AS owed \
+             FROM rm.reconciliation_subscription_charges c \
+             JOIN rm.reconciliation_subscriptions t ON t.subscription_id = c.subscription_id \
+             LEFT JOIN rm.billing_keys k ON k.billing_key_id = t.billing_key_id \
+             LEFT JOIN (SELECT payment_key, sum(payout_minor + fee_minor) AS settled \
+                          FROM rm.reconciliation_lines WHERE matched AND order_id IS NULL \
+                         GROUP BY payment_key) s ON s.payment_key = c.payment_key \
+            WHERE coalesce(t.billed_by, k.provider) IS NOT NULL) \
          SELECT provider, currency, \
            coalesce(sum(owed) FILTER (WHERE paid_at > $1 - interval '3 days'), 0)::bigint AS d0, \
            coalesce(sum(owed) FILTER (WHERE paid_at <= $1 - interval '3 days' \

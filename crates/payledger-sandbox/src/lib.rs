@@ -229,6 +229,7 @@ pub async fn start(
         max_body_bytes: config.max_body_bytes,
         rate_limited_requests: std::sync::atomic::AtomicU32::new(0),
     });
+    let settlement_faults: settlements::SharedFaults = Default::default();
     let paddle_deliverer = paddle::PaddleDeliverer::start();
     if let Some(url) = &config.paddle.webhook_url {
         paddle_deliverer
@@ -236,10 +237,10 @@ pub async fn start(
             .map_err(|_| SandboxError::InvalidConfig("paddle.webhook_url was refused"))?;
     }
     let paddle_shared = web::Data::new(paddle::http::PaddleShared {
-        store: Mutex::new(paddle::PaddleStore::new(
-            config.max_records,
-            config.clock.clone(),
-        )),
+        store: Mutex::new(
+            paddle::PaddleStore::new(config.max_records, config.clock.clone())
+                .with_settlement_faults(settlement_faults.clone()),
+        ),
         api_key: config.paddle.api_key.clone(),
         deliverer: paddle_deliverer,
         max_body_bytes: config.max_body_bytes,
@@ -252,6 +253,7 @@ pub async fn start(
     let settlement_desk = web::Data::new(settlements::SettlementDesk::new(
         config.toss_settlement,
         config.stripe_settlement,
+        settlement_faults,
     ));
     let app_desk = settlement_desk.clone();
     let app_stripe = stripe_shared.clone();

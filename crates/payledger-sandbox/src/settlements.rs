@@ -17,6 +17,11 @@
 //! `extraFeeMinor` charges more fee on it, `lateDays` pays every line of the payment late,
 //! `missing` never reports the payment at all, and (Stripe) `payoutShortMinor` pays the payout
 //! holding the charge that much short of the sum of its balance transactions.
+//!
+//! Paddle's side (`/paddle`, see `paddle::store`) reads the same faults keyed by transaction id
+//! (`txn_…`): `shortMinor` lowers the transaction's `payout_totals.earnings`, `extraFeeMinor`
+//! raises its `payout_totals.fee` (and lowers its earnings by as much), `lateDays` pays it that
+//! many days late, `missing` leaves it out of every payout.
 
 use crate::http::{provider_gate_response, respond_json, Shared};
 use crate::store::SoldTransaction;
@@ -94,18 +99,33 @@ pub struct SettlementFault {
 pub(crate) struct SettlementDesk {
     pub terms: TossSettlementTerms,
     pub stripe_terms: StripeSettlementTerms,
-    faults: Mutex<HashMap<String, SettlementFault>>,
+    faults: SharedFaults,
+}
+
+/// The settlement faults, shared with the Paddle store (whose payouts and `payout_totals` they
+/// change, keyed by transaction id `txn_…`).
+pub(crate) type SharedFaults = std::sync::Arc<Mutex<HashMap<String, SettlementFault>>>;
+
+/// `key`'s fault (none by default).
+pub(crate) fn fault_in(faults: &SharedFaults, key: &str) -> SettlementFault {
+    faults
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(key)
+        .copied()
+        .unwrap_or_default()
 }
 
 impl SettlementDesk {
     pub(crate) fn new(
         terms: TossSettlementTerms,
         stripe_terms: StripeSettlementTerms,
+        faults: SharedFaults,
     ) -> SettlementDesk {
         SettlementDesk {
             terms,
             stripe_terms,
-            faults: Mutex::new(HashMap::new()),
+            faults,
         }
     }
 

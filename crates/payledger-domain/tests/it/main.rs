@@ -11,6 +11,7 @@ mod payee;
 mod provider_billed;
 mod provider_facts;
 mod reconciliation;
+mod reconciliation_subscriptions;
 mod refund_policy;
 mod settlement;
 mod slot;

@@ -101,6 +101,7 @@ fn line(amount: i64) -> SettlementLine {
         paid_out_on: day(4),
         payout_id: None,
         method: Some("카드".into()),
+        subscription_id: None,
     }
 }
 

@@ -51,7 +51,7 @@ enum Operation {
     CancelSubscription(String),
     CreateAdjustment,
     ListAdjustments,
-    ListPayouts,
+    ListEvents,
     ReplayNotification(String),
     // Sandbox controls.
     Checkout,
@@ -124,7 +124,7 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         Operation::CreateAdjustment
     });
     route!(config, get, "/adjustments", |_| Operation::ListAdjustments);
-    route!(config, get, "/payouts", |_| Operation::ListPayouts);
+    route!(config, get, "/events", |_| Operation::ListEvents);
     route!(config, post, "/notifications/{id}/replay", |req| {
         Operation::ReplayNotification(id(req))
     });
@@ -241,7 +241,7 @@ async fn handle(
             Operation::CancelSubscription(id) => store.cancel_subscription(&id, &body),
             Operation::CreateAdjustment => store.create_adjustment(&body),
             Operation::ListAdjustments => store.list_adjustments(&query),
-            Operation::ListPayouts => store.list_payouts(&query),
+            Operation::ListEvents => store.list_events(&query),
             Operation::ReplayNotification(id) => store.replay_notification(&id),
             Operation::Checkout => store.checkout(&body),
             Operation::Advance(id) => store.advance_subscription(&id, &body),
@@ -255,7 +255,22 @@ async fn handle(
         (reply, store.take_events())
     };
     shared.deliverer.enqueue(events);
-    respond(reply)
+    respond(with_next_url(reply, req))
+}
+
+/// Paddle's `meta.pagination.next` is the URL of the next page: the store gives its query.
+fn with_next_url(mut reply: PaddleReply, req: &HttpRequest) -> PaddleReply {
+    let pagination = &mut reply.body["meta"]["pagination"];
+    if let Some(query) = pagination["next"].as_str().map(str::to_owned) {
+        let info = req.connection_info();
+        pagination["next"] = Value::String(format!(
+            "{}://{}{}{query}",
+            info.scheme(),
+            info.host(),
+            req.path()
+        ));
+    }
+    reply
 }
 
 /// How often the sandbox looks for subscriptions whose period ended on its clock.
@@ -271,6 +286,7 @@ pub(crate) async fn renew_periodically(shared: Shared) {
         let events = {
             let mut store = shared.store();
             store.renew_due();
+            store.settle_payouts();
             store.take_events()
         };
         if !events.is_empty() {
@@ -316,7 +332,9 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
 fn respond(mut reply: PaddleReply) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut meta = json!({ "request_id": request_id });
-    if let Some(list) = reply.body["data"].as_array() {
+    if let Some(pagination) = reply.body["meta"].get("pagination") {
+        meta["pagination"] = pagination.clone();
+    } else if let Some(list) = reply.body["data"].as_array() {
         meta["pagination"] = json!({"per_page": 50, "next": null, "has_more": false,
             "estimated_total": list.len()});
     }

@@ -7,15 +7,16 @@
 //!
 //! Paddle pays the merchant out net of its fee and the tax it remits: each completed
 //! transaction's `details.payout_totals` (Paddle's shape: `subtotal`, `tax`, `total`, `fee`,
-//! `earnings`, `currency_code`) is paid [`PAYOUT_DELAY_DAYS`] days after it was billed, in one
-//! payout per day and currency (`GET /paddle/payouts?paid_at[GTE]&paid_at[LTE]`, a sandbox
-//! listing: Paddle Billing reports payouts in its dashboard and balance reports, not as an API
-//! list) naming the transactions it pays (`transaction_ids`).
+//! `earnings`, `currency_code`) goes into a payout, announced as Paddle does it — the
+//! `payout.created` and `payout.paid` notifications, also in the event log (`GET /events`);
+//! Paddle Billing has no payouts endpoint ([`payouts`]).
 
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+
+mod payouts;
 
 use super::{
     SANDBOX_APPROVE_CARD, SANDBOX_DECLINE_CARD, SANDBOX_PRICE_BASIC_MONTHLY,
@@ -252,6 +253,13 @@ pub(crate) struct PaddleStore {
     pending: Vec<PendingEvent>,
     max_records: usize,
     clock: Option<crate::SandboxClock>,
+    /// Planted settlement faults by transaction id (`crate::settlements`), shared with the
+    /// Toss and Stripe desk and kept across a reset of the store (the desk clears them).
+    settlement_faults: crate::settlements::SharedFaults,
+    /// Payouts by balance day and currency ([`payouts`]).
+    payouts: BTreeMap<(chrono::NaiveDate, String), payouts::SandboxPayout>,
+    /// Every event notified, oldest first, for `GET /events` (Paddle's event log).
+    event_log: Vec<Value>,
 }
 
 fn iso(at: DateTime<Utc>) -> String {
@@ -323,13 +331,45 @@ impl PaddleStore {
             pending: Vec::new(),
             max_records,
             clock,
+            settlement_faults: Default::default(),
+            payouts: BTreeMap::new(),
+            event_log: Vec::new(),
         };
         store.seed_catalogue();
         store
     }
 
+    pub(crate) fn with_settlement_faults(
+        mut self,
+        faults: crate::settlements::SharedFaults,
+    ) -> PaddleStore {
+        self.settlement_faults = faults;
+        self
+    }
+
     pub(crate) fn reset(&mut self) {
-        *self = PaddleStore::new(self.max_records, self.clock.clone());
+        let faults = self.settlement_faults.clone();
+        *self =
+            PaddleStore::new(self.max_records, self.clock.clone()).with_settlement_faults(faults);
+    }
+
+    /// A transaction as Paddle answers it: its `payout_totals` as a planted settlement fault
+    /// makes them (more fee, less earnings).
+    fn answer(&self, txn: &Transaction) -> Value {
+        let mut value = json!(txn);
+        let fault = crate::settlements::fault_in(&self.settlement_faults, &txn.id);
+        if fault.extra_fee_minor == 0 && fault.short_minor == 0 {
+            return value;
+        }
+        let totals = &mut value["details"]["payout_totals"];
+        let read = |v: &Value| v.as_str().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+        let fee = read(&totals["fee"]) + fault.extra_fee_minor;
+        let earnings = read(&totals["earnings"]) - fault.extra_fee_minor - fault.short_minor;
+        if totals.is_object() {
+            totals["fee"] = json!(fee.to_string());
+            totals["earnings"] = json!(earnings.to_string());
+        }
+        value
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -408,6 +448,7 @@ impl PaddleStore {
             + self.subscriptions.len()
             + self.adjustments.len()
             + self.sent.len()
+            + self.payouts.len()
     }
 
     fn full(&self) -> Option<PaddleReply> {
@@ -416,16 +457,28 @@ impl PaddleStore {
     }
 
     fn notify(&mut self, event_type: &str, data: Value) {
+        let now = self.now();
+        self.notify_at(event_type, data, now);
+    }
+
+    /// Notifies an event that happened at `occurred_at` (a payout due earlier on the clock).
+    fn notify_at(&mut self, event_type: &str, data: Value, occurred_at: DateTime<Utc>) {
         let event_id = new_id("evt");
         let notification_id = new_id("ntf");
-        let body = json!({
+        let envelope = json!({
             "event_id": event_id,
             "event_type": event_type,
-            "occurred_at": iso(self.now()),
+            "occurred_at": iso(occurred_at),
             "notification_id": notification_id,
             "data": data,
-        })
-        .to_string();
+        });
+        let body = envelope.to_string();
+        if let Some(object) = envelope.as_object() {
+            // The event log holds the event, not the notification that carried it.
+            let mut logged = object.clone();
+            logged.remove("notification_id");
+            self.event_log.push(Value::Object(logged));
+        }
         let event = PendingEvent {
             event_id,
             event_type: event_type.to_owned(),
@@ -556,17 +609,59 @@ impl PaddleStore {
 
     pub(crate) fn get_transaction(&self, id: &str) -> PaddleReply {
         match self.transactions.get(id) {
-            Some(txn) => PaddleReply::ok(json!(txn)),
+            Some(txn) => PaddleReply::ok(self.answer(txn)),
             None => PaddleReply::not_found("transaction", id),
         }
     }
 
-    /// `GET /transactions?subscription_id=…&id=…&status=…` (comma-separated lists).
+    /// `GET /transactions?subscription_id=…&id=…&status=…&customer_id=…` (comma-separated
+    /// lists), `billed_at[…]`, `created_at[…]`, `updated_at[…]` (operators `LT`, `LTE`, `GT`,
+    /// `GTE`; RFC 3339), in id order, paginated (`per_page` ≤ 200, `after`).
     pub(crate) fn list_transactions(&self, query: &BTreeMap<String, String>) -> PaddleReply {
         let listed = |key: &str, value: &str| {
             query
                 .get(key)
                 .is_none_or(|wanted| wanted.split(',').any(|w| w == value))
+        };
+        let mut bounds = Vec::new();
+        for (key, text) in query {
+            let Some((field, operator)) = key
+                .strip_suffix(']')
+                .and_then(|k| k.split_once('['))
+                .filter(|(f, _)| matches!(*f, "billed_at" | "created_at" | "updated_at"))
+            else {
+                continue;
+            };
+            let Ok(at) = DateTime::parse_from_rfc3339(text) else {
+                return PaddleReply::invalid(&format!("{key} is not an RFC 3339 date-time"));
+            };
+            if !matches!(operator, "LT" | "LTE" | "GT" | "GTE") {
+                return PaddleReply::invalid(&format!("{key}: unknown operator"));
+            }
+            bounds.push((
+                field.to_owned(),
+                operator.to_owned(),
+                at.with_timezone(&Utc),
+            ));
+        }
+        let within = |t: &Transaction| {
+            bounds.iter().all(|(field, operator, bound)| {
+                let value = match field.as_str() {
+                    "billed_at" => t.billed_at.as_deref(),
+                    "created_at" => Some(t.created_at.as_str()),
+                    _ => Some(t.updated_at.as_str()),
+                };
+                let Some(at) = value.and_then(|v| DateTime::parse_from_rfc3339(v).ok()) else {
+                    return false;
+                };
+                let at = at.with_timezone(&Utc);
+                match operator.as_str() {
+                    "LT" => at < *bound,
+                    "LTE" => at <= *bound,
+                    "GT" => at > *bound,
+                    _ => at >= *bound,
+                }
+            })
         };
         let data: Vec<Value> = self
             .transactions
@@ -580,77 +675,10 @@ impl PaddleStore {
                 )
             })
             .filter(|t| listed("customer_id", t.customer_id.as_deref().unwrap_or("")))
-            .map(|t| json!(t))
+            .filter(|t| within(t))
+            .map(|t| self.answer(t))
             .collect();
-        PaddleReply::ok(Value::Array(data))
-    }
-
-    /// `GET /paddle/payouts?paid_at[GTE]=…&paid_at[LTE]=…` (RFC 3339 or dates): each day's
-    /// payout per currency of the completed transactions billed [`PAYOUT_DELAY_DAYS`] before,
-    /// up to now, oldest first.
-    pub(crate) fn list_payouts(&self, query: &BTreeMap<String, String>) -> PaddleReply {
-        let bound = |key: &str| -> Result<Option<DateTime<Utc>>, PaddleReply> {
-            let Some(text) = query.get(key) else {
-                return Ok(None);
-            };
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&Utc))
-                .or_else(|_| {
-                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-                })
-                .map(Some)
-                .map_err(|_| PaddleReply::invalid(&format!("{key} is not a date")))
-        };
-        let (from, to) = match (bound("paid_at[GTE]"), bound("paid_at[LTE]")) {
-            (Ok(from), Ok(to)) => (from, to),
-            (Err(reply), _) | (_, Err(reply)) => return reply,
-        };
-        let now = self.now();
-        let mut days: BTreeMap<(chrono::NaiveDate, String), (i64, Vec<String>)> = BTreeMap::new();
-        for txn in self
-            .transactions
-            .values()
-            .filter(|t| t.status == "completed")
-        {
-            let Some(billed) = txn
-                .billed_at
-                .as_deref()
-                .and_then(|b| DateTime::parse_from_rfc3339(b).ok())
-            else {
-                continue;
-            };
-            let paid_on =
-                billed.with_timezone(&Utc).date_naive() + chrono::Days::new(PAYOUT_DELAY_DAYS);
-            let paid_at = paid_on.and_time(chrono::NaiveTime::MIN).and_utc();
-            if paid_at > now || from.is_some_and(|f| paid_at < f) || to.is_some_and(|t| paid_at > t)
-            {
-                continue;
-            }
-            let earnings = txn.details["payout_totals"]["earnings"]
-                .as_str()
-                .and_then(|e| e.parse::<i64>().ok())
-                .unwrap_or(0);
-            let day = days
-                .entry((paid_on, txn.currency_code.clone()))
-                .or_default();
-            day.0 += earnings;
-            day.1.push(txn.id.clone());
-        }
-        let data: Vec<Value> = days
-            .into_iter()
-            .map(|((day, currency), (amount, transaction_ids))| {
-                json!({
-                    "id": format!("pay_sbx_{}_{currency}", day.format("%Y%m%d")),
-                    "status": "paid",
-                    "amount": amount.to_string(),
-                    "currency_code": currency,
-                    "paid_at": iso(day.and_time(chrono::NaiveTime::MIN).and_utc()),
-                    "transaction_ids": transaction_ids,
-                })
-            })
-            .collect();
-        PaddleReply::ok(Value::Array(data))
+        payouts::page(data, "id", query)
     }
 
     fn build_transaction(

@@ -1,0 +1,627 @@
+//! Issue 18's "Done means", end to end over HTTP on the sandbox and the scenario clock: a week
+//! of Toss, Stripe and Paddle payments and refunds (with a Paddle-billed subscription's first
+//! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
+//! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
+//! flagged exactly once: short payout and unexpected fee on the right order's timeline, the
+//! unknown payment on its line, and Paddle's missing and late payment as its payouts' differences
+//! (`payout_mismatch`: Paddle's API states its payouts and each transaction's earnings, not
+//! which payout paid which transaction) → an admin resolves each with an audited note (accepted
+//! difference, write-off, claim against the provider) → the trial balance balances, the
+//! clearing account is empty and the log and the journal verify.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use payledger_sandbox::SettlementFault;
+use payledger_tests::{spawn_app_with, SpawnOptions, TestApp, TestProvider};
+use payledger_webhook_relay::{InboundConfig, Provider, RetryPolicy, WebhookSettings};
+use payledger_webhooks::WebhookSecret;
+use serde_json::{json, Value};
+
+const PADDLE_SECRET: &str = "pdl_ntfset_recon_week";
+
+/// Saturday 2026-09-05 00:30 UTC: the Paddle subscription's first period starts.
+fn subscribed_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 5, 0, 30, 0).unwrap()
+}
+
+/// Monday 2026-10-05 01:00 UTC (10:00 in Seoul): the week of payments starts, a month after the
+/// subscription, so Paddle bills its renewal that morning.
+fn monday() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 5, 1, 0, 0).unwrap()
+}
+
+async fn spawn() -> TestApp {
+    let app = spawn_app_with(SpawnOptions {
+        test_clock_start: Some(subscribed_at()),
+        webhooks: WebhookSettings {
+            inbound: InboundConfig::default()
+                .with_secrets(Provider::Paddle, vec![WebhookSecret::new(PADDLE_SECRET)])
+                .unwrap(),
+            retry: RetryPolicy {
+                delay_divisor: 1_000,
+            },
+            ..WebhookSettings::default()
+        },
+        ..SpawnOptions::default()
+    })
+    .await;
+    app.sandbox
+        .add_paddle_webhook_destination(
+            &format!("{}/v1/webhooks/paddle", app.address),
+            PADDLE_SECRET,
+        )
+        .unwrap();
+    app
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn set_clock(app: &TestApp, to: DateTime<Utc>) {
+    let (status, body) = json_of(
+        app.post_as(
+            &app.admin_key,
+            "/v1/admin/test-clock/set",
+            &json!({"to": to.to_rfc3339()}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// What the customer does in Paddle's checkout (through the sandbox's controls).
+async fn paddle_checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
+    let response = app
+        .client
+        .post(format!(
+            "{}/sandbox/checkout",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .json(&json!({"items": [{"price_id": price_id, "quantity": 1}],
+                      "customer_email": "member@example.com", "custom_data": custom_data}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+/// Polls the subscription until it has paid `cycles` periods (Paddle's notifications are
+/// applied in the background).
+async fn until_paid_cycles(app: &TestApp, id: &str, cycles: i64) {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        last = app
+            .get_as(&app.support_key, &format!("/v1/subscriptions/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if last["paidCycles"] == cycles {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the subscription never paid {cycles} period(s): {last}");
+}
+
+/// A Paddle order (100 credits, 1 000 USD cents) paid in Paddle's checkout and confirmed;
+/// answers its transaction id.
+async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": 1000, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "100 credits",
+                    "provider": "paddle"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let paid = paddle_checkout(
+        app,
+        payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
+        json!({"customerId": "cust_1", "orderId": order_id}),
+    )
+    .await;
+    let txn = paid["transaction"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = json_of(app.confirm(order_id, &txn, 1000).await).await;
+    assert_eq!(status, 200, "{body}");
+    txn
+}
+
+async fn toss_paid(app: &TestApp, order_id: &str, amount: i64) {
+    app.place_order_with(TestProvider::Toss, order_id, amount)
+        .await;
+    let (status, body) = json_of(
+        app.confirm(order_id, &format!("pk_{order_id}"), amount)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn stripe_paid(app: &TestApp, order_id: &str, amount: i64) {
+    let placed = app
+        .post(
+            "/v1/orders",
+            &json!({"orderId": order_id, "amount": amount, "currency": "USD",
+                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "Yoga class",
+                    "provider": "stripe"}),
+        )
+        .await;
+    assert_eq!(placed.status().as_u16(), 201);
+    let (status, body) = json_of(app.confirm(order_id, "pm_card_visa", amount).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn refund(app: &TestApp, order_id: &str, amount: i64) {
+    let (status, body) = json_of(
+        app.post(
+            &format!("/v1/orders/{order_id}/refunds"),
+            &json!({"amount": amount, "reason": "one session cancelled"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Imports every provider's settlements of two windows (the subscription's first payout a
+/// month back, and the week) and answers the summaries.
+async fn import_all(app: &TestApp) -> Vec<Value> {
+    let windows = [
+        (
+            NaiveDate::from_ymd_opt(2026, 9, 5).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 10, 4).unwrap(),
+        ),
+        (
+            NaiveDate::from_ymd_opt(2026, 10, 5).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 10, 14).unwrap(),
+        ),
+    ];
+    let mut summaries = Vec::new();
+    for provider in ["toss", "stripe", "paddle"] {
+        for (from, to) in windows {
+            let (status, body) = json_of(
+                app.post_as(
+                    &app.admin_key,
+                    "/v1/admin/reconciliation/imports",
+                    &json!({"provider": provider, "from": from, "to": to}),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{provider} {from}: {body}");
+            summaries.push(body);
+        }
+    }
+    summaries
+}
+
+fn total(summaries: &[Value], field: &str) -> i64 {
+    summaries.iter().map(|s| s[field].as_i64().unwrap()).sum()
+}
+
+fn flags(summaries: &[Value]) -> std::collections::BTreeMap<String, i64> {
+    let mut all = std::collections::BTreeMap::new();
+    for summary in summaries {
+        for (kind, count) in summary["flags"].as_object().unwrap() {
+            *all.entry(kind.clone()).or_default() += count.as_i64().unwrap();
+        }
+    }
+    all
+}
+
+async fn reconciliation_events(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id LIKE 'reconciliation-%'")
+        .fetch_one(&app.app_pool)
+        .await
+        .unwrap()
+}
+
+fn balance(books: &Value, account: &str, currency: &str) -> i64 {
+    books["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["account"] == account && a["currency"] == currency)
+        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
+}
+
+async fn trial_balance(app: &TestApp) -> Value {
+    app.wait_for_projections().await;
+    let (status, books) = json_of(
+        app.get_as(&app.auditor_key, "/v1/journal/trial-balance")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{books}");
+    assert_eq!(books["balanced"], true, "{books}");
+    books
+}
+
+async fn timeline_summaries(app: &TestApp, order_id: &str) -> Vec<String> {
+    let timeline: Value = app
+        .get_as(&app.support_key, &format!("/v1/orders/{order_id}/timeline"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    timeline["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["summary"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_discrepancy_is_resolved(
+) {
+    let app = spawn().await;
+
+    // A month back: a Paddle-billed membership starts (its first payment, 990 USD cents).
+    let subscribed = paddle_checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let subscription_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until_paid_cycles(&app, &subscription_id, 1).await;
+
+    // Monday: Paddle renews the membership by itself; the week's payments.
+    set_clock(&app, monday()).await;
+    until_paid_cycles(&app, &subscription_id, 2).await;
+    toss_paid(&app, "week-toss-1", 50_000).await;
+    toss_paid(&app, "week-toss-2", 30_000).await;
+    stripe_paid(&app, "week-stripe-1", 10_000).await;
+    stripe_paid(&app, "week-stripe-2", 5_000).await;
+    // A membership payledger bills on a Toss billing key, charged at its start.
+    let (status, key) = json_of(
+        app.post(
+            "/v1/billing-keys",
+            &json!({"customerId": "cust_member", "authKey": "bln_week_1"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let (status, started) = json_of(
+        app.post(
+            "/v1/subscriptions",
+            &json!({"subscriptionId": "sub_week_toss", "customerId": "cust_member",
+                    "planId": "standard", "amount": 9900, "currency": "KRW",
+                    "interval": "month", "billingKeyId": key["billingKeyId"],
+                    "orderName": "Standard membership"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["paidCycles"], 1, "{started}");
+    let paddle_clean = paddle_paid(&app, "week-paddle-clean").await;
+    let paddle_short = paddle_paid(&app, "week-paddle-short").await;
+    let paddle_late = paddle_paid(&app, "week-paddle-late").await;
+    let paddle_fee = paddle_paid(&app, "week-paddle-fee").await;
+    let paddle_missing = paddle_paid(&app, "week-paddle-missing").await;
+    assert!(paddle_clean.starts_with("txn_"));
+    // A payment Toss processed that the ledger never heard of.
+    let stranger = app
+        .client
+        .post(format!("{}/v1/payments/confirm", app.sandbox.base_url()))
+        .basic_auth(payledger_sandbox::DEFAULT_SECRET_KEY, Some(""))
+        .json(
+            &json!({"paymentKey": "pk_week_stranger", "orderId": "week-stranger-1",
+                      "amount": 7_000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status().as_u16(), 200);
+    // The planted discrepancies, on Paddle's transactions (docs/operations.md).
+    let plant = |key: &str, fault: SettlementFault| {
+        assert!(app.sandbox.set_settlement_fault(key, fault));
+    };
+    plant(
+        &paddle_short,
+        SettlementFault {
+            short_minor: 40,
+            ..Default::default()
+        },
+    );
+    plant(
+        &paddle_late,
+        SettlementFault {
+            late_days: 3,
+            ..Default::default()
+        },
+    );
+    plant(
+        &paddle_fee,
+        SettlementFault {
+            extra_fee_minor: 25,
+            ..Default::default()
+        },
+    );
+    plant(
+        &paddle_missing,
+        SettlementFault {
+            missing: true,
+            ..Default::default()
+        },
+    );
+
+    // Before any settlement: Paddle owes the orders' captures and the membership's two periods
+    // less the fee Paddle kept (posted when they were charged); Toss the billing-key charge too.
+    app.wait_for_projections().await;
+    let (status, owed) = json_of(
+        app.get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?provider=paddle&from=2026-09-05&to=2026-10-14",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{owed}");
+    let aged = |report: &Value, provider: &str, currency: &str| -> i64 {
+        report["agedClearing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["provider"] == provider && a["currency"] == currency)
+            .map(|a| a["totalMinor"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(aged(&owed, "paddle", "USD"), 5 * 1_000 + 2 * 891, "{owed}");
+    assert_eq!(
+        aged(&owed, "toss", "KRW"),
+        50_000 + 30_000 + 9_900,
+        "{owed}"
+    );
+
+    // Tuesday: refunds on Toss and Stripe.
+    set_clock(&app, monday() + Duration::days(1)).await;
+    refund(&app, "week-toss-1", 20_000).await;
+    refund(&app, "week-stripe-1", 3_000).await;
+
+    // The next Monday: every payout of the week has come (the late one too).
+    set_clock(&app, monday() + Duration::days(7)).await;
+    let first = import_all(&app).await;
+    // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
+    // 2 charges + 1 refund; Paddle: the subscription's 2 payments + the 5 orders billed in the
+    // balances its payouts closed (Paddle does not say which payout paid which transaction, so
+    // the missing and the late one are lines of Monday's payout, which is short of them).
+    // Every subscription payment is matched to its subscription.
+    assert_eq!(total(&first, "lines"), 5 + 3 + 7, "{first:?}");
+    assert_eq!(total(&first, "matched"), 4 + 3 + 7, "{first:?}");
+    assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
+    let expected_flags: std::collections::BTreeMap<String, i64> = [
+        ("fee_mismatch", 1),
+        ("payout_mismatch", 2),
+        ("short_payout", 1),
+        ("unknown_payment", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(flags(&first), expected_flags, "{first:?}");
+
+    // The same reports again: one effect.
+    let recorded = reconciliation_events(&app).await;
+    let again = import_all(&app).await;
+    assert_eq!(total(&again, "alreadyImported"), 15, "{again:?}");
+    assert_eq!(total(&again, "matched"), 0, "{again:?}");
+    assert!(flags(&again).is_empty(), "{again:?}");
+    assert_eq!(reconciliation_events(&app).await, recorded);
+
+    // Captures not settled past the delay: none (Paddle's missing payment is a line of the
+    // payout of its balance; the payout's shortfall is the flag).
+    let now = monday() + Duration::days(7);
+    for (provider, expected) in [("toss", 0), ("stripe", 0), ("paddle", 0)] {
+        let (status, checked) = json_of(
+            app.post_as(
+                &app.admin_key,
+                "/v1/admin/reconciliation/unsettled-checks",
+                &json!({"provider": provider, "asOf": now}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{checked}");
+        assert_eq!(checked["flagged"], expected, "{provider}: {checked}");
+    }
+
+    // Clearing: every matched payment closed; what is left is exactly what Paddle itemised
+    // short — the short payout's 40 (USD); nothing in KRW. (The missing and the late payment's
+    // earnings are the payouts' differences: money the bank did not receive, flagged.)
+    let books = trial_balance(&app).await;
+    assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
+    assert_eq!(balance(&books, "provider_clearing", "USD"), 40, "{books}");
+    // Toss kept 3.2 % + 10 % VAT of each payment and gave it back on the refund's amount.
+    assert_eq!(
+        balance(&books, "provider_fees", "KRW"),
+        (1_600 + 160) + (960 + 96) + (316 + 31) - (640 + 64),
+        "{books}"
+    );
+    // Paddle kept 5 % + 50 of each payment (its fee on the subscription's two periods posted
+    // once, when they were charged), plus the planted 25; Stripe 2.9 % + 30 of each charge.
+    assert_eq!(
+        balance(&books, "provider_fees", "USD"),
+        2 * 99 + 5 * 100 + 25 + (320 + 175),
+        "{books}"
+    );
+
+    // Each planted discrepancy exactly once, on the right order.
+    app.wait_for_projections().await;
+    let (status, listed) = json_of(
+        app.get_as(&app.support_key, "/v1/reconciliation/exceptions")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let open = listed["exceptions"].as_array().unwrap().clone();
+    let mut found: Vec<(String, String, String)> = open
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["provider"].as_str().unwrap().to_owned(),
+                e["orderId"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("fee_mismatch", "paddle", "week-paddle-fee"),
+        ("payout_mismatch", "paddle", "-"),
+        ("payout_mismatch", "paddle", "-"),
+        ("short_payout", "paddle", "week-paddle-short"),
+        ("unknown_payment", "toss", "-"),
+    ]
+    .iter()
+    .map(|(k, p, o)| (k.to_string(), p.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(found, expected, "{open:?}");
+    for (kind, _, order) in &expected {
+        if order == "-" {
+            continue;
+        }
+        let summaries = timeline_summaries(&app, order).await;
+        let on_timeline = summaries
+            .iter()
+            .filter(|s| s.starts_with(&format!("reconciliation flag {kind}")))
+            .count();
+        assert_eq!(on_timeline, 1, "{order}: {summaries:?}");
+    }
+    let short = open.iter().find(|e| e["kind"] == "short_payout").unwrap();
+    assert_eq!(
+        (
+            short["expectedMinor"].as_i64(),
+            short["actualMinor"].as_i64()
+        ),
+        (Some(900), Some(860)),
+        "{short}"
+    );
+    // Monday's payout: the earnings of the renewal and the 5 orders as itemised (891 + 900 +
+    // 860 + 900 + 875 + 900), paid without the late and the missing one's 900 each; the late one
+    // came 3 days later in a payout of its own, whose balance held no transaction.
+    let mut payouts: Vec<(Option<i64>, Option<i64>)> = open
+        .iter()
+        .filter(|e| e["kind"] == "payout_mismatch")
+        .map(|e| (e["expectedMinor"].as_i64(), e["actualMinor"].as_i64()))
+        .collect();
+    payouts.sort();
+    assert_eq!(
+        payouts,
+        vec![(Some(0), Some(900)), (Some(5_326), Some(3_526))],
+        "{open:?}"
+    );
+    let fee = open.iter().find(|e| e["kind"] == "fee_mismatch").unwrap();
+    assert_eq!(
+        (fee["expectedMinor"].as_i64(), fee["actualMinor"].as_i64()),
+        (Some(100), Some(125)),
+        "{fee}"
+    );
+
+    // The report: Paddle's days hold the subscription's two payments and the five orders.
+    let (status, report) = json_of(
+        app.get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?provider=paddle&from=2026-09-05&to=2026-10-14",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let days = report["days"].as_array().unwrap();
+    let sum = |field: &str| -> i64 { days.iter().map(|d| d[field].as_i64().unwrap()).sum() };
+    assert_eq!(sum("lines"), 7, "{report}");
+    assert_eq!(sum("unmatchedLines"), 0, "{report}");
+    assert_eq!(sum("settledMinor"), 2 * 990 + 5 * 1_000, "{report}");
+    assert_eq!(
+        sum("payoutsMinor"),
+        2 * 891 + 900 + 860 + 900 + 875 + 900,
+        "{report}"
+    );
+    // The day counts its lines' flags (short, fee); the payouts' are in the exceptions.
+    assert_eq!(sum("discrepancies"), 2, "{report}");
+
+    // An admin resolves each with a note: the shortfall written off, the fee accepted, the
+    // payouts' differences and the stranger claimed from the providers.
+    for exception in &open {
+        let resolution = match exception["kind"].as_str().unwrap() {
+            "short_payout" | "unsettled_capture" => "write_off",
+            "late_payout" | "fee_mismatch" => "accepted_difference",
+            _ => "claim_against_provider",
+        };
+        let path = format!(
+            "/v1/reconciliation/exceptions/{}/{}/resolve",
+            exception["streamId"].as_str().unwrap(),
+            exception["kind"].as_str().unwrap()
+        );
+        let body = json!({"resolution": resolution, "note": "finance review, week 41"});
+        let (status, answer) = json_of(app.post_as(&app.admin_key, &path, &body).await).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    app.wait_for_projections().await;
+    let (_, all) = json_of(
+        app.get_as(&app.support_key, "/v1/reconciliation/exceptions?status=all")
+            .await,
+    )
+    .await;
+    let resolved = all["exceptions"].as_array().unwrap();
+    assert_eq!(resolved.len(), 5, "{all}");
+    assert!(
+        resolved
+            .iter()
+            .all(|e| e["resolvedBy"] == "admin:ops" && e["note"] == "finance review, week 41"),
+        "{all}"
+    );
+    let summaries = timeline_summaries(&app, "week-paddle-short").await;
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s == "reconciliation flag short_payout resolved: write_off"),
+        "{summaries:?}"
+    );
+
+    // The books: balanced, the clearing account empty in every currency, the losses written off.
+    let books = trial_balance(&app).await;
+    assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
+    assert_eq!(balance(&books, "provider_clearing", "USD"), 0, "{books}");
+    assert_eq!(
+        balance(&books, "reconciliation_write_offs", "USD"),
+        40,
+        "{books}"
+    );
+
+    // The log verifies (what `payledger audit verify` runs), the journal against it, and the
+    // read models are their rebuild.
+    let chains = payledger_store::audit::verify_all(&app.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(chains.first_problem, None);
+    let journal = payledger_read_models::journal::verify(&app.app_pool)
+        .await
+        .unwrap();
+    assert!(journal.mismatches.is_empty(), "{:?}", journal.mismatches);
+    assert!(journal.unbalanced_entries.is_empty());
+    for projection in ["reconciliation", "journal", "orders"] {
+        let projection = payledger_read_models::projection_named(projection).unwrap();
+        let report = payledger_projector::verify(&app.app_pool, projection.as_ref())
+            .await
+            .unwrap();
+        assert!(report.matches(), "{report:?}");
+    }
+}
