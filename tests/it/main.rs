@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod operations;
 mod paddle;
+mod paddle_membership;
 mod payments;
 mod privacy;
 mod projections;

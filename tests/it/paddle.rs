@@ -10,12 +10,14 @@ use std::time::Duration;
 
 const SECRET: &str = "pdl_ntfset_e2e_secret";
 
-async fn spawn() -> TestApp {
+pub(crate) async fn spawn() -> TestApp {
     spawn_with_clock(None).await
 }
 
 /// With `test_clock_start`, the application and the sandbox's Paddle run on the scenario clock.
-async fn spawn_with_clock(test_clock_start: Option<chrono::DateTime<chrono::Utc>>) -> TestApp {
+pub(crate) async fn spawn_with_clock(
+    test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+) -> TestApp {
     let app = spawn_app_with(SpawnOptions {
         test_clock_start,
         webhooks: WebhookSettings {
@@ -37,7 +39,7 @@ async fn spawn_with_clock(test_clock_start: Option<chrono::DateTime<chrono::Utc>
 }
 
 /// What the customer or Paddle itself does, through the sandbox's controls and API.
-async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
+pub(crate) async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", app.sandbox.paddle_base_url()))
         .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
@@ -53,7 +55,7 @@ async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
     response.json::<Value>().await.unwrap()["data"].clone()
 }
 
-async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
+pub(crate) async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
     paddle(
         app,
         "/sandbox/checkout",
@@ -63,7 +65,7 @@ async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
     .await
 }
 
-async fn subscription(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn subscription(app: &TestApp, id: &str) -> Value {
     // Read as support: the subscription was started by Paddle's notification, not by this
     // client, and clients see only what they created.
     app.get_as(&app.support_key, &format!("/v1/subscriptions/{id}"))
@@ -75,7 +77,12 @@ async fn subscription(app: &TestApp, id: &str) -> Value {
 
 /// Polls the subscription until `check` holds (the worker applies notifications in the
 /// background).
-async fn until(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let mut last = Value::Null;
     for _ in 0..150 {
         last = subscription(app, id).await;
@@ -100,7 +107,7 @@ async fn until(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bo
     panic!("{what}: the subscription stayed {last}; Paddle deliveries: {inbox:?}; applied: {applied:?}");
 }
 
-async fn membership(app: &TestApp, customer: &str) -> i64 {
+pub(crate) async fn membership(app: &TestApp, customer: &str) -> i64 {
     let wallet: Value = app
         .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
         .await
@@ -110,7 +117,7 @@ async fn membership(app: &TestApp, customer: &str) -> i64 {
     wallet["membershipLevel"].as_i64().unwrap_or(-1)
 }
 
-async fn deliveries_settled(app: &TestApp) {
+pub(crate) async fn deliveries_settled(app: &TestApp) {
     for _ in 0..100 {
         let records = app.sandbox.paddle_deliveries();
         let pending: i64 = sqlx::query_scalar(
@@ -127,7 +134,7 @@ async fn deliveries_settled(app: &TestApp) {
     panic!("Paddle deliveries are still pending");
 }
 
-async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {
+pub(crate) async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {
     // As an admin: a customer Paddle's notification linked first is owned by no API client
     // (client scoping; see the issue report).
     let response = app
@@ -142,7 +149,7 @@ async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value)
 
 /// A credit pack paid through Paddle: an order placed with `provider: paddle`, paid in Paddle's
 /// checkout, confirmed by its transaction id (payledger looks the transaction up and judges it).
-async fn paid_credit_order(app: &TestApp, order_id: &str) -> String {
+pub(crate) async fn paid_credit_order(app: &TestApp, order_id: &str) -> String {
     let placed = app
         .post(
             "/v1/orders",
@@ -426,7 +433,7 @@ async fn a_cancel_through_payledger_asks_paddle_first_and_a_failed_call_records_
     );
 }
 
-async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
+pub(crate) async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
     let wallet: Value = app
         .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
         .await
@@ -437,7 +444,7 @@ async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
 }
 
 /// Polls the order (as its client) until `check` holds.
-async fn order_until(
+pub(crate) async fn order_until(
     app: &TestApp,
     order_id: &str,
     what: &str,
@@ -465,7 +472,7 @@ async fn order_until(
     panic!("{what}: the order stayed {last}; Paddle deliveries: {inbox:?}");
 }
 
-async fn timeline(app: &TestApp, order_id: &str) -> String {
+pub(crate) async fn timeline(app: &TestApp, order_id: &str) -> String {
     let body: Value = app
         .get(&format!("/v1/orders/{order_id}/timeline"))
         .await
@@ -475,7 +482,7 @@ async fn timeline(app: &TestApp, order_id: &str) -> String {
     body.to_string()
 }
 
-async fn subscribed_member(app: &TestApp) {
+pub(crate) async fn subscribed_member(app: &TestApp) {
     let subscribed = checkout(
         app,
         payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
@@ -616,7 +623,7 @@ async fn a_paddle_refund_is_recorded_once_paddle_approves_it_and_claws_the_credi
     assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
 }
 
-fn account_balance(trial: &Value, account: &str) -> i64 {
+pub(crate) fn account_balance(trial: &Value, account: &str) -> i64 {
     trial["accounts"]
         .as_array()
         .unwrap()

@@ -1,0 +1,129 @@
+//! `GET /v1/customers/{id}/membership` over HTTP (issue 15): the level, plan, provider and
+//! billing times of a membership Paddle bills, through renewal, a scheduled cancel and the end.
+
+use crate::paddle::{checkout, deliveries_settled, paddle, spawn, until};
+use payledger_tests::TestApp;
+use serde_json::{json, Value};
+
+async fn membership_status(app: &TestApp, key: &str, customer: &str) -> (u16, Value) {
+    membership_at(app, key, customer, 0).await
+}
+
+/// The membership once the read model has caught up with `position`.
+async fn membership_at(app: &TestApp, key: &str, customer: &str, position: i64) -> (u16, Value) {
+    let response = app
+        .get_as(
+            key,
+            &format!("/v1/customers/{customer}/membership?minPosition={position}"),
+        )
+        .await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn instant(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("not a time: {value}"))
+}
+
+#[tokio::test]
+async fn the_membership_status_shows_level_plan_provider_and_billing_times_of_a_paddle_membership()
+{
+    let app = spawn().await;
+    let (status, none) = membership_status(&app, &app.support_key, "cust_1").await;
+    assert_eq!(status, 200, "{none}");
+    assert_eq!(none["membershipLevel"], 0, "{none}");
+    assert_eq!(none["planId"], Value::Null, "{none}");
+    assert_eq!(none["provider"], Value::Null, "{none}");
+
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let period_end = &subscribed["subscription"]["current_billing_period"]["ends_at"];
+    let started = until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    let (status, member) = membership_at(
+        &app,
+        &app.support_key,
+        "cust_1",
+        started["position"].as_i64().unwrap_or(0),
+    )
+    .await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membershipLevel"], 1, "{member}");
+    assert_eq!(member["planId"], "basic", "{member}");
+    assert_eq!(member["provider"], "paddle", "{member}");
+    assert_eq!(member["billedByProvider"], true, "{member}");
+    assert_eq!(member["subscriptionId"], sub_id.as_str(), "{member}");
+    assert_eq!(member["status"], "active", "{member}");
+    assert_eq!(instant(&member["currentPeriodEnd"]), instant(period_end));
+    assert_eq!(
+        instant(&member["nextBillingAt"]),
+        instant(period_end),
+        "Paddle bills the next period when this one ends"
+    );
+    assert_eq!(member["cancelAtPeriodEnd"], false, "{member}");
+
+    // Another API client does not see a customer it did not create.
+    let (status, hidden) = membership_status(&app, &app.other_client_key, "cust_1").await;
+    assert_eq!(
+        (status, hidden["code"].as_str()),
+        (404, Some("E_CUSTOMER_NOT_FOUND"))
+    );
+    let (status, invalid) = membership_status(&app, &app.support_key, "bad id!").await;
+    assert_eq!(status, 400, "{invalid}");
+
+    // A renewal moves the period; a cancel scheduled in Paddle's dashboard shows as ending at
+    // the period's end with no next billing; the end downgrades.
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    let renewed = until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
+    let (_, member) = membership_status(&app, &app.support_key, "cust_1").await;
+    assert_eq!(
+        instant(&member["currentPeriodEnd"]),
+        instant(&renewed["paidThrough"])
+    );
+    assert!(instant(&member["currentPeriodEnd"]) > instant(period_end));
+    paddle(
+        &app,
+        &format!("/subscriptions/{sub_id}/cancel"),
+        json!({"effective_from": "next_billing_period"}),
+    )
+    .await;
+    until(&app, &sub_id, "cancel scheduled", |s| {
+        s["cancelAtPeriodEnd"] == true
+    })
+    .await;
+    deliveries_settled(&app).await;
+    let (_, ending) = membership_status(&app, &app.support_key, "cust_1").await;
+    assert_eq!(ending["membershipLevel"], 1, "{ending}");
+    assert_eq!(ending["cancelAtPeriodEnd"], true, "{ending}");
+    assert_eq!(ending["nextBillingAt"], Value::Null, "{ending}");
+    assert_eq!(
+        instant(&ending["cancelEffectiveAt"]),
+        instant(&ending["currentPeriodEnd"])
+    );
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    until(&app, &sub_id, "ended", |s| s["status"] == "ended").await;
+    let (_, ended) = membership_status(&app, &app.support_key, "cust_1").await;
+    assert_eq!(ended["membershipLevel"], 0, "{ended}");
+    assert_eq!(
+        ended["planId"],
+        Value::Null,
+        "an ended plan is no membership: {ended}"
+    );
+}
