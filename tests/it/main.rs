@@ -22,6 +22,7 @@ mod openapi;
 mod operations;
 mod paddle;
 mod paddle_membership;
+mod paddle_refunds;
 mod payments;
 mod privacy;
 mod projections;

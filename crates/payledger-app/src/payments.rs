@@ -22,7 +22,7 @@ use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
     CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry,
-    RegistryError,
+    RefundAnswer, RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -760,7 +760,7 @@ impl Payments {
             .ok_or_else(|| PaymentError::Internal("requested refund is missing".into()))?;
         if matches!(
             refund.status,
-            RefundStatus::Completed | RefundStatus::Failed
+            RefundStatus::Completed | RefundStatus::Failed | RefundStatus::AwaitingProvider
         ) {
             return Ok((refund_id, Self::snapshot(requested, replay)));
         }
@@ -813,11 +813,14 @@ impl Payments {
         };
         let outcome = match self
             .gateway_for(state)?
-            .cancel(&request)
+            .request_refund(&request)
             .instrument(provider_call_span("cancel", order_id, context))
             .await
         {
-            Ok(payment) => RefundOutcome::Completed {
+            Ok(RefundAnswer::AwaitingApproval { provider_refund_id }) => {
+                RefundOutcome::AwaitingProvider { provider_refund_id }
+            }
+            Ok(RefundAnswer::Refunded(payment)) => RefundOutcome::Completed {
                 transaction_key: payment
                     .cancels
                     .last()

@@ -1138,6 +1138,17 @@ impl PaddleStore {
             }
             _ => return PaddleReply::invalid("type must be full or partial"),
         };
+        // As Paddle: one refund request open per transaction; a second one (a duplicate, or
+        // another refund) is refused until Paddle approves or rejects the first.
+        if self.adjustments.values().any(|a| {
+            a.transaction_id == txn_id && a.action == "refund" && a.status == "pending_approval"
+        }) {
+            return PaddleReply::error(
+                400,
+                "adjustment_pending_refund_request",
+                "You are unable to create further adjustments against this transaction as there is a pending refund request",
+            );
+        }
         self.adjust(txn_id, &action, kind, reason, amount, "pending_approval")
     }
 
