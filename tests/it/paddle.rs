@@ -771,6 +771,82 @@ async fn an_approved_paddle_refund_of_a_membership_payment_is_recorded_on_the_su
         "{trial}"
     );
     assert_eq!(account_balance(&trial, "provider_clearing"), -99, "{trial}");
+
+    // The source document: a membership refund downgrades the membership at once (the
+    // subscription itself stays; Paddle's next paid period gives the benefits back).
+    let mut level = -1;
+    for _ in 0..100 {
+        level = membership(&app, "cust_1").await;
+        if level == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(level, 0, "a refunded membership payment downgrades");
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
+    assert_eq!(
+        membership(&app, "cust_1").await,
+        1,
+        "paid again: benefits back"
+    );
+}
+
+#[tokio::test]
+async fn a_chargeback_of_a_membership_payment_downgrades_the_membership_at_once() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let txn = subscribed["transaction"]["id"].as_str().unwrap().to_owned();
+    until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    assert_eq!(membership(&app, "cust_1").await, 1);
+    paddle(
+        &app,
+        &format!("/sandbox/transactions/{txn}/chargeback"),
+        json!({}),
+    )
+    .await;
+    let mut level = -1;
+    for _ in 0..100 {
+        level = membership(&app, "cust_1").await;
+        if level == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(level, 0, "a charged-back membership payment downgrades");
+    let status: Value = app
+        .get_as(&app.support_key, "/v1/customers/cust_1/membership")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["membershipLevel"], 0, "{status}");
+    deliveries_settled(&app).await;
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
 }
 
 #[tokio::test]

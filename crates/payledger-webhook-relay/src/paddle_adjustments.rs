@@ -9,7 +9,7 @@
 //! | a refund, pending approval, or rejected and not payledger's | nothing (the delivery is kept on record) |
 //! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
 //! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount) on the order |
-//! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (membership unchanged) |
+//! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (the current period's payment taken back in full, or charged back: the membership is downgraded at once) |
 //! | a chargeback warning, credit, reversal | nothing |
 //!
 //! A fact the ledger cannot record (another transaction than the order's payment, more than is
