@@ -8,7 +8,7 @@ use crate::wire::{
     parse_amount, parse_currency, SubscriptionStatus, SubscriptionWire, TransactionStatus,
     TransactionWire, UnreadableAnswer,
 };
-use crate::CUSTOM_DATA_CUSTOMER_ID;
+use crate::{CUSTOM_DATA_API_CLIENT, CUSTOM_DATA_CUSTOMER_ID};
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{BillingInterval, IntervalUnit, ProviderSubscriptionFact};
 use payledger_domain::ids::PaymentKey;
@@ -25,6 +25,8 @@ pub struct SubscriptionReading {
     pub status: String,
     /// `custom_data.customerId`: the payledger customer the checkout was for.
     pub customer_id: Option<String>,
+    /// `custom_data.apiClient`: the payledger API client the customer belongs to.
+    pub api_client: Option<String>,
     pub price_id: String,
     pub product_id: String,
     pub description: Option<String>,
@@ -111,6 +113,9 @@ pub fn read_subscription(
         status: subscription.status.as_str().to_owned(),
         customer_id: subscription
             .custom_text(CUSTOM_DATA_CUSTOMER_ID)
+            .map(str::to_owned),
+        api_client: subscription
+            .custom_text(CUSTOM_DATA_API_CLIENT)
             .map(str::to_owned),
         price_id: item.price.id.clone(),
         product_id: item.price.product_id.clone(),

@@ -73,6 +73,9 @@ pub const SANDBOX_API_KEY: &str = "pdl_sdbx_apikey_sandbox";
 pub const CUSTOM_DATA_ORDER_ID: &str = "orderId";
 /// The `custom_data` key a checkout carries the payledger customer id in.
 pub const CUSTOM_DATA_CUSTOMER_ID: &str = "customerId";
+/// The `custom_data` key a checkout carries the payledger API client in (the name of its key,
+/// `e2e` for `client:e2e`): the client that owns a customer Paddle's notification names first.
+pub const CUSTOM_DATA_API_CLIENT: &str = "apiClient";
 /// Longest refund reason sent to Paddle.
 const MAX_REASON_CHARS: usize = 200;
 /// Most ids one list request filters by.
