@@ -23,6 +23,7 @@ mod operations;
 mod paddle;
 mod paddle_membership;
 mod paddle_refunds;
+mod paddle_webhooks;
 mod payments;
 mod privacy;
 mod projections;

@@ -8,7 +8,7 @@ use payledger_webhooks::WebhookSecret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const SECRET: &str = "pdl_ntfset_e2e_secret";
+pub(crate) const SECRET: &str = "pdl_ntfset_e2e_secret";
 
 pub(crate) async fn spawn() -> TestApp {
     spawn_with_clock(None).await
@@ -18,12 +18,28 @@ pub(crate) async fn spawn() -> TestApp {
 pub(crate) async fn spawn_with_clock(
     test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
 ) -> TestApp {
+    spawn_configured(test_clock_start, None).await
+}
+
+/// With another timestamp tolerance for Paddle's notifications than Paddle's 5 s.
+pub(crate) async fn spawn_with_tolerance(paddle_tolerance: Duration) -> TestApp {
+    spawn_configured(None, Some(paddle_tolerance)).await
+}
+
+async fn spawn_configured(
+    test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    paddle_tolerance: Option<Duration>,
+) -> TestApp {
+    let mut inbound = InboundConfig::default()
+        .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
+        .unwrap();
+    if let Some(tolerance) = paddle_tolerance {
+        inbound.paddle_tolerance = tolerance;
+    }
     let app = spawn_app_with(SpawnOptions {
         test_clock_start,
         webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
-                .unwrap(),
+            inbound,
             retry: RetryPolicy {
                 delay_divisor: 1_000,
             },
