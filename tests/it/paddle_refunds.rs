@@ -279,3 +279,71 @@ async fn a_refund_while_paddle_is_down_is_a_clear_error_and_refunds_nothing() {
     assert_eq!(last.0, 202, "{}", last.1);
     assert_eq!(paddle_adjustments(&app, &txn).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_approval_whose_notification_never_arrives_is_found_by_the_reconciler() {
+    use payledger_webhook_relay::{InboundConfig, Provider, WebhookSettings};
+    use payledger_webhooks::WebhookSecret;
+    let app = payledger_tests::spawn_app_with(payledger_tests::SpawnOptions {
+        reconcile_interval_ms: 200,
+        reconcile_after_ms: 0,
+        webhooks: WebhookSettings {
+            inbound: InboundConfig::default()
+                .with_secrets(
+                    Provider::Paddle,
+                    vec![WebhookSecret::new(crate::paddle::SECRET)],
+                )
+                .unwrap(),
+            ..WebhookSettings::default()
+        },
+        ..payledger_tests::SpawnOptions::default()
+    })
+    .await;
+    // Paddle signs with another secret than payledger knows: every notification is refused.
+    app.sandbox
+        .add_paddle_webhook_destination(
+            &format!("{}/v1/webhooks/paddle", app.address),
+            "pdl_ntfset_not_the_one_payledger_has",
+        )
+        .unwrap();
+    let order_id = "order-paddle-lost-approval";
+    paid_credit_order(&app, order_id).await;
+    let (status, asked) = ask_refund(&app, order_id, "lost-1", json!({"reason": "r"})).await;
+    assert_eq!(status, 202, "{asked}");
+    let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment}/approve"),
+        json!({}),
+    )
+    .await;
+    let text = timeline_until(
+        &app,
+        order_id,
+        &format!("refund {} completed", asked["refundId"].as_str().unwrap()),
+    )
+    .await;
+    assert!(!text.contains("not asked by payledger"), "{text}");
+    let mut refunded = Value::Null;
+    for _ in 0..100 {
+        refunded = order(&app, order_id).await;
+        if refunded["refundedAmount"] == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refunded["refundedAmount"], 1000, "{refunded}");
+    assert_eq!(refunded["refundPendingAmount"], 0, "{refunded}");
+    let completed: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload::text FROM events WHERE stream_id = $1 AND event_type = 'RefundCompleted'",
+    )
+    .bind(format!("order-{order_id}"))
+    .fetch_all(&app.app_pool)
+    .await
+    .unwrap();
+    assert_eq!(completed.len(), 1);
+    assert!(
+        completed[0].0.contains("\"source\": \"reconciler\""),
+        "{completed:?}"
+    );
+}

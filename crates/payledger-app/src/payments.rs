@@ -940,6 +940,44 @@ impl Payments {
                 settled.push(format!("refund {refund_id}"));
             }
         }
+        // Refunds the provider approves later (Paddle): its decision normally arrives as a
+        // webhook; one that was lost is found here when the provider's payment lists the
+        // approved refund (a rejection is not listed: it waits for the webhook or its replay).
+        let awaiting: Vec<(String, i64)> = state
+            .refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::AwaitingProvider)
+            .filter(|r| now - r.requested_at >= older_than)
+            .filter_map(|r| r.provider_refund_id.clone().map(|id| (id, r.amount_minor)))
+            .collect();
+        if let (false, Some(payment_key)) = (awaiting.is_empty(), &state.payment_key) {
+            let looked_up = self
+                .gateway_for(&state)?
+                .payment_by_key(payment_key.as_str())
+                .await;
+            if let Ok(Some(payment)) = looked_up {
+                for (provider_refund_id, _) in &awaiting {
+                    let Some(approved) = payment
+                        .cancels
+                        .iter()
+                        .find(|c| &c.transaction_key == provider_refund_id)
+                    else {
+                        continue;
+                    };
+                    self.record_provider_refund_decision(
+                        order_id,
+                        provider_refund_id,
+                        payledger_domain::order::ProviderRefundDecision::Approved {
+                            amount_minor: approved.cancel_amount_minor,
+                            currency: payment.currency,
+                        },
+                        OutcomeSource::Reconciler,
+                    )
+                    .await?;
+                    settled.push(format!("refund {provider_refund_id} (approved)"));
+                }
+            }
+        }
         Ok(match (settled.is_empty(), too_recent) {
             (false, _) => Reconciled::Settled(settled),
             (true, true) => Reconciled::TooRecent,

@@ -109,6 +109,8 @@ pub enum OrderCommand {
     RecordProviderRefundDecision {
         provider_refund_id: String,
         decision: ProviderRefundDecision,
+        /// `webhook` (the provider's notification) or `reconciler` (found by a lookup).
+        source: OutcomeSource,
         at: DateTime<Utc>,
     },
 }
@@ -742,8 +744,9 @@ impl Order {
             OrderCommand::RecordProviderRefundDecision {
                 provider_refund_id,
                 decision,
+                source,
                 at,
-            } => self.record_provider_refund_decision(provider_refund_id, decision, at),
+            } => self.record_provider_refund_decision(provider_refund_id, decision, source, at),
         }
     }
 
@@ -751,6 +754,7 @@ impl Order {
         &self,
         provider_refund_id: String,
         decision: ProviderRefundDecision,
+        source: OutcomeSource,
         at: DateTime<Utc>,
     ) -> Result<Vec<OrderEvent>, OrderError> {
         let placed = self.placed()?;
@@ -781,7 +785,7 @@ impl Order {
                     currency,
                     payee_id: placed.payee_id.clone(),
                     transaction_key: provider_refund_id,
-                    source: OutcomeSource::Webhook,
+                    source,
                     at,
                 })
             }
@@ -791,7 +795,7 @@ impl Order {
                     amount_minor: refund.amount_minor,
                     currency: Some(currency),
                     failure,
-                    source: OutcomeSource::Webhook,
+                    source,
                     at,
                 })
             }

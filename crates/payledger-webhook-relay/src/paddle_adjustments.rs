@@ -274,7 +274,12 @@ impl PaddleApplier {
         };
         let snapshot = self
             .payments
-            .record_provider_refund_decision(order_id, &adjustment.id, decision)
+            .record_provider_refund_decision(
+                order_id,
+                &adjustment.id,
+                decision,
+                payledger_domain::order::OutcomeSource::Webhook,
+            )
             .await
             .map_err(|err| match err {
                 PaymentError::Order(OrderError::ProviderDiscrepancy) => Failure::permanent(

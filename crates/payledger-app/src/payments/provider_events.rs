@@ -70,16 +70,22 @@ impl Payments {
         order_id: &OrderId,
         provider_refund_id: &str,
         decision: ProviderRefundDecision,
+        source: OutcomeSource,
     ) -> Result<OrderSnapshot, PaymentError> {
+        let actor = match source {
+            OutcomeSource::Reconciler => "reconciler",
+            _ => WEBHOOKS,
+        };
         let executed = self
             .execute(
                 order_id,
                 OrderCommand::RecordProviderRefundDecision {
                     provider_refund_id: provider_refund_id.to_string(),
                     decision,
+                    source,
                     at: self.clock.now(),
                 },
-                &RequestContext::system(WEBHOOKS),
+                &RequestContext::system(actor),
             )
             .await?;
         let replay = executed.events.is_empty();

@@ -585,6 +585,7 @@ fn decided(id: &str, decision: ProviderRefundDecision) -> OrderCommand {
     OrderCommand::RecordProviderRefundDecision {
         provider_refund_id: format!("adj_{id}"),
         decision,
+        source: OutcomeSource::Webhook,
         at: t0(),
     }
 }
