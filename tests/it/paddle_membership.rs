@@ -1,5 +1,6 @@
 //! `GET /v1/customers/{id}/membership` over HTTP (issue 15): the level, plan, provider and
-//! billing times of a membership Paddle bills, through renewal, a scheduled cancel and the end.
+//! billing times of a membership Paddle bills (through renewal, a scheduled cancel and the end)
+//! or payledger bills (Toss), and who owns a customer Paddle's notification names first.
 
 use crate::paddle::{checkout, deliveries_settled, paddle, spawn, until};
 use payledger_tests::TestApp;
@@ -226,4 +227,48 @@ async fn a_customer_paddle_names_first_belongs_to_the_api_client_its_checkout_na
     .await
     .unwrap();
     assert_eq!(stream, 0, "no ownerless customer is created");
+}
+
+#[tokio::test]
+async fn the_membership_status_of_a_plan_payledger_bills_names_its_provider_and_next_charge() {
+    let app = payledger_tests::spawn_app().await;
+    let key = app
+        .post(
+            "/v1/billing-keys",
+            &json!({"customerId": "cust_toss", "authKey": "bln_membership_1"}),
+        )
+        .await;
+    assert_eq!(key.status().as_u16(), 201);
+    let key: Value = key.json().await.unwrap();
+    let started = app
+        .post(
+            "/v1/subscriptions",
+            &json!({"subscriptionId": "sub_toss_member", "customerId": "cust_toss",
+                    "planId": "standard", "amount": 9900, "currency": "KRW", "interval": "month",
+                    "billingKeyId": key["billingKeyId"], "orderName": "Standard membership"}),
+        )
+        .await;
+    assert_eq!(started.status().as_u16(), 201);
+    let started: Value = started.json().await.unwrap();
+    let position = started["position"].as_i64().unwrap();
+    // As the client that created the customer.
+    let (status, member) = membership_at(&app, &app.client_key, "cust_toss", position).await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(
+        member["membershipLevel"], started["membershipLevel"],
+        "{member}"
+    );
+    assert_eq!(member["planId"], "standard", "{member}");
+    assert_eq!(member["provider"], "toss", "{member}");
+    assert_eq!(member["billedByProvider"], false, "{member}");
+    assert_eq!(
+        instant(&member["nextBillingAt"]),
+        instant(&started["nextChargeAt"])
+    );
+    assert_eq!(
+        instant(&member["currentPeriodEnd"]),
+        instant(&started["paidThrough"])
+    );
+    let (status, _) = membership_at(&app, &app.other_client_key, "cust_toss", position).await;
+    assert_eq!(status, 404);
 }
