@@ -172,6 +172,9 @@ pub struct AdjustmentReading {
     pub status: String,
     pub total_minor: i64,
     pub currency: payledger_domain::money::Currency,
+    /// The part of Paddle's fee it gives back with the adjustment (see
+    /// [`crate::wire::AdjustmentWire::fee_returned_minor`]).
+    pub fee_returned_minor: i64,
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }
@@ -203,6 +206,7 @@ pub fn read_adjustment(
             .unwrap_or_default(),
         total_minor: money.total_minor,
         currency: money.currency,
+        fee_returned_minor: adjustment.fee_returned_minor()?,
         reason: adjustment.reason.clone(),
         created_at: adjustment.created_at,
     })

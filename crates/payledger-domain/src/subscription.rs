@@ -195,7 +195,14 @@ pub struct ProviderChargeReversed {
     pub kind: ChargeReversalKind,
     pub amount_minor: i64,
     pub currency: Currency,
+    /// The provider's fee on the payment it gives back with the reversal (0: it keeps it all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub provider_fee_returned_minor: i64,
     pub at: DateTime<Utc>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -370,6 +370,7 @@ impl PaddleApplier {
                     reversal_id: adjustment.id.clone(),
                     kind,
                     amount,
+                    provider_fee_returned_minor: adjustment.fee_returned_minor,
                     at: adjustment.created_at,
                 },
                 &RequestContext::system("webhooks:paddle"),

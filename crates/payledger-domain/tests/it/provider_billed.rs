@@ -286,6 +286,7 @@ fn reversal(txn: &str, id: &str, amount_minor: i64) -> ProviderSubscriptionFact 
         reversal_id: id.into(),
         kind: ChargeReversalKind::Refund,
         amount: Money::new(amount_minor, Currency::USD).unwrap(),
+        provider_fee_returned_minor: 0,
         at: month(1),
     }
 }
@@ -297,6 +298,7 @@ fn reversed(txn: &str, id: &str, amount_minor: i64) -> SubscriptionEvent {
         kind: ChargeReversalKind::Refund,
         amount_minor,
         currency: Currency::USD,
+        provider_fee_returned_minor: 0,
         at: month(1),
     })
 }
@@ -370,6 +372,7 @@ fn taking_back_the_current_periods_payment_downgrades_at_once_until_a_period_is_
             kind: ChargeReversalKind::Chargeback,
             amount_minor: 990,
             currency: Currency::USD,
+            provider_fee_returned_minor: 0,
             at: during,
         }),
     ]);
