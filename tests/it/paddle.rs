@@ -8,20 +8,38 @@ use payledger_webhooks::WebhookSecret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const SECRET: &str = "pdl_ntfset_e2e_secret";
+pub(crate) const SECRET: &str = "pdl_ntfset_e2e_secret";
 
-async fn spawn() -> TestApp {
+pub(crate) async fn spawn() -> TestApp {
     spawn_with_clock(None).await
 }
 
 /// With `test_clock_start`, the application and the sandbox's Paddle run on the scenario clock.
-async fn spawn_with_clock(test_clock_start: Option<chrono::DateTime<chrono::Utc>>) -> TestApp {
+pub(crate) async fn spawn_with_clock(
+    test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+) -> TestApp {
+    spawn_configured(test_clock_start, None).await
+}
+
+/// With another timestamp tolerance for Paddle's notifications than Paddle's 5 s.
+pub(crate) async fn spawn_with_tolerance(paddle_tolerance: Duration) -> TestApp {
+    spawn_configured(None, Some(paddle_tolerance)).await
+}
+
+async fn spawn_configured(
+    test_clock_start: Option<chrono::DateTime<chrono::Utc>>,
+    paddle_tolerance: Option<Duration>,
+) -> TestApp {
+    let mut inbound = InboundConfig::default()
+        .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
+        .unwrap();
+    if let Some(tolerance) = paddle_tolerance {
+        inbound.paddle_tolerance = tolerance;
+    }
     let app = spawn_app_with(SpawnOptions {
         test_clock_start,
         webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(Provider::Paddle, vec![WebhookSecret::new(SECRET)])
-                .unwrap(),
+            inbound,
             retry: RetryPolicy {
                 delay_divisor: 1_000,
             },
@@ -37,7 +55,7 @@ async fn spawn_with_clock(test_clock_start: Option<chrono::DateTime<chrono::Utc>
 }
 
 /// What the customer or Paddle itself does, through the sandbox's controls and API.
-async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
+pub(crate) async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", app.sandbox.paddle_base_url()))
         .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
@@ -53,7 +71,13 @@ async fn paddle(app: &TestApp, path: &str, body: Value) -> Value {
     response.json::<Value>().await.unwrap()["data"].clone()
 }
 
-async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
+/// A checkout for `custom_data`'s customer; as a client's checkout page would, it names the
+/// API client the customer belongs to (`client:e2e`, [`TestApp::client_key`]) unless the caller
+/// says otherwise.
+pub(crate) async fn checkout(app: &TestApp, price_id: &str, mut custom_data: Value) -> Value {
+    if custom_data.get("customerId").is_some() && custom_data.get("apiClient").is_none() {
+        custom_data["apiClient"] = json!("e2e");
+    }
     paddle(
         app,
         "/sandbox/checkout",
@@ -63,7 +87,7 @@ async fn checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
     .await
 }
 
-async fn subscription(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn subscription(app: &TestApp, id: &str) -> Value {
     // Read as support: the subscription was started by Paddle's notification, not by this
     // client, and clients see only what they created.
     app.get_as(&app.support_key, &format!("/v1/subscriptions/{id}"))
@@ -75,7 +99,12 @@ async fn subscription(app: &TestApp, id: &str) -> Value {
 
 /// Polls the subscription until `check` holds (the worker applies notifications in the
 /// background).
-async fn until(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let mut last = Value::Null;
     for _ in 0..150 {
         last = subscription(app, id).await;
@@ -100,7 +129,7 @@ async fn until(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bo
     panic!("{what}: the subscription stayed {last}; Paddle deliveries: {inbox:?}; applied: {applied:?}");
 }
 
-async fn membership(app: &TestApp, customer: &str) -> i64 {
+pub(crate) async fn membership(app: &TestApp, customer: &str) -> i64 {
     let wallet: Value = app
         .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
         .await
@@ -110,7 +139,7 @@ async fn membership(app: &TestApp, customer: &str) -> i64 {
     wallet["membershipLevel"].as_i64().unwrap_or(-1)
 }
 
-async fn deliveries_settled(app: &TestApp) {
+pub(crate) async fn deliveries_settled(app: &TestApp) {
     for _ in 0..100 {
         let records = app.sandbox.paddle_deliveries();
         let pending: i64 = sqlx::query_scalar(
@@ -127,9 +156,9 @@ async fn deliveries_settled(app: &TestApp) {
     panic!("Paddle deliveries are still pending");
 }
 
-async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {
-    // As an admin: a customer Paddle's notification linked first is owned by no API client
-    // (client scoping; see the issue report).
+pub(crate) async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {
+    // As an admin (an admin acts for every customer); the owning client may too, see
+    // `paddle_membership`.
     let response = app
         .post_as(
             &app.admin_key,
@@ -142,7 +171,7 @@ async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value)
 
 /// A credit pack paid through Paddle: an order placed with `provider: paddle`, paid in Paddle's
 /// checkout, confirmed by its transaction id (payledger looks the transaction up and judges it).
-async fn paid_credit_order(app: &TestApp, order_id: &str) -> String {
+pub(crate) async fn paid_credit_order(app: &TestApp, order_id: &str) -> String {
     let placed = app
         .post(
             "/v1/orders",
@@ -426,7 +455,7 @@ async fn a_cancel_through_payledger_asks_paddle_first_and_a_failed_call_records_
     );
 }
 
-async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
+pub(crate) async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
     let wallet: Value = app
         .get_as(&app.support_key, &format!("/v1/wallets/{customer}"))
         .await
@@ -437,7 +466,7 @@ async fn wallet_balance(app: &TestApp, customer: &str) -> i64 {
 }
 
 /// Polls the order (as its client) until `check` holds.
-async fn order_until(
+pub(crate) async fn order_until(
     app: &TestApp,
     order_id: &str,
     what: &str,
@@ -465,7 +494,7 @@ async fn order_until(
     panic!("{what}: the order stayed {last}; Paddle deliveries: {inbox:?}");
 }
 
-async fn timeline(app: &TestApp, order_id: &str) -> String {
+pub(crate) async fn timeline(app: &TestApp, order_id: &str) -> String {
     let body: Value = app
         .get(&format!("/v1/orders/{order_id}/timeline"))
         .await
@@ -475,7 +504,7 @@ async fn timeline(app: &TestApp, order_id: &str) -> String {
     body.to_string()
 }
 
-async fn subscribed_member(app: &TestApp) {
+pub(crate) async fn subscribed_member(app: &TestApp) {
     let subscribed = checkout(
         app,
         payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
@@ -616,7 +645,7 @@ async fn a_paddle_refund_is_recorded_once_paddle_approves_it_and_claws_the_credi
     assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
 }
 
-fn account_balance(trial: &Value, account: &str) -> i64 {
+pub(crate) fn account_balance(trial: &Value, account: &str) -> i64 {
     trial["accounts"]
         .as_array()
         .unwrap()
@@ -764,6 +793,82 @@ async fn an_approved_paddle_refund_of_a_membership_payment_is_recorded_on_the_su
         "{trial}"
     );
     assert_eq!(account_balance(&trial, "provider_clearing"), -99, "{trial}");
+
+    // The source document: a membership refund downgrades the membership at once (the
+    // subscription itself stays; Paddle's next paid period gives the benefits back).
+    let mut level = -1;
+    for _ in 0..100 {
+        level = membership(&app, "cust_1").await;
+        if level == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(level, 0, "a refunded membership payment downgrades");
+    paddle(
+        &app,
+        &format!("/sandbox/subscriptions/{sub_id}/advance"),
+        json!({}),
+    )
+    .await;
+    until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
+    assert_eq!(
+        membership(&app, "cust_1").await,
+        1,
+        "paid again: benefits back"
+    );
+}
+
+#[tokio::test]
+async fn a_chargeback_of_a_membership_payment_downgrades_the_membership_at_once() {
+    let app = spawn().await;
+    let subscribed = checkout(
+        &app,
+        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
+        json!({"customerId": "cust_1"}),
+    )
+    .await;
+    let sub_id = subscribed["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let txn = subscribed["transaction"]["id"].as_str().unwrap().to_owned();
+    until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    assert_eq!(membership(&app, "cust_1").await, 1);
+    paddle(
+        &app,
+        &format!("/sandbox/transactions/{txn}/chargeback"),
+        json!({}),
+    )
+    .await;
+    let mut level = -1;
+    for _ in 0..100 {
+        level = membership(&app, "cust_1").await;
+        if level == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(level, 0, "a charged-back membership payment downgrades");
+    let status: Value = app
+        .get_as(&app.support_key, "/v1/customers/cust_1/membership")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["membershipLevel"], 0, "{status}");
+    deliveries_settled(&app).await;
+    let head = app.head_position().await;
+    let trial: Value = app
+        .get_as(
+            &app.auditor_key,
+            &format!("/v1/journal/trial-balance?at={head}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trial["balanced"], true, "{trial}");
 }
 
 #[tokio::test]

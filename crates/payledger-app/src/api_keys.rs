@@ -267,6 +267,19 @@ async fn record_key_change(
     Ok(())
 }
 
+/// Whether `name` holds an active key with the client role: an API client that can own
+/// customers.
+pub async fn is_active_client(pool: &PgPool, name: &str) -> Result<bool, ApiKeyError> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM api_keys WHERE name = $1 AND role = $2 AND revoked_at IS NULL LIMIT 1",
+    )
+    .bind(name)
+    .bind(Role::Client.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// Every key, newest first (revoked ones included: revocation is history).
 pub async fn list_keys(pool: &PgPool) -> Result<Vec<ApiKeyRecord>, ApiKeyError> {
     let rows = sqlx::query(&format!(

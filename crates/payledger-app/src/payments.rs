@@ -22,7 +22,7 @@ use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
     CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry,
-    RegistryError,
+    RefundAnswer, RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -760,7 +760,7 @@ impl Payments {
             .ok_or_else(|| PaymentError::Internal("requested refund is missing".into()))?;
         if matches!(
             refund.status,
-            RefundStatus::Completed | RefundStatus::Failed
+            RefundStatus::Completed | RefundStatus::Failed | RefundStatus::AwaitingProvider
         ) {
             return Ok((refund_id, Self::snapshot(requested, replay)));
         }
@@ -813,11 +813,14 @@ impl Payments {
         };
         let outcome = match self
             .gateway_for(state)?
-            .cancel(&request)
+            .request_refund(&request)
             .instrument(provider_call_span("cancel", order_id, context))
             .await
         {
-            Ok(payment) => RefundOutcome::Completed {
+            Ok(RefundAnswer::AwaitingApproval { provider_refund_id }) => {
+                RefundOutcome::AwaitingProvider { provider_refund_id }
+            }
+            Ok(RefundAnswer::Refunded(payment)) => RefundOutcome::Completed {
                 transaction_key: payment
                     .cancels
                     .last()
@@ -935,6 +938,44 @@ impl Payments {
                     return Ok(Reconciled::StillUnknown(format!("refund {refund_id}")));
                 }
                 settled.push(format!("refund {refund_id}"));
+            }
+        }
+        // Refunds the provider approves later (Paddle): its decision normally arrives as a
+        // webhook; one that was lost is found here when the provider's payment lists the
+        // approved refund (a rejection is not listed: it waits for the webhook or its replay).
+        let awaiting: Vec<(String, i64)> = state
+            .refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::AwaitingProvider)
+            .filter(|r| now - r.requested_at >= older_than)
+            .filter_map(|r| r.provider_refund_id.clone().map(|id| (id, r.amount_minor)))
+            .collect();
+        if let (false, Some(payment_key)) = (awaiting.is_empty(), &state.payment_key) {
+            let looked_up = self
+                .gateway_for(&state)?
+                .payment_by_key(payment_key.as_str())
+                .await;
+            if let Ok(Some(payment)) = looked_up {
+                for (provider_refund_id, _) in &awaiting {
+                    let Some(approved) = payment
+                        .cancels
+                        .iter()
+                        .find(|c| &c.transaction_key == provider_refund_id)
+                    else {
+                        continue;
+                    };
+                    self.record_provider_refund_decision(
+                        order_id,
+                        provider_refund_id,
+                        payledger_domain::order::ProviderRefundDecision::Approved {
+                            amount_minor: approved.cancel_amount_minor,
+                            currency: payment.currency,
+                        },
+                        OutcomeSource::Reconciler,
+                    )
+                    .await?;
+                    settled.push(format!("refund {provider_refund_id} (approved)"));
+                }
             }
         }
         Ok(match (settled.is_empty(), too_recent) {

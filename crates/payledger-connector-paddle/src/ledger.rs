@@ -8,7 +8,7 @@ use crate::wire::{
     parse_amount, parse_currency, SubscriptionStatus, SubscriptionWire, TransactionStatus,
     TransactionWire, UnreadableAnswer,
 };
-use crate::CUSTOM_DATA_CUSTOMER_ID;
+use crate::{CUSTOM_DATA_API_CLIENT, CUSTOM_DATA_CUSTOMER_ID};
 use chrono::{DateTime, Utc};
 use payledger_domain::billing::{BillingInterval, IntervalUnit, ProviderSubscriptionFact};
 use payledger_domain::ids::PaymentKey;
@@ -25,6 +25,8 @@ pub struct SubscriptionReading {
     pub status: String,
     /// `custom_data.customerId`: the payledger customer the checkout was for.
     pub customer_id: Option<String>,
+    /// `custom_data.apiClient`: the payledger API client the customer belongs to.
+    pub api_client: Option<String>,
     pub price_id: String,
     pub product_id: String,
     pub description: Option<String>,
@@ -112,6 +114,9 @@ pub fn read_subscription(
         customer_id: subscription
             .custom_text(CUSTOM_DATA_CUSTOMER_ID)
             .map(str::to_owned),
+        api_client: subscription
+            .custom_text(CUSTOM_DATA_API_CLIENT)
+            .map(str::to_owned),
         price_id: item.price.id.clone(),
         product_id: item.price.product_id.clone(),
         description: item.price.description.clone().filter(|d| !d.is_empty()),
@@ -167,6 +172,9 @@ pub struct AdjustmentReading {
     pub status: String,
     pub total_minor: i64,
     pub currency: payledger_domain::money::Currency,
+    /// The part of Paddle's fee it gives back with the adjustment (see
+    /// [`crate::wire::AdjustmentWire::fee_returned_minor`]).
+    pub fee_returned_minor: i64,
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }
@@ -198,6 +206,7 @@ pub fn read_adjustment(
             .unwrap_or_default(),
         total_minor: money.total_minor,
         currency: money.currency,
+        fee_returned_minor: adjustment.fee_returned_minor()?,
         reason: adjustment.reason.clone(),
         created_at: adjustment.created_at,
     })

@@ -46,7 +46,7 @@ use payledger_gateway::transport::{
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
-    PaymentGateway, ProviderCancel, ProviderPayment,
+    PaymentGateway, ProviderCancel, ProviderPayment, RefundAnswer,
 };
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -73,6 +73,9 @@ pub const SANDBOX_API_KEY: &str = "pdl_sdbx_apikey_sandbox";
 pub const CUSTOM_DATA_ORDER_ID: &str = "orderId";
 /// The `custom_data` key a checkout carries the payledger customer id in.
 pub const CUSTOM_DATA_CUSTOMER_ID: &str = "customerId";
+/// The `custom_data` key a checkout carries the payledger API client in (the name of its key,
+/// `e2e` for `client:e2e`): the client that owns a customer Paddle's notification names first.
+pub const CUSTOM_DATA_API_CLIENT: &str = "apiClient";
 /// Longest refund reason sent to Paddle.
 const MAX_REASON_CHARS: usize = 200;
 /// Most ids one list request filters by.
@@ -464,6 +467,70 @@ impl PaddleGateway {
         Ok(adjustment)
     }
 
+    /// A refund payledger asks for (`request.idempotency_key` names it), as a `refund`
+    /// adjustment of the transaction (the payment key): `type: full` when it is the whole
+    /// transaction, else `partial` on its line item. Paddle takes no idempotency key, so the
+    /// request's key is written at the end of the adjustment's reason, and a request whose
+    /// adjustment already exists (a retry after an unknown outcome) answers that adjustment
+    /// instead of asking twice.
+    pub async fn request_refund_adjustment(
+        &self,
+        request: &CancelRequest,
+    ) -> Result<AdjustmentWire, GatewayError> {
+        let marker = refund_marker(&request.idempotency_key);
+        let existing = self
+            .adjustments_of_transaction(&request.payment_key)
+            .await?;
+        if let Some(found) = existing
+            .iter()
+            .find(|a| a.action == AdjustmentAction::Refund && a.reason.ends_with(&marker))
+        {
+            return Ok(found.clone());
+        }
+        let transaction = self
+            .transaction(&request.payment_key)
+            .await?
+            .ok_or_else(|| {
+                GatewayError::Refused(ProviderFailure {
+                    class: FailureClass::NotFound,
+                    provider_code: "not_found".to_owned(),
+                    provider_message: "Paddle has no such transaction".to_owned(),
+                })
+            })?;
+        let total_minor = transaction
+            .money()
+            .map_err(|err| self.unreadable("get_transaction", err))?
+            .total_minor;
+        let adjusted_before = existing.iter().any(|a| {
+            a.returns_money()
+                && matches!(
+                    a.status,
+                    AdjustmentStatus::Approved | AdjustmentStatus::PendingApproval
+                )
+        });
+        let amount_minor = match request.cancel_amount_minor {
+            Some(amount) if amount == total_minor && !adjusted_before => None,
+            None if !adjusted_before => None,
+            Some(amount) => Some(amount),
+            None => {
+                return Err(GatewayError::Refused(ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "PADDLE_REFUND_AMOUNT_REQUIRED".to_owned(),
+                    provider_message: "a refund after an earlier one names its amount".to_owned(),
+                }))
+            }
+        };
+        let room = MAX_REASON_CHARS.saturating_sub(marker.chars().count() + 1);
+        let reason: String = request.cancel_reason.chars().take(room).collect();
+        self.create_adjustment(&AdjustmentRequest {
+            transaction_id: request.payment_key.clone(),
+            action: AdjustmentAction::Refund,
+            reason: format!("{reason} {marker}"),
+            amount_minor,
+        })
+        .await
+    }
+
     /// An adjustment by id (`adj_…`); `None` when Paddle has none.
     pub async fn adjustment(&self, id: &str) -> Result<Option<AdjustmentWire>, GatewayError> {
         let listed: Option<Vec<AdjustmentWire>> = self
@@ -571,6 +638,11 @@ impl PaddleGateway {
             .map(Some)
             .map_err(|err| self.unreadable("get_transaction", err))
     }
+}
+
+/// What a refund payledger asked for carries at the end of its Paddle reason.
+fn refund_marker(idempotency_key: &str) -> String {
+    format!("[payledger {idempotency_key}]")
 }
 
 fn check_id(operation: &str, found: Option<&str>, asked: &str) -> Result<(), UnreadableAnswer> {
@@ -722,13 +794,23 @@ impl PaymentGateway for PaddleGateway {
         self.transaction_payment(payment_key).await
     }
 
-    /// Paddle approves refunds asynchronously: a refund is requested as an adjustment and
-    /// recorded when Paddle approves it (`adjustment.updated`), never answered here as done.
+    /// Paddle approves refunds asynchronously: a refund is never answered as done; ask with
+    /// [`PaymentGateway::request_refund`], which submits an adjustment for Paddle's approval.
     async fn cancel(&self, _request: &CancelRequest) -> Result<ProviderPayment, GatewayError> {
         Err(not_supported(
             "PADDLE_REFUND_IS_ASYNCHRONOUS",
             "Paddle refunds are adjustments approved by Paddle; request them as adjustments",
         ))
+    }
+
+    /// A refund is a `refund` adjustment (`POST /adjustments`) that waits for Paddle's approval:
+    /// answered with the adjustment's id, decided later by `adjustment.updated`.
+    async fn request_refund(&self, request: &CancelRequest) -> Result<RefundAnswer, GatewayError> {
+        self.request_refund_adjustment(request)
+            .await
+            .map(|adjustment| RefundAnswer::AwaitingApproval {
+                provider_refund_id: adjustment.id,
+            })
     }
 
     async fn issue_billing_key(

@@ -378,7 +378,20 @@ pub struct AdjustmentWire {
     pub currency_code: String,
     pub status: AdjustmentStatus,
     pub totals: TotalsWire,
+    /// What the adjustment does to the merchant's payouts (Paddle adds it once it is decided).
+    #[serde(default)]
+    pub payout_totals: Option<AdjustmentPayoutTotalsWire>,
     pub created_at: DateTime<Utc>,
+}
+
+/// An adjustment's `payout_totals`: the fee on the adjusted amount, and how much of it Paddle
+/// retains (the rest it gives back to the merchant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentPayoutTotalsWire {
+    #[serde(default)]
+    pub fee: Option<String>,
+    #[serde(default)]
+    pub retained_fee: Option<String>,
 }
 
 impl AdjustmentWire {
@@ -395,6 +408,26 @@ impl AdjustmentWire {
             fee_minor,
             earnings_minor: total_minor - fee_minor.min(total_minor),
         })
+    }
+
+    /// The part of Paddle's fee it gives back with this adjustment: `payout_totals.fee −
+    /// payout_totals.retained_fee` (0 without payout totals).
+    pub fn fee_returned_minor(&self) -> Result<i64, UnreadableAnswer> {
+        let Some(payout) = &self.payout_totals else {
+            return Ok(0);
+        };
+        let amount = |field: &Option<String>, name: &str| match field {
+            Some(text) => parse_amount(text, name),
+            None => Ok(0),
+        };
+        let fee = amount(&payout.fee, "payout_totals.fee")?;
+        let retained = amount(&payout.retained_fee, "payout_totals.retained_fee")?;
+        if fee < 0 || retained < 0 || retained > fee {
+            return Err(UnreadableAnswer(
+                "payout_totals: the retained fee is not within the fee".to_owned(),
+            ));
+        }
+        Ok(fee - retained)
     }
 
     /// Whether it takes money back from the merchant once approved.

@@ -444,6 +444,9 @@ pub enum ProviderSubscriptionFact {
         reversal_id: String,
         kind: ChargeReversalKind,
         amount: crate::money::Money,
+        /// The part of its fee on the payment the provider gives back with the reversal (Paddle:
+        /// the adjustment's `payout_totals.fee − retained_fee`); 0 when it keeps it all.
+        provider_fee_returned_minor: i64,
         at: DateTime<Utc>,
     },
 }

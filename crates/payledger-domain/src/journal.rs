@@ -18,6 +18,7 @@
 //! | subscription `ChargeSucceeded` | provider_clearing | subscription_revenue | charged |
 //! | subscription `ChargeSucceeded`, `providerFeeMinor` > 0 (a merchant of record: Paddle) | provider_fees | provider_clearing | the provider's fee |
 //! | subscription `ProviderChargeReversed` (Paddle refund or chargeback) | subscription_revenue | provider_clearing | taken back |
+//! | subscription `ProviderChargeReversed`, `providerFeeReturnedMinor` > 0 | provider_clearing | provider_fees | the fee the provider gives back |
 //! | `ProviderRefundRecorded` (refunded at the provider, e.g. Stripe's dashboard) | payee_payable | provider_clearing | refund |
 //! | `DisputeOpened` | — | — | nothing: no money has been decided yet (refunds refused, settlement held) |
 //! | `DisputeLost` | payee_payable | provider_clearing | withdrawn (the payee bears the chargeback, as a refund) |
@@ -404,22 +405,35 @@ pub fn post_subscription_event(event: &SubscriptionEvent) -> Vec<JournalEntry> {
         .collect(),
         // A merchant of record's refund or chargeback of a subscription payment: the platform's
         // revenue given back, out of what the provider holds for it.
-        SubscriptionEvent::ProviderChargeReversed(r) => transfer(
-            r.currency,
-            match r.kind {
-                crate::subscription::ChargeReversalKind::Refund => {
-                    "subscription payment refunded at the provider"
-                }
-                crate::subscription::ChargeReversalKind::Chargeback => {
-                    "subscription payment charged back"
-                }
-            },
-            Account::SubscriptionRevenue,
-            Account::ProviderClearing,
-            r.amount_minor,
-            None,
-        )
+        SubscriptionEvent::ProviderChargeReversed(r) => [
+            transfer(
+                r.currency,
+                match r.kind {
+                    crate::subscription::ChargeReversalKind::Refund => {
+                        "subscription payment refunded at the provider"
+                    }
+                    crate::subscription::ChargeReversalKind::Chargeback => {
+                        "subscription payment charged back"
+                    }
+                },
+                Account::SubscriptionRevenue,
+                Account::ProviderClearing,
+                r.amount_minor,
+                None,
+            ),
+            // The part of its fee the merchant of record gives back with the reversal: it
+            // holds that much more for the platform again.
+            transfer(
+                r.currency,
+                "merchant-of-record fee given back",
+                Account::ProviderClearing,
+                Account::ProviderFees,
+                r.provider_fee_returned_minor,
+                None,
+            ),
+        ]
         .into_iter()
+        .flatten()
         .collect(),
         _ => vec![],
     }

@@ -103,6 +103,28 @@ pub enum OrderCommand {
         fact: DisputeFact,
         at: DateTime<Utc>,
     },
+    /// The provider decided a refund payledger submitted for its approval (Paddle's adjustment
+    /// approved or rejected), as its API reports it. Judged against the refund asked: an
+    /// approval of another amount or currency is refused ([`OrderError::ProviderDiscrepancy`]).
+    RecordProviderRefundDecision {
+        provider_refund_id: String,
+        decision: ProviderRefundDecision,
+        /// `webhook` (the provider's notification) or `reconciler` (found by a lookup).
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a provider decided about a refund it was asked to approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderRefundDecision {
+    Approved {
+        amount_minor: i64,
+        currency: Currency,
+    },
+    Rejected {
+        failure: ProviderFailure,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,9 +160,20 @@ pub enum ProviderOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum RefundOutcome {
-    Completed { transaction_key: String },
-    Refused { failure: ProviderFailure },
-    Unknown { reason: String },
+    Completed {
+        transaction_key: String,
+    },
+    /// The provider accepted the request and decides later (Paddle approves refund
+    /// adjustments asynchronously): nothing is refunded yet.
+    AwaitingProvider {
+        provider_refund_id: String,
+    },
+    Refused {
+        failure: ProviderFailure,
+    },
+    Unknown {
+        reason: String,
+    },
 }
 
 /// Who learned the outcome: the request that called the provider, or the reconciler asking later.
@@ -173,6 +206,9 @@ pub enum OrderEvent {
     RefundCompleted(RefundCompleted),
     RefundFailed(RefundFailed),
     RefundOutcomeUnknown(RefundOutcomeUnknown),
+    /// The provider accepted the refund request and will approve or reject it later (Paddle's
+    /// adjustment, `pending_approval`): the amount stays held, nothing is refunded yet.
+    RefundAwaitingProvider(RefundAwaitingProvider),
     OrderExpired(OrderExpired),
     OrderFulfilled(OrderFulfilled),
     EnrollmentCancelled(EnrollmentCancelled),
@@ -366,6 +402,19 @@ pub struct RefundOutcomeUnknown {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct RefundAwaitingProvider {
+    pub refund_id: RefundId,
+    pub provider: String,
+    /// The provider's id of the request (Paddle `adj_…`): its decision names it, and the
+    /// completed refund's `transactionKey` is it.
+    pub provider_refund_id: String,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderExpired {
     pub at: DateTime<Utc>,
 }
@@ -402,6 +451,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::RefundCompleted(_) => "RefundCompleted",
             OrderEvent::RefundFailed(_) => "RefundFailed",
             OrderEvent::RefundOutcomeUnknown(_) => "RefundOutcomeUnknown",
+            OrderEvent::RefundAwaitingProvider(_) => "RefundAwaitingProvider",
             OrderEvent::OrderExpired(_) => "OrderExpired",
             OrderEvent::OrderFulfilled(_) => "OrderFulfilled",
             OrderEvent::EnrollmentCancelled(_) => "EnrollmentCancelled",
@@ -513,6 +563,8 @@ pub enum OrderStatus {
 pub enum RefundStatus {
     Requested,
     OutcomeUnknown,
+    /// Submitted to a provider that approves refunds later (Paddle).
+    AwaitingProvider,
     Completed,
     Failed,
 }
@@ -531,6 +583,9 @@ pub struct RefundState {
     pub requested_at: DateTime<Utc>,
     /// Why the provider refused it, when it did.
     pub failure: Option<ProviderFailure>,
+    /// The provider's id of a refund it approves later (Paddle `adj_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_refund_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -686,7 +741,65 @@ impl Order {
                 at,
             } => self.record_provider_refund(provider, transaction_key, amount_minor, currency, at),
             OrderCommand::RecordDispute { fact, at } => self.record_dispute(fact, at),
+            OrderCommand::RecordProviderRefundDecision {
+                provider_refund_id,
+                decision,
+                source,
+                at,
+            } => self.record_provider_refund_decision(provider_refund_id, decision, source, at),
         }
+    }
+
+    fn record_provider_refund_decision(
+        &self,
+        provider_refund_id: String,
+        decision: ProviderRefundDecision,
+        source: OutcomeSource,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let placed = self.placed()?;
+        let (refund_id, refund) = self
+            .refunds
+            .iter()
+            .find(|(_, r)| r.provider_refund_id.as_deref() == Some(provider_refund_id.as_str()))
+            .ok_or(OrderError::RefundNotFound)?;
+        if matches!(
+            refund.status,
+            RefundStatus::Completed | RefundStatus::Failed
+        ) {
+            // Decided before: a redelivered decision changes nothing.
+            return Ok(vec![]);
+        }
+        let currency = placed.amount.currency();
+        Ok(vec![match decision {
+            ProviderRefundDecision::Approved {
+                amount_minor,
+                currency: approved_currency,
+            } => {
+                if amount_minor != refund.amount_minor || approved_currency != currency {
+                    return Err(OrderError::ProviderDiscrepancy);
+                }
+                OrderEvent::RefundCompleted(RefundCompleted {
+                    refund_id: refund_id.clone(),
+                    amount_minor,
+                    currency,
+                    payee_id: placed.payee_id.clone(),
+                    transaction_key: provider_refund_id,
+                    source,
+                    at,
+                })
+            }
+            ProviderRefundDecision::Rejected { failure } => {
+                OrderEvent::RefundFailed(RefundFailed {
+                    refund_id: refund_id.clone(),
+                    amount_minor: refund.amount_minor,
+                    currency: Some(currency),
+                    failure,
+                    source,
+                    at,
+                })
+            }
+        }])
     }
 
     fn record_provider_refund(
@@ -1132,8 +1245,27 @@ impl Order {
                 source,
                 at,
             }),
+            RefundOutcome::AwaitingProvider { provider_refund_id } => {
+                if refund.status == RefundStatus::AwaitingProvider {
+                    return Ok(vec![]);
+                }
+                if provider_refund_id.is_empty() || provider_refund_id.chars().count() > 255 {
+                    return Err(OrderError::ProviderDiscrepancy);
+                }
+                OrderEvent::RefundAwaitingProvider(RefundAwaitingProvider {
+                    refund_id,
+                    provider: placed.provider.clone(),
+                    provider_refund_id,
+                    amount_minor: refund.amount_minor,
+                    currency: placed.amount.currency(),
+                    at,
+                })
+            }
             RefundOutcome::Unknown { reason } => {
-                if refund.status == RefundStatus::OutcomeUnknown {
+                if matches!(
+                    refund.status,
+                    RefundStatus::OutcomeUnknown | RefundStatus::AwaitingProvider
+                ) {
                     return Ok(vec![]);
                 }
                 OrderEvent::RefundOutcomeUnknown(RefundOutcomeUnknown {
@@ -1248,6 +1380,7 @@ impl Aggregate for Order {
                         idempotency_key: requested.idempotency_key,
                         requested_at: requested.at,
                         failure: None,
+                        provider_refund_id: None,
                     },
                 );
             }
@@ -1271,6 +1404,12 @@ impl Aggregate for Order {
             OrderEvent::RefundOutcomeUnknown(unknown) => {
                 if let Some(refund) = self.refunds.get_mut(&unknown.refund_id) {
                     refund.status = RefundStatus::OutcomeUnknown;
+                }
+            }
+            OrderEvent::RefundAwaitingProvider(awaiting) => {
+                if let Some(refund) = self.refunds.get_mut(&awaiting.refund_id) {
+                    refund.status = RefundStatus::AwaitingProvider;
+                    refund.provider_refund_id = Some(awaiting.provider_refund_id);
                 }
             }
             OrderEvent::OrderExpired(_) => self.status = OrderStatus::Expired,

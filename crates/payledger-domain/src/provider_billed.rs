@@ -109,6 +109,7 @@ impl Subscription {
                 reversal_id,
                 kind,
                 amount,
+                provider_fee_returned_minor,
                 at,
             } => {
                 if self.provider_reversals.contains(&reversal_id) {
@@ -134,6 +135,12 @@ impl Subscription {
                         terms.amount.currency()
                     )));
                 }
+                if !(0..=amount.amount_minor()).contains(&provider_fee_returned_minor) {
+                    return Err(SubscriptionError::ProviderFactDiffers(format!(
+                        "the provider's fee given back {provider_fee_returned_minor} is not within the {} taken back",
+                        amount.amount_minor()
+                    )));
+                }
                 Ok(vec![SubscriptionEvent::ProviderChargeReversed(
                     ProviderChargeReversed {
                         payment_key,
@@ -141,6 +148,7 @@ impl Subscription {
                         kind,
                         amount_minor: amount.amount_minor(),
                         currency: amount.currency(),
+                        provider_fee_returned_minor,
                         at,
                     },
                 )])

@@ -195,7 +195,14 @@ pub struct ProviderChargeReversed {
     pub kind: ChargeReversalKind,
     pub amount_minor: i64,
     pub currency: Currency,
+    /// The provider's fee on the payment it gives back with the reversal (0: it keeps it all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub provider_fee_returned_minor: i64,
     pub at: DateTime<Utc>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -622,6 +629,11 @@ pub struct Subscription {
     /// then). What a provider settlement line of the payment is matched against.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub paid_charges: std::collections::BTreeMap<String, (i64, i64)>,
+    /// When the payment of the current paid period was taken back (refunded in full or charged
+    /// back): the membership is downgraded at once (the source document's "membership refund →
+    /// downgrade"). A later paid period gives the benefits back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefits_revoked_at: Option<DateTime<Utc>>,
 }
 
 impl Subscription {
@@ -704,13 +716,18 @@ impl Subscription {
     /// The membership level this subscription gives at `at` (0: none). Benefits need a paid
     /// cycle; they last through dunning and review, through the paid period while a payment
     /// method is required (or the grace period, if longer), and end with suspension, the end of
-    /// the subscription, or the end of the paid period after a cancellation.
+    /// the subscription, the end of the paid period after a cancellation, or at once when the
+    /// provider takes the current period's payment back (in full, or by a chargeback).
     pub fn membership_level(&self, at: DateTime<Utc>) -> u8 {
         let Some(terms) = &self.terms else { return 0 };
         if self.paid_cycles == 0 {
             return 0;
         }
         if self.cancel_effective_at.is_some_and(|e| at >= e) {
+            return 0;
+        }
+        if self.benefits_revoked_at.is_some() {
+            // The current period's payment was taken back: nothing pays for these benefits.
             return 0;
         }
         let active = match self.status {
@@ -1353,6 +1370,7 @@ impl Aggregate for Subscription {
                     (succeeded.amount_minor, succeeded.provider_fee_minor),
                 );
                 self.last_payment_key = Some(succeeded.payment_key);
+                self.benefits_revoked_at = None;
             }
             SubscriptionEvent::ProviderChargeReversed(reversed) => {
                 if let Some(payment) = self
@@ -1360,6 +1378,14 @@ impl Aggregate for Subscription {
                     .get_mut(reversed.payment_key.as_str())
                 {
                     payment.1 += reversed.amount_minor;
+                    let taken_back_in_full = payment.1 >= payment.0;
+                    let pays_current_period =
+                        self.last_payment_key.as_ref() == Some(&reversed.payment_key);
+                    if pays_current_period
+                        && (taken_back_in_full || reversed.kind == ChargeReversalKind::Chargeback)
+                    {
+                        self.benefits_revoked_at = Some(reversed.at);
+                    }
                 }
                 self.provider_reversals.insert(reversed.reversal_id);
             }

@@ -56,6 +56,16 @@ pub struct CancelRequest {
     pub idempotency_key: String,
 }
 
+/// What a provider answered a refund request ([`PaymentGateway::request_refund`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAnswer {
+    /// Refunded now: the payment as it stands after the refund.
+    Refunded(Box<ProviderPayment>),
+    /// Accepted for the provider's approval, decided later (Paddle's refund adjustments): the
+    /// provider's id of the request, which its decision will name.
+    AwaitingApproval { provider_refund_id: String },
+}
+
 /// Issue a billing key from the auth key the provider's card-registration window returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueBillingKeyRequest {
@@ -285,6 +295,14 @@ pub trait PaymentGateway: Send + Sync + 'static {
     ) -> Result<Option<ProviderPayment>, GatewayError>;
 
     async fn cancel(&self, request: &CancelRequest) -> Result<ProviderPayment, GatewayError>;
+
+    /// Refunds a payment: a provider that refunds at once answers the payment after the cancel
+    /// (the default); one that approves refunds later (Paddle) answers the request's id.
+    async fn request_refund(&self, request: &CancelRequest) -> Result<RefundAnswer, GatewayError> {
+        self.cancel(request)
+            .await
+            .map(|payment| RefundAnswer::Refunded(Box::new(payment)))
+    }
 
     async fn issue_billing_key(
         &self,

@@ -279,6 +279,12 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/openapi.json", Access::Open),
     rule("GET", "/docs", Access::Open),
     rule("GET", "/metrics", Access::Open),
+    // The membership status (issue 15): clients read their own customers'.
+    rule(
+        "GET",
+        "/v1/customers/{customer_id}/membership",
+        Access::Roles(CLIENT_SUPPORT_ADMIN),
+    ),
 ];
 
 /// Where the operator console is mounted; its routes are not in [`ROUTES`].

@@ -240,7 +240,12 @@ impl OrderBody {
 pub struct RefundAnswer {
     pub refund_id: String,
     pub amount: i64,
+    /// `REQUESTED`, `OUTCOME_UNKNOWN`, `AWAITING_PROVIDER` (Paddle decides later), `COMPLETED`,
+    /// `FAILED`.
     pub status: String,
+    /// The provider's id of a refund it approves later (Paddle's adjustment `adj_…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_refund_id: Option<String>,
     pub order: OrderBody,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,

@@ -260,6 +260,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/admin/bookings/{order_id}/force-cancel",
                     web::post().to(booking_confirmations::force_cancel),
+                )
+                .route(
+                    "/customers/{customer_id}/membership",
+                    web::get().to(subscriptions::get_membership),
                 ),
         )
         .default_service(web::to(|| async {

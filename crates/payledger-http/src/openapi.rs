@@ -130,6 +130,7 @@ fn error_code_ref() -> Ref {
         crate::booking_confirmations::force_cancel,
         crate::booking_confirmations::reschedule,
         crate::booking_confirmations::record_session_notes,
+        crate::subscriptions::get_membership,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

@@ -269,7 +269,7 @@ pub async fn confirm_payment(
     tag = "orders",
     params(("order_id" = String, Path, description = "The order id (A-Z a-z 0-9 - _ = ., 6 to 64 characters)")),
     request_body = crate::dto::RefundBody,
-    responses((status = 201, description = "Refund requested and settled (or pending)", body = crate::dto::RefundAnswer), (status = 200, description = "A repeated refund id: the original answer", body = crate::dto::RefundAnswer))
+    responses((status = 201, description = "Refund requested and settled (or pending)", body = crate::dto::RefundAnswer), (status = 202, description = "Submitted to a provider that approves refunds later (Paddle): `status` is `AWAITING_PROVIDER` until its decision", body = crate::dto::RefundAnswer), (status = 200, description = "A repeated refund id: the original answer", body = crate::dto::RefundAnswer))
 )]
 pub async fn refund(
     state: web::Data<AppState>,
@@ -323,11 +323,15 @@ pub async fn refund(
         refund_id: refund_id.to_string(),
         amount: refund.amount_minor,
         status: payledger_domain::codec::wire_name(&refund.status),
+        provider_refund_id: refund.provider_refund_id.clone(),
         order: OrderBody::from_snapshot(&snapshot)?,
         replay,
     };
     Ok(if replay {
         HttpResponse::Ok().json(answer)
+    } else if refund.status == RefundStatus::AwaitingProvider {
+        // Paddle approves refunds later: accepted, not yet refunded.
+        HttpResponse::Accepted().json(answer)
     } else {
         HttpResponse::Created().json(answer)
     })

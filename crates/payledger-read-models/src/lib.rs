@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod claims;
 mod fold;
 pub mod journal;
+pub mod membership;
 pub mod orders;
 pub mod reconciliation;
 pub mod settlements;

@@ -677,6 +677,10 @@ fn summarize(event: &OrderEvent) -> String {
                 r.refund_id
             )
         }
+        OrderEvent::RefundAwaitingProvider(r) => format!(
+            "refund {} of {} {} submitted to {} as {}: pending until {} approves or rejects it",
+            r.refund_id, r.amount_minor, r.currency, r.provider, r.provider_refund_id, r.provider
+        ),
         OrderEvent::OrderExpired(_) => "order expired unpaid".to_string(),
         OrderEvent::OrderFulfilled(_) => "service delivered (fulfilled)".to_string(),
         OrderEvent::EnrollmentCancelled(c) => format!("enrollment cancelled: {}", c.reason),

@@ -29,7 +29,7 @@ mod wire;
 
 pub use behaviour::{Behaviour, UnknownTestInput, MAX_FLAKY_FAILURES, MAX_SLOW_DELAY_MS};
 pub use paddle::{
-    PaddleDeliveryRecord, PaddleSandboxConfig, DEFAULT_PADDLE_API_KEY,
+    paddle_signature_header, PaddleDeliveryRecord, PaddleSandboxConfig, DEFAULT_PADDLE_API_KEY,
     DEFAULT_PADDLE_WEBHOOK_SECRET, SANDBOX_APPROVE_CARD, SANDBOX_DECLINE_CARD,
     SANDBOX_PRICE_BASIC_MONTHLY, SANDBOX_PRICE_CREDITS_100, SANDBOX_PRICE_PRO_MONTHLY,
     SANDBOX_PRODUCT_CREDITS, SANDBOX_PRODUCT_MEMBERSHIP,

@@ -13,8 +13,12 @@
 //! Adjustments (refunds once Paddle approved them, chargebacks) are applied by
 //! `paddle_adjustments`, against the order or the subscription the transaction paid.
 //!
+//! A customer the notification names first is created as the API client's that its
+//! `custom_data.apiClient` names (`Subscriptions::provider_customer_context`): never ownerless.
+//!
 //! A delivery that cannot be applied is not dropped: a price or product the map does not know,
-//! a subscription with no payledger customer in its `custom_data`, or a provider fact the ledger
+//! a subscription with no payledger customer in its `custom_data`, a new customer with no (or
+//! an unknown, or another) API client, or a provider fact the ledger
 //! refuses (another period, another amount) fail permanently and are dead-lettered with the
 //! reason, for an admin to see, fix (the map) and replay.
 
@@ -159,8 +163,14 @@ impl PaddleApplier {
         let subscription_id = SubscriptionId::parse(&reading.subscription_id)
             .map_err(|err| Failure::permanent(None, format!("Paddle subscription id: {err}")))?;
         let start = self.start_input(&subscription_id, &reading)?;
+        let owner_context = self
+            .subscriptions
+            .provider_customer_context(&start.customer_id, reading.api_client.as_deref(), &context)
+            .await
+            .map_err(billing_failure)?
+            .map_err(|reason| Failure::permanent(None, format!("held for review: {reason}")))?;
         self.subscriptions
-            .start_provider_billed(start, &context)
+            .start_provider_billed(start, &owner_context)
             .await
             .map_err(billing_failure)?;
         let mut recorded = 0;

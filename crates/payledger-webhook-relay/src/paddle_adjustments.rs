@@ -4,10 +4,12 @@
 //!
 //! | the adjustment (as Paddle's API says) | what is recorded |
 //! | --- | --- |
-//! | a refund, pending approval or rejected | nothing (the delivery is kept on record) |
+//! | a refund payledger asked for (`POST /v1/orders/{id}/refunds`), approved | `RefundCompleted` of that refund (Paddle's amount and currency must be the refund's), then the credits clawed back |
+//! | a refund payledger asked for, rejected | `RefundFailed` of that refund (`PADDLE_REFUND_REJECTED`): the held amount is released, nothing moves |
+//! | a refund, pending approval, or rejected and not payledger's | nothing (the delivery is kept on record) |
 //! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
 //! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount) on the order |
-//! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (membership unchanged) |
+//! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (the current period's payment taken back in full, or charged back: the membership is downgraded at once) |
 //! | a chargeback warning, credit, reversal | nothing |
 //!
 //! A fact the ledger cannot record (another transaction than the order's payment, more than is
@@ -24,9 +26,10 @@ use payledger_connector_paddle::ledger::AdjustmentReading;
 use payledger_domain::billing::SubscriptionId;
 use payledger_domain::ids::{OrderId, PaymentKey};
 use payledger_domain::money::Money;
-use payledger_domain::order::OrderError;
+use payledger_domain::order::{Order, OrderError, ProviderRefundDecision, RefundStatus};
 use payledger_domain::provider_billed::ProviderSubscriptionFact;
 use payledger_domain::provider_fact::{DisputeFact, DisputeStatus};
+use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_domain::subscription::ChargeReversalKind;
 use payledger_domain::webhook::{VerificationMethod, WebhookOutcome, WebhookVerified};
 
@@ -62,11 +65,20 @@ impl PaddleApplier {
             detail,
         };
         let status_name = adjustment.status.clone();
-        let Some(kind) = adjustment.reversal.filter(|_| adjustment.approved) else {
-            return Ok(recorded(format!(
+        let nothing_changes = || {
+            Ok(recorded(format!(
                 "Paddle adjustment {adjustment_id} ({}) is {status_name}: nothing changes",
                 adjustment.action
-            )));
+            )))
+        };
+        // A rejected refund may be one payledger asked for: its order is looked at below.
+        let rejected_refund = adjustment.reversal == Some(ChargeReversalKind::Refund)
+            && adjustment.status == "rejected";
+        let Some(kind) = adjustment
+            .reversal
+            .filter(|_| adjustment.approved || rejected_refund)
+        else {
+            return nothing_changes();
         };
         let money = Money::new(adjustment.total_minor, adjustment.currency).map_err(|err| {
             Failure::permanent(None, format!("unreadable Paddle adjustment: {err}"))
@@ -81,6 +93,9 @@ impl PaddleApplier {
                 Failure::permanent(None, format!("Paddle has no transaction {transaction_id}"))
             })?;
         let Ok(order_id) = OrderId::parse(payment.order_id.clone()) else {
+            if !adjustment.approved {
+                return nothing_changes();
+            }
             return self
                 .reverse_subscription_payment(verified, &adjustment, kind)
                 .await;
@@ -118,6 +133,17 @@ impl PaddleApplier {
             other => Failure::transient(Some(&order_id), other.to_string()),
         }
         };
+        if kind == ChargeReversalKind::Refund {
+            if let Some(applied) = self
+                .decide_payledger_refund(&verified, &adjustment, &order_id, &order)
+                .await?
+            {
+                return Ok(applied);
+            }
+        }
+        if !adjustment.approved {
+            return nothing_changes();
+        }
         let snapshot = if kind == ChargeReversalKind::Refund {
             self.payments
                 .record_provider_refund(
@@ -197,6 +223,120 @@ impl PaddleApplier {
 }
 
 impl PaddleApplier {
+    /// Paddle's decision on a refund payledger asked for (`POST /v1/orders/{id}/refunds` made
+    /// the adjustment): approved, the refund completes as asked (Paddle's amount and currency
+    /// checked against it) and the credits the order bought are clawed back; rejected, the
+    /// refund fails and nothing moves. `None`: no refund of the order awaits this adjustment
+    /// (one made in Paddle's dashboard), for the caller to record as such. While a refund of the
+    /// order is still being sent to Paddle, an approval is retried later: it may be that one.
+    async fn decide_payledger_refund(
+        &self,
+        verified: &WebhookVerified,
+        adjustment: &AdjustmentReading,
+        order_id: &OrderId,
+        order: &Order,
+    ) -> Result<Option<Applied>, Failure> {
+        let awaited = order
+            .refunds
+            .values()
+            .any(|r| r.provider_refund_id.as_deref() == Some(adjustment.id.as_str()));
+        if !awaited {
+            let in_flight = order.refunds.values().any(|r| {
+                matches!(
+                    r.status,
+                    RefundStatus::Requested | RefundStatus::OutcomeUnknown
+                )
+            });
+            if in_flight && adjustment.approved {
+                return Err(Failure::transient(
+                    Some(order_id),
+                    format!(
+                        "a refund of order {order_id} is still being sent to Paddle; adjustment {} is looked at again later",
+                        adjustment.id
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        let decision = if adjustment.approved {
+            ProviderRefundDecision::Approved {
+                amount_minor: adjustment.total_minor,
+                currency: adjustment.currency,
+            }
+        } else {
+            ProviderRefundDecision::Rejected {
+                failure: ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "PADDLE_REFUND_REJECTED".to_owned(),
+                    provider_message: format!("Paddle {} the refund adjustment", adjustment.status),
+                },
+            }
+        };
+        let snapshot = self
+            .payments
+            .record_provider_refund_decision(
+                order_id,
+                &adjustment.id,
+                decision,
+                payledger_domain::order::OutcomeSource::Webhook,
+            )
+            .await
+            .map_err(|err| match err {
+                PaymentError::Order(OrderError::ProviderDiscrepancy) => Failure::permanent(
+                    Some(order_id),
+                    format!(
+                        "held for review: Paddle approved adjustment {} for {} {}, not the refund payledger asked for on order {order_id}",
+                        adjustment.id, adjustment.total_minor, adjustment.currency
+                    ),
+                ),
+                other => Failure::transient(Some(order_id), other.to_string()),
+            })?;
+        let mut detail = format!(
+            "Paddle {} refund {} of {} {} on order {order_id}{}",
+            adjustment.status,
+            adjustment.id,
+            adjustment.total_minor,
+            adjustment.currency,
+            if snapshot.replay {
+                ": already recorded"
+            } else {
+                ""
+            }
+        );
+        if adjustment.approved {
+            if let Some(placed) = &snapshot.state.placed {
+                let clawed = self
+                    .subscriptions
+                    .claw_back_refunds_of_order(
+                        &placed.customer_id,
+                        order_id,
+                        &RequestContext::system("webhooks:paddle"),
+                    )
+                    .await
+                    .map_err(|err| Failure::transient(Some(order_id), err.to_string()))?;
+                if clawed > 0 {
+                    detail.push_str(&format!("; credits of {clawed} purchase(s) clawed back"));
+                }
+            }
+        }
+        Ok(Some(Applied {
+            order_id: Some(order_id.to_string()),
+            verified: Some(WebhookVerified {
+                order_id: Some(order_id.to_string()),
+                provider_status: Some(adjustment.status.clone()),
+                method: VerificationMethod::Signature,
+                ..verified.clone()
+            }),
+            differs: None,
+            outcome: if snapshot.replay {
+                WebhookOutcome::AlreadyConsistent
+            } else {
+                WebhookOutcome::ProviderFactRecorded
+            },
+            detail,
+        }))
+    }
+
     /// An approved refund or chargeback of a transaction that pays no order: a subscription's
     /// period, recorded on the subscription (which judges it against that paid period).
     async fn reverse_subscription_payment(
@@ -230,6 +370,7 @@ impl PaddleApplier {
                     reversal_id: adjustment.id.clone(),
                     kind,
                     amount,
+                    provider_fee_returned_minor: adjustment.fee_returned_minor,
                     at: adjustment.created_at,
                 },
                 &RequestContext::system("webhooks:paddle"),

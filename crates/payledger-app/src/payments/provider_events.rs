@@ -7,6 +7,7 @@
 
 use super::*;
 use payledger_domain::money::Currency;
+use payledger_domain::order::ProviderRefundDecision;
 use payledger_domain::provider_fact::DisputeFact;
 use payledger_gateway::ProviderPayment;
 
@@ -55,6 +56,36 @@ impl Payments {
                     at: self.clock.now(),
                 },
                 &RequestContext::system(WEBHOOKS),
+            )
+            .await?;
+        let replay = executed.events.is_empty();
+        Ok(Self::snapshot(executed, replay))
+    }
+
+    /// Records a provider's decision on a refund payledger submitted for its approval (Paddle's
+    /// adjustment approved or rejected). `RefundNotFound`: no refund of this order awaits that
+    /// provider id (a refund made at the provider: the caller records it as such).
+    pub async fn record_provider_refund_decision(
+        &self,
+        order_id: &OrderId,
+        provider_refund_id: &str,
+        decision: ProviderRefundDecision,
+        source: OutcomeSource,
+    ) -> Result<OrderSnapshot, PaymentError> {
+        let actor = match source {
+            OutcomeSource::Reconciler => "reconciler",
+            _ => WEBHOOKS,
+        };
+        let executed = self
+            .execute(
+                order_id,
+                OrderCommand::RecordProviderRefundDecision {
+                    provider_refund_id: provider_refund_id.to_string(),
+                    decision,
+                    source,
+                    at: self.clock.now(),
+                },
+                &RequestContext::system(actor),
             )
             .await?;
         let replay = executed.events.is_empty();

@@ -119,7 +119,11 @@ pub async fn ensure_refund(
         let refund_id = parse_id(RefundId::parse(id))?;
         match state.refunds.get(&refund_id).map(|r| r.status) {
             Some(RefundStatus::Completed) => return Ok(RefundEnsured::Completed(refund_id)),
-            Some(RefundStatus::Requested | RefundStatus::OutcomeUnknown) => {
+            Some(
+                RefundStatus::Requested
+                | RefundStatus::OutcomeUnknown
+                | RefundStatus::AwaitingProvider,
+            ) => {
                 return Err(ProcessError::Retry(format!(
                     "refund {refund_id} of {order_id} is in flight"
                 )))

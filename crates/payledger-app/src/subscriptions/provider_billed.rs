@@ -86,6 +86,64 @@ impl Subscriptions {
         self.snapshot(executed, false).await
     }
 
+    /// Who acts for a customer a provider's notification names (Paddle's `custom_data`), by
+    /// payledger's ownership rule: a customer belongs to the API client that created it, and a
+    /// provider never creates an ownerless one.
+    ///
+    /// - the customer exists: the notification acts on it as the system, and must name no other
+    ///   client than the one that owns it;
+    /// - the customer is new: the notification must name an API client with an active key
+    ///   (`custom_data.apiClient`), and the customer is created as that client's (the link is
+    ///   recorded with the client as its actor, so the client sees it and no other does).
+    ///
+    /// `Ok(Err(reason))`: the notification is to be held for review, nothing recorded.
+    pub async fn provider_customer_context(
+        &self,
+        customer_id: &CustomerId,
+        api_client: Option<&str>,
+        system: &RequestContext,
+    ) -> Result<Result<RequestContext, String>, BillingError> {
+        let first = self
+            .executor
+            .store()
+            .read_stream(&customer::stream_id(customer_id), 0, 1)
+            .await
+            .map_err(|e| BillingError::Unavailable(e.to_string()))?;
+        let owner = first.first().map(|event| {
+            event
+                .metadata
+                .get("actor")
+                .and_then(|actor| actor.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let named = api_client.map(|name| format!("client:{name}"));
+        Ok(match (owner, named) {
+            (Some(owner), Some(named)) if owner.starts_with("client:") && owner != named => {
+                Err(format!(
+                    "customer {customer_id} belongs to another API client than custom_data.apiClient names ({named})"
+                ))
+            }
+            (Some(_), _) => Ok(system.clone()),
+            (None, None) => Err(format!(
+                "customer {customer_id} is new and the notification names no API client (custom_data.apiClient): payledger creates no customer without an owner"
+            )),
+            (None, Some(named)) => {
+                let name = api_client.unwrap_or_default();
+                let active = crate::api_keys::is_active_client(self.executor.store().pool(), name)
+                    .await
+                    .map_err(|e| BillingError::Unavailable(e.to_string()))?;
+                if active {
+                    Ok(RequestContext::new(named, system.request_id.clone()))
+                } else {
+                    Err(format!(
+                        "custom_data.apiClient names '{name}', which is no API client with an active key"
+                    ))
+                }
+            }
+        })
+    }
+
     /// Records a provider's confirmed fact about a subscription it bills.
     pub async fn record_provider_fact(
         &self,

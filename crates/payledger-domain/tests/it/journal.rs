@@ -378,6 +378,44 @@ fn a_subscription_charge_is_the_platforms_revenue() {
 }
 
 #[test]
+fn a_merchant_of_record_reversal_posts_the_fee_it_gives_back_into_clearing() {
+    use payledger_domain::subscription::{
+        ChargeReversalKind, ProviderChargeReversed, SubscriptionEvent,
+    };
+    let reversed = |provider_fee_returned_minor| {
+        SubscriptionEvent::ProviderChargeReversed(ProviderChargeReversed {
+            payment_key: PaymentKey::parse("txn_01paddle").unwrap(),
+            reversal_id: "adj_01refund".into(),
+            kind: ChargeReversalKind::Refund,
+            amount_minor: 990,
+            currency: Currency::USD,
+            provider_fee_returned_minor,
+            at: Utc::now(),
+        })
+    };
+    // Paddle gave its 0.99 fee back with the refund: it holds that for the platform again.
+    let entries = post_subscription_event(&reversed(99));
+    assert!(entries.iter().all(|entry| entry.is_balanced()));
+    assert_eq!(
+        lines(&entries),
+        vec![
+            (Account::SubscriptionRevenue, Side::Debit, 990),
+            (Account::ProviderClearing, Side::Credit, 990),
+            (Account::ProviderClearing, Side::Debit, 99),
+            (Account::ProviderFees, Side::Credit, 99),
+        ]
+    );
+    // It kept its fee: only the refund posts.
+    assert_eq!(
+        lines(&post_subscription_event(&reversed(0))),
+        vec![
+            (Account::SubscriptionRevenue, Side::Debit, 990),
+            (Account::ProviderClearing, Side::Credit, 990),
+        ]
+    );
+}
+
+#[test]
 fn a_merchant_of_record_charge_posts_the_providers_fee_out_of_clearing() {
     use payledger_domain::subscription::{ChargeSucceeded, SubscriptionEvent};
     // Paddle billed 9.90 USD and kept 0.99 as the merchant of record.

@@ -569,3 +569,163 @@ fn version_1_refund_requests_decode_without_a_subject_or_digest() {
         2
     );
 }
+
+fn awaiting_provider(id: &str, amount_minor: i64) -> OrderEvent {
+    OrderEvent::RefundAwaitingProvider(RefundAwaitingProvider {
+        refund_id: RefundId::parse(id).unwrap(),
+        provider: "sandbox".into(),
+        provider_refund_id: format!("adj_{id}"),
+        amount_minor,
+        currency: Currency::KRW,
+        at: t0(),
+    })
+}
+
+fn decided(id: &str, decision: ProviderRefundDecision) -> OrderCommand {
+    OrderCommand::RecordProviderRefundDecision {
+        provider_refund_id: format!("adj_{id}"),
+        decision,
+        source: OutcomeSource::Webhook,
+        at: t0(),
+    }
+}
+
+#[test]
+fn a_refund_the_provider_approves_later_waits_with_its_amount_held() {
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+        ])
+        .when(OrderCommand::RecordRefundOutcome {
+            refund_id: RefundId::parse("r1").unwrap(),
+            outcome: RefundOutcome::AwaitingProvider {
+                provider_refund_id: "adj_r1".into(),
+            },
+            source: OutcomeSource::Request,
+            at: t0(),
+        })
+        .then_expect_events(vec![awaiting_provider("r1", 50_000)]);
+    // Still held: nothing more can be refunded while the provider decides.
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+            awaiting_provider("r1", 50_000),
+        ])
+        .when(refund("r2", None))
+        .then_expect_error(OrderError::NothingToRefund);
+}
+
+#[test]
+fn the_providers_approval_completes_the_refund_as_asked_once() {
+    let history = || {
+        vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+            awaiting_provider("r1", 50_000),
+        ]
+    };
+    let approved = || ProviderRefundDecision::Approved {
+        amount_minor: 50_000,
+        currency: Currency::KRW,
+    };
+    OrderTest::with(())
+        .given(history())
+        .when(decided("r1", approved()))
+        .then_expect_events(vec![OrderEvent::RefundCompleted(RefundCompleted {
+            refund_id: RefundId::parse("r1").unwrap(),
+            amount_minor: 50_000,
+            currency: Currency::KRW,
+            payee_id: PayeeId::parse("payee_1").unwrap(),
+            transaction_key: "adj_r1".into(),
+            source: OutcomeSource::Webhook,
+            at: t0(),
+        })]);
+    // Another amount than asked is not recorded: the caller holds it for review.
+    OrderTest::with(())
+        .given(history())
+        .when(decided(
+            "r1",
+            ProviderRefundDecision::Approved {
+                amount_minor: 40_000,
+                currency: Currency::KRW,
+            },
+        ))
+        .then_expect_error(OrderError::ProviderDiscrepancy);
+    // A redelivered approval changes nothing.
+    let mut done = history();
+    done.push(OrderEvent::RefundCompleted(RefundCompleted {
+        refund_id: RefundId::parse("r1").unwrap(),
+        amount_minor: 50_000,
+        currency: Currency::KRW,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        transaction_key: "adj_r1".into(),
+        source: OutcomeSource::Webhook,
+        at: t0(),
+    }));
+    OrderTest::with(())
+        .given(done)
+        .when(decided("r1", approved()))
+        .then_expect_events(vec![]);
+    // A decision about an adjustment no refund awaits is not this path's.
+    OrderTest::with(())
+        .given(history())
+        .when(decided("other", approved()))
+        .then_expect_error(OrderError::RefundNotFound);
+}
+
+#[test]
+fn the_providers_rejection_fails_the_refund_and_releases_the_amount() {
+    let failure = ProviderFailure {
+        class: FailureClass::InvalidRequest,
+        provider_code: "PADDLE_REFUND_REJECTED".into(),
+        provider_message: "rejected".into(),
+    };
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+            awaiting_provider("r1", 50_000),
+        ])
+        .when(decided(
+            "r1",
+            ProviderRefundDecision::Rejected {
+                failure: failure.clone(),
+            },
+        ))
+        .then_expect_events(vec![OrderEvent::RefundFailed(RefundFailed {
+            refund_id: RefundId::parse("r1").unwrap(),
+            amount_minor: 50_000,
+            currency: Some(Currency::KRW),
+            failure: failure.clone(),
+            source: OutcomeSource::Webhook,
+            at: t0(),
+        })]);
+    OrderTest::with(())
+        .given(vec![
+            placed(50_000),
+            started(1),
+            captured(),
+            refund_requested("r1", 50_000),
+            awaiting_provider("r1", 50_000),
+            OrderEvent::RefundFailed(RefundFailed {
+                refund_id: RefundId::parse("r1").unwrap(),
+                amount_minor: 50_000,
+                currency: Some(Currency::KRW),
+                failure,
+                source: OutcomeSource::Webhook,
+                at: t0(),
+            }),
+        ])
+        .when(refund("r2", None))
+        .then_expect_events(vec![refund_requested("r2", 50_000)]);
+}

@@ -286,6 +286,7 @@ fn reversal(txn: &str, id: &str, amount_minor: i64) -> ProviderSubscriptionFact 
         reversal_id: id.into(),
         kind: ChargeReversalKind::Refund,
         amount: Money::new(amount_minor, Currency::USD).unwrap(),
+        provider_fee_returned_minor: 0,
         at: month(1),
     }
 }
@@ -297,6 +298,7 @@ fn reversed(txn: &str, id: &str, amount_minor: i64) -> SubscriptionEvent {
         kind: ChargeReversalKind::Refund,
         amount_minor,
         currency: Currency::USD,
+        provider_fee_returned_minor: 0,
         at: month(1),
     })
 }
@@ -340,4 +342,51 @@ fn a_provider_refund_of_a_paid_period_is_recorded_once_within_what_was_paid() {
             Err(SubscriptionError::ProviderFactDiffers(_))
         ));
     }
+}
+
+#[test]
+fn taking_back_the_current_periods_payment_downgrades_at_once_until_a_period_is_paid_again() {
+    let during = month(0) + Duration::days(10);
+    // A partial refund leaves the period paid: benefits stay.
+    let partial = state(vec![
+        started(),
+        succeeded(1, "txn_01first"),
+        reversed("txn_01first", "adj_01a", 400),
+    ]);
+    assert_eq!(partial.membership_level(during), 1);
+    // The rest refunded too: the period is no longer paid for.
+    let full = state(vec![
+        started(),
+        succeeded(1, "txn_01first"),
+        reversed("txn_01first", "adj_01a", 400),
+        reversed("txn_01first", "adj_01b", 590),
+    ]);
+    assert_eq!(full.membership_level(during), 0);
+    // A chargeback, of any amount, downgrades too.
+    let charged_back = state(vec![
+        started(),
+        succeeded(1, "txn_01first"),
+        SubscriptionEvent::ProviderChargeReversed(ProviderChargeReversed {
+            payment_key: PaymentKey::parse("txn_01first").unwrap(),
+            reversal_id: "adj_01cb".into(),
+            kind: ChargeReversalKind::Chargeback,
+            amount_minor: 990,
+            currency: Currency::USD,
+            provider_fee_returned_minor: 0,
+            at: during,
+        }),
+    ]);
+    assert_eq!(charged_back.membership_level(during), 0);
+    // A refund of an earlier period leaves the current, paid one alone.
+    let earlier = state(vec![
+        started(),
+        succeeded(1, "txn_01first"),
+        succeeded(2, "txn_01second"),
+        reversed("txn_01first", "adj_01a", 990),
+    ]);
+    assert_eq!(earlier.membership_level(month(1) + Duration::days(3)), 1);
+    // Paid again: benefits back.
+    let mut renewed = full.clone();
+    renewed.apply(succeeded(2, "txn_01second"));
+    assert_eq!(renewed.membership_level(month(1) + Duration::days(3)), 1);
 }

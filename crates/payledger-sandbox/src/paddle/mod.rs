@@ -14,7 +14,7 @@ pub(crate) mod http;
 mod store;
 mod webhooks;
 
-pub use webhooks::PaddleDeliveryRecord;
+pub use webhooks::{signature_header as paddle_signature_header, PaddleDeliveryRecord};
 
 pub(crate) use store::PaddleStore;
 pub(crate) use webhooks::PaddleDeliverer;

@@ -290,6 +290,16 @@ pub(crate) fn fee_minor(total_minor: i64, currency: &str) -> i64 {
     (total_minor * 5 / 100 + fixed).min(total_minor)
 }
 
+/// A decided adjustment's `payout_totals`: the fee on the adjusted amount, all of it retained
+/// (the sandbox's Paddle keeps its fee on refunds and chargebacks, as its fee schedule's
+/// `refund_returns_fee=false`), so nothing of the fee comes back to the merchant.
+fn adjustment_payout_totals(total_minor: i64, currency: &str) -> Value {
+    let fee = fee_minor(total_minor, currency);
+    json!({"subtotal": total_minor.to_string(), "tax": "0", "total": total_minor.to_string(),
+           "fee": fee.to_string(), "retained_fee": fee.to_string(), "chargeback_fee": "0",
+           "earnings": (total_minor - fee).to_string(), "currency_code": currency})
+}
+
 fn totals(total_minor: i64, currency: &str) -> Totals {
     let fee = fee_minor(total_minor, currency);
     Totals {
@@ -1166,6 +1176,17 @@ impl PaddleStore {
             }
             _ => return PaddleReply::invalid("type must be full or partial"),
         };
+        // As Paddle: one refund request open per transaction; a second one (a duplicate, or
+        // another refund) is refused until Paddle approves or rejects the first.
+        if self.adjustments.values().any(|a| {
+            a.transaction_id == txn_id && a.action == "refund" && a.status == "pending_approval"
+        }) {
+            return PaddleReply::error(
+                400,
+                "adjustment_pending_refund_request",
+                "You are unable to create further adjustments against this transaction as there is a pending refund request",
+            );
+        }
         self.adjust(txn_id, &action, kind, reason, amount, "pending_approval")
     }
 
@@ -1233,7 +1254,8 @@ impl PaddleStore {
                            "total": amount.to_string()}}),
             ],
             totals: totals(amount, &txn.currency_code),
-            payout_totals: None,
+            payout_totals: (status == "approved")
+                .then(|| adjustment_payout_totals(amount, &txn.currency_code)),
             created_at: now.clone(),
             updated_at: now,
             total_minor: amount,
@@ -1278,6 +1300,12 @@ impl PaddleStore {
             return PaddleReply::invalid("the adjustment is not pending approval");
         }
         adjustment.status = if approve { "approved" } else { "rejected" }.to_owned();
+        if approve {
+            adjustment.payout_totals = Some(adjustment_payout_totals(
+                adjustment.total_minor,
+                &adjustment.currency_code,
+            ));
+        }
         adjustment.updated_at = now;
         let data = json!(adjustment);
         self.notify("adjustment.updated", data.clone());

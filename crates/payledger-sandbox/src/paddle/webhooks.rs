@@ -159,8 +159,9 @@ fn record(records: &Mutex<Vec<PaddleDeliveryRecord>>, entry: PaddleDeliveryRecor
     records.push(entry);
 }
 
-/// The `Paddle-Signature` header value for `body` signed at `timestamp`.
-pub(crate) fn signature_header(secret: &str, timestamp: i64, body: &str) -> String {
+/// The `Paddle-Signature` header value for `body` signed at `timestamp` (public so that tests
+/// can sign a notification as Paddle would, at a time of their choosing).
+pub fn signature_header(secret: &str, timestamp: i64, body: &str) -> String {
     // HMAC takes a key of any length, so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key");
     mac.update(format!("{timestamp}:{body}").as_bytes());
