@@ -41,7 +41,8 @@ async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
             &json!({"items": [{"price_id": payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
                                  "quantity": 1}],
                       "customer_email": "member@example.com",
-                      "custom_data": {"customerId": "cust_1", "orderId": order_id}}),
+                      "custom_data": {"customerId": "cust_1", "orderId": order_id,
+                                      "apiClient": "e2e"}}),
         )
         .send()
         .await

@@ -127,7 +127,7 @@ async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
     let paid = paddle_checkout(
         app,
         payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
-        json!({"customerId": "cust_1", "orderId": order_id}),
+        json!({"customerId": "cust_1", "orderId": order_id, "apiClient": "e2e"}),
     )
     .await;
     let txn = paid["transaction"]["id"].as_str().unwrap().to_owned();
@@ -271,7 +271,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     let subscribed = paddle_checkout(
         &app,
         payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
-        json!({"customerId": "cust_1"}),
+        json!({"customerId": "cust_1", "apiClient": "e2e"}),
     )
     .await;
     let subscription_id = subscribed["subscription"]["id"]
