@@ -400,7 +400,7 @@ async fn a_week_of_a_booking_platform_on_the_scenario_clock() {
     assert_eq!(report.first_problem, None);
     // Recomputing the books with pages of 3 events and no order facts kept between pages (each
     // read back from its order's OrderPlaced, as on a log of millions of orders) gives the books
-    // of the walk that keeps every order's facts; refunds need those facts.
+    // of the walk that keeps every order's facts (projections.rs has the case that needs them).
     app.wait_for_projections().await;
     let journal_position = payledger_read_models::journal::verify(&app.app_pool)
         .await
