@@ -706,3 +706,121 @@ async fn a_rebuild_of_one_member_while_its_group_runs_ends_with_the_same_rows() 
     assert_equals_a_rebuild(&db).await;
     assert_journal_equals_a_rebuild(&db).await;
 }
+
+/// `audit verify` recomputes the books from the log keeping at most a capped number of orders'
+/// facts; past the cap an order's facts are read back from its `OrderPlaced`. A schema-1
+/// `RefundFailed` names neither payee nor currency: without the order's facts it would post
+/// nothing and the customer-refunds account would not come back to zero.
+#[tokio::test]
+async fn the_books_recomputed_with_order_facts_read_back_from_the_log_are_the_same() {
+    use chrono::Utc;
+    use payledger_domain::ids::RefundId;
+    use payledger_domain::journal::Account;
+    use payledger_domain::order::{
+        OrderEvent, OutcomeSource, PaymentCaptured, PlaceOrder, RefundFailed, RefundRequested,
+    };
+    use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+    use payledger_store::{EventMetadata, ExpectedVersion, NewEvent};
+
+    let db = TestDatabase::fresh().await;
+    let store = EventStore::new(db.app_pool.clone(), WriterConfig::default());
+    let new_event = |event: &OrderEvent| {
+        let (event_type, payload) = payledger_domain::codec::encode(event).unwrap();
+        NewEvent::new(event_type, payload, EventMetadata::default())
+    };
+    let payee = PayeeId::parse("payee_1").unwrap();
+    let orders = 6;
+    // Every order placed first, so that later pages need facts of orders placed pages before.
+    for n in 0..orders {
+        let placed = OrderEvent::OrderPlaced(PlaceOrder {
+            order_id: OrderId::parse(format!("order-facts-{n}")).unwrap(),
+            amount: Money::new(10_000, Currency::USD).unwrap(),
+            customer_id: CustomerId::parse("cust_1").unwrap(),
+            payee_id: payee.clone(),
+            order_name: "Pilates".into(),
+            provider: "toss".into(),
+            service_starts_at: None,
+            placed_at: Utc::now(),
+        });
+        store
+            .append(
+                &format!("order-order-facts-{n}"),
+                ExpectedVersion::NoStream,
+                vec![new_event(&placed)],
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    for n in 0..orders {
+        let events = [
+            OrderEvent::PaymentCaptured(PaymentCaptured {
+                payment_key: PaymentKey::parse(format!("pk_facts_{n}")).unwrap(),
+                amount_minor: 10_000,
+                currency: Currency::USD,
+                payee_id: payee.clone(),
+                approved_at: Utc::now(),
+                method: None,
+                source: OutcomeSource::Request,
+            }),
+            OrderEvent::RefundRequested(RefundRequested {
+                refund_id: RefundId::parse("r1").unwrap(),
+                amount_minor: 1_000 + n,
+                currency: Currency::USD,
+                reason: "x".into(),
+                idempotency_key: "k".into(),
+                at: Utc::now(),
+                customer_id: None,
+                reason_digest: None,
+            }),
+            OrderEvent::RefundFailed(RefundFailed {
+                refund_id: RefundId::parse("r1").unwrap(),
+                amount_minor: 1_000 + n,
+                currency: None,
+                failure: ProviderFailure {
+                    class: FailureClass::ProviderError,
+                    provider_code: "PROVIDER_ERROR".into(),
+                    provider_message: "down".into(),
+                },
+                source: OutcomeSource::Request,
+                at: Utc::now(),
+            }),
+        ];
+        store
+            .append(
+                &format!("order-order-facts-{n}"),
+                ExpectedVersion::Exact(1),
+                events.iter().map(new_event).collect(),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    let head = payledger_store::head_position(&db.app_pool).await.unwrap();
+    let recompute = |page_events, max_cached_orders| {
+        payledger_read_models::journal::recompute_paged(
+            &db.app_pool,
+            head,
+            head,
+            page_events,
+            max_cached_orders,
+            |_, _| {},
+        )
+    };
+    let (kept, _) = recompute(10_000, usize::MAX).await.unwrap();
+    // Each failed refund was undone: the refunds account is back to zero, having moved.
+    let refunds = kept
+        .rows
+        .iter()
+        .find(|((account, _), _)| *account == Account::CustomerRefunds)
+        .map(|(_, totals)| *totals)
+        .unwrap();
+    assert!(refunds.0 > 0 && refunds.0 == refunds.1, "{refunds:?}");
+    for (page_events, max_cached_orders) in [(2, 0), (3, 1), (4, 2)] {
+        let (read_back, _) = recompute(page_events, max_cached_orders).await.unwrap();
+        assert_eq!(
+            read_back, kept,
+            "pages of {page_events}, {max_cached_orders} cached"
+        );
+    }
+}

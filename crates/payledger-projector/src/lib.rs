@@ -38,7 +38,7 @@ pub use rebuild::{
     rebuild, rebuild_many, rebuild_with, RebuildConfig, REBUILD_BATCH_SIZE, REBUILD_FLUSH_EVENTS,
 };
 pub use tail::{EventBatch, LogTail};
-pub use verify::{verify, TableDifference, VerifyReport};
+pub use verify::{verify, verify_with_progress, TableDifference, VerifyReport};
 
 /// The schema live read models are served from.
 pub const LIVE_SCHEMA: &str = "rm";
@@ -364,6 +364,7 @@ pub(crate) async fn apply_log(
     projection: &dyn Projection,
     after: i64,
     up_to: i64,
+    progress: &(dyn Fn(i64, i64) + Send + Sync),
 ) -> Result<i64, ProjectionError> {
     let mut position = after;
     while position < up_to {
@@ -374,6 +375,7 @@ pub(crate) async fn apply_log(
         };
         projection.apply(&mut *conn, &events).await?;
         position = last;
+        progress(position, up_to);
     }
     Ok(position)
 }

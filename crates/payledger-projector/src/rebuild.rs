@@ -505,7 +505,7 @@ async fn swap_in(
         .fetch_one(&mut *tx)
         .await?;
     set_search_path(&mut tx, build_schema).await?;
-    let position = apply_log(&mut tx, projection, position, i64::MAX).await?;
+    let position = apply_log(&mut tx, projection, position, i64::MAX, &|_, _| {}).await?;
     for table in projection.tables() {
         tx.execute(format!("DROP TABLE {LIVE_SCHEMA}.{table} CASCADE").as_str())
             .await?;

@@ -46,6 +46,23 @@ pub async fn verify(
     pool: &PgPool,
     projection: &dyn Projection,
 ) -> Result<VerifyReport, ProjectionError> {
+    verify_with_progress(pool, projection, &|_, _| {}).await
+}
+
+/// [`verify`], calling `progress(position, checkpoint)` after each batch of the log applied to
+/// the scratch copy.
+///
+/// Memory stays bounded on both sides: the log is applied a batch at a time (the scratch tables
+/// live in the database, not here), and the comparison is two `EXCEPT ALL` queries answered with
+/// a count, which PostgreSQL sorts or hashes within `work_mem`, spilling to disk past it. The
+/// scratch tables are analysed first so that the planner sees their real size (a table created
+/// in the transaction has no statistics, and an in-memory hashed set operation sized from a
+/// wrong estimate is the one thing here that could grow without bound).
+pub async fn verify_with_progress(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: &(dyn Fn(i64, i64) + Send + Sync),
+) -> Result<VerifyReport, ProjectionError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     // One snapshot for the checkpoint, the live tables and the log up to the checkpoint.
@@ -62,7 +79,11 @@ pub async fn verify(
         .await?;
     // Leaves `search_path` on the scratch schema for the rest of the transaction.
     create_tables(&mut tx, &scratch, projection).await?;
-    apply_log(&mut tx, projection, 0, position).await?;
+    apply_log(&mut tx, projection, 0, position, progress).await?;
+    for table in projection.tables() {
+        tx.execute(format!("ANALYZE {scratch}.{table}").as_str())
+            .await?;
+    }
     let mut differences = Vec::new();
     for table in projection.tables() {
         let (missing_rows, unexpected_rows): (i64, i64) = sqlx::query_as(&format!(

@@ -651,6 +651,19 @@ const MAX_REPORTED_ENTRIES: i64 = 20;
 /// Checks every journal entry and the whole book, and recomputes the balances from the log.
 pub async fn verify(pool: &PgPool) -> Result<JournalReport, payledger_store::ReadError> {
     let position = journal_position(pool).await?;
+    let (report, _) = verify_to_head(pool, position, |_, _| {}).await?;
+    Ok(report)
+}
+
+/// [`verify`], and the trial balance recomputed from the log up to `head` (at least the
+/// journal's position), in one pass over the log. `progress(position, head)` is called after
+/// every page of the log.
+pub async fn verify_to_head(
+    pool: &PgPool,
+    head: i64,
+    progress: impl FnMut(i64, i64),
+) -> Result<(JournalReport, TrialBalance), payledger_store::ReadError> {
+    let position = journal_position(pool).await?;
     let entries_checked: i64 =
         sqlx::query_scalar("SELECT count(*) FROM rm.journal_entries WHERE global_position <= $1")
             .bind(position)
@@ -666,7 +679,7 @@ pub async fn verify(pool: &PgPool) -> Result<JournalReport, payledger_store::Rea
     .fetch_all(pool)
     .await?;
     let stored = trial_balance(pool, Some(position)).await?;
-    let recomputed = recompute(pool, position).await?;
+    let (recomputed, at_head) = recompute_to(pool, position, head.max(position), progress).await?;
     let mut mismatches = Vec::new();
     let mut stored_rows: BTreeMap<(String, String), i64> = stored
         .rows
@@ -685,13 +698,14 @@ pub async fn verify(pool: &PgPool) -> Result<JournalReport, payledger_store::Rea
             mismatches.push((account, currency, balance, 0));
         }
     }
-    Ok(JournalReport {
+    let report = JournalReport {
         position,
         entries_checked,
         unbalanced_entries,
         book: stored.by_currency,
         mismatches,
-    })
+    };
+    Ok((report, at_head))
 }
 
 /// The trial balance recomputed from the event log up to `position` with the posting rules.
@@ -699,25 +713,127 @@ pub async fn recompute(
     pool: &PgPool,
     position: i64,
 ) -> Result<TrialBalance, payledger_store::ReadError> {
+    let (book, _) = recompute_to(pool, position, position, |_, _| {}).await?;
+    Ok(book)
+}
+
+/// How many orders' facts a recomputation keeps in memory at most. Past it the cache is emptied
+/// and facts are read back from the log (each order's `OrderPlaced`) as later events need them,
+/// so memory stays bounded however many orders the log holds.
+const MAX_CACHED_ORDER_FACTS: usize = 100_000;
+
+/// One pass over the log up to `head`: the trial balances recomputed at `checkpoint`
+/// (≤ `head`) and at `head`. Reads the log, never the journal's own tables, so a journal edited
+/// behind the ledger's back does not verify.
+pub async fn recompute_to(
+    pool: &PgPool,
+    checkpoint: i64,
+    head: i64,
+    progress: impl FnMut(i64, i64),
+) -> Result<(TrialBalance, TrialBalance), payledger_store::ReadError> {
+    recompute_paged(
+        pool,
+        checkpoint,
+        head,
+        MAX_READ_LIMIT,
+        MAX_CACHED_ORDER_FACTS,
+        progress,
+    )
+    .await
+}
+
+/// [`recompute_to`] with the page size and the order-facts cap given (tests make both tiny to
+/// prove that facts read back from the log give the same balances).
+#[doc(hidden)]
+pub async fn recompute_paged(
+    pool: &PgPool,
+    checkpoint: i64,
+    head: i64,
+    page_events: i64,
+    max_cached_orders: usize,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<(TrialBalance, TrialBalance), payledger_store::ReadError> {
+    let corrupt = |event: &RecordedEvent, reason: String| payledger_store::ReadError::Corrupt {
+        position: event.global_position,
+        reason,
+    };
     let mut facts = Facts::default();
     let mut book = TrialBalance::default();
+    let mut at_checkpoint = (checkpoint <= 0).then(|| book.clone());
     let mut after = 0;
-    while after < position {
-        let page = read_all(pool, after, MAX_READ_LIMIT.min(position - after)).await?;
+    while after < head {
+        let page = read_all(pool, after, page_events.min(head - after)).await?;
         let Some(last) = page.last() else { break };
-        after = last.global_position;
+        let last_position = last.global_position;
+        if facts.orders.len() > max_cached_orders {
+            facts.orders.clear();
+        }
+        load_placed_orders(pool, &page, &mut facts).await?;
         for event in &page {
+            if at_checkpoint.is_none() && event.global_position > checkpoint {
+                at_checkpoint = Some(book.clone());
+            }
             let entries =
-                entries_of(event, &mut facts).map_err(|e| payledger_store::ReadError::Corrupt {
-                    position: event.global_position,
-                    reason: e.to_string(),
-                })?;
+                entries_of(event, &mut facts).map_err(|e| corrupt(event, e.to_string()))?;
             for entry in &entries {
                 book.post(entry);
             }
         }
+        after = last_position;
+        progress(after, head);
     }
-    Ok(book)
+    let at_checkpoint = at_checkpoint.unwrap_or_else(|| book.clone());
+    Ok((at_checkpoint, book))
+}
+
+/// Puts into `facts` the orders that `page`'s events need and that were placed before the page
+/// (read from the log: each order's `OrderPlaced`, its stream's first event). Orders placed in
+/// the page bring their facts along as the page is walked, as in a walk that kept them all.
+async fn load_placed_orders(
+    pool: &PgPool,
+    page: &[RecordedEvent],
+    facts: &mut Facts,
+) -> Result<(), payledger_store::ReadError> {
+    let Some(first_position) = page.first().map(|e| e.global_position) else {
+        return Ok(());
+    };
+    let relevant = posting_events(page);
+    let placed_here: HashSet<&str> = relevant
+        .iter()
+        .filter(|e| e.event_type == "OrderPlaced")
+        .filter_map(|e| StreamKind::Order.id_of(&e.stream_id))
+        .collect();
+    let missing = ids_needing_facts(&relevant, |id| {
+        !facts.orders.contains_key(id) && !placed_here.contains(id)
+    });
+    let streams: Vec<String> = missing
+        .iter()
+        .map(|id| StreamKind::Order.name(id))
+        .collect();
+    for placed in payledger_store::read_first_events(pool, &streams).await? {
+        // Only what a walk from the start would have seen before this page.
+        if placed.event_type != "OrderPlaced" || placed.global_position >= first_position {
+            continue;
+        }
+        let Some(order_id) = StreamKind::Order.id_of(&placed.stream_id) else {
+            continue;
+        };
+        let decoded: OrderEvent =
+            decode(&placed).map_err(|e| payledger_store::ReadError::Corrupt {
+                position: placed.global_position,
+                reason: e.to_string(),
+            })?;
+        if let OrderEvent::OrderPlaced(p) = decoded {
+            facts.orders.insert(
+                order_id.to_string(),
+                OrderFacts {
+                    payee_id: p.payee_id.clone(),
+                    currency: p.amount.currency(),
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The account names the journal uses, for documentation and CLI output.

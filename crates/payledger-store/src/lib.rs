@@ -327,6 +327,27 @@ pub async fn read_stream<'e>(
     rows.iter().map(decode_row).collect()
 }
 
+/// The first event (version 1) of each of `stream_ids` that has one, in no particular order;
+/// read [`MAX_READ_LIMIT`] streams per query.
+pub async fn read_first_events(
+    pool: &PgPool,
+    stream_ids: &[String],
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    let mut events = Vec::new();
+    for chunk in stream_ids.chunks(MAX_READ_LIMIT as usize) {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) AND stream_version = 1"
+        ))
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?;
+        for row in &rows {
+            events.push(decode_row(row)?);
+        }
+    }
+    Ok(events)
+}
+
 /// Reads the global log on any executor (projectors read inside their own transactions).
 pub async fn read_all<'e>(
     executor: impl sqlx::PgExecutor<'e>,

@@ -128,11 +128,24 @@ pub async fn run(
             };
             let mut all_match = true;
             for projection in projections {
-                let report = payledger_projector::verify(pool, projection.as_ref())
-                    .await
-                    .with_context(|| {
-                        format!("failed to verify the {} read model", projection.name())
-                    })?;
+                let label = format!("projections verify: {}", projection.name());
+                let lines = std::sync::Mutex::new(crate::progress_lines::ProgressLines::new());
+                let progress = |position: i64, up_to: i64| {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.update(
+                            &label,
+                            position.max(0) as u64,
+                            up_to.max(0) as u64,
+                            Some(position),
+                        );
+                    }
+                };
+                let report =
+                    payledger_projector::verify_with_progress(pool, projection.as_ref(), &progress)
+                        .await
+                        .with_context(|| {
+                            format!("failed to verify the {} read model", projection.name())
+                        })?;
                 all_match &= report.matches();
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;
             }
@@ -211,7 +224,24 @@ pub async fn run(
                     }
                 }
             }
-            let report = payledger_store::audit::verify_all(pool).await?;
+            let mut lines = crate::progress_lines::ProgressLines::new();
+            let report = payledger_store::audit::verify_all_with_progress(pool, |p| {
+                let (label, position) = match p.phase {
+                    payledger_store::audit::AuditPhase::Links => {
+                        ("audit verify: chain links", None)
+                    }
+                    payledger_store::audit::AuditPhase::Contents => {
+                        ("audit verify: positions and hashes", Some(p.position))
+                    }
+                };
+                lines.update(
+                    label,
+                    p.events_done,
+                    p.head_position.max(0) as u64,
+                    position,
+                );
+            })
+            .await?;
             match &report.first_problem {
                 None => {
                     writeln!(

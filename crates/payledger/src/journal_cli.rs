@@ -93,10 +93,19 @@ fn rows_of(book: &TrialBalance) -> Vec<TrialBalanceRow> {
 /// what the posting rules give for the event log. Prints one line per finding; returns whether
 /// everything verifies.
 pub async fn verify_journal(pool: &PgPool, out: &mut impl Write) -> anyhow::Result<bool> {
-    let report = journal::verify(pool).await?;
     let head = payledger_store::head_position(pool).await?;
-    // The log itself, to its head: every event that posts must decode and balance.
-    let book = journal::recompute(pool, head).await?;
+    // The log itself, to its head: every event that posts must decode and balance. One pass
+    // gives the balances at the journal's position (to compare) and at the head.
+    let mut lines = crate::progress_lines::ProgressLines::new();
+    let (report, book) = journal::verify_to_head(pool, head, |position, head| {
+        lines.update(
+            "audit verify: journal postings",
+            position.max(0) as u64,
+            head.max(0) as u64,
+            Some(position),
+        );
+    })
+    .await?;
     let mut ok = report.ok() && book.is_balanced();
     for entry in &report.unbalanced_entries {
         writeln!(out, "UNBALANCED journal entry {entry}")?;

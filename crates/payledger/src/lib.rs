@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod journal_cli;
 pub mod keys;
 pub mod privacy_cli;
+pub mod progress_lines;
 pub mod providers;
 pub mod reconciliation_jobs;
 pub mod replicas;

@@ -3,6 +3,7 @@
 mod append;
 mod batch;
 mod chain;
+mod chain_bounded;
 mod checkpoint;
 mod immutability;
 mod ordering;
