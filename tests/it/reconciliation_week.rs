@@ -93,6 +93,48 @@ async fn paddle_checkout(app: &TestApp, price_id: &str, custom_data: Value) -> V
     response.json::<Value>().await.unwrap()["data"].clone()
 }
 
+/// The customer's refund asked in Paddle and approved by Paddle (through the sandbox's
+/// controls); waits until the ledger recorded it on the order. Answers the adjustment id.
+async fn paddle_refunded(app: &TestApp, order_id: &str, txn: &str) -> String {
+    let post = |path: String, body: Value| async move {
+        let response = app
+            .client
+            .post(format!("{}{path}", app.sandbox.paddle_base_url()))
+            .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json::<Value>().await.unwrap()["data"].clone()
+    };
+    let asked = post(
+        "/adjustments".to_owned(),
+        json!({"action": "refund", "transaction_id": txn, "reason": "not needed"}),
+    )
+    .await;
+    let adjustment_id = asked["id"].as_str().unwrap().to_owned();
+    post(
+        format!("/sandbox/adjustments/{adjustment_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let mut order = Value::Null;
+    for _ in 0..150 {
+        order = app
+            .get_as(&app.support_key, &format!("/v1/orders/{order_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if order["refundedAmount"] == 1000 {
+            return adjustment_id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the Paddle refund was never recorded: {order}");
+}
+
 /// Polls the subscription until it has paid `cycles` periods (Paddle's notifications are
 /// applied in the background).
 async fn until_paid_cycles(app: &TestApp, id: &str, cycles: i64) {
@@ -390,6 +432,11 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{owed}"
     );
 
+    // Still Monday: the customer of week-paddle-clean asks Paddle for a refund, which Paddle
+    // approves at once; Paddle takes it from Monday's balance (its payout is 1 000 less).
+    let paddle_refund = paddle_refunded(&app, "week-paddle-clean", &paddle_clean).await;
+    assert!(paddle_refund.starts_with("adj_"), "{paddle_refund}");
+
     // Tuesday: refunds on Toss and Stripe.
     set_clock(&app, monday() + Duration::days(1)).await;
     refund(&app, "week-toss-1", 20_000).await;
@@ -401,10 +448,11 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
     // 2 charges + 1 refund; Paddle: the subscription's 2 payments + the 5 orders billed in the
     // balances its payouts closed (Paddle does not say which payout paid which transaction, so
-    // the missing and the late one are lines of Monday's payout, which is short of them).
+    // the missing and the late one are lines of Monday's payout, which is short of them) + the
+    // refund Paddle approved in Monday's balance, matched to the order's refund.
     // Every subscription payment is matched to its subscription.
-    assert_eq!(total(&first, "lines"), 5 + 3 + 7, "{first:?}");
-    assert_eq!(total(&first, "matched"), 4 + 3 + 7, "{first:?}");
+    assert_eq!(total(&first, "lines"), 5 + 3 + 8, "{first:?}");
+    assert_eq!(total(&first, "matched"), 4 + 3 + 8, "{first:?}");
     assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
     let expected_flags: std::collections::BTreeMap<String, i64> = [
         ("fee_mismatch", 1),
@@ -420,7 +468,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The same reports again: one effect.
     let recorded = reconciliation_events(&app).await;
     let again = import_all(&app).await;
-    assert_eq!(total(&again, "alreadyImported"), 15, "{again:?}");
+    assert_eq!(total(&again, "alreadyImported"), 16, "{again:?}");
     assert_eq!(total(&again, "matched"), 0, "{again:?}");
     assert!(flags(&again).is_empty(), "{again:?}");
     assert_eq!(reconciliation_events(&app).await, recorded);
@@ -514,8 +562,9 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{short}"
     );
     // Monday's payout: the earnings of the renewal and the 5 orders as itemised (891 + 900 +
-    // 860 + 900 + 875 + 900), paid without the late and the missing one's 900 each; the late one
-    // came 3 days later in a payout of its own, whose balance held no transaction.
+    // 860 + 900 + 875 + 900) less the refund Paddle took back (1 000), paid without the late
+    // and the missing one's 900 each; the late one came 3 days later in a payout of its own,
+    // whose balance held no transaction.
     let mut payouts: Vec<(Option<i64>, Option<i64>)> = open
         .iter()
         .filter(|e| e["kind"] == "payout_mismatch")
@@ -524,7 +573,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     payouts.sort();
     assert_eq!(
         payouts,
-        vec![(Some(0), Some(900)), (Some(5_326), Some(3_526))],
+        vec![(Some(0), Some(900)), (Some(4_326), Some(2_526))],
         "{open:?}"
     );
     let fee = open.iter().find(|e| e["kind"] == "fee_mismatch").unwrap();
@@ -534,7 +583,17 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{fee}"
     );
 
-    // The report: Paddle's days hold the subscription's two payments and the five orders.
+    // The refund's line is on its order's timeline, settled (taken from Monday's payout).
+    let summaries = timeline_summaries(&app, "week-paddle-clean").await;
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.starts_with("paddle settled refund -1000 USD: fee 0, paid out -1000")),
+        "{summaries:?}"
+    );
+
+    // The report: Paddle's days hold the subscription's two payments, the five orders and the
+    // refund.
     let (status, report) = json_of(
         app.get_as(
             &app.auditor_key,
@@ -546,12 +605,12 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(status, 200, "{report}");
     let days = report["days"].as_array().unwrap();
     let sum = |field: &str| -> i64 { days.iter().map(|d| d[field].as_i64().unwrap()).sum() };
-    assert_eq!(sum("lines"), 7, "{report}");
+    assert_eq!(sum("lines"), 8, "{report}");
     assert_eq!(sum("unmatchedLines"), 0, "{report}");
-    assert_eq!(sum("settledMinor"), 2 * 990 + 5 * 1_000, "{report}");
+    assert_eq!(sum("settledMinor"), 2 * 990 + 5 * 1_000 - 1_000, "{report}");
     assert_eq!(
         sum("payoutsMinor"),
-        2 * 891 + 900 + 860 + 900 + 875 + 900,
+        2 * 891 + 900 + 860 + 900 + 875 + 900 - 1_000,
         "{report}"
     );
     // The day counts its lines' flags (short, fee); the payouts' are in the exceptions.

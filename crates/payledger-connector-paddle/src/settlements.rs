@@ -128,6 +128,51 @@ struct WirePayoutTotals {
     currency_code: String,
 }
 
+/// An approved refund or chargeback, as `GET /adjustments` answers it.
+#[derive(Deserialize)]
+struct WireAdjustment {
+    id: String,
+    action: String,
+    status: String,
+    transaction_id: String,
+    #[serde(default)]
+    subscription_id: Option<String>,
+    updated_at: String,
+    payout_totals: Option<WireAdjustmentTotals>,
+}
+
+#[derive(Deserialize)]
+struct WireAdjustmentTotals {
+    total: String,
+    tax: String,
+    fee: String,
+    earnings: String,
+    currency_code: String,
+    #[serde(default)]
+    chargeback_fee: Option<WireChargebackFee>,
+}
+
+#[derive(Deserialize)]
+struct WireChargebackFee {
+    amount: String,
+}
+
+/// What a transaction's listing says about the order an adjustment takes money back from.
+#[derive(Deserialize)]
+struct WireTransactionRef {
+    id: String,
+    custom_data: Option<serde_json::Value>,
+    #[serde(default)]
+    subscription_id: Option<String>,
+}
+
+/// The adjustments whose money moves a payout (Paddle's `action` names).
+const PAYOUT_ADJUSTMENTS: &str = "refund,chargeback";
+/// Paddle's largest page of adjustments.
+const ADJUSTMENTS_PER_PAGE: usize = 50;
+/// Most transaction ids asked for in one `GET /transactions?id=…`.
+const IDS_PER_REQUEST: usize = 50;
+
 fn clip(text: &str) -> String {
     text.chars().take(MAX_REASON_CHARS).collect()
 }
@@ -352,6 +397,125 @@ impl PaddleSettlements {
     }
 }
 
+/// A refund (or chargeback) Paddle took from `payout` as a settlement line: its id the
+/// adjustment's, its payment the transaction's, its amount `−(total − tax)`, its fee what Paddle
+/// gave back of its fee (`−fee`) plus, on a chargeback, the `chargeback_fee` it passed on, its
+/// payout `−earnings`, on the day Paddle approved it (`updated_at`).
+fn adjustment_line(
+    provider: &str,
+    adjustment: WireAdjustment,
+    order_id: Option<String>,
+    payout: &Payout,
+    paid_out_on: NaiveDate,
+) -> Result<SettlementLine, SettlementError> {
+    let malformed = |e: crate::wire::UnreadableAnswer| SettlementError::Malformed(clip(&e.0));
+    let totals = adjustment.payout_totals.ok_or_else(|| {
+        SettlementError::Malformed(format!(
+            "approved adjustment {} has no payout_totals",
+            clip(&adjustment.id)
+        ))
+    })?;
+    let total = parse_amount(&totals.total, "payout_totals.total").map_err(malformed)?;
+    let tax = parse_amount(&totals.tax, "payout_totals.tax").map_err(malformed)?;
+    let fee = parse_amount(&totals.fee, "payout_totals.fee").map_err(malformed)?;
+    let earnings = parse_amount(&totals.earnings, "payout_totals.earnings").map_err(malformed)?;
+    let chargeback_fee = match &totals.chargeback_fee {
+        Some(c) => {
+            parse_amount(&c.amount, "payout_totals.chargeback_fee.amount").map_err(malformed)?
+        }
+        None => 0,
+    };
+    let kind = match adjustment.action.as_str() {
+        "refund" => SettlementLineKind::Refund,
+        "chargeback" => SettlementLineKind::Dispute,
+        other => {
+            return Err(SettlementError::Malformed(format!(
+                "adjustment {} is a {}",
+                clip(&adjustment.id),
+                clip(other)
+            )))
+        }
+    };
+    let currency = Currency::parse(&totals.currency_code.to_ascii_uppercase()).map_err(|_| {
+        SettlementError::Malformed(format!("currency {}", clip(&totals.currency_code)))
+    })?;
+    let line = SettlementLine {
+        provider: provider.to_owned(),
+        line_id: adjustment.id,
+        kind,
+        payment_key: adjustment.transaction_id,
+        order_id,
+        amount_minor: -(total - tax),
+        fee_minor: chargeback_fee - fee,
+        vat_minor: 0,
+        payout_minor: -earnings,
+        currency,
+        sold_on: day_of(&adjustment.updated_at, "updated_at")?,
+        paid_out_on,
+        payout_id: Some(payout.id.clone()),
+        method: None,
+        subscription_id: adjustment.subscription_id.filter(|id| !id.is_empty()),
+    };
+    line.validate()
+        .map_err(|e| SettlementError::Malformed(e.to_string()))?;
+    Ok(line)
+}
+
+impl PaddleSettlements {
+    /// Every approved refund and chargeback in Paddle (`GET /adjustments` has no date filter:
+    /// each payout takes those approved within its balance period).
+    async fn approved_adjustments(&self) -> Result<Vec<WireAdjustment>, SettlementError> {
+        let adjustments: Vec<WireAdjustment> = self
+            .list_all(
+                "/adjustments",
+                &[
+                    ("status", "approved".to_owned()),
+                    ("action", PAYOUT_ADJUSTMENTS.to_owned()),
+                    ("per_page", ADJUSTMENTS_PER_PAGE.to_string()),
+                ],
+                MAX_LINES_PER_IMPORT,
+            )
+            .await?;
+        for adjustment in &adjustments {
+            if adjustment.status != "approved" {
+                return Err(SettlementError::Malformed(format!(
+                    "Paddle listed adjustment {} as {} when asked for approved ones",
+                    clip(&adjustment.id),
+                    clip(&adjustment.status)
+                )));
+            }
+        }
+        Ok(adjustments)
+    }
+
+    /// The order id (`custom_data.orderId`) and subscription of each transaction `ids` names.
+    async fn orders_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, (Option<String>, Option<String>)>, SettlementError>
+    {
+        let mut found = std::collections::HashMap::new();
+        for chunk in ids.chunks(IDS_PER_REQUEST) {
+            let listed: Vec<WireTransactionRef> = self
+                .list_all(
+                    "/transactions",
+                    &[("id", chunk.join(",")), ("per_page", PER_PAGE.to_string())],
+                    IDS_PER_REQUEST,
+                )
+                .await?;
+            for txn in listed {
+                let order_id = txn
+                    .custom_data
+                    .as_ref()
+                    .and_then(|c| c[crate::CUSTOM_DATA_ORDER_ID].as_str())
+                    .map(str::to_owned);
+                found.insert(txn.id, (order_id, txn.subscription_id));
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl SettlementSource for PaddleSettlements {
     fn provider(&self) -> &str {
@@ -388,6 +552,15 @@ impl SettlementSource for PaddleSettlements {
             .await?;
         let payouts = payouts_of(events)?;
         let mut report = SettlementReport::default();
+        let any_paid_in_period = payouts.iter().any(|p| {
+            p.paid_at
+                .is_some_and(|at| (period.from..=period.to).contains(&at.date_naive()))
+        });
+        let mut adjustments = if any_paid_in_period {
+            self.approved_adjustments().await?
+        } else {
+            Vec::new()
+        };
         for payout in &payouts {
             let Some(paid_at) = payout.paid_at else {
                 continue;
@@ -428,6 +601,47 @@ impl SettlementSource for PaddleSettlements {
                 if in_currency {
                     report.lines.push(self.line(txn, payout, paid_out_on)?);
                 }
+            }
+            // The refunds and chargebacks Paddle approved within the same balance period: it
+            // takes each one's earnings from this payout.
+            let mut taken = Vec::new();
+            let mut kept = Vec::new();
+            for adjustment in adjustments {
+                let approved_at = time_of(&adjustment.updated_at, "updated_at")?;
+                let in_period = approved_at < closed_at
+                    && opened_at.is_none_or(|opened| approved_at >= opened)
+                    && adjustment.payout_totals.as_ref().is_some_and(|t| {
+                        t.currency_code.eq_ignore_ascii_case(payout.currency.code())
+                    });
+                if in_period {
+                    taken.push(adjustment);
+                } else {
+                    kept.push(adjustment);
+                }
+            }
+            adjustments = kept;
+            if report.lines.len() + taken.len() > MAX_LINES_PER_IMPORT {
+                return Err(SettlementError::TooManyLines);
+            }
+            let mut ids: Vec<String> = taken.iter().map(|a| a.transaction_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let orders = self.orders_of(&ids).await?;
+            for mut adjustment in taken {
+                let (order_id, subscription_id) = orders
+                    .get(&adjustment.transaction_id)
+                    .cloned()
+                    .unwrap_or_default();
+                if adjustment.subscription_id.is_none() {
+                    adjustment.subscription_id = subscription_id;
+                }
+                report.lines.push(adjustment_line(
+                    &self.provider_name,
+                    adjustment,
+                    order_id,
+                    payout,
+                    paid_out_on,
+                )?);
             }
             report.payouts.push(PayoutTotal {
                 payout_id: payout.id.clone(),

@@ -302,6 +302,43 @@ fn totals(total_minor: i64, currency: &str) -> Totals {
     }
 }
 
+/// The chargeback fee Paddle passes on to the merchant, in the sandbox: 1 500 minor units
+/// (0 in zero-decimal currencies, like the fixed part of its fee).
+pub(crate) fn chargeback_fee_minor(currency: &str) -> i64 {
+    if zero_decimal(currency) {
+        0
+    } else {
+        1_500
+    }
+}
+
+/// An approved refund's or chargeback's `payout_totals`, as Paddle states them (positive
+/// strings of minor units; `earnings` is what the adjustment takes from the payout): Paddle
+/// keeps its fee on the payment (`fee` 0: nothing given back) and, on a chargeback, passes on
+/// its `chargeback_fee`, so `earnings = total − tax − fee + chargeback_fee.amount`. A credit
+/// (to the customer's balance) moves no payout money: `None`.
+fn adjustment_payout_totals(adjustment: &Adjustment) -> Option<Value> {
+    let chargeback_fee = match adjustment.action.as_str() {
+        "refund" => None,
+        "chargeback" => Some(chargeback_fee_minor(&adjustment.currency_code)),
+        _ => return None,
+    };
+    let amount = adjustment.total_minor;
+    let earnings = amount + chargeback_fee.unwrap_or(0);
+    let mut totals = json!({
+        "subtotal": amount.to_string(),
+        "tax": "0",
+        "total": amount.to_string(),
+        "fee": "0",
+        "earnings": earnings.to_string(),
+        "currency_code": adjustment.currency_code,
+    });
+    if let Some(fee) = chargeback_fee {
+        totals["chargeback_fee"] = json!({"amount": fee.to_string(), "original": null});
+    }
+    Some(totals)
+}
+
 /// The end of period `n` (1-based) of a subscription anchored at `anchor`: Paddle keeps the
 /// billing day of the first payment, so periods are counted from the anchor, not chained.
 fn period_end(anchor: DateTime<Utc>, cycle: &BillingCycle, n: u32) -> DateTime<Utc> {
@@ -1238,20 +1275,25 @@ impl PaddleStore {
             updated_at: now,
             total_minor: amount,
         };
+        let mut adjustment = adjustment;
+        if adjustment.status == "approved" {
+            adjustment.payout_totals = adjustment_payout_totals(&adjustment);
+        }
         let data = json!(adjustment);
         self.adjustments.insert(adjustment.id.clone(), adjustment);
         self.notify("adjustment.created", data.clone());
         PaddleReply::created(data)
     }
 
-    /// `GET /adjustments?id=…&transaction_id=…&subscription_id=…&action=…`.
+    /// `GET /adjustments?id=…&transaction_id=…&subscription_id=…&action=…&status=…` (each a
+    /// comma-separated list), oldest first, in cursor pages (`after`, `per_page`).
     pub(crate) fn list_adjustments(&self, query: &BTreeMap<String, String>) -> PaddleReply {
         let listed = |key: &str, value: &str| {
             query
                 .get(key)
                 .is_none_or(|wanted| wanted.split(',').any(|w| w == value))
         };
-        let data: Vec<Value> = self
+        let data: Vec<&Adjustment> = self
             .adjustments
             .values()
             .filter(|a| listed("id", &a.id))
@@ -1263,9 +1305,12 @@ impl PaddleStore {
                 )
             })
             .filter(|a| listed("action", &a.action))
-            .map(|a| json!(a))
+            .filter(|a| listed("status", &a.status))
             .collect();
-        PaddleReply::ok(Value::Array(data))
+        let mut data = data;
+        data.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        let data: Vec<Value> = data.into_iter().map(|a| json!(a)).collect();
+        payouts::page(data, "id", query)
     }
 
     /// `POST /paddle/sandbox/adjustments/{id}/{approve|reject}`: Paddle's review of a refund.
@@ -1279,6 +1324,9 @@ impl PaddleStore {
         }
         adjustment.status = if approve { "approved" } else { "rejected" }.to_owned();
         adjustment.updated_at = now;
+        if approve {
+            adjustment.payout_totals = adjustment_payout_totals(adjustment);
+        }
         let data = json!(adjustment);
         self.notify("adjustment.updated", data.clone());
         PaddleReply::ok(data)
