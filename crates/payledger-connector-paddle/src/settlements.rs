@@ -704,6 +704,106 @@ mod tests {
         assert_eq!(payouts[1].paid_at, None, "po_2 is not paid yet");
     }
 
+    fn adjustment(action: &str, payout_totals: serde_json::Value) -> WireAdjustment {
+        serde_json::from_value(serde_json::json!({
+            "id": "adj_01", "action": action, "status": "approved", "transaction_id": "txn_01",
+            "subscription_id": null, "updated_at": "2026-10-05T09:00:00.000000Z",
+            "payout_totals": payout_totals
+        }))
+        .unwrap()
+    }
+
+    fn paid_payout() -> Payout {
+        Payout {
+            id: "po_1".into(),
+            currency: Currency::parse("USD").unwrap(),
+            amount_minor: 0,
+            created_at: None,
+            paid_at: None,
+        }
+    }
+
+    #[test]
+    fn a_refund_and_a_chargeback_are_lines_taken_from_the_payout() {
+        let paid_out_on = NaiveDate::from_ymd_opt(2026, 10, 7).unwrap();
+        let refund = adjustment_line(
+            "paddle",
+            adjustment(
+                "refund",
+                serde_json::json!({"subtotal": "1000", "tax": "0", "total": "1000",
+                    "fee": "0", "earnings": "1000", "currency_code": "USD"}),
+            ),
+            Some("order-1".into()),
+            &paid_payout(),
+            paid_out_on,
+        )
+        .unwrap();
+        assert_eq!(refund.kind, SettlementLineKind::Refund);
+        assert_eq!(
+            (refund.line_id.as_str(), refund.payment_key.as_str()),
+            ("adj_01", "txn_01")
+        );
+        assert_eq!(
+            (refund.amount_minor, refund.fee_minor, refund.payout_minor),
+            (-1000, 0, -1000)
+        );
+        assert_eq!(
+            refund.sold_on,
+            NaiveDate::from_ymd_opt(2026, 10, 5).unwrap()
+        );
+        assert_eq!(refund.payout_id.as_deref(), Some("po_1"));
+        assert_eq!(refund.order_id.as_deref(), Some("order-1"));
+
+        // Paddle passes its chargeback fee on: the line's fee, and more taken from the payout.
+        let chargeback = adjustment_line(
+            "paddle",
+            adjustment(
+                "chargeback",
+                serde_json::json!({"subtotal": "1100", "tax": "100", "total": "1100",
+                    "fee": "0", "earnings": "2500", "currency_code": "USD",
+                    "chargeback_fee": {"amount": "1500", "original": null}}),
+            ),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        )
+        .unwrap();
+        assert_eq!(chargeback.kind, SettlementLineKind::Dispute);
+        assert_eq!(
+            (
+                chargeback.amount_minor,
+                chargeback.fee_minor,
+                chargeback.payout_minor
+            ),
+            (-1000, 1500, -2500)
+        );
+    }
+
+    #[test]
+    fn an_adjustment_without_payout_totals_or_of_another_action_is_refused() {
+        let paid_out_on = NaiveDate::from_ymd_opt(2026, 10, 7).unwrap();
+        let no_totals = adjustment_line(
+            "paddle",
+            adjustment("refund", serde_json::Value::Null),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        );
+        assert!(matches!(no_totals, Err(SettlementError::Malformed(_))));
+        let credit = adjustment_line(
+            "paddle",
+            adjustment(
+                "credit",
+                serde_json::json!({"subtotal": "10", "tax": "0", "total": "10",
+                    "fee": "0", "earnings": "10", "currency_code": "USD"}),
+            ),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        );
+        assert!(matches!(credit, Err(SettlementError::Malformed(_))));
+    }
+
     #[test]
     fn an_event_whose_status_is_not_its_type_is_refused() {
         let refused = payouts_of(vec![event(

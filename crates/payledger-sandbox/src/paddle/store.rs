@@ -1473,3 +1473,48 @@ mod tests {
         assert_eq!(store.renew_due(), 0);
     }
 }
+
+#[cfg(test)]
+mod adjustment_tests {
+    use super::*;
+
+    fn adjustment(action: &str, amount: i64, currency: &str) -> Adjustment {
+        Adjustment {
+            id: "adj_1".into(),
+            action: action.into(),
+            kind: "full".into(),
+            transaction_id: "txn_1".into(),
+            subscription_id: None,
+            customer_id: None,
+            reason: "r".into(),
+            credit_applied_to_balance: None,
+            currency_code: currency.into(),
+            status: "approved".into(),
+            items: vec![],
+            totals: totals(amount, currency),
+            payout_totals: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            total_minor: amount,
+        }
+    }
+
+    #[test]
+    fn an_approved_refund_or_chargeback_states_what_it_takes_from_the_payout() {
+        let refund = adjustment_payout_totals(&adjustment("refund", 1000, "USD")).unwrap();
+        assert_eq!(
+            (&refund["total"], &refund["fee"], &refund["earnings"]),
+            (&json!("1000"), &json!("0"), &json!("1000"))
+        );
+        assert!(refund.get("chargeback_fee").is_none());
+        let chargeback = adjustment_payout_totals(&adjustment("chargeback", 1000, "USD")).unwrap();
+        assert_eq!(chargeback["chargeback_fee"]["amount"], "1500");
+        assert_eq!(chargeback["earnings"], "2500");
+        let in_krw = adjustment_payout_totals(&adjustment("chargeback", 9900, "KRW")).unwrap();
+        assert_eq!(in_krw["earnings"], "9900");
+        assert_eq!(
+            adjustment_payout_totals(&adjustment("credit", 10, "USD")),
+            None
+        );
+    }
+}
