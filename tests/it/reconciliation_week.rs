@@ -1,5 +1,6 @@
 //! Issue 18's "Done means", end to end over HTTP on the sandbox and the scenario clock: a week
-//! of Toss, Stripe and Paddle payments and refunds (with a Paddle-billed subscription's first
+//! of Toss, Stripe and Paddle payments and refunds (a Paddle refund approved in Paddle settled as
+//! a line of the payout it came off; a Paddle-billed subscription's first
 //! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
 //! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
 //! flagged exactly once: short payout and unexpected fee on the right order's timeline, the

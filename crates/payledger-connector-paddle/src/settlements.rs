@@ -13,15 +13,21 @@
 //!   (`GET /transactions?status=completed&billed_at[GTE]=…&billed_at[LT]=…&per_page=200`,
 //!   cursor pages), each with `details.payout_totals` (`subtotal`, `tax`, `total`, `fee`,
 //!   `earnings`, `currency_code`, strings of minor units).
+//! - **Refunds and chargebacks**: the approved adjustments (`GET /adjustments?status=approved&
+//!   action=refund,chargeback`, cursor pages; the list has no date filter), each taken from the
+//!   payout whose balance period holds the moment Paddle approved it (`updated_at`), with its
+//!   `payout_totals` (`total`, `tax`, `fee`, `earnings`, and a chargeback's `chargeback_fee`).
 //!
 //! One [`SettlementLine`] per transaction of a payout paid within the period: its id and
 //! payment are the transaction id (`txn_…`, what a Paddle order is confirmed with), its order
 //! `custom_data.orderId`, its amount `payout_totals.total − tax` (the price the ledger captured;
 //! the tax is never the platform's), its fee `payout_totals.fee`, its payout `earnings`, sold on
 //! `billed_at`'s day, paid out on the day of the payout's `payout.paid`, and its
-//! `subscription_id` when the transaction billed a subscription. Each payout's stated `amount`
-//! is a [`PayoutTotal`]: when it is not the sum of its transactions' `earnings` the ledger flags
-//! `payout_mismatch` (a short payout at the payout's level).
+//! `subscription_id` when the transaction billed a subscription. One line per adjustment too
+//! (`adjustment_line`: a refund, or a chargeback as a dispute line), negative. Each payout's
+//! stated `amount` is a [`PayoutTotal`]: when it is not the sum of its lines' payouts
+//! (transactions' `earnings` less adjustments') the ledger flags `payout_mismatch` (a short
+//! payout at the payout's level).
 //!
 //! What this does not read: which payout paid which transaction. Paddle states that only in its
 //! payout reconciliation report (`POST /reports` `type: payout_reconciliation`, CSV), whose
