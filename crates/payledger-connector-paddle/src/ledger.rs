@@ -169,6 +169,9 @@ pub struct AdjustmentReading {
     pub currency: payledger_domain::money::Currency,
     pub reason: String,
     pub created_at: DateTime<Utc>,
+    /// The chargeback fee Paddle passes on (`payout_totals.chargeback_fee.amount`; 0 for a
+    /// refund, or when Paddle states none).
+    pub chargeback_fee_minor: i64,
 }
 
 /// Reads an adjustment Paddle's API answered.
@@ -200,5 +203,6 @@ pub fn read_adjustment(
         currency: money.currency,
         reason: adjustment.reason.clone(),
         created_at: adjustment.created_at,
+        chargeback_fee_minor: adjustment.chargeback_fee_minor()?,
     })
 }
