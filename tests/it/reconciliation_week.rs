@@ -1,5 +1,6 @@
 //! Issue 18's "Done means", end to end over HTTP on the sandbox and the scenario clock: a week
-//! of Toss, Stripe and Paddle payments and refunds (with a Paddle-billed subscription's first
+//! of Toss, Stripe and Paddle payments and refunds (a Paddle refund approved in Paddle settled as
+//! a line of the payout it came off; a Paddle-billed subscription's first
 //! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
 //! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
 //! flagged exactly once: short payout and unexpected fee on the right order's timeline, the
@@ -91,6 +92,79 @@ async fn paddle_checkout(app: &TestApp, price_id: &str, custom_data: Value) -> V
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+/// The customer's refund asked in Paddle and approved by Paddle (through the sandbox's
+/// controls); waits until the ledger recorded it on the order. Answers the adjustment id.
+async fn paddle_refunded(app: &TestApp, order_id: &str, txn: &str) -> String {
+    let post = |path: String, body: Value| async move {
+        let response = app
+            .client
+            .post(format!("{}{path}", app.sandbox.paddle_base_url()))
+            .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json::<Value>().await.unwrap()["data"].clone()
+    };
+    let asked = post(
+        "/adjustments".to_owned(),
+        json!({"action": "refund", "transaction_id": txn, "reason": "not needed"}),
+    )
+    .await;
+    let adjustment_id = asked["id"].as_str().unwrap().to_owned();
+    post(
+        format!("/sandbox/adjustments/{adjustment_id}/approve"),
+        json!({}),
+    )
+    .await;
+    let mut order = Value::Null;
+    for _ in 0..150 {
+        order = app
+            .get_as(&app.support_key, &format!("/v1/orders/{order_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if order["refundedAmount"] == 1000 {
+            return adjustment_id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the Paddle refund was never recorded: {order}");
+}
+
+/// The customer's bank takes a Paddle payment back (a chargeback, through the sandbox's
+/// controls); waits until the ledger recorded the lost dispute on the order.
+async fn paddle_charged_back(app: &TestApp, order_id: &str, txn: &str) {
+    let response = app
+        .client
+        .post(format!(
+            "{}/sandbox/transactions/{txn}/chargeback",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut order = Value::Null;
+    for _ in 0..150 {
+        order = app
+            .get_as(&app.support_key, &format!("/v1/orders/{order_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if order["refundableAmount"] == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the Paddle chargeback was never recorded: {order}");
 }
 
 /// Polls the subscription until it has paid `cycles` periods (Paddle's notifications are
@@ -390,6 +464,15 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{owed}"
     );
 
+    // Still Monday: the customer of week-paddle-clean asks Paddle for a refund, which Paddle
+    // approves at once; Paddle takes it from Monday's balance (its payout is 1 000 less).
+    let paddle_refund = paddle_refunded(&app, "week-paddle-clean", &paddle_clean).await;
+    assert!(paddle_refund.starts_with("adj_"), "{paddle_refund}");
+    // And one paid that the customer's bank takes back the same day: Paddle takes the amount
+    // and its chargeback fee (1 500) from Monday's balance.
+    let paddle_disputed = paddle_paid(&app, "week-paddle-chargeback").await;
+    paddle_charged_back(&app, "week-paddle-chargeback", &paddle_disputed).await;
+
     // Tuesday: refunds on Toss and Stripe.
     set_clock(&app, monday() + Duration::days(1)).await;
     refund(&app, "week-toss-1", 20_000).await;
@@ -401,10 +484,12 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
     // 2 charges + 1 refund; Paddle: the subscription's 2 payments + the 5 orders billed in the
     // balances its payouts closed (Paddle does not say which payout paid which transaction, so
-    // the missing and the late one are lines of Monday's payout, which is short of them).
+    // the missing and the late one are lines of Monday's payout, which is short of them) + the
+    // refund Paddle approved in Monday's balance, matched to the order's refund + the charged
+    // back order's payment and its chargeback, matched to the order's lost dispute.
     // Every subscription payment is matched to its subscription.
-    assert_eq!(total(&first, "lines"), 5 + 3 + 7, "{first:?}");
-    assert_eq!(total(&first, "matched"), 4 + 3 + 7, "{first:?}");
+    assert_eq!(total(&first, "lines"), 5 + 3 + 10, "{first:?}");
+    assert_eq!(total(&first, "matched"), 4 + 3 + 10, "{first:?}");
     assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
     let expected_flags: std::collections::BTreeMap<String, i64> = [
         ("fee_mismatch", 1),
@@ -420,7 +505,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The same reports again: one effect.
     let recorded = reconciliation_events(&app).await;
     let again = import_all(&app).await;
-    assert_eq!(total(&again, "alreadyImported"), 15, "{again:?}");
+    assert_eq!(total(&again, "alreadyImported"), 18, "{again:?}");
     assert_eq!(total(&again, "matched"), 0, "{again:?}");
     assert!(flags(&again).is_empty(), "{again:?}");
     assert_eq!(reconciliation_events(&app).await, recorded);
@@ -456,9 +541,10 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     );
     // Paddle kept 5 % + 50 of each payment (its fee on the subscription's two periods posted
     // once, when they were charged), plus the planted 25; Stripe 2.9 % + 30 of each charge.
+    // (Paddle's chargeback fee is the lost dispute's, in dispute_fees.)
     assert_eq!(
         balance(&books, "provider_fees", "USD"),
-        2 * 99 + 5 * 100 + 25 + (320 + 175),
+        2 * 99 + 6 * 100 + 25 + (320 + 175),
         "{books}"
     );
 
@@ -514,8 +600,10 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{short}"
     );
     // Monday's payout: the earnings of the renewal and the 5 orders as itemised (891 + 900 +
-    // 860 + 900 + 875 + 900), paid without the late and the missing one's 900 each; the late one
-    // came 3 days later in a payout of its own, whose balance held no transaction.
+    // 860 + 900 + 875 + 900), plus the charged-back order's 900, less the refund Paddle took
+    // back (1 000) and the chargeback with its fee (1 000 + 1 500), paid without the late
+    // and the missing one's 900 each; the late one came 3 days later in a payout of its own,
+    // whose balance held no transaction.
     let mut payouts: Vec<(Option<i64>, Option<i64>)> = open
         .iter()
         .filter(|e| e["kind"] == "payout_mismatch")
@@ -524,7 +612,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     payouts.sort();
     assert_eq!(
         payouts,
-        vec![(Some(0), Some(900)), (Some(5_326), Some(3_526))],
+        vec![(Some(0), Some(900)), (Some(2_726), Some(926))],
         "{open:?}"
     );
     let fee = open.iter().find(|e| e["kind"] == "fee_mismatch").unwrap();
@@ -534,7 +622,17 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         "{fee}"
     );
 
-    // The report: Paddle's days hold the subscription's two payments and the five orders.
+    // The refund's line is on its order's timeline, settled (taken from Monday's payout).
+    let summaries = timeline_summaries(&app, "week-paddle-clean").await;
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.starts_with("paddle settled refund -1000 USD: fee 0, paid out -1000")),
+        "{summaries:?}"
+    );
+
+    // The report: Paddle's days hold the subscription's two payments, the six orders, the
+    // refund and the chargeback.
     let (status, report) = json_of(
         app.get_as(
             &app.auditor_key,
@@ -546,12 +644,16 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(status, 200, "{report}");
     let days = report["days"].as_array().unwrap();
     let sum = |field: &str| -> i64 { days.iter().map(|d| d[field].as_i64().unwrap()).sum() };
-    assert_eq!(sum("lines"), 7, "{report}");
+    assert_eq!(sum("lines"), 10, "{report}");
     assert_eq!(sum("unmatchedLines"), 0, "{report}");
-    assert_eq!(sum("settledMinor"), 2 * 990 + 5 * 1_000, "{report}");
+    assert_eq!(
+        sum("settledMinor"),
+        2 * 990 + 6 * 1_000 - 1_000 - 1_000,
+        "{report}"
+    );
     assert_eq!(
         sum("payoutsMinor"),
-        2 * 891 + 900 + 860 + 900 + 875 + 900,
+        2 * 891 + 900 + 860 + 900 + 875 + 900 + 900 - 1_000 - (1_000 + 1_500),
         "{report}"
     );
     // The day counts its lines' flags (short, fee); the payouts' are in the exceptions.

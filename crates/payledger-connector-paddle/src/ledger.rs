@@ -177,6 +177,9 @@ pub struct AdjustmentReading {
     pub fee_returned_minor: i64,
     pub reason: String,
     pub created_at: DateTime<Utc>,
+    /// The chargeback fee Paddle passes on (`payout_totals.chargeback_fee.amount`; 0 for a
+    /// refund, or when Paddle states none).
+    pub chargeback_fee_minor: i64,
 }
 
 /// Reads an adjustment Paddle's API answered.
@@ -209,5 +212,6 @@ pub fn read_adjustment(
         fee_returned_minor: adjustment.fee_returned_minor()?,
         reason: adjustment.reason.clone(),
         created_at: adjustment.created_at,
+        chargeback_fee_minor: adjustment.chargeback_fee_minor()?,
     })
 }

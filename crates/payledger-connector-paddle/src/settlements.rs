@@ -13,15 +13,21 @@
 //!   (`GET /transactions?status=completed&billed_at[GTE]=…&billed_at[LT]=…&per_page=200`,
 //!   cursor pages), each with `details.payout_totals` (`subtotal`, `tax`, `total`, `fee`,
 //!   `earnings`, `currency_code`, strings of minor units).
+//! - **Refunds and chargebacks**: the approved adjustments (`GET /adjustments?status=approved&
+//!   action=refund,chargeback`, cursor pages; the list has no date filter), each taken from the
+//!   payout whose balance period holds the moment Paddle approved it (`updated_at`), with its
+//!   `payout_totals` (`total`, `tax`, `fee`, `earnings`, and a chargeback's `chargeback_fee`).
 //!
 //! One [`SettlementLine`] per transaction of a payout paid within the period: its id and
 //! payment are the transaction id (`txn_…`, what a Paddle order is confirmed with), its order
 //! `custom_data.orderId`, its amount `payout_totals.total − tax` (the price the ledger captured;
 //! the tax is never the platform's), its fee `payout_totals.fee`, its payout `earnings`, sold on
 //! `billed_at`'s day, paid out on the day of the payout's `payout.paid`, and its
-//! `subscription_id` when the transaction billed a subscription. Each payout's stated `amount`
-//! is a [`PayoutTotal`]: when it is not the sum of its transactions' `earnings` the ledger flags
-//! `payout_mismatch` (a short payout at the payout's level).
+//! `subscription_id` when the transaction billed a subscription. One line per adjustment too
+//! (`adjustment_line`: a refund, or a chargeback as a dispute line), negative. Each payout's
+//! stated `amount` is a [`PayoutTotal`]: when it is not the sum of its lines' payouts
+//! (transactions' `earnings` less adjustments') the ledger flags `payout_mismatch` (a short
+//! payout at the payout's level).
 //!
 //! What this does not read: which payout paid which transaction. Paddle states that only in its
 //! payout reconciliation report (`POST /reports` `type: payout_reconciliation`, CSV), whose
@@ -127,6 +133,55 @@ struct WirePayoutTotals {
     earnings: String,
     currency_code: String,
 }
+
+/// An approved refund or chargeback, as `GET /adjustments` answers it.
+#[derive(Deserialize)]
+struct WireAdjustment {
+    id: String,
+    action: String,
+    status: String,
+    transaction_id: String,
+    #[serde(default)]
+    subscription_id: Option<String>,
+    updated_at: String,
+    payout_totals: Option<WireAdjustmentTotals>,
+}
+
+#[derive(Deserialize)]
+struct WireAdjustmentTotals {
+    total: String,
+    tax: String,
+    fee: String,
+    earnings: String,
+    currency_code: String,
+    /// The part of `fee` Paddle keeps; the rest it gives back (read as the webhook relay reads
+    /// it, `AdjustmentWire::fee_returned_minor`). Absent: nothing retained.
+    #[serde(default)]
+    retained_fee: Option<String>,
+    #[serde(default)]
+    chargeback_fee: Option<WireChargebackFee>,
+}
+
+#[derive(Deserialize)]
+struct WireChargebackFee {
+    amount: String,
+}
+
+/// What a transaction's listing says about the order an adjustment takes money back from.
+#[derive(Deserialize)]
+struct WireTransactionRef {
+    id: String,
+    custom_data: Option<serde_json::Value>,
+    #[serde(default)]
+    subscription_id: Option<String>,
+}
+
+/// The adjustments whose money moves a payout (Paddle's `action` names).
+const PAYOUT_ADJUSTMENTS: &str = "refund,chargeback";
+/// Paddle's largest page of adjustments.
+const ADJUSTMENTS_PER_PAGE: usize = 50;
+/// Most transaction ids asked for in one `GET /transactions?id=…`.
+const IDS_PER_REQUEST: usize = 50;
 
 fn clip(text: &str) -> String {
     text.chars().take(MAX_REASON_CHARS).collect()
@@ -352,6 +407,137 @@ impl PaddleSettlements {
     }
 }
 
+/// A refund (or chargeback) Paddle took from `payout` as a settlement line: its id the
+/// adjustment's, its payment the transaction's, its amount `−(total − tax)`, its fee what Paddle
+/// gave back of its fee (`−(fee − retained_fee)`) plus, on a chargeback, the `chargeback_fee` it passed on, its
+/// payout `−earnings`, on the day Paddle approved it (`updated_at`).
+fn adjustment_line(
+    provider: &str,
+    adjustment: WireAdjustment,
+    order_id: Option<String>,
+    payout: &Payout,
+    paid_out_on: NaiveDate,
+) -> Result<SettlementLine, SettlementError> {
+    let malformed = |e: crate::wire::UnreadableAnswer| SettlementError::Malformed(clip(&e.0));
+    let totals = adjustment.payout_totals.ok_or_else(|| {
+        SettlementError::Malformed(format!(
+            "approved adjustment {} has no payout_totals",
+            clip(&adjustment.id)
+        ))
+    })?;
+    let total = parse_amount(&totals.total, "payout_totals.total").map_err(malformed)?;
+    let tax = parse_amount(&totals.tax, "payout_totals.tax").map_err(malformed)?;
+    let fee_on_amount = parse_amount(&totals.fee, "payout_totals.fee").map_err(malformed)?;
+    let retained_fee = match &totals.retained_fee {
+        Some(text) => parse_amount(text, "payout_totals.retained_fee").map_err(malformed)?,
+        None => 0,
+    };
+    if retained_fee < 0 || retained_fee > fee_on_amount {
+        return Err(SettlementError::Malformed(format!(
+            "adjustment {}: the retained fee is not within the fee",
+            clip(&adjustment.id)
+        )));
+    }
+    // What Paddle gave back of its fee.
+    let fee = fee_on_amount - retained_fee;
+    let earnings = parse_amount(&totals.earnings, "payout_totals.earnings").map_err(malformed)?;
+    let chargeback_fee = match &totals.chargeback_fee {
+        Some(c) => {
+            parse_amount(&c.amount, "payout_totals.chargeback_fee.amount").map_err(malformed)?
+        }
+        None => 0,
+    };
+    let kind = match adjustment.action.as_str() {
+        "refund" => SettlementLineKind::Refund,
+        "chargeback" => SettlementLineKind::Dispute,
+        other => {
+            return Err(SettlementError::Malformed(format!(
+                "adjustment {} is a {}",
+                clip(&adjustment.id),
+                clip(other)
+            )))
+        }
+    };
+    let currency = Currency::parse(&totals.currency_code.to_ascii_uppercase()).map_err(|_| {
+        SettlementError::Malformed(format!("currency {}", clip(&totals.currency_code)))
+    })?;
+    let line = SettlementLine {
+        provider: provider.to_owned(),
+        line_id: adjustment.id,
+        kind,
+        payment_key: adjustment.transaction_id,
+        order_id,
+        amount_minor: -(total - tax),
+        fee_minor: chargeback_fee - fee,
+        vat_minor: 0,
+        payout_minor: -earnings,
+        currency,
+        sold_on: day_of(&adjustment.updated_at, "updated_at")?,
+        paid_out_on,
+        payout_id: Some(payout.id.clone()),
+        method: None,
+        subscription_id: adjustment.subscription_id.filter(|id| !id.is_empty()),
+    };
+    line.validate()
+        .map_err(|e| SettlementError::Malformed(e.to_string()))?;
+    Ok(line)
+}
+
+impl PaddleSettlements {
+    /// Every approved refund and chargeback in Paddle (`GET /adjustments` has no date filter:
+    /// each payout takes those approved within its balance period).
+    async fn approved_adjustments(&self) -> Result<Vec<WireAdjustment>, SettlementError> {
+        let adjustments: Vec<WireAdjustment> = self
+            .list_all(
+                "/adjustments",
+                &[
+                    ("status", "approved".to_owned()),
+                    ("action", PAYOUT_ADJUSTMENTS.to_owned()),
+                    ("per_page", ADJUSTMENTS_PER_PAGE.to_string()),
+                ],
+                MAX_LINES_PER_IMPORT,
+            )
+            .await?;
+        for adjustment in &adjustments {
+            if adjustment.status != "approved" {
+                return Err(SettlementError::Malformed(format!(
+                    "Paddle listed adjustment {} as {} when asked for approved ones",
+                    clip(&adjustment.id),
+                    clip(&adjustment.status)
+                )));
+            }
+        }
+        Ok(adjustments)
+    }
+
+    /// The order id (`custom_data.orderId`) and subscription of each transaction `ids` names.
+    async fn orders_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, (Option<String>, Option<String>)>, SettlementError>
+    {
+        let mut found = std::collections::HashMap::new();
+        for chunk in ids.chunks(IDS_PER_REQUEST) {
+            let listed: Vec<WireTransactionRef> = self
+                .list_all(
+                    "/transactions",
+                    &[("id", chunk.join(",")), ("per_page", PER_PAGE.to_string())],
+                    IDS_PER_REQUEST,
+                )
+                .await?;
+            for txn in listed {
+                let order_id = txn
+                    .custom_data
+                    .as_ref()
+                    .and_then(|c| c[crate::CUSTOM_DATA_ORDER_ID].as_str())
+                    .map(str::to_owned);
+                found.insert(txn.id, (order_id, txn.subscription_id));
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl SettlementSource for PaddleSettlements {
     fn provider(&self) -> &str {
@@ -388,6 +574,15 @@ impl SettlementSource for PaddleSettlements {
             .await?;
         let payouts = payouts_of(events)?;
         let mut report = SettlementReport::default();
+        let any_paid_in_period = payouts.iter().any(|p| {
+            p.paid_at
+                .is_some_and(|at| (period.from..=period.to).contains(&at.date_naive()))
+        });
+        let mut adjustments = if any_paid_in_period {
+            self.approved_adjustments().await?
+        } else {
+            Vec::new()
+        };
         for payout in &payouts {
             let Some(paid_at) = payout.paid_at else {
                 continue;
@@ -428,6 +623,47 @@ impl SettlementSource for PaddleSettlements {
                 if in_currency {
                     report.lines.push(self.line(txn, payout, paid_out_on)?);
                 }
+            }
+            // The refunds and chargebacks Paddle approved within the same balance period: it
+            // takes each one's earnings from this payout.
+            let mut taken = Vec::new();
+            let mut kept = Vec::new();
+            for adjustment in adjustments {
+                let approved_at = time_of(&adjustment.updated_at, "updated_at")?;
+                let in_period = approved_at < closed_at
+                    && opened_at.is_none_or(|opened| approved_at >= opened)
+                    && adjustment.payout_totals.as_ref().is_some_and(|t| {
+                        t.currency_code.eq_ignore_ascii_case(payout.currency.code())
+                    });
+                if in_period {
+                    taken.push(adjustment);
+                } else {
+                    kept.push(adjustment);
+                }
+            }
+            adjustments = kept;
+            if report.lines.len() + taken.len() > MAX_LINES_PER_IMPORT {
+                return Err(SettlementError::TooManyLines);
+            }
+            let mut ids: Vec<String> = taken.iter().map(|a| a.transaction_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let orders = self.orders_of(&ids).await?;
+            for mut adjustment in taken {
+                let (order_id, subscription_id) = orders
+                    .get(&adjustment.transaction_id)
+                    .cloned()
+                    .unwrap_or_default();
+                if adjustment.subscription_id.is_none() {
+                    adjustment.subscription_id = subscription_id;
+                }
+                report.lines.push(adjustment_line(
+                    &self.provider_name,
+                    adjustment,
+                    order_id,
+                    payout,
+                    paid_out_on,
+                )?);
             }
             report.payouts.push(PayoutTotal {
                 payout_id: payout.id.clone(),
@@ -488,6 +724,106 @@ mod tests {
         );
         assert!(payouts[0].created_at.is_some());
         assert_eq!(payouts[1].paid_at, None, "po_2 is not paid yet");
+    }
+
+    fn adjustment(action: &str, payout_totals: serde_json::Value) -> WireAdjustment {
+        serde_json::from_value(serde_json::json!({
+            "id": "adj_01", "action": action, "status": "approved", "transaction_id": "txn_01",
+            "subscription_id": null, "updated_at": "2026-10-05T09:00:00.000000Z",
+            "payout_totals": payout_totals
+        }))
+        .unwrap()
+    }
+
+    fn paid_payout() -> Payout {
+        Payout {
+            id: "po_1".into(),
+            currency: Currency::parse("USD").unwrap(),
+            amount_minor: 0,
+            created_at: None,
+            paid_at: None,
+        }
+    }
+
+    #[test]
+    fn a_refund_and_a_chargeback_are_lines_taken_from_the_payout() {
+        let paid_out_on = NaiveDate::from_ymd_opt(2026, 10, 7).unwrap();
+        let refund = adjustment_line(
+            "paddle",
+            adjustment(
+                "refund",
+                serde_json::json!({"subtotal": "1000", "tax": "0", "total": "1000",
+                    "fee": "0", "earnings": "1000", "currency_code": "USD"}),
+            ),
+            Some("order-1".into()),
+            &paid_payout(),
+            paid_out_on,
+        )
+        .unwrap();
+        assert_eq!(refund.kind, SettlementLineKind::Refund);
+        assert_eq!(
+            (refund.line_id.as_str(), refund.payment_key.as_str()),
+            ("adj_01", "txn_01")
+        );
+        assert_eq!(
+            (refund.amount_minor, refund.fee_minor, refund.payout_minor),
+            (-1000, 0, -1000)
+        );
+        assert_eq!(
+            refund.sold_on,
+            NaiveDate::from_ymd_opt(2026, 10, 5).unwrap()
+        );
+        assert_eq!(refund.payout_id.as_deref(), Some("po_1"));
+        assert_eq!(refund.order_id.as_deref(), Some("order-1"));
+
+        // Paddle passes its chargeback fee on: the line's fee, and more taken from the payout.
+        let chargeback = adjustment_line(
+            "paddle",
+            adjustment(
+                "chargeback",
+                serde_json::json!({"subtotal": "1100", "tax": "100", "total": "1100",
+                    "fee": "0", "earnings": "2500", "currency_code": "USD",
+                    "chargeback_fee": {"amount": "1500", "original": null}}),
+            ),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        )
+        .unwrap();
+        assert_eq!(chargeback.kind, SettlementLineKind::Dispute);
+        assert_eq!(
+            (
+                chargeback.amount_minor,
+                chargeback.fee_minor,
+                chargeback.payout_minor
+            ),
+            (-1000, 1500, -2500)
+        );
+    }
+
+    #[test]
+    fn an_adjustment_without_payout_totals_or_of_another_action_is_refused() {
+        let paid_out_on = NaiveDate::from_ymd_opt(2026, 10, 7).unwrap();
+        let no_totals = adjustment_line(
+            "paddle",
+            adjustment("refund", serde_json::Value::Null),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        );
+        assert!(matches!(no_totals, Err(SettlementError::Malformed(_))));
+        let credit = adjustment_line(
+            "paddle",
+            adjustment(
+                "credit",
+                serde_json::json!({"subtotal": "10", "tax": "0", "total": "10",
+                    "fee": "0", "earnings": "10", "currency_code": "USD"}),
+            ),
+            None,
+            &paid_payout(),
+            paid_out_on,
+        );
+        assert!(matches!(credit, Err(SettlementError::Malformed(_))));
     }
 
     #[test]

@@ -378,23 +378,46 @@ pub struct AdjustmentWire {
     pub currency_code: String,
     pub status: AdjustmentStatus,
     pub totals: TotalsWire,
-    /// What the adjustment does to the merchant's payouts (Paddle adds it once it is decided).
+    /// What it takes from the merchant's payouts, once decided (Paddle's `payout_totals`; `null`
+    /// before).
     #[serde(default)]
     pub payout_totals: Option<AdjustmentPayoutTotalsWire>,
     pub created_at: DateTime<Utc>,
 }
 
-/// An adjustment's `payout_totals`: the fee on the adjusted amount, and how much of it Paddle
-/// retains (the rest it gives back to the merchant).
+/// The part of an adjustment's `payout_totals` the ledger records at once: the fee on the
+/// adjusted amount and how much of it Paddle retains (the rest it gives back to the merchant),
+/// and the chargeback fee Paddle passes on (the rest is read as a settlement line,
+/// `crate::settlements`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdjustmentPayoutTotalsWire {
     #[serde(default)]
     pub fee: Option<String>,
     #[serde(default)]
     pub retained_fee: Option<String>,
+    #[serde(default)]
+    pub chargeback_fee: Option<ChargebackFeeWire>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargebackFeeWire {
+    pub amount: String,
 }
 
 impl AdjustmentWire {
+    /// The chargeback fee Paddle passes on with this adjustment (`payout_totals.chargeback_fee
+    /// .amount`), 0 when it states none.
+    pub fn chargeback_fee_minor(&self) -> Result<i64, UnreadableAnswer> {
+        match self
+            .payout_totals
+            .as_ref()
+            .and_then(|t| t.chargeback_fee.as_ref())
+        {
+            Some(fee) => parse_amount(&fee.amount, "payout_totals.chargeback_fee.amount"),
+            None => Ok(0),
+        }
+    }
+
     /// The adjusted total and Paddle's share of it (the fee it returns or keeps).
     pub fn money(&self) -> Result<TransactionMoney, UnreadableAnswer> {
         let total_minor = parse_amount(&self.totals.total, "totals.total")?;

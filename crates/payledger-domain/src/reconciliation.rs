@@ -610,9 +610,14 @@ pub fn judge_line(
             }
         }
         SettlementLineKind::Refund => {
+            // A refund payledger asked for is known by its amount; one the provider recorded
+            // by itself (a Paddle adjustment approved in Paddle, a Stripe dashboard refund) by
+            // the provider's refund id, which a line names when the provider itemises refunds
+            // by it (Paddle's adjustment id), within what the order recorded refunded.
             let refunded = order.refunds.values().any(|r| {
                 r.status == RefundStatus::Completed && r.amount_minor == -line.amount_minor
-            });
+            }) || (order.refund_transaction_keys.contains(&line.line_id)
+                && -line.amount_minor <= order.refunded_minor);
             if !refunded {
                 events.push(flag(
                     FlagKind::AmountMismatch,

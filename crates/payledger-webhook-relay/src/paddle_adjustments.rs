@@ -8,7 +8,7 @@
 //! | a refund payledger asked for, rejected | `RefundFailed` of that refund (`PADDLE_REFUND_REJECTED`): the held amount is released, nothing moves |
 //! | a refund, pending approval, or rejected and not payledger's | nothing (the delivery is kept on record) |
 //! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
-//! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount) on the order |
+//! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount; the fee is the chargeback fee Paddle passes on, `payout_totals.chargeback_fee.amount`) on the order |
 //! | a refund or chargeback, approved, of a subscription payment (no order) | `ProviderChargeReversed` on the subscription, judged against its paid period (the current period's payment taken back in full, or charged back: the membership is downgraded at once) |
 //! | a chargeback warning, credit, reversal | nothing |
 //!
@@ -168,8 +168,10 @@ impl PaddleApplier {
                         amount_minor: money.0,
                         currency: money.1,
                         withdrawn_minor: money.0,
-                        // Paddle's adjustment carries no separate chargeback fee.
-                        fee_minor: 0,
+                        // The chargeback fee Paddle passes on (its payout_totals), which
+                        // the platform bears; the settlement line of the payout it comes
+                        // off states it again, so the two are compared.
+                        fee_minor: adjustment.chargeback_fee_minor,
                         reason: Some(adjustment.reason.clone()),
                     },
                 )

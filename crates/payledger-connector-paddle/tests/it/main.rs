@@ -391,6 +391,10 @@ async fn a_refund_waits_for_paddles_approval_and_a_chargeback_is_an_approved_adj
         .unwrap();
     assert_eq!(chargeback.status, AdjustmentStatus::Approved);
     assert_eq!(chargeback.money().unwrap().total_minor, 600);
+    // Paddle passes its chargeback fee on (the sandbox's 1 500), stated in payout_totals.
+    assert_eq!(chargeback.chargeback_fee_minor().unwrap(), 1_500);
+    let read = payledger_connector_paddle::ledger::read_adjustment(chargeback).unwrap();
+    assert_eq!(read.chargeback_fee_minor, 1_500);
     let charged_back = h
         .paddle
         .transaction_payment(&txn_id)

@@ -187,6 +187,44 @@ fn a_refund_line_matches_a_completed_refund_and_gives_clearing_back() {
 }
 
 #[test]
+fn a_refund_line_matches_a_refund_the_provider_recorded_by_its_refund_id() {
+    // A refund the customer got from the provider directly (a Paddle adjustment approved in
+    // Paddle): the order knows it by the provider's refund id, which the line is named by.
+    let mut order = order(0);
+    order.apply(OrderEvent::ProviderRefundRecorded(ProviderRefundRecorded {
+        provider: "toss".into(),
+        transaction_key: "adj_1".into(),
+        amount_minor: 20_000,
+        currency: Currency::KRW,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        at: t0(),
+    }));
+    let refund = SettlementLine {
+        line_id: "adj_1".into(),
+        ..line(-20_000)
+    };
+    let events = judge(&refund, Some(&order));
+    assert!(flags(&events).is_empty(), "{events:?}");
+    // Not another id, nor more than the order recorded refunded.
+    let other = SettlementLine {
+        line_id: "adj_2".into(),
+        ..line(-20_000)
+    };
+    assert_eq!(
+        flags(&judge(&other, Some(&order))),
+        vec![FlagKind::AmountMismatch]
+    );
+    let more = SettlementLine {
+        line_id: "adj_1".into(),
+        ..line(-30_000)
+    };
+    assert_eq!(
+        flags(&judge(&more, Some(&order))),
+        vec![FlagKind::AmountMismatch]
+    );
+}
+
+#[test]
 fn each_difference_is_its_own_flag() {
     let order = order(0);
     assert_eq!(

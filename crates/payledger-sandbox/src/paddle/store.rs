@@ -290,16 +290,6 @@ pub(crate) fn fee_minor(total_minor: i64, currency: &str) -> i64 {
     (total_minor * 5 / 100 + fixed).min(total_minor)
 }
 
-/// A decided adjustment's `payout_totals`: the fee on the adjusted amount, all of it retained
-/// (the sandbox's Paddle keeps its fee on refunds and chargebacks, as its fee schedule's
-/// `refund_returns_fee=false`), so nothing of the fee comes back to the merchant.
-fn adjustment_payout_totals(total_minor: i64, currency: &str) -> Value {
-    let fee = fee_minor(total_minor, currency);
-    json!({"subtotal": total_minor.to_string(), "tax": "0", "total": total_minor.to_string(),
-           "fee": fee.to_string(), "retained_fee": fee.to_string(), "chargeback_fee": "0",
-           "earnings": (total_minor - fee).to_string(), "currency_code": currency})
-}
-
 fn totals(total_minor: i64, currency: &str) -> Totals {
     let fee = fee_minor(total_minor, currency);
     Totals {
@@ -310,6 +300,45 @@ fn totals(total_minor: i64, currency: &str) -> Totals {
         earnings: (total_minor - fee).to_string(),
         currency_code: currency.to_owned(),
     }
+}
+
+/// The chargeback fee Paddle passes on to the merchant, in the sandbox: 1 500 minor units
+/// (0 in zero-decimal currencies, like the fixed part of its fee).
+pub(crate) fn chargeback_fee_minor(currency: &str) -> i64 {
+    if zero_decimal(currency) {
+        0
+    } else {
+        1_500
+    }
+}
+
+/// An approved refund's or chargeback's `payout_totals`, as Paddle states them (positive
+/// strings of minor units; `earnings` is what the adjustment takes from the payout): Paddle
+/// keeps its fee on the payment (`fee` and `retained_fee` 0: nothing given back, as its fee
+/// schedule's `refund_returns_fee=false`) and, on a chargeback, passes on
+/// its `chargeback_fee`, so `earnings = total − tax − fee + chargeback_fee.amount`. A credit
+/// (to the customer's balance) moves no payout money: `None`.
+fn adjustment_payout_totals(adjustment: &Adjustment) -> Option<Value> {
+    let chargeback_fee = match adjustment.action.as_str() {
+        "refund" => None,
+        "chargeback" => Some(chargeback_fee_minor(&adjustment.currency_code)),
+        _ => return None,
+    };
+    let amount = adjustment.total_minor;
+    let earnings = amount + chargeback_fee.unwrap_or(0);
+    let mut totals = json!({
+        "subtotal": amount.to_string(),
+        "tax": "0",
+        "total": amount.to_string(),
+        "fee": "0",
+        "retained_fee": "0",
+        "earnings": earnings.to_string(),
+        "currency_code": adjustment.currency_code,
+    });
+    if let Some(fee) = chargeback_fee {
+        totals["chargeback_fee"] = json!({"amount": fee.to_string(), "original": null});
+    }
+    Some(totals)
 }
 
 /// The end of period `n` (1-based) of a subscription anchored at `anchor`: Paddle keeps the
@@ -1254,26 +1283,30 @@ impl PaddleStore {
                            "total": amount.to_string()}}),
             ],
             totals: totals(amount, &txn.currency_code),
-            payout_totals: (status == "approved")
-                .then(|| adjustment_payout_totals(amount, &txn.currency_code)),
+            payout_totals: None,
             created_at: now.clone(),
             updated_at: now,
             total_minor: amount,
         };
+        let mut adjustment = adjustment;
+        if adjustment.status == "approved" {
+            adjustment.payout_totals = adjustment_payout_totals(&adjustment);
+        }
         let data = json!(adjustment);
         self.adjustments.insert(adjustment.id.clone(), adjustment);
         self.notify("adjustment.created", data.clone());
         PaddleReply::created(data)
     }
 
-    /// `GET /adjustments?id=…&transaction_id=…&subscription_id=…&action=…`.
+    /// `GET /adjustments?id=…&transaction_id=…&subscription_id=…&action=…&status=…` (each a
+    /// comma-separated list), oldest first, in cursor pages (`after`, `per_page`).
     pub(crate) fn list_adjustments(&self, query: &BTreeMap<String, String>) -> PaddleReply {
         let listed = |key: &str, value: &str| {
             query
                 .get(key)
                 .is_none_or(|wanted| wanted.split(',').any(|w| w == value))
         };
-        let data: Vec<Value> = self
+        let data: Vec<&Adjustment> = self
             .adjustments
             .values()
             .filter(|a| listed("id", &a.id))
@@ -1285,9 +1318,12 @@ impl PaddleStore {
                 )
             })
             .filter(|a| listed("action", &a.action))
-            .map(|a| json!(a))
+            .filter(|a| listed("status", &a.status))
             .collect();
-        PaddleReply::ok(Value::Array(data))
+        let mut data = data;
+        data.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        let data: Vec<Value> = data.into_iter().map(|a| json!(a)).collect();
+        payouts::page(data, "id", query)
     }
 
     /// `POST /paddle/sandbox/adjustments/{id}/{approve|reject}`: Paddle's review of a refund.
@@ -1300,13 +1336,10 @@ impl PaddleStore {
             return PaddleReply::invalid("the adjustment is not pending approval");
         }
         adjustment.status = if approve { "approved" } else { "rejected" }.to_owned();
-        if approve {
-            adjustment.payout_totals = Some(adjustment_payout_totals(
-                adjustment.total_minor,
-                &adjustment.currency_code,
-            ));
-        }
         adjustment.updated_at = now;
+        if approve {
+            adjustment.payout_totals = adjustment_payout_totals(adjustment);
+        }
         let data = json!(adjustment);
         self.notify("adjustment.updated", data.clone());
         PaddleReply::ok(data)
@@ -1451,5 +1484,50 @@ mod tests {
         assert_eq!(store.renew_due(), 1);
         assert_eq!(store.subscriptions[&sub_id].status, "canceled");
         assert_eq!(store.renew_due(), 0);
+    }
+}
+
+#[cfg(test)]
+mod adjustment_tests {
+    use super::*;
+
+    fn adjustment(action: &str, amount: i64, currency: &str) -> Adjustment {
+        Adjustment {
+            id: "adj_1".into(),
+            action: action.into(),
+            kind: "full".into(),
+            transaction_id: "txn_1".into(),
+            subscription_id: None,
+            customer_id: None,
+            reason: "r".into(),
+            credit_applied_to_balance: None,
+            currency_code: currency.into(),
+            status: "approved".into(),
+            items: vec![],
+            totals: totals(amount, currency),
+            payout_totals: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            total_minor: amount,
+        }
+    }
+
+    #[test]
+    fn an_approved_refund_or_chargeback_states_what_it_takes_from_the_payout() {
+        let refund = adjustment_payout_totals(&adjustment("refund", 1000, "USD")).unwrap();
+        assert_eq!(
+            (&refund["total"], &refund["fee"], &refund["earnings"]),
+            (&json!("1000"), &json!("0"), &json!("1000"))
+        );
+        assert!(refund.get("chargeback_fee").is_none());
+        let chargeback = adjustment_payout_totals(&adjustment("chargeback", 1000, "USD")).unwrap();
+        assert_eq!(chargeback["chargeback_fee"]["amount"], "1500");
+        assert_eq!(chargeback["earnings"], "2500");
+        let in_krw = adjustment_payout_totals(&adjustment("chargeback", 9900, "KRW")).unwrap();
+        assert_eq!(in_krw["earnings"], "9900");
+        assert_eq!(
+            adjustment_payout_totals(&adjustment("credit", 10, "USD")),
+            None
+        );
     }
 }

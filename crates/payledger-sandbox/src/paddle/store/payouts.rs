@@ -14,6 +14,11 @@
 //! none) — Paddle states neither per transaction, so payledger sees both as payouts whose
 //! amount is not the earnings of the transactions billed in their balance period.
 //!
+//! An approved refund or chargeback takes its `payout_totals.earnings` (the refunded amount, or
+//! the charged-back amount plus the chargeback fee) from the balance of the day Paddle approved
+//! it (`updated_at`); a balance taken to zero or below is not paid but carried into the next
+//! day's of the same currency.
+//!
 //! Payouts are settled whenever the renewal sweep runs and before the event log is read, so an
 //! import right after a move of the clock sees every payout due by then.
 
@@ -152,7 +157,33 @@ impl PaddleStore {
                 .unwrap_or(0);
             *due.entry((day, txn.currency_code.clone())).or_default() += earnings;
         }
+        // Paddle deducts an approved refund or chargeback (and its chargeback fee) from the
+        // balance of the day it was approved: its `payout_totals.earnings`.
+        for adjustment in self.adjustments.values() {
+            let Some(totals) = adjustment.payout_totals.as_ref() else {
+                continue;
+            };
+            let Some(approved) = DateTime::parse_from_rfc3339(&adjustment.updated_at).ok() else {
+                continue;
+            };
+            let earnings = totals["earnings"]
+                .as_str()
+                .and_then(|e| e.parse::<i64>().ok())
+                .unwrap_or(0);
+            let day = approved.with_timezone(&Utc).date_naive();
+            *due.entry((day, adjustment.currency_code.clone()))
+                .or_default() -= earnings;
+        }
+        // A balance its refunds and chargebacks took to zero or below is not paid: Paddle
+        // carries it into the next day's balance of the same currency.
+        let mut carried: BTreeMap<String, i64> = BTreeMap::new();
         for ((day, currency), amount_minor) in due {
+            let carry = carried.entry(currency.clone()).or_default();
+            let amount_minor = amount_minor + std::mem::take(carry);
+            if amount_minor <= 0 {
+                *carry = amount_minor;
+                continue;
+            }
             let Some(created_at) = day.checked_add_days(Days::new(1)).map(midnight) else {
                 continue;
             };
