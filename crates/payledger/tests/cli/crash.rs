@@ -33,7 +33,7 @@ const STRIPE_AUTH: &str = "Bearer sk_test_sandbox";
 /// Stripe test PaymentMethods whose answers come this many milliseconds after the charge.
 const STRIPE_SLOW_MS: [u64; 4] = [100, 300, 600, 850];
 
-pub(crate) struct Sandbox(Child);
+pub(crate) struct Sandbox(pub Child);
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -43,15 +43,21 @@ impl Drop for Sandbox {
 }
 
 pub(crate) async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
+    start_sandbox_on(dir, "127.0.0.1").await
+}
+
+/// The sandbox listening on `host` (an address of this machine), e.g. one a network namespace
+/// reaches over its veth pair.
+pub(crate) async fn start_sandbox_on(dir: &Path, host: &str) -> (Sandbox, String) {
     let port = free_port();
     let child = payledger(dir, None)
-        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["sandbox", "--listen", &format!("{host}:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start payledger sandbox");
     let sandbox = Sandbox(child);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://{host}:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while sandbox_stats(&url).await.is_none() {
         assert!(Instant::now() < deadline, "the sandbox did not start");
@@ -147,7 +153,7 @@ async fn stripe_get(url: &str) -> Value {
 
 /// A command the server answered with success: it must be in the store from then on.
 #[derive(Debug, Clone)]
-enum Acknowledged {
+pub(crate) enum Acknowledged {
     /// 201 to placing the order.
     Placed(String),
     /// 200 to a confirm: captured. (202 only says the outcome is not known yet.)
@@ -257,7 +263,11 @@ fn drive(
 }
 
 /// Asserts that every acknowledged command is in the store, by its events.
-async fn assert_in_the_store(owner: &sqlx::PgPool, acknowledged: &[Acknowledged], after: &str) {
+pub(crate) async fn assert_in_the_store(
+    owner: &sqlx::PgPool,
+    acknowledged: &[Acknowledged],
+    after: &str,
+) {
     for command in acknowledged {
         let (stream, event_type, refund_id) = match command {
             Acknowledged::Placed(order) => (order, "OrderPlaced", None),
@@ -520,7 +530,7 @@ pub(crate) async fn kill_rounds(
     kill_report
 }
 
-async fn wait_for_projections(owner: &sqlx::PgPool) {
+pub(crate) async fn wait_for_projections(owner: &sqlx::PgPool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let behind: i64 = sqlx::query_scalar(
