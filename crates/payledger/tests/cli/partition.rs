@@ -20,6 +20,8 @@
 //!   (each starts where the previous ended), none of node A's was made after the cut, and none of
 //!   node A's follows one of node B's;
 //! - after the heal, node A serves commands again, and as a standby of the runners (B keeps them);
+//!   when node B is then killed, node A runs every runner again (none is stuck on a connection
+//!   the partition killed);
 //! - the chains verify and every read model equals a rebuild.
 
 use crate::crash::{
@@ -59,6 +61,8 @@ fn release_bound() -> Duration {
 const SLACK: Duration = Duration::from_secs(2);
 /// A standby runner tries the locks again every 2 s (`RunnerConfig::standby_retry_ms`).
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
+/// How long the healed node may take to run every runner again once the other node died.
+const FAILBACK_LIMIT: Duration = Duration::from_secs(60);
 
 /// The namespace and the pair; removed when the test ends, however it ends.
 struct Partitionable {
@@ -635,8 +639,37 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
     }
     assert!(commits_a > 0 && commits_b > 0, "{commits_a} / {commits_b}");
 
-    drop(node_a);
+    // Failback: node B dies; node A, cut off a moment ago, must take every runner over again, so
+    // none of its runners may still wait on a connection that died in the partition.
     drop(node_b);
+    let killed = Instant::now();
+    while advisory_locks(&owner, NODE_A).await != locks_a {
+        assert!(
+            killed.elapsed() < FAILBACK_LIMIT,
+            "{:?} after node B died node A holds {} of {locks_a} runner locks: a runner is stuck \
+             on a connection the partition killed",
+            killed.elapsed(),
+            advisory_locks(&owner, NODE_A).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failback = killed.elapsed();
+    // Still one chain per runner across all three hand-overs.
+    let chains_broken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT old_position, \
+                lag(new_position) OVER (PARTITION BY kind, name ORDER BY id) AS previous \
+              FROM partition_test_commits) m \
+         WHERE old_position IS NOT NULL AND previous IS NOT NULL AND old_position <> previous",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        chains_broken, 0,
+        "a checkpoint moved from where another runner left it"
+    );
+
+    drop(node_a);
     wait_for_projections(&owner).await;
     let verify = run(payledger(&dir, None).args(["audit", "verify"]));
     assert!(verify.status.success(), "{}", stdout(&verify));
@@ -657,13 +690,15 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
          {:.1} s; node A served a command {:.1} s after the heal; {} acknowledged commands \
          ({placed} placed) checked in the store, {failures} unacknowledged attempts; checkpoint \
          moves: {commits_a} by node A (all before the cut), {commits_b} by node B, one chain per \
-         runner; {:.0} s in all",
+         runner; node B killed after the heal: node A ran every runner again after {:.1} s; \
+         {:.0} s in all",
         released.as_secs_f64(),
         release_bound().as_secs_f64(),
         taken_over.as_secs_f64(),
         projecting_again.as_secs_f64(),
         serving_again.as_secs_f64(),
         acknowledged.len(),
+        failback.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
     assert!(
