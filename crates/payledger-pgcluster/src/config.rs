@@ -76,7 +76,7 @@ pub(crate) fn render(port: u16, extra: &[(String, String)]) -> Result<String, Cl
         "# Written by payledger on every start of this cluster: edits here are lost.\n\
          # Add settings through ClusterOptions::settings, or ALTER SYSTEM for this cluster only.\n",
     );
-    let defaults: [(&str, String); 9] = [
+    let defaults: [(&str, String); 13] = [
         ("listen_addresses", "127.0.0.1".to_owned()),
         ("port", port.to_string()),
         // TCP only: a socket path inside a deep data directory can exceed the 107-byte limit.
@@ -88,6 +88,15 @@ pub(crate) fn render(port: u16, extra: &[(String, String)]) -> Result<String, Cl
         ("fsync", "on".to_owned()),
         ("synchronous_commit", "on".to_owned()),
         ("full_page_writes", "on".to_owned()),
+        // A client that vanished without closing its connection (a network partition, a frozen
+        // host) is found within seconds instead of the operating system's two hours, so its
+        // session's advisory locks (one runner per projection) go to another node. payledger's
+        // own connections ask for the same in their startup options; these cover every other
+        // client (psql, a standby's replication connection). docs/operations.md.
+        ("tcp_keepalives_idle", "5".to_owned()),
+        ("tcp_keepalives_interval", "1".to_owned()),
+        ("tcp_keepalives_count", "5".to_owned()),
+        ("tcp_user_timeout", "10000".to_owned()),
     ];
     for (name, value) in defaults.iter().map(|(name, value)| (*name, value.as_str())) {
         push_setting(&mut text, name, value);

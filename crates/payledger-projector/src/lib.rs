@@ -19,6 +19,7 @@ mod live;
 pub mod process;
 mod rebuild;
 pub mod rebuild_jobs;
+mod session;
 pub mod tail;
 pub mod verify;
 
@@ -37,6 +38,7 @@ pub use live::{run_projection, run_projections, MAX_MEMBER_BACKOFF_MS};
 pub use rebuild::{
     rebuild, rebuild_many, rebuild_with, RebuildConfig, REBUILD_BATCH_SIZE, REBUILD_FLUSH_EVENTS,
 };
+pub use session::SESSION_CHECK_INTERVAL_MS;
 pub use tail::{EventBatch, LogTail};
 pub use verify::{verify, verify_with_progress, TableDifference, VerifyReport};
 
@@ -57,6 +59,8 @@ pub enum ProjectionError {
     Encode(String),
     #[error("a rebuild task failed: {0}")]
     Task(String),
+    #[error("the server ended the runner's session")]
+    SessionEnded,
 }
 
 /// A read model built from the global log.

@@ -144,10 +144,24 @@ async fn follow_holding_locks(
         }
     }
     tracing::info!(projections = names(members), "projection runner active");
+    let session = crate::session::session_of(&mut conn).await?;
+    tokio::select! {
+        result = follow_locked(&mut conn, members, config, wakeup) => result,
+        () = crate::session::session_ended(connect, session) => Err(ProjectionError::SessionEnded),
+    }
+}
+
+/// The runner's loop while it holds every member's lock on `conn`; returns only with an error.
+async fn follow_locked(
+    conn: &mut PgConnection,
+    members: &mut [Member],
+    config: &RunnerConfig,
+    wakeup: &Wakeup,
+) -> Result<(), ProjectionError> {
     let mut woken = wakeup.subscribe();
     // Only this runner moves these checkpoints while it holds the locks (a rebuild's swap is
     // caught by the fence), so they are read once here and again only after a fence.
-    read_positions(&mut conn, members).await?;
+    read_positions(&mut *conn, members).await?;
     let mut at_head = false;
     loop {
         let now = Instant::now();
@@ -173,7 +187,7 @@ async fn follow_holding_locks(
         }
         let events = wakeup
             .tail()
-            .read_after(&mut conn, from, config.batch_size)
+            .read_after(&mut *conn, from, config.batch_size)
             .await?;
         at_head = (events.len() as i64) < config.batch_size;
         let Some(last) = events.last().map(|e| e.global_position) else {
@@ -183,7 +197,7 @@ async fn follow_holding_locks(
         let due: Vec<usize> = (0..members.len())
             .filter(|&i| members[i].is_due(now) && members[i].position < last)
             .collect();
-        match project_together(&mut conn, members, &due, &events, last).await {
+        match project_together(&mut *conn, members, &due, &events, last).await {
             Ok(Together::Committed) => {
                 for &i in &due {
                     members[i].committed(last);
@@ -191,7 +205,7 @@ async fn follow_holding_locks(
             }
             Ok(Together::Fenced) => {
                 // A rebuild swapped a member in at another position: drop the batch.
-                read_positions(&mut conn, members).await?;
+                read_positions(&mut *conn, members).await?;
             }
             Err(Failure::Member(i, error)) => {
                 // A connection that broke mid-batch is not the member's fault: start over.

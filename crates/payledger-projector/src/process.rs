@@ -301,6 +301,23 @@ async fn follow(
     .execute(&mut conn)
     .await?;
     tracing::info!(process = process.name(), "process manager active");
+    let session = crate::session::session_of(&mut conn).await?;
+    tokio::select! {
+        result = follow_locked(&mut conn, process, config, wakeup, positions) => result,
+        () = crate::session::session_ended(connect, session) => Err(ProcessError::Retry(
+            "the server ended the runner's session".into(),
+        )),
+    }
+}
+
+/// The process manager's loop while it holds its lock on `conn`.
+async fn follow_locked(
+    conn: &mut PgConnection,
+    process: &dyn ProcessManager,
+    config: &ProcessConfig,
+    wakeup: Option<&Wakeup>,
+    positions: &PositionSender,
+) -> Result<CatchUp, ProcessError> {
     let mut woken = wakeup.map(Wakeup::subscribe);
     // Only this runner moves the checkpoint while it holds the lock, and every move is fenced on
     // the previous position: it is followed in memory, and read again only when the runner has
@@ -311,7 +328,7 @@ async fn follow(
     // the row catches up with the next batch that does something, once the log has been quiet
     // for IDLE_CHECKPOINT_AFTER_MS, or after SKIPPED_CHECKPOINT_MAX_MS. A restart in between
     // passes over those events again and does nothing with them.
-    let mut position = read_checkpoint(&mut conn, process.name()).await?;
+    let mut position = read_checkpoint(&mut *conn, process.name()).await?;
     let mut saved = position;
     let mut saved_at = Instant::now();
     let limit = config.batch_size.clamp(1, 10_000);
@@ -327,24 +344,29 @@ async fn follow(
             let why = crate::wait_for_events(woken, position, COALESCE_MS, wait_ms).await;
             if why == crate::Woken::Polled {
                 if saved < position
-                    && advance_checkpoint(&mut conn, process.name(), saved, position).await?
+                    && advance_checkpoint(&mut *conn, process.name(), saved, position).await?
                 {
                     saved = position;
                     saved_at = Instant::now();
                 } else {
-                    position = read_checkpoint(&mut conn, process.name()).await?;
+                    position = read_checkpoint(&mut *conn, process.name()).await?;
                     saved = position;
                 }
             }
         }
         let events = match wakeup {
-            Some(wakeup) => wakeup.tail().read_after(&mut conn, position, limit).await?,
-            None => crate::EventBatch::from(read_all(&mut conn, position, limit).await?),
+            Some(wakeup) => {
+                wakeup
+                    .tail()
+                    .read_after(&mut *conn, position, limit)
+                    .await?
+            }
+            None => crate::EventBatch::from(read_all(&mut *conn, position, limit).await?),
         };
         let Some(last) = events.last().map(|e| e.global_position) else {
             if woken.is_none() {
                 if saved < position
-                    && !advance_checkpoint(&mut conn, process.name(), saved, position).await?
+                    && !advance_checkpoint(&mut *conn, process.name(), saved, position).await?
                 {
                     return Err(moved_under_this_runner());
                 }
@@ -364,7 +386,7 @@ async fn follow(
         if wanted_at.is_empty() {
             position = last;
             if saved_at.elapsed() >= Duration::from_millis(SKIPPED_CHECKPOINT_MAX_MS) {
-                if !advance_checkpoint(&mut conn, process.name(), saved, position).await? {
+                if !advance_checkpoint(&mut *conn, process.name(), saved, position).await? {
                     return Err(moved_under_this_runner());
                 }
                 saved = position;
@@ -373,7 +395,7 @@ async fn follow(
             continue;
         }
         let outcome =
-            handle_batch(&mut conn, process, saved, position, &events, &wanted_at).await?;
+            handle_batch(&mut *conn, process, saved, position, &events, &wanted_at).await?;
         if outcome.committed_to > saved {
             saved = outcome.committed_to;
             saved_at = Instant::now();

@@ -150,6 +150,13 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     }
     println!("commands        {}", report.commands);
     println!("errors          {}", report.errors);
+    println!(
+        "answers checked {} (orderId, amount, status, currency or captured amount and payment key), {} wrong",
+        report.answers_checked, report.mismatches
+    );
+    if let Some(mismatch) = &report.first_mismatch {
+        eprintln!("first wrong answer: {mismatch}");
+    }
     println!("commands/s      {:.0}", report.commands_per_s);
     println!("p50             {:.2} ms", report.p50_ms);
     println!("p99             {:.2} ms", report.p99_ms);

@@ -35,10 +35,11 @@ impl Database {
             Some(url) => {
                 let app = PgConnectOptions::from_str(url)
                     .context("failed to parse DATABASE_URL as a postgres:// URL")?;
+                let app = detect_dead_peers(app);
                 let owner = match migrate_url {
-                    Some(url) => PgConnectOptions::from_str(url).context(
+                    Some(url) => detect_dead_peers(PgConnectOptions::from_str(url).context(
                         "failed to parse PAYLEDGER_MIGRATE_DATABASE_URL as a postgres:// URL",
-                    )?,
+                    )?),
                     None => app.clone(),
                 };
                 Database {
@@ -71,7 +72,7 @@ impl Database {
             .ensure_database(MANAGED_DATABASE)
             .await
             .context("failed to create the payledger database")?;
-        let owner = cluster.connect_options(MANAGED_DATABASE);
+        let owner = detect_dead_peers(cluster.connect_options(MANAGED_DATABASE));
         let app = owner.clone().username("payledger_app");
         Ok(Database {
             owner,
@@ -112,6 +113,45 @@ impl Database {
             .await
             .context("failed to connect to the database")
     }
+}
+
+/// Seconds a connection may sit idle before the server's kernel starts probing the client.
+pub const TCP_KEEPALIVES_IDLE_S: u32 = 5;
+/// Seconds between two keepalive probes.
+pub const TCP_KEEPALIVES_INTERVAL_S: u32 = 1;
+/// Unanswered probes before the connection is dropped (`TCP_USER_TIMEOUT` usually ends it first).
+pub const TCP_KEEPALIVES_COUNT: u32 = 5;
+/// Milliseconds the server's kernel waits for the client to acknowledge data (or a keepalive
+/// probe) before it drops the connection.
+pub const TCP_USER_TIMEOUT_MS: u32 = 10_000;
+
+/// Asks the server to find out within seconds that this client is gone, for every connection
+/// payledger opens (the pool, each runner's own lock-holding connection, the CLI).
+///
+/// A runner holds its projections' and process managers' session advisory locks for as long as
+/// its connection lives **on the server**. When a node is cut off from PostgreSQL (a network
+/// partition, a frozen host) nothing closes that connection: with the operating system's
+/// defaults the server's kernel starts probing after two hours of silence, so the locks, and with
+/// them every read model, would stay with the lost node that long. With these settings the
+/// server's kernel probes a silent client after `TCP_KEEPALIVES_IDLE_S`, and drops a connection
+/// whose data or probes go unacknowledged for `TCP_USER_TIMEOUT_MS` (10 s); the backend then
+/// exits and its locks are released, and another node's runner (which retries every 2 s) takes
+/// over. Bound, measured by the partition test (`crates/payledger/tests/cli/partition.rs`): locks
+/// released at most ~11 s after the node's last packet, taken over within ~13 s. They are
+/// server settings (`tcp_keepalives_*`, `tcp_user_timeout`, PostgreSQL 12 or later) sent in the
+/// connection's startup `options`, so they hold on a server whose defaults are the operating
+/// system's; a connection pooler in between that refuses `options` needs them set on the server
+/// instead (docs/operations.md, "Reaching the database").
+pub fn detect_dead_peers(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([
+        ("tcp_keepalives_idle", TCP_KEEPALIVES_IDLE_S.to_string()),
+        (
+            "tcp_keepalives_interval",
+            TCP_KEEPALIVES_INTERVAL_S.to_string(),
+        ),
+        ("tcp_keepalives_count", TCP_KEEPALIVES_COUNT.to_string()),
+        ("tcp_user_timeout", TCP_USER_TIMEOUT_MS.to_string()),
+    ])
 }
 
 /// sqlx logs every statement at info by default; the request log already says what happened.

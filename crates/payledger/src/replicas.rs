@@ -73,7 +73,8 @@ impl ReplicaSettings {
             .map(|url| {
                 PgConnectOptions::from_str(url)
                     .map(|o| {
-                        o.log_statements(log::LevelFilter::Debug)
+                        crate::database::detect_dead_peers(o)
+                            .log_statements(log::LevelFilter::Debug)
                             .application_name("payledger-replica-reader")
                     })
                     .context("DATABASE_REPLICA_URL holds an invalid URL")

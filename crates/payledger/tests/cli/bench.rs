@@ -32,7 +32,13 @@ async fn bench_drives_its_own_server_and_stops_the_cluster_it_started() {
         .and_then(|rate| rate.parse().ok())
         .unwrap_or_else(|| panic!("the last line is not the summary: {last:?}"));
     assert!(rate > 0.0, "{printed}");
-    for field in ["p50_ms=", "p99_ms=", "p999_ms="] {
+    for field in [
+        "p50_ms=",
+        "p99_ms=",
+        "p999_ms=",
+        "answers_checked=",
+        "mismatches=0",
+    ] {
         assert!(last.contains(field), "{field} missing from {last:?}");
     }
     assert!(printed.contains("errors          0"), "{printed}");

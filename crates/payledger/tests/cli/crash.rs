@@ -30,10 +30,12 @@ const PLACING_CLIENTS: usize = 8;
 const SANDBOX_AUTH: &str = "Basic dGVzdF9za19zYW5kYm94Og==";
 /// The Stripe sandbox's secret key.
 const STRIPE_AUTH: &str = "Bearer sk_test_sandbox";
+/// Reconciliation passes after the kills before orders still awaiting an outcome fail the test.
+const MAX_RECONCILE_PASSES: usize = 40;
 /// Stripe test PaymentMethods whose answers come this many milliseconds after the charge.
 const STRIPE_SLOW_MS: [u64; 4] = [100, 300, 600, 850];
 
-pub(crate) struct Sandbox(Child);
+pub(crate) struct Sandbox(pub Child);
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -43,15 +45,21 @@ impl Drop for Sandbox {
 }
 
 pub(crate) async fn start_sandbox(dir: &Path) -> (Sandbox, String) {
+    start_sandbox_on(dir, "127.0.0.1").await
+}
+
+/// The sandbox listening on `host` (an address of this machine), e.g. one a network namespace
+/// reaches over its veth pair.
+pub(crate) async fn start_sandbox_on(dir: &Path, host: &str) -> (Sandbox, String) {
     let port = free_port();
     let child = payledger(dir, None)
-        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["sandbox", "--listen", &format!("{host}:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start payledger sandbox");
     let sandbox = Sandbox(child);
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("http://{host}:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while sandbox_stats(&url).await.is_none() {
         assert!(Instant::now() < deadline, "the sandbox did not start");
@@ -147,7 +155,7 @@ async fn stripe_get(url: &str) -> Value {
 
 /// A command the server answered with success: it must be in the store from then on.
 #[derive(Debug, Clone)]
-enum Acknowledged {
+pub(crate) enum Acknowledged {
     /// 201 to placing the order.
     Placed(String),
     /// 200 to a confirm: captured. (202 only says the outcome is not known yet.)
@@ -256,8 +264,15 @@ fn drive(
     tasks
 }
 
-/// Asserts that every acknowledged command is in the store, by its events.
-async fn assert_in_the_store(owner: &sqlx::PgPool, acknowledged: &[Acknowledged], after: &str) {
+/// Asserts that every acknowledged command is in the store, by its events: one query for all
+/// placed and captured orders (the soak acknowledges hundreds of thousands), one per refund.
+pub(crate) async fn assert_in_the_store(
+    owner: &sqlx::PgPool,
+    acknowledged: &[Acknowledged],
+    after: &str,
+) {
+    let mut streams = Vec::new();
+    let mut event_types = Vec::new();
     for command in acknowledged {
         let (stream, event_type, refund_id) = match command {
             Acknowledged::Placed(order) => (order, "OrderPlaced", None),
@@ -275,9 +290,14 @@ async fn assert_in_the_store(owner: &sqlx::PgPool, acknowledged: &[Acknowledged]
                 (order, event_type, Some(refund_id.as_str()))
             }
         };
+        let Some(refund_id) = refund_id else {
+            streams.push(format!("order-{stream}"));
+            event_types.push(event_type);
+            continue;
+        };
         let stored: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT FROM events WHERE stream_id = 'order-' || $1 \
-               AND event_type = $2 AND ($3::text IS NULL OR payload->>'refundId' = $3))",
+               AND event_type = $2 AND payload->>'refundId' = $3)",
         )
         .bind(stream)
         .bind(event_type)
@@ -290,6 +310,151 @@ async fn assert_in_the_store(owner: &sqlx::PgPool, acknowledged: &[Acknowledged]
             "{command:?} was acknowledged but is not in the store {after}"
         );
     }
+    let missing: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.stream_id, a.event_type FROM unnest($1::text[], $2::text[]) \
+           AS a(stream_id, event_type) \
+         WHERE NOT EXISTS (SELECT FROM events e WHERE e.stream_id = a.stream_id \
+                             AND e.event_type = a.event_type) \
+         LIMIT 10",
+    )
+    .bind(&streams)
+    .bind(&event_types)
+    .fetch_all(owner)
+    .await
+    .unwrap();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the store {after}: {missing:?}"
+    );
+}
+
+/// The benchmark's flow (`payledger bench`): each client places an order and confirms its
+/// payment in a loop, back to back, until the server dies; every answer counted is checked as the
+/// load generator checks it (a wrong answer fails the test). Returns what was acknowledged.
+fn drive_benchmark_flow(
+    server: &Server,
+    round: u64,
+    clients: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<Acknowledged>>> {
+    use payledger_bench::load::{Expected, ExpectedOutcome};
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    (0..clients)
+        .map(|client| {
+            let (http, url, key) = (http.clone(), server.url.clone(), server.client_key.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0u64.. {
+                    let order = format!("order-bench-r{round}c{client}n{n}");
+                    let amount = 10_000 + (n % 90_000) as i64;
+                    let placed = http
+                        .post(format!("{url}/v1/orders"))
+                        .bearer_auth(&key)
+                        .json(
+                            &json!({"orderId": order, "amount": amount, "currency": "KRW",
+                                      "customerId": format!("bench_customer_{client}"),
+                                      "payeeId": format!("bench_payee_{}", client % 50),
+                                      "orderName": "Benchmark order"}),
+                        )
+                        .send()
+                        .await;
+                    let Ok(placed) = placed else { break };
+                    if placed.status().as_u16() != 201 {
+                        break;
+                    }
+                    let Ok(body) = placed.bytes().await else {
+                        break;
+                    };
+                    let expected = Expected {
+                        order_id: order.clone(),
+                        amount,
+                        outcome: ExpectedOutcome::Placed { currency: "KRW" },
+                    };
+                    if let Err(mismatch) = expected.check(&body) {
+                        panic!("placing {order} was answered 201 with another order: {mismatch}");
+                    }
+                    acknowledged.push(Acknowledged::Placed(order.clone()));
+                    let payment_key = format!("pk_{order}");
+                    let paid = http
+                        .post(format!("{url}/v1/payments/confirm"))
+                        .bearer_auth(&key)
+                        .json(&json!({"paymentKey": payment_key, "orderId": order,
+                                      "amount": amount}))
+                        .send()
+                        .await;
+                    let Ok(paid) = paid else { break };
+                    match paid.status().as_u16() {
+                        200 => {}
+                        // Sent, outcome unknown: reconciliation settles it.
+                        202 => continue,
+                        _ => break,
+                    }
+                    let Ok(body) = paid.bytes().await else { break };
+                    let expected = Expected {
+                        order_id: order.clone(),
+                        amount,
+                        outcome: ExpectedOutcome::Paid { payment_key },
+                    };
+                    if let Err(mismatch) = expected.check(&body) {
+                        panic!(
+                            "confirming {order} was answered 200 with another payment: {mismatch}"
+                        );
+                    }
+                    acknowledged.push(Acknowledged::Captured(order));
+                }
+                acknowledged
+            })
+        })
+        .collect()
+}
+
+/// What the sandbox charged, by order id (Toss and Stripe together).
+async fn provider_charges(sandbox_url: &str) -> HashMap<String, i64> {
+    let stats = sandbox_stats(sandbox_url).await.unwrap();
+    let mut charges: HashMap<String, i64> =
+        serde_json::from_value(stats["chargesByOrderId"].clone()).unwrap();
+    let stripe_stats = stripe_get(&format!("{sandbox_url}/stripe/sandbox/stats")).await;
+    let stripe_charges: HashMap<String, i64> =
+        serde_json::from_value(stripe_stats["chargesByOrderId"].clone()).unwrap();
+    for (order, count) in stripe_charges {
+        *charges.entry(order).or_insert(0) += count;
+    }
+    charges
+}
+
+/// After a kill: no order charged twice at the provider, every acknowledged capture charged, no
+/// Toss payment refunded beyond the crash orders' amount. Returns how many charges it compared.
+async fn assert_charged_once(
+    sandbox_url: &str,
+    acknowledged: &[Acknowledged],
+    after: &str,
+) -> usize {
+    let charges = provider_charges(sandbox_url).await;
+    for (order, count) in &charges {
+        assert!(*count <= 1, "{order} was charged {count} times {after}");
+    }
+    for command in acknowledged {
+        if let Acknowledged::Captured(order) = command {
+            assert_eq!(
+                charges.get(order).copied().unwrap_or(0),
+                1,
+                "{order}'s capture was acknowledged but the provider has no charge {after}"
+            );
+        }
+    }
+    let stats = sandbox_stats(sandbox_url).await.unwrap();
+    let cancelled: HashMap<String, i64> =
+        serde_json::from_value(stats["canceledAmountByPaymentKey"].clone()).unwrap();
+    for (key, amount) in cancelled {
+        assert!(
+            amount <= AMOUNT,
+            "{key}: {amount} refunded of at most {AMOUNT} captured {after}"
+        );
+    }
+    charges.len()
 }
 
 #[tokio::test]
@@ -302,8 +467,24 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
         owner: db.owner_pool.clone(),
         env: Vec::new(),
     };
-    let report = kill_rounds(&deployment, ROUNDS, (100, 300), &mut |_| Box::pin(async {})).await;
+    let report = kill_rounds(
+        &deployment,
+        ROUNDS,
+        (100, 300),
+        &SoakLoad::default(),
+        &mut |_| Box::pin(async {}),
+    )
+    .await;
     println!("{report:?}");
+}
+
+/// Load and checks on top of the crash test's, for the soak.
+#[derive(Debug, Default)]
+pub(crate) struct SoakLoad {
+    /// Clients running the benchmark's place + confirm flow back to back in every round.
+    pub benchmark_clients: usize,
+    /// `audit verify` and `projections verify` after every this many kills (and at the end).
+    pub verify_every: Option<u64>,
 }
 
 /// What a run of kills checked.
@@ -311,6 +492,15 @@ async fn killing_serve_mid_confirm_and_refund_loses_nothing_and_charges_once() {
 pub(crate) struct KillReport {
     pub kills: u64,
     pub acknowledged_commands_checked: usize,
+    /// Acknowledged commands checked in the store, summed over every kill (each check covers
+    /// every command acknowledged so far).
+    pub store_checks: usize,
+    /// Orders' charges compared with the provider, summed over every kill.
+    pub charge_checks: usize,
+    /// Orders of the benchmark's flow compared with the provider at the end.
+    pub benchmark_orders_compared: usize,
+    /// `audit verify` + `projections verify` passes during the run.
+    pub verifications: u64,
     pub orders_compared_with_the_provider: usize,
     pub provider_charges: i64,
     pub reconciled_outcomes: i64,
@@ -326,6 +516,7 @@ pub(crate) async fn kill_rounds(
     deployment: &Deployment,
     rounds: u64,
     (kill_after_ms, kill_spread_ms): (u64, u64),
+    soak: &SoakLoad,
     between_rounds: &mut dyn FnMut(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
 ) -> KillReport {
     let (_sandbox, sandbox_url) = start_sandbox(&deployment.dir).await;
@@ -355,12 +546,13 @@ pub(crate) async fn kill_rounds(
     let mut acknowledged = Vec::new();
     let mut kill_report = KillReport::default();
     for round in 0..rounds {
-        let tasks = drive(
+        let mut tasks = drive(
             &server,
             round,
             &mut random,
             kill_after_ms + kill_spread_ms + 450,
         );
+        tasks.extend(drive_benchmark_flow(&server, round, soak.benchmark_clients));
         let kill_at_ms = kill_after_ms + random.next(kill_spread_ms);
         tokio::time::sleep(Duration::from_millis(kill_at_ms)).await;
         drop(server); // SIGKILL, whatever it is doing
@@ -369,12 +561,17 @@ pub(crate) async fn kill_rounds(
             acknowledged.extend(task.await.unwrap());
         }
         server = start_serve(deployment, &sandbox_url).await;
-        assert_in_the_store(
-            db_owner,
-            &acknowledged,
-            &format!("after restart {}", round + 1),
-        )
-        .await;
+        let after = format!("after restart {}", round + 1);
+        assert_in_the_store(db_owner, &acknowledged, &after).await;
+        kill_report.store_checks += acknowledged.len();
+        kill_report.charge_checks += assert_charged_once(&sandbox_url, &acknowledged, &after).await;
+        if soak
+            .verify_every
+            .is_some_and(|every| round % every == every - 1)
+        {
+            verify_chains_and_read_models(deployment, &after);
+            kill_report.verifications += 1;
+        }
         between_rounds(round).await;
     }
     kill_report.acknowledged_commands_checked = acknowledged.len();
@@ -394,20 +591,33 @@ pub(crate) async fn kill_rounds(
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     // Reconcile from the read model's candidates: let it catch up with the log first.
-    wait_for_projections(db_owner).await;
-    let reconcile = run(deployment
-        .command()
-        .env("PAYLEDGER_SANDBOX_URL", &sandbox_url)
-        .args(["reconcile", "--older-than-s", "0"]));
-    assert!(
-        reconcile.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reconcile.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout(&reconcile).trim()).unwrap();
-    println!("reconcile report {report}");
-    assert_eq!(report["stillUnknown"], 0, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
+    // A pass looks at most 500 orders (the soak leaves thousands waiting), and the running
+    // server's own reconciler may settle an order between this pass's read and its command (an
+    // error of that pass, nothing changed): passes run until one finds nothing left to settle,
+    // and that last pass must be clean.
+    let mut passes = 0;
+    loop {
+        wait_for_projections(db_owner).await;
+        let reconcile = run(deployment
+            .command()
+            .env("PAYLEDGER_SANDBOX_URL", &sandbox_url)
+            .args(["reconcile", "--older-than-s", "0"]));
+        assert!(
+            reconcile.status.success(),
+            "{}",
+            String::from_utf8_lossy(&reconcile.stderr)
+        );
+        let report: Value = serde_json::from_str(stdout(&reconcile).trim()).unwrap();
+        println!("reconcile report {report}");
+        passes += 1;
+        if report["examined"] == 0 || passes == MAX_RECONCILE_PASSES {
+            assert_eq!(report["examined"], 0, "orders still awaiting an outcome");
+            break;
+        }
+        if report["errors"] != 0 {
+            eprintln!("{}", String::from_utf8_lossy(&reconcile.stderr));
+        }
+    }
     // Kills landed between a provider call and its record: the test exercised what it claims.
     // Such outcomes are settled by reconciliation and say so in the log.
     let reconciled: i64 = sqlx::query_scalar(
@@ -421,7 +631,7 @@ pub(crate) async fn kill_rounds(
     assert!(
         reconciled > 0,
         "no outcome was settled by reconciliation: no kill landed between a provider call and \
-         its record ({report})"
+         its record ({passes} reconciliation passes)"
     );
     wait_for_projections(db_owner).await;
 
@@ -444,6 +654,8 @@ pub(crate) async fn kill_rounds(
     .await
     .unwrap();
     assert_eq!(rows.len(), ORDERS);
+    kill_report.benchmark_orders_compared =
+        compare_benchmark_orders(db_owner, &charges, &acknowledged).await;
     kill_report.orders_compared_with_the_provider = rows.len();
     kill_report.provider_charges = charges.values().sum();
     let mut paid = 0;
@@ -500,14 +712,26 @@ pub(crate) async fn kill_rounds(
     );
     drop(server);
 
+    // Every read model, after the SIGKILLs mid-batch, equals a rebuild from zero up to its
+    // checkpoint, and every chain verifies.
+    verify_chains_and_read_models(deployment, "at the end");
+    kill_report.verifications += 1;
+    kill_report
+}
+
+/// `audit verify` (every chain, position and journal entry) and `projections verify` (every read
+/// model equals a rebuild up to its checkpoint); `serve` may be running.
+fn verify_chains_and_read_models(deployment: &Deployment, after: &str) {
     let verify = run(deployment.command().args(["audit", "verify"]));
-    assert!(verify.status.success(), "{}", stdout(&verify));
-    // Every read model, after five SIGKILLs mid-batch, equals a rebuild from zero up to its
-    // checkpoint.
+    assert!(
+        verify.status.success(),
+        "audit verify failed {after}: {}",
+        stdout(&verify)
+    );
     let verify = run(deployment.command().args(["projections", "verify"]));
     assert!(
         verify.status.success(),
-        "a read model differs from its rebuild: {}{}",
+        "a read model differs from its rebuild {after}: {}{}",
         stdout(&verify),
         String::from_utf8_lossy(&verify.stderr)
     );
@@ -517,10 +741,47 @@ pub(crate) async fn kill_rounds(
         "one report per read model: {}",
         stdout(&verify)
     );
-    kill_report
 }
 
-async fn wait_for_projections(owner: &sqlx::PgPool) {
+/// After reconciliation: every order of the benchmark's flow is paid in the ledger exactly when
+/// the provider charged it once, for its own amount; returns how many orders were compared.
+async fn compare_benchmark_orders(
+    owner: &sqlx::PgPool,
+    charges: &HashMap<String, i64>,
+    acknowledged: &[Acknowledged],
+) -> usize {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT order_id, status, amount_minor, captured_minor, refunded_minor FROM rm.orders \
+         WHERE order_id LIKE 'order-bench-%'",
+    )
+    .fetch_all(owner)
+    .await
+    .unwrap();
+    let placed = acknowledged
+        .iter()
+        .filter(|c| matches!(c, Acknowledged::Placed(o) if o.starts_with("order-bench-")))
+        .count();
+    assert!(rows.len() >= placed, "{} rows, {placed} placed", rows.len());
+    for (order, status, amount, captured, refunded) in &rows {
+        let charged = charges.get(order).copied().unwrap_or(0);
+        assert!(charged <= 1, "{order} was charged {charged} times");
+        assert!(
+            !matches!(status.as_str(), "CONFIRMING" | "OUTCOME_UNKNOWN"),
+            "{order} is still {status} after reconciliation"
+        );
+        let paid = status == "PAID";
+        assert_eq!(
+            paid,
+            charged == 1,
+            "{order}: ledger {status}, provider charges {charged}"
+        );
+        assert_eq!(*captured, if paid { *amount } else { 0 }, "{order}");
+        assert_eq!(*refunded, 0, "{order}");
+    }
+    rows.len()
+}
+
+pub(crate) async fn wait_for_projections(owner: &sqlx::PgPool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let behind: i64 = sqlx::query_scalar(

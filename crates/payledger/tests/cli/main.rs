@@ -6,6 +6,7 @@ mod checkpoints;
 mod crash;
 mod journal;
 mod logs;
+mod partition;
 mod privacy;
 mod reconcile;
 mod reliability;

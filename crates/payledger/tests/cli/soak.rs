@@ -1,15 +1,20 @@
 //! The soak (issue 19). By default a short run (3 kills, one PostgreSQL crash-restart, one
-//! replica restart) so that it always runs and can fail; the soak itself is a separate command:
-//! `PAYLEDGER_SOAK_KILLS=50 cargo test -p payledger --test cli soak -- --nocapture`. The crash
-//! test's load and checks on the managed cluster with a
+//! replica restart, 8 benchmark clients) so that it always runs and can fail; the soak itself is
+//! a separate command:
+//! `PAYLEDGER_SOAK_KILLS=50 cargo test -p payledger --test cli soak -- --nocapture`. The
+//! benchmark's load (64 clients placing and confirming back to back, every answer checked as
+//! `payledger bench` checks it) beside the crash test's load and checks, on the managed cluster with a
 //! streaming replica that `serve` reads from, for `PAYLEDGER_SOAK_KILLS` (default 50) SIGKILLs of
 //! `serve` at random moments 0.5 to 3.5 s into each round of load; every tenth round PostgreSQL is stopped as a power cut would
 //! (`pg_ctl stop -m immediate`, crash recovery at the start), and every tenth round, shifted by
 //! five, the replica is stopped and started. After every kill, every acknowledged command is
-//! checked in the store; at the end, the provider's charges, refunds, chains and read models.
+//! checked in the store and every order's charges at the provider (at most one; one for every
+//! acknowledged capture; Toss refunds within the capture); every tenth kill, the chains and every
+//! read model against a rebuild; at the end, after reconciliation, every order against the
+//! provider (paid exactly when charged once, for its amount; refunds equal to the provider's).
 //! The counts are printed (docs/performance.md records a run).
 
-use crate::crash::{kill_rounds, Deployment};
+use crate::crash::{kill_rounds, Deployment, SoakLoad};
 use crate::topology::{read_file, Clusters};
 use crate::{payledger, run};
 use payledger_pgcluster::{ClusterOptions, ManagedCluster};
@@ -24,6 +29,14 @@ const DEFAULT_KILLS: u64 = 3;
 /// spread), so 50 kills are minutes of load, not seconds.
 const KILL_AFTER_MS: u64 = 500;
 const DEFAULT_SPREAD_MS: u64 = 3_000;
+/// The benchmark's clients (`payledger bench --clients 64`, docs/performance.md), placing and
+/// confirming back to back beside the crash test's load; `PAYLEDGER_SOAK_CLIENTS` overrides.
+const BENCHMARK_CLIENTS: usize = 64;
+/// CI's short run exercises the same flow with fewer clients.
+const SHORT_RUN_CLIENTS: usize = 8;
+/// `audit verify` and `projections verify` after every this many kills, and at the end; the
+/// store and the provider's charges are checked after every kill.
+const VERIFY_EVERY_KILLS: u64 = 10;
 
 #[tokio::test]
 async fn soak_kills_serve_and_restarts_postgres_and_the_replica() {
@@ -110,19 +123,46 @@ async fn soak_kills_serve_and_restarts_postgres_and_the_replica() {
             }
         })
     };
-    let report = kill_rounds(&deployment, kills, (KILL_AFTER_MS, spread_ms), &mut between).await;
+    let long = std::env::var("PAYLEDGER_SOAK_KILLS").is_ok();
+    let soak = SoakLoad {
+        benchmark_clients: std::env::var("PAYLEDGER_SOAK_CLIENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if long {
+                BENCHMARK_CLIENTS
+            } else {
+                SHORT_RUN_CLIENTS
+            }),
+        verify_every: long.then_some(VERIFY_EVERY_KILLS),
+    };
+    let report = kill_rounds(
+        &deployment,
+        kills,
+        (KILL_AFTER_MS, spread_ms),
+        &soak,
+        &mut between,
+    )
+    .await;
     let (postgres_restarts, replica_restarts) = *restarts.lock().unwrap();
     println!(
-        "soak: {} SIGKILLs of serve, {postgres_restarts} PostgreSQL crash-restarts, \
-         {replica_restarts} replica restarts in {:.0} s; {} acknowledged commands checked after \
-         every kill; {} orders compared with the provider ({} charges), {} outcomes settled by \
-         reconciliation; audit verify and projections verify passed",
+        "soak: {} SIGKILLs of serve under {} benchmark clients plus the crash test's load, \
+         {postgres_restarts} PostgreSQL crash-restarts, {replica_restarts} replica restarts in \
+         {:.0} s; {} acknowledged commands, all checked in the store after every kill ({} checks \
+         in all); provider charges compared after every kill ({} order-charge comparisons in \
+         all); at the end {} crash orders and {} benchmark orders compared with the provider \
+         ({} charges, one per paid order), {} outcomes settled by reconciliation; audit verify \
+         and projections verify passed {} times",
         report.kills,
+        soak.benchmark_clients,
         started.elapsed().as_secs_f64(),
         report.acknowledged_commands_checked,
+        report.store_checks,
+        report.charge_checks,
         report.orders_compared_with_the_provider,
+        report.benchmark_orders_compared,
         report.provider_charges,
-        report.reconciled_outcomes
+        report.reconciled_outcomes,
+        report.verifications
     );
     assert_eq!(report.kills, kills);
 }
