@@ -3,12 +3,14 @@
 //! a line of the payout it came off; a Paddle-billed subscription's first
 //! payment and its renewal, and a membership charged on a Toss billing key) → each provider's settlement report imported, twice, with one
 //! effect → `provider_clearing` closed for every matched payment → each planted discrepancy
-//! flagged exactly once: short payout and unexpected fee on the right order's timeline, the
-//! unknown payment on its line, and Paddle's missing and late payment as its payouts' differences
-//! (`payout_mismatch`: Paddle's API states its payouts and each transaction's earnings, not
-//! which payout paid which transaction) → an admin resolves each with an audited note (accepted
-//! difference, write-off, claim against the provider) → the trial balance balances, the
-//! clearing account is empty and the log and the journal verify.
+//! flagged exactly once: short payout and unexpected fee on the right order's timeline, a Toss
+//! payment paid out 3 days late (`late_payout`) and a Stripe capture never settled
+//! (`unsettled_capture`, from the unsettled check past Stripe's delay on the scenario clock) on
+//! theirs, the unknown payment on its line, and Paddle's missing and late payment as its
+//! payouts' differences (`payout_mismatch`: Paddle's API states its payouts and each
+//! transaction's earnings, not which payout paid which transaction) → an admin resolves each
+//! with an audited note (accepted difference, write-off, claim against the provider) → the trial
+//! balance balances, the clearing account is empty and the log and the journal verify.
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use payledger_sandbox::SettlementFault;
@@ -361,6 +363,9 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     toss_paid(&app, "week-toss-2", 30_000).await;
     stripe_paid(&app, "week-stripe-1", 10_000).await;
     stripe_paid(&app, "week-stripe-2", 5_000).await;
+    // One Toss payment Toss pays out late, one Stripe charge Stripe never pays out (planted below).
+    toss_paid(&app, "week-toss-late", 20_000).await;
+    stripe_paid(&app, "week-stripe-missing", 4_000).await;
     // A membership payledger bills on a Toss billing key, charged at its start.
     let (status, key) = json_of(
         app.post(
@@ -403,10 +408,34 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         .await
         .unwrap();
     assert_eq!(stranger.status().as_u16(), 200);
-    // The planted discrepancies, on Paddle's transactions (docs/operations.md).
+    // The planted discrepancies (docs/operations.md): a late Toss payment (keyed by its payment
+    // key), a missing Stripe charge (keyed by its PaymentIntent), and four on Paddle's
+    // transactions.
     let plant = |key: &str, fault: SettlementFault| {
         assert!(app.sandbox.set_settlement_fault(key, fault));
     };
+    plant(
+        "pk_week-toss-late",
+        SettlementFault {
+            late_days: 3,
+            ..Default::default()
+        },
+    );
+    let (status, stripe_missing) = json_of(
+        app.get_as(&app.support_key, "/v1/orders/week-stripe-missing")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{stripe_missing}");
+    let stripe_missing_intent = stripe_missing["paymentKey"].as_str().unwrap().to_owned();
+    assert!(stripe_missing_intent.starts_with("pi_"), "{stripe_missing}");
+    plant(
+        &stripe_missing_intent,
+        SettlementFault {
+            missing: true,
+            ..Default::default()
+        },
+    );
     plant(
         &paddle_short,
         SettlementFault {
@@ -460,7 +489,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert_eq!(aged(&owed, "paddle", "USD"), 5 * 1_000 + 2 * 891, "{owed}");
     assert_eq!(
         aged(&owed, "toss", "KRW"),
-        50_000 + 30_000 + 9_900,
+        50_000 + 30_000 + 20_000 + 9_900,
         "{owed}"
     );
 
@@ -481,18 +510,20 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The next Monday: every payout of the week has come (the late one too).
     set_clock(&app, monday() + Duration::days(7)).await;
     let first = import_all(&app).await;
-    // Toss: 2 payments + 1 refund + the billing-key membership charge + the stranger; Stripe:
-    // 2 charges + 1 refund; Paddle: the subscription's 2 payments + the 5 orders billed in the
+    // Toss: 3 payments (the late one's line has come, 3 days late) + 1 refund + the
+    // billing-key membership charge + the stranger; Stripe: 2 charges + 1 refund (the missing
+    // charge is in no payout); Paddle: the subscription's 2 payments + the 5 orders billed in the
     // balances its payouts closed (Paddle does not say which payout paid which transaction, so
     // the missing and the late one are lines of Monday's payout, which is short of them) + the
     // refund Paddle approved in Monday's balance, matched to the order's refund + the charged
     // back order's payment and its chargeback, matched to the order's lost dispute.
     // Every subscription payment is matched to its subscription.
-    assert_eq!(total(&first, "lines"), 5 + 3 + 10, "{first:?}");
-    assert_eq!(total(&first, "matched"), 4 + 3 + 10, "{first:?}");
+    assert_eq!(total(&first, "lines"), 6 + 3 + 10, "{first:?}");
+    assert_eq!(total(&first, "matched"), 5 + 3 + 10, "{first:?}");
     assert_eq!(total(&first, "unmatched"), 1, "{first:?}");
     let expected_flags: std::collections::BTreeMap<String, i64> = [
         ("fee_mismatch", 1),
+        ("late_payout", 1),
         ("payout_mismatch", 2),
         ("short_payout", 1),
         ("unknown_payment", 1),
@@ -505,42 +536,55 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The same reports again: one effect.
     let recorded = reconciliation_events(&app).await;
     let again = import_all(&app).await;
-    assert_eq!(total(&again, "alreadyImported"), 18, "{again:?}");
+    assert_eq!(total(&again, "alreadyImported"), 19, "{again:?}");
     assert_eq!(total(&again, "matched"), 0, "{again:?}");
     assert!(flags(&again).is_empty(), "{again:?}");
     assert_eq!(reconciliation_events(&app).await, recorded);
 
-    // Captures not settled past the delay: none (Paddle's missing payment is a line of the
-    // payout of its balance; the payout's shortfall is the flag).
+    // Captures not settled past the delay: Stripe's missing charge only (Toss's late line has
+    // come; Paddle's missing payment is a line of the payout of its balance; the payout's
+    // shortfall is the flag). Checked twice: flagged once.
     let now = monday() + Duration::days(7);
-    for (provider, expected) in [("toss", 0), ("stripe", 0), ("paddle", 0)] {
-        let (status, checked) = json_of(
-            app.post_as(
-                &app.admin_key,
-                "/v1/admin/reconciliation/unsettled-checks",
-                &json!({"provider": provider, "asOf": now}),
+    for run in 0..2 {
+        for (provider, expected) in [("toss", 0), ("stripe", 1), ("paddle", 0)] {
+            let expected = if run == 0 { expected } else { 0 };
+            let (status, checked) = json_of(
+                app.post_as(
+                    &app.admin_key,
+                    "/v1/admin/reconciliation/unsettled-checks",
+                    &json!({"provider": provider, "asOf": now}),
+                )
+                .await,
             )
-            .await,
-        )
-        .await;
-        assert_eq!(status, 200, "{checked}");
-        assert_eq!(checked["flagged"], expected, "{provider}: {checked}");
+            .await;
+            assert_eq!(status, 200, "{checked}");
+            assert_eq!(
+                checked["flagged"], expected,
+                "{provider} run {run}: {checked}"
+            );
+        }
     }
 
     // Clearing: every matched payment closed; what is left is exactly what Paddle itemised
-    // short — the short payout's 40 (USD); nothing in KRW. (The missing and the late payment's
-    // earnings are the payouts' differences: money the bank did not receive, flagged.)
+    // short — the short payout's 40 (USD) — and Stripe's unsettled charge (4 000 USD); nothing
+    // in KRW. (Paddle's missing and late payment's earnings are the payouts' differences: money
+    // the bank did not receive, flagged.)
     let books = trial_balance(&app).await;
     assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
-    assert_eq!(balance(&books, "provider_clearing", "USD"), 40, "{books}");
+    assert_eq!(
+        balance(&books, "provider_clearing", "USD"),
+        40 + 4_000,
+        "{books}"
+    );
     // Toss kept 3.2 % + 10 % VAT of each payment and gave it back on the refund's amount.
     assert_eq!(
         balance(&books, "provider_fees", "KRW"),
-        (1_600 + 160) + (960 + 96) + (316 + 31) - (640 + 64),
+        (1_600 + 160) + (960 + 96) + (640 + 64) + (316 + 31) - (640 + 64),
         "{books}"
     );
     // Paddle kept 5 % + 50 of each payment (its fee on the subscription's two periods posted
-    // once, when they were charged), plus the planted 25; Stripe 2.9 % + 30 of each charge.
+    // once, when they were charged), plus the planted 25; Stripe 2.9 % + 30 of each settled
+    // charge (none on the missing one).
     // (Paddle's chargeback fee is the lost dispute's, in dispute_fees.)
     assert_eq!(
         balance(&books, "provider_fees", "USD"),
@@ -570,10 +614,12 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     found.sort();
     let expected: Vec<(String, String, String)> = [
         ("fee_mismatch", "paddle", "week-paddle-fee"),
+        ("late_payout", "toss", "week-toss-late"),
         ("payout_mismatch", "paddle", "-"),
         ("payout_mismatch", "paddle", "-"),
         ("short_payout", "paddle", "week-paddle-short"),
         ("unknown_payment", "toss", "-"),
+        ("unsettled_capture", "stripe", "week-stripe-missing"),
     ]
     .iter()
     .map(|(k, p, o)| (k.to_string(), p.to_string(), o.to_string()))
@@ -621,6 +667,21 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         (Some(100), Some(125)),
         "{fee}"
     );
+    // The late Toss line: 3 days late. The unsettled Stripe charge: its whole capture owed.
+    let late = open.iter().find(|e| e["kind"] == "late_payout").unwrap();
+    assert_eq!(late["actualMinor"].as_i64(), Some(3), "{late}");
+    let unsettled = open
+        .iter()
+        .find(|e| e["kind"] == "unsettled_capture")
+        .unwrap();
+    assert_eq!(
+        (
+            unsettled["expectedMinor"].as_i64(),
+            unsettled["currency"].as_str()
+        ),
+        (Some(4_000), Some("USD")),
+        "{unsettled}"
+    );
 
     // The refund's line is on its order's timeline, settled (taken from Monday's payout).
     let summaries = timeline_summaries(&app, "week-paddle-clean").await;
@@ -659,8 +720,9 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The day counts its lines' flags (short, fee); the payouts' are in the exceptions.
     assert_eq!(sum("discrepancies"), 2, "{report}");
 
-    // An admin resolves each with a note: the shortfall written off, the fee accepted, the
-    // payouts' differences and the stranger claimed from the providers.
+    // An admin resolves each with a note: the shortfall and the unsettled charge written off,
+    // the fee and the late payout accepted, the payouts' differences and the stranger claimed
+    // from the providers.
     for exception in &open {
         let resolution = match exception["kind"].as_str().unwrap() {
             "short_payout" | "unsettled_capture" => "write_off",
@@ -683,28 +745,31 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     )
     .await;
     let resolved = all["exceptions"].as_array().unwrap();
-    assert_eq!(resolved.len(), 5, "{all}");
+    assert_eq!(resolved.len(), 7, "{all}");
     assert!(
         resolved
             .iter()
             .all(|e| e["resolvedBy"] == "admin:ops" && e["note"] == "finance review, week 41"),
         "{all}"
     );
-    let summaries = timeline_summaries(&app, "week-paddle-short").await;
-    assert!(
-        summaries
-            .iter()
-            .any(|s| s == "reconciliation flag short_payout resolved: write_off"),
-        "{summaries:?}"
-    );
+    for (order, kind, resolution) in [
+        ("week-paddle-short", "short_payout", "write_off"),
+        ("week-toss-late", "late_payout", "accepted_difference"),
+        ("week-stripe-missing", "unsettled_capture", "write_off"),
+    ] {
+        let summaries = timeline_summaries(&app, order).await;
+        let wanted = format!("reconciliation flag {kind} resolved: {resolution}");
+        assert!(summaries.contains(&wanted), "{order}: {summaries:?}");
+    }
 
-    // The books: balanced, the clearing account empty in every currency, the losses written off.
+    // The books: balanced, the clearing account empty in every currency, the losses (the
+    // shortfall and the unsettled charge) written off.
     let books = trial_balance(&app).await;
     assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
     assert_eq!(balance(&books, "provider_clearing", "USD"), 0, "{books}");
     assert_eq!(
         balance(&books, "reconciliation_write_offs", "USD"),
-        40,
+        40 + 4_000,
         "{books}"
     );
 
