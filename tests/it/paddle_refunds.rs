@@ -347,3 +347,130 @@ async fn an_approval_whose_notification_never_arrives_is_found_by_the_reconciler
         "{completed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rejection_whose_notification_never_arrives_is_found_by_the_reconciler() {
+    use payledger_webhook_relay::{InboundConfig, Provider, WebhookSettings};
+    use payledger_webhooks::WebhookSecret;
+    let app = payledger_tests::spawn_app_with(payledger_tests::SpawnOptions {
+        reconcile_interval_ms: 200,
+        reconcile_after_ms: 0,
+        webhooks: WebhookSettings {
+            inbound: InboundConfig::default()
+                .with_secrets(
+                    Provider::Paddle,
+                    vec![WebhookSecret::new(crate::paddle::SECRET)],
+                )
+                .unwrap(),
+            ..WebhookSettings::default()
+        },
+        ..payledger_tests::SpawnOptions::default()
+    })
+    .await;
+    // Paddle signs with another secret than payledger knows: every notification is refused.
+    app.sandbox
+        .add_paddle_webhook_destination(
+            &format!("{}/v1/webhooks/paddle", app.address),
+            "pdl_ntfset_not_the_one_payledger_has",
+        )
+        .unwrap();
+    let order_id = "order-paddle-lost-rejection";
+    paid_credit_order(&app, order_id).await;
+    let (status, asked) = ask_refund(&app, order_id, "lost-rej-1", json!({"reason": "r"})).await;
+    assert_eq!(status, 202, "{asked}");
+    let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
+    let refund_id = asked["refundId"].as_str().unwrap().to_owned();
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment}/reject"),
+        json!({}),
+    )
+    .await;
+    timeline_until(&app, order_id, "failed: PADDLE_REFUND_REJECTED").await;
+    let mut released = Value::Null;
+    for _ in 0..100 {
+        released = order(&app, order_id).await;
+        if released["refundPendingAmount"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(released["refundPendingAmount"], 0, "{released}");
+    assert_eq!(released["refundedAmount"], 0, "nothing moved: {released}");
+    assert_eq!(released["refundableAmount"], 1000, "{released}");
+    let failed_events = || async {
+        let failed: Vec<(String,)> = sqlx::query_as(
+            "SELECT payload::text FROM events WHERE stream_id = $1 AND event_type = 'RefundFailed'",
+        )
+        .bind(format!("order-{order_id}"))
+        .fetch_all(&app.app_pool)
+        .await
+        .unwrap();
+        failed
+    };
+    let failed = failed_events().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].0.contains(&refund_id), "{failed:?}");
+    assert!(
+        failed[0].0.contains("\"source\": \"reconciler\""),
+        "{failed:?}"
+    );
+    assert!(failed[0].0.contains("PADDLE_REFUND_REJECTED"), "{failed:?}");
+
+    // The lost notification arrives after all (sent again to a destination payledger
+    // verifies): applied, it records nothing new.
+    app.sandbox
+        .add_paddle_webhook_destination(
+            &format!("{}/v1/webhooks/paddle", app.address),
+            crate::paddle::SECRET,
+        )
+        .unwrap();
+    let notifications: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/sandbox/notifications",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decisions: Vec<String> = notifications["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "adjustment.updated")
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(decisions.len(), 1, "{notifications}");
+    paddle(
+        &app,
+        &format!("/notifications/{}/replay", decisions[0]),
+        json!({}),
+    )
+    .await;
+    let mut applied = 0i64;
+    for _ in 0..150 {
+        applied = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_inbox WHERE provider = 'paddle' \
+             AND event_type = 'adjustment.updated' AND status = 'applied'",
+        )
+        .fetch_one(&app.app_pool)
+        .await
+        .unwrap();
+        if applied > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applied, 1, "the late notification is applied");
+    assert_eq!(failed_events().await.len(), 1, "recorded once");
+    let after = timeline(&app, order_id).await;
+    assert_eq!(
+        after.matches("failed: PADDLE_REFUND_REJECTED").count(),
+        1,
+        "{after}"
+    );
+}

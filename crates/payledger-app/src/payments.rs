@@ -21,8 +21,9 @@ use payledger_domain::order::{
 use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
-    CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry,
-    RefundAnswer, RegistryError,
+    CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway,
+    ProviderRefundDecisionFact, ProviderRefundRequest, ProviderRegistry, RefundAnswer,
+    RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -941,8 +942,10 @@ impl Payments {
             }
         }
         // Refunds the provider approves later (Paddle): its decision normally arrives as a
-        // webhook; one that was lost is found here when the provider's payment lists the
-        // approved refund (a rejection is not listed: it waits for the webhook or its replay).
+        // webhook; one whose notification was lost is found here by looking the request up by
+        // its id (approved or rejected alike), checked against the refund awaited before the
+        // decision is recorded. A request that does not fit is held for review: the refund
+        // keeps waiting and the pass answers the discrepancy.
         let awaiting: Vec<(String, i64)> = state
             .refunds
             .values()
@@ -950,33 +953,70 @@ impl Payments {
             .filter(|r| now - r.requested_at >= older_than)
             .filter_map(|r| r.provider_refund_id.clone().map(|id| (id, r.amount_minor)))
             .collect();
-        if let (false, Some(payment_key)) = (awaiting.is_empty(), &state.payment_key) {
-            let looked_up = self
-                .gateway_for(&state)?
-                .payment_by_key(payment_key.as_str())
-                .await;
-            if let Ok(Some(payment)) = looked_up {
-                for (provider_refund_id, _) in &awaiting {
-                    let Some(approved) = payment
-                        .cancels
-                        .iter()
-                        .find(|c| &c.transaction_key == provider_refund_id)
-                    else {
+        let mut held: Vec<String> = Vec::new();
+        if let (false, Some(placed)) = (awaiting.is_empty(), &state.placed) {
+            let gateway = self.gateway_for(&state)?;
+            let payment_key = state.payment_key.as_ref().map(|key| key.as_str());
+            for (provider_refund_id, amount_minor) in &awaiting {
+                // Not reached or not answered: asked again on the next pass.
+                let Ok(Some(request)) = gateway.refund_request(provider_refund_id).await else {
+                    continue;
+                };
+                let decision = match request.decision {
+                    ProviderRefundDecisionFact::Pending => continue,
+                    ProviderRefundDecisionFact::Approved => {
+                        payledger_domain::order::ProviderRefundDecision::Approved {
+                            amount_minor: request.amount_minor,
+                            currency: request.currency,
+                        }
+                    }
+                    ProviderRefundDecisionFact::Rejected { ref failure } => {
+                        payledger_domain::order::ProviderRefundDecision::Rejected {
+                            failure: failure.clone(),
+                        }
+                    }
+                    ProviderRefundDecisionFact::Other => {
+                        held.push("status".to_string());
                         continue;
-                    };
-                    self.record_provider_refund_decision(
+                    }
+                };
+                let differences = refund_request_differences(
+                    &request,
+                    provider_refund_id,
+                    payment_key,
+                    *amount_minor,
+                    placed.amount.currency(),
+                );
+                if !differences.is_empty() {
+                    tracing::warn!(
+                        %order_id,
+                        provider_refund_id,
+                        ?differences,
+                        "held for review: the provider's refund request does not fit the refund awaited"
+                    );
+                    held.extend(differences);
+                    continue;
+                }
+                let recorded = self
+                    .record_provider_refund_decision(
                         order_id,
                         provider_refund_id,
-                        payledger_domain::order::ProviderRefundDecision::Approved {
-                            amount_minor: approved.cancel_amount_minor,
-                            currency: payment.currency,
-                        },
+                        decision,
                         OutcomeSource::Reconciler,
                     )
                     .await?;
-                    settled.push(format!("refund {provider_refund_id} (approved)"));
+                if !recorded.replay {
+                    settled.push(format!(
+                        "refund {provider_refund_id} ({})",
+                        request.provider_status
+                    ));
                 }
             }
+        }
+        if !held.is_empty() {
+            held.sort();
+            held.dedup();
+            return Err(PaymentError::ProviderDiscrepancy { differences: held });
         }
         Ok(match (settled.is_empty(), too_recent) {
             (false, _) => Reconciled::Settled(settled),
@@ -998,6 +1038,34 @@ impl Payments {
             .await?;
         Ok(Self::snapshot(executed, false))
     }
+}
+
+/// What differs between a refund request as the provider reports it and the refund the ledger
+/// awaits (the names of the differing facts); empty when it fits.
+fn refund_request_differences(
+    request: &ProviderRefundRequest,
+    provider_refund_id: &str,
+    payment_key: Option<&str>,
+    amount_minor: i64,
+    currency: payledger_domain::money::Currency,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    if request.provider_refund_id != provider_refund_id {
+        differences.push("provider_refund_id");
+    }
+    if Some(request.payment_key.as_str()) != payment_key {
+        differences.push("payment_key");
+    }
+    if !request.is_refund {
+        differences.push("action");
+    }
+    if request.amount_minor != amount_minor {
+        differences.push("amount");
+    }
+    if request.currency != currency {
+        differences.push("currency");
+    }
+    differences.into_iter().map(str::to_string).collect()
 }
 
 /// The error a confirm answers when the order's payment is under review for a discrepancy.
@@ -1051,4 +1119,62 @@ fn provider_call_span(
         request_id = context.request_id.as_deref().unwrap_or(""),
         actor = %context.actor,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payledger_domain::money::Currency;
+
+    fn rejected(payment_key: &str, amount_minor: i64, currency: Currency) -> ProviderRefundRequest {
+        ProviderRefundRequest {
+            provider_refund_id: "adj_1".into(),
+            payment_key: payment_key.into(),
+            is_refund: true,
+            amount_minor,
+            currency,
+            decision: ProviderRefundDecisionFact::Rejected {
+                failure: payledger_domain::provider_failure::ProviderFailure {
+                    class: payledger_domain::provider_failure::FailureClass::InvalidRequest,
+                    provider_code: "PADDLE_REFUND_REJECTED".into(),
+                    provider_message: "Paddle rejected the refund adjustment".into(),
+                },
+            },
+            provider_status: "rejected".into(),
+        }
+    }
+
+    #[test]
+    fn a_refund_request_that_fits_the_awaited_refund_has_no_differences() {
+        let request = rejected("txn_1", 1000, Currency::USD);
+        let differences =
+            refund_request_differences(&request, "adj_1", Some("txn_1"), 1000, Currency::USD);
+        assert!(differences.is_empty(), "{differences:?}");
+    }
+
+    #[test]
+    fn every_fact_of_a_refund_request_that_does_not_fit_is_named() {
+        let mut request = rejected("txn_other", 999, Currency::EUR);
+        request.is_refund = false;
+        let differences =
+            refund_request_differences(&request, "adj_2", Some("txn_1"), 1000, Currency::USD);
+        assert_eq!(
+            differences,
+            [
+                "provider_refund_id",
+                "payment_key",
+                "action",
+                "amount",
+                "currency"
+            ]
+        );
+        let unpaid = refund_request_differences(
+            &rejected("txn_1", 1000, Currency::USD),
+            "adj_1",
+            None,
+            1000,
+            Currency::USD,
+        );
+        assert_eq!(unpaid, ["payment_key"]);
+    }
 }

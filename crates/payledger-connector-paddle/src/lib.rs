@@ -46,7 +46,8 @@ use payledger_gateway::transport::{
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
-    PaymentGateway, ProviderCancel, ProviderPayment, RefundAnswer,
+    PaymentGateway, ProviderCancel, ProviderPayment, ProviderRefundDecisionFact,
+    ProviderRefundRequest, RefundAnswer,
 };
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -811,6 +812,47 @@ impl PaymentGateway for PaddleGateway {
             .map(|adjustment| RefundAnswer::AwaitingApproval {
                 provider_refund_id: adjustment.id,
             })
+    }
+
+    /// `GET /adjustments?id=…`: Paddle lists an adjustment whatever its status (pending
+    /// approval, approved, rejected, reversed), so a decision whose notification was lost is
+    /// found here.
+    async fn refund_request(
+        &self,
+        provider_refund_id: &str,
+    ) -> Result<Option<ProviderRefundRequest>, GatewayError> {
+        let Some(adjustment) = self.adjustment(provider_refund_id).await? else {
+            return Ok(None);
+        };
+        let money = adjustment
+            .money()
+            .map_err(|err| self.unreadable("list_adjustments", err))?;
+        let provider_status = serde_json::to_value(adjustment.status)
+            .ok()
+            .and_then(|status| status.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let decision = match adjustment.status {
+            AdjustmentStatus::PendingApproval => ProviderRefundDecisionFact::Pending,
+            AdjustmentStatus::Approved => ProviderRefundDecisionFact::Approved,
+            // The same failure the `adjustment.updated` notification records.
+            AdjustmentStatus::Rejected => ProviderRefundDecisionFact::Rejected {
+                failure: ProviderFailure {
+                    class: FailureClass::InvalidRequest,
+                    provider_code: "PADDLE_REFUND_REJECTED".to_owned(),
+                    provider_message: format!("Paddle {provider_status} the refund adjustment"),
+                },
+            },
+            AdjustmentStatus::Reversed => ProviderRefundDecisionFact::Other,
+        };
+        Ok(Some(ProviderRefundRequest {
+            provider_refund_id: adjustment.id,
+            payment_key: adjustment.transaction_id,
+            is_refund: adjustment.action == AdjustmentAction::Refund,
+            amount_minor: money.total_minor,
+            currency: money.currency,
+            decision,
+            provider_status,
+        }))
     }
 
     async fn issue_billing_key(
