@@ -65,3 +65,18 @@ CREATE TABLE IF NOT EXISTS reconciliation_subscription_charges (
     PRIMARY KEY (subscription_id, payment_key)
 );
 CREATE INDEX IF NOT EXISTS reconciliation_lines_by_payment_key ON reconciliation_lines (payment_key) WHERE matched AND order_id IS NULL;
+
+-- What left `provider_clearing` for an order or a flag other than its capture, refunds and
+-- settlement lines, as the journal posts it, for the aged `provider_clearing` balance: a lost
+-- dispute's withdrawn amount and fee, a won dispute's fee (`DisputeLost`, `DisputeWon`), and a
+-- write-off (`ReconciliationResolved`, `writtenOffMinor`). One row per event (its position);
+-- `order_id` NULL for a write-off of a flag that names no order (a subscription payment's line).
+CREATE TABLE IF NOT EXISTS reconciliation_clearing_taken (
+    global_position bigint      PRIMARY KEY,
+    provider        text        NOT NULL,
+    currency        text        NOT NULL,
+    order_id        text,
+    taken_minor     bigint      NOT NULL,
+    at              timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reconciliation_clearing_taken_by_order ON reconciliation_clearing_taken (order_id);

@@ -161,7 +161,13 @@ async fn paddle_charged_back(app: &TestApp, order_id: &str, txn: &str) {
             .json()
             .await
             .unwrap();
-        if order["refundableAmount"] == 0 {
+        // The dispute opened already refuses refunds: wait for it to be lost too.
+        if order["refundableAmount"] == 0
+            && timeline_summaries(app, order_id)
+                .await
+                .iter()
+                .any(|s| s.starts_with("dispute ") && s.contains(" lost: "))
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -321,6 +327,75 @@ async fn trial_balance(app: &TestApp) -> Value {
     assert_eq!(status, 200, "{books}");
     assert_eq!(books["balanced"], true, "{books}");
     books
+}
+
+/// `GET /v1/reconciliation`'s aged `provider_clearing` (`agedClearing`), as it stands now.
+async fn aged_clearing(app: &TestApp) -> Value {
+    app.wait_for_projections().await;
+    let (status, report) = json_of(
+        app.get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?from=2026-09-05&to=2026-10-14",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// What `agedClearing` says `provider` owes in `currency` (0 when it is not listed).
+fn aged_total(report: &Value, provider: &str, currency: &str) -> i64 {
+    report["agedClearing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["provider"] == provider && a["currency"] == currency)
+        .map(|a| {
+            let total = a["totalMinor"].as_i64().unwrap();
+            // The age buckets (every other `…Minor` field) add up to the total.
+            let buckets: i64 = a
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.ends_with("Minor") && k.as_str() != "totalMinor")
+                .map(|(_, v)| v.as_i64().unwrap())
+                .sum();
+            assert_eq!(buckets, total, "{a}");
+            total
+        })
+        .sum()
+}
+
+/// The aged `provider_clearing`, summed over the providers, is the journal's
+/// `provider_clearing` balance in every currency at the same moment; answers the report.
+async fn aged_clearing_is_the_journal(app: &TestApp, moment: &str) -> Value {
+    let books = trial_balance(app).await;
+    let report = aged_clearing(app).await;
+    for currency in ["KRW", "USD"] {
+        let aged: i64 = ["toss", "stripe", "paddle"]
+            .iter()
+            .map(|provider| aged_total(&report, provider, currency))
+            .sum();
+        assert_eq!(
+            aged,
+            balance(&books, "provider_clearing", currency),
+            "{moment}, {currency}: {report} against {books}"
+        );
+    }
+    let listed: Vec<&str> = report["agedClearing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["provider"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed
+            .iter()
+            .all(|p| ["toss", "stripe", "paddle"].contains(p)),
+        "{moment}: {report}"
+    );
+    report
 }
 
 async fn timeline_summaries(app: &TestApp, order_id: &str) -> Vec<String> {
@@ -501,6 +576,14 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // and its chargeback fee (1 500) from Monday's balance.
     let paddle_disputed = paddle_paid(&app, "week-paddle-chargeback").await;
     paddle_charged_back(&app, "week-paddle-chargeback", &paddle_disputed).await;
+    // The chargeback took the payment (1 000) and its fee (1 500) out of what Paddle owes, as
+    // the journal posts the lost dispute; the refund took its 1 000.
+    let owed = aged_clearing_is_the_journal(&app, "after the Paddle chargeback").await;
+    assert_eq!(
+        aged_total(&owed, "paddle", "USD"),
+        5 * 1_000 + 2 * 891 - 1_000 - 1_500,
+        "{owed}"
+    );
 
     // Tuesday: refunds on Toss and Stripe.
     set_clock(&app, monday() + Duration::days(1)).await;
@@ -564,6 +647,13 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
             );
         }
     }
+
+    // The aged clearing says the same, per provider: Paddle owes the short payout's 40 (its
+    // charged-back order closed by the chargeback line), Stripe its unsettled charge.
+    let owed = aged_clearing_is_the_journal(&app, "after the imports").await;
+    assert_eq!(aged_total(&owed, "paddle", "USD"), 40, "{owed}");
+    assert_eq!(aged_total(&owed, "stripe", "USD"), 4_000, "{owed}");
+    assert_eq!(aged_total(&owed, "toss", "KRW"), 0, "{owed}");
 
     // Clearing: every matched payment closed; what is left is exactly what Paddle itemised
     // short — the short payout's 40 (USD) — and Stripe's unsettled charge (4 000 USD); nothing
@@ -772,6 +862,9 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
         40 + 4_000,
         "{books}"
     );
+    // Written off, nothing is owed any more: the aged clearing is empty too.
+    let owed = aged_clearing_is_the_journal(&app, "after the write-offs").await;
+    assert_eq!(owed["agedClearing"], json!([]), "{owed}");
 
     // The log verifies (what `payledger audit verify` runs), the journal against it, and the
     // read models are their rebuild.

@@ -331,6 +331,28 @@ async fn a_stripe_order_is_confirmed_with_3ds_refunded_at_the_dashboard_disputed
     assert!(!text.contains("ATTENTION"), "{text}");
     assert!(!text.contains("dead-lettered"), "{text}");
     assert!(text.contains("NoLedgerEffect"), "{text}");
+
+    // What Stripe owes for the order by age (`agedClearing`) is the journal's provider_clearing:
+    // the lost 5 000 and the $15 fee are out of it before any settlement line arrives.
+    app.wait_for_projections().await;
+    let report: Value = app
+        .get_as(
+            &app.auditor_key,
+            "/v1/reconciliation?from=2026-01-01&to=2026-12-31",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let aged: i64 = report["agedClearing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["provider"] == "stripe" && a["currency"] == "USD")
+        .map(|a| a["totalMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(aged, balance(&trial, "provider_clearing"), "{report}");
+    assert_eq!(aged, -1_500, "{report}");
 }
 
 #[tokio::test]

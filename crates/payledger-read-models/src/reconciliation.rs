@@ -2,12 +2,15 @@
 //! (open until resolved), the daily report per provider and the aged `provider_clearing`
 //! balance: what each provider still owes for captures it has not settled, by age — orders'
 //! captures (from the orders read model) and subscription charges (read here from the
-//! subscription streams' `SubscriptionStarted`, `ChargeSucceeded` and `ProviderChargeReversed`).
+//! subscription streams' `SubscriptionStarted`, `ChargeSucceeded` and `ProviderChargeReversed`),
+//! less what else the journal takes out of `provider_clearing` (orders' `DisputeLost` and
+//! `DisputeWon`, write-offs).
 
 use crate::fold::bad;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use payledger_domain::codec;
+use payledger_domain::order::OrderEvent;
 use payledger_domain::reconciliation::ReconciliationEvent;
 use payledger_domain::streams::StreamKind;
 use payledger_domain::subscription::SubscriptionEvent;
@@ -30,6 +33,7 @@ impl Projection for ReconciliationProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &[
+            "reconciliation_clearing_taken",
             "reconciliation_flags",
             "reconciliation_lines",
             "reconciliation_subscription_charges",
@@ -49,10 +53,79 @@ impl Projection for ReconciliationProjection {
                 apply_one(conn, event, decoded).await?;
             } else if let Some(subscription_id) = StreamKind::Subscription.id_of(&event.stream_id) {
                 apply_subscription(conn, event, subscription_id).await?;
+            } else if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {
+                apply_order(conn, event, order_id).await?;
             }
         }
         Ok(())
     }
+}
+
+/// What a decided dispute takes out of `provider_clearing` for its order, as the journal posts
+/// it: a lost dispute's withdrawn amount and its fee, a won dispute's fee.
+async fn apply_order(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    order_id: &str,
+) -> Result<(), ProjectionError> {
+    if !matches!(event.event_type.as_str(), "DisputeLost" | "DisputeWon") {
+        return Ok(());
+    }
+    let decoded: OrderEvent =
+        codec::decode(&event.event_type, &event.payload).map_err(|e| bad(event, e.to_string()))?;
+    let (closed, taken_minor) = match decoded {
+        OrderEvent::DisputeLost(d) => {
+            let taken = d.withdrawn_minor.checked_add(d.fee_minor);
+            (d, taken)
+        }
+        OrderEvent::DisputeWon(d) => {
+            let fee = d.fee_minor;
+            (d, Some(fee))
+        }
+        _ => return Ok(()),
+    };
+    let taken_minor =
+        taken_minor.ok_or_else(|| bad(event, "dispute amounts overflow".to_string()))?;
+    insert_taken(
+        conn,
+        event,
+        &closed.provider,
+        closed.currency.code(),
+        Some(order_id),
+        taken_minor,
+        closed.at,
+    )
+    .await
+}
+
+/// One row of `reconciliation_clearing_taken` (nothing when nothing was taken).
+async fn insert_taken(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+    provider: &str,
+    currency: &str,
+    order_id: Option<&str>,
+    taken_minor: i64,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    if taken_minor == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO reconciliation_clearing_taken (global_position, provider, currency, \
+         order_id, taken_minor, at) VALUES ($1,$2,$3,$4,$5,$6) \
+         ON CONFLICT (global_position) DO NOTHING",
+    )
+    .bind(event.global_position)
+    .bind(provider)
+    .bind(currency)
+    .bind(order_id)
+    .bind(taken_minor)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(ProjectionError::Database)?;
+    Ok(())
 }
 
 /// A subscription's paid periods and what the provider took back of them: what the provider
@@ -110,7 +183,8 @@ async fn apply_subscription(
             )
             .bind(subscription_id)
             .bind(reversed.payment_key.to_string())
-            .bind(reversed.amount_minor)
+            // The journal gives the returned part of the fee back to clearing.
+            .bind(reversed.amount_minor - reversed.provider_fee_returned_minor)
             .bind(event.global_position)
             .execute(&mut *conn)
             .await
@@ -208,6 +282,27 @@ async fn apply_one(
             // Pair assertion: the aggregate resolves only an open flag.
             if updated.rows_affected() != 1 {
                 return Err(bad(event, "resolves a flag that is not open".to_string()));
+            }
+            if resolved.written_off_minor != 0 {
+                let provider: String = sqlx::query_scalar(
+                    "SELECT provider FROM reconciliation_flags WHERE stream_id = $1 AND kind = $2",
+                )
+                .bind(&event.stream_id)
+                .bind(resolved.kind.name())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+                let order_id = resolved.order_id.as_ref().map(|o| o.to_string());
+                insert_taken(
+                    conn,
+                    event,
+                    &provider,
+                    resolved.currency.code(),
+                    order_id.as_deref(),
+                    resolved.written_off_minor,
+                    resolved.at,
+                )
+                .await?;
             }
         }
     }
@@ -387,11 +482,13 @@ pub struct AgedClearing {
     pub total_minor: i64,
 }
 
-/// Per provider and currency: captured − refunded − settled (payout + fee of the matched lines,
-/// as the journal closes `provider_clearing`) of every paid order, and of every subscription
-/// charge (charged − taken back − its settled line's payout + fee, or − the provider fee the
-/// charge recorded while no line settled it), whose difference is not zero, bucketed by the age
-/// of its capture at `as_of`.
+/// Per provider and currency, as the journal posts `provider_clearing`: captured − refunded −
+/// settled (payout + fee of the matched lines; payout only of a dispute line, whose fee the
+/// dispute already took) − a decided dispute's withdrawal and fee − what was written off, of
+/// every paid order; of every subscription charge (charged − taken back net of the fee given
+/// back − its settled line's payout + fee, or − the provider fee the charge recorded while no
+/// line settled it); and write-offs naming no order (by the day written off); whose difference
+/// is not zero, bucketed by the age of its capture at `as_of`.
 pub async fn aged_clearing(
     pool: &PgPool,
     as_of: DateTime<Utc>,
@@ -399,12 +496,22 @@ pub async fn aged_clearing(
     let rows = sqlx::query(
         "WITH owed AS ( \
            SELECT o.provider, o.currency, o.paid_at, \
-                  o.captured_minor - o.refunded_minor - coalesce(s.settled, 0) AS owed \
+                  o.captured_minor - o.refunded_minor - coalesce(s.settled, 0) \
+                    - coalesce(d.taken, 0) AS owed \
              FROM rm.orders o \
-             LEFT JOIN (SELECT order_id, sum(payout_minor + fee_minor) AS settled \
+             LEFT JOIN (SELECT order_id, \
+                               sum(payout_minor \
+                                   + CASE WHEN kind = 'dispute' THEN 0 ELSE fee_minor END) \
+                                 AS settled \
                           FROM rm.reconciliation_lines WHERE matched GROUP BY order_id) s \
                     ON s.order_id = o.order_id \
+             LEFT JOIN (SELECT order_id, sum(taken_minor) AS taken \
+                          FROM rm.reconciliation_clearing_taken WHERE order_id IS NOT NULL \
+                         GROUP BY order_id) d ON d.order_id = o.order_id \
             WHERE o.captured_minor > 0 AND o.paid_at IS NOT NULL \
+           UNION ALL \
+           SELECT provider, currency, at AS paid_at, -taken_minor AS owed \
+             FROM rm.reconciliation_clearing_taken WHERE order_id IS NULL \
            UNION ALL \
            SELECT coalesce(t.billed_by, k.provider) AS provider, c.currency, \
                   c.charged_at AS paid_at, \
