@@ -139,8 +139,11 @@ pub(crate) async fn membership(app: &TestApp, customer: &str) -> i64 {
     wallet["membershipLevel"].as_i64().unwrap_or(-1)
 }
 
+/// Waits until the sandbox has delivered every Paddle notification and payledger has applied
+/// them. Up to 30 s: a delivery whose processing failed once (a provider lookup timing out on a
+/// loaded machine) is retried 5 s later by the inbox's schedule, and that must still count.
 pub(crate) async fn deliveries_settled(app: &TestApp) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let records = app.sandbox.paddle_deliveries();
         let pending: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM webhook_inbox WHERE provider = 'paddle' AND status = 'pending'",
@@ -153,7 +156,23 @@ pub(crate) async fn deliveries_settled(app: &TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("Paddle deliveries are still pending");
+    let still_pending: Vec<(Option<String>, i32, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, attempts, last_error FROM webhook_inbox \
+          WHERE provider = 'paddle' AND status = 'pending' ORDER BY id",
+    )
+    .fetch_all(&app.app_pool)
+    .await
+    .unwrap();
+    let undelivered = app
+        .sandbox
+        .paddle_deliveries()
+        .iter()
+        .filter(|r| !r.delivered)
+        .count();
+    panic!(
+        "Paddle deliveries are still pending: {undelivered} not delivered by the sandbox; \
+         pending in the inbox (event type, attempts, last error): {still_pending:?}"
+    );
 }
 
 pub(crate) async fn buy_credits(app: &TestApp, purchase: &str, order: &str) -> (u16, Value) {

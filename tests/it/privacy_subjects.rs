@@ -60,7 +60,10 @@ fn cli_vault(app: &TestApp) -> PrivacyVault {
         .expect("sealing is on")
 }
 
+/// The trial balance once every projection has caught up with the log, so that two readings
+/// around an erasure compare the same books, not a journal still catching up.
 async fn trial_balance(app: &TestApp) -> Value {
+    app.wait_for_projections().await;
     let (status, body) = call(app, &app.auditor_key, "/v1/journal/trial-balance", None).await;
     assert_eq!(status, 200, "{body}");
     body["accounts"].clone()
