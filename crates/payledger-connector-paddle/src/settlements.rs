@@ -35,7 +35,7 @@
 //! settlements"). So a transaction Paddle leaves out of its payout, or pays in a later one, is
 //! seen as the payout's difference, not on the order.
 
-use crate::wire::parse_amount;
+use crate::wire::{fee_given_back_minor, parse_amount};
 use crate::PaddleApiKey;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -155,7 +155,7 @@ struct WireAdjustmentTotals {
     earnings: String,
     currency_code: String,
     /// The part of `fee` Paddle keeps; the rest it gives back (read as the webhook relay reads
-    /// it, `AdjustmentWire::fee_returned_minor`). Absent: nothing retained.
+    /// it, `crate::wire::fee_given_back_minor`). Absent: nothing retained.
     #[serde(default)]
     retained_fee: Option<String>,
     #[serde(default)]
@@ -432,14 +432,7 @@ fn adjustment_line(
         Some(text) => parse_amount(text, "payout_totals.retained_fee").map_err(malformed)?,
         None => 0,
     };
-    if retained_fee < 0 || retained_fee > fee_on_amount {
-        return Err(SettlementError::Malformed(format!(
-            "adjustment {}: the retained fee is not within the fee",
-            clip(&adjustment.id)
-        )));
-    }
-    // What Paddle gave back of its fee.
-    let fee = fee_on_amount - retained_fee;
+    let fee = fee_given_back_minor(fee_on_amount, retained_fee).map_err(malformed)?;
     let earnings = parse_amount(&totals.earnings, "payout_totals.earnings").map_err(malformed)?;
     let chargeback_fee = match &totals.chargeback_fee {
         Some(c) => {

@@ -404,6 +404,17 @@ pub struct ChargebackFeeWire {
     pub amount: String,
 }
 
+/// What Paddle gives back of its fee with an adjustment: `payout_totals.fee − retained_fee`, the
+/// one reading of those two fields for the webhook relay and the settlement import alike.
+pub fn fee_given_back_minor(fee_minor: i64, retained_minor: i64) -> Result<i64, UnreadableAnswer> {
+    if fee_minor < 0 || retained_minor < 0 || retained_minor > fee_minor {
+        return Err(UnreadableAnswer(
+            "payout_totals: the retained fee is not within the fee".to_owned(),
+        ));
+    }
+    Ok(fee_minor - retained_minor)
+}
+
 impl AdjustmentWire {
     /// The chargeback fee Paddle passes on with this adjustment (`payout_totals.chargeback_fee
     /// .amount`), 0 when it states none.
@@ -445,12 +456,7 @@ impl AdjustmentWire {
         };
         let fee = amount(&payout.fee, "payout_totals.fee")?;
         let retained = amount(&payout.retained_fee, "payout_totals.retained_fee")?;
-        if fee < 0 || retained < 0 || retained > fee {
-            return Err(UnreadableAnswer(
-                "payout_totals: the retained fee is not within the fee".to_owned(),
-            ));
-        }
-        Ok(fee - retained)
+        fee_given_back_minor(fee, retained)
     }
 
     /// Whether it takes money back from the merchant once approved.
