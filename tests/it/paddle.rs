@@ -141,7 +141,8 @@ pub(crate) async fn membership(app: &TestApp, customer: &str) -> i64 {
 
 /// Waits until the sandbox has delivered every Paddle notification and payledger has applied
 /// them. Up to 30 s: a delivery whose processing failed once (a provider lookup timing out on a
-/// loaded machine) is retried 5 s later by the inbox's schedule, and that must still count.
+/// loaded machine) is retried 5 s later by the inbox's schedule, and one the receiver refused
+/// while busy is sent again by the sandbox within 3.5 s; both must still count.
 pub(crate) async fn deliveries_settled(app: &TestApp) {
     for _ in 0..300 {
         let records = app.sandbox.paddle_deliveries();
@@ -163,15 +164,17 @@ pub(crate) async fn deliveries_settled(app: &TestApp) {
     .fetch_all(&app.app_pool)
     .await
     .unwrap();
-    let undelivered = app
+    let undelivered: Vec<_> = app
         .sandbox
         .paddle_deliveries()
-        .iter()
+        .into_iter()
         .filter(|r| !r.delivered)
-        .count();
+        .map(|r| (r.event_type, r.attempts, r.last_status, r.last_error))
+        .collect();
     panic!(
-        "Paddle deliveries are still pending: {undelivered} not delivered by the sandbox; \
-         pending in the inbox (event type, attempts, last error): {still_pending:?}"
+        "Paddle deliveries are still pending: not delivered by the sandbox (event type, attempts, \
+         last status, last error): {undelivered:?}; pending in the inbox (event type, attempts, \
+         last error): {still_pending:?}"
     );
 }
 

@@ -22,6 +22,7 @@ mod behaviour;
 mod http;
 mod paddle;
 mod payouts;
+mod redelivery;
 mod settlements;
 mod store;
 mod stripe;

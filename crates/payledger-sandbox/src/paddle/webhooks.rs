@@ -7,6 +7,7 @@
 //! time, and payledger checks the timestamp against its wall clock too.
 
 use super::store::PendingEvent;
+use crate::redelivery::{retry_delay, MAX_DELIVERY_ATTEMPTS};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -15,8 +16,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Attempts per notification (Paddle retries for days; the sandbox's caller is on this machine).
-pub(crate) const MAX_DELIVERY_ATTEMPTS: u32 = 3;
 /// Notifications waiting to be sent; beyond this new ones are recorded as dropped.
 const QUEUE_CAPACITY: usize = 10_000;
 /// Delivery records kept for `GET /paddle/sandbox/deliveries`; the oldest go first.
@@ -34,6 +33,8 @@ pub struct PaddleDeliveryRecord {
     pub url: String,
     pub attempts: u32,
     pub last_status: Option<u16>,
+    /// Why the last attempt got no answer (connection refused, timed out), when it got none.
+    pub last_error: Option<String>,
     pub delivered: bool,
 }
 
@@ -126,6 +127,7 @@ impl PaddleDeliverer {
                             url: destination.url,
                             attempts: 0,
                             last_status: None,
+                            last_error: Some("the sandbox's delivery queue was full".to_owned()),
                             delivered: false,
                         },
                     );
@@ -184,12 +186,12 @@ async fn run(
                 url: destination.url.clone(),
                 attempts: 0,
                 last_status: None,
+                last_error: None,
                 delivered: false,
             };
             while entry.attempts < MAX_DELIVERY_ATTEMPTS && !entry.delivered {
                 if entry.attempts > 0 {
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(entry.attempts)))
-                        .await;
+                    tokio::time::sleep(retry_delay(entry.attempts)).await;
                 }
                 entry.attempts += 1;
                 let timestamp = chrono::Utc::now().timestamp();
@@ -206,10 +208,13 @@ async fn run(
                 match result {
                     Ok(response) => {
                         entry.last_status = Some(response.status().as_u16());
+                        entry.last_error = None;
                         entry.delivered = response.status().is_success();
                     }
                     Err(err) => {
-                        tracing::debug!(error = %err.without_url(), event_type = %job.event.event_type, "paddle webhook delivery failed");
+                        let err = err.without_url();
+                        entry.last_error = Some(err.to_string());
+                        tracing::debug!(error = %err, event_type = %job.event.event_type, "paddle webhook delivery failed");
                     }
                 }
             }
