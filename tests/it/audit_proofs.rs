@@ -83,7 +83,7 @@ async fn an_event_is_proven_part_of_a_signed_checkpoint_on_its_own_and_the_stand
     assert_eq!(status, 403, "for auditors and admins");
 
     // Seal with the server's own key, as `payledger audit checkpoint` does.
-    let directory = std::env::temp_dir().join(format!("payledger-tests-audit-{}", app.db.name));
+    let directory = payledger_tests::checkpoint_directory(&app.db.name);
     let files = AuditFiles {
         key_file: directory.join("audit-signing-key"),
         export_file: directory.join("audit-checkpoints.jsonl"),

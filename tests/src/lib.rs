@@ -28,6 +28,19 @@ pub struct TestApp {
     pub admin_key: String,
 }
 
+/// Where a test's server keeps its checkpoint key and export file: one directory per test
+/// database, because the default directory is shared.
+pub fn checkpoint_directory(database_name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("payledger-tests-audit-{database_name}"))
+}
+
+impl Drop for TestApp {
+    /// Removes the test's checkpoint directory: a full run makes about two hundred of them.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(checkpoint_directory(&self.db.name));
+    }
+}
+
 /// The keys `spawn_app` creates, in the order of [`TestApp`]'s key fields.
 pub const TEST_KEYS: &[(&str, Role)] = &[
     ("e2e", Role::Client),
@@ -128,9 +141,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.runner.poll_interval_ms = 100;
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);
-    // Each test's checkpoint key and export file apart: the default directory is shared.
-    settings.checkpoints.directory =
-        Some(std::env::temp_dir().join(format!("payledger-tests-audit-{}", db.name)));
+    settings.checkpoints.directory = Some(checkpoint_directory(&db.name));
     if let Some(start) = options.test_clock_start {
         settings.test_clock = true;
         settings.test_clock_start = Some(start);

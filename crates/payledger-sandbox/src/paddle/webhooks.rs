@@ -1,19 +1,19 @@
 //! Sends Paddle notifications to the configured destinations, signed as Paddle signs them:
 //! `Paddle-Signature: ts={unix seconds};h1={hex HMAC-SHA256(secret as UTF-8, "{ts}:{body}")}`.
 //!
-//! One worker sends every notification in the order events happened (Paddle does not promise
-//! order; the sandbox keeps it so tests read plainly), each up to [`MAX_DELIVERY_ATTEMPTS`]
-//! times. The signing time is the wall clock, as at Paddle: replay protection is about real
+//! One worker sends first attempts in the order events happened (Paddle does not promise order;
+//! the sandbox keeps it so tests read plainly); a notification that is refused is retried on its
+//! own task ([`crate::redelivery`]). The signing time is the wall clock, as at Paddle: replay protection is about real
 //! time, and payledger checks the timestamp against its wall clock too.
 
 use super::store::PendingEvent;
-use crate::redelivery::{retry_delay, MAX_DELIVERY_ATTEMPTS};
+use crate::redelivery::{self, MAX_CONCURRENT_RETRIES};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Notifications waiting to be sent; beyond this new ones are recorded as dropped.
@@ -178,50 +178,41 @@ async fn run(
     http: reqwest::Client,
     records: Arc<Mutex<Vec<PaddleDeliveryRecord>>>,
 ) {
+    let retries = Arc::new(Semaphore::new(MAX_CONCURRENT_RETRIES));
     while let Some(job) = receiver.recv().await {
-        for destination in &job.destinations {
-            let mut entry = PaddleDeliveryRecord {
-                event_id: job.event.event_id.clone(),
-                event_type: job.event.event_type.clone(),
-                url: destination.url.clone(),
-                attempts: 0,
-                last_status: None,
-                last_error: None,
-                delivered: false,
-            };
-            while entry.attempts < MAX_DELIVERY_ATTEMPTS && !entry.delivered {
-                if entry.attempts > 0 {
-                    tokio::time::sleep(retry_delay(entry.attempts)).await;
-                }
-                entry.attempts += 1;
+        for destination in job.destinations {
+            let (http, body) = (http.clone(), job.event.body.clone());
+            let url = destination.url.clone();
+            let request = move || {
                 let timestamp = chrono::Utc::now().timestamp();
-                let result = http
-                    .post(&destination.url)
+                http.post(&url)
                     .header("Content-Type", "application/json")
                     .header(
                         "Paddle-Signature",
-                        signature_header(&destination.secret, timestamp, &job.event.body),
+                        signature_header(&destination.secret, timestamp, &body),
                     )
-                    .body(job.event.body.clone())
-                    .send()
-                    .await;
-                match result {
-                    Ok(response) => {
-                        entry.last_status = Some(response.status().as_u16());
-                        entry.last_error = None;
-                        entry.delivered = response.status().is_success();
-                    }
-                    Err(err) => {
-                        let err = err.without_url();
-                        entry.last_error = Some(err.to_string());
-                        tracing::debug!(error = %err, event_type = %job.event.event_type, "paddle webhook delivery failed");
-                    }
+                    .body(body.clone())
+            };
+            let (records, event) = (records.clone(), job.event.clone());
+            let url = destination.url.clone();
+            redelivery::deliver(request, &retries, move |outcome| {
+                if !outcome.delivered {
+                    tracing::warn!(event_type = %event.event_type, attempts = outcome.attempts, "paddle webhook not delivered");
                 }
-            }
-            if !entry.delivered {
-                tracing::warn!(event_type = %job.event.event_type, attempts = entry.attempts, "paddle webhook not delivered");
-            }
-            record(&records, entry);
+                record(
+                    &records,
+                    PaddleDeliveryRecord {
+                        event_id: event.event_id,
+                        event_type: event.event_type,
+                        url,
+                        attempts: outcome.attempts,
+                        last_status: outcome.last_status,
+                        last_error: outcome.last_error,
+                        delivered: outcome.delivered,
+                    },
+                );
+            })
+            .await;
         }
     }
 }

@@ -1,19 +1,19 @@
 //! Sends Stripe events to webhook endpoints, signed as Stripe signs them:
 //! `Stripe-Signature: t={unix seconds},v1={hex HMAC-SHA256(secret as UTF-8, "{t}.{body}")}`.
 //!
-//! One worker per endpoint sends in the order events happened (Stripe does not promise order;
-//! the sandbox keeps it so tests read plainly), each delivery up to [`MAX_DELIVERY_ATTEMPTS`]
-//! times.
+//! One worker per endpoint sends first attempts in the order events happened (Stripe does not
+//! promise order; the sandbox keeps it so tests read plainly); a delivery that is refused is
+//! retried on its own task ([`crate::redelivery`]).
 
 use super::store::Delivery;
-use crate::redelivery::{retry_delay, MAX_DELIVERY_ATTEMPTS};
+use crate::redelivery::{self, MAX_CONCURRENT_RETRIES};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Deliveries waiting to be sent to one endpoint; beyond this new ones are recorded as dropped.
@@ -154,49 +154,43 @@ async fn run(
     http: reqwest::Client,
     records: Arc<Mutex<Vec<WebhookDeliveryRecord>>>,
 ) {
+    let retries = Arc::new(Semaphore::new(MAX_CONCURRENT_RETRIES));
     while let Some(delivery) = receiver.recv().await {
-        let mut entry = WebhookDeliveryRecord {
-            event_id: delivery.event_id.clone(),
-            event_type: delivery.event_type.clone(),
-            url: delivery.url.clone(),
-            attempts: 0,
-            last_status: None,
-            last_error: None,
-            delivered: false,
-        };
-        while entry.attempts < MAX_DELIVERY_ATTEMPTS && !entry.delivered {
-            if entry.attempts > 0 {
-                tokio::time::sleep(retry_delay(entry.attempts)).await;
-            }
-            entry.attempts += 1;
+        let http = http.clone();
+        let (url, secret, payload) = (
+            delivery.url.clone(),
+            delivery.secret.clone(),
+            delivery.payload.clone(),
+        );
+        let request = move || {
             let timestamp = chrono::Utc::now().timestamp();
-            let result = http
-                .post(&delivery.url)
+            http.post(&url)
                 .header("Content-Type", "application/json; charset=utf-8")
                 .header(
                     "Stripe-Signature",
-                    signature_header(&delivery.secret, timestamp, &delivery.payload),
+                    signature_header(&secret, timestamp, &payload),
                 )
-                .body(delivery.payload.clone())
-                .send()
-                .await;
-            match result {
-                Ok(response) => {
-                    entry.last_status = Some(response.status().as_u16());
-                    entry.last_error = None;
-                    entry.delivered = response.status().is_success();
-                }
-                Err(err) => {
-                    let err = err.without_url();
-                    entry.last_error = Some(err.to_string());
-                    tracing::debug!(error = %err, event_type = %delivery.event_type, "stripe webhook delivery failed");
-                }
+                .body(payload.clone())
+        };
+        let records = records.clone();
+        redelivery::deliver(request, &retries, move |outcome| {
+            if !outcome.delivered {
+                tracing::warn!(event_type = %delivery.event_type, attempts = outcome.attempts, "stripe webhook not delivered");
             }
-        }
-        if !entry.delivered {
-            tracing::warn!(event_type = %delivery.event_type, attempts = entry.attempts, "stripe webhook not delivered");
-        }
-        record(&records, entry);
+            record(
+                &records,
+                WebhookDeliveryRecord {
+                    event_id: delivery.event_id,
+                    event_type: delivery.event_type,
+                    url: delivery.url,
+                    attempts: outcome.attempts,
+                    last_status: outcome.last_status,
+                    last_error: outcome.last_error,
+                    delivered: outcome.delivered,
+                },
+            );
+        })
+        .await;
     }
 }
 
