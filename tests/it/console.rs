@@ -47,7 +47,7 @@ impl Drop for Browser {
 /// The key W3C WebDriver names an element reference with.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Long enough for a page of a loaded CI machine (eight builds beside the tests).
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -207,7 +207,7 @@ impl Browser {
             .ok_or_else(|| format!("no element reference in {found}"))
     }
 
-    /// Waits (up to 10 s) until `css` matches, and returns the element.
+    /// Waits (up to [`WAIT`]) until `css` matches, and returns the element.
     pub(crate) async fn wait_for(&self, css: &str) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
