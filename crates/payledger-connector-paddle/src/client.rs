@@ -14,14 +14,13 @@
 //! Paddle judging the request, which says nothing about Paddle's health.
 
 use crate::wire::ErrorEnvelope;
-use crate::Counters;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::CircuitBreaker;
+use payledger_gateway::retries::bump;
+use payledger_gateway::transport::ProviderTransport;
 use payledger_gateway::GatewayError;
 use rand::Rng as _;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest answer read from Paddle; a list of 50 transactions is well below it.
@@ -46,17 +45,16 @@ pub(crate) struct Call {
     pub kind: CallKind,
 }
 
-pub(crate) struct Engine {
-    pub provider_name: String,
-    pub authorization: HeaderValue,
-    pub http: reqwest::Client,
-    pub timeout: Duration,
-    pub lookup_timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub breaker: CircuitBreaker,
-    pub counters: Counters,
+/// Paddle's transport, with Paddle's own retry rules below (no idempotency key, so they depend
+/// on the call's kind).
+pub(crate) struct Engine(pub ProviderTransport);
+
+impl std::ops::Deref for Engine {
+    type Target = ProviderTransport;
+
+    fn deref(&self) -> &ProviderTransport {
+        &self.0
+    }
 }
 
 enum Attempt {
@@ -66,10 +64,6 @@ enum Attempt {
     NotSent(String),
     /// Sent, and no usable answer came back (timeout, broken answer, 5xx).
     Unknown(String, ProviderFailure),
-}
-
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Engine {

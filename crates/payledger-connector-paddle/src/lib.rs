@@ -36,26 +36,22 @@ pub mod wire;
 pub use client::paddle_code_class;
 
 use async_trait::async_trait;
-use client::{bump, Call, CallKind, Engine};
+use client::{Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
-use payledger_gateway::transport::{
-    checked_base_url, provider_client_builder, BaseUrlError, TransportLimits,
-};
+use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::retries::bump;
+use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
     PaymentGateway, ProviderCancel, ProviderPayment, ProviderRefundDecisionFact,
     ProviderRefundRequest, RefundAnswer,
 };
-use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
 use serde_json::json;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use wire::{
     AdjustmentAction, AdjustmentStatus, AdjustmentWire, CustomerWire, SubscriptionWire,
     TransactionWire, UnreadableAnswer,
@@ -143,17 +139,8 @@ impl PaddleConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PaddleConfigError {
-    #[error("base_url is not a URL: {0}")]
-    BaseUrl(String),
-    #[error("base_url must use https unless it points at this machine")]
-    InsecureBaseUrl,
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("the HTTP client could not be built: {0}")]
-    HttpClient(String),
-}
+/// Why a [`PaddleConfig`] was refused.
+pub type PaddleConfigError = ConnectorConfigError;
 
 /// Paddle sells in these of payledger's currencies (KRW and JPY zero-decimal).
 const SUPPORTED_CURRENCIES: [Currency; 5] = [
@@ -163,17 +150,6 @@ const SUPPORTED_CURRENCIES: [Currency; 5] = [
     Currency::KRW,
     Currency::JPY,
 ];
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    calls: AtomicU64,
-    attempts: AtomicU64,
-    failures: AtomicU64,
-    retries: AtomicU64,
-    short_circuited: AtomicU64,
-    refusals: AtomicU64,
-    outcome_unknown: AtomicU64,
-}
 
 /// When a cancel takes effect (`effective_from`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +181,6 @@ pub struct AdjustmentRequest {
 
 /// The Paddle client.
 pub struct PaddleGateway {
-    base_url: Url,
     engine: Engine,
 }
 
@@ -213,7 +188,7 @@ impl fmt::Debug for PaddleGateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PaddleGateway")
             .field("provider_name", &self.engine.provider_name)
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &self.engine.base_url.as_str())
             .field("circuit", &self.engine.breaker.state())
             .finish_non_exhaustive()
     }
@@ -229,11 +204,7 @@ impl PaddleGateway {
         config: PaddleConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<PaddleGateway, PaddleConfigError> {
-        let base_url = checked_base_url(&config.base_url).map_err(|err| match err {
-            BaseUrlError::Invalid(reason) => PaddleConfigError::BaseUrl(reason),
-            BaseUrlError::Insecure => PaddleConfigError::InsecureBaseUrl,
-        })?;
-        TransportLimits {
+        let limits = TransportLimits {
             connect_timeout_ms: config.connect_timeout_ms,
             timeout_ms: config.timeout_ms,
             lookup_timeout_ms: config.lookup_timeout_ms,
@@ -241,55 +212,26 @@ impl PaddleGateway {
             backoff_base_ms: config.backoff_base_ms,
             backoff_max_ms: config.backoff_max_ms,
             circuit: config.circuit,
-        }
-        .check()
-        .map_err(PaddleConfigError::OutOfRange)?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose())).map_err(
-                |_| PaddleConfigError::OutOfRange("the API key is not header-safe".to_owned()),
-            )?;
-        authorization.set_sensitive(true);
-        let http = provider_client_builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|err| PaddleConfigError::HttpClient(err.without_url().to_string()))?;
+        };
+        let authorization = format!("Bearer {}", config.api_key.expose());
+        let transport = ProviderTransport::build(
+            config.provider_name,
+            &config.base_url,
+            &authorization,
+            limits,
+            clock,
+        )?;
         Ok(PaddleGateway {
-            base_url,
-            engine: Engine {
-                provider_name: config.provider_name,
-                authorization,
-                http,
-                timeout: Duration::from_millis(config.timeout_ms),
-                lookup_timeout: Duration::from_millis(config.lookup_timeout_ms),
-                max_attempts: config.max_attempts,
-                backoff_base_ms: config.backoff_base_ms,
-                backoff_max_ms: config.backoff_max_ms,
-                breaker: CircuitBreaker::with_clock(config.circuit, clock),
-                counters: Counters::default(),
-            },
+            engine: Engine(transport),
         })
     }
 
     pub fn stats(&self) -> GatewayStats {
-        let counters = &self.engine.counters;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        GatewayStats {
-            calls: read(&counters.calls),
-            attempts: read(&counters.attempts),
-            failures: read(&counters.failures),
-            retries: read(&counters.retries),
-            short_circuited: read(&counters.short_circuited),
-            refusals: read(&counters.refusals),
-            outcome_unknown: read(&counters.outcome_unknown),
-        }
+        self.engine.counters.stats()
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.base_url.clone();
-        // Each segment is percent-encoded, so an id cannot reshape the path.
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
+        let mut url = self.engine.url(segments);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }

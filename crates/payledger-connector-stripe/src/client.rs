@@ -15,10 +15,10 @@
 use crate::codes;
 use crate::wire::{self, ErrorWire};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::CircuitBreaker;
-use payledger_gateway::retries::{Attempt, CallCounters, RetryLoop, Retryable};
+use payledger_gateway::retries::{Attempt, Retryable};
+use payledger_gateway::transport::ProviderTransport;
 use payledger_gateway::GatewayError;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use std::time::Duration;
 
@@ -45,32 +45,24 @@ pub(crate) struct Call<'a> {
     pub kind: CallKind,
 }
 
-pub(crate) struct Engine {
-    pub provider_name: String,
-    pub authorization: HeaderValue,
-    pub http: reqwest::Client,
-    pub timeout: Duration,
-    pub lookup_timeout: Duration,
-    pub max_attempts: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub breaker: CircuitBreaker,
-    pub counters: CallCounters,
+/// Stripe's transport, with the reading of Stripe's answers below.
+pub(crate) struct Engine(pub ProviderTransport);
+
+impl std::ops::Deref for Engine {
+    type Target = ProviderTransport;
+
+    fn deref(&self) -> &ProviderTransport {
+        &self.0
+    }
 }
 
 impl Engine {
     /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict
     /// (`payledger_gateway::retries`, the loop every connector shares).
     pub(crate) async fn execute(&self, call: Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        let retries = RetryLoop {
-            provider_name: &self.provider_name,
-            max_attempts: self.max_attempts,
-            backoff_base_ms: self.backoff_base_ms,
-            backoff_max_ms: self.backoff_max_ms,
-            breaker: &self.breaker,
-            counters: &self.counters,
-        };
-        retries.run(call.operation, || self.attempt(&call)).await
+        self.retry_loop()
+            .run(call.operation, || self.attempt(&call))
+            .await
     }
 
     /// One HTTP attempt, and whether Stripe allows another (`Stripe-Should-Retry`).

@@ -44,18 +44,16 @@ use async_trait::async_trait;
 use client::{Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
-use payledger_gateway::retries::{bump, CallCounters};
+use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::retries::bump;
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, ChargeBillingKeyRequest, CircuitState, ConfirmRequest,
     GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus, PaymentGateway,
     ProviderPayment, WebhookFact, WebhookFactError,
 };
-use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The provider name recorded in facts and events.
 pub const PROVIDER_NAME: &str = "stripe";
@@ -69,9 +67,7 @@ pub const STRIPE_API_VERSION: &str = "2024-06-20";
 /// `DEFAULT_STRIPE_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_sandbox";
 
-use payledger_gateway::transport::{
-    checked_base_url, provider_client_builder, BaseUrlError, TransportLimits,
-};
+use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
 pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};
@@ -154,17 +150,7 @@ impl StripeConfig {
 }
 
 /// Why a [`StripeConfig`] was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StripeConfigError {
-    #[error("base_url is not a URL: {0}")]
-    BaseUrl(String),
-    #[error("base_url must use https unless it points at this machine")]
-    InsecureBaseUrl,
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("the HTTP client could not be built: {0}")]
-    HttpClient(String),
-}
+pub type StripeConfigError = ConnectorConfigError;
 
 /// Every currency payledger settles in; Stripe charges all of them (KRW and JPY zero-decimal).
 const SUPPORTED_CURRENCIES: [Currency; 5] = [
@@ -177,7 +163,6 @@ const SUPPORTED_CURRENCIES: [Currency; 5] = [
 
 /// The Stripe client.
 pub struct StripeGateway {
-    base_url: Url,
     engine: Engine,
 }
 
@@ -185,7 +170,7 @@ impl fmt::Debug for StripeGateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StripeGateway")
             .field("provider_name", &self.engine.provider_name)
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &self.engine.base_url.as_str())
             .field("circuit", &self.engine.breaker.state())
             .finish_non_exhaustive()
     }
@@ -201,11 +186,7 @@ impl StripeGateway {
         config: StripeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<StripeGateway, StripeConfigError> {
-        let base_url = checked_base_url(&config.base_url).map_err(|err| match err {
-            BaseUrlError::Invalid(reason) => StripeConfigError::BaseUrl(reason),
-            BaseUrlError::Insecure => StripeConfigError::InsecureBaseUrl,
-        })?;
-        TransportLimits {
+        let limits = TransportLimits {
             connect_timeout_ms: config.connect_timeout_ms,
             timeout_ms: config.timeout_ms,
             lookup_timeout_ms: config.lookup_timeout_ms,
@@ -213,32 +194,17 @@ impl StripeGateway {
             backoff_base_ms: config.backoff_base_ms,
             backoff_max_ms: config.backoff_max_ms,
             circuit: config.circuit,
-        }
-        .check()
-        .map_err(StripeConfigError::OutOfRange)?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", config.secret_key.expose())).map_err(
-                |_| StripeConfigError::OutOfRange("secret key is not header-safe".to_owned()),
-            )?;
-        authorization.set_sensitive(true);
-        let http = provider_client_builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|err| StripeConfigError::HttpClient(err.without_url().to_string()))?;
+        };
+        let authorization = format!("Bearer {}", config.secret_key.expose());
+        let transport = ProviderTransport::build(
+            config.provider_name,
+            &config.base_url,
+            &authorization,
+            limits,
+            clock,
+        )?;
         Ok(StripeGateway {
-            base_url,
-            engine: Engine {
-                provider_name: config.provider_name,
-                authorization,
-                http,
-                timeout: Duration::from_millis(config.timeout_ms),
-                lookup_timeout: Duration::from_millis(config.lookup_timeout_ms),
-                max_attempts: config.max_attempts,
-                backoff_base_ms: config.backoff_base_ms,
-                backoff_max_ms: config.backoff_max_ms,
-                breaker: CircuitBreaker::with_clock(config.circuit, clock),
-                counters: CallCounters::default(),
-            },
+            engine: Engine(transport),
         })
     }
 
@@ -248,12 +214,7 @@ impl StripeGateway {
     }
 
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base_url.clone();
-        // Each segment is percent-encoded, so an id cannot reshape the path.
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        self.engine.url(segments)
     }
 
     fn unreadable(&self, operation: &'static str, err: UnreadableAnswer) -> GatewayError {

@@ -23,13 +23,13 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::{CircuitBreaker, CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
 use payledger_gateway::{
     BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
     ProviderPayment,
 };
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use std::fmt;
@@ -42,10 +42,8 @@ pub const TOSS_API_BASE_URL: &str = "https://api.tosspayments.com";
 /// The secret key the sandbox accepts by default (`payledger-sandbox`'s `DEFAULT_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "test_sk_sandbox";
 
-use payledger_gateway::retries::{bump, Attempt, CallCounters, RetryLoop, Retryable};
-use payledger_gateway::transport::{
-    checked_base_url, provider_client_builder, BaseUrlError, TransportLimits,
-};
+use payledger_gateway::retries::{bump, Attempt, Retryable};
+use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
 pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};
@@ -127,39 +125,20 @@ impl TossConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GatewayConfigError {
-    #[error("base_url is not a URL: {0}")]
-    BaseUrl(String),
-    #[error("base_url must use https unless it points at this machine")]
-    InsecureBaseUrl,
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("the HTTP client could not be built: {0}")]
-    HttpClient(String),
-}
+/// Why a [`TossConfig`] was refused.
+pub type GatewayConfigError = ConnectorConfigError;
 
 /// The Toss Payments client.
 pub struct TossGateway {
-    provider_name: String,
-    base_url: Url,
-    authorization: HeaderValue,
-    http: reqwest::Client,
-    timeout: Duration,
-    lookup_timeout: Duration,
-    max_attempts: u32,
-    backoff_base_ms: u64,
-    backoff_max_ms: u64,
-    breaker: CircuitBreaker,
-    counters: CallCounters,
+    transport: ProviderTransport,
 }
 
 impl fmt::Debug for TossGateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TossGateway")
-            .field("provider_name", &self.provider_name)
-            .field("base_url", &self.base_url.as_str())
-            .field("circuit", &self.breaker.state())
+            .field("provider_name", &self.transport.provider_name)
+            .field("base_url", &self.transport.base_url.as_str())
+            .field("circuit", &self.transport.breaker.state())
             .finish_non_exhaustive()
     }
 }
@@ -195,11 +174,7 @@ impl TossGateway {
         config: TossConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<TossGateway, GatewayConfigError> {
-        let base_url = checked_base_url(&config.base_url).map_err(|err| match err {
-            BaseUrlError::Invalid(reason) => GatewayConfigError::BaseUrl(reason),
-            BaseUrlError::Insecure => GatewayConfigError::InsecureBaseUrl,
-        })?;
-        TransportLimits {
+        let limits = TransportLimits {
             connect_timeout_ms: config.connect_timeout_ms,
             timeout_ms: config.timeout_ms,
             lookup_timeout_ms: config.lookup_timeout_ms,
@@ -207,64 +182,35 @@ impl TossGateway {
             backoff_base_ms: config.backoff_base_ms,
             backoff_max_ms: config.backoff_max_ms,
             circuit: config.circuit,
-        }
-        .check()
-        .map_err(GatewayConfigError::OutOfRange)?;
-
+        };
+        // Basic authentication with the secret key as the user name and no password.
         let encoded = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:", config.secret_key.expose()));
-        let mut authorization =
-            HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
-                GatewayConfigError::OutOfRange("secret key is not header-safe".to_owned())
-            })?;
-        authorization.set_sensitive(true);
-        let http = provider_client_builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|err| GatewayConfigError::HttpClient(err.without_url().to_string()))?;
-        Ok(TossGateway {
-            provider_name: config.provider_name,
-            base_url,
-            authorization,
-            http,
-            timeout: Duration::from_millis(config.timeout_ms),
-            lookup_timeout: Duration::from_millis(config.lookup_timeout_ms),
-            max_attempts: config.max_attempts,
-            backoff_base_ms: config.backoff_base_ms,
-            backoff_max_ms: config.backoff_max_ms,
-            breaker: CircuitBreaker::with_clock(config.circuit, clock),
-            counters: CallCounters::default(),
-        })
+        let transport = ProviderTransport::build(
+            config.provider_name,
+            &config.base_url,
+            &format!("Basic {encoded}"),
+            limits,
+            clock,
+        )?;
+        Ok(TossGateway { transport })
     }
 
     /// A snapshot of this gateway's counters.
     pub fn stats(&self) -> GatewayStats {
-        self.counters.stats()
+        self.transport.counters.stats()
     }
 
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base_url.clone();
-        // `cannot_be_a_base` was ruled out in the constructor, so the segments are editable;
-        // each segment is percent-encoded, so a key cannot reshape the path.
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        self.transport.url(segments)
     }
 
     /// Runs a call: attempts, retries with backoff, the circuit, and the final verdict
     /// (`payledger_gateway::retries`, the loop every connector shares).
     async fn execute(&self, call: Call<'_>) -> Result<Vec<u8>, GatewayError> {
-        let retries = RetryLoop {
-            provider_name: &self.provider_name,
-            max_attempts: self.max_attempts,
-            backoff_base_ms: self.backoff_base_ms,
-            backoff_max_ms: self.backoff_max_ms,
-            breaker: &self.breaker,
-            counters: &self.counters,
-        };
         // Toss has no "do not retry" answer: every retryable attempt may be tried again.
-        retries
+        self.transport
+            .retry_loop()
             .run(call.operation, || async {
                 (self.attempt(&call).await, true)
             })
@@ -273,14 +219,15 @@ impl TossGateway {
 
     async fn attempt(&self, call: &Call<'_>) -> Attempt {
         let timeout = match call.kind {
-            CallKind::MovesMoney => self.timeout,
-            CallKind::Lookup => self.lookup_timeout,
+            CallKind::MovesMoney => self.transport.timeout,
+            CallKind::Lookup => self.transport.lookup_timeout,
         };
         let mut request = self
+            .transport
             .http
             .request(call.method.clone(), call.url.clone())
             .timeout(timeout)
-            .header(AUTHORIZATION, self.authorization.clone());
+            .header(AUTHORIZATION, self.transport.authorization.clone());
         if let Some(key) = call.idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
@@ -364,8 +311,8 @@ impl TossGateway {
         parsed: Result<T, wire::UnreadableAnswer>,
     ) -> Result<T, GatewayError> {
         parsed.map_err(|err| {
-            bump(&self.counters.outcome_unknown);
-            tracing::error!(provider = %self.provider_name, operation, error = %err, "provider answered 2xx with a body payledger cannot read");
+            bump(&self.transport.counters.outcome_unknown);
+            tracing::error!(provider = %self.transport.provider_name, operation, error = %err, "provider answered 2xx with a body payledger cannot read");
             GatewayError::OutcomeUnknown {
                 reason: format!("{operation}: {err}"),
             }
@@ -381,8 +328,8 @@ impl TossGateway {
         if answered == asked {
             return Ok(());
         }
-        bump(&self.counters.outcome_unknown);
-        tracing::error!(provider = %self.provider_name, operation, "provider answered about a different payment than asked");
+        bump(&self.transport.counters.outcome_unknown);
+        tracing::error!(provider = %self.transport.provider_name, operation, "provider answered about a different payment than asked");
         Err(GatewayError::OutcomeUnknown {
             reason: format!("{operation}: the provider answered about a different payment"),
         })
@@ -392,7 +339,7 @@ impl TossGateway {
 #[async_trait]
 impl PaymentGateway for TossGateway {
     fn provider_name(&self) -> &str {
-        &self.provider_name
+        &self.transport.provider_name
     }
 
     fn supported_currencies(&self) -> &[Currency] {
@@ -514,7 +461,7 @@ impl PaymentGateway for TossGateway {
     }
 
     fn circuit_state(&self) -> CircuitState {
-        self.breaker.state()
+        self.transport.breaker.state()
     }
 
     fn stats(&self) -> Option<GatewayStats> {
