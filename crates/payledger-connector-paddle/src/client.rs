@@ -15,8 +15,8 @@
 
 use crate::wire::ErrorEnvelope;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_gateway::provider_client::ProviderTransport;
 use payledger_gateway::retries::bump;
-use payledger_gateway::transport::ProviderTransport;
 use payledger_gateway::GatewayError;
 use rand::Rng as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};

@@ -40,8 +40,9 @@ use client::{Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::provider_client::{ConnectorConfigError, ProviderTransport};
 use payledger_gateway::retries::bump;
-use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
+use payledger_gateway::transport::TransportLimits;
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,

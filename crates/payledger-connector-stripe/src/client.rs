@@ -15,8 +15,8 @@
 use crate::codes;
 use crate::wire::{self, ErrorWire};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_gateway::provider_client::ProviderTransport;
 use payledger_gateway::retries::{Attempt, Retryable};
-use payledger_gateway::transport::ProviderTransport;
 use payledger_gateway::GatewayError;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};

@@ -67,7 +67,8 @@ pub const STRIPE_API_VERSION: &str = "2024-06-20";
 /// `DEFAULT_STRIPE_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_sandbox";
 
-use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
+use payledger_gateway::provider_client::{ConnectorConfigError, ProviderTransport};
+use payledger_gateway::transport::TransportLimits;
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
 pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};

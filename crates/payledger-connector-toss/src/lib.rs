@@ -42,8 +42,9 @@ pub const TOSS_API_BASE_URL: &str = "https://api.tosspayments.com";
 /// The secret key the sandbox accepts by default (`payledger-sandbox`'s `DEFAULT_SECRET_KEY`).
 pub const SANDBOX_SECRET_KEY: &str = "test_sk_sandbox";
 
+use payledger_gateway::provider_client::{ConnectorConfigError, ProviderTransport};
 use payledger_gateway::retries::{bump, Attempt, Retryable};
-use payledger_gateway::transport::{ConnectorConfigError, ProviderTransport, TransportLimits};
+use payledger_gateway::transport::TransportLimits;
 /// Upper bounds on configuration, so a typo cannot make one call retry for an hour: the same
 /// for every connector (`payledger_gateway::transport`).
 pub use payledger_gateway::transport::{MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MS, MAX_TIMEOUT_MS};

@@ -16,6 +16,7 @@
 
 pub mod circuit;
 pub mod payouts;
+pub mod provider_client;
 pub mod provider_subscriptions;
 pub mod registry;
 pub mod retries;
