@@ -844,7 +844,7 @@ impl PaymentGateway for PaddleGateway {
             },
             AdjustmentStatus::Reversed => ProviderRefundDecisionFact::Other,
         };
-        let action = serde_json::to_value(&adjustment.action)
+        let action = serde_json::to_value(adjustment.action)
             .ok()
             .and_then(|action| action.as_str().map(str::to_owned))
             .unwrap_or_default();
