@@ -240,3 +240,87 @@ async fn a_rejection_in_another_currency_is_recorded_once_and_does_not_fail_the_
     assert_eq!(shown["refundedAmount"], 0, "{shown}");
     assert_eq!(trial_accounts(&app).await, before);
 }
+
+/// Each account's net (debit − credit) in the trial balance, the ones that are not zero.
+fn net_balances(accounts: &Value) -> Vec<(String, String, i64)> {
+    let mut net: Vec<(String, String, i64)> = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["account"].as_str().unwrap_or_default().to_owned(),
+                row["currency"].as_str().unwrap_or_default().to_owned(),
+                row["debit"].as_i64().unwrap() - row["credit"].as_i64().unwrap(),
+            )
+        })
+        .filter(|(_, _, net)| *net != 0)
+        .collect();
+    net.sort();
+    net
+}
+
+#[tokio::test]
+async fn a_refund_paddle_refuses_for_a_wrong_api_key_is_a_clear_error_and_refunds_nothing() {
+    let app = spawn().await;
+    let order_id = "order-paddle-refund-key";
+    let txn = paid_credit_order(&app, order_id).await;
+    deliveries_settled(&app).await;
+    let before = net_balances(&trial_accounts(&app).await);
+
+    // Paddle refuses payledger's API key from now on (wrong, revoked, or lacking a permission).
+    paddle(&app, "/sandbox/api-key-refused", json!({"requests": 50})).await;
+    let response = app
+        .client
+        .post(format!("{}/v1/orders/{order_id}/refunds", app.address))
+        .bearer_auth(&app.client_key)
+        .header("Idempotency-Key", "key-refused-1")
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "E_REFUND_REFUSED", "{refused}");
+    assert_eq!(refused["providerCode"], "forbidden", "{refused}");
+    let text = refused.to_string();
+    assert!(
+        !text.contains(payledger_sandbox::DEFAULT_PADDLE_API_KEY),
+        "the key never reaches an answer: {text}"
+    );
+    paddle(&app, "/sandbox/api-key-refused", json!({"requests": 0})).await;
+
+    // Nothing was refunded or held, Paddle holds no adjustment, and the books net to where
+    // they were (the intent and its failure are on the order's record, for support).
+    let unchanged = order_until(&app, order_id, |o| o["refundPendingAmount"] == 0).await;
+    assert_eq!(unchanged["refundedAmount"], 0, "{unchanged}");
+    assert_eq!(unchanged["refundableAmount"], 1000, "{unchanged}");
+    assert_eq!(unchanged["status"], "PAID", "{unchanged}");
+    let adjustments: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/adjustments?transaction_id={txn}",
+            app.sandbox.paddle_base_url()
+        ))
+        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(adjustments["data"], json!([]), "{adjustments}");
+    assert!(events_of(&app, order_id, "RefundCompleted")
+        .await
+        .is_empty());
+    assert!(events_of(&app, order_id, "RefundAwaitingProvider")
+        .await
+        .is_empty());
+    let failed = events_of(&app, order_id, "RefundFailed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        failed[0]["failure"]["providerCode"], "forbidden",
+        "{failed:?}"
+    );
+    assert_eq!(net_balances(&trial_accounts(&app).await), before);
+}
