@@ -41,6 +41,11 @@ CREATE INDEX IF NOT EXISTS orders_awaiting_outcome ON orders (updated_at)
 CREATE INDEX IF NOT EXISTS orders_refundable_by_service_start ON orders (service_starts_at)
     WHERE refundable_minor > 0;
 
+-- Refunds awaiting the provider whose request differs from them (`RefundDiscrepancyRecorded`),
+-- for support. Added 2026-12-06; rows folded before then cannot have one (the event is new),
+-- so the default is their true value and no rebuild is needed.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS refunds_under_review integer NOT NULL DEFAULT 0;
+
 -- The timeline: which events make up an order's history (its own stream's, and provider webhook
 -- deliveries that name it) and how to say each in one line. Everything else about an entry (type,
 -- time, actor, payload) is the event itself: the timeline API reads it from the log by position,

@@ -23,6 +23,7 @@ mod openapi;
 mod operations;
 mod paddle;
 mod paddle_membership;
+mod paddle_refund_discrepancies;
 mod paddle_refunds;
 mod paddle_webhooks;
 mod payments;

@@ -151,6 +151,10 @@ pub enum Reconciled {
     TooRecent,
     Settled(Vec<String>),
     StillUnknown(String),
+    /// A refund awaiting the provider whose request, as the provider reports it, differs from
+    /// it: recorded on the order (`RefundDiscrepancyRecorded`, once), and it keeps waiting for
+    /// support to review it. Each entry names a refund and what differs.
+    HeldForReview(Vec<String>),
 }
 
 /// Told of every discrepancy recorded between a provider and the ledger, with the provider's
@@ -943,80 +947,60 @@ impl Payments {
         }
         // Refunds the provider approves later (Paddle): its decision normally arrives as a
         // webhook; one whose notification was lost is found here by looking the request up by
-        // its id (approved or rejected alike), checked against the refund awaited before the
-        // decision is recorded. A request that does not fit is held for review: the refund
-        // keeps waiting and the pass answers the discrepancy.
-        let awaiting: Vec<(String, i64)> = state
+        // its id (approved or rejected alike). The order judges the request against the refund
+        // awaited: a fitting decision completes or fails it; a request that does not fit is
+        // recorded once as a `RefundDiscrepancyRecorded` (the refund keeps waiting), and the
+        // pass reports it held for review.
+        let awaiting: Vec<String> = state
             .refunds
             .values()
             .filter(|r| r.status == RefundStatus::AwaitingProvider)
             .filter(|r| now - r.requested_at >= older_than)
-            .filter_map(|r| r.provider_refund_id.clone().map(|id| (id, r.amount_minor)))
+            .filter_map(|r| r.provider_refund_id.clone())
             .collect();
         let mut held: Vec<String> = Vec::new();
-        if let (false, Some(placed)) = (awaiting.is_empty(), &state.placed) {
+        if !awaiting.is_empty() {
             let gateway = self.gateway_for(&state)?;
-            let payment_key = state.payment_key.as_ref().map(|key| key.as_str());
-            for (provider_refund_id, amount_minor) in &awaiting {
+            for provider_refund_id in &awaiting {
                 // Not reached or not answered: asked again on the next pass.
                 let Ok(Some(request)) = gateway.refund_request(provider_refund_id).await else {
                     continue;
                 };
-                let decision = match request.decision {
-                    ProviderRefundDecisionFact::Pending => continue,
-                    ProviderRefundDecisionFact::Approved => {
-                        payledger_domain::order::ProviderRefundDecision::Approved {
-                            amount_minor: request.amount_minor,
-                            currency: request.currency,
-                        }
-                    }
-                    ProviderRefundDecisionFact::Rejected { ref failure } => {
-                        payledger_domain::order::ProviderRefundDecision::Rejected {
-                            failure: failure.clone(),
-                        }
-                    }
-                    ProviderRefundDecisionFact::Other => {
-                        held.push("status".to_string());
-                        continue;
-                    }
-                };
-                let differences = refund_request_differences(
-                    &request,
-                    provider_refund_id,
-                    payment_key,
-                    *amount_minor,
-                    placed.amount.currency(),
-                );
-                if !differences.is_empty() {
-                    tracing::warn!(
-                        %order_id,
-                        provider_refund_id,
-                        ?differences,
-                        "held for review: the provider's refund request does not fit the refund awaited"
-                    );
-                    held.extend(differences);
-                    continue;
-                }
                 let recorded = self
                     .record_provider_refund_decision(
                         order_id,
                         provider_refund_id,
-                        decision,
+                        refund_fact(request),
                         OutcomeSource::Reconciler,
                     )
                     .await?;
-                if !recorded.replay {
-                    settled.push(format!(
-                        "refund {provider_refund_id} ({})",
-                        request.provider_status
-                    ));
+                let Some(refund) = recorded
+                    .state
+                    .refunds
+                    .values()
+                    .find(|r| r.provider_refund_id.as_deref() == Some(provider_refund_id))
+                else {
+                    continue;
+                };
+                match (&refund.status, &refund.discrepancy) {
+                    (RefundStatus::AwaitingProvider, Some(discrepancy)) => held.push(format!(
+                        "refund {provider_refund_id} held for review: {}",
+                        discrepancy
+                            .differences
+                            .iter()
+                            .map(|d| d.fact.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    (RefundStatus::Completed | RefundStatus::Failed, _) if !recorded.replay => {
+                        settled.push(format!("refund {provider_refund_id}"));
+                    }
+                    _ => {}
                 }
             }
         }
-        if !held.is_empty() {
-            held.sort();
-            held.dedup();
-            return Err(PaymentError::ProviderDiscrepancy { differences: held });
+        if !held.is_empty() && settled.is_empty() {
+            return Ok(Reconciled::HeldForReview(held));
         }
         Ok(match (settled.is_empty(), too_recent) {
             (false, _) => Reconciled::Settled(settled),
@@ -1040,32 +1024,24 @@ impl Payments {
     }
 }
 
-/// What differs between a refund request as the provider reports it and the refund the ledger
-/// awaits (the names of the differing facts); empty when it fits.
-fn refund_request_differences(
-    request: &ProviderRefundRequest,
-    provider_refund_id: &str,
-    payment_key: Option<&str>,
-    amount_minor: i64,
-    currency: payledger_domain::money::Currency,
-) -> Vec<String> {
-    let mut differences = Vec::new();
-    if request.provider_refund_id != provider_refund_id {
-        differences.push("provider_refund_id");
+/// The refund request as the provider reports it, for the order to judge.
+fn refund_fact(request: ProviderRefundRequest) -> order::ProviderRefundFact {
+    use order::ProviderRefundDecision as Decision;
+    order::ProviderRefundFact {
+        provider_refund_id: request.provider_refund_id,
+        payment_key: request.payment_key,
+        is_refund: request.is_refund,
+        action: request.action,
+        amount_minor: request.amount_minor,
+        currency: request.currency,
+        provider_status: request.provider_status,
+        decision: match request.decision {
+            ProviderRefundDecisionFact::Pending => Decision::Pending,
+            ProviderRefundDecisionFact::Approved => Decision::Approved,
+            ProviderRefundDecisionFact::Rejected { failure } => Decision::Rejected { failure },
+            ProviderRefundDecisionFact::Other => Decision::Unrecognised,
+        },
     }
-    if Some(request.payment_key.as_str()) != payment_key {
-        differences.push("payment_key");
-    }
-    if !request.is_refund {
-        differences.push("action");
-    }
-    if request.amount_minor != amount_minor {
-        differences.push("amount");
-    }
-    if request.currency != currency {
-        differences.push("currency");
-    }
-    differences.into_iter().map(str::to_string).collect()
 }
 
 /// The error a confirm answers when the order's payment is under review for a discrepancy.
@@ -1119,62 +1095,4 @@ fn provider_call_span(
         request_id = context.request_id.as_deref().unwrap_or(""),
         actor = %context.actor,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use payledger_domain::money::Currency;
-
-    fn rejected(payment_key: &str, amount_minor: i64, currency: Currency) -> ProviderRefundRequest {
-        ProviderRefundRequest {
-            provider_refund_id: "adj_1".into(),
-            payment_key: payment_key.into(),
-            is_refund: true,
-            amount_minor,
-            currency,
-            decision: ProviderRefundDecisionFact::Rejected {
-                failure: payledger_domain::provider_failure::ProviderFailure {
-                    class: payledger_domain::provider_failure::FailureClass::InvalidRequest,
-                    provider_code: "PADDLE_REFUND_REJECTED".into(),
-                    provider_message: "Paddle rejected the refund adjustment".into(),
-                },
-            },
-            provider_status: "rejected".into(),
-        }
-    }
-
-    #[test]
-    fn a_refund_request_that_fits_the_awaited_refund_has_no_differences() {
-        let request = rejected("txn_1", 1000, Currency::USD);
-        let differences =
-            refund_request_differences(&request, "adj_1", Some("txn_1"), 1000, Currency::USD);
-        assert!(differences.is_empty(), "{differences:?}");
-    }
-
-    #[test]
-    fn every_fact_of_a_refund_request_that_does_not_fit_is_named() {
-        let mut request = rejected("txn_other", 999, Currency::EUR);
-        request.is_refund = false;
-        let differences =
-            refund_request_differences(&request, "adj_2", Some("txn_1"), 1000, Currency::USD);
-        assert_eq!(
-            differences,
-            [
-                "provider_refund_id",
-                "payment_key",
-                "action",
-                "amount",
-                "currency"
-            ]
-        );
-        let unpaid = refund_request_differences(
-            &rejected("txn_1", 1000, Currency::USD),
-            "adj_1",
-            None,
-            1000,
-            Currency::USD,
-        );
-        assert_eq!(unpaid, ["payment_key"]);
-    }
 }

@@ -787,10 +787,15 @@ impl PaymentGateway for PaddleGateway {
             },
             AdjustmentStatus::Reversed => ProviderRefundDecisionFact::Other,
         };
+        let action = serde_json::to_value(adjustment.action)
+            .ok()
+            .and_then(|action| action.as_str().map(str::to_owned))
+            .unwrap_or_default();
         Ok(Some(ProviderRefundRequest {
             provider_refund_id: adjustment.id,
             payment_key: adjustment.transaction_id,
             is_refund: adjustment.action == AdjustmentAction::Refund,
+            action,
             amount_minor: money.total_minor,
             currency: money.currency,
             decision,

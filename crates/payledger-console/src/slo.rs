@@ -4,8 +4,8 @@
 //!
 //! Two sources, each for what it can answer:
 //! - **the log** (over the period, any process): `PaymentConfirmationStarted`,
-//!   `PaymentCaptured`, `PaymentFailed`, `ConfirmationRejected` (an amount mismatch) and
-//!   `PaymentDiscrepancyRecorded`, by commit time ([`payledger_store::recent`]). A confirmation's
+//!   `PaymentCaptured`, `PaymentFailed`, `ConfirmationRejected` (an amount mismatch),
+//!   `PaymentDiscrepancyRecorded` and `RefundDiscrepancyRecorded`, by commit time ([`payledger_store::recent`]). A confirmation's
 //!   latency is its outcome's commit time minus its start's: the provider call plus the appends,
 //!   which is what a client waits for less the request's parsing;
 //! - **this process's metrics** (since it started, as `/metrics` exports them): webhook
@@ -39,6 +39,7 @@ const TYPES: &[&str] = &[
     "PaymentFailed",
     "ConfirmationRejected",
     "PaymentDiscrepancyRecorded",
+    "RefundDiscrepancyRecorded",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -222,7 +223,8 @@ pub async fn dashboard(
                 }
             }
             "ConfirmationRejected" => bucket.rejected += 1,
-            "PaymentDiscrepancyRecorded" => bucket.discrepancies += 1,
+            // A refund request the provider reports differently is a provider discrepancy too.
+            "PaymentDiscrepancyRecorded" | "RefundDiscrepancyRecorded" => bucket.discrepancies += 1,
             _ => {}
         }
     }

@@ -21,6 +21,7 @@ pub mod privacy;
 pub mod provider_billed;
 pub mod provider_fact;
 pub mod provider_failure;
+pub mod provider_refund;
 pub mod reconciliation;
 pub mod refund_policy;
 pub mod reminder;

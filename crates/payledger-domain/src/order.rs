@@ -13,6 +13,8 @@ use crate::provider_fact::{
     Verdict,
 };
 use crate::provider_failure::{FailureClass, ProviderFailure};
+use crate::provider_refund::{AwaitedRefund, RefundDifference};
+pub use crate::provider_refund::{ProviderRefundDecision, ProviderRefundFact};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -103,27 +105,18 @@ pub enum OrderCommand {
         fact: DisputeFact,
         at: DateTime<Utc>,
     },
-    /// The provider decided a refund payledger submitted for its approval (Paddle's adjustment
-    /// approved or rejected), as its API reports it. Judged against the refund asked: an
-    /// approval of another amount or currency is refused ([`OrderError::ProviderDiscrepancy`]).
+    /// What the provider reports about a refund payledger submitted for its approval (Paddle's
+    /// adjustment: pending, approved or rejected), as its API reports it. Judged against the
+    /// refund awaited (id, payment, action, amount, currency, status): a fitting decision
+    /// completes or fails it; any difference is recorded as a `RefundDiscrepancyRecorded`, once
+    /// per distinct difference, and the refund keeps waiting.
     RecordProviderRefundDecision {
+        /// Which awaited refund: the id payledger holds for it.
         provider_refund_id: String,
-        decision: ProviderRefundDecision,
+        fact: ProviderRefundFact,
         /// `webhook` (the provider's notification) or `reconciler` (found by a lookup).
         source: OutcomeSource,
         at: DateTime<Utc>,
-    },
-}
-
-/// What a provider decided about a refund it was asked to approve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderRefundDecision {
-    Approved {
-        amount_minor: i64,
-        currency: Currency,
-    },
-    Rejected {
-        failure: ProviderFailure,
     },
 }
 
@@ -227,6 +220,26 @@ pub enum OrderEvent {
     /// The dispute was decided for the cardholder: the withdrawn amount and the fee leave
     /// `provider_clearing`.
     DisputeLost(DisputeClosed),
+    /// The provider's refund request (Paddle's adjustment) differs from the refund awaiting its
+    /// decision (id, payment, action, amount, currency or status). Nothing moves: the refund
+    /// keeps waiting with its amount held, and support must review it.
+    RefundDiscrepancyRecorded(RefundDiscrepancyRecorded),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundDiscrepancyRecorded {
+    pub refund_id: RefundId,
+    pub provider: String,
+    /// The id payledger holds for the refund request (Paddle `adj_…`).
+    pub provider_refund_id: String,
+    /// The request's status word as the provider reported it (`approved`, `rejected`, …).
+    pub provider_status: String,
+    /// Each differing fact, with the ledger's and the provider's value.
+    pub differences: Vec<RefundDifference>,
+    /// `webhook` (the provider's notification) or `reconciler` (found by a lookup).
+    pub source: OutcomeSource,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,6 +473,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::DisputeOpened(_) => "DisputeOpened",
             OrderEvent::DisputeWon(_) => "DisputeWon",
             OrderEvent::DisputeLost(_) => "DisputeLost",
+            OrderEvent::RefundDiscrepancyRecorded(_) => "RefundDiscrepancyRecorded",
         };
         name.to_string()
     }
@@ -586,6 +600,18 @@ pub struct RefundState {
     /// The provider's id of a refund it approves later (Paddle `adj_…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_refund_id: Option<String>,
+    /// The last difference recorded between the provider's request and this refund (a
+    /// `RefundDiscrepancyRecorded`): the same one seen again records nothing new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy: Option<RefundDiscrepancy>,
+}
+
+/// What a `RefundDiscrepancyRecorded` said, kept on the refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundDiscrepancy {
+    pub provider_status: String,
+    pub differences: Vec<RefundDifference>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -657,6 +683,15 @@ impl Order {
     /// client confirmed it with.
     pub fn is_payment_key(&self, key: &PaymentKey) -> bool {
         self.payment_key.as_ref() == Some(key) || self.client_payment_key.as_ref() == Some(key)
+    }
+
+    /// Refunds still awaiting the provider whose request, as the provider reported it, differs
+    /// from them (a `RefundDiscrepancyRecorded`): support must review each.
+    pub fn refunds_under_review(&self) -> usize {
+        self.refunds
+            .values()
+            .filter(|r| r.status == RefundStatus::AwaitingProvider && r.discrepancy.is_some())
+            .count()
     }
 
     /// Whether a dispute is open on the payment (refunds refused, settlement held).
@@ -743,17 +778,17 @@ impl Order {
             OrderCommand::RecordDispute { fact, at } => self.record_dispute(fact, at),
             OrderCommand::RecordProviderRefundDecision {
                 provider_refund_id,
-                decision,
+                fact,
                 source,
                 at,
-            } => self.record_provider_refund_decision(provider_refund_id, decision, source, at),
+            } => self.record_provider_refund_decision(provider_refund_id, fact, source, at),
         }
     }
 
     fn record_provider_refund_decision(
         &self,
         provider_refund_id: String,
-        decision: ProviderRefundDecision,
+        fact: ProviderRefundFact,
         source: OutcomeSource,
         at: DateTime<Utc>,
     ) -> Result<Vec<OrderEvent>, OrderError> {
@@ -771,35 +806,63 @@ impl Order {
             return Ok(vec![]);
         }
         let currency = placed.amount.currency();
-        Ok(vec![match decision {
-            ProviderRefundDecision::Approved {
-                amount_minor,
-                currency: approved_currency,
-            } => {
-                if amount_minor != refund.amount_minor || approved_currency != currency {
-                    return Err(OrderError::ProviderDiscrepancy);
-                }
-                OrderEvent::RefundCompleted(RefundCompleted {
+        let awaited = AwaitedRefund {
+            provider_refund_id: &provider_refund_id,
+            payment_key: self.payment_key.as_ref().map(|k| k.as_str()),
+            amount_minor: refund.amount_minor,
+            currency,
+        };
+        let differences = crate::provider_refund::refund_differences(&awaited, &fact);
+        if !differences.is_empty() {
+            let provider_status: String = fact
+                .provider_status
+                .chars()
+                .take(crate::provider_refund::MAX_DIFFERENCE_VALUE_CHARS)
+                .collect();
+            let seen = RefundDiscrepancy {
+                provider_status,
+                differences,
+            };
+            if refund.discrepancy.as_ref() == Some(&seen) {
+                // The same mismatch seen again (every reconciler pass, a redelivery).
+                return Ok(vec![]);
+            }
+            return Ok(vec![OrderEvent::RefundDiscrepancyRecorded(
+                RefundDiscrepancyRecorded {
                     refund_id: refund_id.clone(),
-                    amount_minor,
+                    provider: placed.provider.clone(),
+                    provider_refund_id,
+                    provider_status: seen.provider_status,
+                    differences: seen.differences,
+                    source,
+                    at,
+                },
+            )]);
+        }
+        Ok(match fact.decision {
+            ProviderRefundDecision::Pending | ProviderRefundDecision::Unrecognised => vec![],
+            ProviderRefundDecision::Approved => {
+                vec![OrderEvent::RefundCompleted(RefundCompleted {
+                    refund_id: refund_id.clone(),
+                    amount_minor: refund.amount_minor,
                     currency,
                     payee_id: placed.payee_id.clone(),
                     transaction_key: provider_refund_id,
                     source,
                     at,
-                })
+                })]
             }
             ProviderRefundDecision::Rejected { failure } => {
-                OrderEvent::RefundFailed(RefundFailed {
+                vec![OrderEvent::RefundFailed(RefundFailed {
                     refund_id: refund_id.clone(),
                     amount_minor: refund.amount_minor,
                     currency: Some(currency),
                     failure,
                     source,
                     at,
-                })
+                })]
             }
-        }])
+        })
     }
 
     fn record_provider_refund(
@@ -1381,6 +1444,7 @@ impl Aggregate for Order {
                         requested_at: requested.at,
                         failure: None,
                         provider_refund_id: None,
+                        discrepancy: None,
                     },
                 );
             }
@@ -1453,6 +1517,15 @@ impl Aggregate for Order {
                     dispute.fee_minor = closed.fee_minor;
                 }
                 self.dispute_lost_minor += closed.withdrawn_minor;
+            }
+            OrderEvent::RefundDiscrepancyRecorded(differs) => {
+                // Money state does not change: the refund keeps waiting with its amount held.
+                if let Some(refund) = self.refunds.get_mut(&differs.refund_id) {
+                    refund.discrepancy = Some(RefundDiscrepancy {
+                        provider_status: differs.provider_status,
+                        differences: differs.differences,
+                    });
+                }
             }
         }
     }

@@ -78,6 +78,8 @@ pub struct ProviderRefundRequest {
     pub payment_key: String,
     /// Whether the request is a refund (Paddle's action `refund`), not a credit or chargeback.
     pub is_refund: bool,
+    /// The provider's word for the action (`refund`, `credit`), for the record.
+    pub action: String,
     pub amount_minor: i64,
     pub currency: Currency,
     pub decision: ProviderRefundDecisionFact,

@@ -115,6 +115,11 @@ pub struct OrderBody {
     pub placed_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub fulfilled_at: Option<DateTime<Utc>>,
+    /// Refunds awaiting the provider whose request, as the provider reports it, differs from
+    /// them (another amount, currency, payment, action or status: a `RefundDiscrepancyRecorded`
+    /// on the timeline). Support must review each; absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refunds_under_review: i32,
     /// The order stream's version.
     pub version: i64,
     /// Global position of the last event this answer reflects; pass it as `minPosition` to read
@@ -170,6 +175,10 @@ pub fn without_client_secret(body: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&value).ok()
 }
 
+fn is_zero(count: &i32) -> bool {
+    *count == 0
+}
+
 fn status_name(status: OrderStatus) -> String {
     payledger_domain::codec::wire_name(&status)
 }
@@ -200,6 +209,7 @@ impl OrderBody {
             placed_at: placed.placed_at,
             paid_at: order.paid_at,
             fulfilled_at: order.fulfilled_at,
+            refunds_under_review: i32::try_from(order.refunds_under_review()).unwrap_or(i32::MAX),
             version: snapshot.version,
             position: snapshot.position,
             replay: snapshot.replay,
@@ -227,6 +237,7 @@ impl OrderBody {
             placed_at: view.placed_at,
             paid_at: view.paid_at,
             fulfilled_at: view.fulfilled_at,
+            refunds_under_review: view.refunds_under_review,
             version: view.stream_version,
             position: Some(view.last_position),
             replay: false,

@@ -46,6 +46,9 @@ pub struct OrderView {
     pub stream_version: i64,
     pub last_position: i64,
     pub updated_at: DateTime<Utc>,
+    /// Refunds awaiting the provider whose request differs from them (a
+    /// `RefundDiscrepancyRecorded`): support must review each.
+    pub refunds_under_review: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,12 +474,18 @@ impl<'a> OrderRow<'a> {
         rows.field(&order.fulfilled_at)?;
         rows.field(&self.row.stream_version)?;
         rows.field(&self.row.last_position)?;
-        rows.field(&self.row.updated_at)
+        rows.field(&self.row.updated_at)?;
+        rows.field(&refunds_under_review(order))
     }
 }
 
 /// Fields [`OrderRow::copy`] writes per row: the columns in [`ORDER_COLUMNS`].
-const ORDER_COLUMN_COUNT: i16 = 22;
+const ORDER_COLUMN_COUNT: i16 = 23;
+
+/// The `refunds_under_review` column: a count bounded by `MAX_REFUNDS_PER_ORDER`.
+fn refunds_under_review(order: &Order) -> i32 {
+    i32::try_from(order.refunds_under_review()).unwrap_or(i32::MAX)
+}
 
 /// Writes every folded row with one multi-row upsert.
 async fn save(
@@ -512,6 +521,7 @@ async fn save(
         c.stream_version.push(row.stream_version);
         c.last_position.push(row.last_position);
         c.updated_at.push(row.updated_at);
+        c.refunds_under_review.push(refunds_under_review(order));
     }
     if c.order_id.is_empty() {
         return Ok(());
@@ -520,18 +530,18 @@ async fn save(
         "INSERT INTO orders (order_id, status, amount_minor, currency, customer_id, payee_id, order_name, \
             provider, payment_key, captured_minor, refunded_minor, refund_pending_minor, refundable_minor, \
             last_failure_code, amount_mismatch_count, service_starts_at, placed_at, paid_at, fulfilled_at, \
-            stream_version, last_position, updated_at) \
+            stream_version, last_position, updated_at, refunds_under_review) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
             $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], \
             $14::text[], $15::int[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], \
-            $19::timestamptz[], $20::bigint[], $21::bigint[], $22::timestamptz[]) \
+            $19::timestamptz[], $20::bigint[], $21::bigint[], $22::timestamptz[], $23::int[]) \
          ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, payment_key = EXCLUDED.payment_key, \
             captured_minor = EXCLUDED.captured_minor, refunded_minor = EXCLUDED.refunded_minor, \
             refund_pending_minor = EXCLUDED.refund_pending_minor, refundable_minor = EXCLUDED.refundable_minor, \
             last_failure_code = EXCLUDED.last_failure_code, amount_mismatch_count = EXCLUDED.amount_mismatch_count, \
             paid_at = EXCLUDED.paid_at, fulfilled_at = EXCLUDED.fulfilled_at, \
             stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position, \
-            updated_at = EXCLUDED.updated_at",
+            updated_at = EXCLUDED.updated_at, refunds_under_review = EXCLUDED.refunds_under_review",
     )
     .bind(&c.order_id)
     .bind(&c.status)
@@ -555,6 +565,7 @@ async fn save(
     .bind(&c.stream_version)
     .bind(&c.last_position)
     .bind(&c.updated_at)
+    .bind(&c.refunds_under_review)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -584,6 +595,7 @@ struct Columns {
     stream_version: Vec<i64>,
     last_position: Vec<i64>,
     updated_at: Vec<DateTime<Utc>>,
+    refunds_under_review: Vec<i32>,
 }
 
 /// Timeline rows of a batch, written with one multi-row insert.
@@ -719,6 +731,18 @@ fn summarize(event: &OrderEvent) -> String {
             "dispute {} lost: {} {} withdrawn by {}, dispute fee {}",
             d.dispute_id, d.withdrawn_minor, d.currency, d.provider, d.fee_minor
         ),
+        OrderEvent::RefundDiscrepancyRecorded(d) => format!(
+            "ATTENTION: {} reports refund request {} ({}) differently from refund {}: {}; nothing was refunded, the refund keeps waiting, support must review",
+            d.provider,
+            d.provider_refund_id,
+            d.provider_status,
+            d.refund_id,
+            d.differences
+                .iter()
+                .map(|x| format!("{} {} (payledger {})", x.fact.name(), x.provider, x.expected))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -730,7 +754,7 @@ const ORDER_COLUMNS: &str =
     "order_id, status, amount_minor, currency, customer_id, payee_id, order_name, \
     provider, payment_key, captured_minor, refunded_minor, refund_pending_minor, refundable_minor, \
     last_failure_code, amount_mismatch_count, service_starts_at, placed_at, paid_at, fulfilled_at, \
-    stream_version, last_position, updated_at";
+    stream_version, last_position, updated_at, refunds_under_review";
 
 fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderView, sqlx::Error> {
     Ok(OrderView {
@@ -756,6 +780,7 @@ fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<OrderView, sqlx::Error>
         stream_version: row.try_get("stream_version")?,
         last_position: row.try_get("last_position")?,
         updated_at: row.try_get("updated_at")?,
+        refunds_under_review: row.try_get("refunds_under_review")?,
     })
 }
 

@@ -246,6 +246,7 @@ pub async fn start(
         deliverer: paddle_deliverer,
         max_body_bytes: config.max_body_bytes,
         failing_requests: std::sync::atomic::AtomicU32::new(0),
+        refused_key_requests: std::sync::atomic::AtomicU32::new(0),
     });
     let app_paddle = paddle_shared.clone();
     let paddle_renewer = tokio::spawn(paddle::http::renew_periodically(paddle_shared.clone()));

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | a refund payledger asked for (`POST /v1/orders/{id}/refunds`), approved | `RefundCompleted` of that refund (Paddle's amount and currency must be the refund's), then the credits clawed back |
 //! | a refund payledger asked for, rejected | `RefundFailed` of that refund (`PADDLE_REFUND_REJECTED`): the held amount is released, nothing moves |
+//! | a refund payledger asked for, approved or rejected, whose transaction, amount or currency is not the refund's | `RefundDiscrepancyRecorded` on the order (once: a redelivery records nothing new), outcome `provider_differs`; the refund keeps waiting, nothing moves |
 //! | a refund, pending approval, or rejected and not payledger's | nothing (the delivery is kept on record) |
 //! | a refund, approved | `ProviderRefundRecorded` on the order (within its capture, same currency), then the credits the order bought are clawed back (never below zero; the shortfall is recorded) |
 //! | a chargeback, approved | `DisputeOpened` + `DisputeClosed` (lost: Paddle took the amount; the fee is the chargeback fee Paddle passes on, `payout_totals.chargeback_fee.amount`) on the order |
@@ -26,7 +27,9 @@ use payledger_connector_paddle::ledger::AdjustmentReading;
 use payledger_domain::billing::SubscriptionId;
 use payledger_domain::ids::{OrderId, PaymentKey};
 use payledger_domain::money::Money;
-use payledger_domain::order::{Order, OrderError, ProviderRefundDecision, RefundStatus};
+use payledger_domain::order::{
+    Order, OrderError, ProviderRefundDecision, ProviderRefundFact, RefundStatus,
+};
 use payledger_domain::provider_billed::ProviderSubscriptionFact;
 use payledger_domain::provider_fact::{DisputeFact, DisputeStatus};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
@@ -260,11 +263,11 @@ impl PaddleApplier {
             }
             return Ok(None);
         }
+        // Paddle's amount, currency and transaction are checked for a rejection as for an
+        // approval: a request that does not fit the refund awaited is recorded on the order as
+        // a discrepancy (once), and the refund keeps waiting.
         let decision = if adjustment.approved {
-            ProviderRefundDecision::Approved {
-                amount_minor: adjustment.total_minor,
-                currency: adjustment.currency,
-            }
+            ProviderRefundDecision::Approved
         } else {
             ProviderRefundDecision::Rejected {
                 failure: ProviderFailure {
@@ -274,25 +277,66 @@ impl PaddleApplier {
                 },
             }
         };
+        let fact = ProviderRefundFact {
+            provider_refund_id: adjustment.id.clone(),
+            payment_key: adjustment.transaction_id.clone(),
+            is_refund: adjustment.reversal == Some(ChargeReversalKind::Refund),
+            action: adjustment.action.clone(),
+            amount_minor: adjustment.total_minor,
+            currency: adjustment.currency,
+            provider_status: adjustment.status.clone(),
+            decision,
+        };
         let snapshot = self
             .payments
             .record_provider_refund_decision(
                 order_id,
                 &adjustment.id,
-                decision,
+                fact,
                 payledger_domain::order::OutcomeSource::Webhook,
             )
             .await
-            .map_err(|err| match err {
-                PaymentError::Order(OrderError::ProviderDiscrepancy) => Failure::permanent(
-                    Some(order_id),
+            .map_err(|err| Failure::transient(Some(order_id), err.to_string()))?;
+        let refund = snapshot
+            .state
+            .refunds
+            .values()
+            .find(|r| r.provider_refund_id.as_deref() == Some(adjustment.id.as_str()));
+        if let Some(discrepancy) = refund
+            .filter(|r| r.status == RefundStatus::AwaitingProvider)
+            .and_then(|r| r.discrepancy.as_ref())
+        {
+            let differences = discrepancy
+                .differences
+                .iter()
+                .map(|d| {
                     format!(
-                        "held for review: Paddle approved adjustment {} for {} {}, not the refund payledger asked for on order {order_id}",
-                        adjustment.id, adjustment.total_minor, adjustment.currency
-                    ),
+                        "{} {} (payledger {})",
+                        d.fact.name(),
+                        d.provider,
+                        d.expected
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Ok(Some(Applied {
+                order_id: Some(order_id.to_string()),
+                verified: Some(WebhookVerified {
+                    order_id: Some(order_id.to_string()),
+                    provider_status: Some(adjustment.status.clone()),
+                    method: VerificationMethod::Signature,
+                    ..verified.clone()
+                }),
+                differs: None,
+                outcome: WebhookOutcome::ProviderDiffers,
+                detail: format!(
+                    "held for review: Paddle {} adjustment {} does not fit the refund payledger asked for on order {order_id}: {differences}{}; the refund keeps waiting",
+                    adjustment.status,
+                    adjustment.id,
+                    if snapshot.replay { " (already recorded)" } else { "" }
                 ),
-                other => Failure::transient(Some(order_id), other.to_string()),
-            })?;
+            }));
+        }
         let mut detail = format!(
             "Paddle {} refund {} of {} {} on order {order_id}{}",
             adjustment.status,

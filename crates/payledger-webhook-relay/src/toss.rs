@@ -147,6 +147,13 @@ pub(crate) async fn apply_payment_status(
                 Some(&order_id),
                 format!("the provider's answer is still unknown: {}", short(reason)),
             )),
+            Reconciled::HeldForReview(what) => Ok(Applied {
+                order_id: Some(order_id.to_string()),
+                verified,
+                differs: None,
+                outcome: WebhookOutcome::ProviderDiffers,
+                detail: format!("recorded on the order for review: {}", what.join("; ")),
+            }),
             Reconciled::NothingPending | Reconciled::TooRecent => Ok(Applied {
                 order_id: Some(order_id.to_string()),
                 verified,

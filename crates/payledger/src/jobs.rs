@@ -23,6 +23,9 @@ pub struct ReconcileReport {
     pub examined: usize,
     pub settled: usize,
     pub still_unknown: usize,
+    /// Orders with a refund whose provider request differs from it (recorded once on the
+    /// order; counted on every pass while it waits for support).
+    pub held_for_review: usize,
     pub expired: usize,
     pub errors: usize,
 }
@@ -61,6 +64,7 @@ pub async fn reconcile_once(
         match payments.reconcile_order(&order_id, older_than).await {
             Ok(Reconciled::Settled(_)) => report.settled += 1,
             Ok(Reconciled::StillUnknown(_)) => report.still_unknown += 1,
+            Ok(Reconciled::HeldForReview(_)) => report.held_for_review += 1,
             Ok(_) => {}
             Err(error) => {
                 report.errors += 1;

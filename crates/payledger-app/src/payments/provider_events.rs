@@ -7,7 +7,7 @@
 
 use super::*;
 use payledger_domain::money::Currency;
-use payledger_domain::order::ProviderRefundDecision;
+use payledger_domain::order::{ProviderRefundFact, RefundDiscrepancyRecorded};
 use payledger_domain::provider_fact::DisputeFact;
 use payledger_gateway::ProviderPayment;
 
@@ -62,14 +62,16 @@ impl Payments {
         Ok(Self::snapshot(executed, replay))
     }
 
-    /// Records a provider's decision on a refund payledger submitted for its approval (Paddle's
-    /// adjustment approved or rejected). `RefundNotFound`: no refund of this order awaits that
-    /// provider id (a refund made at the provider: the caller records it as such).
+    /// Records what the provider reports about a refund payledger submitted for its approval
+    /// (Paddle's adjustment pending, approved or rejected): the order judges it against the
+    /// refund awaited and completes or fails it, or records the discrepancy once (logged and
+    /// counted here) while the refund keeps waiting. `RefundNotFound`: no refund of this order
+    /// awaits that provider id (a refund made at the provider: the caller records it as such).
     pub async fn record_provider_refund_decision(
         &self,
         order_id: &OrderId,
         provider_refund_id: &str,
-        decision: ProviderRefundDecision,
+        fact: ProviderRefundFact,
         source: OutcomeSource,
     ) -> Result<OrderSnapshot, PaymentError> {
         let actor = match source {
@@ -81,13 +83,18 @@ impl Payments {
                 order_id,
                 OrderCommand::RecordProviderRefundDecision {
                     provider_refund_id: provider_refund_id.to_string(),
-                    decision,
+                    fact,
                     source,
                     at: self.clock.now(),
                 },
                 &RequestContext::system(actor),
             )
             .await?;
+        for event in &executed.events {
+            if let OrderEvent::RefundDiscrepancyRecorded(differs) = event {
+                self.refund_discrepancy_recorded(order_id, differs);
+            }
+        }
         let replay = executed.events.is_empty();
         Ok(Self::snapshot(executed, replay))
     }
@@ -110,5 +117,36 @@ impl Payments {
             .await?;
         let replay = executed.events.is_empty();
         Ok(Self::snapshot(executed, replay))
+    }
+}
+
+impl Payments {
+    /// Logs and counts a refund discrepancy where it is recorded (once: the order records the
+    /// same mismatch only once).
+    fn refund_discrepancy_recorded(&self, order_id: &OrderId, differs: &RefundDiscrepancyRecorded) {
+        let differences: Vec<String> = differs
+            .differences
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} expected {} got {}",
+                    d.fact.name(),
+                    d.expected,
+                    d.provider
+                )
+            })
+            .collect();
+        tracing::warn!(
+            %order_id,
+            refund_id = %differs.refund_id,
+            provider = %differs.provider,
+            provider_refund_id = %differs.provider_refund_id,
+            provider_status = %differs.provider_status,
+            ?differences,
+            "the provider's refund request differs from the refund awaited; nothing moved, support must review"
+        );
+        if let Some(observer) = &self.discrepancy_observer {
+            observer(&differs.provider);
+        }
     }
 }

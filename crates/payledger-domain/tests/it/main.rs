@@ -7,6 +7,7 @@ mod journal;
 mod operations;
 mod order;
 mod order_disputes;
+mod order_refund_discrepancies;
 mod payee;
 mod provider_billed;
 mod provider_facts;

@@ -581,13 +581,41 @@ fn awaiting_provider(id: &str, amount_minor: i64) -> OrderEvent {
     })
 }
 
-fn decided(id: &str, decision: ProviderRefundDecision) -> OrderCommand {
+/// The provider's request `adj_{id}` for the order's payment, refunding `amount_minor` KRW.
+fn provider_request(
+    id: &str,
+    amount_minor: i64,
+    decision: ProviderRefundDecision,
+) -> ProviderRefundFact {
+    let provider_status = match &decision {
+        ProviderRefundDecision::Pending => "pending_approval",
+        ProviderRefundDecision::Approved => "approved",
+        ProviderRefundDecision::Rejected { .. } => "rejected",
+        ProviderRefundDecision::Unrecognised => "reversed",
+    };
+    ProviderRefundFact {
+        provider_refund_id: format!("adj_{id}"),
+        payment_key: key().to_string(),
+        is_refund: true,
+        action: "refund".into(),
+        amount_minor,
+        currency: Currency::KRW,
+        provider_status: provider_status.into(),
+        decision,
+    }
+}
+
+fn decided_as(id: &str, fact: ProviderRefundFact) -> OrderCommand {
     OrderCommand::RecordProviderRefundDecision {
         provider_refund_id: format!("adj_{id}"),
-        decision,
+        fact,
         source: OutcomeSource::Webhook,
         at: t0(),
     }
+}
+
+fn decided(id: &str, decision: ProviderRefundDecision) -> OrderCommand {
+    decided_as(id, provider_request(id, 50_000, decision))
 }
 
 #[test]
@@ -632,10 +660,7 @@ fn the_providers_approval_completes_the_refund_as_asked_once() {
             awaiting_provider("r1", 50_000),
         ]
     };
-    let approved = || ProviderRefundDecision::Approved {
-        amount_minor: 50_000,
-        currency: Currency::KRW,
-    };
+    let approved = || ProviderRefundDecision::Approved;
     OrderTest::with(())
         .given(history())
         .when(decided("r1", approved()))
@@ -648,17 +673,28 @@ fn the_providers_approval_completes_the_refund_as_asked_once() {
             source: OutcomeSource::Webhook,
             at: t0(),
         })]);
-    // Another amount than asked is not recorded: the caller holds it for review.
+    // Another amount than asked completes nothing (`order_refund_discrepancies.rs`).
     OrderTest::with(())
         .given(history())
-        .when(decided(
+        .when(decided_as(
             "r1",
-            ProviderRefundDecision::Approved {
-                amount_minor: 40_000,
-                currency: Currency::KRW,
-            },
+            provider_request("r1", 40_000, ProviderRefundDecision::Approved),
         ))
-        .then_expect_error(OrderError::ProviderDiscrepancy);
+        .then_expect_events(vec![OrderEvent::RefundDiscrepancyRecorded(
+            RefundDiscrepancyRecorded {
+                refund_id: RefundId::parse("r1").unwrap(),
+                provider: "sandbox".into(),
+                provider_refund_id: "adj_r1".into(),
+                provider_status: "approved".into(),
+                differences: vec![payledger_domain::provider_refund::RefundDifference {
+                    fact: payledger_domain::provider_refund::RefundFact::Amount,
+                    expected: "50000".into(),
+                    provider: "40000".into(),
+                }],
+                source: OutcomeSource::Webhook,
+                at: t0(),
+            },
+        )]);
     // A redelivered approval changes nothing.
     let mut done = history();
     done.push(OrderEvent::RefundCompleted(RefundCompleted {

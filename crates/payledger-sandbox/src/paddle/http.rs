@@ -26,6 +26,9 @@ pub(crate) struct PaddleShared {
     pub max_body_bytes: usize,
     /// How many of the next API requests answer 503 (`POST /paddle/sandbox/outage`).
     pub failing_requests: AtomicU32,
+    /// How many of the next API requests answer 403 `forbidden`, as Paddle answers a wrong or
+    /// revoked API key (`POST /paddle/sandbox/api-key-refused`).
+    pub refused_key_requests: AtomicU32,
 }
 
 impl PaddleShared {
@@ -62,6 +65,7 @@ enum Operation {
     Chargeback(String),
     Notifications,
     Outage,
+    KeyRefused,
 }
 
 impl Operation {
@@ -76,6 +80,7 @@ impl Operation {
                 | Operation::Chargeback(_)
                 | Operation::Notifications
                 | Operation::Outage
+                | Operation::KeyRefused
         )
     }
 }
@@ -151,6 +156,9 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         Operation::Notifications
     });
     route!(config, post, "/sandbox/outage", |_| Operation::Outage);
+    route!(config, post, "/sandbox/api-key-refused", |_| {
+        Operation::KeyRefused
+    });
     config
         .route("/sandbox/deliveries", web::get().to(deliveries))
         .default_service(web::to(not_found));
@@ -194,6 +202,21 @@ async fn handle(
             "Paddle is unavailable (sandbox outage); try again later",
         ));
     }
+    if !operation.is_control()
+        && shared
+            .refused_key_requests
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    {
+        // What Paddle answers a key that is wrong, revoked or lacks the permission.
+        return respond(PaddleReply::error(
+            403,
+            "forbidden",
+            "You aren't permitted to perform this request.",
+        ));
+    }
     let body = match payload.to_bytes_limited(shared.max_body_bytes).await {
         Ok(Ok(bytes)) if bytes.is_empty() => Value::Null,
         Ok(Ok(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
@@ -219,6 +242,16 @@ async fn handle(
         .into_owned()
         .take(20)
         .collect();
+    if let Operation::KeyRefused = operation {
+        let requests = body["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            .min(u64::from(MAX_OUTAGE_REQUESTS)) as u32;
+        shared
+            .refused_key_requests
+            .store(requests, Ordering::SeqCst);
+        return respond(PaddleReply::ok(json!({ "requests": requests })));
+    }
     if let Operation::Outage = operation {
         let requests = body["requests"]
             .as_u64()
@@ -246,11 +279,11 @@ async fn handle(
             Operation::Checkout => store.checkout(&body),
             Operation::Advance(id) => store.advance_subscription(&id, &body),
             Operation::Dunning(id) => store.dunning_outcome(&id, &body),
-            Operation::Approve(id) => store.review_adjustment(&id, true),
-            Operation::Reject(id) => store.review_adjustment(&id, false),
+            Operation::Approve(id) => store.review_adjustment(&id, true, &body),
+            Operation::Reject(id) => store.review_adjustment(&id, false, &body),
             Operation::Chargeback(id) => store.chargeback(&id),
             Operation::Notifications => PaddleReply::ok(store.notifications()),
-            Operation::Outage => unreachable!("answered above"),
+            Operation::Outage | Operation::KeyRefused => unreachable!("answered above"),
         };
         (reply, store.take_events())
     };

@@ -1327,13 +1327,48 @@ impl PaddleStore {
     }
 
     /// `POST /paddle/sandbox/adjustments/{id}/{approve|reject}`: Paddle's review of a refund.
-    pub(crate) fn review_adjustment(&mut self, id: &str, approve: bool) -> PaddleReply {
+    /// `POST /paddle/sandbox/adjustments/{id}/approve` or `/reject`: Paddle reviews a refund.
+    /// A planted fault for tests: `{"total": "999", "currency_code": "EUR"}` (either or both)
+    /// makes Paddle's reviewed adjustment state another total (minor units) or currency than
+    /// was asked, as a decision the merchant's ledger must not take as its refund.
+    pub(crate) fn review_adjustment(
+        &mut self,
+        id: &str,
+        approve: bool,
+        body: &Value,
+    ) -> PaddleReply {
         let now = iso(self.now());
+        let total = match body.get("total") {
+            None | Some(Value::Null) => None,
+            Some(total) => match total.as_str().and_then(|t| t.parse::<i64>().ok()) {
+                Some(minor) if minor > 0 => Some(minor),
+                _ => return PaddleReply::invalid("total must be a positive string of minor units"),
+            },
+        };
+        let currency = match body.get("currency_code") {
+            None | Some(Value::Null) => None,
+            Some(code) => match code.as_str() {
+                Some(code) if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) => {
+                    Some(code.to_owned())
+                }
+                _ => return PaddleReply::invalid("currency_code must be three capital letters"),
+            },
+        };
         let Some(adjustment) = self.adjustments.get_mut(id) else {
             return PaddleReply::not_found("adjustment", id);
         };
         if adjustment.status != "pending_approval" {
             return PaddleReply::invalid("the adjustment is not pending approval");
+        }
+        if let Some(minor) = total {
+            adjustment.total_minor = minor;
+            adjustment.totals.subtotal = minor.to_string();
+            adjustment.totals.total = minor.to_string();
+            adjustment.totals.earnings = minor.to_string();
+        }
+        if let Some(code) = currency {
+            adjustment.totals.currency_code = code.clone();
+            adjustment.currency_code = code;
         }
         adjustment.status = if approve { "approved" } else { "rejected" }.to_owned();
         adjustment.updated_at = now;

@@ -1,0 +1,314 @@
+//! A refund submitted to a provider that approves refunds later (Paddle) whose request, as the
+//! provider reports it, does not fit the refund awaited: recorded once as a discrepancy, naming
+//! each differing fact with both values; the refund keeps waiting and no money moves.
+
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
+use payledger_domain::journal::post_order_event;
+use payledger_domain::money::{Currency, Money};
+use payledger_domain::order::*;
+use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
+use payledger_domain::provider_refund::{RefundDifference, RefundFact};
+
+type OrderTest = TestFramework<Order>;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap()
+}
+
+fn refund_id() -> RefundId {
+    RefundId::parse("r1").unwrap()
+}
+
+/// A Paddle order of 1 000 USD (minor units), paid by `txn_1`, with a full refund awaiting
+/// Paddle's decision on `adj_1`.
+fn awaiting() -> Vec<OrderEvent> {
+    vec![
+        OrderEvent::OrderPlaced(PlaceOrder {
+            order_id: OrderId::parse("order-0001").unwrap(),
+            amount: Money::new(1_000, Currency::USD).unwrap(),
+            customer_id: CustomerId::parse("cust_1").unwrap(),
+            payee_id: PayeeId::parse("payee_1").unwrap(),
+            order_name: "100 credits".into(),
+            provider: "paddle".into(),
+            service_starts_at: None,
+            placed_at: t0(),
+        }),
+        OrderEvent::PaymentCaptured(PaymentCaptured {
+            payment_key: PaymentKey::parse("txn_1").unwrap(),
+            amount_minor: 1_000,
+            currency: Currency::USD,
+            payee_id: PayeeId::parse("payee_1").unwrap(),
+            approved_at: t0(),
+            method: None,
+            source: OutcomeSource::Webhook,
+        }),
+        OrderEvent::RefundRequested(RefundRequested {
+            refund_id: refund_id(),
+            amount_minor: 1_000,
+            currency: Currency::USD,
+            reason: "changed my mind".into(),
+            idempotency_key: "order-order-0001:refund:r1".into(),
+            at: t0(),
+            customer_id: None,
+            reason_digest: None,
+        }),
+        OrderEvent::RefundAwaitingProvider(RefundAwaitingProvider {
+            refund_id: refund_id(),
+            provider: "paddle".into(),
+            provider_refund_id: "adj_1".into(),
+            amount_minor: 1_000,
+            currency: Currency::USD,
+            at: t0(),
+        }),
+    ]
+}
+
+fn rejected() -> ProviderRefundDecision {
+    ProviderRefundDecision::Rejected {
+        failure: ProviderFailure {
+            class: FailureClass::InvalidRequest,
+            provider_code: "PADDLE_REFUND_REJECTED".into(),
+            provider_message: "Paddle rejected the refund adjustment".into(),
+        },
+    }
+}
+
+/// Paddle's adjustment `adj_1` as its API reports it, with `amount_minor` in `currency`.
+fn adjustment(
+    amount_minor: i64,
+    currency: Currency,
+    decision: ProviderRefundDecision,
+) -> ProviderRefundFact {
+    let provider_status = match &decision {
+        ProviderRefundDecision::Pending => "pending_approval",
+        ProviderRefundDecision::Approved => "approved",
+        ProviderRefundDecision::Rejected { .. } => "rejected",
+        ProviderRefundDecision::Unrecognised => "reversed",
+    };
+    ProviderRefundFact {
+        provider_refund_id: "adj_1".into(),
+        payment_key: "txn_1".into(),
+        is_refund: true,
+        action: "refund".into(),
+        amount_minor,
+        currency,
+        provider_status: provider_status.into(),
+        decision,
+    }
+}
+
+fn judged(fact: ProviderRefundFact, source: OutcomeSource) -> OrderCommand {
+    OrderCommand::RecordProviderRefundDecision {
+        provider_refund_id: "adj_1".into(),
+        fact,
+        source,
+        at: t0(),
+    }
+}
+
+fn difference(fact: RefundFact, expected: &str, provider: &str) -> RefundDifference {
+    RefundDifference {
+        fact,
+        expected: expected.into(),
+        provider: provider.into(),
+    }
+}
+
+fn recorded(
+    provider_status: &str,
+    differences: Vec<RefundDifference>,
+    source: OutcomeSource,
+) -> OrderEvent {
+    OrderEvent::RefundDiscrepancyRecorded(RefundDiscrepancyRecorded {
+        refund_id: refund_id(),
+        provider: "paddle".into(),
+        provider_refund_id: "adj_1".into(),
+        provider_status: provider_status.into(),
+        differences,
+        source,
+        at: t0(),
+    })
+}
+
+fn fold(events: &[OrderEvent]) -> Order {
+    let mut order = Order::default();
+    for event in events {
+        order.apply(event.clone());
+    }
+    order
+}
+
+#[test]
+fn an_approval_of_another_amount_and_currency_is_a_discrepancy_naming_both_values() {
+    OrderTest::with(())
+        .given(awaiting())
+        .when(judged(
+            adjustment(999, Currency::EUR, ProviderRefundDecision::Approved),
+            OutcomeSource::Reconciler,
+        ))
+        .then_expect_events(vec![recorded(
+            "approved",
+            vec![
+                difference(RefundFact::Amount, "1000", "999"),
+                difference(RefundFact::Currency, "USD", "EUR"),
+            ],
+            OutcomeSource::Reconciler,
+        )]);
+}
+
+#[test]
+fn a_rejection_of_another_amount_is_a_discrepancy_not_a_failed_refund() {
+    OrderTest::with(())
+        .given(awaiting())
+        .when(judged(
+            adjustment(500, Currency::USD, rejected()),
+            OutcomeSource::Webhook,
+        ))
+        .then_expect_events(vec![recorded(
+            "rejected",
+            vec![difference(RefundFact::Amount, "1000", "500")],
+            OutcomeSource::Webhook,
+        )]);
+}
+
+#[test]
+fn every_differing_fact_of_the_request_is_named() {
+    let mut other = adjustment(1_000, Currency::USD, ProviderRefundDecision::Unrecognised);
+    other.provider_refund_id = "adj_2".into();
+    other.payment_key = "txn_2".into();
+    other.is_refund = false;
+    other.action = "credit".into();
+    OrderTest::with(())
+        .given(awaiting())
+        .when(judged(other, OutcomeSource::Reconciler))
+        .then_expect_events(vec![recorded(
+            "reversed",
+            vec![
+                difference(RefundFact::ProviderRefundId, "adj_1", "adj_2"),
+                difference(RefundFact::PaymentKey, "txn_1", "txn_2"),
+                difference(RefundFact::Action, "refund", "credit"),
+                difference(
+                    RefundFact::Status,
+                    "pending_approval, approved or rejected",
+                    "reversed",
+                ),
+            ],
+            OutcomeSource::Reconciler,
+        )]);
+}
+
+#[test]
+fn the_same_mismatch_seen_again_records_nothing_new() {
+    let differs = || adjustment(999, Currency::USD, ProviderRefundDecision::Approved);
+    let mut history = awaiting();
+    history.push(recorded(
+        "approved",
+        vec![difference(RefundFact::Amount, "1000", "999")],
+        OutcomeSource::Reconciler,
+    ));
+    // The next reconciler pass, and the notification of the same approval.
+    OrderTest::with(())
+        .given(history.clone())
+        .when(judged(differs(), OutcomeSource::Reconciler))
+        .then_expect_events(vec![]);
+    OrderTest::with(())
+        .given(history.clone())
+        .when(judged(differs(), OutcomeSource::Webhook))
+        .then_expect_events(vec![]);
+    // What Paddle reports changed (another amount): that is a new fact, recorded.
+    OrderTest::with(())
+        .given(history)
+        .when(judged(
+            adjustment(998, Currency::USD, ProviderRefundDecision::Approved),
+            OutcomeSource::Reconciler,
+        ))
+        .then_expect_events(vec![recorded(
+            "approved",
+            vec![difference(RefundFact::Amount, "1000", "998")],
+            OutcomeSource::Reconciler,
+        )]);
+}
+
+#[test]
+fn a_discrepancy_moves_no_money_and_the_refund_keeps_waiting() {
+    let mut history = awaiting();
+    let before = fold(&history);
+    let discrepancy = recorded(
+        "approved",
+        vec![difference(RefundFact::Amount, "1000", "999")],
+        OutcomeSource::Reconciler,
+    );
+    history.push(discrepancy.clone());
+    let after = fold(&history);
+    after.assert_invariants();
+    assert_eq!(after.status, OrderStatus::Paid);
+    assert_eq!(
+        (
+            after.captured_minor,
+            after.refunded_minor,
+            after.refund_pending_minor,
+            after.refundable_minor()
+        ),
+        (
+            before.captured_minor,
+            before.refunded_minor,
+            before.refund_pending_minor,
+            before.refundable_minor()
+        )
+    );
+    let refund = &after.refunds[&refund_id()];
+    assert_eq!(refund.status, RefundStatus::AwaitingProvider);
+    assert_eq!(after.refunds_under_review(), 1);
+    assert_eq!(before.refunds_under_review(), 0);
+    // The journal posts nothing for it.
+    assert!(post_order_event(&discrepancy, None).is_empty());
+    // A pending request that fits records nothing; Paddle deciding the request as asked
+    // afterwards still completes the refund.
+    OrderTest::with(())
+        .given(history.clone())
+        .when(judged(
+            adjustment(1_000, Currency::USD, ProviderRefundDecision::Pending),
+            OutcomeSource::Reconciler,
+        ))
+        .then_expect_events(vec![]);
+    OrderTest::with(())
+        .given(history)
+        .when(judged(
+            adjustment(1_000, Currency::USD, ProviderRefundDecision::Approved),
+            OutcomeSource::Webhook,
+        ))
+        .then_expect_events(vec![OrderEvent::RefundCompleted(RefundCompleted {
+            refund_id: refund_id(),
+            amount_minor: 1_000,
+            currency: Currency::USD,
+            payee_id: PayeeId::parse("payee_1").unwrap(),
+            transaction_key: "adj_1".into(),
+            source: OutcomeSource::Webhook,
+            at: t0(),
+        })]);
+}
+
+#[test]
+fn a_rejection_that_fits_still_fails_the_refund() {
+    OrderTest::with(())
+        .given(awaiting())
+        .when(judged(
+            adjustment(1_000, Currency::USD, rejected()),
+            OutcomeSource::Webhook,
+        ))
+        .then_expect_events(vec![OrderEvent::RefundFailed(RefundFailed {
+            refund_id: refund_id(),
+            amount_minor: 1_000,
+            currency: Some(Currency::USD),
+            failure: ProviderFailure {
+                class: FailureClass::InvalidRequest,
+                provider_code: "PADDLE_REFUND_REJECTED".into(),
+                provider_message: "Paddle rejected the refund adjustment".into(),
+            },
+            source: OutcomeSource::Webhook,
+            at: t0(),
+        })]);
+}
