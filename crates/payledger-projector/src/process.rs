@@ -88,7 +88,8 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// Handles `events` (those it [`wants`](ProcessManager::wants) of one batch, in log order)
     /// with the same effect as [`handle`](ProcessManager::handle) on each in turn, which is
     /// what the default does. A process manager whose state writes batch well overrides it to
-    /// write many events' state in one statement. On failure it names the first event not
+    /// write many events' state in one statement, and one whose decisions wait on commands to
+    /// have many in flight with [`handle_in_chains`]. On failure it names the first event not
     /// handled: everything before it must be done, in `state`'s transaction.
     async fn handle_many(
         &self,
