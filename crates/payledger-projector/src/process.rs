@@ -27,6 +27,9 @@
 /// After a wake-up, how long a process manager waits for more events to batch.
 const COALESCE_MS: u64 = 5;
 
+mod chains;
+pub use chains::{chains_of, handle_in_chains, MAX_CHAINS_IN_FLIGHT};
+
 use crate::{PositionSender, Wakeup};
 use async_trait::async_trait;
 use payledger_store::{read_all, RecordedEvent};
@@ -85,7 +88,8 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// Handles `events` (those it [`wants`](ProcessManager::wants) of one batch, in log order)
     /// with the same effect as [`handle`](ProcessManager::handle) on each in turn, which is
     /// what the default does. A process manager whose state writes batch well overrides it to
-    /// write many events' state in one statement. On failure it names the first event not
+    /// write many events' state in one statement, and one whose decisions wait on commands to
+    /// have many in flight with [`handle_in_chains`]. On failure it names the first event not
     /// handled: everything before it must be done, in `state`'s transaction.
     async fn handle_many(
         &self,
@@ -111,9 +115,13 @@ pub struct Unhandled {
 
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
-    /// Events per transaction. Small: handlers call the provider, and a retry replays the batch
-    /// only from the failing event.
+    /// Events per transaction at the head of the log. Small: handlers call the provider, and a
+    /// retry replays the batch only from the failing event.
     pub batch_size: i64,
+    /// Events per transaction while the process is behind (its last read was a full batch): a
+    /// process catching up on history hands [`ProcessManager::handle_many`] enough decisions at
+    /// once to have many in flight, and moves its checkpoint once per batch.
+    pub catch_up_batch_size: i64,
     pub poll_interval_ms: u64,
     pub standby_retry_ms: u64,
     /// First wait after an error; doubles up to [`MAX_RETRY_BACKOFF_MS`].
@@ -124,6 +132,7 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {
             batch_size: 100,
+            catch_up_batch_size: 2_000,
             poll_interval_ms: 1_000,
             standby_retry_ms: 2_000,
             error_backoff_ms: 250,
@@ -331,9 +340,13 @@ async fn follow_locked(
     let mut position = read_checkpoint(&mut *conn, process.name()).await?;
     let mut saved = position;
     let mut saved_at = Instant::now();
-    let limit = config.batch_size.clamp(1, 10_000);
+    let head_limit = config.batch_size.clamp(1, 10_000);
+    let catch_up_limit = config.catch_up_batch_size.clamp(head_limit, 10_000);
     let mut at_head = false;
+    // Whether the last read was a full batch: more is waiting, so read more at once.
+    let mut behind = false;
     loop {
+        let limit = if behind { catch_up_limit } else { head_limit };
         positions.send_replace(position);
         if let (true, Some(woken)) = (at_head, woken.as_mut()) {
             let wait_ms = if saved < position {
@@ -376,6 +389,7 @@ async fn follow_locked(
             continue;
         };
         at_head = (events.len() as i64) < limit;
+        behind = !at_head;
         // Where in `events` the events the process wants are.
         let wanted_at: Vec<usize> = events
             .iter()

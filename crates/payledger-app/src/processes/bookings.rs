@@ -15,6 +15,59 @@ impl BookingProcess {
     pub fn new(bookings: Arc<Bookings>) -> BookingProcess {
         BookingProcess { bookings }
     }
+
+    /// What `event` may touch: its order and the slot it books, gives back or lost. Events that
+    /// share one are handled in log order (the first paid order gets a slot); the rest at once.
+    /// Empty when the event cannot be read: it is then handled alone, and fails there. An error
+    /// when its order cannot be read now: the batch waits rather than risk the slot's order.
+    async fn keys(&self, event: &RecordedEvent) -> Result<Vec<String>, ProcessError> {
+        let slot_of = |placed: Option<&payledger_domain::order::PlaceOrder>| {
+            placed.and_then(|placed| {
+                placed
+                    .service_starts_at
+                    .map(|starts_at| payledger_domain::slot::stream_id(&placed.payee_id, starts_at))
+            })
+        };
+        if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {
+            let mut keys = vec![event.stream_id.clone()];
+            let Ok(order_id) = OrderId::parse(order_id) else {
+                return Ok(keys);
+            };
+            // Who placed an order and for which slot never changes: what this process holds
+            // is enough, else one read (a catch-up reads each order here, all at once).
+            let order = match self.bookings.payments().peek_order(&order_id) {
+                Some(order) => Some(order),
+                None => self
+                    .bookings
+                    .payments()
+                    .load_order(&order_id)
+                    .await
+                    .map_err(|e| flow_error(e.into()))?,
+            };
+            keys.extend(order.and_then(|order| slot_of(order.state.placed.as_ref())));
+            return Ok(keys);
+        }
+        let order_key = |order_id: &OrderId| payledger_domain::order::stream_id(order_id);
+        if StreamKind::Slot.holds(&event.stream_id) {
+            return Ok(match decode::<SlotEvent>(event) {
+                Ok(SlotEvent::SlotReservationRefused(refused)) => {
+                    vec![event.stream_id.clone(), order_key(&refused.order_id)]
+                }
+                _ => Vec::new(),
+            });
+        }
+        Ok(match decode::<BookingEvent>(event) {
+            Ok(BookingEvent::BookingCancelled(cancelled)) => vec![
+                order_key(&cancelled.order_id),
+                payledger_domain::slot::stream_id(&cancelled.payee_id, cancelled.service_starts_at),
+            ],
+            Ok(BookingEvent::BookingRescheduled(moved)) => vec![
+                order_key(&moved.order_id),
+                payledger_domain::slot::stream_id(&moved.payee_id, moved.from),
+            ],
+            _ => Vec::new(),
+        })
+    }
 }
 
 #[async_trait]
@@ -33,11 +86,49 @@ impl ProcessManager for BookingProcess {
         }
     }
 
+    /// The batch's decisions in chains ([`BookingProcess::keys`]), many at once: each waits for a
+    /// command's commit, and together they share the store's group commits. The keys are found
+    /// at once too (reads of orders this process does not hold yet).
+    async fn handle_many(
+        &self,
+        _state: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), Unhandled> {
+        // Made before they are streamed: a closure inside the stream would keep this method's
+        // future from being `Send`.
+        let reads: Vec<_> = events.iter().map(|event| self.keys(event)).collect();
+        let found: Vec<Result<Vec<String>, ProcessError>> = futures::stream::iter(reads)
+            .buffered(process::MAX_CHAINS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut keys = Vec::with_capacity(events.len());
+        for (event, found) in events.iter().zip(found) {
+            keys.push(match found {
+                Ok(keys) => keys,
+                // Its handler fails the same way, and the event is dead-lettered there.
+                Err(ProcessError::GiveUp(_)) => vec![event.stream_id.clone()],
+                // Nothing is handled yet: the whole batch is tried again.
+                Err(error) => return Err(Unhandled { index: 0, error }),
+            });
+        }
+        process::handle_in_chains(events, &keys, process::MAX_CHAINS_IN_FLIGHT, |event| {
+            self.handle_event(event)
+        })
+        .await
+    }
+
     async fn handle(
         &self,
         _state: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
+        self.handle_event(event).await
+    }
+}
+
+impl BookingProcess {
+    /// One event's decisions; needs no state of its own (the streams hold it).
+    async fn handle_event(&self, event: &RecordedEvent) -> Result<(), ProcessError> {
         let context = system_context(Self::NAME);
         let payments = self.bookings.payments();
         if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {

@@ -30,7 +30,7 @@ impl SettlementProcess {
     }
 
     async fn order_row(
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
     ) -> Result<Option<OrderRow>, ProcessError> {
         let row = sqlx::query(
@@ -39,7 +39,7 @@ impl SettlementProcess {
              FROM pm_settlement_orders WHERE order_id = $1",
         )
         .bind(order_id.as_str())
-        .fetch_optional(&mut *state)
+        .fetch_optional(&mut **state.lock().await)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let currency: String = row.try_get("currency")?;
@@ -101,7 +101,7 @@ impl SettlementProcess {
     /// and holds it for claims already open. Once per order.
     async fn make_payable(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         at: DateTime<Utc>,
         memo: &str,
@@ -141,14 +141,14 @@ impl SettlementProcess {
         sqlx::query("UPDATE pm_settlement_orders SET payable_week = $2 WHERE order_id = $1")
             .bind(order_id.as_str())
             .bind(key.week_start)
-            .execute(&mut *state)
+            .execute(&mut **state.lock().await)
             .await?;
         let open_claims: Vec<(String, i32)> = sqlx::query_as(
             "SELECT claim_id, round FROM pm_settlement_claims \
              WHERE order_id = $1 AND is_open AND held_minor = 0 ORDER BY claim_id",
         )
         .bind(order_id.as_str())
-        .fetch_all(&mut *state)
+        .fetch_all(&mut **state.lock().await)
         .await?;
         let order = OrderRow {
             payable_week: Some(key.week_start),
@@ -180,7 +180,7 @@ impl SettlementProcess {
     #[allow(clippy::too_many_arguments)]
     async fn hold(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order: &OrderRow,
         order_id: &OrderId,
         claim_id: &ClaimId,
@@ -209,7 +209,7 @@ impl SettlementProcess {
         .bind(claim_id.as_str())
         .bind(at_stake)
         .bind(key.week_start)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         Ok(())
     }
@@ -218,7 +218,7 @@ impl SettlementProcess {
     /// the provider's transaction): remembered, and a refund line once the order is payable.
     async fn on_refund(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         refund_key: &str,
         amount_minor: i64,
@@ -230,7 +230,7 @@ impl SettlementProcess {
         )
         .bind(order_id.as_str())
         .bind(amount_minor)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         let Some(order) = Self::order_row(state, order_id).await? else {
             return Ok(());
@@ -257,7 +257,7 @@ impl SettlementProcess {
     /// session notes are missing (상담일지 미작성으로 보류). Line `notes:{order}`.
     async fn hold_for_notes(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order: &OrderRow,
         order_id: &OrderId,
         base_week: NaiveDate,
@@ -268,7 +268,7 @@ impl SettlementProcess {
              WHERE order_id = $1 AND is_open",
         )
         .bind(order_id.as_str())
-        .fetch_one(&mut *state)
+        .fetch_one(&mut **state.lock().await)
         .await?;
         let at_stake = order.captured_minor - order.refunded_minor - claims_held;
         if at_stake <= 0 {
@@ -291,7 +291,7 @@ impl SettlementProcess {
         .bind(order_id.as_str())
         .bind(at_stake)
         .bind(key.week_start)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         Ok(())
     }
@@ -300,7 +300,7 @@ impl SettlementProcess {
     /// arrived (never before the hold's own). Line `notes-release:{order}`.
     async fn release_for_notes(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         at: DateTime<Utc>,
     ) -> Result<(), ProcessError> {
@@ -336,14 +336,14 @@ impl SettlementProcess {
              WHERE order_id = $1",
         )
         .bind(order_id.as_str())
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         Ok(())
     }
 
     async fn on_order_event(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
@@ -391,7 +391,7 @@ impl SettlementProcess {
 
     async fn on_claim_event(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         claim_id: &ClaimId,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
@@ -403,7 +403,7 @@ impl SettlementProcess {
                 )
                 .bind(claim_id.as_str())
                 .bind(filed.order_id.as_str())
-                .execute(&mut *state)
+                .execute(&mut **state.lock().await)
                 .await?;
                 if let Some(order) = Self::order_row(state, &filed.order_id).await? {
                     if let Some(week) = order.payable_week {
@@ -417,7 +417,7 @@ impl SettlementProcess {
                     "SELECT held_minor, hold_week FROM pm_settlement_claims WHERE claim_id = $1",
                 )
                 .bind(claim_id.as_str())
-                .fetch_optional(&mut *state)
+                .fetch_optional(&mut **state.lock().await)
                 .await?;
                 let Some(order) = Self::order_row(state, &resolved.order_id).await? else {
                     return Ok(());
@@ -449,7 +449,7 @@ impl SettlementProcess {
                 )
                 .bind(claim_id.as_str())
                 .bind(resolved.round as i32)
-                .execute(&mut *state)
+                .execute(&mut **state.lock().await)
                 .await?;
                 if resolved.provider_compensation_minor > 0 {
                     let line = Self::line(
@@ -485,7 +485,7 @@ impl SettlementProcess {
                      WHERE claim_id = $1 RETURNING order_id, round",
                 )
                 .bind(claim_id.as_str())
-                .fetch_optional(&mut *state)
+                .fetch_optional(&mut **state.lock().await)
                 .await?;
                 let Some((order_id, round)) = row else {
                     return Ok(());
@@ -532,33 +532,42 @@ impl ProcessManager for SettlementProcess {
         }
     }
 
-    /// Runs of placed and captured orders (most of the log under load) are written with two
-    /// statements per run instead of one per event; every other event goes through `handle`.
+    /// A batch in segments, cut at the events handled alone ([`SettlementProcess::alone`]). In
+    /// each segment, the placed and captured orders that come before anything else of their
+    /// order are written at once (two statements), and the other events are handled in chains
+    /// by order and claim, many at once: most of them wait for a statement line's commit, and
+    /// together they share the store's group commits. Their state statements take turns on the
+    /// one connection; no two chains touch the same rows.
     async fn handle_many(
         &self,
         state: &mut PgConnection,
         events: &[&RecordedEvent],
     ) -> Result<(), Unhandled> {
-        let mut next = 0;
-        while next < events.len() {
-            let run = events[next..]
+        let state = State::new(state);
+        let mut start = 0;
+        while start < events.len() {
+            let end = events[start..]
                 .iter()
-                .take_while(|event| OrderFacts::covers(event))
-                .count();
-            if run == 0 {
-                self.handle(state, events[next])
+                .position(|event| Self::alone(event))
+                .map_or(events.len(), |offset| start + offset);
+            let shift = |Unhandled { index, error }| Unhandled {
+                index: start + index,
+                error,
+            };
+            if end == start {
+                self.handle_event(&state, events[start])
                     .await
-                    .map_err(|error| Unhandled { index: next, error })?;
-                next += 1;
+                    .map_err(|error| Unhandled {
+                        index: start,
+                        error,
+                    })?;
+                start += 1;
                 continue;
             }
-            OrderFacts::record(state, &events[next..next + run])
+            self.handle_segment(&state, &events[start..end])
                 .await
-                .map_err(|(offset, error)| Unhandled {
-                    index: next + offset,
-                    error,
-                })?;
-            next += run;
+                .map_err(shift)?;
+            start = end;
         }
         Ok(())
     }
@@ -568,8 +577,126 @@ impl ProcessManager for SettlementProcess {
         state: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProcessError> {
+        self.handle_event(&State::new(state), event).await
+    }
+}
+
+/// The process's connection, shared by the chains of a batch: each statement takes it in turn
+/// (inside the batch's transaction), and no one holds it while waiting for a command.
+pub(super) struct State<'c>(tokio::sync::Mutex<&'c mut PgConnection>);
+
+impl<'c> State<'c> {
+    fn new(conn: &'c mut PgConnection) -> State<'c> {
+        State(tokio::sync::Mutex::new(conn))
+    }
+
+    pub(super) async fn lock(&self) -> tokio::sync::MutexGuard<'_, &'c mut PgConnection> {
+        self.0.lock().await
+    }
+}
+
+impl SettlementProcess {
+    /// Events handled alone, after everything before them and before everything after: a
+    /// statement's confirmation (it concerns a whole statement) and an appeal (its order is
+    /// known only from the process's state).
+    fn alone(event: &RecordedEvent) -> bool {
+        matches!(
+            event.event_type.as_str(),
+            "StatementConfirmed" | "ClaimAppealed"
+        )
+    }
+
+    /// The orders and claims whose state `event` reads or writes. Empty when the event cannot
+    /// be read: it is then handled in a chain of its own, and fails there.
+    fn keys(event: &RecordedEvent) -> Vec<String> {
+        let order_key = payledger_domain::order::stream_id;
+        if StreamKind::Order.holds(&event.stream_id) {
+            return vec![event.stream_id.clone()];
+        }
+        if StreamKind::Claim.holds(&event.stream_id) {
+            return match decode::<ClaimEvent>(event) {
+                Ok(ClaimEvent::ClaimFiled(filed)) => {
+                    vec![event.stream_id.clone(), order_key(&filed.order_id)]
+                }
+                Ok(ClaimEvent::ClaimResolved(resolved)) => {
+                    vec![event.stream_id.clone(), order_key(&resolved.order_id)]
+                }
+                _ => Vec::new(),
+            };
+        }
+        match decode::<BookingEvent>(event) {
+            Ok(BookingEvent::BookingCancelled(cancelled)) => vec![order_key(&cancelled.order_id)],
+            Ok(BookingEvent::SessionNotesRecorded(recorded)) => {
+                vec![order_key(&recorded.order_id)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Handles a segment without events handled alone (see `handle_many`).
+    async fn handle_segment(
+        &self,
+        state: &State<'_>,
+        events: &[&RecordedEvent],
+    ) -> Result<(), Unhandled> {
+        let keys: Vec<Vec<String>> = events.iter().map(|event| Self::keys(event)).collect();
+        // The first event of each order (and claim) that is not a placed or captured fact.
+        let mut first_other: std::collections::HashMap<&str, usize> = Default::default();
+        for (index, event) in events.iter().enumerate() {
+            if !OrderFacts::covers(event) {
+                for key in &keys[index] {
+                    first_other.entry(key.as_str()).or_insert(index);
+                }
+            }
+        }
+        // Facts that nothing else of their order precedes in the segment are written first, at
+        // once: only that order's later events read them.
+        let early_fact = |index: usize| {
+            OrderFacts::covers(events[index])
+                && keys[index].iter().all(|key| {
+                    first_other
+                        .get(key.as_str())
+                        .is_none_or(|&other| index < other)
+                })
+        };
+        let early: Vec<&RecordedEvent> = (0..events.len())
+            .filter(|&index| early_fact(index))
+            .map(|index| events[index])
+            .collect();
+        let (facts, undecodable) = OrderFacts::gather(&early);
+        // A fact that cannot be read is left to its chain, which names it; the others too.
+        let hoisted = undecodable.is_none();
+        if hoisted {
+            facts
+                .write(&mut **state.lock().await)
+                .await
+                .map_err(|error| Unhandled { index: 0, error })?;
+        }
+        let rest: Vec<usize> = (0..events.len())
+            .filter(|&index| !(hoisted && early_fact(index)))
+            .collect();
+        let rest_events: Vec<&RecordedEvent> = rest.iter().map(|&index| events[index]).collect();
+        let rest_keys: Vec<Vec<String>> = rest.iter().map(|&index| keys[index].clone()).collect();
+        process::handle_in_chains(
+            &rest_events,
+            &rest_keys,
+            process::MAX_CHAINS_IN_FLIGHT,
+            |event| self.handle_event(state, event),
+        )
+        .await
+        .map_err(|Unhandled { index, error }| Unhandled {
+            index: rest[index],
+            error,
+        })
+    }
+
+    async fn handle_event(
+        &self,
+        state: &State<'_>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProcessError> {
         if OrderFacts::covers(event) {
-            OrderFacts::record(state, &[event])
+            OrderFacts::record(&mut **state.lock().await, &[event])
                 .await
                 .map_err(|(_, error)| error)
         } else if let Some(order_id) = StreamKind::Order.id_of(&event.stream_id) {

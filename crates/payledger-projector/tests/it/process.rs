@@ -62,7 +62,7 @@ impl ProcessManager for Recorder {
     }
 }
 
-async fn setup(events: usize) -> (TestDatabase, PgConnectOptions) {
+pub(crate) async fn setup(events: usize) -> (TestDatabase, PgConnectOptions) {
     let db = TestDatabase::fresh().await;
     sqlx::query("CREATE TABLE handled (position bigint PRIMARY KEY)")
         .execute(&db.owner_pool)
@@ -92,16 +92,18 @@ async fn setup(events: usize) -> (TestDatabase, PgConnectOptions) {
     (db, connect)
 }
 
-async fn handled(db: &TestDatabase) -> Vec<i64> {
+pub(crate) async fn handled(db: &TestDatabase) -> Vec<i64> {
     sqlx::query_scalar("SELECT position FROM handled ORDER BY position")
         .fetch_all(&db.owner_pool)
         .await
         .unwrap()
 }
 
+/// Batches of `batch_size` events, behind or not: these tests are about batch boundaries.
 fn config(batch_size: i64) -> ProcessConfig {
     ProcessConfig {
         batch_size,
+        catch_up_batch_size: batch_size,
         ..ProcessConfig::default()
     }
 }
@@ -235,13 +237,13 @@ async fn only_one_runner_is_active_at_a_time() {
 }
 
 /// Wants two events of the log and records the size of every run it is handed.
-struct Picky {
+pub(crate) struct Picky {
     wanted: HashSet<i64>,
-    runs: Mutex<Vec<usize>>,
+    pub(crate) runs: Mutex<Vec<usize>>,
 }
 
 impl Picky {
-    fn wanting(positions: &[i64]) -> Picky {
+    pub(crate) fn wanting(positions: &[i64]) -> Picky {
         Picky {
             wanted: positions.iter().copied().collect(),
             runs: Mutex::new(Vec::new()),
@@ -287,7 +289,7 @@ impl ProcessManager for Picky {
 }
 
 /// The checkpoint row's position; 0 before the runner created the row.
-async fn process_checkpoint(db: &TestDatabase, name: &str) -> i64 {
+pub(crate) async fn process_checkpoint(db: &TestDatabase, name: &str) -> i64 {
     sqlx::query_scalar("SELECT position FROM process_checkpoints WHERE name = $1")
         .bind(name)
         .fetch_optional(&db.owner_pool)

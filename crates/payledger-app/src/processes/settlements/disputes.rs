@@ -11,7 +11,7 @@ use payledger_domain::order::{DisputeClosed, DisputeOpened};
 impl SettlementProcess {
     pub(super) async fn on_dispute_opened(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         opened: &DisputeOpened,
     ) -> Result<(), ProcessError> {
@@ -22,7 +22,7 @@ impl SettlementProcess {
         .bind(order_id.as_str())
         .bind(&opened.dispute_id)
         .bind(opened.amount_minor)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         if let Some(order) = Self::order_row(state, order_id).await? {
             if let Some(week) = order.payable_week {
@@ -37,7 +37,7 @@ impl SettlementProcess {
     /// dispute is open and not held yet. Also called when an order becomes payable.
     pub(super) async fn hold_for_dispute(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order: &OrderRow,
         order_id: &OrderId,
         base_week: NaiveDate,
@@ -48,7 +48,7 @@ impl SettlementProcess {
              FROM pm_settlement_orders WHERE order_id = $1",
         )
         .bind(order_id.as_str())
-        .fetch_optional(&mut *state)
+        .fetch_optional(&mut **state.lock().await)
         .await?;
         let Some((Some(dispute_id), true, dispute_minor, 0)) = row else {
             return Ok(());
@@ -74,14 +74,14 @@ impl SettlementProcess {
         .bind(order_id.as_str())
         .bind(at_stake)
         .bind(key.week_start)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         Ok(())
     }
 
     pub(super) async fn on_dispute_closed(
         &self,
-        state: &mut PgConnection,
+        state: &State<'_>,
         order_id: &OrderId,
         closed: &DisputeClosed,
         lost: bool,
@@ -94,7 +94,7 @@ impl SettlementProcess {
              WHERE order_id = $1",
         )
         .bind(order_id.as_str())
-        .fetch_optional(&mut *state)
+        .fetch_optional(&mut **state.lock().await)
         .await?;
         if let Some((held_minor, Some(hold_week))) = held {
             if held_minor > 0 {
@@ -122,7 +122,7 @@ impl SettlementProcess {
         )
         .bind(order_id.as_str())
         .bind(withdrawn_minor)
-        .execute(&mut *state)
+        .execute(&mut **state.lock().await)
         .await?;
         if withdrawn_minor > 0 && order.payable_week.is_some() {
             let line = Self::line(
