@@ -74,7 +74,8 @@ $$;
 -- for pgbench (-D nstreams=the row count).
 CREATE TABLE bench_streams AS
 SELECT row_number() OVER (ORDER BY random()) AS n, s.stream_id,
-       (SELECT min(e.global_position) FROM events e WHERE e.stream_id = s.stream_id) AS first_position
+       (SELECT min(e.global_position) FROM events e WHERE e.stream_id = s.stream_id) AS first_position,
+       (SELECT max(e.global_position) FROM events e WHERE e.stream_id = s.stream_id) AS last_position
   FROM (SELECT DISTINCT stream_id FROM events TABLESAMPLE SYSTEM (1)) s;
 CREATE UNIQUE INDEX ON bench_streams (n);
 
