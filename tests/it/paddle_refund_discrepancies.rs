@@ -324,3 +324,192 @@ async fn a_refund_paddle_refuses_for_a_wrong_api_key_is_a_clear_error_and_refund
     );
     assert_eq!(net_balances(&trial_accounts(&app).await), before);
 }
+
+/// POST the resolution of `refund_id`'s discrepancy as the holder of `key`.
+async fn resolve_as(
+    app: &TestApp,
+    key: &str,
+    order_id: &str,
+    refund_id: &str,
+    idempotency_key: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!(
+            "{}/v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve",
+            app.address
+        ))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(idempotency_key) = idempotency_key {
+        request = request.header("Idempotency-Key", idempotency_key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() {
+    let app = spawn().await;
+    let order_id = "order-paddle-discrepancy-resolved";
+    paid_credit_order(&app, order_id).await;
+    let asked = ask_refund(&app, order_id, "resolve-differs-1").await;
+    let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
+    let refund_id = asked["refundId"].as_str().unwrap().to_owned();
+    deliveries_settled(&app).await;
+    // Nothing recorded yet: nothing to resolve.
+    let note =
+        json!({"resolution": "acknowledged", "note": "raised with Paddle support, ticket 42"});
+    let (status, early) = resolve_as(&app, &app.admin_key, order_id, &refund_id, None, &note).await;
+    assert_eq!(status, 409, "{early}");
+    assert_eq!(early["code"], "E_REFUND_DISCREPANCY_NOT_OPEN", "{early}");
+
+    // Paddle rejects the adjustment in EUR, not USD (a planted fault).
+    paddle(
+        &app,
+        &format!("/sandbox/adjustments/{adjustment}/reject"),
+        json!({"currency_code": "EUR"}),
+    )
+    .await;
+    timeline_until(
+        &app,
+        order_id,
+        &format!("ATTENTION: paddle reports refund request {adjustment} (rejected)"),
+    )
+    .await;
+    deliveries_settled(&app).await;
+    order_until(&app, order_id, |o| o["refundsUnderReview"] == 1).await;
+    let before = trial_accounts(&app).await;
+    let path = format!("/v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve");
+
+    // Not an admin's to resolve: a client key and a support key are refused.
+    for key in [&app.client_key, &app.support_key] {
+        let refused = app.post_as(key, &path, &note).await;
+        assert_eq!(refused.status().as_u16(), 403);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "E_FORBIDDEN", "{body}");
+    }
+    // Bad bodies: 400 with a stable code, nothing recorded.
+    for (body, code, field) in [
+        (
+            json!({"resolution": "completed", "note": "x"}),
+            "E_INVALID_FIELD",
+            Some("resolution"),
+        ),
+        (
+            json!({"resolution": "acknowledged", "note": "  "}),
+            "E_INVALID_FIELD",
+            Some("note"),
+        ),
+        (
+            json!({"resolution": "acknowledged", "note": "x".repeat(501)}),
+            "E_INVALID_FIELD",
+            Some("note"),
+        ),
+        (
+            json!({"resolution": "acknowledged", "note": "x", "refundId": "r"}),
+            "E_INVALID_JSON",
+            None,
+        ),
+        (
+            json!({"resolution": "acknowledged"}),
+            "E_INVALID_JSON",
+            None,
+        ),
+    ] {
+        let (status, answer) =
+            resolve_as(&app, &app.admin_key, order_id, &refund_id, None, &body).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["code"], code, "{body} → {answer}");
+        if let Some(field) = field {
+            assert_eq!(answer["field"], field, "{body} → {answer}");
+        }
+    }
+    assert!(events_of(&app, order_id, "RefundDiscrepancyResolved")
+        .await
+        .is_empty());
+
+    // The admin resolves it: 200, no longer under review, the refund still awaiting Paddle.
+    let (status, resolved) = resolve_as(
+        &app,
+        &app.admin_key,
+        order_id,
+        &refund_id,
+        Some("resolve-1"),
+        &note,
+    )
+    .await;
+    assert_eq!(status, 200, "{resolved}");
+    assert!(resolved.get("refundsUnderReview").is_none(), "{resolved}");
+    assert_eq!(resolved["refundPendingAmount"], 1000, "{resolved}");
+    let recorded = events_of(&app, order_id, "RefundDiscrepancyResolved").await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["refundId"], refund_id.as_str(), "{recorded:?}");
+    assert_eq!(recorded[0]["providerRefundId"], adjustment.as_str());
+    assert_eq!(recorded[0]["resolution"], "acknowledged");
+    assert_eq!(recorded[0]["note"], "raised with Paddle support, ticket 42");
+    assert!(
+        recorded[0]["resolvedBy"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("admin:")),
+        "{recorded:?}"
+    );
+    let shown = order_until(&app, order_id, |o| o.get("refundsUnderReview").is_none()).await;
+    assert_eq!(shown["status"], "PAID", "{shown}");
+    assert_eq!(shown["refundedAmount"], 0, "{shown}");
+    assert_eq!(shown["refundPendingAmount"], 1000, "{shown}");
+    assert_eq!(shown["refundableAmount"], 0, "{shown}");
+    let text = timeline_until(
+        &app,
+        order_id,
+        &format!("discrepancy of refund {refund_id} (request {adjustment}) resolved by admin:"),
+    )
+    .await;
+    assert!(
+        text.contains("acknowledged: raised with Paddle support, ticket 42"),
+        "{text}"
+    );
+    assert!(events_of(&app, order_id, "RefundCompleted")
+        .await
+        .is_empty());
+    assert!(events_of(&app, order_id, "RefundFailed").await.is_empty());
+    // The books did not move.
+    assert_eq!(trial_accounts(&app).await, before);
+
+    // The same request retried with its Idempotency-Key: the first answer again.
+    let (status, replayed) = resolve_as(
+        &app,
+        &app.admin_key,
+        order_id,
+        &refund_id,
+        Some("resolve-1"),
+        &note,
+    )
+    .await;
+    assert_eq!(status, 200, "{replayed}");
+    // Resolving again: refused, nothing recorded.
+    let (status, again) = resolve_as(
+        &app,
+        &app.admin_key,
+        order_id,
+        &refund_id,
+        Some("resolve-2"),
+        &note,
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["code"], "E_REFUND_DISCREPANCY_NOT_OPEN", "{again}");
+    assert_eq!(
+        events_of(&app, order_id, "RefundDiscrepancyResolved")
+            .await
+            .len(),
+        1
+    );
+    // An unknown refund of the order: 409, nothing recorded.
+    let (status, unknown) =
+        resolve_as(&app, &app.admin_key, order_id, "rf-unknown", None, &note).await;
+    assert_eq!(status, 409, "{unknown}");
+    assert_eq!(unknown["code"], "E_ORDER_STATE_CONFLICT", "{unknown}");
+}

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 mod provider_events;
+mod refund_discrepancies;
 
 /// Payees kept in memory per process for the booking check; a payee's state is a few fields.
 const PAYEE_CACHE_CAPACITY: usize = 10_000;
@@ -983,15 +984,21 @@ impl Payments {
                     continue;
                 };
                 match (&refund.status, &refund.discrepancy) {
-                    (RefundStatus::AwaitingProvider, Some(discrepancy)) => held.push(format!(
-                        "refund {provider_refund_id} held for review: {}",
-                        discrepancy
-                            .differences
-                            .iter()
-                            .map(|d| d.fact.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
+                    // An admin's acknowledgement (`RefundDiscrepancyResolved`) takes it off the
+                    // review list; it is still held until the provider decides it.
+                    (RefundStatus::AwaitingProvider, Some(discrepancy))
+                        if refund.discrepancy_open() =>
+                    {
+                        held.push(format!(
+                            "refund {provider_refund_id} held for review: {}",
+                            discrepancy
+                                .differences
+                                .iter()
+                                .map(|d| d.fact.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
                     (RefundStatus::Completed | RefundStatus::Failed, _) if !recorded.replay => {
                         settled.push(format!("refund {provider_refund_id}"));
                     }

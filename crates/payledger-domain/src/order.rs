@@ -30,6 +30,9 @@ pub const MAX_REFUNDS_PER_ORDER: usize = 100;
 pub const MAX_ORDER_NAME_CHARS: usize = 100;
 /// Longest refund or cancellation reason (characters); no control characters.
 pub const MAX_REASON_CHARS: usize = 200;
+/// Longest note an admin resolves a refund discrepancy with (characters), as for a
+/// reconciliation exception's note; not blank, no control characters.
+pub const MAX_DISCREPANCY_NOTE_CHARS: usize = 500;
 
 pub fn stream_id(order_id: &OrderId) -> String {
     crate::streams::StreamKind::Order.name(order_id)
@@ -118,6 +121,40 @@ pub enum OrderCommand {
         source: OutcomeSource,
         at: DateTime<Utc>,
     },
+    /// An admin resolves the open discrepancy of a refund awaiting the provider with an audited
+    /// note. Moves no money: the refund keeps waiting for the provider's next fact with its
+    /// amount held; only a provider's fact completes or fails it.
+    ResolveRefundDiscrepancy {
+        refund_id: RefundId,
+        resolution: DiscrepancyResolution,
+        note: String,
+        /// The admin (the request's actor, `admin:NAME`).
+        resolved_by: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// How an admin resolved a refund discrepancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscrepancyResolution {
+    /// The admin has taken it up with the provider: the refund keeps waiting for the provider's
+    /// next fact (a fitting decision completes or fails it; another mismatch is recorded anew).
+    Acknowledged,
+}
+
+impl DiscrepancyResolution {
+    pub const ALL: &'static [DiscrepancyResolution] = &[DiscrepancyResolution::Acknowledged];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiscrepancyResolution::Acknowledged => "acknowledged",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<DiscrepancyResolution> {
+        Self::ALL.iter().copied().find(|r| r.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +261,24 @@ pub enum OrderEvent {
     /// decision (id, payment, action, amount, currency or status). Nothing moves: the refund
     /// keeps waiting with its amount held, and support must review it.
     RefundDiscrepancyRecorded(RefundDiscrepancyRecorded),
+    /// An admin resolved a refund's open discrepancy with a note. Nothing moves: the refund
+    /// keeps waiting for the provider with its amount held; it is no longer under review.
+    RefundDiscrepancyResolved(RefundDiscrepancyResolved),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundDiscrepancyResolved {
+    pub refund_id: RefundId,
+    /// The id payledger holds for the refund request (Paddle `adj_…`).
+    pub provider_refund_id: String,
+    pub resolution: DiscrepancyResolution,
+    /// Why, for the audit trail (1 to 500 characters). Not sealed, like a reconciliation
+    /// exception's note: bookkeeping text an admin must keep free of personal data.
+    pub note: String,
+    /// The admin who resolved it (`admin:NAME`; also the event metadata's actor).
+    pub resolved_by: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,6 +529,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::DisputeWon(_) => "DisputeWon",
             OrderEvent::DisputeLost(_) => "DisputeLost",
             OrderEvent::RefundDiscrepancyRecorded(_) => "RefundDiscrepancyRecorded",
+            OrderEvent::RefundDiscrepancyResolved(_) => "RefundDiscrepancyResolved",
         };
         name.to_string()
     }
@@ -543,6 +599,14 @@ pub enum OrderError {
     ProviderDiscrepancy,
     #[error("the payment is disputed; refunds wait until the dispute is decided")]
     DisputeOpen,
+    #[error("the note must be 1 to {MAX_DISCREPANCY_NOTE_CHARS} characters, not blank, without control characters")]
+    InvalidDiscrepancyNote,
+    #[error(
+        "the refund is not awaiting the provider's decision, so it has no discrepancy to resolve"
+    )]
+    RefundNotAwaitingProvider,
+    #[error("the refund has no open discrepancy: none was recorded, or it was resolved already")]
+    NoOpenRefundDiscrepancy,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,6 +668,20 @@ pub struct RefundState {
     /// `RefundDiscrepancyRecorded`): the same one seen again records nothing new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discrepancy: Option<RefundDiscrepancy>,
+    /// How an admin resolved that discrepancy (a `RefundDiscrepancyResolved`); cleared when a
+    /// new one is recorded. The discrepancy itself stays, so the same mismatch seen again
+    /// records nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy_resolution: Option<DiscrepancyResolution>,
+}
+
+impl RefundState {
+    /// Whether the refund waits for the provider with a discrepancy no admin has resolved.
+    pub fn discrepancy_open(&self) -> bool {
+        self.status == RefundStatus::AwaitingProvider
+            && self.discrepancy.is_some()
+            && self.discrepancy_resolution.is_none()
+    }
 }
 
 /// What a `RefundDiscrepancyRecorded` said, kept on the refund.
@@ -686,11 +764,12 @@ impl Order {
     }
 
     /// Refunds still awaiting the provider whose request, as the provider reported it, differs
-    /// from them (a `RefundDiscrepancyRecorded`): support must review each.
+    /// from them (a `RefundDiscrepancyRecorded`) and that no admin resolved since: support must
+    /// review each.
     pub fn refunds_under_review(&self) -> usize {
         self.refunds
             .values()
-            .filter(|r| r.status == RefundStatus::AwaitingProvider && r.discrepancy.is_some())
+            .filter(|r| r.discrepancy_open())
             .count()
     }
 
@@ -782,7 +861,55 @@ impl Order {
                 source,
                 at,
             } => self.record_provider_refund_decision(provider_refund_id, fact, source, at),
+            OrderCommand::ResolveRefundDiscrepancy {
+                refund_id,
+                resolution,
+                note,
+                resolved_by,
+                at,
+            } => self.resolve_refund_discrepancy(refund_id, resolution, note, resolved_by, at),
         }
+    }
+
+    fn resolve_refund_discrepancy(
+        &self,
+        refund_id: RefundId,
+        resolution: DiscrepancyResolution,
+        note: String,
+        resolved_by: String,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        self.placed()?;
+        let note_chars = note.chars().count();
+        if note.trim().is_empty()
+            || note_chars > MAX_DISCREPANCY_NOTE_CHARS
+            || note.chars().any(char::is_control)
+        {
+            return Err(OrderError::InvalidDiscrepancyNote);
+        }
+        let refund = self
+            .refunds
+            .get(&refund_id)
+            .ok_or(OrderError::RefundNotFound)?;
+        if refund.status != RefundStatus::AwaitingProvider {
+            return Err(OrderError::RefundNotAwaitingProvider);
+        }
+        // Resolving twice is refused, not a no-op: the second admin learns that someone else
+        // (or their own earlier request) resolved it. A retried request with the same
+        // Idempotency-Key gets the first answer from the idempotency layer.
+        if !refund.discrepancy_open() {
+            return Err(OrderError::NoOpenRefundDiscrepancy);
+        }
+        Ok(vec![OrderEvent::RefundDiscrepancyResolved(
+            RefundDiscrepancyResolved {
+                refund_id,
+                provider_refund_id: refund.provider_refund_id.clone().unwrap_or_default(),
+                resolution,
+                note,
+                resolved_by,
+                at,
+            },
+        )])
     }
 
     fn record_provider_refund_decision(
@@ -1445,6 +1572,7 @@ impl Aggregate for Order {
                         failure: None,
                         provider_refund_id: None,
                         discrepancy: None,
+                        discrepancy_resolution: None,
                     },
                 );
             }
@@ -1525,6 +1653,14 @@ impl Aggregate for Order {
                         provider_status: differs.provider_status,
                         differences: differs.differences,
                     });
+                    // A new mismatch is under review again, whatever was resolved before.
+                    refund.discrepancy_resolution = None;
+                }
+            }
+            OrderEvent::RefundDiscrepancyResolved(resolved) => {
+                // Money state does not change: the refund keeps waiting with its amount held.
+                if let Some(refund) = self.refunds.get_mut(&resolved.refund_id) {
+                    refund.discrepancy_resolution = Some(resolved.resolution);
                 }
             }
         }

@@ -285,6 +285,12 @@ pub const ROUTES: &[RouteRule] = &[
         "/v1/customers/{customer_id}/membership",
         Access::Roles(CLIENT_SUPPORT_ADMIN),
     ),
+    // A refund discrepancy (a Paddle adjustment that does not fit): admins resolve it with a note.
+    command(
+        "POST",
+        "/v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve",
+        ADMIN,
+    ),
 ];
 
 /// Where the operator console is mounted; its routes are not in [`ROUTES`].

@@ -64,6 +64,9 @@ pub fn constraint_for(schema: Option<&str>, field: &str) -> Option<Constraint> {
         Some("FileClaimBody.description") | Some("StatementBody.text") => {
             return text(claim::MAX_DESCRIPTION_CHARS)
         }
+        Some("RefundDiscrepancyResolveBody.note") => {
+            return text(order::MAX_DISCREPANCY_NOTE_CHARS)
+        }
         _ => {}
     }
     if let Some(limits) = ID_LIMITS.iter().find(|limits| limits.kind == field) {

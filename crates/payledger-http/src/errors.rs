@@ -132,6 +132,7 @@ error_codes! {
     Internal => (INTERNAL_SERVER_ERROR, "E_INTERNAL", "A bug: payledger failed in a way it did not expect. It is logged with the request id."),
     DisputeOpen => (CONFLICT, "E_DISPUTE_OPEN", "The cardholder disputed this payment at the provider: refunds are refused until the dispute is decided (won: refunds are possible again; lost: the provider kept the disputed amount). The order's timeline shows the dispute."),
     ProofUnavailable => (CONFLICT, "E_PROOF_UNAVAILABLE", "No inclusion proof for this position: no checkpoint covers it yet (retry after the next one), or the checkpoint that does is a version-1 one without an events root, or covers more than 1 000 000 events."),
+    RefundDiscrepancyNotOpen => (CONFLICT, "E_REFUND_DISCREPANCY_NOT_OPEN", "This refund has no open discrepancy to resolve: none was recorded, an admin resolved it already, or the refund is no longer awaiting the provider (it completed or failed). Nothing was recorded."),
 }
 
 /// An error answer.

@@ -21,6 +21,7 @@ pub mod payment_status;
 pub mod privacy;
 pub mod reads;
 pub mod reconciliation;
+pub mod refund_discrepancies;
 pub mod request_context;
 pub mod routing;
 pub mod screen;
@@ -264,6 +265,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/customers/{customer_id}/membership",
                     web::get().to(subscriptions::get_membership),
+                )
+                .route(
+                    "/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve",
+                    web::post().to(refund_discrepancies::resolve),
                 ),
         )
         .default_service(web::to(|| async {

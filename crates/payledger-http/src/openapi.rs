@@ -131,6 +131,7 @@ fn error_code_ref() -> Ref {
         crate::booking_confirmations::reschedule,
         crate::booking_confirmations::record_session_notes,
         crate::subscriptions::get_membership,
+        crate::refund_discrepancies::resolve,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions)

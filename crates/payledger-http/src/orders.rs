@@ -161,6 +161,10 @@ fn order_error(error: OrderError) -> ApiError {
         OrderError::InvalidCancellationReason => ApiError::field("reason", message),
         OrderError::ProviderDiscrepancy => ApiError::new(ErrorCode::ProviderDiscrepancy, message),
         OrderError::DisputeOpen => ApiError::new(ErrorCode::DisputeOpen, message),
+        OrderError::InvalidDiscrepancyNote => ApiError::field("note", message),
+        OrderError::RefundNotAwaitingProvider | OrderError::NoOpenRefundDiscrepancy => {
+            ApiError::new(ErrorCode::RefundDiscrepancyNotOpen, message)
+        }
     }
 }
 

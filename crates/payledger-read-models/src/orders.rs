@@ -743,6 +743,14 @@ fn summarize(event: &OrderEvent) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        OrderEvent::RefundDiscrepancyResolved(d) => format!(
+            "discrepancy of refund {} (request {}) resolved by {}: {}: {}; nothing was refunded, the refund keeps waiting for the provider",
+            d.refund_id,
+            d.provider_refund_id,
+            d.resolved_by,
+            d.resolution.name(),
+            d.note
+        ),
     }
 }
 

@@ -312,3 +312,189 @@ fn a_rejection_that_fits_still_fails_the_refund() {
             at: t0(),
         })]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// An admin resolves a discrepancy with an audited note
+// ---------------------------------------------------------------------------------------------
+
+fn resolve(note: &str) -> OrderCommand {
+    OrderCommand::ResolveRefundDiscrepancy {
+        refund_id: refund_id(),
+        resolution: DiscrepancyResolution::Acknowledged,
+        note: note.into(),
+        resolved_by: "admin:ops".into(),
+        at: t0(),
+    }
+}
+
+fn resolved(note: &str) -> OrderEvent {
+    OrderEvent::RefundDiscrepancyResolved(RefundDiscrepancyResolved {
+        refund_id: refund_id(),
+        provider_refund_id: "adj_1".into(),
+        resolution: DiscrepancyResolution::Acknowledged,
+        note: note.into(),
+        resolved_by: "admin:ops".into(),
+        at: t0(),
+    })
+}
+
+/// `awaiting()` with Paddle's approval of 999 instead of 1 000 recorded.
+fn under_review() -> Vec<OrderEvent> {
+    let mut history = awaiting();
+    history.push(recorded(
+        "approved",
+        vec![difference(RefundFact::Amount, "1000", "999")],
+        OutcomeSource::Reconciler,
+    ));
+    history
+}
+
+#[test]
+fn an_admin_acknowledges_a_discrepancy_with_a_note_and_nothing_moves() {
+    OrderTest::with(())
+        .given(under_review())
+        .when(resolve("raised with Paddle, ticket 42"))
+        .then_expect_events(vec![resolved("raised with Paddle, ticket 42")]);
+
+    let before = fold(&under_review());
+    let mut history = under_review();
+    let resolution = resolved("raised with Paddle, ticket 42");
+    history.push(resolution.clone());
+    let after = fold(&history);
+    after.assert_invariants();
+    assert_eq!(before.refunds_under_review(), 1);
+    assert_eq!(after.refunds_under_review(), 0);
+    let refund = &after.refunds[&refund_id()];
+    assert_eq!(refund.status, RefundStatus::AwaitingProvider);
+    assert!(!refund.discrepancy_open());
+    assert_eq!(after.status, before.status);
+    assert_eq!(
+        (
+            after.captured_minor,
+            after.refunded_minor,
+            after.refund_pending_minor,
+            after.refundable_minor()
+        ),
+        (
+            before.captured_minor,
+            before.refunded_minor,
+            before.refund_pending_minor,
+            before.refundable_minor()
+        )
+    );
+    // The journal posts nothing for it.
+    assert!(post_order_event(&resolution, None).is_empty());
+}
+
+#[test]
+fn resolving_again_is_refused() {
+    let mut history = under_review();
+    history.push(resolved("raised with Paddle"));
+    OrderTest::with(())
+        .given(history)
+        .when(resolve("again"))
+        .then_expect_error(OrderError::NoOpenRefundDiscrepancy);
+}
+
+#[test]
+fn a_refund_without_a_discrepancy_or_not_awaiting_has_nothing_to_resolve() {
+    OrderTest::with(())
+        .given(awaiting())
+        .when(resolve("nothing differs"))
+        .then_expect_error(OrderError::NoOpenRefundDiscrepancy);
+    // Paddle later decided the refund as asked: it completed, nothing is left to resolve.
+    let mut completed = under_review();
+    completed.push(OrderEvent::RefundCompleted(RefundCompleted {
+        refund_id: refund_id(),
+        amount_minor: 1_000,
+        currency: Currency::USD,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        transaction_key: "adj_1".into(),
+        source: OutcomeSource::Webhook,
+        at: t0(),
+    }));
+    OrderTest::with(())
+        .given(completed)
+        .when(resolve("too late"))
+        .then_expect_error(OrderError::RefundNotAwaitingProvider);
+    let mut unknown_refund = resolve("which refund?");
+    if let OrderCommand::ResolveRefundDiscrepancy { refund_id, .. } = &mut unknown_refund {
+        *refund_id = RefundId::parse("r2").unwrap();
+    }
+    OrderTest::with(())
+        .given(under_review())
+        .when(unknown_refund)
+        .then_expect_error(OrderError::RefundNotFound);
+}
+
+#[test]
+fn the_note_is_one_to_five_hundred_characters_not_blank_without_control_characters() {
+    for note in [
+        "",
+        "   ",
+        "line\nbreak",
+        &"x".repeat(MAX_DISCREPANCY_NOTE_CHARS + 1),
+    ] {
+        OrderTest::with(())
+            .given(under_review())
+            .when(resolve(note))
+            .then_expect_error(OrderError::InvalidDiscrepancyNote);
+    }
+    let longest = "é".repeat(MAX_DISCREPANCY_NOTE_CHARS);
+    OrderTest::with(())
+        .given(under_review())
+        .when(resolve(&longest))
+        .then_expect_events(vec![resolved(&longest)]);
+}
+
+#[test]
+fn after_a_resolution_the_same_mismatch_records_nothing_and_a_new_one_is_under_review_again() {
+    let mut history = under_review();
+    history.push(resolved("raised with Paddle"));
+    // The next reconciler pass sees the same approval of 999: acknowledged, nothing new.
+    OrderTest::with(())
+        .given(history.clone())
+        .when(judged(
+            adjustment(999, Currency::USD, ProviderRefundDecision::Approved),
+            OutcomeSource::Reconciler,
+        ))
+        .then_expect_events(vec![]);
+    // Paddle now reports another amount: a new discrepancy, under review again.
+    let again = recorded(
+        "approved",
+        vec![difference(RefundFact::Amount, "1000", "998")],
+        OutcomeSource::Reconciler,
+    );
+    OrderTest::with(())
+        .given(history.clone())
+        .when(judged(
+            adjustment(998, Currency::USD, ProviderRefundDecision::Approved),
+            OutcomeSource::Reconciler,
+        ))
+        .then_expect_events(vec![again.clone()]);
+    history.push(again);
+    let order = fold(&history);
+    assert_eq!(order.refunds_under_review(), 1);
+    OrderTest::with(())
+        .given(history)
+        .when(resolve("raised again"))
+        .then_expect_events(vec![resolved("raised again")]);
+    // Paddle correcting the adjustment after a resolution still completes the refund.
+    let mut corrected = under_review();
+    corrected.push(resolved("raised with Paddle"));
+    OrderTest::with(())
+        .given(corrected)
+        .when(judged(
+            adjustment(1_000, Currency::USD, ProviderRefundDecision::Approved),
+            OutcomeSource::Webhook,
+        ))
+        .then_expect_events(vec![OrderEvent::RefundCompleted(RefundCompleted {
+            refund_id: refund_id(),
+            amount_minor: 1_000,
+            currency: Currency::USD,
+            payee_id: PayeeId::parse("payee_1").unwrap(),
+            transaction_key: "adj_1".into(),
+            source: OutcomeSource::Webhook,
+            at: t0(),
+        })]);
+}
