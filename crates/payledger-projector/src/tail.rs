@@ -10,9 +10,8 @@
 //! own transaction. What a chunk holds is exactly what `read_all` returned: consecutive,
 //! committed positions (the store's positions are gapless and follow commit order), so a
 //! follower reading from the cache sees the same events, in the same order, as it would have
-//! read itself. A follower a few commits behind gets the cached events that follow its position,
-//! joined across chunks up to its batch size. A follower whose next event the cache does not
-//! hold (far behind) reads the database directly and does not disturb the cache.
+//! read itself. A follower behind the cached tail reads the database directly and does not
+//! disturb the cache.
 
 use payledger_store::{read_all, ReadError, RecordedEvent};
 use sqlx::PgConnection;
@@ -103,40 +102,14 @@ impl Chunks {
         })
     }
 
-    /// What a follower after `after` is served from the cache: a window on one chunk when it is
-    /// a full batch or reaches the newest cached event; otherwise the cached events that follow,
-    /// joined across chunks up to `limit`. A follower a few commits behind the tail (a process
-    /// manager, whose transactions are slower than the projections') would otherwise catch up
-    /// one small chunk per transaction (chunks are as small as the commits that made them), or
-    /// read and decode again what the cache holds; copying decoded events costs less than both.
+    /// What a follower after `after` is served from the cache: a window only if it is a full
+    /// batch or reaches the newest cached event. A follower behind the tail would otherwise
+    /// catch up one small chunk per transaction (chunks are as small as the commits that made
+    /// them); it reads a full batch of its own instead.
     fn serve(&self, after: i64, limit: usize) -> Option<EventBatch> {
         let batch = self.window_after(after, limit)?;
         let last = batch.last().map(|e| e.global_position);
-        if batch.len() == limit || last == self.newest_position() {
-            return Some(batch);
-        }
-        Some(self.joined_after(batch, limit))
-    }
-
-    /// `first` (a window starting right after the follower's position) and copies of the events
-    /// of the chunks after it, up to `limit` events in all. Chunks are consecutive, so the
-    /// result is too.
-    fn joined_after(&self, first: EventBatch, limit: usize) -> EventBatch {
-        let mut events: Vec<RecordedEvent> = Vec::with_capacity(limit.min(self.events));
-        events.extend_from_slice(&first);
-        let mut next = first.chunk.last_position() + 1;
-        for chunk in &self.chunks {
-            if events.len() >= limit {
-                break;
-            }
-            if chunk.first_position() != next {
-                continue;
-            }
-            let take = chunk.events.len().min(limit - events.len());
-            events.extend_from_slice(&chunk.events[..take]);
-            next = chunk.last_position() + 1;
-        }
-        EventBatch::whole(events)
+        (batch.len() == limit || last == self.newest_position()).then_some(batch)
     }
 
     fn push(&mut self, chunk: Arc<Chunk>, capacity_events: usize) {
@@ -275,38 +248,19 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_behind_the_tail_is_served_full_batches_joined_across_chunks() {
+    fn a_follower_behind_the_tail_is_served_only_full_batches_from_the_cache() {
         let mut chunks = Chunks::default();
         chunks.push(chunk(1, 3), 100);
         chunks.push(chunk(4, 5), 100);
         chunks.push(chunk(6, 9), 100);
-        // Short of its limit in its chunk: the chunks after it are joined, up to the limit or
-        // the newest cached event.
-        let joined = chunks.serve(0, 10).expect("everything cached");
-        assert_eq!(positions(&joined), (1..=9).collect::<Vec<_>>());
-        let joined = chunks.serve(3, 4).expect("a full batch over two chunks");
-        assert_eq!(positions(&joined), vec![4, 5, 6, 7]);
-        let joined = chunks.serve(4, 3).expect("mid-chunk, then the next chunk");
-        assert_eq!(positions(&joined), vec![5, 6, 7]);
-        // A full batch, or what reaches the newest event, is a window on one chunk.
+        // Short of its limit and not at the newest event: it reads a full batch itself.
+        assert!(chunks.serve(0, 10).is_none());
+        assert!(chunks.serve(3, 10).is_none());
+        // A full batch, or what reaches the newest event, comes from the cache.
         let full = chunks.serve(0, 2).expect("a full batch");
         assert_eq!(positions(&full), vec![1, 2]);
         let at_tail = chunks.serve(6, 10).expect("the rest of the newest chunk");
         assert_eq!(positions(&at_tail), vec![7, 8, 9]);
-        // Nothing cached after the position: the follower reads the database.
-        assert!(chunks.serve(9, 10).is_none());
-    }
-
-    #[test]
-    fn a_joined_batch_stops_where_the_cache_stops_being_consecutive() {
-        let mut chunks = Chunks::default();
-        chunks.push(chunk(1, 3), 100);
-        chunks.push(chunk(4, 5), 100);
-        // Pushed out of order only in this test (the cache restarts on a jump); a gap is never
-        // bridged.
-        chunks.push(chunk(8, 9), 100);
-        let joined = chunks.serve(0, 10).expect("the first chunks");
-        assert_eq!(positions(&joined), vec![1, 2, 3, 4, 5]);
     }
 
     #[test]
