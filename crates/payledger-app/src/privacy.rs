@@ -463,6 +463,33 @@ impl PrivacyVault {
         Ok(())
     }
 
+    /// Reveals every token in the string values of a JSON text written by `serde_json` (an
+    /// answer of the API), without parsing it into a tree: the text is copied as it is, and each
+    /// token in a value string (never in an object's key, as [`Self::reveal_json`]) is replaced
+    /// by its text escaped for JSON. Tokens hold only `[A-Za-z0-9:_-]`, which `serde_json`
+    /// never escapes, so a token in the text is exactly a token in the decoded string. `None`
+    /// when the text is not well-formed enough to walk (an unterminated string); the caller then
+    /// takes the tree path.
+    pub async fn reveal_json_text(&self, json: &str) -> Result<Option<String>, PrivacyError> {
+        let Some(strings) = value_strings_with_tokens(json.as_bytes()) else {
+            return Ok(None);
+        };
+        let mut keys = KeyLookup::default();
+        let mut out = String::with_capacity(json.len() + 64);
+        let mut copied = 0;
+        for (start, end) in strings {
+            out.push_str(&json[copied..start]);
+            out.push_str(
+                &self
+                    .reveal_in(&json[start..end], &mut keys, escape_json)
+                    .await?,
+            );
+            copied = end;
+        }
+        out.push_str(&json[copied..]);
+        Ok(Some(out))
+    }
+
     async fn reveal_in(
         &self,
         text: &str,
@@ -675,6 +702,61 @@ fn no_escape(text: &str) -> String {
     text.to_string()
 }
 
+/// Escapes text for the inside of a JSON string (what `serde_json` writes between the quotes).
+fn escape_json(text: &str) -> String {
+    let quoted = serde_json::Value::String(text.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// The byte ranges (between the quotes) of the value strings of a JSON text that hold a token's
+/// prefix, in order; object keys are passed over. `None` for a string left unterminated.
+fn value_strings_with_tokens(json: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let prefix = TOKEN_PREFIX.as_bytes();
+    let mut found = Vec::new();
+    // Whether each open container is an object, and whether the next string is a key.
+    let mut in_object: Vec<bool> = Vec::new();
+    let mut expect_key = false;
+    let mut at = 0;
+    while at < json.len() {
+        match json[at] {
+            b'{' => {
+                in_object.push(true);
+                expect_key = true;
+            }
+            b'[' => {
+                in_object.push(false);
+                expect_key = false;
+            }
+            b'}' | b']' => {
+                in_object.pop();
+                expect_key = false;
+            }
+            b',' => expect_key = in_object.last() == Some(&true),
+            b':' => expect_key = false,
+            b'"' => {
+                let start = at + 1;
+                let mut end = start;
+                loop {
+                    match json.get(end)? {
+                        b'\\' => end += 2,
+                        b'"' => break,
+                        _ => end += 1,
+                    }
+                }
+                let text = json.get(start..end)?;
+                if !expect_key && text.windows(prefix.len()).any(|w| w == prefix) {
+                    found.push((start, end));
+                }
+                expect_key = false;
+                at = end;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    Some(found)
+}
+
 /// Escapes text for HTML content and quoted attribute values.
 fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -835,6 +917,63 @@ fn parse_token(token: &str) -> Option<(i32, String, String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vault whose keys are all in its cache: revealing never reaches the (unreachable) pool.
+    fn vault_with_cached_keys(subjects: &[(&str, i32, [u8; 32])]) -> PrivacyVault {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let vault = PrivacyVault::new(pool, &[7u8; 32]);
+        for (subject, generation, key) in subjects {
+            let key = Zeroizing::new(*key);
+            vault
+                .cache
+                .put_live(subject, *generation, &key, Instant::now());
+        }
+        vault
+    }
+
+    #[tokio::test]
+    async fn revealing_a_json_text_in_place_equals_revealing_its_tree() {
+        let vault = vault_with_cached_keys(&[("customer:c1", 1, [1u8; 32])]);
+        let key = [1u8; 32];
+        let name = seal(1, &key, "customer:c1", "orderName", "Kim's \"order\" ü\n").unwrap();
+        let other = seal(1, &key, "customer:c1", "reason", "changed my mind").unwrap();
+        // Not a token after all (it does not parse): shown as it is by both paths.
+        let unknown = format!("{TOKEN_PREFIX}x:y");
+        let documents = [
+            serde_json::json!({"orderName": name, "status": "PAID"}),
+            serde_json::json!({"items": [{"text": name}, {"text": format!("before {other} after")}],
+                "nested": {"deeper": [[name.clone()]]}}),
+            // A token as an object's key is left alone by both paths.
+            serde_json::json!({ name.clone(): {"reason": other}, "plain": "no token \" here" }),
+            serde_json::json!({"a": "pl-sealed:v1:", "b": unknown, "c": [1, 2.5, null, true]}),
+            serde_json::json!([name, {"k": "\\\"pl-sealed:v1:x\\"}]),
+        ];
+        for document in documents {
+            let text = serde_json::to_string(&document).unwrap();
+            let mut tree = document.clone();
+            vault.reveal_json(&mut tree).await.unwrap();
+            let in_place = vault
+                .reveal_json_text(&text)
+                .await
+                .unwrap()
+                .expect("a well-formed text");
+            let in_place: serde_json::Value = serde_json::from_str(&in_place).unwrap();
+            assert_eq!(in_place, tree, "{text}");
+        }
+        let revealed = vault
+            .reveal_json_text(&serde_json::json!({ "orderName": name }).to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revealed, r#"{"orderName":"Kim's \"order\" ü\n"}"#);
+        assert!(vault
+            .reveal_json_text(r#"{"a": "unterminated"#)
+            .await
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn tokens_parse_back_and_foreign_text_does_not() {

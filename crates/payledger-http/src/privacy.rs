@@ -57,18 +57,29 @@ pub async fn reveal_personal_fields(
             head.set_body(BoxBody::new(bytes)),
         ));
     }
-    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(error) => return Err(ApiError::internal(error).into()),
-    };
-    if let Err(error) = vault.reveal_json(&mut value).await {
-        return Err(match error {
+    let failed = |error| -> actix_web::Error {
+        match error {
             payledger_app::privacy::PrivacyError::Database(e) => ApiError::unavailable(e),
             other => ApiError::internal(other),
         }
-        .into());
-    }
-    let revealed = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+        .into()
+    };
+    // The answer as written, its tokens replaced in place: no tree is built and written again.
+    let in_place = match std::str::from_utf8(&bytes) {
+        Ok(text) => vault.reveal_json_text(text).await.map_err(failed)?,
+        Err(_) => None,
+    };
+    let revealed = match in_place {
+        Some(text) => text.into_bytes(),
+        None => {
+            let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+                Ok(value) => value,
+                Err(error) => return Err(ApiError::internal(error).into()),
+            };
+            vault.reveal_json(&mut value).await.map_err(failed)?;
+            serde_json::to_vec(&value).map_err(ApiError::internal)?
+        }
+    };
     Ok(ServiceResponse::new(
         request,
         head.set_body(BoxBody::new(revealed)),
