@@ -8,9 +8,11 @@
 use crate::chain::{self, HashedFields, GENESIS_HASH};
 use crate::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, RecordedEvent};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -24,6 +26,12 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Stream heads remembered, so a stream the process holds current is not looked up again.
     pub head_cache_capacity: usize,
+    /// Longest wait for one database call (the heads' lookup, the append). Past it the call's
+    /// connection is given up and its commands are answered "unavailable, outcome unknown".
+    /// Without it, a connection whose answer was lost in a network partition holds the writer,
+    /// and with it every command of the process, until the kernel's retransmissions end — a
+    /// minute or more after the network is back.
+    pub call_timeout_ms: u64,
 }
 
 impl Default for WriterConfig {
@@ -33,6 +41,7 @@ impl Default for WriterConfig {
             max_batch_events: 4_096,
             queue_capacity: 16_384,
             head_cache_capacity: 200_000,
+            call_timeout_ms: 10_000,
         }
     }
 }
@@ -275,9 +284,19 @@ impl WriterTask {
         let looked_up: HashMap<String, (i64, [u8; 32])> = if to_look_up.is_empty() {
             HashMap::new()
         } else {
-            match look_up_heads(&self.pool, &to_look_up).await {
-                Ok(found) => found,
+            let mut connection = match self.pool.acquire().await {
+                Ok(connection) => connection,
                 Err(error) => return Err((batch, error)),
+            };
+            let outcome = tokio::time::timeout(
+                self.call_timeout(),
+                look_up_heads(&mut connection, &to_look_up),
+            )
+            .await;
+            match outcome {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => return Err((batch, error)),
+                Err(_) => return Err((batch, self.give_up(connection, "reading stream heads"))),
             }
         };
 
@@ -321,6 +340,32 @@ impl WriterTask {
         Ok(prepared)
     }
 
+    fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.call_timeout_ms.max(1))
+    }
+
+    /// Ends a call that outlived `call_timeout_ms`. Its answer may still come, or never (a
+    /// network partition): the append may or may not have committed, so its commands are told
+    /// "unavailable" — never success — and the head cache learns nothing from it. The
+    /// connection is detached, so the pool neither reuses it nor waits on it when it returns;
+    /// dropping it closes the socket here, and the server ends its side with the keepalive
+    /// settings every connection carries.
+    fn give_up(&self, connection: PoolConnection<Postgres>, what: &str) -> sqlx::Error {
+        drop(connection.detach());
+        tracing::warn!(
+            what,
+            timeout_ms = self.config.call_timeout_ms,
+            "the database did not answer the writer in time; its connection is given up"
+        );
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{what} took longer than {} ms; the outcome is unknown",
+                self.config.call_timeout_ms
+            ),
+        ))
+    }
+
     async fn call_append(&self, prepared: &[Prepared]) -> Result<Vec<AppendRow>, sqlx::Error> {
         let mut streams = Vec::with_capacity(prepared.len());
         let mut expected_versions = Vec::with_capacity(prepared.len());
@@ -349,7 +394,7 @@ impl WriterTask {
                 hashes.push(hash.to_vec());
             }
         }
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT command_index, outcome, actual_version, first_position, recorded_at \
              FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
@@ -363,9 +408,14 @@ impl WriterTask {
         .bind(&schema_versions)
         .bind(&payloads)
         .bind(&metadata)
-        .bind(&hashes)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(&hashes);
+        let mut connection = self.pool.acquire().await?;
+        let outcome =
+            tokio::time::timeout(self.call_timeout(), query.fetch_all(&mut *connection)).await;
+        let rows = match outcome {
+            Ok(rows) => rows?,
+            Err(_) => return Err(self.give_up(connection, "appending events")),
+        };
         rows.iter()
             .map(|row| {
                 Ok(AppendRow {
@@ -471,7 +521,7 @@ fn compute_hashes(request: &Request, expected_version: i64, prev_hash: [u8; 32])
 }
 
 async fn look_up_heads(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     stream_ids: &[String],
 ) -> Result<HashMap<String, (i64, [u8; 32])>, sqlx::Error> {
     let rows = sqlx::query(
@@ -481,7 +531,7 @@ async fn look_up_heads(
     // Planned per call: docs/architecture.md, "Lookups by many keys".
     .persistent(false)
     .bind(stream_ids)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await?;
     let mut heads = HashMap::with_capacity(rows.len());
     for row in rows {

@@ -558,6 +558,7 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
+    let mut last_answer = String::new();
     let serving_again = loop {
         let order = format!("order-part-after-heal-{}", healed.elapsed().as_millis());
         let placed = http
@@ -570,13 +571,27 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
             )
             .send()
             .await;
-        if placed.is_ok_and(|p| p.status().as_u16() == 201) {
-            break healed.elapsed();
+        match placed {
+            Ok(answer) if answer.status().as_u16() == 201 => break healed.elapsed(),
+            Ok(answer) => {
+                last_answer = format!(
+                    "{} {}",
+                    answer.status(),
+                    answer.text().await.unwrap_or_default()
+                )
+            }
+            Err(error) => last_answer = error.to_string(),
         }
-        assert!(
-            healed.elapsed() < Duration::from_secs(120),
-            "node A did not serve a command within 120 s of the heal"
-        );
+        if healed.elapsed() >= Duration::from_secs(120) {
+            let log = std::fs::read_to_string(&log_a_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "node A did not serve a command within 120 s of the heal; its last answer: \
+                 {last_answer}; the end of its log:\n{}",
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
