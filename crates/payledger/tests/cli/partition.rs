@@ -558,7 +558,6 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let mut last_answer = String::new();
     let serving_again = loop {
         let order = format!("order-part-after-heal-{}", healed.elapsed().as_millis());
         let placed = http
@@ -571,17 +570,15 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
             )
             .send()
             .await;
-        match placed {
+        let last_answer = match placed {
             Ok(answer) if answer.status().as_u16() == 201 => break healed.elapsed(),
-            Ok(answer) => {
-                last_answer = format!(
-                    "{} {}",
-                    answer.status(),
-                    answer.text().await.unwrap_or_default()
-                )
-            }
-            Err(error) => last_answer = error.to_string(),
-        }
+            Ok(answer) => format!(
+                "{} {}",
+                answer.status(),
+                answer.text().await.unwrap_or_default()
+            ),
+            Err(error) => error.to_string(),
+        };
         if healed.elapsed() >= Duration::from_secs(120) {
             let log = std::fs::read_to_string(&log_a_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
