@@ -21,9 +21,8 @@ use payledger_domain::order::{
 use payledger_domain::payee::{self, Payee};
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::{
-    CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway,
-    ProviderRefundDecisionFact, ProviderRefundRequest, ProviderRegistry, RefundAnswer,
-    RegistryError,
+    CancelRequest, ClientAction, ConfirmRequest, GatewayError, PaymentGateway, ProviderRegistry,
+    RefundAnswer, RegistryError,
 };
 use std::sync::Arc;
 use tracing::Instrument;
@@ -971,7 +970,7 @@ impl Payments {
                     .record_provider_refund_decision(
                         order_id,
                         provider_refund_id,
-                        refund_fact(request),
+                        request,
                         OutcomeSource::Reconciler,
                     )
                     .await?;
@@ -1028,26 +1027,6 @@ impl Payments {
             )
             .await?;
         Ok(Self::snapshot(executed, false))
-    }
-}
-
-/// The refund request as the provider reports it, for the order to judge.
-fn refund_fact(request: ProviderRefundRequest) -> order::ProviderRefundFact {
-    use order::ProviderRefundDecision as Decision;
-    order::ProviderRefundFact {
-        provider_refund_id: request.provider_refund_id,
-        payment_key: request.payment_key,
-        is_refund: request.is_refund,
-        action: request.action,
-        amount_minor: request.amount_minor,
-        currency: request.currency,
-        provider_status: request.provider_status,
-        decision: match request.decision {
-            ProviderRefundDecisionFact::Pending => Decision::Pending,
-            ProviderRefundDecisionFact::Approved => Decision::Approved,
-            ProviderRefundDecisionFact::Rejected { failure } => Decision::Rejected { failure },
-            ProviderRefundDecisionFact::Other => Decision::Unrecognised,
-        },
     }
 }
 

@@ -46,8 +46,8 @@ use payledger_gateway::transport::TransportLimits;
 use payledger_gateway::{
     BillingKeyIssued, CancelRequest, CardMetadata, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentFactStatus,
-    PaymentGateway, ProviderCancel, ProviderPayment, ProviderRefundDecisionFact,
-    ProviderRefundRequest, RefundAnswer,
+    PaymentGateway, ProviderCancel, ProviderPayment, ProviderRefundDecision, ProviderRefundFact,
+    RefundAnswer,
 };
 use reqwest::{Method, Url};
 use serde_json::json;
@@ -137,6 +137,16 @@ impl PaddleConfig {
     /// The same client against a `payledger-sandbox`'s `/paddle` base, with its default key.
     pub fn sandbox(base_url: impl Into<String>) -> PaddleConfig {
         PaddleConfig::new(base_url, PaddleApiKey::new(SANDBOX_API_KEY))
+    }
+}
+
+/// The failure a refund adjustment Paddle rejected records, whether the rejection is read from
+/// Paddle's API (the reconciler) or from its `adjustment.updated` notification.
+pub fn refund_rejected(provider_status: &str) -> ProviderFailure {
+    ProviderFailure {
+        class: FailureClass::InvalidRequest,
+        provider_code: "PADDLE_REFUND_REJECTED".to_owned(),
+        provider_message: format!("Paddle {provider_status} the refund adjustment"),
     }
 }
 
@@ -763,7 +773,7 @@ impl PaymentGateway for PaddleGateway {
     async fn refund_request(
         &self,
         provider_refund_id: &str,
-    ) -> Result<Option<ProviderRefundRequest>, GatewayError> {
+    ) -> Result<Option<ProviderRefundFact>, GatewayError> {
         let Some(adjustment) = self.adjustment(provider_refund_id).await? else {
             return Ok(None);
         };
@@ -775,23 +785,18 @@ impl PaymentGateway for PaddleGateway {
             .and_then(|status| status.as_str().map(str::to_owned))
             .unwrap_or_default();
         let decision = match adjustment.status {
-            AdjustmentStatus::PendingApproval => ProviderRefundDecisionFact::Pending,
-            AdjustmentStatus::Approved => ProviderRefundDecisionFact::Approved,
-            // The same failure the `adjustment.updated` notification records.
-            AdjustmentStatus::Rejected => ProviderRefundDecisionFact::Rejected {
-                failure: ProviderFailure {
-                    class: FailureClass::InvalidRequest,
-                    provider_code: "PADDLE_REFUND_REJECTED".to_owned(),
-                    provider_message: format!("Paddle {provider_status} the refund adjustment"),
-                },
+            AdjustmentStatus::PendingApproval => ProviderRefundDecision::Pending,
+            AdjustmentStatus::Approved => ProviderRefundDecision::Approved,
+            AdjustmentStatus::Rejected => ProviderRefundDecision::Rejected {
+                failure: refund_rejected(&provider_status),
             },
-            AdjustmentStatus::Reversed => ProviderRefundDecisionFact::Other,
+            AdjustmentStatus::Reversed => ProviderRefundDecision::Unrecognised,
         };
         let action = serde_json::to_value(adjustment.action)
             .ok()
             .and_then(|action| action.as_str().map(str::to_owned))
             .unwrap_or_default();
-        Ok(Some(ProviderRefundRequest {
+        Ok(Some(ProviderRefundFact {
             provider_refund_id: adjustment.id,
             payment_key: adjustment.transaction_id,
             is_refund: adjustment.action == AdjustmentAction::Refund,

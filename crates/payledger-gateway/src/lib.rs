@@ -68,38 +68,10 @@ pub enum RefundAnswer {
 }
 
 /// A refund the provider was asked to approve ([`RefundAnswer::AwaitingApproval`]), as its API
-/// reports it now, looked up by the provider's id of the request. The ledger checks it against
-/// the refund it awaits (payment, kind, amount, currency) before recording the decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderRefundRequest {
-    /// The provider's id of the request (Paddle's `adj_…`).
-    pub provider_refund_id: String,
-    /// The payment it refunds (Paddle's transaction id).
-    pub payment_key: String,
-    /// Whether the request is a refund (Paddle's action `refund`), not a credit or chargeback.
-    pub is_refund: bool,
-    /// The provider's word for the action (`refund`, `credit`), for the record.
-    pub action: String,
-    pub amount_minor: i64,
-    pub currency: Currency,
-    pub decision: ProviderRefundDecisionFact,
-    /// The provider's own word for the status (`pending_approval`, `rejected`), for the record.
-    pub provider_status: String,
-}
-
-/// Where a refund awaiting the provider's approval stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderRefundDecisionFact {
-    /// Not decided yet.
-    Pending,
-    Approved,
-    /// Refused: the refund failed, nothing moved.
-    Rejected {
-        failure: ProviderFailure,
-    },
-    /// A status the ledger cannot place (Paddle's `reversed`): held for review.
-    Other,
-}
+/// reports it now, looked up by the provider's id of the request: the order's own fact type, so
+/// the ledger checks exactly what the connector read against the refund it awaits (payment,
+/// kind, amount, currency) before recording the decision.
+pub use payledger_domain::provider_refund::{ProviderRefundDecision, ProviderRefundFact};
 
 /// Issue a billing key from the auth key the provider's card-registration window returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,7 +317,7 @@ pub trait PaymentGateway: Send + Sync + 'static {
     async fn refund_request(
         &self,
         _provider_refund_id: &str,
-    ) -> Result<Option<ProviderRefundRequest>, GatewayError> {
+    ) -> Result<Option<ProviderRefundFact>, GatewayError> {
         Ok(None)
     }
 

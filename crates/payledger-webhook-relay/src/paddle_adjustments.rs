@@ -32,7 +32,6 @@ use payledger_domain::order::{
 };
 use payledger_domain::provider_billed::ProviderSubscriptionFact;
 use payledger_domain::provider_fact::{DisputeFact, DisputeStatus};
-use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_domain::subscription::ChargeReversalKind;
 use payledger_domain::webhook::{VerificationMethod, WebhookOutcome, WebhookVerified};
 
@@ -270,11 +269,7 @@ impl PaddleApplier {
             ProviderRefundDecision::Approved
         } else {
             ProviderRefundDecision::Rejected {
-                failure: ProviderFailure {
-                    class: FailureClass::InvalidRequest,
-                    provider_code: "PADDLE_REFUND_REJECTED".to_owned(),
-                    provider_message: format!("Paddle {} the refund adjustment", adjustment.status),
-                },
+                failure: payledger_connector_paddle::refund_rejected(&adjustment.status),
             }
         };
         let fact = ProviderRefundFact {
