@@ -20,6 +20,7 @@
 
 mod behaviour;
 mod http;
+mod ids;
 mod paddle;
 mod payouts;
 mod redelivery;

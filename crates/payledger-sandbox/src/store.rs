@@ -989,7 +989,7 @@ fn kst_text(at: DateTime<FixedOffset>) -> String {
 }
 
 fn new_key(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+    format!("{prefix}_{}", crate::ids::random_chars(25))
 }
 
 fn sorted<V: Copy>(map: &HashMap<String, V>) -> BTreeMap<String, V> {

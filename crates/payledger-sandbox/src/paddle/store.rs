@@ -266,10 +266,9 @@ fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// `prefix_` + 26 lowercase letters and digits, as Paddle's ids.
+/// `prefix_` + 26 characters of Paddle's alphabet, as Paddle's ids (`txn_01h04vsbhqc62t8hmd4z3b578c`).
 fn new_id(prefix: &str) -> String {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}_01{}", &hex[..24])
+    format!("{prefix}_01{}", crate::ids::random_chars(24))
 }
 
 /// The most periods of one subscription a renewal sweep bills (after a long move of the clock).
@@ -1456,6 +1455,14 @@ mod tests {
         let txn = &reply.body["data"]["transaction"];
         assert_eq!(txn["status"], "completed");
         assert!(txn["id"].as_str().unwrap().starts_with("txn_"));
+        let id = new_id("adj");
+        assert_eq!(id.len(), "adj_".len() + 26, "{id}");
+        assert!(
+            id["adj_".len()..]
+                .bytes()
+                .all(|b| crate::ids::ID_ALPHABET.contains(&b)),
+            "{id}"
+        );
         assert_eq!(txn["details"]["totals"]["fee"], "99");
         let sub = &reply.body["data"]["subscription"];
         assert!(sub["id"].as_str().unwrap().starts_with("sub_"));

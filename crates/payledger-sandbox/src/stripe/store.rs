@@ -361,8 +361,11 @@ impl StripeStore {
     /// Ids look like Stripe's (`pi_3P…`): a prefix, then 24 characters, unique per sandbox.
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        format!("{prefix}_{:08}{}", self.next_id, &random[..16])
+        format!(
+            "{prefix}_{:08}{}",
+            self.next_id,
+            crate::ids::random_chars(16)
+        )
     }
 
     pub(crate) fn add_endpoint(
