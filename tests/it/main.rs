@@ -25,6 +25,7 @@ mod paddle;
 mod paddle_membership;
 mod paddle_refund_discrepancies;
 mod paddle_refunds;
+mod paddle_steps;
 mod paddle_webhooks;
 mod payments;
 mod privacy;

@@ -2,10 +2,12 @@
 //! billing times of a membership Paddle bills (through renewal, a scheduled cancel and the end)
 //! or payledger bills (Toss), and who owns a customer Paddle's notification names first.
 
-use crate::paddle::{checkout, deliveries_settled, paddle, spawn, until};
+use crate::paddle_steps::{
+    checkout, deliveries_settled, eventually, paddle, paddle_advances_the_period, spawn, subscribe,
+    subscription_until,
+};
 use payledger_tests::TestApp;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 async fn membership_status(app: &TestApp, key: &str, customer: &str) -> (u16, Value) {
     membership_at(app, key, customer, 0).await
@@ -37,19 +39,10 @@ async fn the_membership_status_shows_level_plan_provider_and_billing_times_of_a_
     assert_eq!(none["planId"], Value::Null, "{none}");
     assert_eq!(none["provider"], Value::Null, "{none}");
 
-    let subscribed = checkout(
-        &app,
-        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
-        json!({"customerId": "cust_1"}),
-    )
-    .await;
-    let sub_id = subscribed["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let period_end = &subscribed["subscription"]["current_billing_period"]["ends_at"];
-    let started = until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
-    assert_eq!(started["paidCycles"], 1);
+    let subscribed = subscribe(&app, "cust_1").await;
+    let sub_id = subscribed.id;
+    let period_end = &subscribed.checkout["subscription"]["current_billing_period"]["ends_at"];
+    assert_eq!(subscribed.started["paidCycles"], 1);
     let head = app.head_position().await;
     let (status, member) = membership_at(&app, &app.support_key, "cust_1", head).await;
     assert_eq!(status, 200, "{member}");
@@ -78,13 +71,9 @@ async fn the_membership_status_shows_level_plan_provider_and_billing_times_of_a_
 
     // A renewal moves the period; a cancel scheduled in Paddle's dashboard shows as ending at
     // the period's end with no next billing; the end downgrades.
-    paddle(
-        &app,
-        &format!("/sandbox/subscriptions/{sub_id}/advance"),
-        json!({}),
-    )
-    .await;
-    let renewed = until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
+    paddle_advances_the_period(&app, &sub_id).await;
+    let renewed =
+        subscription_until(&app, &sub_id, "renewal recorded", |s| s["paidCycles"] == 2).await;
     let head = app.head_position().await;
     let (_, member) = membership_at(&app, &app.support_key, "cust_1", head).await;
     assert_eq!(
@@ -98,7 +87,7 @@ async fn the_membership_status_shows_level_plan_provider_and_billing_times_of_a_
         json!({"effective_from": "next_billing_period"}),
     )
     .await;
-    until(&app, &sub_id, "cancel scheduled", |s| {
+    subscription_until(&app, &sub_id, "cancel scheduled", |s| {
         s["cancelAtPeriodEnd"] == true
     })
     .await;
@@ -112,13 +101,8 @@ async fn the_membership_status_shows_level_plan_provider_and_billing_times_of_a_
         instant(&ending["cancelEffectiveAt"]),
         instant(&ending["currentPeriodEnd"])
     );
-    paddle(
-        &app,
-        &format!("/sandbox/subscriptions/{sub_id}/advance"),
-        json!({}),
-    )
-    .await;
-    until(&app, &sub_id, "ended", |s| s["status"] == "ended").await;
+    paddle_advances_the_period(&app, &sub_id).await;
+    subscription_until(&app, &sub_id, "ended", |s| s["status"] == "ended").await;
     let head = app.head_position().await;
     let (_, ended) = membership_at(&app, &app.support_key, "cust_1", head).await;
     assert_eq!(ended["membershipLevel"], 0, "{ended}");
@@ -146,17 +130,8 @@ async fn a_customer_paddle_names_first_belongs_to_the_api_client_its_checkout_na
     let app = spawn().await;
     // Named by the checkout: the customer is the client's; the client reads its membership,
     // another client does not see it.
-    let subscribed = checkout(
-        &app,
-        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
-        json!({"customerId": "cust_owned", "apiClient": "e2e"}),
-    )
-    .await;
-    let sub_id = subscribed["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    until(&app, &sub_id, "first period paid", |s| s["paidCycles"] == 1).await;
+    // (The checkout names the test's own client, `e2e`.)
+    subscribe(&app, "cust_owned").await;
     let head = app.head_position().await;
     let (status, own) = membership_at(&app, &app.client_key, "cust_owned", head).await;
     assert_eq!(
@@ -206,14 +181,11 @@ async fn a_customer_paddle_names_first_belongs_to_the_api_client_its_checkout_na
             )
             .await;
         }
-        let mut dead = Vec::new();
-        for _ in 0..100 {
-            dead = paddle_dead_letters(&app).await;
-            if dead.iter().any(|d| d.contains(why)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let dead = eventually(
+            || paddle_dead_letters(&app),
+            |dead| dead.iter().any(|d| d.contains(why)),
+        )
+        .await;
         assert!(dead.iter().any(|d| d.contains(why)), "{why}: {dead:?}");
         let head = app.head_position().await;
         let (_, status) = membership_at(&app, &app.support_key, customer, head).await;

@@ -4,131 +4,48 @@
 //! notification, approval or rejection alike), never completes or fails the refund with it, and
 //! no money moves.
 
-use crate::paddle::{deliveries_settled, paddle, paid_credit_order, spawn, timeline};
+use crate::paddle_steps::{
+    ask_refund, balanced_trial_balance, deliveries_settled, notification_ids, order_events,
+    order_until, paddle, paddle_approves, paddle_get, paddle_rejects, paid_credit_order,
+    refund_asked, replay_notification, spawn, spawn_with_lost_notifications, timeline_until,
+};
 use payledger_tests::TestApp;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn ask_refund(app: &TestApp, order_id: &str, key: &str) -> Value {
-    let response = app
-        .client
-        .post(format!("{}/v1/orders/{order_id}/refunds", app.address))
-        .bearer_auth(&app.client_key)
-        .header("Idempotency-Key", key)
-        .json(&json!({"reason": "changed my mind"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    response.json().await.unwrap()
-}
-
-async fn order(app: &TestApp, order_id: &str) -> Value {
-    app.get(&format!("/v1/orders/{order_id}"))
-        .await
-        .json()
-        .await
-        .unwrap()
-}
-
-/// The payloads of the order's events of `event_type`, from the log.
-async fn events_of(app: &TestApp, order_id: &str, event_type: &str) -> Vec<Value> {
-    let rows: Vec<(Value,)> = sqlx::query_as(
-        "SELECT payload FROM events WHERE stream_id = $1 AND event_type = $2 ORDER BY global_position",
-    )
-    .bind(format!("order-{order_id}"))
-    .bind(event_type)
-    .fetch_all(&app.app_pool)
-    .await
-    .unwrap();
-    rows.into_iter().map(|(payload,)| payload).collect()
-}
-
-/// Polls the timeline until it holds `text`.
-async fn timeline_until(app: &TestApp, order_id: &str, text: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..150 {
-        last = timeline(app, order_id).await;
-        if last.contains(text) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the timeline of {order_id} never said {text:?}: {last}");
-}
-
-/// Polls the order (its read model) until `check` holds.
-async fn order_until(app: &TestApp, order_id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..150 {
-        last = order(app, order_id).await;
-        if check(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the order stayed {last}");
-}
-
 /// The trial balance's accounts once the journal has caught up with everything recorded.
 async fn trial_accounts(app: &TestApp) -> Value {
-    let head = app.head_position().await;
-    let trial: Value = app
-        .get_as(
-            &app.auditor_key,
-            &format!("/v1/journal/trial-balance?at={head}"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(trial["balanced"], true, "{trial}");
-    trial["accounts"].clone()
+    balanced_trial_balance(app).await["accounts"].clone()
+}
+
+/// The order's log holds neither a completed nor a failed refund: what Paddle decided did not
+/// settle it.
+async fn assert_refund_neither_completed_nor_failed(app: &TestApp, order_id: &str) {
+    let completed = order_events(app, order_id, "RefundCompleted").await;
+    assert!(completed.is_empty(), "{completed:?}");
+    let failed = order_events(app, order_id, "RefundFailed").await;
+    assert!(failed.is_empty(), "{failed:?}");
 }
 
 #[tokio::test]
 async fn an_approval_of_another_amount_found_by_the_reconciler_is_recorded_once_and_refunds_nothing(
 ) {
-    use payledger_webhook_relay::{InboundConfig, Provider, WebhookSettings};
-    use payledger_webhooks::WebhookSecret;
-    let app = payledger_tests::spawn_app_with(payledger_tests::SpawnOptions {
-        reconcile_interval_ms: 200,
-        reconcile_after_ms: 0,
-        webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(
-                    Provider::Paddle,
-                    vec![WebhookSecret::new(crate::paddle::SECRET)],
-                )
-                .unwrap(),
-            ..WebhookSettings::default()
-        },
-        ..payledger_tests::SpawnOptions::default()
-    })
-    .await;
     // Paddle signs with another secret than payledger knows: every notification is refused, so
     // only the reconciler's lookup (`GET /adjustments?id=…`) learns Paddle's decision.
-    app.sandbox
-        .add_paddle_webhook_destination(
-            &format!("{}/v1/webhooks/paddle", app.address),
-            "pdl_ntfset_not_the_one_payledger_has",
-        )
-        .unwrap();
+    let app = spawn_with_lost_notifications().await;
     let order_id = "order-paddle-refund-differs";
     paid_credit_order(&app, order_id).await;
-    let asked = ask_refund(&app, order_id, "differs-1").await;
+    let asked = refund_asked(&app, order_id, "differs-1").await;
     let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
     let refund_id = asked["refundId"].as_str().unwrap().to_owned();
-    order_until(&app, order_id, |o| o["refundPendingAmount"] == 1000).await;
+    order_until(&app, order_id, "pending", |o| {
+        o["refundPendingAmount"] == 1000
+    })
+    .await;
     let before = trial_accounts(&app).await;
 
     // Paddle approves the adjustment for 999, not the 1 000 asked (a planted fault).
-    let reviewed = paddle(
-        &app,
-        &format!("/sandbox/adjustments/{adjustment}/approve"),
-        json!({"total": "999"}),
-    )
-    .await;
+    let reviewed = paddle_approves(&app, &adjustment, json!({"total": "999"})).await;
     assert_eq!(reviewed["status"], "approved", "{reviewed}");
     let text = timeline_until(
         &app,
@@ -140,7 +57,7 @@ async fn an_approval_of_another_amount_found_by_the_reconciler_is_recorded_once_
     // Let the reconciler pass again and again (every 200 ms): it looks the adjustment up each
     // time and finds the same mismatch, which records nothing new.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let recorded = events_of(&app, order_id, "RefundDiscrepancyRecorded").await;
+    let recorded = order_events(&app, order_id, "RefundDiscrepancyRecorded").await;
     assert_eq!(recorded.len(), 1, "recorded once: {recorded:?}");
     let differs = &recorded[0];
     assert_eq!(differs["refundId"], refund_id.as_str(), "{differs}");
@@ -158,11 +75,11 @@ async fn an_approval_of_another_amount_found_by_the_reconciler_is_recorded_once_
     );
 
     // The refund is not completed: nothing refunded, the amount still held, the order flags it.
-    assert!(events_of(&app, order_id, "RefundCompleted")
-        .await
-        .is_empty());
-    assert!(events_of(&app, order_id, "RefundFailed").await.is_empty());
-    let shown = order_until(&app, order_id, |o| o["refundsUnderReview"] == 1).await;
+    assert_refund_neither_completed_nor_failed(&app, order_id).await;
+    let shown = order_until(&app, order_id, "under review", |o| {
+        o["refundsUnderReview"] == 1
+    })
+    .await;
     assert_eq!(shown["status"], "PAID", "{shown}");
     assert_eq!(shown["refundedAmount"], 0, "{shown}");
     assert_eq!(shown["refundPendingAmount"], 1000, "{shown}");
@@ -176,17 +93,12 @@ async fn a_rejection_in_another_currency_is_recorded_once_and_does_not_fail_the_
     let app = spawn().await;
     let order_id = "order-paddle-reject-differs";
     paid_credit_order(&app, order_id).await;
-    let asked = ask_refund(&app, order_id, "reject-differs-1").await;
+    let asked = refund_asked(&app, order_id, "reject-differs-1").await;
     let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
     deliveries_settled(&app).await;
     let before = trial_accounts(&app).await;
 
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{adjustment}/reject"),
-        json!({"currency_code": "EUR"}),
-    )
-    .await;
+    paddle_rejects(&app, &adjustment, json!({"currency_code": "EUR"})).await;
     let text = timeline_until(
         &app,
         order_id,
@@ -197,35 +109,16 @@ async fn a_rejection_in_another_currency_is_recorded_once_and_does_not_fail_the_
     deliveries_settled(&app).await;
 
     // The same notification delivered again (twice): nothing new.
-    let notifications: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/sandbox/notifications",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .send()
+    let decision = notification_ids(&app, "adjustment.updated")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let decision = notifications["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["type"] == "adjustment.updated")
-        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .first()
+        .cloned()
         .expect("the rejection was notified");
     for _ in 0..2 {
-        paddle(
-            &app,
-            &format!("/notifications/{decision}/replay"),
-            json!({}),
-        )
-        .await;
+        replay_notification(&app, &decision).await;
     }
     deliveries_settled(&app).await;
-    let recorded = events_of(&app, order_id, "RefundDiscrepancyRecorded").await;
+    let recorded = order_events(&app, order_id, "RefundDiscrepancyRecorded").await;
     assert_eq!(recorded.len(), 1, "recorded once: {recorded:?}");
     assert_eq!(recorded[0]["source"], "webhook", "{recorded:?}");
     assert_eq!(
@@ -234,8 +127,13 @@ async fn a_rejection_in_another_currency_is_recorded_once_and_does_not_fail_the_
         "{recorded:?}"
     );
     // Not a failed refund: the amount stays held, nothing is released or refunded.
-    assert!(events_of(&app, order_id, "RefundFailed").await.is_empty());
-    let shown = order_until(&app, order_id, |o| o["refundsUnderReview"] == 1).await;
+    assert!(order_events(&app, order_id, "RefundFailed")
+        .await
+        .is_empty());
+    let shown = order_until(&app, order_id, "under review", |o| {
+        o["refundsUnderReview"] == 1
+    })
+    .await;
     assert_eq!(shown["refundPendingAmount"], 1000, "{shown}");
     assert_eq!(shown["refundedAmount"], 0, "{shown}");
     assert_eq!(trial_accounts(&app).await, before);
@@ -270,17 +168,13 @@ async fn a_refund_paddle_refuses_for_a_wrong_api_key_is_a_clear_error_and_refund
 
     // Paddle refuses payledger's API key from now on (wrong, revoked, or lacking a permission).
     paddle(&app, "/sandbox/api-key-refused", json!({"requests": 50})).await;
-    let response = app
-        .client
-        .post(format!("{}/v1/orders/{order_id}/refunds", app.address))
-        .bearer_auth(&app.client_key)
-        .header("Idempotency-Key", "key-refused-1")
-        .json(&json!({"reason": "changed my mind"}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let refused: Value = response.json().await.unwrap();
+    let (status, refused) = ask_refund(
+        &app,
+        order_id,
+        "key-refused-1",
+        json!({"reason": "changed my mind"}),
+    )
+    .await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["code"], "E_REFUND_REFUSED", "{refused}");
     assert_eq!(refused["providerCode"], "forbidden", "{refused}");
@@ -293,30 +187,22 @@ async fn a_refund_paddle_refuses_for_a_wrong_api_key_is_a_clear_error_and_refund
 
     // Nothing was refunded or held, Paddle holds no adjustment, and the books net to where
     // they were (the intent and its failure are on the order's record, for support).
-    let unchanged = order_until(&app, order_id, |o| o["refundPendingAmount"] == 0).await;
+    let unchanged = order_until(&app, order_id, "nothing held", |o| {
+        o["refundPendingAmount"] == 0
+    })
+    .await;
     assert_eq!(unchanged["refundedAmount"], 0, "{unchanged}");
     assert_eq!(unchanged["refundableAmount"], 1000, "{unchanged}");
     assert_eq!(unchanged["status"], "PAID", "{unchanged}");
-    let adjustments: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/adjustments?transaction_id={txn}",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let adjustments = paddle_get(&app, &format!("/adjustments?transaction_id={txn}")).await;
     assert_eq!(adjustments["data"], json!([]), "{adjustments}");
-    assert!(events_of(&app, order_id, "RefundCompleted")
+    assert!(order_events(&app, order_id, "RefundCompleted")
         .await
         .is_empty());
-    assert!(events_of(&app, order_id, "RefundAwaitingProvider")
+    assert!(order_events(&app, order_id, "RefundAwaitingProvider")
         .await
         .is_empty());
-    let failed = events_of(&app, order_id, "RefundFailed").await;
+    let failed = order_events(&app, order_id, "RefundFailed").await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(
         failed[0]["failure"]["providerCode"], "forbidden",
@@ -355,7 +241,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
     let app = spawn().await;
     let order_id = "order-paddle-discrepancy-resolved";
     paid_credit_order(&app, order_id).await;
-    let asked = ask_refund(&app, order_id, "resolve-differs-1").await;
+    let asked = refund_asked(&app, order_id, "resolve-differs-1").await;
     let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
     let refund_id = asked["refundId"].as_str().unwrap().to_owned();
     deliveries_settled(&app).await;
@@ -367,12 +253,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
     assert_eq!(early["code"], "E_REFUND_DISCREPANCY_NOT_OPEN", "{early}");
 
     // Paddle rejects the adjustment in EUR, not USD (a planted fault).
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{adjustment}/reject"),
-        json!({"currency_code": "EUR"}),
-    )
-    .await;
+    paddle_rejects(&app, &adjustment, json!({"currency_code": "EUR"})).await;
     timeline_until(
         &app,
         order_id,
@@ -380,7 +261,10 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
     )
     .await;
     deliveries_settled(&app).await;
-    order_until(&app, order_id, |o| o["refundsUnderReview"] == 1).await;
+    order_until(&app, order_id, "under review", |o| {
+        o["refundsUnderReview"] == 1
+    })
+    .await;
     let before = trial_accounts(&app).await;
     let path = format!("/v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve");
 
@@ -427,7 +311,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
             assert_eq!(answer["field"], field, "{body} → {answer}");
         }
     }
-    assert!(events_of(&app, order_id, "RefundDiscrepancyResolved")
+    assert!(order_events(&app, order_id, "RefundDiscrepancyResolved")
         .await
         .is_empty());
 
@@ -444,7 +328,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
     assert_eq!(status, 200, "{resolved}");
     assert!(resolved.get("refundsUnderReview").is_none(), "{resolved}");
     assert_eq!(resolved["refundPendingAmount"], 1000, "{resolved}");
-    let recorded = events_of(&app, order_id, "RefundDiscrepancyResolved").await;
+    let recorded = order_events(&app, order_id, "RefundDiscrepancyResolved").await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0]["refundId"], refund_id.as_str(), "{recorded:?}");
     assert_eq!(recorded[0]["providerRefundId"], adjustment.as_str());
@@ -456,7 +340,10 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
             .is_some_and(|a| a.starts_with("admin:")),
         "{recorded:?}"
     );
-    let shown = order_until(&app, order_id, |o| o.get("refundsUnderReview").is_none()).await;
+    let shown = order_until(&app, order_id, "resolved", |o| {
+        o.get("refundsUnderReview").is_none()
+    })
+    .await;
     assert_eq!(shown["status"], "PAID", "{shown}");
     assert_eq!(shown["refundedAmount"], 0, "{shown}");
     assert_eq!(shown["refundPendingAmount"], 1000, "{shown}");
@@ -471,10 +358,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
         text.contains("acknowledged: raised with Paddle support, ticket 42"),
         "{text}"
     );
-    assert!(events_of(&app, order_id, "RefundCompleted")
-        .await
-        .is_empty());
-    assert!(events_of(&app, order_id, "RefundFailed").await.is_empty());
+    assert_refund_neither_completed_nor_failed(&app, order_id).await;
     // The books did not move.
     assert_eq!(trial_accounts(&app).await, before);
 
@@ -502,7 +386,7 @@ async fn an_admin_resolves_a_refund_discrepancy_with_a_note_and_nothing_moves() 
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["code"], "E_REFUND_DISCREPANCY_NOT_OPEN", "{again}");
     assert_eq!(
-        events_of(&app, order_id, "RefundDiscrepancyResolved")
+        order_events(&app, order_id, "RefundDiscrepancyResolved")
             .await
             .len(),
         1

@@ -3,63 +3,15 @@
 //! until Paddle's `adjustment.updated` says approved (refunded as asked, credits clawed back,
 //! journal posted) or rejected (nothing moves).
 
-use crate::paddle::{
-    account_balance, buy_credits, deliveries_settled, paddle, paid_credit_order, spawn,
-    subscribed_member, timeline, wallet_balance,
+use crate::paddle_steps::{
+    account_balance, ask_refund, balanced_trial_balance, buy_credits, deliveries_settled,
+    eventually, notification_ids, notifications_arrive_again, order, order_events,
+    paddle_adjustments, paddle_approves, paddle_down_for, paddle_rejects, paid_credit_order,
+    refund_asked, replay_notification, spawn, spawn_with_lost_notifications, subscribed_member,
+    timeline, timeline_until, wallet_balance,
 };
-use payledger_tests::TestApp;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-async fn ask_refund(app: &TestApp, order_id: &str, key: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .client
-        .post(format!("{}/v1/orders/{order_id}/refunds", app.address))
-        .bearer_auth(&app.client_key)
-        .header("Idempotency-Key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn paddle_adjustments(app: &TestApp, txn: &str) -> Vec<Value> {
-    let listed: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/adjustments?transaction_id={txn}",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed["data"].as_array().cloned().unwrap_or_default()
-}
-
-async fn order(app: &TestApp, order_id: &str) -> Value {
-    app.get(&format!("/v1/orders/{order_id}"))
-        .await
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls the timeline until it holds `text`.
-async fn timeline_until(app: &TestApp, order_id: &str, text: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..150 {
-        last = timeline(app, order_id).await;
-        if last.contains(text) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the timeline of {order_id} never said {text:?}: {last}");
-}
 
 #[tokio::test]
 async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_decides() {
@@ -71,14 +23,7 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
     assert_eq!(status, 201, "{body}");
 
     // Asked: Paddle holds a refund adjustment for approval; nothing is refunded yet.
-    let (status, asked) = ask_refund(
-        &app,
-        order_id,
-        "refund-key-1",
-        json!({"reason": "changed my mind"}),
-    )
-    .await;
-    assert_eq!(status, 202, "{asked}");
+    let asked = refund_asked(&app, order_id, "refund-key-1").await;
     assert_eq!(asked["status"], "AWAITING_PROVIDER", "{asked}");
     let first = asked["providerRefundId"].as_str().unwrap().to_owned();
     assert!(first.starts_with("adj_"), "{asked}");
@@ -132,12 +77,7 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
     );
 
     // Rejected by Paddle: the refund fails, the held amount is free again, nothing moves.
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{first}/reject"),
-        json!({}),
-    )
-    .await;
+    paddle_rejects(&app, &first, json!({})).await;
     timeline_until(&app, order_id, "failed: PADDLE_REFUND_REJECTED").await;
     deliveries_settled(&app).await;
     let after_reject = order(&app, order_id).await;
@@ -156,12 +96,7 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
     assert_eq!(status, 202, "{second}");
     let second_id = second["providerRefundId"].as_str().unwrap().to_owned();
     assert_ne!(second_id, first);
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{second_id}/approve"),
-        json!({}),
-    )
-    .await;
+    paddle_approves(&app, &second_id, json!({})).await;
     let completed = timeline_until(
         &app,
         order_id,
@@ -172,14 +107,7 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
         !completed.contains("not asked by payledger"),
         "payledger's own refund, not a dashboard one: {completed}"
     );
-    let mut balance = -1;
-    for _ in 0..100 {
-        balance = wallet_balance(&app, "cust_1").await;
-        if balance == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let balance = eventually(|| wallet_balance(&app, "cust_1"), |b| *b == 0).await;
     assert_eq!(balance, 0, "the credits are clawed back");
     let refunded = order(&app, order_id).await;
     assert_eq!(refunded["status"], "REFUNDED", "{refunded}");
@@ -187,28 +115,10 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
 
     // Paddle's decisions delivered again record nothing new.
     deliveries_settled(&app).await;
-    let notifications: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/sandbox/notifications",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let decisions: Vec<String> = notifications["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["type"] == "adjustment.updated")
-        .map(|n| n["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(decisions.len(), 2, "{notifications}");
+    let decisions = notification_ids(&app, "adjustment.updated").await;
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
     for id in decisions.iter().chain(decisions.iter()) {
-        paddle(&app, &format!("/notifications/{id}/replay"), json!({})).await;
+        replay_notification(&app, id).await;
     }
     deliveries_settled(&app).await;
     let after = timeline(&app, order_id).await;
@@ -222,17 +132,7 @@ async fn a_refund_through_payledger_is_a_paddle_adjustment_pending_until_paddle_
     assert_eq!(again["refundedAmount"], 1000, "refunded once: {again}");
     assert_eq!(wallet_balance(&app, "cust_1").await, 0);
 
-    let head = app.head_position().await;
-    let trial: Value = app
-        .get_as(
-            &app.auditor_key,
-            &format!("/v1/journal/trial-balance?at={head}"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(trial["balanced"], true, "{trial}");
+    let trial = balanced_trial_balance(&app).await;
     assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
 }
 
@@ -241,22 +141,15 @@ async fn a_refund_while_paddle_is_down_is_a_clear_error_and_refunds_nothing() {
     let app = spawn().await;
     let order_id = "order-paddle-refund-down";
     let txn = paid_credit_order(&app, order_id).await;
-    paddle(&app, "/sandbox/outage", json!({"requests": 20})).await;
+    paddle_down_for(&app, 20).await;
     let (status, failed) = ask_refund(&app, order_id, "down-1", json!({"reason": "r"})).await;
     assert!(
         (400..600).contains(&status) && status != 500,
         "{status} {failed}"
     );
     assert_eq!(failed["code"], "E_REFUND_REFUSED", "{failed}");
-    paddle(&app, "/sandbox/outage", json!({"requests": 0})).await;
-    let mut unchanged = Value::Null;
-    for _ in 0..100 {
-        unchanged = order(&app, order_id).await;
-        if unchanged["refundPendingAmount"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    paddle_down_for(&app, 0).await;
+    let unchanged = eventually(|| order(&app, order_id), |o| o["refundPendingAmount"] == 0).await;
     assert_eq!(unchanged["refundedAmount"], 0, "{unchanged}");
     assert_eq!(unchanged["refundableAmount"], 1000, "{unchanged}");
     assert!(paddle_adjustments(&app, &txn).await.is_empty());
@@ -282,41 +175,13 @@ async fn a_refund_while_paddle_is_down_is_a_clear_error_and_refunds_nothing() {
 
 #[tokio::test]
 async fn an_approval_whose_notification_never_arrives_is_found_by_the_reconciler() {
-    use payledger_webhook_relay::{InboundConfig, Provider, WebhookSettings};
-    use payledger_webhooks::WebhookSecret;
-    let app = payledger_tests::spawn_app_with(payledger_tests::SpawnOptions {
-        reconcile_interval_ms: 200,
-        reconcile_after_ms: 0,
-        webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(
-                    Provider::Paddle,
-                    vec![WebhookSecret::new(crate::paddle::SECRET)],
-                )
-                .unwrap(),
-            ..WebhookSettings::default()
-        },
-        ..payledger_tests::SpawnOptions::default()
-    })
-    .await;
-    // Paddle signs with another secret than payledger knows: every notification is refused.
-    app.sandbox
-        .add_paddle_webhook_destination(
-            &format!("{}/v1/webhooks/paddle", app.address),
-            "pdl_ntfset_not_the_one_payledger_has",
-        )
-        .unwrap();
+    let app = spawn_with_lost_notifications().await;
     let order_id = "order-paddle-lost-approval";
     paid_credit_order(&app, order_id).await;
     let (status, asked) = ask_refund(&app, order_id, "lost-1", json!({"reason": "r"})).await;
     assert_eq!(status, 202, "{asked}");
     let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{adjustment}/approve"),
-        json!({}),
-    )
-    .await;
+    paddle_approves(&app, &adjustment, json!({})).await;
     let text = timeline_until(
         &app,
         order_id,
@@ -324,149 +189,63 @@ async fn an_approval_whose_notification_never_arrives_is_found_by_the_reconciler
     )
     .await;
     assert!(!text.contains("not asked by payledger"), "{text}");
-    let mut refunded = Value::Null;
-    for _ in 0..100 {
-        refunded = order(&app, order_id).await;
-        if refunded["refundedAmount"] == 1000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refunded = eventually(|| order(&app, order_id), |o| o["refundedAmount"] == 1000).await;
     assert_eq!(refunded["refundedAmount"], 1000, "{refunded}");
     assert_eq!(refunded["refundPendingAmount"], 0, "{refunded}");
-    let completed: Vec<(String,)> = sqlx::query_as(
-        "SELECT payload::text FROM events WHERE stream_id = $1 AND event_type = 'RefundCompleted'",
-    )
-    .bind(format!("order-{order_id}"))
-    .fetch_all(&app.app_pool)
-    .await
-    .unwrap();
+    let completed = order_events(&app, order_id, "RefundCompleted").await;
     assert_eq!(completed.len(), 1);
-    assert!(
-        completed[0].0.contains("\"source\": \"reconciler\""),
-        "{completed:?}"
-    );
+    assert_eq!(completed[0]["source"], "reconciler", "{completed:?}");
 }
 
 #[tokio::test]
 async fn a_rejection_whose_notification_never_arrives_is_found_by_the_reconciler() {
-    use payledger_webhook_relay::{InboundConfig, Provider, WebhookSettings};
-    use payledger_webhooks::WebhookSecret;
-    let app = payledger_tests::spawn_app_with(payledger_tests::SpawnOptions {
-        reconcile_interval_ms: 200,
-        reconcile_after_ms: 0,
-        webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(
-                    Provider::Paddle,
-                    vec![WebhookSecret::new(crate::paddle::SECRET)],
-                )
-                .unwrap(),
-            ..WebhookSettings::default()
-        },
-        ..payledger_tests::SpawnOptions::default()
-    })
-    .await;
-    // Paddle signs with another secret than payledger knows: every notification is refused.
-    app.sandbox
-        .add_paddle_webhook_destination(
-            &format!("{}/v1/webhooks/paddle", app.address),
-            "pdl_ntfset_not_the_one_payledger_has",
-        )
-        .unwrap();
+    let app = spawn_with_lost_notifications().await;
     let order_id = "order-paddle-lost-rejection";
     paid_credit_order(&app, order_id).await;
     let (status, asked) = ask_refund(&app, order_id, "lost-rej-1", json!({"reason": "r"})).await;
     assert_eq!(status, 202, "{asked}");
     let adjustment = asked["providerRefundId"].as_str().unwrap().to_owned();
     let refund_id = asked["refundId"].as_str().unwrap().to_owned();
-    paddle(
-        &app,
-        &format!("/sandbox/adjustments/{adjustment}/reject"),
-        json!({}),
-    )
-    .await;
+    paddle_rejects(&app, &adjustment, json!({})).await;
     timeline_until(&app, order_id, "failed: PADDLE_REFUND_REJECTED").await;
-    let mut released = Value::Null;
-    for _ in 0..100 {
-        released = order(&app, order_id).await;
-        if released["refundPendingAmount"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let released = eventually(|| order(&app, order_id), |o| o["refundPendingAmount"] == 0).await;
     assert_eq!(released["refundPendingAmount"], 0, "{released}");
     assert_eq!(released["refundedAmount"], 0, "nothing moved: {released}");
     assert_eq!(released["refundableAmount"], 1000, "{released}");
-    let failed_events = || async {
-        let failed: Vec<(String,)> = sqlx::query_as(
-            "SELECT payload::text FROM events WHERE stream_id = $1 AND event_type = 'RefundFailed'",
-        )
-        .bind(format!("order-{order_id}"))
-        .fetch_all(&app.app_pool)
-        .await
-        .unwrap();
-        failed
-    };
-    let failed = failed_events().await;
+    let failed = order_events(&app, order_id, "RefundFailed").await;
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert!(failed[0].0.contains(&refund_id), "{failed:?}");
-    assert!(
-        failed[0].0.contains("\"source\": \"reconciler\""),
+    assert_eq!(failed[0]["refundId"], refund_id.as_str(), "{failed:?}");
+    assert_eq!(failed[0]["source"], "reconciler", "{failed:?}");
+    assert_eq!(
+        failed[0]["failure"]["providerCode"], "PADDLE_REFUND_REJECTED",
         "{failed:?}"
     );
-    assert!(failed[0].0.contains("PADDLE_REFUND_REJECTED"), "{failed:?}");
 
     // The lost notification arrives after all (sent again to a destination payledger
     // verifies): applied, it records nothing new.
-    app.sandbox
-        .add_paddle_webhook_destination(
-            &format!("{}/v1/webhooks/paddle", app.address),
-            crate::paddle::SECRET,
-        )
-        .unwrap();
-    let notifications: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/sandbox/notifications",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let decisions: Vec<String> = notifications["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["type"] == "adjustment.updated")
-        .map(|n| n["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(decisions.len(), 1, "{notifications}");
-    paddle(
-        &app,
-        &format!("/notifications/{}/replay", decisions[0]),
-        json!({}),
+    notifications_arrive_again(&app);
+    let decisions = notification_ids(&app, "adjustment.updated").await;
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    replay_notification(&app, &decisions[0]).await;
+    let applied: i64 = eventually(
+        || async {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_inbox WHERE provider = 'paddle' \
+                 AND event_type = 'adjustment.updated' AND status = 'applied'",
+            )
+            .fetch_one(&app.app_pool)
+            .await
+            .unwrap()
+        },
+        |applied| *applied > 0,
     )
     .await;
-    let mut applied = 0i64;
-    for _ in 0..150 {
-        applied = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_inbox WHERE provider = 'paddle' \
-             AND event_type = 'adjustment.updated' AND status = 'applied'",
-        )
-        .fetch_one(&app.app_pool)
-        .await
-        .unwrap();
-        if applied > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(applied, 1, "the late notification is applied");
-    assert_eq!(failed_events().await.len(), 1, "recorded once");
+    assert_eq!(
+        order_events(&app, order_id, "RefundFailed").await.len(),
+        1,
+        "recorded once"
+    );
     let after = timeline(&app, order_id).await;
     assert_eq!(
         after.matches("failed: PADDLE_REFUND_REJECTED").count(),

@@ -2,7 +2,7 @@
 //! for its signed `ts`; payledger holds Paddle's notifications to it by default, configurable
 //! (`PAYLEDGER_WEBHOOK_TOLERANCE_PADDLE_S`).
 
-use crate::paddle::spawn;
+use crate::paddle_steps::spawn;
 use payledger_tests::TestApp;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -22,7 +22,11 @@ async fn send_signed_paddle(app: &TestApp, age_s: i64, event_id: &str) -> (u16, 
         .header("content-type", "application/json")
         .header(
             "Paddle-Signature",
-            payledger_sandbox::paddle_signature_header(crate::paddle::SECRET, signed_at, &body),
+            payledger_sandbox::paddle_signature_header(
+                crate::paddle_steps::SECRET,
+                signed_at,
+                &body,
+            ),
         )
         .body(body)
         .send()
@@ -51,7 +55,7 @@ async fn paddle_notifications_are_held_to_paddles_five_second_timestamp_toleranc
 
 #[tokio::test]
 async fn paddles_timestamp_tolerance_is_configurable() {
-    let app = crate::paddle::spawn_with_tolerance(Duration::from_secs(60)).await;
+    let app = crate::paddle_steps::spawn_with_tolerance(Duration::from_secs(60)).await;
     let (status, accepted) = send_signed_paddle(&app, 20, "evt_01late").await;
     assert!((200..300).contains(&status), "{status} {accepted}");
     let (status, stale) = send_signed_paddle(&app, 120, "evt_01later").await;

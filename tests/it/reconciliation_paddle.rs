@@ -4,9 +4,10 @@
 //! Paddle connector's settlement source, each transaction matched to its order with Paddle's
 //! merchant-of-record fee as agreed, `provider_clearing` closed and the books balanced.
 
+use crate::paddle_steps::paid_credit_order;
 use chrono::{Days, Duration, Utc};
 use payledger_sandbox::SandboxClock;
-use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use payledger_tests::{spawn_app_with, SpawnOptions};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -17,45 +18,6 @@ async fn json_of(response: reqwest::Response) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// A Paddle order paid in Paddle's checkout (100 credits, 1 000 USD cents) and confirmed.
-async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
-    let placed = app
-        .post(
-            "/v1/orders",
-            &json!({"orderId": order_id, "amount": 1000, "currency": "USD",
-                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "100 credits",
-                    "provider": "paddle"}),
-        )
-        .await;
-    assert_eq!(placed.status().as_u16(), 201);
-    let response = app
-        .client
-        .post(format!(
-            "{}/sandbox/checkout",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .json(
-            &json!({"items": [{"price_id": payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
-                                 "quantity": 1}],
-                      "customer_email": "member@example.com",
-                      "custom_data": {"customerId": "cust_1", "orderId": order_id,
-                                      "apiClient": "e2e"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let paid: Value = response.json().await.unwrap();
-    let txn = paid["data"]["transaction"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, body) = json_of(app.confirm(order_id, &txn, 1000).await).await;
-    assert_eq!(status, 200, "{body}");
-    txn
 }
 
 fn balance_in(books: &Value, account: &str) -> i64 {
@@ -77,8 +39,8 @@ async fn paddle_payouts_net_of_its_fee_close_clearing_per_transaction() {
         ..SpawnOptions::default()
     })
     .await;
-    paddle_paid(&app, "recon-paddle-1").await;
-    paddle_paid(&app, "recon-paddle-2").await;
+    paid_credit_order(&app, "recon-paddle-1").await;
+    paid_credit_order(&app, "recon-paddle-2").await;
 
     let today = Utc::now().date_naive();
     let body = json!({"provider": "paddle", "from": today, "to": today + Days::new(10)});

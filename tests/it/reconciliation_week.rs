@@ -12,14 +12,14 @@
 //! with an audited note (accepted difference, write-off, claim against the provider) → the trial
 //! balance balances, the clearing account is empty and the log and the journal verify.
 
+use crate::paddle_steps::{
+    paddle_approves, paddle_charges_back, paddle_refund_asked, paid_credit_order, spawn_with_clock,
+    subscribe, subscription_until,
+};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use payledger_sandbox::SettlementFault;
-use payledger_tests::{spawn_app_with, SpawnOptions, TestApp, TestProvider};
-use payledger_webhook_relay::{InboundConfig, Provider, RetryPolicy, WebhookSettings};
-use payledger_webhooks::WebhookSecret;
+use payledger_tests::{TestApp, TestProvider};
 use serde_json::{json, Value};
-
-const PADDLE_SECRET: &str = "pdl_ntfset_recon_week";
 
 /// Saturday 2026-09-05 00:30 UTC: the Paddle subscription's first period starts.
 fn subscribed_at() -> DateTime<Utc> {
@@ -32,28 +32,9 @@ fn monday() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 10, 5, 1, 0, 0).unwrap()
 }
 
+/// On the scenario clock from [`subscribed_at`], its sandbox's Paddle notifying it.
 async fn spawn() -> TestApp {
-    let app = spawn_app_with(SpawnOptions {
-        test_clock_start: Some(subscribed_at()),
-        webhooks: WebhookSettings {
-            inbound: InboundConfig::default()
-                .with_secrets(Provider::Paddle, vec![WebhookSecret::new(PADDLE_SECRET)])
-                .unwrap(),
-            retry: RetryPolicy {
-                delay_divisor: 1_000,
-            },
-            ..WebhookSettings::default()
-        },
-        ..SpawnOptions::default()
-    })
-    .await;
-    app.sandbox
-        .add_paddle_webhook_destination(
-            &format!("{}/v1/webhooks/paddle", app.address),
-            PADDLE_SECRET,
-        )
-        .unwrap();
-    app
+    spawn_with_clock(Some(subscribed_at())).await
 }
 
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
@@ -78,50 +59,12 @@ async fn set_clock(app: &TestApp, to: DateTime<Utc>) {
     assert_eq!(status, 200, "{body}");
 }
 
-/// What the customer does in Paddle's checkout (through the sandbox's controls).
-async fn paddle_checkout(app: &TestApp, price_id: &str, custom_data: Value) -> Value {
-    let response = app
-        .client
-        .post(format!(
-            "{}/sandbox/checkout",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .json(&json!({"items": [{"price_id": price_id, "quantity": 1}],
-                      "customer_email": "member@example.com", "custom_data": custom_data}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json::<Value>().await.unwrap()["data"].clone()
-}
-
 /// The customer's refund asked in Paddle and approved by Paddle (through the sandbox's
 /// controls); waits until the ledger recorded it on the order. Answers the adjustment id.
 async fn paddle_refunded(app: &TestApp, order_id: &str, txn: &str) -> String {
-    let post = |path: String, body: Value| async move {
-        let response = app
-            .client
-            .post(format!("{}{path}", app.sandbox.paddle_base_url()))
-            .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        response.json::<Value>().await.unwrap()["data"].clone()
-    };
-    let asked = post(
-        "/adjustments".to_owned(),
-        json!({"action": "refund", "transaction_id": txn, "reason": "not needed"}),
-    )
-    .await;
+    let asked = paddle_refund_asked(app, txn, "not needed").await;
     let adjustment_id = asked["id"].as_str().unwrap().to_owned();
-    post(
-        format!("/sandbox/adjustments/{adjustment_id}/approve"),
-        json!({}),
-    )
-    .await;
+    paddle_approves(app, &adjustment_id, json!({})).await;
     let mut order = Value::Null;
     for _ in 0..150 {
         order = app
@@ -141,18 +84,7 @@ async fn paddle_refunded(app: &TestApp, order_id: &str, txn: &str) -> String {
 /// The customer's bank takes a Paddle payment back (a chargeback, through the sandbox's
 /// controls); waits until the ledger recorded the lost dispute on the order.
 async fn paddle_charged_back(app: &TestApp, order_id: &str, txn: &str) {
-    let response = app
-        .client
-        .post(format!(
-            "{}/sandbox/transactions/{txn}/chargeback",
-            app.sandbox.paddle_base_url()
-        ))
-        .bearer_auth(payledger_sandbox::DEFAULT_PADDLE_API_KEY)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    paddle_charges_back(app, txn).await;
     let mut order = Value::Null;
     for _ in 0..150 {
         order = app
@@ -178,44 +110,10 @@ async fn paddle_charged_back(app: &TestApp, order_id: &str, txn: &str) {
 /// Polls the subscription until it has paid `cycles` periods (Paddle's notifications are
 /// applied in the background).
 async fn until_paid_cycles(app: &TestApp, id: &str, cycles: i64) {
-    let mut last = Value::Null;
-    for _ in 0..150 {
-        last = app
-            .get_as(&app.support_key, &format!("/v1/subscriptions/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if last["paidCycles"] == cycles {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the subscription never paid {cycles} period(s): {last}");
-}
-
-/// A Paddle order (100 credits, 1 000 USD cents) paid in Paddle's checkout and confirmed;
-/// answers its transaction id.
-async fn paddle_paid(app: &TestApp, order_id: &str) -> String {
-    let placed = app
-        .post(
-            "/v1/orders",
-            &json!({"orderId": order_id, "amount": 1000, "currency": "USD",
-                    "customerId": "cust_1", "payeeId": "payee_1", "orderName": "100 credits",
-                    "provider": "paddle"}),
-        )
-        .await;
-    assert_eq!(placed.status().as_u16(), 201);
-    let paid = paddle_checkout(
-        app,
-        payledger_sandbox::SANDBOX_PRICE_CREDITS_100,
-        json!({"customerId": "cust_1", "orderId": order_id, "apiClient": "e2e"}),
-    )
+    subscription_until(app, id, &format!("paid {cycles} period(s)"), |s| {
+        s["paidCycles"] == cycles
+    })
     .await;
-    let txn = paid["transaction"]["id"].as_str().unwrap().to_owned();
-    let (status, body) = json_of(app.confirm(order_id, &txn, 1000).await).await;
-    assert_eq!(status, 200, "{body}");
-    txn
 }
 
 async fn toss_paid(app: &TestApp, order_id: &str, amount: i64) {
@@ -419,17 +317,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     let app = spawn().await;
 
     // A month back: a Paddle-billed membership starts (its first payment, 990 USD cents).
-    let subscribed = paddle_checkout(
-        &app,
-        payledger_sandbox::SANDBOX_PRICE_BASIC_MONTHLY,
-        json!({"customerId": "cust_1", "apiClient": "e2e"}),
-    )
-    .await;
-    let subscription_id = subscribed["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    until_paid_cycles(&app, &subscription_id, 1).await;
+    let subscription_id = subscribe(&app, "cust_1").await.id;
 
     // Monday: Paddle renews the membership by itself; the week's payments.
     set_clock(&app, monday()).await;
@@ -464,11 +352,11 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     .await;
     assert_eq!(status, 201, "{started}");
     assert_eq!(started["paidCycles"], 1, "{started}");
-    let paddle_clean = paddle_paid(&app, "week-paddle-clean").await;
-    let paddle_short = paddle_paid(&app, "week-paddle-short").await;
-    let paddle_late = paddle_paid(&app, "week-paddle-late").await;
-    let paddle_fee = paddle_paid(&app, "week-paddle-fee").await;
-    let paddle_missing = paddle_paid(&app, "week-paddle-missing").await;
+    let paddle_clean = paid_credit_order(&app, "week-paddle-clean").await;
+    let paddle_short = paid_credit_order(&app, "week-paddle-short").await;
+    let paddle_late = paid_credit_order(&app, "week-paddle-late").await;
+    let paddle_fee = paid_credit_order(&app, "week-paddle-fee").await;
+    let paddle_missing = paid_credit_order(&app, "week-paddle-missing").await;
     assert!(paddle_clean.starts_with("txn_"));
     // A payment Toss processed that the ledger never heard of.
     let stranger = app
@@ -574,7 +462,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     assert!(paddle_refund.starts_with("adj_"), "{paddle_refund}");
     // And one paid that the customer's bank takes back the same day: Paddle takes the amount
     // and its chargeback fee (1 500) from Monday's balance.
-    let paddle_disputed = paddle_paid(&app, "week-paddle-chargeback").await;
+    let paddle_disputed = paid_credit_order(&app, "week-paddle-chargeback").await;
     paddle_charged_back(&app, "week-paddle-chargeback", &paddle_disputed).await;
     // The chargeback took the payment (1 000) and its fee (1 500) out of what Paddle owes, as
     // the journal posts the lost dispute; the refund took its 1 000.
