@@ -18,3 +18,16 @@ mod settlement;
 mod slot;
 mod subscription;
 mod wallet;
+
+use payledger_domain::order::ProviderRefundDecision;
+
+/// The status Paddle's API reports for an adjustment it decided so (`reversed` stands for one
+/// payledger does not recognise).
+pub(crate) fn paddle_adjustment_status(decision: &ProviderRefundDecision) -> &'static str {
+    match decision {
+        ProviderRefundDecision::Pending => "pending_approval",
+        ProviderRefundDecision::Approved => "approved",
+        ProviderRefundDecision::Rejected { .. } => "rejected",
+        ProviderRefundDecision::Unrecognised => "reversed",
+    }
+}

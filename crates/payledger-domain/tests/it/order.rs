@@ -587,12 +587,6 @@ fn provider_request(
     amount_minor: i64,
     decision: ProviderRefundDecision,
 ) -> ProviderRefundFact {
-    let provider_status = match &decision {
-        ProviderRefundDecision::Pending => "pending_approval",
-        ProviderRefundDecision::Approved => "approved",
-        ProviderRefundDecision::Rejected { .. } => "rejected",
-        ProviderRefundDecision::Unrecognised => "reversed",
-    };
     ProviderRefundFact {
         provider_refund_id: format!("adj_{id}"),
         payment_key: key().to_string(),
@@ -600,7 +594,7 @@ fn provider_request(
         action: "refund".into(),
         amount_minor,
         currency: Currency::KRW,
-        provider_status: provider_status.into(),
+        provider_status: crate::paddle_adjustment_status(&decision).into(),
         decision,
     }
 }

@@ -3,7 +3,7 @@
 //! each differing fact with both values; the refund keeps waiting and no money moves.
 
 use chrono::{DateTime, TimeZone, Utc};
-use cqrs_es::test::TestFramework;
+use cqrs_es::test::{AggregateTestExecutor, TestFramework};
 use cqrs_es::Aggregate;
 use payledger_domain::ids::{CustomerId, OrderId, PayeeId, PaymentKey, RefundId};
 use payledger_domain::journal::post_order_event;
@@ -22,9 +22,50 @@ fn refund_id() -> RefundId {
     RefundId::parse("r1").unwrap()
 }
 
-/// A Paddle order of 1 000 USD (minor units), paid by `txn_1`, with a full refund awaiting
-/// Paddle's decision on `adj_1`.
-fn awaiting() -> Vec<OrderEvent> {
+/// The order's history, built as a test's `given`: [`History::awaiting`] (the refund submitted
+/// to Paddle), then what was recorded since.
+#[derive(Clone)]
+struct History(Vec<OrderEvent>);
+
+impl History {
+    /// A Paddle order of 1 000 USD (minor units), paid by `txn_1`, with a full refund awaiting
+    /// Paddle's decision on `adj_1`.
+    fn awaiting() -> History {
+        History(awaiting_events())
+    }
+
+    /// Paddle's approval of `amount_minor` instead of 1 000, recorded by the reconciler as a
+    /// discrepancy: the refund under review.
+    fn approved_for(self, amount_minor: i64) -> History {
+        self.then(approval_of(amount_minor))
+    }
+
+    /// An admin's resolution of the open discrepancy with `note`.
+    fn resolved(self, note: &str) -> History {
+        self.then(resolved(note))
+    }
+
+    fn then(mut self, event: OrderEvent) -> History {
+        self.0.push(event);
+        self
+    }
+
+    /// The order these events make.
+    fn order(&self) -> Order {
+        let mut order = Order::default();
+        for event in &self.0 {
+            order.apply(event.clone());
+        }
+        order
+    }
+}
+
+/// Given `history`: what a command does to the order.
+fn given(history: History) -> AggregateTestExecutor<Order> {
+    OrderTest::with(()).given(history.0)
+}
+
+fn awaiting_events() -> Vec<OrderEvent> {
     vec![
         OrderEvent::OrderPlaced(PlaceOrder {
             order_id: OrderId::parse("order-0001").unwrap(),
@@ -82,12 +123,6 @@ fn adjustment(
     currency: Currency,
     decision: ProviderRefundDecision,
 ) -> ProviderRefundFact {
-    let provider_status = match &decision {
-        ProviderRefundDecision::Pending => "pending_approval",
-        ProviderRefundDecision::Approved => "approved",
-        ProviderRefundDecision::Rejected { .. } => "rejected",
-        ProviderRefundDecision::Unrecognised => "reversed",
-    };
     ProviderRefundFact {
         provider_refund_id: "adj_1".into(),
         payment_key: "txn_1".into(),
@@ -95,7 +130,7 @@ fn adjustment(
         action: "refund".into(),
         amount_minor,
         currency,
-        provider_status: provider_status.into(),
+        provider_status: crate::paddle_adjustment_status(&decision).into(),
         decision,
     }
 }
@@ -133,18 +168,46 @@ fn recorded(
     })
 }
 
-fn fold(events: &[OrderEvent]) -> Order {
-    let mut order = Order::default();
-    for event in events {
-        order.apply(event.clone());
-    }
-    order
+/// The discrepancy the reconciler records for Paddle's approval of `amount_minor` instead of
+/// the 1 000 asked.
+fn approval_of(amount_minor: i64) -> OrderEvent {
+    recorded(
+        "approved",
+        vec![difference(
+            RefundFact::Amount,
+            "1000",
+            &amount_minor.to_string(),
+        )],
+        OutcomeSource::Reconciler,
+    )
+}
+
+/// The refund of all 1 000 completed, as Paddle's notification of its approval records it.
+fn completed() -> OrderEvent {
+    OrderEvent::RefundCompleted(RefundCompleted {
+        refund_id: refund_id(),
+        amount_minor: 1_000,
+        currency: Currency::USD,
+        payee_id: PayeeId::parse("payee_1").unwrap(),
+        transaction_key: "adj_1".into(),
+        source: OutcomeSource::Webhook,
+        at: t0(),
+    })
+}
+
+/// What the order holds of money: captured, refunded, pending refund, refundable.
+fn money(order: &Order) -> (i64, i64, i64, i64) {
+    (
+        order.captured_minor,
+        order.refunded_minor,
+        order.refund_pending_minor,
+        order.refundable_minor(),
+    )
 }
 
 #[test]
 fn an_approval_of_another_amount_and_currency_is_a_discrepancy_naming_both_values() {
-    OrderTest::with(())
-        .given(awaiting())
+    given(History::awaiting())
         .when(judged(
             adjustment(999, Currency::EUR, ProviderRefundDecision::Approved),
             OutcomeSource::Reconciler,
@@ -161,8 +224,7 @@ fn an_approval_of_another_amount_and_currency_is_a_discrepancy_naming_both_value
 
 #[test]
 fn a_rejection_of_another_amount_is_a_discrepancy_not_a_failed_refund() {
-    OrderTest::with(())
-        .given(awaiting())
+    given(History::awaiting())
         .when(judged(
             adjustment(500, Currency::USD, rejected()),
             OutcomeSource::Webhook,
@@ -181,8 +243,7 @@ fn every_differing_fact_of_the_request_is_named() {
     other.payment_key = "txn_2".into();
     other.is_refund = false;
     other.action = "credit".into();
-    OrderTest::with(())
-        .given(awaiting())
+    given(History::awaiting())
         .when(judged(other, OutcomeSource::Reconciler))
         .then_expect_events(vec![recorded(
             "reversed",
@@ -203,98 +264,56 @@ fn every_differing_fact_of_the_request_is_named() {
 #[test]
 fn the_same_mismatch_seen_again_records_nothing_new() {
     let differs = || adjustment(999, Currency::USD, ProviderRefundDecision::Approved);
-    let mut history = awaiting();
-    history.push(recorded(
-        "approved",
-        vec![difference(RefundFact::Amount, "1000", "999")],
-        OutcomeSource::Reconciler,
-    ));
+    let history = History::awaiting().approved_for(999);
     // The next reconciler pass, and the notification of the same approval.
-    OrderTest::with(())
-        .given(history.clone())
+    given(history.clone())
         .when(judged(differs(), OutcomeSource::Reconciler))
         .then_expect_events(vec![]);
-    OrderTest::with(())
-        .given(history.clone())
+    given(history.clone())
         .when(judged(differs(), OutcomeSource::Webhook))
         .then_expect_events(vec![]);
     // What Paddle reports changed (another amount): that is a new fact, recorded.
-    OrderTest::with(())
-        .given(history)
+    given(history)
         .when(judged(
             adjustment(998, Currency::USD, ProviderRefundDecision::Approved),
             OutcomeSource::Reconciler,
         ))
-        .then_expect_events(vec![recorded(
-            "approved",
-            vec![difference(RefundFact::Amount, "1000", "998")],
-            OutcomeSource::Reconciler,
-        )]);
+        .then_expect_events(vec![approval_of(998)]);
 }
 
 #[test]
 fn a_discrepancy_moves_no_money_and_the_refund_keeps_waiting() {
-    let mut history = awaiting();
-    let before = fold(&history);
-    let discrepancy = recorded(
-        "approved",
-        vec![difference(RefundFact::Amount, "1000", "999")],
-        OutcomeSource::Reconciler,
-    );
-    history.push(discrepancy.clone());
-    let after = fold(&history);
+    let before = History::awaiting().order();
+    let history = History::awaiting().approved_for(999);
+    let after = history.order();
     after.assert_invariants();
     assert_eq!(after.status, OrderStatus::Paid);
-    assert_eq!(
-        (
-            after.captured_minor,
-            after.refunded_minor,
-            after.refund_pending_minor,
-            after.refundable_minor()
-        ),
-        (
-            before.captured_minor,
-            before.refunded_minor,
-            before.refund_pending_minor,
-            before.refundable_minor()
-        )
-    );
+    assert_eq!(money(&after), money(&before));
     let refund = &after.refunds[&refund_id()];
     assert_eq!(refund.status, RefundStatus::AwaitingProvider);
     assert_eq!(after.refunds_under_review(), 1);
     assert_eq!(before.refunds_under_review(), 0);
     // The journal posts nothing for it.
-    assert!(post_order_event(&discrepancy, None).is_empty());
+    assert!(post_order_event(&approval_of(999), None).is_empty());
     // A pending request that fits records nothing; Paddle deciding the request as asked
     // afterwards still completes the refund.
-    OrderTest::with(())
-        .given(history.clone())
+    given(history.clone())
         .when(judged(
             adjustment(1_000, Currency::USD, ProviderRefundDecision::Pending),
             OutcomeSource::Reconciler,
         ))
         .then_expect_events(vec![]);
-    OrderTest::with(())
-        .given(history)
+    given(history)
         .when(judged(
             adjustment(1_000, Currency::USD, ProviderRefundDecision::Approved),
             OutcomeSource::Webhook,
         ))
-        .then_expect_events(vec![OrderEvent::RefundCompleted(RefundCompleted {
-            refund_id: refund_id(),
-            amount_minor: 1_000,
-            currency: Currency::USD,
-            payee_id: PayeeId::parse("payee_1").unwrap(),
-            transaction_key: "adj_1".into(),
-            source: OutcomeSource::Webhook,
-            at: t0(),
-        })]);
+        .then_expect_events(vec![completed()]);
 }
 
 #[test]
 fn a_rejection_that_fits_still_fails_the_refund() {
-    OrderTest::with(())
-        .given(awaiting())
+    given(History::awaiting())
         .when(judged(
             adjustment(1_000, Currency::USD, rejected()),
             OutcomeSource::Webhook,
@@ -338,29 +357,17 @@ fn resolved(note: &str) -> OrderEvent {
     })
 }
 
-/// `awaiting()` with Paddle's approval of 999 instead of 1 000 recorded.
-fn under_review() -> Vec<OrderEvent> {
-    let mut history = awaiting();
-    history.push(recorded(
-        "approved",
-        vec![difference(RefundFact::Amount, "1000", "999")],
-        OutcomeSource::Reconciler,
-    ));
-    history
-}
-
 #[test]
 fn an_admin_acknowledges_a_discrepancy_with_a_note_and_nothing_moves() {
-    OrderTest::with(())
-        .given(under_review())
+    let under_review = History::awaiting().approved_for(999);
+    given(under_review.clone())
         .when(resolve("raised with Paddle, ticket 42"))
         .then_expect_events(vec![resolved("raised with Paddle, ticket 42")]);
 
-    let before = fold(&under_review());
-    let mut history = under_review();
-    let resolution = resolved("raised with Paddle, ticket 42");
-    history.push(resolution.clone());
-    let after = fold(&history);
+    let before = under_review.order();
+    let after = under_review
+        .resolved("raised with Paddle, ticket 42")
+        .order();
     after.assert_invariants();
     assert_eq!(before.refunds_under_review(), 1);
     assert_eq!(after.refunds_under_review(), 0);
@@ -368,61 +375,36 @@ fn an_admin_acknowledges_a_discrepancy_with_a_note_and_nothing_moves() {
     assert_eq!(refund.status, RefundStatus::AwaitingProvider);
     assert!(!refund.discrepancy_open());
     assert_eq!(after.status, before.status);
-    assert_eq!(
-        (
-            after.captured_minor,
-            after.refunded_minor,
-            after.refund_pending_minor,
-            after.refundable_minor()
-        ),
-        (
-            before.captured_minor,
-            before.refunded_minor,
-            before.refund_pending_minor,
-            before.refundable_minor()
-        )
-    );
+    assert_eq!(money(&after), money(&before));
     // The journal posts nothing for it.
-    assert!(post_order_event(&resolution, None).is_empty());
+    assert!(post_order_event(&resolved("raised with Paddle, ticket 42"), None).is_empty());
 }
 
 #[test]
 fn resolving_again_is_refused() {
-    let mut history = under_review();
-    history.push(resolved("raised with Paddle"));
-    OrderTest::with(())
-        .given(history)
-        .when(resolve("again"))
-        .then_expect_error(OrderError::NoOpenRefundDiscrepancy);
+    given(
+        History::awaiting()
+            .approved_for(999)
+            .resolved("raised with Paddle"),
+    )
+    .when(resolve("again"))
+    .then_expect_error(OrderError::NoOpenRefundDiscrepancy);
 }
 
 #[test]
 fn a_refund_without_a_discrepancy_or_not_awaiting_has_nothing_to_resolve() {
-    OrderTest::with(())
-        .given(awaiting())
+    given(History::awaiting())
         .when(resolve("nothing differs"))
         .then_expect_error(OrderError::NoOpenRefundDiscrepancy);
     // Paddle later decided the refund as asked: it completed, nothing is left to resolve.
-    let mut completed = under_review();
-    completed.push(OrderEvent::RefundCompleted(RefundCompleted {
-        refund_id: refund_id(),
-        amount_minor: 1_000,
-        currency: Currency::USD,
-        payee_id: PayeeId::parse("payee_1").unwrap(),
-        transaction_key: "adj_1".into(),
-        source: OutcomeSource::Webhook,
-        at: t0(),
-    }));
-    OrderTest::with(())
-        .given(completed)
+    given(History::awaiting().approved_for(999).then(completed()))
         .when(resolve("too late"))
         .then_expect_error(OrderError::RefundNotAwaitingProvider);
     let mut unknown_refund = resolve("which refund?");
     if let OrderCommand::ResolveRefundDiscrepancy { refund_id, .. } = &mut unknown_refund {
         *refund_id = RefundId::parse("r2").unwrap();
     }
-    OrderTest::with(())
-        .given(under_review())
+    given(History::awaiting().approved_for(999))
         .when(unknown_refund)
         .then_expect_error(OrderError::RefundNotFound);
 }
@@ -435,66 +417,45 @@ fn the_note_is_one_to_five_hundred_characters_not_blank_without_control_characte
         "line\nbreak",
         &"x".repeat(MAX_DISCREPANCY_NOTE_CHARS + 1),
     ] {
-        OrderTest::with(())
-            .given(under_review())
+        given(History::awaiting().approved_for(999))
             .when(resolve(note))
             .then_expect_error(OrderError::InvalidDiscrepancyNote);
     }
     let longest = "é".repeat(MAX_DISCREPANCY_NOTE_CHARS);
-    OrderTest::with(())
-        .given(under_review())
+    given(History::awaiting().approved_for(999))
         .when(resolve(&longest))
         .then_expect_events(vec![resolved(&longest)]);
 }
 
 #[test]
 fn after_a_resolution_the_same_mismatch_records_nothing_and_a_new_one_is_under_review_again() {
-    let mut history = under_review();
-    history.push(resolved("raised with Paddle"));
+    let resolved_once = History::awaiting()
+        .approved_for(999)
+        .resolved("raised with Paddle");
     // The next reconciler pass sees the same approval of 999: acknowledged, nothing new.
-    OrderTest::with(())
-        .given(history.clone())
+    given(resolved_once.clone())
         .when(judged(
             adjustment(999, Currency::USD, ProviderRefundDecision::Approved),
             OutcomeSource::Reconciler,
         ))
         .then_expect_events(vec![]);
     // Paddle now reports another amount: a new discrepancy, under review again.
-    let again = recorded(
-        "approved",
-        vec![difference(RefundFact::Amount, "1000", "998")],
-        OutcomeSource::Reconciler,
-    );
-    OrderTest::with(())
-        .given(history.clone())
+    given(resolved_once.clone())
         .when(judged(
             adjustment(998, Currency::USD, ProviderRefundDecision::Approved),
             OutcomeSource::Reconciler,
         ))
-        .then_expect_events(vec![again.clone()]);
-    history.push(again);
-    let order = fold(&history);
-    assert_eq!(order.refunds_under_review(), 1);
-    OrderTest::with(())
-        .given(history)
+        .then_expect_events(vec![approval_of(998)]);
+    let again = resolved_once.clone().approved_for(998);
+    assert_eq!(again.order().refunds_under_review(), 1);
+    given(again)
         .when(resolve("raised again"))
         .then_expect_events(vec![resolved("raised again")]);
     // Paddle correcting the adjustment after a resolution still completes the refund.
-    let mut corrected = under_review();
-    corrected.push(resolved("raised with Paddle"));
-    OrderTest::with(())
-        .given(corrected)
+    given(resolved_once)
         .when(judged(
             adjustment(1_000, Currency::USD, ProviderRefundDecision::Approved),
             OutcomeSource::Webhook,
         ))
-        .then_expect_events(vec![OrderEvent::RefundCompleted(RefundCompleted {
-            refund_id: refund_id(),
-            amount_minor: 1_000,
-            currency: Currency::USD,
-            payee_id: PayeeId::parse("payee_1").unwrap(),
-            transaction_key: "adj_1".into(),
-            source: OutcomeSource::Webhook,
-            at: t0(),
-        })]);
+        .then_expect_events(vec![completed()]);
 }
