@@ -106,17 +106,13 @@ async fn an_open_circuit_is_announced_once_and_its_end_too() {
     // Rates are judged on this process's counters, which the other tests share: off here.
     settings.thresholds.mismatch_min_attempts = u64::MAX;
     settings.thresholds.signature_min_deliveries = u64::MAX;
-    let gateway: Arc<dyn PaymentGateway> = Arc::new(
-        TossGateway::new(TossConfig {
-            max_attempts: 1,
-            circuit: CircuitConfig {
-                failure_threshold: 2,
-                open_ms: 300,
-            },
-            ..TossConfig::sandbox(app.sandbox.base_url())
-        })
-        .unwrap(),
-    );
+    let mut config = TossConfig::sandbox(app.sandbox.base_url());
+    config.transport.max_attempts = 1;
+    config.transport.circuit = CircuitConfig {
+        failure_threshold: 2,
+        open_ms: 300,
+    };
+    let gateway: Arc<dyn PaymentGateway> = Arc::new(TossGateway::new(config).unwrap());
     let mut monitor = AlertMonitor::new(settings, app.app_pool.clone(), gateway.clone()).unwrap();
     assert!(
         monitor.check_once().await.unwrap().is_empty(),

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use client::{Call, CallKind, Engine};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::circuit::{Clock, MonotonicClock};
 use payledger_gateway::provider_client::{ConnectorConfigError, ProviderTransport};
 use payledger_gateway::retries::bump;
 use payledger_gateway::transport::TransportLimits;
@@ -108,14 +108,9 @@ pub struct PaddleConfig {
     pub base_url: String,
     pub api_key: PaddleApiKey,
     pub provider_name: String,
-    pub connect_timeout_ms: u64,
-    /// Whole-request timeout of calls that change state (cancel, adjustments).
-    pub timeout_ms: u64,
-    pub lookup_timeout_ms: u64,
-    pub max_attempts: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub circuit: CircuitConfig,
+    /// Timeouts, attempts, backoff and circuit; `timeout_ms` bounds the calls that change state
+    /// (cancel, adjustments).
+    pub transport: TransportLimits,
 }
 
 impl PaddleConfig {
@@ -124,13 +119,7 @@ impl PaddleConfig {
             base_url: base_url.into(),
             api_key,
             provider_name: PROVIDER_NAME.to_owned(),
-            connect_timeout_ms: 3_000,
-            timeout_ms: 15_000,
-            lookup_timeout_ms: 5_000,
-            max_attempts: 3,
-            backoff_base_ms: 200,
-            backoff_max_ms: 2_000,
-            circuit: CircuitConfig::default(),
+            transport: TransportLimits::with_timeout_ms(15_000),
         }
     }
 
@@ -215,21 +204,12 @@ impl PaddleGateway {
         config: PaddleConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<PaddleGateway, PaddleConfigError> {
-        let limits = TransportLimits {
-            connect_timeout_ms: config.connect_timeout_ms,
-            timeout_ms: config.timeout_ms,
-            lookup_timeout_ms: config.lookup_timeout_ms,
-            max_attempts: config.max_attempts,
-            backoff_base_ms: config.backoff_base_ms,
-            backoff_max_ms: config.backoff_max_ms,
-            circuit: config.circuit,
-        };
         let authorization = format!("Bearer {}", config.api_key.expose());
         let transport = ProviderTransport::build(
             config.provider_name,
             &config.base_url,
             &authorization,
-            limits,
+            config.transport,
             clock,
         )?;
         Ok(PaddleGateway {

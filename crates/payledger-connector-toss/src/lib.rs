@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
-use payledger_gateway::circuit::{CircuitConfig, Clock, MonotonicClock};
+use payledger_gateway::circuit::{Clock, MonotonicClock};
 use payledger_gateway::{
     BillingKeyIssued, BillingKeySecret, CancelRequest, ChargeBillingKeyRequest, CircuitState,
     ConfirmRequest, GatewayError, GatewayStats, IssueBillingKeyRequest, PaymentGateway,
@@ -85,19 +85,9 @@ pub struct TossConfig {
     pub secret_key: TossSecretKey,
     /// Recorded in events as the provider (`toss`, `sandbox`).
     pub provider_name: String,
-    /// Time to open a connection; a connect failure is certain not to have reached Toss.
-    pub connect_timeout_ms: u64,
-    /// Whole-request timeout of calls that move money (confirm, cancel, billing issue and
-    /// charge). Toss's guidance for confirm is to wait generously: card networks can be slow.
-    pub timeout_ms: u64,
-    /// Whole-request timeout of lookups.
-    pub lookup_timeout_ms: u64,
-    /// Attempts per call, the first included (1 disables retries).
-    pub max_attempts: u32,
-    /// Retry `n` sleeps a random time in `0..=min(backoff_max_ms, backoff_base_ms * 2^(n-1))`.
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub circuit: CircuitConfig,
+    /// Timeouts, attempts, backoff and circuit; `timeout_ms` bounds the calls that move money
+    /// (confirm, cancel, billing issue and charge).
+    pub transport: TransportLimits,
 }
 
 impl TossConfig {
@@ -107,13 +97,8 @@ impl TossConfig {
             base_url: base_url.into(),
             secret_key,
             provider_name: PROVIDER_NAME.to_owned(),
-            connect_timeout_ms: 3_000,
-            timeout_ms: 10_000,
-            lookup_timeout_ms: 5_000,
-            max_attempts: 3,
-            backoff_base_ms: 200,
-            backoff_max_ms: 2_000,
-            circuit: CircuitConfig::default(),
+            // Toss's guidance for confirm is to wait generously: card networks can be slow.
+            transport: TransportLimits::with_timeout_ms(10_000),
         }
     }
 
@@ -175,15 +160,6 @@ impl TossGateway {
         config: TossConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<TossGateway, GatewayConfigError> {
-        let limits = TransportLimits {
-            connect_timeout_ms: config.connect_timeout_ms,
-            timeout_ms: config.timeout_ms,
-            lookup_timeout_ms: config.lookup_timeout_ms,
-            max_attempts: config.max_attempts,
-            backoff_base_ms: config.backoff_base_ms,
-            backoff_max_ms: config.backoff_max_ms,
-            circuit: config.circuit,
-        };
         // Basic authentication with the secret key as the user name and no password.
         let encoded = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:", config.secret_key.expose()));
@@ -191,7 +167,7 @@ impl TossGateway {
             config.provider_name,
             &config.base_url,
             &format!("Basic {encoded}"),
-            limits,
+            config.transport,
             clock,
         )?;
         Ok(TossGateway { transport })
@@ -628,18 +604,18 @@ mod tests {
     #[test]
     fn configuration_out_of_bounds_is_refused() {
         let mut config = TossConfig::sandbox("http://127.0.0.1:9");
-        config.max_attempts = 0;
+        config.transport.max_attempts = 0;
         assert!(matches!(
             TossGateway::new(config.clone()),
             Err(GatewayConfigError::OutOfRange(_))
         ));
-        config.max_attempts = MAX_ATTEMPTS_LIMIT + 1;
+        config.transport.max_attempts = MAX_ATTEMPTS_LIMIT + 1;
         assert!(matches!(
             TossGateway::new(config.clone()),
             Err(GatewayConfigError::OutOfRange(_))
         ));
-        config.max_attempts = 3;
-        config.timeout_ms = 0;
+        config.transport.max_attempts = 3;
+        config.transport.timeout_ms = 0;
         assert!(matches!(
             TossGateway::new(config),
             Err(GatewayConfigError::OutOfRange(_))

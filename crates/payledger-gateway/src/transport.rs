@@ -11,19 +11,42 @@ pub const MAX_TIMEOUT_MS: u64 = 120_000;
 /// Longest backoff between two attempts.
 pub const MAX_BACKOFF_MS: u64 = 60_000;
 
-/// A connector's transport settings, as the limits see them.
+/// A connector's transport settings: how long it waits, how often it tries, how it backs off
+/// and when its circuit opens. Every connector's configuration embeds one (its `transport`
+/// field), and `provider_client::ProviderTransport::build` checks it against the limits above.
 #[derive(Debug, Clone, Copy)]
 pub struct TransportLimits {
+    /// Time to open a connection; a connect failure is certain not to have reached the provider.
     pub connect_timeout_ms: u64,
+    /// Whole-request timeout of calls that move money or change state (confirm, cancel,
+    /// refunds, billing).
     pub timeout_ms: u64,
+    /// Whole-request timeout of lookups.
     pub lookup_timeout_ms: u64,
+    /// Attempts per call, the first included (1 disables retries).
     pub max_attempts: u32,
+    /// Retry `n` sleeps a random time in `0..=min(backoff_max_ms, backoff_base_ms * 2^(n-1))`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub circuit: CircuitConfig,
 }
 
 impl TransportLimits {
+    /// What every connector starts from, with `timeout_ms` for the calls that move money (each
+    /// provider's own guidance): 3 s to connect, 5 s per lookup, 3 attempts backing off from
+    /// 200 ms to 2 s, the default circuit.
+    pub fn with_timeout_ms(timeout_ms: u64) -> TransportLimits {
+        TransportLimits {
+            connect_timeout_ms: 3_000,
+            timeout_ms,
+            lookup_timeout_ms: 5_000,
+            max_attempts: 3,
+            backoff_base_ms: 200,
+            backoff_max_ms: 2_000,
+            circuit: CircuitConfig::default(),
+        }
+    }
+
     /// Every value within its bounds, else the first one that is not, in words.
     pub fn check(&self) -> Result<(), String> {
         check_range(

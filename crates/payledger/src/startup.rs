@@ -612,10 +612,10 @@ async fn build_registry(
     };
     let mut config = config;
     if let Some(timeout_ms) = settings.gateway_timeout_ms {
-        config.timeout_ms = timeout_ms;
+        config.transport.timeout_ms = timeout_ms;
     }
     if let Some(open_ms) = settings.gateway_circuit_open_ms {
-        config.circuit.open_ms = open_ms;
+        config.transport.circuit.open_ms = open_ms;
     }
     tracing::info!(
         provider = payledger_connector_toss::PROVIDER_NAME,
@@ -639,8 +639,8 @@ fn paddle_config(
         sandbox_base_url
             .map(|base| payledger_connector_paddle::PaddleConfig::sandbox(format!("{base}/paddle")))
     })?;
-    config.timeout_ms = timeout_ms;
-    config.circuit = circuit;
+    config.transport.timeout_ms = timeout_ms;
+    config.transport.circuit = circuit;
     tracing::info!(
         provider = payledger_connector_paddle::PROVIDER_NAME,
         "payment connector configured"
@@ -663,8 +663,8 @@ pub fn registry_from(
     toss: TossConfig,
     sandbox_base_url: Option<&str>,
 ) -> anyhow::Result<ProviderRegistry> {
-    let timeout_ms = toss.timeout_ms;
-    let circuit = toss.circuit;
+    let timeout_ms = toss.transport.timeout_ms;
+    let circuit = toss.transport.circuit;
     let toss = TossGateway::new(toss).context("failed to configure the Toss connector")?;
     // Toss is the default: orders that name no provider pay with it.
     let mut registry = ProviderRegistry::new(Arc::new(toss));
@@ -676,8 +676,8 @@ pub fn registry_from(
     });
     if let Some(mut config) = stripe {
         // The deployment's provider timeouts and circuit apply to every connector.
-        config.timeout_ms = timeout_ms;
-        config.circuit = circuit;
+        config.transport.timeout_ms = timeout_ms;
+        config.transport.circuit = circuit;
         tracing::info!(
             provider = payledger_connector_stripe::PROVIDER_NAME,
             test_mode = config.secret_key.is_test_mode(),

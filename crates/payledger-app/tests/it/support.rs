@@ -181,10 +181,10 @@ impl Harness {
     /// sandbox's counters show exactly what payledger asked for.
     pub fn gateway(&self) -> Arc<dyn PaymentGateway> {
         let mut config = TossConfig::sandbox(self.sandbox.base_url());
-        config.max_attempts = 1;
-        config.timeout_ms = self.gateway_timeout_ms;
-        config.lookup_timeout_ms = self.gateway_timeout_ms;
-        config.circuit = CircuitConfig {
+        config.transport.max_attempts = 1;
+        config.transport.timeout_ms = self.gateway_timeout_ms;
+        config.transport.lookup_timeout_ms = self.gateway_timeout_ms;
+        config.transport.circuit = CircuitConfig {
             failure_threshold: 1_000,
             open_ms: 1,
         };

@@ -77,12 +77,10 @@ impl Harness {
         )
         .await
         .unwrap();
-        let paddle = PaddleGateway::new(PaddleConfig {
-            backoff_base_ms: 10,
-            backoff_max_ms: 50,
-            ..PaddleConfig::sandbox(sandbox.paddle_base_url())
-        })
-        .unwrap();
+        let mut config = PaddleConfig::sandbox(sandbox.paddle_base_url());
+        config.transport.backoff_base_ms = 10;
+        config.transport.backoff_max_ms = 50;
+        let paddle = PaddleGateway::new(config).unwrap();
         Harness {
             sandbox,
             paddle,

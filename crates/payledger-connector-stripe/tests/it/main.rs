@@ -30,11 +30,10 @@ impl Harness {
         let sandbox = start("127.0.0.1:0".parse().unwrap(), sandbox_config)
             .await
             .unwrap();
-        let config = configure(StripeConfig {
-            backoff_base_ms: 10,
-            backoff_max_ms: 50,
-            ..StripeConfig::sandbox(sandbox.stripe_base_url())
-        });
+        let mut config = StripeConfig::sandbox(sandbox.stripe_base_url());
+        config.transport.backoff_base_ms = 10;
+        config.transport.backoff_max_ms = 50;
+        let config = configure(config);
         let gateway = Arc::new(StripeGateway::new(config).unwrap());
         Harness { sandbox, gateway }
     }
@@ -157,12 +156,12 @@ async fn concurrent_and_repeated_confirms_with_one_key_charge_once() {
 
 #[tokio::test]
 async fn declines_are_classified_and_never_open_the_circuit() {
-    let h = Harness::start_with(SandboxConfig::default(), |config| StripeConfig {
-        circuit: CircuitConfig {
+    let h = Harness::start_with(SandboxConfig::default(), |mut config| {
+        config.transport.circuit = CircuitConfig {
             failure_threshold: 2,
             open_ms: 60_000,
-        },
-        ..config
+        };
+        config
     })
     .await;
     let cases = [
@@ -240,12 +239,12 @@ async fn declines_are_classified_and_never_open_the_circuit() {
 
 #[tokio::test]
 async fn an_outage_counts_against_the_circuit_and_then_fails_fast() {
-    let h = Harness::start_with(SandboxConfig::default(), |config| StripeConfig {
-        circuit: CircuitConfig {
+    let h = Harness::start_with(SandboxConfig::default(), |mut config| {
+        config.transport.circuit = CircuitConfig {
             failure_threshold: 3,
             open_ms: 60_000,
-        },
-        ..config
+        };
+        config
     })
     .await;
     h.sandbox.start_outage(Duration::from_secs(60));
@@ -475,9 +474,9 @@ async fn a_timeout_after_the_charge_is_unknown_and_found_by_order_id() {
             timeout_after_charge_delay_ms: 2_000,
             ..SandboxConfig::default()
         },
-        |config| StripeConfig {
-            timeout_ms: 300,
-            ..config
+        |mut config| {
+            config.transport.timeout_ms = 300;
+            config
         },
     )
     .await;

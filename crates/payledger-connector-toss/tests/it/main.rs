@@ -10,6 +10,7 @@ use payledger_connector_toss::{TossConfig, TossGateway};
 use payledger_domain::money::Currency;
 use payledger_domain::provider_failure::{FailureClass, ProviderFailure};
 use payledger_gateway::circuit::CircuitConfig;
+use payledger_gateway::transport::TransportLimits;
 use payledger_gateway::{ConfirmRequest, GatewayError};
 use payledger_sandbox::{RunningSandbox, SandboxConfig};
 
@@ -22,15 +23,17 @@ pub struct World {
 /// Short timeouts and backoffs; a circuit that needs 5 consecutive failures.
 pub fn fast_config(base_url: String) -> TossConfig {
     TossConfig {
-        connect_timeout_ms: 500,
-        timeout_ms: 2_000,
-        lookup_timeout_ms: 2_000,
-        max_attempts: 3,
-        backoff_base_ms: 5,
-        backoff_max_ms: 20,
-        circuit: CircuitConfig {
-            failure_threshold: 5,
-            open_ms: 60_000,
+        transport: TransportLimits {
+            connect_timeout_ms: 500,
+            timeout_ms: 2_000,
+            lookup_timeout_ms: 2_000,
+            max_attempts: 3,
+            backoff_base_ms: 5,
+            backoff_max_ms: 20,
+            circuit: CircuitConfig {
+                failure_threshold: 5,
+                open_ms: 60_000,
+            },
         },
         ..TossConfig::sandbox(base_url)
     }

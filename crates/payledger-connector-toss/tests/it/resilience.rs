@@ -52,9 +52,9 @@ async fn a_provider_error_that_outlasts_the_attempts_is_a_provider_error_refusal
 
 #[tokio::test]
 async fn a_charge_whose_answer_never_comes_is_an_unknown_outcome_that_a_lookup_resolves() {
-    let world = world_with(|config| TossConfig {
-        timeout_ms: 300,
-        ..config
+    let world = world_with(|mut config| {
+        config.transport.timeout_ms = 300;
+        config
     })
     .await;
     let result = world
@@ -96,12 +96,10 @@ async fn a_charge_whose_answer_never_comes_is_an_unknown_outcome_that_a_lookup_r
 async fn an_outage_opens_the_circuit_which_fails_fast_then_a_probe_closes_it() {
     let sandbox = sandbox().await;
     let clock = Arc::new(ManualClock::new());
-    let config = TossConfig {
-        circuit: CircuitConfig {
-            failure_threshold: 3,
-            open_ms: 5_000,
-        },
-        ..fast_config(sandbox.base_url())
+    let mut config = fast_config(sandbox.base_url());
+    config.transport.circuit = CircuitConfig {
+        failure_threshold: 3,
+        open_ms: 5_000,
     };
     let gateway = TossGateway::with_clock(config, clock.clone()).unwrap();
     let world = World { sandbox, gateway };
@@ -155,12 +153,10 @@ async fn a_provider_that_cannot_be_reached_is_not_sent_and_trips_the_circuit() {
         .local_addr()
         .unwrap()
         .port();
-    let config = TossConfig {
-        circuit: CircuitConfig {
-            failure_threshold: 3,
-            open_ms: 60_000,
-        },
-        ..fast_config(format!("http://127.0.0.1:{port}"))
+    let mut config = fast_config(format!("http://127.0.0.1:{port}"));
+    config.transport.circuit = CircuitConfig {
+        failure_threshold: 3,
+        open_ms: 60_000,
     };
     let gateway = TossGateway::new(config).unwrap();
     let first = gateway

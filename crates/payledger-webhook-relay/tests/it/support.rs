@@ -51,10 +51,10 @@ pub async fn harness_with(sandbox_config: SandboxConfig, gateway_timeout_ms: u64
         .await
         .expect("start the sandbox");
     let mut gateway_config = TossConfig::sandbox(sandbox.base_url());
-    gateway_config.timeout_ms = gateway_timeout_ms;
-    gateway_config.lookup_timeout_ms = gateway_timeout_ms;
+    gateway_config.transport.timeout_ms = gateway_timeout_ms;
+    gateway_config.transport.lookup_timeout_ms = gateway_timeout_ms;
     // A short open circuit, so a test can wait out an outage in well under a second.
-    gateway_config.circuit.open_ms = 200;
+    gateway_config.transport.circuit.open_ms = 200;
     let lookups = Arc::new(TossGateway::new(gateway_config.clone()).expect("lookup gateway"));
     let gateway = TossGateway::new(gateway_config).expect("gateway");
     let store = EventStore::new(db.app_pool.clone(), WriterConfig::default());
