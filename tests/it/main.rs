@@ -36,6 +36,7 @@ mod provider_truth;
 mod reconciliation;
 mod reconciliation_disputes;
 mod reconciliation_paddle;
+mod reconciliation_steps;
 mod reconciliation_week;
 mod scenario;
 mod session_notes;

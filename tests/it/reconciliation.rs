@@ -3,24 +3,14 @@
 //! settled payment, each planted discrepancy flagged once on the right order and resolved by an
 //! admin, and the books still balanced and verified.
 
+use crate::reconciliation_steps::{
+    balance_in, balanced_books, import_settlements, json_of, spawn_with_provider_clock,
+};
 use chrono::{Days, Duration, NaiveDate, Utc};
-use payledger_sandbox::{SandboxClock, SettlementFault};
+use payledger_sandbox::SettlementFault;
 use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-
-/// A test app whose sandbox runs `offset` ahead of the wall clock.
-async fn spawn_with_provider_clock() -> (TestApp, Arc<Mutex<Duration>>) {
-    let offset = Arc::new(Mutex::new(Duration::zero()));
-    let read = offset.clone();
-    let clock: SandboxClock = Arc::new(move || Utc::now() + *read.lock().unwrap());
-    let app = spawn_app_with(SpawnOptions {
-        sandbox_clock: Some(clock),
-        ..SpawnOptions::default()
-    })
-    .await;
-    (app, offset)
-}
 
 /// Today in Korea (Toss's calendar).
 fn toss_today() -> NaiveDate {
@@ -35,24 +25,11 @@ async fn paid(app: &TestApp, order_id: &str, amount: i64) {
     assert_eq!(confirmed.status().as_u16(), 200, "{order_id}");
 }
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn import(app: &TestApp) -> Value {
     let from = toss_today();
-    let (status, body) = json_of(
-        app.post_as(
-            &app.admin_key,
-            "/v1/admin/reconciliation/imports",
-            &json!({"provider": "toss", "from": from, "to": from + Days::new(10)}),
-        )
-        .await,
+    let (status, body) = import_settlements(
+        app,
+        &json!({"provider": "toss", "from": from, "to": from + Days::new(10)}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -88,15 +65,6 @@ async fn reconciliation_events(app: &TestApp) -> i64 {
         .fetch_one(&app.app_pool)
         .await
         .unwrap()
-}
-
-fn balance(books: &Value, account: &str) -> i64 {
-    books["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["account"] == account && a["currency"] == "KRW")
-        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
 }
 
 #[tokio::test]
@@ -279,24 +247,18 @@ async fn a_week_of_toss_payments_reconciles_and_every_discrepancy_is_flagged_onc
 
     // The journal: settled payments close provider_clearing; what stays is what Toss owes (the
     // missing payment and the short payout); bank and fees hold what was paid and kept.
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
+    let books = balanced_books(&app).await;
     assert_eq!(
-        balance(&books, "provider_clearing"),
+        balance_in(&books, "provider_clearing", "KRW"),
         10_000 + 100,
         "{books}"
     );
     assert_eq!(
-        balance(&books, "bank"),
+        balance_in(&books, "bank", "KRW"),
         48_240 - 19_296 + 9_648 + 9_548 + 9_598 + 9_648
     );
     assert_eq!(
-        balance(&books, "provider_fees"),
+        balance_in(&books, "provider_fees", "KRW"),
         1_760 - 704 + 352 + 352 + 402 + 352
     );
 
@@ -357,15 +319,17 @@ async fn a_week_of_toss_payments_reconciles_and_every_discrepancy_is_flagged_onc
     }
     assert!(open_exceptions(&app).await.is_empty());
     // The written-off shortfall left clearing as a loss; the missing payment is still owed.
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
-    assert_eq!(balance(&books, "provider_clearing"), 10_000, "{books}");
-    assert_eq!(balance(&books, "reconciliation_write_offs"), 100, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(
+        balance_in(&books, "provider_clearing", "KRW"),
+        10_000,
+        "{books}"
+    );
+    assert_eq!(
+        balance_in(&books, "reconciliation_write_offs", "KRW"),
+        100,
+        "{books}"
+    );
     let (_, all) = json_of(
         app.get_as(&app.support_key, "/v1/reconciliation/exceptions?status=all")
             .await,
@@ -408,25 +372,17 @@ async fn imports_are_for_admins_and_refuse_what_they_cannot_do() {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, answer) = json_of(
-        app.post_as(
-            &app.admin_key,
-            "/v1/admin/reconciliation/imports",
-            &json!({"provider": "adyen", "from": today, "to": today}),
-        )
-        .await,
+    let (status, answer) = import_settlements(
+        &app,
+        &json!({"provider": "adyen", "from": today, "to": today}),
     )
     .await;
     assert_eq!(status, 404, "{answer}");
     assert_eq!(answer["code"], "E_RECONCILIATION_PROVIDER_UNKNOWN");
     let recorded = reconciliation_events(&app).await;
-    let (status, answer) = json_of(
-        app.post_as(
-            &app.admin_key,
-            "/v1/admin/reconciliation/imports",
-            &json!({"provider": "toss", "from": today, "to": today + Days::new(40)}),
-        )
-        .await,
+    let (status, answer) = import_settlements(
+        &app,
+        &json!({"provider": "toss", "from": today, "to": today + Days::new(40)}),
     )
     .await;
     assert_eq!(status, 400, "{answer}");
@@ -442,24 +398,11 @@ async fn imports_are_for_admins_and_refuse_what_they_cannot_do() {
     assert_eq!(status, 400, "{answer}");
     // The provider down: nothing recorded, a clear 503.
     app.sandbox.start_outage(std::time::Duration::from_secs(30));
-    let (status, answer) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (status, answer) = import_settlements(&app, &body).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["code"], "E_SETTLEMENT_REPORT_UNAVAILABLE");
     app.sandbox.start_outage(std::time::Duration::ZERO);
     assert_eq!(reconciliation_events(&app).await, recorded);
-}
-
-fn balance_in(books: &Value, account: &str, currency: &str) -> i64 {
-    books["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["account"] == account && a["currency"] == currency)
-        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
 }
 
 async fn stripe_paid(app: &TestApp, order_id: &str, amount: i64) -> String {
@@ -502,20 +445,12 @@ async fn stripe_payouts_and_balance_transactions_close_clearing_per_payment_inte
     *offset.lock().unwrap() = Duration::days(2);
     let today = Utc::now().date_naive();
     let body = json!({"provider": "stripe", "from": today, "to": today + Days::new(10)});
-    let (status, imported) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (status, imported) = import_settlements(&app, &body).await;
     assert_eq!(status, 200, "{imported}");
     assert_eq!(imported["lines"], 3, "{imported}");
     assert_eq!(imported["matched"], 3, "{imported}");
     assert_eq!(imported["flags"], json!({"short_payout": 1}));
-    let (_, again) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (_, again) = import_settlements(&app, &body).await;
     assert_eq!(again["alreadyImported"], 3, "{again}");
 
     app.wait_for_projections().await;
@@ -523,13 +458,7 @@ async fn stripe_payouts_and_balance_transactions_close_clearing_per_payment_inte
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["orderId"], "recon-stripe-2");
     assert_eq!(open[0]["provider"], "stripe");
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
+    let books = balanced_books(&app).await;
     // 2.9 % + 30 per charge, kept on the refund; the second payout 50 short.
     assert_eq!(
         balance_in(&books, "provider_clearing", "USD"),
@@ -610,14 +539,12 @@ async fn a_move_of_the_scenario_clock_imports_settlements_and_flags_what_never_c
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["kind"], "unsettled_capture");
     assert_eq!(open[0]["orderId"], "clock-recon-2");
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true);
-    assert_eq!(balance(&books, "provider_clearing"), 10_000, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(
+        balance_in(&books, "provider_clearing", "KRW"),
+        10_000,
+        "{books}"
+    );
 }
 
 /// A line for a payment the ledger learns of later (recorded as an outside payment) is matched
@@ -659,15 +586,9 @@ async fn a_line_matched_nowhere_is_matched_once_the_payment_is_recorded() {
     let open = open_exceptions(&app).await;
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["kind"], "unknown_payment");
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
-    assert_eq!(balance(&books, "provider_clearing"), 0, "{books}");
-    assert_eq!(balance(&books, "bank"), 7_000 - 246, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(balance_in(&books, "provider_clearing", "KRW"), 0, "{books}");
+    assert_eq!(balance_in(&books, "bank", "KRW"), 7_000 - 246, "{books}");
     let projection = payledger_read_models::projection_named("reconciliation").unwrap();
     let report = payledger_projector::verify(&app.app_pool, projection.as_ref())
         .await

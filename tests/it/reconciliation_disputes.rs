@@ -2,9 +2,11 @@
 //! (the disputed amount withdrawn plus Stripe's dispute fee) is matched to the order's lost
 //! dispute, not flagged, and posted so that `provider_clearing` closes and the books balance.
 
+use crate::reconciliation_steps::{
+    balance_in, balanced_books, import_settlements, json_of, spawn_with_provider_clock_and,
+};
 use chrono::{Days, Duration, Utc};
-use payledger_sandbox::SandboxClock;
-use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use payledger_tests::{SpawnOptions, TestApp};
 use payledger_webhook_relay::{InboundConfig, Provider, RetryPolicy, WebhookSettings};
 use payledger_webhooks::WebhookSecret;
 use serde_json::{json, Value};
@@ -14,11 +16,7 @@ const STRIPE_WEBHOOK_SECRET: &str = "whsec_payledger_e2e_recon_disputes";
 
 /// An app whose Stripe webhooks reach payledger and whose sandbox runs `offset` ahead.
 async fn spawn() -> (TestApp, Arc<Mutex<Duration>>) {
-    let offset = Arc::new(Mutex::new(Duration::zero()));
-    let read = offset.clone();
-    let clock: SandboxClock = Arc::new(move || Utc::now() + *read.lock().unwrap());
-    let app = spawn_app_with(SpawnOptions {
-        sandbox_clock: Some(clock),
+    let (app, offset) = spawn_with_provider_clock_and(SpawnOptions {
         webhooks: WebhookSettings {
             inbound: InboundConfig::default()
                 .with_secrets(
@@ -39,15 +37,6 @@ async fn spawn() -> (TestApp, Arc<Mutex<Duration>>) {
         .add_stripe_webhook_endpoint(&app.url("/v1/webhooks/stripe"), STRIPE_WEBHOOK_SECRET)
         .expect("the sandbox sends Stripe events to payledger");
     (app, offset)
-}
-
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn sandbox_stripe(app: &TestApp, method: reqwest::Method, path: &str) -> Value {
@@ -82,15 +71,6 @@ async fn timeline_when(app: &TestApp, order_id: &str, needle: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the timeline never showed {needle:?}: {text}");
-}
-
-fn balance_in(books: &Value, account: &str) -> i64 {
-    books["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["account"] == account && a["currency"] == "USD")
-        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
 }
 
 #[tokio::test]
@@ -136,13 +116,9 @@ async fn a_lost_stripe_dispute_settles_without_a_flag_and_clearing_closes() {
     // Two days on, Stripe pays out the charge and the dispute's withdrawal in one payout.
     *offset.lock().unwrap() = Duration::days(2);
     let today = Utc::now().date_naive();
-    let (status, imported) = json_of(
-        app.post_as(
-            &app.admin_key,
-            "/v1/admin/reconciliation/imports",
-            &json!({"provider": "stripe", "from": today, "to": today + Days::new(10)}),
-        )
-        .await,
+    let (status, imported) = import_settlements(
+        &app,
+        &json!({"provider": "stripe", "from": today, "to": today + Days::new(10)}),
     )
     .await;
     assert_eq!(status, 200, "{imported}");
@@ -158,19 +134,13 @@ async fn a_lost_stripe_dispute_settles_without_a_flag_and_clearing_closes() {
     .await;
     assert_eq!(status, 200, "{open}");
     assert_eq!(open["exceptions"], json!([]), "{open}");
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
-    assert_eq!(balance_in(&books, "provider_clearing"), 0, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(balance_in(&books, "provider_clearing", "USD"), 0, "{books}");
     // 2.9 % + 30 on the charge; Stripe's $15 dispute fee expensed once, by the lost dispute.
-    assert_eq!(balance_in(&books, "provider_fees"), 320, "{books}");
-    assert_eq!(balance_in(&books, "dispute_fees"), 1_500, "{books}");
+    assert_eq!(balance_in(&books, "provider_fees", "USD"), 320, "{books}");
+    assert_eq!(balance_in(&books, "dispute_fees", "USD"), 1_500, "{books}");
     assert_eq!(
-        balance_in(&books, "bank"),
+        balance_in(&books, "bank", "USD"),
         (10_000 - 320) - (10_000 + 1_500),
         "{books}"
     );
@@ -206,11 +176,7 @@ async fn a_stripe_payout_short_of_its_balance_transactions_is_flagged_once() {
     *offset.lock().unwrap() = Duration::days(2);
     let today = Utc::now().date_naive();
     let body = json!({"provider": "stripe", "from": today, "to": today + Days::new(10)});
-    let (status, imported) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (status, imported) = import_settlements(&app, &body).await;
     assert_eq!(status, 200, "{imported}");
     assert_eq!(imported["matched"], 1, "{imported}");
     assert_eq!(
@@ -218,11 +184,7 @@ async fn a_stripe_payout_short_of_its_balance_transactions_is_flagged_once() {
         json!({"payout_mismatch": 1}),
         "{imported}"
     );
-    let (_, again) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (_, again) = import_settlements(&app, &body).await;
     assert_eq!(again["flags"], json!({}), "flagged once: {again}");
 
     app.wait_for_projections().await;
@@ -249,12 +211,6 @@ async fn a_stripe_payout_short_of_its_balance_transactions_is_flagged_once() {
     )
     .await;
     assert!(status < 300, "{status} {resolved}");
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
-    assert_eq!(balance_in(&books, "provider_clearing"), 0, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(balance_in(&books, "provider_clearing", "USD"), 0, "{books}");
 }

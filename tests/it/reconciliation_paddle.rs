@@ -5,70 +5,33 @@
 //! merchant-of-record fee as agreed, `provider_clearing` closed and the books balanced.
 
 use crate::paddle_steps::paid_credit_order;
+use crate::reconciliation_steps::{
+    balance_in, balanced_books, import_settlements, spawn_with_provider_clock,
+};
 use chrono::{Days, Duration, Utc};
-use payledger_sandbox::SandboxClock;
-use payledger_tests::{spawn_app_with, SpawnOptions};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
-
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn balance_in(books: &Value, account: &str) -> i64 {
-    books["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["account"] == account && a["currency"] == "USD")
-        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
-}
 
 #[tokio::test]
 async fn paddle_payouts_net_of_its_fee_close_clearing_per_transaction() {
-    let offset = Arc::new(Mutex::new(Duration::zero()));
-    let read = offset.clone();
-    let clock: SandboxClock = Arc::new(move || Utc::now() + *read.lock().unwrap());
-    let app = spawn_app_with(SpawnOptions {
-        sandbox_clock: Some(clock),
-        ..SpawnOptions::default()
-    })
-    .await;
+    let (app, offset) = spawn_with_provider_clock().await;
     paid_credit_order(&app, "recon-paddle-1").await;
     paid_credit_order(&app, "recon-paddle-2").await;
 
     let today = Utc::now().date_naive();
     let body = json!({"provider": "paddle", "from": today, "to": today + Days::new(10)});
     // Not paid out yet: nothing to import.
-    let (status, early) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (status, early) = import_settlements(&app, &body).await;
     assert_eq!(status, 200, "{early}");
     assert_eq!(early["lines"], 0, "{early}");
 
     // Two days on, Paddle pays both out, net of its 5 % + 50 fee.
     *offset.lock().unwrap() = Duration::days(2);
-    let (status, imported) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (status, imported) = import_settlements(&app, &body).await;
     assert_eq!(status, 200, "{imported}");
     assert_eq!(imported["lines"], 2, "{imported}");
     assert_eq!(imported["matched"], 2, "{imported}");
     assert_eq!(imported["flags"], json!({}), "{imported}");
-    let (_, again) = json_of(
-        app.post_as(&app.admin_key, "/v1/admin/reconciliation/imports", &body)
-            .await,
-    )
-    .await;
+    let (_, again) = import_settlements(&app, &body).await;
     assert_eq!(again["alreadyImported"], 2, "{again}");
 
     // What the connector read: Paddle's payout events (there is no payouts endpoint), the
@@ -125,16 +88,14 @@ async fn paddle_payouts_net_of_its_fee_close_clearing_per_transaction() {
     );
 
     app.wait_for_projections().await;
-    let books: Value = app
-        .get_as(&app.auditor_key, "/v1/journal/trial-balance")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(books["balanced"], true, "{books}");
-    assert_eq!(balance_in(&books, "provider_clearing"), 0, "{books}");
-    assert_eq!(balance_in(&books, "provider_fees"), 2 * 100, "{books}");
-    assert_eq!(balance_in(&books, "bank"), 2 * 900, "{books}");
+    let books = balanced_books(&app).await;
+    assert_eq!(balance_in(&books, "provider_clearing", "USD"), 0, "{books}");
+    assert_eq!(
+        balance_in(&books, "provider_fees", "USD"),
+        2 * 100,
+        "{books}"
+    );
+    assert_eq!(balance_in(&books, "bank", "USD"), 2 * 900, "{books}");
     let timeline: Value = app
         .get("/v1/orders/recon-paddle-1/timeline")
         .await

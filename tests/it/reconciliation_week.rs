@@ -16,6 +16,7 @@ use crate::paddle_steps::{
     paddle_approves, paddle_charges_back, paddle_refund_asked, paid_credit_order, spawn_with_clock,
     subscribe, subscription_until,
 };
+use crate::reconciliation_steps::{balance_in, balanced_books, import_settlements, json_of};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use payledger_sandbox::SettlementFault;
 use payledger_tests::{TestApp, TestProvider};
@@ -35,15 +36,6 @@ fn monday() -> DateTime<Utc> {
 /// On the scenario clock from [`subscribed_at`], its sandbox's Paddle notifying it.
 async fn spawn() -> TestApp {
     spawn_with_clock(Some(subscribed_at())).await
-}
-
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn set_clock(app: &TestApp, to: DateTime<Utc>) {
@@ -169,15 +161,9 @@ async fn import_all(app: &TestApp) -> Vec<Value> {
     let mut summaries = Vec::new();
     for provider in ["toss", "stripe", "paddle"] {
         for (from, to) in windows {
-            let (status, body) = json_of(
-                app.post_as(
-                    &app.admin_key,
-                    "/v1/admin/reconciliation/imports",
-                    &json!({"provider": provider, "from": from, "to": to}),
-                )
-                .await,
-            )
-            .await;
+            let (status, body) =
+                import_settlements(app, &json!({"provider": provider, "from": from, "to": to}))
+                    .await;
             assert_eq!(status, 200, "{provider} {from}: {body}");
             summaries.push(body);
         }
@@ -206,25 +192,9 @@ async fn reconciliation_events(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-fn balance(books: &Value, account: &str, currency: &str) -> i64 {
-    books["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["account"] == account && a["currency"] == currency)
-        .map_or(0, |a| a["balance"].as_i64().unwrap_or(0))
-}
-
 async fn trial_balance(app: &TestApp) -> Value {
     app.wait_for_projections().await;
-    let (status, books) = json_of(
-        app.get_as(&app.auditor_key, "/v1/journal/trial-balance")
-            .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{books}");
-    assert_eq!(books["balanced"], true, "{books}");
-    books
+    balanced_books(app).await
 }
 
 /// `GET /v1/reconciliation`'s aged `provider_clearing` (`agedClearing`), as it stands now.
@@ -277,7 +247,7 @@ async fn aged_clearing_is_the_journal(app: &TestApp, moment: &str) -> Value {
             .sum();
         assert_eq!(
             aged,
-            balance(&books, "provider_clearing", currency),
+            balance_in(&books, "provider_clearing", currency),
             "{moment}, {currency}: {report} against {books}"
         );
     }
@@ -548,15 +518,15 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // in KRW. (Paddle's missing and late payment's earnings are the payouts' differences: money
     // the bank did not receive, flagged.)
     let books = trial_balance(&app).await;
-    assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
+    assert_eq!(balance_in(&books, "provider_clearing", "KRW"), 0, "{books}");
     assert_eq!(
-        balance(&books, "provider_clearing", "USD"),
+        balance_in(&books, "provider_clearing", "USD"),
         40 + 4_000,
         "{books}"
     );
     // Toss kept 3.2 % + 10 % VAT of each payment and gave it back on the refund's amount.
     assert_eq!(
-        balance(&books, "provider_fees", "KRW"),
+        balance_in(&books, "provider_fees", "KRW"),
         (1_600 + 160) + (960 + 96) + (640 + 64) + (316 + 31) - (640 + 64),
         "{books}"
     );
@@ -565,7 +535,7 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // charge (none on the missing one).
     // (Paddle's chargeback fee is the lost dispute's, in dispute_fees.)
     assert_eq!(
-        balance(&books, "provider_fees", "USD"),
+        balance_in(&books, "provider_fees", "USD"),
         2 * 99 + 6 * 100 + 25 + (320 + 175),
         "{books}"
     );
@@ -743,10 +713,10 @@ async fn a_week_of_toss_stripe_and_paddle_money_reconciles_and_every_planted_dis
     // The books: balanced, the clearing account empty in every currency, the losses (the
     // shortfall and the unsettled charge) written off.
     let books = trial_balance(&app).await;
-    assert_eq!(balance(&books, "provider_clearing", "KRW"), 0, "{books}");
-    assert_eq!(balance(&books, "provider_clearing", "USD"), 0, "{books}");
+    assert_eq!(balance_in(&books, "provider_clearing", "KRW"), 0, "{books}");
+    assert_eq!(balance_in(&books, "provider_clearing", "USD"), 0, "{books}");
     assert_eq!(
-        balance(&books, "reconciliation_write_offs", "USD"),
+        balance_in(&books, "reconciliation_write_offs", "USD"),
         40 + 4_000,
         "{books}"
     );
