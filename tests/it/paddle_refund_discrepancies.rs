@@ -9,7 +9,7 @@ use payledger_tests::TestApp;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn ask_refund(app: &TestApp, order_id: &str, key: &str) -> Value {
+pub(crate) async fn ask_refund(app: &TestApp, order_id: &str, key: &str) -> Value {
     let response = app
         .client
         .post(format!("{}/v1/orders/{order_id}/refunds", app.address))
@@ -32,7 +32,7 @@ async fn order(app: &TestApp, order_id: &str) -> Value {
 }
 
 /// The payloads of the order's events of `event_type`, from the log.
-async fn events_of(app: &TestApp, order_id: &str, event_type: &str) -> Vec<Value> {
+pub(crate) async fn events_of(app: &TestApp, order_id: &str, event_type: &str) -> Vec<Value> {
     let rows: Vec<(Value,)> = sqlx::query_as(
         "SELECT payload FROM events WHERE stream_id = $1 AND event_type = $2 ORDER BY global_position",
     )
@@ -45,7 +45,7 @@ async fn events_of(app: &TestApp, order_id: &str, event_type: &str) -> Vec<Value
 }
 
 /// Polls the timeline until it holds `text`.
-async fn timeline_until(app: &TestApp, order_id: &str, text: &str) -> String {
+pub(crate) async fn timeline_until(app: &TestApp, order_id: &str, text: &str) -> String {
     let mut last = String::new();
     for _ in 0..150 {
         last = timeline(app, order_id).await;
@@ -58,7 +58,11 @@ async fn timeline_until(app: &TestApp, order_id: &str, text: &str) -> String {
 }
 
 /// Polls the order (its read model) until `check` holds.
-async fn order_until(app: &TestApp, order_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn order_until(
+    app: &TestApp,
+    order_id: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let mut last = Value::Null;
     for _ in 0..150 {
         last = order(app, order_id).await;

@@ -274,6 +274,8 @@ struct OrderPage {
     may_refund: bool,
     may_cancel_enrollment: bool,
     may_record_payment: bool,
+    discrepancies: Vec<crate::refund_discrepancies::DiscrepancyView>,
+    may_resolve_discrepancy: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +340,7 @@ pub async fn order_page(
         .ok()
         .flatten();
     let mut refunds: Vec<RefundRow> = snapshot
+        .as_ref()
         .map(|s| {
             s.state
                 .refunds
@@ -355,26 +358,31 @@ pub async fn order_page(
         .unwrap_or_default();
     refunds.sort_by(|a, b| a.refund_id.cmp(&b.refund_id));
     let may_see_timeline = session.may(TIMELINE.method, TIMELINE.pattern);
-    let timeline = if may_see_timeline {
+    let entries = if may_see_timeline {
         payledger_read_models::orders::timeline(&state.read_pool, &order_id, 0, TIMELINE_LIMIT)
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))?
-            .into_iter()
-            .map(|e| TimelineRow {
-                position: e.global_position,
-                version: e.stream_version,
-                event_type: e.event_type,
-                summary: e.summary,
-                actor: e.actor.unwrap_or_default(),
-                recorded: Time::new(e.recorded_at, zone),
-                stream_id: e.stream_id,
-                hash: e.hash_hex,
-                payload: serde_json::to_string_pretty(&e.payload).unwrap_or_default(),
-            })
-            .collect()
     } else {
         Vec::new()
     };
+    let discrepancies = snapshot
+        .as_ref()
+        .map(|s| crate::refund_discrepancies::views(&order_id, &s.state.refunds, &entries, zone))
+        .unwrap_or_default();
+    let timeline = entries
+        .into_iter()
+        .map(|e| TimelineRow {
+            position: e.global_position,
+            version: e.stream_version,
+            event_type: e.event_type,
+            summary: e.summary,
+            actor: e.actor.unwrap_or_default(),
+            recorded: Time::new(e.recorded_at, zone),
+            stream_id: e.stream_id,
+            hash: e.hash_hex,
+            payload: serde_json::to_string_pretty(&e.payload).unwrap_or_default(),
+        })
+        .collect();
     let page = OrderPage {
         c: chrome,
         recovery_status: field(&recovery, "status").unwrap_or_default(),
@@ -407,6 +415,11 @@ pub async fn order_page(
         may_refund: session.may(REFUND.method, REFUND.pattern),
         may_cancel_enrollment: session.may(CANCEL_ENROLLMENT.method, CANCEL_ENROLLMENT.pattern),
         may_record_payment: session.may(EXTERNAL_PAYMENT.method, EXTERNAL_PAYMENT.pattern),
+        discrepancies,
+        may_resolve_discrepancy: session.may(
+            crate::refund_discrepancies::RESOLVE.method,
+            crate::refund_discrepancies::RESOLVE.pattern,
+        ),
     };
     Ok(render(StatusCode::OK, &page))
 }
