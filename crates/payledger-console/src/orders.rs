@@ -523,35 +523,29 @@ pub async fn cancel_enrollment(
     path: web::Path<String>,
     form: web::Form<CancelEnrollmentForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
     let form = form.into_inner();
-    actions::prepare(&request, &session, CANCEL_ENROLLMENT, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let order_id = path.into_inner();
-    let body: payledger_http::admin::CancelEnrollmentBody = serde_json::from_value(
-        serde_json::json!({ "reason": form.reason, "refund": form.refund.is_some() }),
-    )
-    .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-    let result = payledger_http::admin::cancel_enrollment(
-        state,
-        request.clone(),
-        web::Path::from(order_id.clone()),
-        web::Json(body),
-    )
-    .await;
-    let outcome = actions::finish(&request, &session, CANCEL_ENROLLMENT, result).await;
-    let chrome = Chrome::new(&request, &session, &console, "orders");
-    let heading = format!("{} · {order_id}", chrome.t("cancel_enrollment"));
-    let details = field(&outcome.body, "status")
-        .map(|s| vec![("status".to_string(), s)])
-        .unwrap_or_default();
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        back_to(&order_id),
-    ))
+    let page = actions::ActionPage {
+        route: CANCEL_ENROLLMENT,
+        section: "orders",
+        label: "cancel_enrollment",
+        subject: &order_id,
+        details: &["status"],
+        back: back_to(&order_id),
+    };
+    let body = payledger_http::admin::CancelEnrollmentBody {
+        reason: form.reason,
+        refund: form.refund.is_some(),
+    };
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        payledger_http::admin::cancel_enrollment(
+            state,
+            request.clone(),
+            web::Path::from(order_id.clone()),
+            web::Json(body),
+        )
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -578,13 +572,16 @@ pub async fn record_external_payment(
     path: web::Path<String>,
     form: web::Form<ExternalPaymentForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
     let form = form.into_inner();
-    actions::prepare(&request, &session, EXTERNAL_PAYMENT, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let order_id = path.into_inner();
-    let chrome = Chrome::new(&request, &session, &console, "orders");
-    let heading = format!("{} · {order_id}", chrome.t("record_external_payment"));
+    let page = actions::ActionPage {
+        route: EXTERNAL_PAYMENT,
+        section: "orders",
+        label: "record_external_payment",
+        subject: &order_id,
+        details: &["status"],
+        back: back_to(&order_id),
+    };
     // The API's body, built as a client would send it: its own parsers judge every field.
     let amount = form
         .amount
@@ -601,30 +598,26 @@ pub async fn record_external_payment(
         "method": (!method.is_empty()).then_some(method),
         "reason": form.reason,
     });
-    let result = match serde_json::from_value::<payledger_http::admin::ExternalPaymentBody>(json) {
-        Ok(body) => {
-            payledger_http::admin::record_external_payment(
-                state,
-                request.clone(),
-                web::Path::from(order_id.clone()),
-                web::Json(body),
-            )
-            .await
+    let body = serde_json::from_value::<payledger_http::admin::ExternalPaymentBody>(json);
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        let (request, order_id) = (request.clone(), order_id.clone());
+        async move {
+            match body {
+                Ok(body) => {
+                    payledger_http::admin::record_external_payment(
+                        state,
+                        request,
+                        web::Path::from(order_id),
+                        web::Json(body),
+                    )
+                    .await
+                }
+                Err(_) => Err(payledger_http::errors::ApiError::new(
+                    payledger_http::errors::ErrorCode::InvalidAmount,
+                    "the amount must be a whole number of minor units",
+                )),
+            }
         }
-        Err(_) => Err(payledger_http::errors::ApiError::new(
-            payledger_http::errors::ErrorCode::InvalidAmount,
-            "the amount must be a whole number of minor units",
-        )),
-    };
-    let outcome = actions::finish(&request, &session, EXTERNAL_PAYMENT, result).await;
-    let details = field(&outcome.body, "status")
-        .map(|s| vec![("status".to_string(), s)])
-        .unwrap_or_default();
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        back_to(&order_id),
-    ))
+    })
+    .await
 }
