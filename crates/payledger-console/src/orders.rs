@@ -124,18 +124,9 @@ fn query_string(filled: &Filled, page: i64) -> String {
     out
 }
 
-/// Percent-encodes a query value (ids are ASCII; anything else is encoded byte by byte).
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// Kept here for the modules that link to orders' pages; it lives in `pages` so that modules
+/// below this one (`refund_discrepancies`) can use it too.
+pub use crate::pages::encode;
 
 fn row_of(view: OrderView, zone: chrono_tz::Tz) -> OrderRow {
     OrderRow {

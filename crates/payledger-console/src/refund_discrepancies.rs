@@ -126,8 +126,8 @@ pub fn views(
             Some(DiscrepancyView {
                 resolve_action: format!(
                     "/console/orders/{}/refunds/{}/discrepancy/resolve",
-                    crate::orders::encode(order_id),
-                    crate::orders::encode(&refund_id)
+                    crate::pages::encode(order_id),
+                    crate::pages::encode(&refund_id)
                 ),
                 provider_refund_id: refund.provider_refund_id.clone().unwrap_or_default(),
                 provider_status: discrepancy.provider_status.clone(),
@@ -175,7 +175,7 @@ pub async fn resolve(
         label: "resolve_discrepancy",
         subject: &subject,
         details: &["status", "refundPendingAmount"],
-        back: format!("/console/orders/{}", crate::orders::encode(&order_id)),
+        back: format!("/console/orders/{}", crate::pages::encode(&order_id)),
     };
     let body = api::RefundDiscrepancyResolveBody {
         resolution: DiscrepancyResolution::Acknowledged.name().to_string(),
@@ -190,4 +190,145 @@ pub async fn resolve(
         )
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refund(status: &str, resolution: Option<&str>) -> RefundState {
+        serde_json::from_value(json!({
+            "amountMinor": 1000, "reason": "changed my mind", "status": status,
+            "idempotencyKey": "k", "requestedAt": "2026-12-01T00:00:00Z", "failure": null,
+            "providerRefundId": "adj_1",
+            "discrepancy": {"providerStatus": "rejected", "differences": [
+                {"fact": "currency", "expected": "USD", "provider": "EUR"}]},
+            "discrepancyResolution": resolution,
+        }))
+        .unwrap()
+    }
+
+    fn entry(position: i64, event_type: &str, payload: serde_json::Value) -> TimelineEntry {
+        TimelineEntry {
+            global_position: position,
+            stream_id: "order-o-1".into(),
+            stream_version: position,
+            event_type: event_type.into(),
+            recorded_at: "2026-12-01T00:00:00Z".parse().unwrap(),
+            actor: None,
+            summary: String::new(),
+            payload,
+            hash_hex: String::new(),
+        }
+    }
+
+    fn refunds(state: RefundState) -> BTreeMap<RefundId, RefundState> {
+        BTreeMap::from([(RefundId::parse("rf_1".to_string()).unwrap(), state)])
+    }
+
+    const UTC: chrono_tz::Tz = chrono_tz::UTC;
+
+    #[test]
+    fn an_open_discrepancy_shows_what_differs_when_and_where_to_resolve_it() {
+        let timeline = [entry(
+            7,
+            "RefundDiscrepancyRecorded",
+            json!({"refundId": "rf_1", "at": "2026-12-01T09:30:00Z"}),
+        )];
+        let shown = views(
+            "order 1",
+            &refunds(refund("AWAITING_PROVIDER", None)),
+            &timeline,
+            UTC,
+        );
+        assert_eq!(shown.len(), 1);
+        let d = &shown[0];
+        assert_eq!((d.state, d.refund_id.as_str()), ("open", "rf_1"));
+        assert_eq!(
+            (d.provider_refund_id.as_str(), d.provider_status.as_str()),
+            ("adj_1", "rejected")
+        );
+        let difference = &d.differences[0];
+        assert_eq!(
+            (
+                difference.fact.as_str(),
+                difference.expected.as_str(),
+                difference.provider.as_str()
+            ),
+            ("currency", "USD", "EUR")
+        );
+        assert_eq!(d.recorded.as_ref().unwrap().iso, "2026-12-01T09:30:00.000Z");
+        assert!(d.resolution.is_none());
+        assert_eq!(
+            d.resolve_action,
+            "/console/orders/order%201/refunds/rf_1/discrepancy/resolve"
+        );
+    }
+
+    #[test]
+    fn a_resolution_shows_only_when_it_follows_the_newest_difference() {
+        let timeline = [
+            entry(
+                7,
+                "RefundDiscrepancyRecorded",
+                json!({"refundId": "rf_1", "at": "2026-12-01T09:30:00Z"}),
+            ),
+            entry(
+                8,
+                "RefundDiscrepancyResolved",
+                json!({"refundId": "rf_1", "resolution": "acknowledged",
+                       "resolvedBy": "admin:ops", "note": "ticket 42",
+                       "at": "2026-12-01T10:00:00Z"}),
+            ),
+        ];
+        let resolved = views(
+            "o-1",
+            &refunds(refund("AWAITING_PROVIDER", Some("acknowledged"))),
+            &timeline,
+            UTC,
+        );
+        let r = resolved[0].resolution.as_ref().unwrap();
+        assert_eq!(resolved[0].state, "resolved");
+        assert_eq!(
+            (
+                r.resolution.as_str(),
+                r.resolved_by.as_str(),
+                r.note.as_str()
+            ),
+            ("acknowledged", "admin:ops", "ticket 42")
+        );
+        // A new difference after it: under review again, the old resolution not shown.
+        let mut again = timeline.to_vec();
+        again.push(entry(
+            9,
+            "RefundDiscrepancyRecorded",
+            json!({"refundId": "rf_1", "at": "2026-12-02T00:00:00Z"}),
+        ));
+        let reopened = views(
+            "o-1",
+            &refunds(refund("AWAITING_PROVIDER", None)),
+            &again,
+            UTC,
+        );
+        assert_eq!(reopened[0].state, "open");
+        assert!(reopened[0].resolution.is_none());
+        assert_eq!(
+            reopened[0].recorded.as_ref().unwrap().iso,
+            "2026-12-02T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn a_refund_decided_since_is_closed_and_one_without_a_difference_is_not_listed() {
+        let closed = views("o-1", &refunds(refund("COMPLETED", None)), &[], UTC);
+        assert_eq!(closed[0].state, "closed");
+        assert!(
+            closed[0].recorded.is_none(),
+            "the timeline has not caught up"
+        );
+        let mut plain = refund("AWAITING_PROVIDER", None);
+        plain.discrepancy = None;
+        assert!(views("o-1", &refunds(plain), &[], UTC).is_empty());
+    }
 }
