@@ -13,6 +13,7 @@ mod card_data;
 mod claims_after_reschedule;
 mod closed_doors;
 mod console;
+mod console_refund_discrepancies;
 mod console_screens;
 mod dependencies;
 mod fuzz;

@@ -9,13 +9,16 @@
 
 use crate::pages::{Chrome, ResultPage};
 use crate::session::{app_state, Refusal, Session};
+use crate::Console;
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use payledger_app::api_keys::Role;
 use payledger_domain::operations::AdminAction;
 use payledger_http::errors::ApiError;
 use payledger_http::idempotency::IdempotencyScope;
+use payledger_http::state::AppState;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 
 /// The API route an action stands for: its role rule and its name in `audit-admin`.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +140,48 @@ async fn record(request: &HttpRequest, session: &Session, route: Route, status: 
     if let Err(error) = state.operations.record_admin_action(action, &context).await {
         tracing::error!(%error, actor = context.actor, "failed to record a console action in audit-admin");
     }
+}
+
+/// How an action's result page is drawn: `Label · subject`, the fields of the API's answer
+/// shown, and where "back" goes.
+pub struct ActionPage<'a> {
+    /// The route the action stands for (its role rule, its name in `audit-admin`).
+    pub route: Route,
+    /// The header's section the page belongs to (`orders`, `claims`, …).
+    pub section: &'static str,
+    /// The label key of the action, for the heading.
+    pub label: &'static str,
+    /// What it acted on (an id), for the heading.
+    pub subject: &'a str,
+    /// The API answer's fields shown as details.
+    pub details: &'a [&'a str],
+    pub back: String,
+}
+
+/// The whole shape of a console action, for the ones that need nothing between the checks and
+/// the handler: the signed-in session, [`prepare`] (role, CSRF, idempotency scope), the API's
+/// handler, [`finish`] (the `audit-admin` record) and the result page with the API's code.
+pub async fn perform<Call, Answer>(
+    request: &HttpRequest,
+    console: &Console,
+    page: ActionPage<'_>,
+    csrf: &str,
+    idempotency_token: Option<&str>,
+    call: Call,
+) -> Result<HttpResponse, Refusal>
+where
+    Call: FnOnce(web::Data<AppState>) -> Answer,
+    Answer: Future<Output = Result<HttpResponse, ApiError>>,
+{
+    let session = Session::of(request).await?;
+    prepare(request, &session, page.route, csrf, idempotency_token)?;
+    let state = app_state(request)?.clone();
+    let result = call(state).await;
+    let outcome = finish(request, &session, page.route, result).await;
+    let chrome = Chrome::new(request, &session, console, page.section);
+    let heading = format!("{} · {}", chrome.t(page.label), page.subject);
+    let details = fields(&outcome.body, page.details);
+    Ok(result_page(chrome, &outcome, heading, details, page.back))
 }
 
 /// The signed-in session of a page, refused unless its role may read `route`.

@@ -387,28 +387,24 @@ pub async fn assign(
     path: web::Path<String>,
     form: web::Form<crate::sign_in::CsrfForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    actions::prepare(&request, &session, ASSIGN, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let claim_id = path.into_inner();
-    let result = api::assign(
-        state,
-        request.clone(),
-        web::Path::from(claim_id.clone()),
-        web::Json(api::AssignBody { admin_id: None }),
-    )
-    .await;
-    let outcome = actions::finish(&request, &session, ASSIGN, result).await;
-    let chrome = Chrome::new(&request, &session, &console, "claims");
-    let heading = format!("{} · {claim_id}", chrome.t("assign"));
-    let details = actions::fields(&outcome.body, &["assignedTo", "status"]);
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        back_to(&claim_id),
-    ))
+    let page = actions::ActionPage {
+        route: ASSIGN,
+        section: "claims",
+        label: "assign",
+        subject: &claim_id,
+        details: &["assignedTo", "status"],
+        back: back_to(&claim_id),
+    };
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        api::assign(
+            state,
+            request.clone(),
+            web::Path::from(claim_id.clone()),
+            web::Json(api::AssignBody { admin_id: None }),
+        )
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

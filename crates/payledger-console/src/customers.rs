@@ -9,7 +9,7 @@
 //! actions are the API's handlers (see `actions.rs`). No billing key ever reaches a page: the
 //! read model holds none, and history rows show only named, harmless fields.
 
-use crate::actions::{self, field, json_of, Route};
+use crate::actions::{self, json_of, Route};
 use crate::pages::{money, render, Chrome, Time};
 use crate::session::{app_state, Refusal, Session};
 use crate::Console;
@@ -709,23 +709,20 @@ const RESULT_FIELDS: &[&str] = &[
     "lastFailureCode",
 ];
 
-async fn subscription_result(
-    request: &HttpRequest,
-    session: &Session,
-    console: &Console,
+/// How a subscription action's result page is drawn.
+fn result_of<'a>(
     route: Route,
-    subscription_id: &str,
-    heading_key: &str,
-    result: Result<HttpResponse, payledger_http::errors::ApiError>,
-) -> HttpResponse {
-    let outcome = actions::finish(request, session, route, result).await;
-    let chrome = Chrome::new(request, session, console, "customers");
-    let heading = format!("{} · {subscription_id}", chrome.t(heading_key));
-    let details = RESULT_FIELDS
-        .iter()
-        .filter_map(|n| field(&outcome.body, n).map(|v| (n.to_string(), v)))
-        .collect();
-    actions::result_page(chrome, &outcome, heading, details, back_to(subscription_id))
+    label: &'static str,
+    subscription_id: &'a str,
+) -> actions::ActionPage<'a> {
+    actions::ActionPage {
+        route,
+        section: "customers",
+        label,
+        subject: subscription_id,
+        details: RESULT_FIELDS,
+        back: back_to(subscription_id),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -748,35 +745,37 @@ pub async fn cancel(
     path: web::Path<String>,
     form: web::Form<CancelForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
     let form = form.into_inner();
-    actions::prepare(&request, &session, CANCEL, &form.csrf, Some(&form.idem))?;
     let subscription_id = path.into_inner();
-    let result = if form.mode == "immediately" && form.confirm.as_deref() != Some("yes") {
-        Err(payledger_http::errors::ApiError::field(
-            "confirm",
-            "ending a subscription now must be confirmed",
-        ))
-    } else {
-        let state = app_state(&request)?.clone();
-        api::cancel(
-            state,
-            request.clone(),
-            web::Path::from(subscription_id.clone()),
-            Some(web::Json(serde_json::json!({ "mode": form.mode }))),
-        )
-        .await
-    };
-    Ok(subscription_result(
+    let page = result_of(CANCEL, "cancel_subscription", &subscription_id);
+    let unconfirmed = form.mode == "immediately" && form.confirm.as_deref() != Some("yes");
+    let mode = form.mode.clone();
+    actions::perform(
         &request,
-        &session,
         &console,
-        CANCEL,
-        &subscription_id,
-        "cancel_subscription",
-        result,
+        page,
+        &form.csrf,
+        Some(&form.idem),
+        |state| {
+            let (request, subscription_id) = (request.clone(), subscription_id.clone());
+            async move {
+                if unconfirmed {
+                    return Err(payledger_http::errors::ApiError::field(
+                        "confirm",
+                        "ending a subscription now must be confirmed",
+                    ));
+                }
+                api::cancel(
+                    state,
+                    request,
+                    web::Path::from(subscription_id),
+                    Some(web::Json(serde_json::json!({ "mode": mode }))),
+                )
+                .await
+            }
+        },
     )
-    .await)
+    .await
 }
 
 pub async fn resume(
@@ -785,26 +784,16 @@ pub async fn resume(
     path: web::Path<String>,
     form: web::Form<crate::sign_in::CsrfForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    actions::prepare(&request, &session, RESUME, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let subscription_id = path.into_inner();
-    let result = api::resume(
-        state,
-        request.clone(),
-        web::Path::from(subscription_id.clone()),
-    )
-    .await;
-    Ok(subscription_result(
-        &request,
-        &session,
-        &console,
-        RESUME,
-        &subscription_id,
-        "withdraw_cancellation",
-        result,
-    )
-    .await)
+    let page = result_of(RESUME, "withdraw_cancellation", &subscription_id);
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        api::resume(
+            state,
+            request.clone(),
+            web::Path::from(subscription_id.clone()),
+        )
+    })
+    .await
 }
 
 pub async fn charge(
@@ -813,24 +802,14 @@ pub async fn charge(
     path: web::Path<String>,
     form: web::Form<crate::sign_in::CsrfForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    actions::prepare(&request, &session, CHARGE, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let subscription_id = path.into_inner();
-    let result = api::charge(
-        state,
-        request.clone(),
-        web::Path::from(subscription_id.clone()),
-    )
-    .await;
-    Ok(subscription_result(
-        &request,
-        &session,
-        &console,
-        CHARGE,
-        &subscription_id,
-        "charge_now",
-        result,
-    )
-    .await)
+    let page = result_of(CHARGE, "charge_now", &subscription_id);
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        api::charge(
+            state,
+            request.clone(),
+            web::Path::from(subscription_id.clone()),
+        )
+    })
+    .await
 }

@@ -396,6 +396,26 @@ fn label(key: &str) -> (&str, &str) {
             "취소 환불 정책(48시간 이상 100 %, 24시간 이상 50 %, 그 외 0 %)을 접수 시점 기준으로 분쟁 금액에 적용한 값입니다. 결정은 다를 수 있으며, 미리보기에서 차이를 보여 줍니다.",
         ),
         "against_policy" => ("Decision's refund against the policy", "결정 환불액 − 정책 환불액"),
+        "refund_discrepancies" => ("Refund discrepancies", "환불 불일치"),
+        "refund_discrepancies_help" => (
+            "The provider reported these refund requests differently from the ledger. A difference moves no money: the refund keeps waiting for the provider, its amount held, until a decision that fits completes or fails it. Support reviews each; an admin resolves it with a note.",
+            "결제사가 이 환불 요청을 원장과 다르게 보고했습니다. 불일치로는 돈이 움직이지 않습니다. 환불은 금액을 보류한 채, 맞는 결정이 와서 완료되거나 실패할 때까지 결제사를 기다립니다. 지원팀이 각각 검토하고, 관리자가 메모와 함께 해결합니다.",
+        ),
+        "provider_request" => ("Provider's request", "결제사 요청"),
+        "provider_status" => ("Provider's status", "결제사 상태"),
+        "fact" => ("Fact", "항목"),
+        "ledger_expected" => ("Ledger expected", "원장 기대값"),
+        "provider_said" => ("Provider said", "결제사 보고값"),
+        "discrepancy_open" => ("Under review", "검토 중"),
+        "discrepancy_resolved" => ("Resolved", "해결됨"),
+        "discrepancy_closed" => ("Closed by the provider's decision", "결제사 결정으로 종료"),
+        "resolved_by" => ("Resolved by", "해결한 사람"),
+        "note" => ("Note", "메모"),
+        "resolve_discrepancy" => ("Resolve the discrepancy", "불일치 해결"),
+        "resolve_discrepancy_help" => (
+            "Say what you did (1 to 500 characters, one line; no personal data). The refund keeps waiting for the provider.",
+            "조치 내용을 적어 주세요(1–500자, 한 줄, 개인정보 제외). 환불은 계속 결제사를 기다립니다.",
+        ),
         _ => (key, key),
     }
 }

@@ -15,6 +15,7 @@ mod ledger;
 mod operations;
 mod orders;
 pub mod pages;
+mod refund_discrepancies;
 pub mod session;
 mod settlements;
 mod sign_in;
@@ -248,6 +249,10 @@ pub fn configure(config: &mut web::ServiceConfig, console: web::Data<Console>) {
             .route(
                 "/orders/{order_id}/external-payment",
                 web::post().to(orders::record_external_payment),
+            )
+            .route(
+                "/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve",
+                web::post().to(refund_discrepancies::resolve),
             )
             .route("/claims", web::get().to(claims::queue))
             .route("/claims/{claim_id}", web::get().to(claims::claim))

@@ -313,26 +313,24 @@ pub async fn replay_inbound(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    actions::prepare(&request, &session, REPLAY_INBOUND, &form.csrf, None)?;
     let id = path.into_inner();
-    let result = payledger_http::webhooks::replay_inbound(
-        relay(&request)?,
-        request.clone(),
-        web::Path::from(id.clone()),
-    )
-    .await;
-    let outcome = actions::finish(&request, &session, REPLAY_INBOUND, result).await;
-    let chrome = Chrome::new(&request, &session, &console, "webhooks");
-    let heading = format!("{} · {id}", chrome.t("replay"));
-    let details = actions::fields(&outcome.body, &["eventId", "status", "streamId"]);
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        "/console/webhooks".into(),
-    ))
+    let relay = relay(&request)?;
+    let page = actions::ActionPage {
+        route: REPLAY_INBOUND,
+        section: "webhooks",
+        label: "replay",
+        subject: &id,
+        details: &["eventId", "status", "streamId"],
+        back: "/console/webhooks".into(),
+    };
+    actions::perform(&request, &console, page, &form.csrf, None, |_| {
+        payledger_http::webhooks::replay_inbound(
+            relay,
+            request.clone(),
+            web::Path::from(id.clone()),
+        )
+    })
+    .await
 }
 
 pub async fn replay_outbound(
@@ -341,23 +339,20 @@ pub async fn replay_outbound(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
-    actions::prepare(&request, &session, REPLAY_OUTBOUND, &form.csrf, None)?;
     let id = path.into_inner();
-    let result =
-        payledger_http::webhooks::replay_outbound(relay(&request)?, web::Path::from(id.clone()))
-            .await;
-    let outcome = actions::finish(&request, &session, REPLAY_OUTBOUND, result).await;
-    let chrome = Chrome::new(&request, &session, &console, "webhooks");
-    let heading = format!("{} · {id}", chrome.t("replay"));
-    let details = actions::fields(&outcome.body, &["messageId", "status"]);
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        "/console/webhooks".into(),
-    ))
+    let relay = relay(&request)?;
+    let page = actions::ActionPage {
+        route: REPLAY_OUTBOUND,
+        section: "webhooks",
+        label: "replay",
+        subject: &id,
+        details: &["messageId", "status"],
+        back: "/console/webhooks".into(),
+    };
+    actions::perform(&request, &console, page, &form.csrf, None, |_| {
+        payledger_http::webhooks::replay_outbound(relay, web::Path::from(id.clone()))
+    })
+    .await
 }
 
 pub struct KeyRow {

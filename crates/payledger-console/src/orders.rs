@@ -124,18 +124,9 @@ fn query_string(filled: &Filled, page: i64) -> String {
     out
 }
 
-/// Percent-encodes a query value (ids are ASCII; anything else is encoded byte by byte).
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// Kept here for the modules that link to orders' pages; it lives in `pages` so that modules
+/// below this one (`refund_discrepancies`) can use it too.
+pub use crate::pages::encode;
 
 fn row_of(view: OrderView, zone: chrono_tz::Tz) -> OrderRow {
     OrderRow {
@@ -274,6 +265,8 @@ struct OrderPage {
     may_refund: bool,
     may_cancel_enrollment: bool,
     may_record_payment: bool,
+    discrepancies: Vec<crate::refund_discrepancies::DiscrepancyView>,
+    may_resolve_discrepancy: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +331,7 @@ pub async fn order_page(
         .ok()
         .flatten();
     let mut refunds: Vec<RefundRow> = snapshot
+        .as_ref()
         .map(|s| {
             s.state
                 .refunds
@@ -355,26 +349,31 @@ pub async fn order_page(
         .unwrap_or_default();
     refunds.sort_by(|a, b| a.refund_id.cmp(&b.refund_id));
     let may_see_timeline = session.may(TIMELINE.method, TIMELINE.pattern);
-    let timeline = if may_see_timeline {
+    let entries = if may_see_timeline {
         payledger_read_models::orders::timeline(&state.read_pool, &order_id, 0, TIMELINE_LIMIT)
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))?
-            .into_iter()
-            .map(|e| TimelineRow {
-                position: e.global_position,
-                version: e.stream_version,
-                event_type: e.event_type,
-                summary: e.summary,
-                actor: e.actor.unwrap_or_default(),
-                recorded: Time::new(e.recorded_at, zone),
-                stream_id: e.stream_id,
-                hash: e.hash_hex,
-                payload: serde_json::to_string_pretty(&e.payload).unwrap_or_default(),
-            })
-            .collect()
     } else {
         Vec::new()
     };
+    let discrepancies = snapshot
+        .as_ref()
+        .map(|s| crate::refund_discrepancies::views(&order_id, &s.state.refunds, &entries, zone))
+        .unwrap_or_default();
+    let timeline = entries
+        .into_iter()
+        .map(|e| TimelineRow {
+            position: e.global_position,
+            version: e.stream_version,
+            event_type: e.event_type,
+            summary: e.summary,
+            actor: e.actor.unwrap_or_default(),
+            recorded: Time::new(e.recorded_at, zone),
+            stream_id: e.stream_id,
+            hash: e.hash_hex,
+            payload: serde_json::to_string_pretty(&e.payload).unwrap_or_default(),
+        })
+        .collect();
     let page = OrderPage {
         c: chrome,
         recovery_status: field(&recovery, "status").unwrap_or_default(),
@@ -407,6 +406,11 @@ pub async fn order_page(
         may_refund: session.may(REFUND.method, REFUND.pattern),
         may_cancel_enrollment: session.may(CANCEL_ENROLLMENT.method, CANCEL_ENROLLMENT.pattern),
         may_record_payment: session.may(EXTERNAL_PAYMENT.method, EXTERNAL_PAYMENT.pattern),
+        discrepancies,
+        may_resolve_discrepancy: session.may(
+            crate::refund_discrepancies::RESOLVE.method,
+            crate::refund_discrepancies::RESOLVE.pattern,
+        ),
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -510,35 +514,29 @@ pub async fn cancel_enrollment(
     path: web::Path<String>,
     form: web::Form<CancelEnrollmentForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
     let form = form.into_inner();
-    actions::prepare(&request, &session, CANCEL_ENROLLMENT, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let order_id = path.into_inner();
-    let body: payledger_http::admin::CancelEnrollmentBody = serde_json::from_value(
-        serde_json::json!({ "reason": form.reason, "refund": form.refund.is_some() }),
-    )
-    .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-    let result = payledger_http::admin::cancel_enrollment(
-        state,
-        request.clone(),
-        web::Path::from(order_id.clone()),
-        web::Json(body),
-    )
-    .await;
-    let outcome = actions::finish(&request, &session, CANCEL_ENROLLMENT, result).await;
-    let chrome = Chrome::new(&request, &session, &console, "orders");
-    let heading = format!("{} · {order_id}", chrome.t("cancel_enrollment"));
-    let details = field(&outcome.body, "status")
-        .map(|s| vec![("status".to_string(), s)])
-        .unwrap_or_default();
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        back_to(&order_id),
-    ))
+    let page = actions::ActionPage {
+        route: CANCEL_ENROLLMENT,
+        section: "orders",
+        label: "cancel_enrollment",
+        subject: &order_id,
+        details: &["status"],
+        back: back_to(&order_id),
+    };
+    let body = payledger_http::admin::CancelEnrollmentBody {
+        reason: form.reason,
+        refund: form.refund.is_some(),
+    };
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        payledger_http::admin::cancel_enrollment(
+            state,
+            request.clone(),
+            web::Path::from(order_id.clone()),
+            web::Json(body),
+        )
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -565,13 +563,16 @@ pub async fn record_external_payment(
     path: web::Path<String>,
     form: web::Form<ExternalPaymentForm>,
 ) -> Result<HttpResponse, Refusal> {
-    let session = Session::of(&request).await?;
     let form = form.into_inner();
-    actions::prepare(&request, &session, EXTERNAL_PAYMENT, &form.csrf, None)?;
-    let state = app_state(&request)?.clone();
     let order_id = path.into_inner();
-    let chrome = Chrome::new(&request, &session, &console, "orders");
-    let heading = format!("{} · {order_id}", chrome.t("record_external_payment"));
+    let page = actions::ActionPage {
+        route: EXTERNAL_PAYMENT,
+        section: "orders",
+        label: "record_external_payment",
+        subject: &order_id,
+        details: &["status"],
+        back: back_to(&order_id),
+    };
     // The API's body, built as a client would send it: its own parsers judge every field.
     let amount = form
         .amount
@@ -588,30 +589,26 @@ pub async fn record_external_payment(
         "method": (!method.is_empty()).then_some(method),
         "reason": form.reason,
     });
-    let result = match serde_json::from_value::<payledger_http::admin::ExternalPaymentBody>(json) {
-        Ok(body) => {
-            payledger_http::admin::record_external_payment(
-                state,
-                request.clone(),
-                web::Path::from(order_id.clone()),
-                web::Json(body),
-            )
-            .await
+    let body = serde_json::from_value::<payledger_http::admin::ExternalPaymentBody>(json);
+    actions::perform(&request, &console, page, &form.csrf, None, |state| {
+        let (request, order_id) = (request.clone(), order_id.clone());
+        async move {
+            match body {
+                Ok(body) => {
+                    payledger_http::admin::record_external_payment(
+                        state,
+                        request,
+                        web::Path::from(order_id),
+                        web::Json(body),
+                    )
+                    .await
+                }
+                Err(_) => Err(payledger_http::errors::ApiError::new(
+                    payledger_http::errors::ErrorCode::InvalidAmount,
+                    "the amount must be a whole number of minor units",
+                )),
+            }
         }
-        Err(_) => Err(payledger_http::errors::ApiError::new(
-            payledger_http::errors::ErrorCode::InvalidAmount,
-            "the amount must be a whole number of minor units",
-        )),
-    };
-    let outcome = actions::finish(&request, &session, EXTERNAL_PAYMENT, result).await;
-    let details = field(&outcome.body, "status")
-        .map(|s| vec![("status".to_string(), s)])
-        .unwrap_or_default();
-    Ok(actions::result_page(
-        chrome,
-        &outcome,
-        heading,
-        details,
-        back_to(&order_id),
-    ))
+    })
+    .await
 }

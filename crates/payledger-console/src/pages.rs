@@ -192,6 +192,19 @@ pub struct ResultPage {
     pub secret: Option<String>,
 }
 
+/// Percent-encodes a query value (ids are ASCII; anything else is encoded byte by byte).
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

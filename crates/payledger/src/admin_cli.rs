@@ -1,6 +1,10 @@
 //! `payledger switches …` and `payledger ops …`: the runbook's toggles and manual operations
 //! (source document 2 §5–6) from the command line, as the same audited commands the admin HTTP
 //! endpoints run. Each is recorded in its own stream with actor `cli:$USER`, and in `audit-admin`.
+//!
+//! A refusal names the API's stable error code (`error: E_…: message`) and exits non-zero:
+//! 2 when the input is refused (a bad id or note), 3 when the order's state refuses it (no open
+//! discrepancy, an unknown refund), 1 for anything else (no database, …).
 
 use crate::keys::cli_actor;
 use crate::providers::ProviderSettings;
@@ -14,6 +18,7 @@ use payledger_connector_toss::TossConfig;
 use payledger_domain::ids::{OrderId, PayeeId, PaymentKey};
 use payledger_domain::money::Currency;
 use payledger_domain::operations::{AdminAction, KillSwitches, SwitchCommand};
+use payledger_domain::order::DiscrepancyResolution;
 use sqlx::PgPool;
 use std::io::Write;
 use std::path::Path;
@@ -70,10 +75,30 @@ pub enum OpsCliCommand {
         #[arg(long)]
         refund: bool,
     },
+    /// Resolve a refund's open discrepancy (a provider's refund request that differs from the
+    /// ledger's, `RefundDiscrepancyRecorded`) with a note; nothing moves: the refund keeps
+    /// waiting for the provider with its amount held.
+    ResolveRefundDiscrepancy {
+        /// The order id.
+        #[arg(long)]
+        order: String,
+        /// The refund id (`refundId` in the order's answer and on its timeline).
+        #[arg(long)]
+        refund: String,
+        /// Why (1 to 500 characters, no control characters; no personal data: it is not sealed).
+        #[arg(long)]
+        note: String,
+    },
 }
+
+/// Exit code of a command the ledger refused for its input (a bad id, note, …).
+pub const EXIT_INPUT_REFUSED: u8 = 2;
+/// Exit code of a command the order's state refused (nothing open to resolve, …).
+pub const EXIT_STATE_REFUSED: u8 = 3;
 
 struct Wiring {
     operations: Operations,
+    payments: Arc<Payments>,
     switches: Arc<SalesSwitches>,
     /// Seals what these commands record; reveals what they print.
     executor: Arc<payledger_app::executor::Executor>,
@@ -106,7 +131,8 @@ fn wire(pool: &PgPool, data_dir: &Path, needs_provider: bool) -> anyhow::Result<
         .with_sales_switches(switches.clone()),
     );
     Ok(Wiring {
-        operations: Operations::new(executor.clone(), payments, switches.clone(), clock),
+        operations: Operations::new(executor.clone(), payments.clone(), switches.clone(), clock),
+        payments,
         switches,
         executor,
     })
@@ -275,6 +301,81 @@ pub async fn run_ops(
                 snapshot.state.status, snapshot.state.refunded_minor, snapshot.state.captured_minor
             )?;
         }
+        OpsCliCommand::ResolveRefundDiscrepancy {
+            order,
+            refund,
+            note,
+        } => return resolve_refund_discrepancy(pool, data_dir, &order, &refund, note).await,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An API error as the CLI reports it: its stable code and message on stderr, and the exit code
+/// of its kind (input or state).
+fn refused(error: payledger_http::errors::ApiError) -> ExitCode {
+    eprintln!("error: {}: {}", error.code.as_str(), error.message);
+    let status = actix_web::ResponseError::status_code(&error).as_u16();
+    if status == 409 || status == 404 {
+        ExitCode::from(EXIT_STATE_REFUSED)
+    } else {
+        ExitCode::from(EXIT_INPUT_REFUSED)
+    }
+}
+
+/// `ops resolve-refund-discrepancy`: the same command as
+/// `POST /v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve`, with actor `cli:$USER`.
+async fn resolve_refund_discrepancy(
+    pool: &PgPool,
+    data_dir: &Path,
+    order: &str,
+    refund: &str,
+    note: String,
+) -> anyhow::Result<ExitCode> {
+    let order_id = match payledger_http::dto::parse_order_id(order) {
+        Ok(id) => id,
+        Err(error) => return Ok(refused(error)),
+    };
+    let refund_id = match payledger_http::dto::parse_refund_id(refund) {
+        Ok(id) => id,
+        Err(error) => return Ok(refused(error)),
+    };
+    let wiring = wire(pool, data_dir, false)?;
+    let context = RequestContext::new(cli_actor(), None);
+    let resolved = wiring
+        .payments
+        .resolve_refund_discrepancy(
+            &order_id,
+            refund_id,
+            DiscrepancyResolution::Acknowledged,
+            note,
+            &context,
+        )
+        .await;
+    let snapshot = match resolved {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            let error = payledger_http::orders::payment_error(error);
+            // Storage and provider troubles are not refusals: they fail as any CLI error does.
+            if actix_web::ResponseError::status_code(&error).is_server_error() {
+                anyhow::bail!("{}: {}", error.code.as_str(), error.message);
+            }
+            return Ok(refused(error));
+        }
+    };
+    audit(
+        &wiring.operations,
+        format!("cli ops resolve-refund-discrepancy {order} {refund}"),
+        &context,
+    )
+    .await;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "order {order}: discrepancy of refund {refund} resolved ({}) by {}; the refund still awaits the provider, {} held (version {})",
+        DiscrepancyResolution::Acknowledged.name(),
+        context.actor,
+        snapshot.state.refund_pending_minor,
+        snapshot.version
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ mod logs;
 mod partition;
 mod privacy;
 mod reconcile;
+mod refund_discrepancies;
 mod reliability;
 mod serve;
 mod settings;
