@@ -10,6 +10,7 @@ pub mod booking_confirmations;
 pub mod bookings;
 pub mod claims;
 pub mod constraints;
+pub mod deadline;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
