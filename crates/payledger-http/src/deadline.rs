@@ -37,16 +37,19 @@ pub async fn read_deadline(
     let (true, Some(timeout_ms)) = (is_read, timeout_ms) else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    let http_request = request.request().clone();
     let duration = Duration::from_millis(timeout_ms.max(1));
     match tokio::time::timeout(duration, next.call(request)).await {
         Ok(response) => Ok(response?.map_into_boxed_body()),
         Err(_) => {
             payledger_metrics::metrics().read_deadline_exceeded();
-            let error = ApiError::unavailable(format!(
+            // An error, not a response: a response needs the request, which went down with the
+            // abandoned future (and holding a clone of it would break actix's routing, which
+            // runs inside). actix renders the error (`ApiError`'s 503 body and `Retry-After`);
+            // `request_logging` logs it.
+            Err(ApiError::unavailable(format!(
                 "the read took longer than {timeout_ms} ms (PAYLEDGER_DATABASE_CALL_TIMEOUT_MS)"
-            ));
-            Ok(ServiceResponse::from_err(error, http_request).map_into_boxed_body())
+            ))
+            .into())
         }
     }
 }
