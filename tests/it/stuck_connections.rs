@@ -188,3 +188,59 @@ async fn a_log_read_on_a_frozen_backend_is_a_503_and_the_next_read_gets_another_
     drop(stopped);
     assert_backend_ends(&app.db.owner_pool, frozen, "a connection frozen mid-answer").await;
 }
+
+#[tokio::test]
+async fn a_command_whose_database_steps_are_stuck_is_a_503_within_the_bound_and_charges_nothing() {
+    let app = app().await;
+    app.place_order("stuck-command-1", 5_000).await;
+    let confirm = serde_json::json!({"paymentKey": "pk_stuck_1", "orderId": "stuck-command-1",
+                                     "amount": 5_000});
+
+    // The idempotency key's claim waits on a lock: the command is given up before it starts.
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/v1/payments/confirm"))
+        .bearer_auth(&app.client_key)
+        .header("Idempotency-Key", "stuck-claim-1")
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap();
+    assert_unavailable(response, started).await;
+    lock.rollback().await.unwrap();
+
+    // The order's stream load waits on a lock: given up before the provider is called.
+    let head = app.head_position().await;
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_unavailable(app.post("/v1/payments/confirm", &confirm).await, started).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        app.head_position().await,
+        head,
+        "a command given up stored nothing"
+    );
+    assert_eq!(
+        app.charges_at_provider(payledger_tests::TestProvider::Toss, "stuck-command-1"),
+        0,
+        "a command given up before the provider charged nothing"
+    );
+
+    // Both locks gone, the same confirm goes through.
+    let response = app.post("/v1/payments/confirm", &confirm).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        app.charges_at_provider(payledger_tests::TestProvider::Toss, "stuck-command-1"),
+        1
+    );
+}
