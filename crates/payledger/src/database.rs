@@ -188,3 +188,36 @@ fn quiet(options: PgConnectOptions) -> PgConnectOptions {
         .log_statements(log::LevelFilter::Debug)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(value: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            assert_eq!(name, "PAYLEDGER_DATABASE_CALL_TIMEOUT_MS");
+            value.map(str::to_owned)
+        }
+    }
+
+    #[test]
+    fn the_call_timeout_defaults_to_ten_seconds_and_refuses_values_that_would_turn_it_off() {
+        assert_eq!(
+            call_timeout_ms_from_settings(&lookup(None)).unwrap(),
+            10_000
+        );
+        assert_eq!(
+            call_timeout_ms_from_settings(&lookup(Some(" 2500 "))).unwrap(),
+            2_500
+        );
+        for bad in ["0", "99", "120001", "ten", "-1"] {
+            let error = call_timeout_ms_from_settings(&lookup(Some(bad))).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("PAYLEDGER_DATABASE_CALL_TIMEOUT_MS"),
+                "{bad}: {error}"
+            );
+        }
+    }
+}
