@@ -43,6 +43,7 @@ mod scenario;
 mod session_notes;
 mod stripe;
 mod stripe_disputes;
+mod stuck_connections;
 mod subscriptions;
 mod test_clock;
 mod toss_expiry;

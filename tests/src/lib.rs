@@ -72,6 +72,8 @@ pub struct SpawnOptions {
     pub reconciliation_interval_s: u64,
     /// `PAYLEDGER_PADDLE_PRICE_MAP`: the sandbox's catalogue by default.
     pub paddle_price_map: &'static str,
+    /// `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`: the longest read request and database call.
+    pub database_call_timeout_ms: u64,
 }
 
 impl Default for SpawnOptions {
@@ -87,6 +89,8 @@ impl Default for SpawnOptions {
             reconciliation_interval_s: 0,
             paddle_price_map: "pri_sandbox_basic_monthly=plan:basic,\
                 pri_sandbox_pro_monthly=plan:premium,pri_sandbox_credits_100=credits:100",
+            database_call_timeout_ms:
+                payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS,
         }
     }
 }
@@ -142,6 +146,7 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
     settings.gateway_timeout_ms = Some(options.gateway_timeout_ms);
     settings.gateway_circuit_open_ms = Some(options.circuit_open_ms);
     settings.checkpoints.directory = Some(checkpoint_directory(&db.name));
+    settings.database_call_timeout_ms = options.database_call_timeout_ms;
     if let Some(start) = options.test_clock_start {
         settings.test_clock = true;
         settings.test_clock_start = Some(start);

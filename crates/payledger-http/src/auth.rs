@@ -566,7 +566,14 @@ async fn check(request: &ServiceRequest, roles: &[Role]) -> Result<Principal, Ap
             "send an API key: Authorization: Bearer <key> (or X-Api-Key: <key>)",
         )
     })?;
-    let principal = state.access.principal(&key).await?.ok_or_else(|| {
+    // Bounded for commands too (a read's whole request is, `deadline`).
+    let principal = payledger_store::call_bounds::bounded(
+        "looking up an API key",
+        state.database_call_timeout_ms,
+        state.access.principal(&key),
+    )
+    .await?
+    .ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthenticated,
             "the API key is unknown or revoked",

@@ -55,6 +55,9 @@ pub struct IdempotencyConfig {
     pub ttl_hours: u32,
     /// How often `serve` purges expired keys.
     pub purge_interval_ms: u64,
+    /// Longest wait for one step's database calls (claiming, completing, releasing a key);
+    /// then the request is a 503 (`payledger_store::call_bounds`).
+    pub call_timeout_ms: u64,
 }
 
 impl Default for IdempotencyConfig {
@@ -64,6 +67,7 @@ impl Default for IdempotencyConfig {
             lease_ms: 120_000,
             ttl_hours: 24,
             purge_interval_ms: 15 * 60 * 1000,
+            call_timeout_ms: payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS,
         }
     }
 }
@@ -117,7 +121,24 @@ impl IdempotencyStore {
         IdempotencyStore { pool, config }
     }
 
+    /// Claims the key, or finds its stored answer; bounded by `call_timeout_ms`.
     async fn begin(
+        &self,
+        client: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        method: &str,
+        path: &str,
+    ) -> Result<Begin, sqlx::Error> {
+        payledger_store::call_bounds::bounded(
+            "claiming an idempotency key",
+            self.config.call_timeout_ms,
+            self.begin_unbounded(client, key, fingerprint, method, path),
+        )
+        .await
+    }
+
+    async fn begin_unbounded(
         &self,
         client: &str,
         key: &str,
@@ -206,7 +227,7 @@ impl IdempotencyStore {
         response: &StoredResponse,
     ) -> Result<(), sqlx::Error> {
         let headers = serde_json::to_value(&response.headers).unwrap_or(Value::Null);
-        let updated = sqlx::query(
+        let update = sqlx::query(
             "UPDATE idempotency_keys SET state = 'completed', response_status = $3, \
                     response_headers = $4, response_body = $5, completed_at = now() \
              WHERE client = $1 AND idempotency_key = $2 AND state = 'in_progress'",
@@ -216,7 +237,12 @@ impl IdempotencyStore {
         .bind(response.status as i16)
         .bind(headers)
         .bind(&response.body)
-        .execute(&self.pool)
+        .execute(&self.pool);
+        let updated = payledger_store::call_bounds::bounded(
+            "storing an idempotent answer",
+            self.config.call_timeout_ms,
+            update,
+        )
         .await?;
         if updated.rows_affected() != 1 {
             // Someone took the key over after our lease ran out and answered first; both ran the
@@ -230,13 +256,18 @@ impl IdempotencyStore {
     }
 
     async fn release(&self, client: &str, key: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        let delete = sqlx::query(
             "DELETE FROM idempotency_keys \
              WHERE client = $1 AND idempotency_key = $2 AND state = 'in_progress'",
         )
         .bind(client)
         .bind(key)
-        .execute(&self.pool)
+        .execute(&self.pool);
+        payledger_store::call_bounds::bounded(
+            "releasing an idempotency key",
+            self.config.call_timeout_ms,
+            delete,
+        )
         .await?;
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod booking_confirmations;
 pub mod bookings;
 pub mod claims;
 pub mod constraints;
+pub mod deadline;
 pub mod dto;
 pub mod errors;
 pub mod idempotency;
@@ -335,7 +336,21 @@ where
     let path = request.path().to_string();
     let future = service.call(request);
     async move {
-        let mut response = future.await?;
+        let mut response = match future.await {
+            Ok(response) => response,
+            Err(error) => {
+                // An error no middleware turned into a response (a read past its deadline,
+                // `deadline`): actix renders it; the line is logged here, without the request's
+                // extensions, which went down with it.
+                let status = error.as_response_error().status_code().as_u16();
+                let error_code = error.as_error::<ApiError>().map(|e| e.code.as_str());
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                tracing::error!(
+                    request_id, method, path, status, error_code, latency_ms, "request"
+                );
+                return Err(error);
+            }
+        };
         let status = response.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -26,7 +26,16 @@ where
     let method = request.method().clone();
     let future = service.call(request);
     async move {
-        let response = future.await?;
+        let response = match future.await {
+            Ok(response) => response,
+            Err(error) => {
+                // No route pattern to label it with (the request is gone: `deadline`).
+                if error.as_error::<ApiError>().map(|e| e.code) == Some(ErrorCode::Unavailable) {
+                    metrics().database_errors.inc();
+                }
+                return Err(error);
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         // The route *pattern*: bounded, and free of ids.
         let route = response

@@ -31,4 +31,7 @@ pub struct AppState {
     pub test_clock: test_clock::TestClockServices,
     /// Read replicas (`DATABASE_REPLICA_URL`; empty when none): see `routing`.
     pub replicas: Arc<payledger_store::replicas::ReplicaSet>,
+    /// Longest read request, and longest database call of a command's own steps
+    /// (`PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`; `deadline`).
+    pub database_call_timeout_ms: u64,
 }

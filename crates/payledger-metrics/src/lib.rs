@@ -191,6 +191,8 @@ pub struct Metrics {
     pub replica_lag_seconds: Family<ReplicaLabels, FloatGauge>,
     pub replica_usable: Family<ReplicaLabels, Gauge>,
     pub routed_reads: Family<ReadSourceLabels, Counter>,
+    /// Reads answered 503 because they outlived `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`.
+    pub read_deadlines_exceeded: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -393,6 +395,12 @@ impl Metrics {
                 "Read-model and log reads by the database that answered and why",
                 Family::default()
             ),
+            read_deadlines_exceeded: register!(
+                r,
+                "read_deadlines_exceeded",
+                "Read requests answered 503 because the database did not answer within PAYLEDGER_DATABASE_CALL_TIMEOUT_MS",
+                Counter::default()
+            ),
             scrape: Mutex::new(()),
             registry: r,
         }
@@ -525,6 +533,11 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// A read request outlived its deadline and was answered 503.
+    pub fn read_deadline_exceeded(&self) {
+        self.read_deadlines_exceeded.inc();
     }
 
     /// A request was answered from the idempotency store.

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod bulk;
+pub mod call_bounds;
 pub mod chain;
 pub mod checkpoint;
 pub mod merkle;
@@ -221,12 +222,15 @@ pub enum ReadError {
 pub struct EventStore {
     pool: PgPool,
     writer: Arc<writer::Writer>,
+    /// The writer's per-call bound, for the store's own reads too ([`call_bounds`]).
+    call_timeout_ms: u64,
 }
 
 impl EventStore {
     /// Starts the group-commit writer on `pool`. Must be called inside a tokio runtime.
     pub fn new(pool: PgPool, config: WriterConfig) -> EventStore {
         EventStore {
+            call_timeout_ms: config.call_timeout_ms,
             writer: Arc::new(writer::Writer::spawn(pool.clone(), config)),
             pool,
         }
@@ -261,14 +265,21 @@ impl EventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let rows = sqlx::query(&format!(
+        // A command's stream load: bounded like the writer's calls, so a command cannot wait on
+        // a dead connection for minutes before it even reaches the writer.
+        let query = format!(
             "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
              ORDER BY stream_version LIMIT $3"
-        ))
-        .bind(stream_id)
-        .bind(after_version)
-        .bind(limit.clamp(1, MAX_READ_LIMIT))
-        .fetch_all(&self.pool)
+        );
+        let rows = call_bounds::bounded(
+            "loading a stream",
+            self.call_timeout_ms,
+            sqlx::query(&query)
+                .bind(stream_id)
+                .bind(after_version)
+                .bind(limit.clamp(1, MAX_READ_LIMIT))
+                .fetch_all(&self.pool),
+        )
         .await?;
         let events = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
         self.writer.remember_heads(&events);
@@ -299,12 +310,22 @@ impl EventStore {
         after_position: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        read_all(&self.pool, after_position, limit).await
+        call_bounds::bounded(
+            "reading the log",
+            self.call_timeout_ms,
+            read_all(&self.pool, after_position, limit),
+        )
+        .await
     }
 
     /// The position of the last committed event (0 for an empty store).
     pub async fn head_position(&self) -> Result<i64, ReadError> {
-        head_position(&self.pool).await
+        call_bounds::bounded(
+            "reading the head position",
+            self.call_timeout_ms,
+            head_position(&self.pool),
+        )
+        .await
     }
 }
 

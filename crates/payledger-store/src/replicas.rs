@@ -112,10 +112,12 @@ impl ReplicaSet {
             .map(|(index, options)| {
                 Arc::new(Replica {
                     name: format!("replica-{index}"),
-                    pool: PgPoolOptions::new()
-                        .max_connections(REPLICA_POOL_CONNECTIONS)
-                        .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
-                        .connect_lazy_with(options),
+                    pool: crate::call_bounds::drain_or_close_on_release(
+                        PgPoolOptions::new()
+                            .max_connections(REPLICA_POOL_CONNECTIONS)
+                            .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT),
+                    )
+                    .connect_lazy_with(options),
                     health: Mutex::new(ReplicaHealth {
                         lag: None,
                         checked_at: now,

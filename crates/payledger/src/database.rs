@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use payledger_pgcluster::{ClusterOptions, ManagedCluster};
+use payledger_store::call_bounds;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use std::path::{Path, PathBuf};
@@ -103,16 +104,43 @@ impl Database {
         Ok(())
     }
 
-    /// The service's pool. A short acquire timeout makes a database outage a fast 503.
+    /// The service's pool. A short acquire timeout makes a database outage a fast 503, and a
+    /// connection released while it still owes answers (a call given up: a partition, a
+    /// deadline) is closed rather than reused (`payledger_store::call_bounds`).
     pub async fn app_pool(&self, max_connections: u32) -> anyhow::Result<PgPool> {
-        PgPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_with(quiet(self.app.clone()))
-            .await
-            .context("failed to connect to the database")
+        call_bounds::drain_or_close_on_release(
+            PgPoolOptions::new()
+                .max_connections(max_connections)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_millis(
+                    call_bounds::SERVICE_ACQUIRE_TIMEOUT_MS,
+                )),
+        )
+        .connect_with(quiet(self.app.clone()))
+        .await
+        .context("failed to connect to the database")
     }
+}
+
+/// `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`: the longest database call and read request
+/// (`payledger_store::call_bounds`), checked against its limits so a typo cannot turn it off.
+pub fn call_timeout_ms_from_settings(get: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<u64> {
+    const NAME: &str = "PAYLEDGER_DATABASE_CALL_TIMEOUT_MS";
+    let Some(text) = get(NAME) else {
+        return Ok(call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS);
+    };
+    let value: u64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{NAME} must be a whole number of milliseconds"))?;
+    let (min, max) = (
+        call_bounds::MIN_DATABASE_CALL_TIMEOUT_MS,
+        call_bounds::MAX_DATABASE_CALL_TIMEOUT_MS,
+    );
+    if !(min..=max).contains(&value) {
+        anyhow::bail!("{NAME} must be between {min} and {max} ms");
+    }
+    Ok(value)
 }
 
 /// Seconds a connection may sit idle before the server's kernel starts probing the client.
@@ -159,4 +187,37 @@ fn quiet(options: PgConnectOptions) -> PgConnectOptions {
     options
         .log_statements(log::LevelFilter::Debug)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(value: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            assert_eq!(name, "PAYLEDGER_DATABASE_CALL_TIMEOUT_MS");
+            value.map(str::to_owned)
+        }
+    }
+
+    #[test]
+    fn the_call_timeout_defaults_to_ten_seconds_and_refuses_values_that_would_turn_it_off() {
+        assert_eq!(
+            call_timeout_ms_from_settings(&lookup(None)).unwrap(),
+            10_000
+        );
+        assert_eq!(
+            call_timeout_ms_from_settings(&lookup(Some(" 2500 "))).unwrap(),
+            2_500
+        );
+        for bad in ["0", "99", "120001", "ten", "-1"] {
+            let error = call_timeout_ms_from_settings(&lookup(Some(bad))).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("PAYLEDGER_DATABASE_CALL_TIMEOUT_MS"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

@@ -360,6 +360,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             settings.replicas =
                 payledger::replicas::ReplicaSettings::from_settings(&payledger::settings::get)
                     .context("invalid read replica configuration")?;
+            settings.database_call_timeout_ms =
+                payledger::database::call_timeout_ms_from_settings(&payledger::settings::get)?;
             let app = Application::build(settings).await?;
             eprintln!(
                 "payledger is serving on http://127.0.0.1:{} (ctrl-c stops it)",

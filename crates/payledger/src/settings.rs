@@ -349,6 +349,12 @@ pub const SETTINGS: &[Setting] = &[
         "500",
         "how long a minPosition read waits on a replica before the primary answers",
     ),
+    // Dead connections (docs/operations.md, "Dead connections and the runners' locks").
+    setting(
+        "PAYLEDGER_DATABASE_CALL_TIMEOUT_MS",
+        "10000",
+        "longest database call (writer, stream load, idempotency) and read request; then 503",
+    ),
 ];
 
 /// Where an effective value came from.

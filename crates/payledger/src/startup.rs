@@ -70,6 +70,9 @@ pub struct Settings {
     pub reconciliation: crate::reconciliation_jobs::ReconciliationSettings,
     /// Read replicas (`DATABASE_REPLICA_URL`, `PAYLEDGER_REPLICA_*`); none by default.
     pub replicas: crate::replicas::ReplicaSettings,
+    /// Longest database call and read request (`PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`;
+    /// `payledger_store::call_bounds`).
+    pub database_call_timeout_ms: u64,
 }
 
 /// A clock to build the service with (a wrapper so `Settings` stays `Debug`).
@@ -110,6 +113,8 @@ impl Settings {
             alerts: crate::alerts::AlertSettings::default(),
             reconciliation: crate::reconciliation_jobs::ReconciliationSettings::default(),
             replicas: crate::replicas::ReplicaSettings::default(),
+            database_call_timeout_ms:
+                payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS,
         }
     }
 }
@@ -168,7 +173,13 @@ impl Application {
         };
         let (providers, webhook_lookups, sandbox) =
             build_registry(&settings, sandbox_clock).await?;
-        let store = EventStore::new(pool.clone(), WriterConfig::default());
+        let store = EventStore::new(
+            pool.clone(),
+            WriterConfig {
+                call_timeout_ms: settings.database_call_timeout_ms,
+                ..WriterConfig::default()
+            },
+        );
         // Personal fields are sealed per data subject on their way into the log (issue 20).
         let vault = crate::privacy_cli::vault(&pool, &settings.data_dir)?.map(Arc::new);
         let executor = match &vault {
@@ -256,7 +267,10 @@ impl Application {
         crate::keys::bootstrap(&pool, &settings.data_dir).await?;
         let idempotency = Arc::new(IdempotencyStore::new(
             pool.clone(),
-            IdempotencyConfig::default(),
+            IdempotencyConfig {
+                call_timeout_ms: settings.database_call_timeout_ms,
+                ..IdempotencyConfig::default()
+            },
         ));
 
         background.push(tokio::spawn(payledger_http::idempotency::run_purger(
@@ -450,6 +464,7 @@ impl Application {
             bookings: booking_services,
             test_clock,
             replicas,
+            database_call_timeout_ms: settings.database_call_timeout_ms,
         });
         // The operator console at /console (issue 16): same process, same state, same handlers.
         let console = actix_web::web::Data::new(payledger_console::Console::new(
@@ -474,6 +489,8 @@ impl Application {
                 .wrap(from_fn(payledger_http::privacy::reveal_personal_fields))
                 .wrap(from_fn(payledger_http::auth::authenticate))
                 .wrap(from_fn(payledger_http::screen::screen))
+                // Outside authentication (its lookups are reads too), inside the request log.
+                .wrap(from_fn(payledger_http::deadline::read_deadline))
                 .wrap_fn(payledger_http::request_logging)
                 .wrap_fn(payledger_http::metrics::track)
                 .configure(payledger_http::configure)

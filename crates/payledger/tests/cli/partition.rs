@@ -19,6 +19,9 @@
 //!   `application_name`; for every projection and process manager the moves form one chain
 //!   (each starts where the previous ended), none of node A's was made after the cut, and none of
 //!   node A's follows one of node B's;
+//! - during the partition, reads on node A (an order, the raw log) are 503 `E_UNAVAILABLE` within
+//!   `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS` (asked from inside its namespace), and after the heal
+//!   node A serves reads again promptly;
 //! - after the heal, node A serves commands again, and as a standby of the runners (B keeps them);
 //!   when node B is then killed, node A runs every runner again (none is stuck on a connection
 //!   the partition killed);
@@ -59,6 +62,16 @@ fn release_bound() -> Duration {
 /// What the test allows on top of a bound: this machine is shared and loaded, and the locks are
 /// sampled every 100 ms.
 const SLACK: Duration = Duration::from_secs(2);
+/// The stated bound of a read request (`PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`, left at its
+/// default on node A).
+fn read_bound() -> Duration {
+    Duration::from_millis(payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS)
+}
+/// How long after the heal node A may take to serve a read again: its stuck connections are
+/// closed within the read bound plus the release drain, the rest fail their liveness ping at once.
+const READS_AGAIN_LIMIT: Duration = Duration::from_secs(5);
+/// An order placed on node A before the cut, read during the partition and after the heal.
+const READ_ORDER: &str = "order-part-read";
 /// A standby runner tries the locks again every 2 s (`RunnerConfig::standby_retry_ms`).
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// How long the healed node may take to run every runner again once the other node died.
@@ -306,6 +319,34 @@ fn start_load(
         .collect()
 }
 
+/// One GET on node A from inside its namespace (the only side that reaches it during the
+/// partition): status, `code` of the body, and how long it took.
+fn read_from_namespace(namespace: &str, url: &str, key: &str) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            "curl",
+            "-s",
+            "--max-time",
+            "120",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .expect("run curl in node A's namespace");
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|b| b["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status.trim().parse().unwrap_or(0), code, elapsed)
+}
+
 async fn wait_ready(server: &Server, log: &std::path::Path, limit: Duration) -> Duration {
     let started = Instant::now();
     let http = reqwest::Client::builder()
@@ -494,13 +535,79 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         "node B took a lock node A holds"
     );
 
+    // An order node A reads during the partition and after it.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let placed = http
+        .post(format!("{}/v1/orders", node_a.url))
+        .bearer_auth(&key)
+        .json(
+            &json!({"orderId": READ_ORDER, "amount": AMOUNT, "currency": "KRW",
+                      "customerId": "cust_part", "payeeId": "payee_part",
+                      "orderName": "Read in the partition"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status().as_u16(), 201);
+    let (admin_key, _) = first_keys(&dir).expect("the first keys");
+    let reads_on_a = [
+        (
+            format!("{}/v1/orders/{READ_ORDER}", node_a.url),
+            key.clone(),
+        ),
+        (
+            format!("{}/v1/events?after=0&limit=10", node_a.url),
+            admin_key.clone(),
+        ),
+    ];
+    for (url, read_key) in &reads_on_a {
+        let (status, code, _) = read_from_namespace(&network.namespace, url, read_key);
+        assert_eq!(status, 200, "{url} before the cut: {code}");
+    }
+
     let stop_load = Arc::new(AtomicBool::new(false));
     let mut clients = start_load(&node_a, &key, "a", &stop_load);
     clients.extend(start_load(&node_b, &key, "b", &stop_load));
     tokio::time::sleep(LOAD_BEFORE_CUT).await;
 
+    // A read in flight when the cut comes: it waits at the server on a lock, the cut comes, the
+    // lock goes, and the server's answer is lost in the partition. Without a deadline node A
+    // would wait for it until its kernel gave up (minutes).
+    let mut read_lock = owner.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm.orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *read_lock)
+        .await
+        .unwrap();
+    let read_in_flight = tokio::task::spawn_blocking({
+        let (namespace, (url, read_key)) = (network.namespace.clone(), reads_on_a[0].clone());
+        move || read_from_namespace(&namespace, &url, &read_key)
+    });
+    let waiting_deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND wait_event_type = 'Lock' AND query LIKE '%FROM rm.orders WHERE order_id%'",
+        )
+        .bind(NODE_A)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < waiting_deadline,
+            "node A's read never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     network.cut();
     let cut = Instant::now();
+    read_lock.rollback().await.unwrap();
     let cut_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&owner)
         .await
@@ -509,6 +616,19 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         .fetch_one(&owner)
         .await
         .unwrap();
+    // Node A's reads while it is cut off, one after the other, from inside its namespace.
+    let reads_in_partition = tokio::task::spawn_blocking({
+        let (namespace, reads) = (network.namespace.clone(), reads_on_a.clone());
+        move || {
+            std::thread::sleep(Duration::from_secs(1));
+            reads
+                .iter()
+                .map(|(url, read_key)| {
+                    (url.clone(), read_from_namespace(&namespace, url, read_key))
+                })
+                .collect::<Vec<_>>()
+        }
+    });
     let mut released = None;
     let mut taken_over = None;
     let limit = release_bound() + STANDBY_RETRY + SLACK + Duration::from_secs(30);
@@ -549,15 +669,54 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let projecting_again = cut.elapsed();
+    let (status, code, in_flight_took) = read_in_flight.await.unwrap();
+    assert!(
+        status == 503 && code == "E_UNAVAILABLE",
+        "the read in flight at the cut: {status} {code}"
+    );
+    assert!(
+        in_flight_took <= read_bound() + SLACK,
+        "the read in flight at the cut answered after {in_flight_took:?}; bound {:?}",
+        read_bound()
+    );
+    let mut slowest_partitioned_read = Duration::ZERO;
+    for (url, (status, code, took)) in reads_in_partition.await.unwrap() {
+        assert!(
+            status == 503 && code == "E_UNAVAILABLE",
+            "{url} during the partition: {status} {code}"
+        );
+        assert!(
+            took <= read_bound() + SLACK,
+            "{url} during the partition answered after {took:?}; bound {:?}",
+            read_bound()
+        );
+        slowest_partitioned_read = slowest_partitioned_read.max(took);
+    }
     tokio::time::sleep(PARTITION_AFTER_TAKEOVER).await;
 
     network.heal();
     let healed = Instant::now();
+    // Node A reads again: both reads answered 200.
+    let reads_again = tokio::spawn({
+        let (http, reads) = (http.clone(), reads_on_a.clone());
+        async move {
+            for (url, read_key) in &reads {
+                loop {
+                    let answer = http.get(url).bearer_auth(read_key).send().await;
+                    if answer.is_ok_and(|a| a.status().as_u16() == 200) {
+                        break;
+                    }
+                    assert!(
+                        healed.elapsed() < Duration::from_secs(120),
+                        "node A did not serve {url} within 120 s of the heal"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            healed.elapsed()
+        }
+    });
     // Node A answers again: a command acknowledged after the heal.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
     let serving_again = loop {
         let order = format!("order-part-after-heal-{}", healed.elapsed().as_millis());
         let placed = http
@@ -591,6 +750,7 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let reads_again = reads_again.await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop_load.store(true, Ordering::Relaxed);
     let mut acknowledged = Vec::new();
@@ -699,7 +859,10 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
     println!(
         "partition: {locks_a} runner locks; node A's released {:.1} s after the cut (bound {:.0} s), \
          all taken over by node B after {:.1} s, orders projected past the cut's head after \
-         {:.1} s; node A served a command {:.1} s after the heal; {} acknowledged commands \
+         {:.1} s; node A's read in flight at the cut answered 503 after {:.1} s, its reads \
+         during the partition within {:.1} s (bound {:.0} s), \
+         served again {:.1} s after the heal; node A served a command {:.1} s after the heal; \
+         {} acknowledged commands \
          ({placed} placed) checked in the store, {failures} unacknowledged attempts; checkpoint \
          moves: {commits_a} by node A (all before the cut), {commits_b} by node B, one chain per \
          runner; node B killed after the heal: node A ran every runner again after {:.1} s; \
@@ -708,6 +871,10 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
         release_bound().as_secs_f64(),
         taken_over.as_secs_f64(),
         projecting_again.as_secs_f64(),
+        in_flight_took.as_secs_f64(),
+        slowest_partitioned_read.as_secs_f64(),
+        read_bound().as_secs_f64(),
+        reads_again.as_secs_f64(),
         serving_again.as_secs_f64(),
         acknowledged.len(),
         failback.as_secs_f64(),
@@ -721,5 +888,9 @@ async fn partition_between_serve_and_postgres_moves_the_runners_and_loses_nothin
     assert!(
         taken_over <= released + STANDBY_RETRY + SLACK,
         "node B took over {taken_over:?} after the cut, {released:?} after the release"
+    );
+    assert!(
+        reads_again <= READS_AGAIN_LIMIT,
+        "node A served its reads again {reads_again:?} after the heal; limit {READS_AGAIN_LIMIT:?}"
     );
 }

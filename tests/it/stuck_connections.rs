@@ -1,0 +1,246 @@
+//! A read whose database connection stops answering is a 503 within
+//! `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`, and the connection it was stuck on is closed, never
+//! handed to the next request (`payledger_store::call_bounds`, `payledger_http::deadline`).
+//!
+//! Two ways to make a connection stop answering without a network namespace (the partition test,
+//! `crates/payledger/tests/cli/partition.rs`, cuts the network itself, as root):
+//! - a lock the read waits for (the backend is alive, its answer only late);
+//! - the read's PostgreSQL backend stopped with SIGSTOP (no answer ever comes, like a partition;
+//!   needs the managed test cluster on this machine).
+
+use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CALL_TIMEOUT_MS: u64 = 1_000;
+/// Scheduling slack on a loaded machine, on top of a bound.
+const SLACK_MS: u128 = 1_500;
+
+async fn app() -> TestApp {
+    spawn_app_with(SpawnOptions {
+        database_call_timeout_ms: CALL_TIMEOUT_MS,
+        ..SpawnOptions::default()
+    })
+    .await
+}
+
+/// The backend of the service's connection waiting on a lock in a statement like `pattern`.
+async fn blocked_backend(owner: &PgPool, pattern: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND usename = 'payledger_app' AND wait_event_type = 'Lock' AND query LIKE $1 \
+             ORDER BY backend_start LIMIT 1",
+        )
+        .bind(pattern)
+        .fetch_optional(owner)
+        .await
+        .expect("read pg_stat_activity");
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no backend waits on {pattern}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn backend_exists(owner: &PgPool, pid: i32) -> bool {
+    sqlx::query_scalar("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(owner)
+        .await
+        .expect("read pg_stat_activity")
+}
+
+/// Waits until backend `pid` has ended: its client closed the connection.
+async fn assert_backend_ends(owner: &PgPool, pid: i32, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend_exists(owner, pid).await {
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} still lives: {why} (the pool kept its connection)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_unavailable(response: reqwest::Response, started: Instant) {
+    let elapsed_ms = started.elapsed().as_millis();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(
+        response.headers().get("retry-after").is_some(),
+        "a 503 says when to retry"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "E_UNAVAILABLE", "{body}");
+    assert!(
+        elapsed_ms >= u128::from(CALL_TIMEOUT_MS) - 50
+            && elapsed_ms <= u128::from(CALL_TIMEOUT_MS) + SLACK_MS,
+        "answered after {elapsed_ms} ms; the bound is {CALL_TIMEOUT_MS} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_read_waiting_past_the_deadline_is_a_503_and_its_connection_is_closed_not_reused() {
+    let app = app().await;
+    app.place_order("stuck-read-1", 5_000).await;
+    app.wait_for_projections().await;
+    let path = "/v1/orders/stuck-read-1";
+    assert_eq!(app.get(path).await.status().as_u16(), 200);
+
+    // Hold the read model's table: the read's query waits on the lock.
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm.orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_unavailable(app.get(path).await, started).await;
+    let stuck = blocked_backend(&app.db.owner_pool, "%FROM rm.orders WHERE order_id%").await;
+
+    // Past the release drain the pool has closed the connection. Once the lock is gone the
+    // backend finishes its query, finds its client gone, and ends. A connection put back into
+    // the pool (sqlx's own release waits for the late answer, then reuses it) would live on.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    lock.rollback().await.unwrap();
+    assert_backend_ends(&app.db.owner_pool, stuck, "a read given up at its deadline").await;
+
+    let started = Instant::now();
+    let response = app.get(path).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(started.elapsed() < Duration::from_millis(CALL_TIMEOUT_MS));
+    // Counted (the registry is the process's: other tests may have added to it).
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payledger_read_deadlines_exceeded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("payledger_read_deadlines_exceeded_total is exposed");
+    assert!(counted >= 1, "the 503 is counted");
+}
+
+/// Resumes a stopped backend even when the test fails, so nothing stays frozen.
+struct Stopped(i32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn signal(pid: i32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_log_read_on_a_frozen_backend_is_a_503_and_the_next_read_gets_another_connection() {
+    if std::env::var_os("PAYLEDGER_TEST_DATABASE_URL").is_some() {
+        eprintln!(
+            "a_log_read_on_a_frozen_backend…: not run: it stops a PostgreSQL backend with \
+             SIGSTOP, which needs the managed test cluster on this machine \
+             (PAYLEDGER_TEST_DATABASE_URL is set)"
+        );
+        return;
+    }
+    let app = app().await;
+    app.place_order("stuck-log-1", 5_000).await;
+    let path = "/v1/streams/order-stuck-log-1";
+    assert_eq!(app.get(path).await.status().as_u16(), 200);
+
+    // Catch the read's backend waiting on a lock, freeze it, then free the lock: the backend
+    // holds its connection open and never answers, as behind a network partition.
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let read = tokio::spawn({
+        let request = app.client.get(app.url(path)).bearer_auth(&app.auditor_key);
+        async move { request.send().await.expect("send the request") }
+    });
+    let frozen = blocked_backend(&app.db.owner_pool, "%FROM events WHERE stream_id%").await;
+    signal(frozen, "-STOP");
+    let stopped = Stopped(frozen);
+    lock.rollback().await.unwrap();
+    assert_unavailable(read.await.unwrap(), started).await;
+
+    // The next read is served at once, on another connection.
+    let started = Instant::now();
+    let response = app.get(path).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(started.elapsed() < Duration::from_millis(CALL_TIMEOUT_MS));
+    let body: Value = response.json().await.unwrap();
+    assert!(!body["events"].as_array().unwrap().is_empty(), "{body}");
+
+    // The pool closed the frozen connection after its release drain: thawed, the backend
+    // finds its client gone and ends.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    drop(stopped);
+    assert_backend_ends(&app.db.owner_pool, frozen, "a connection frozen mid-answer").await;
+}
+
+#[tokio::test]
+async fn a_command_whose_database_steps_are_stuck_is_a_503_within_the_bound_and_charges_nothing() {
+    let app = app().await;
+    app.place_order("stuck-command-1", 5_000).await;
+    let confirm = serde_json::json!({"paymentKey": "pk_stuck_1", "orderId": "stuck-command-1",
+                                     "amount": 5_000});
+
+    // The idempotency key's claim waits on a lock: the command is given up before it starts.
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/v1/payments/confirm"))
+        .bearer_auth(&app.client_key)
+        .header("Idempotency-Key", "stuck-claim-1")
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap();
+    assert_unavailable(response, started).await;
+    lock.rollback().await.unwrap();
+
+    // The order's stream load waits on a lock: given up before the provider is called.
+    let head = app.head_position().await;
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_unavailable(app.post("/v1/payments/confirm", &confirm).await, started).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        app.head_position().await,
+        head,
+        "a command given up stored nothing"
+    );
+    assert_eq!(
+        app.charges_at_provider(payledger_tests::TestProvider::Toss, "stuck-command-1"),
+        0,
+        "a command given up before the provider charged nothing"
+    );
+
+    // Both locks gone, the same confirm goes through.
+    let response = app.post("/v1/payments/confirm", &confirm).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        app.charges_at_provider(payledger_tests::TestProvider::Toss, "stuck-command-1"),
+        1
+    );
+}
