@@ -19,6 +19,8 @@ enum Reads {
     OneSlice,
     /// [`LogTail::read_joined_after`], as the process managers do.
     Joined,
+    /// [`LogTail::read_joined_after`] made one slice, as the projections' runner does.
+    JoinedOneSlice,
 }
 
 /// Follows the log through `tail` from position 0 to [`TOTAL`], pausing `pause_ms` after each
@@ -45,6 +47,14 @@ async fn follow(
                 .read_after(&mut conn, position, limit)
                 .await
                 .unwrap()
+                .iter()
+                .map(|e| (e.global_position, e.event_id))
+                .collect(),
+            Reads::JoinedOneSlice => tail
+                .read_joined_after(&mut conn, position, limit)
+                .await
+                .unwrap()
+                .into_one_slice()
                 .iter()
                 .map(|e| (e.global_position, e.event_id))
                 .collect(),
@@ -124,6 +134,8 @@ async fn followers_sharing_the_tail_see_every_event_once_in_order_under_concurre
     let followers: Vec<_> = [
         (Reads::OneSlice, 1_000, 0),
         (Reads::OneSlice, 7, 1),
+        (Reads::JoinedOneSlice, 1_000, 1),
+        (Reads::JoinedOneSlice, 9, 3),
         (Reads::Joined, 100, 0),
         (Reads::Joined, 100, 4),
         (Reads::Joined, 13, 2),
