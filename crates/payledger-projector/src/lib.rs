@@ -39,7 +39,7 @@ pub use rebuild::{
     rebuild, rebuild_many, rebuild_with, RebuildConfig, REBUILD_BATCH_SIZE, REBUILD_FLUSH_EVENTS,
 };
 pub use session::SESSION_CHECK_INTERVAL_MS;
-pub use tail::{EventBatch, LogTail};
+pub use tail::{EventBatch, JoinedBatch, LogTail};
 pub use verify::{verify, verify_with_progress, TableDifference, VerifyReport};
 
 /// The schema live read models are served from.
@@ -275,6 +275,7 @@ impl Wakeup {
     }
 
     pub fn notify(&self, position: i64) {
+        self.tail.announce(position);
         self.sender.send_replace(position);
     }
 

@@ -187,8 +187,9 @@ async fn follow_locked(
         }
         let events = wakeup
             .tail()
-            .read_after(&mut *conn, from, config.batch_size)
-            .await?;
+            .read_joined_after(&mut *conn, from, config.batch_size)
+            .await?
+            .into_one_slice();
         at_head = (events.len() as i64) < config.batch_size;
         let Some(last) = events.last().map(|e| e.global_position) else {
             continue;

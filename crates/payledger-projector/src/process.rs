@@ -30,7 +30,7 @@ const COALESCE_MS: u64 = 5;
 mod chains;
 pub use chains::{chains_of, handle_in_chains, MAX_CHAINS_IN_FLIGHT};
 
-use crate::{PositionSender, Wakeup};
+use crate::{JoinedBatch, PositionSender, Wakeup};
 use async_trait::async_trait;
 use payledger_store::{read_all, RecordedEvent};
 use serde::Serialize;
@@ -371,10 +371,10 @@ async fn follow_locked(
             Some(wakeup) => {
                 wakeup
                     .tail()
-                    .read_after(&mut *conn, position, limit)
+                    .read_joined_after(&mut *conn, position, limit)
                     .await?
             }
-            None => crate::EventBatch::from(read_all(&mut *conn, position, limit).await?),
+            None => JoinedBatch::from(read_all(&mut *conn, position, limit).await?),
         };
         let Some(last) = events.last().map(|e| e.global_position) else {
             if woken.is_none() {
@@ -449,7 +449,7 @@ async fn handle_batch(
     process: &dyn ProcessManager,
     saved: i64,
     position: i64,
-    events: &[RecordedEvent],
+    events: &JoinedBatch,
     wanted_at: &[usize],
 ) -> Result<BatchOutcome, ProcessError> {
     let wanted: Vec<&RecordedEvent> = wanted_at.iter().map(|&at| &events[at]).collect();
@@ -469,8 +469,9 @@ async fn handle_batch(
     if let Err(again) = process.handle_many(&mut tx, &wanted[..index]).await {
         return Err(again.error);
     }
-    let before = &events[..failed_at];
-    let done_before = before.last().map_or(position, |e| e.global_position);
+    let done_before = failed_at
+        .checked_sub(1)
+        .map_or(position, |before| events[before].global_position);
     let failed = &events[failed_at];
     match error {
         ProcessError::GiveUp(reason) => {

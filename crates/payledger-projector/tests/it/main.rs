@@ -2,3 +2,4 @@
 
 mod process;
 mod process_chains;
+mod tail;
