@@ -316,7 +316,7 @@ async fn a_console_page_past_the_read_deadline_is_the_consoles_html_503_and_the_
     let app = app().await;
     app.place_order("stuck-console-1", 5_000).await;
     app.wait_for_projections().await;
-    let (session, _) = crate::console::http_session(&app, &app.support_key).await;
+    let (session, csrf) = crate::console::http_session(&app, &app.support_key).await;
     let page = |lang: &'static str| {
         app.client
             .get(app.url("/console/orders/stuck-console-1"))
@@ -366,6 +366,42 @@ async fn a_console_page_past_the_read_deadline_is_the_consoles_html_503_and_the_
     let started = Instant::now();
     assert_unavailable(app.get("/v1/orders/stuck-console-1").await, started).await;
     lock.rollback().await.unwrap();
-
     assert_eq!(page("en").await.unwrap().status().as_u16(), 200);
+
+    // An action (a `POST`, outside the read deadline) whose session read is stuck: bounded on
+    // its own, the same page, and it did nothing (the session still works afterwards).
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE console_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/console/sign-out"))
+        .header("cookie", format!("payledger_console_session={session}"))
+        .header("accept-language", "ko")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let elapsed_ms = started.elapsed().as_millis();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(
+        elapsed_ms >= u128::from(CALL_TIMEOUT_MS) - 50
+            && elapsed_ms <= u128::from(CALL_TIMEOUT_MS) + SLACK_MS,
+        "answered after {elapsed_ms} ms; the bound is {CALL_TIMEOUT_MS} ms"
+    );
+    assert!(response.headers().get("retry-after").is_some());
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("E_UNAVAILABLE") && html.contains("일시적으로 사용할 수 없음"),
+        "{html}"
+    );
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        page("en").await.unwrap().status().as_u16(),
+        200,
+        "the sign-out given up signed nobody out"
+    );
 }

@@ -7,9 +7,11 @@
 //! middleware, mounted just outside it, notes the operator's language before the request goes
 //! in, and turns that error on a console path into the console's page: the same status, code
 //! and `Retry-After`, in the operator's language ([`crate::error_page::unavailable_page`]).
-//! Everything else, and every `/v1` route, passes through untouched.
+//! A console request whose session could not be read in time (its own bound, for actions too)
+//! gets the same page. Everything else, and every `/v1` route, passes through untouched.
 
 use crate::i18n::Lang;
+use crate::session::Refusal;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -33,6 +35,10 @@ pub async fn read_deadline_pages(
     }
     let lang = Lang::of(request.request());
     match next.call(request).await {
+        // An action's (or a page's) session read given up at its own bound: the same page.
+        Ok(response) if session_unavailable(&response) => {
+            Ok(response.into_response(crate::error_page::unavailable_page(lang, 2)))
+        }
         Ok(response) => Ok(response.map_into_boxed_body()),
         Err(error) => match error.as_error::<ApiError>() {
             Some(api) if api.code == ErrorCode::Unavailable => Err(ConsoleUnavailable {
@@ -44,6 +50,14 @@ pub async fn read_deadline_pages(
             _ => Err(error),
         },
     }
+}
+
+fn session_unavailable<B>(response: &ServiceResponse<B>) -> bool {
+    response
+        .response()
+        .error()
+        .and_then(|error| error.as_error::<Refusal>())
+        .is_some_and(|refusal| matches!(refusal, Refusal::Unavailable(_)))
 }
 
 /// The database did not answer a console page in time; rendered as the console's 503 page.
