@@ -244,3 +244,164 @@ async fn a_command_whose_database_steps_are_stuck_is_a_503_within_the_bound_and_
         1
     );
 }
+
+#[tokio::test]
+async fn a_refund_whose_key_read_is_stuck_is_a_503_stores_and_refunds_nothing_then_goes_through() {
+    let app = app().await;
+    app.place_order("stuck-refund-1", 5_000).await;
+    let payment_key = "pk_stuck_refund_1";
+    let confirmed = app.confirm("stuck-refund-1", payment_key, 5_000).await;
+    assert_eq!(confirmed.status().as_u16(), 200);
+    let refund = serde_json::json!({"refundId": "rf-stuck-1", "amount": 1_000,
+                                    "reason": "the class was cancelled"});
+    let path = "/v1/orders/stuck-refund-1/refunds";
+
+    // The refund's reason is sealed with the customer's key before the request is appended:
+    // past the vault's key cache, that key is read from the database, and the read waits on a
+    // lock. The bounded call gives up before anything is appended or sent to the provider.
+    tokio::time::sleep(payledger_app::privacy::MAX_KEY_CACHE_TTL + Duration::from_millis(200))
+        .await;
+    let head = app.head_position().await;
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE privacy_subject_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_unavailable(app.post(path, &refund).await, started).await;
+    let stuck = blocked_backend(&app.db.owner_pool, "%FROM privacy_subject_keys%").await;
+    assert_eq!(
+        app.head_position().await,
+        head,
+        "a refund given up at its key read stored nothing"
+    );
+    assert_eq!(
+        app.refunded_at_provider(payledger_tests::TestProvider::Toss, payment_key)
+            .await,
+        0,
+        "a refund given up before the provider refunded nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    lock.rollback().await.unwrap();
+    assert_backend_ends(
+        &app.db.owner_pool,
+        stuck,
+        "a key read given up at its bound",
+    )
+    .await;
+
+    // The lock gone, the same refund goes through, once.
+    let response = app.post(path, &refund).await;
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(
+        app.refunded_at_provider(payledger_tests::TestProvider::Toss, payment_key)
+            .await,
+        1_000
+    );
+    let again = app.post(path, &refund).await;
+    assert_eq!(
+        again.status().as_u16(),
+        200,
+        "a repeated refund id is answered as it was, and repeats nothing"
+    );
+    assert_eq!(
+        app.refunded_at_provider(payledger_tests::TestProvider::Toss, payment_key)
+            .await,
+        1_000
+    );
+}
+
+#[tokio::test]
+async fn a_console_page_past_the_read_deadline_is_the_consoles_html_503_and_the_api_keeps_json() {
+    let app = app().await;
+    app.place_order("stuck-console-1", 5_000).await;
+    app.wait_for_projections().await;
+    let (session, csrf) = crate::console::http_session(&app, &app.support_key).await;
+    let page = |lang: &'static str| {
+        app.client
+            .get(app.url("/console/orders/stuck-console-1"))
+            .header("cookie", format!("payledger_console_session={session}"))
+            .header("accept-language", lang)
+            .send()
+    };
+    assert_eq!(page("en").await.unwrap().status().as_u16(), 200);
+
+    // The order page's read waits on the read model's lock past the deadline.
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm.orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    for (lang, heading) in [
+        ("en", "Temporarily unavailable"),
+        ("ko", "일시적으로 사용할 수 없음"),
+    ] {
+        let started = Instant::now();
+        let response = page(lang).await.unwrap();
+        let elapsed_ms = started.elapsed().as_millis();
+        assert_eq!(response.status().as_u16(), 503);
+        assert!(
+            elapsed_ms <= u128::from(CALL_TIMEOUT_MS) + SLACK_MS,
+            "answered after {elapsed_ms} ms"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(
+            response.headers().get("content-security-policy").is_some(),
+            "the console's error page carries the console's headers"
+        );
+        let html = response.text().await.unwrap();
+        assert!(html.contains("E_UNAVAILABLE"), "{html}");
+        assert!(html.contains(heading), "{lang}: {html}");
+        assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{html}");
+    }
+    // The API's read of the same order stays the API's JSON.
+    let started = Instant::now();
+    assert_unavailable(app.get("/v1/orders/stuck-console-1").await, started).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(page("en").await.unwrap().status().as_u16(), 200);
+
+    // An action (a `POST`, outside the read deadline) whose session read is stuck: bounded on
+    // its own, the same page, and it did nothing (the session still works afterwards).
+    let mut lock = app.db.owner_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE console_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/console/sign-out"))
+        .header("cookie", format!("payledger_console_session={session}"))
+        .header("accept-language", "ko")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let elapsed_ms = started.elapsed().as_millis();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(
+        elapsed_ms >= u128::from(CALL_TIMEOUT_MS) - 50
+            && elapsed_ms <= u128::from(CALL_TIMEOUT_MS) + SLACK_MS,
+        "answered after {elapsed_ms} ms; the bound is {CALL_TIMEOUT_MS} ms"
+    );
+    assert!(response.headers().get("retry-after").is_some());
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("E_UNAVAILABLE") && html.contains("일시적으로 사용할 수 없음"),
+        "{html}"
+    );
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        page("en").await.unwrap().status().as_u16(),
+        200,
+        "the sign-out given up signed nobody out"
+    );
+}

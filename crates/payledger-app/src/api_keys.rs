@@ -13,6 +13,7 @@ use crate::context::RequestContext;
 use chrono::{DateTime, Utc};
 use payledger_domain::codec;
 use payledger_domain::operations::{AdminAuditEvent, ApiKeyChange, ADMIN_AUDIT_STREAM};
+use payledger_store::call_bounds::bounded;
 use payledger_store::{EventStore, ExpectedVersion, NewEvent};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -191,11 +192,18 @@ pub async fn create_key(
     if !valid_name(name) {
         return Err(ApiKeyError::InvalidName);
     }
-    let existing_role: Option<String> =
+    // Each call bounded by the store's setting (`call_bounds`): an admin's request must not
+    // wait on a dead connection for minutes. A given-up insert or revocation may still commit
+    // without its `audit-admin` event, as after a crash between the two; the key list shows it.
+    let timeout_ms = store.call_timeout_ms();
+    let existing_role: Option<String> = bounded(
+        "looking up an API key's name",
+        timeout_ms,
         sqlx::query_scalar("SELECT role FROM api_keys WHERE name = $1 LIMIT 1")
             .bind(name)
-            .fetch_optional(pool)
-            .await?;
+            .fetch_optional(pool),
+    )
+    .await?;
     if let Some(existing) = existing_role {
         let existing = Role::parse(&existing).map_err(|_| ApiKeyError::CorruptRole(existing))?;
         if existing != role {
@@ -205,7 +213,12 @@ pub async fn create_key(
             });
         }
     }
-    let created = insert_key(pool, name, role, &context.actor).await?;
+    let created = bounded(
+        "creating an API key",
+        timeout_ms,
+        insert_key(pool, name, role, &context.actor),
+    )
+    .await?;
     record_key_change(store, &created.record, false, context).await?;
     Ok(created)
 }
@@ -298,12 +311,16 @@ pub async fn revoke(
     name_or_id: &str,
     context: &RequestContext,
 ) -> Result<Vec<ApiKeyRecord>, ApiKeyError> {
-    let rows = sqlx::query(&format!(
+    // Bounded like `create_key`'s calls.
+    let revoking = format!(
         "UPDATE api_keys SET revoked_at = now() \
          WHERE (key_id = $1 OR name = $1) AND revoked_at IS NULL RETURNING {RECORD_COLUMNS}"
-    ))
-    .bind(name_or_id)
-    .fetch_all(pool)
+    );
+    let rows = bounded(
+        "revoking an API key",
+        store.call_timeout_ms(),
+        sqlx::query(&revoking).bind(name_or_id).fetch_all(pool),
+    )
     .await?;
     if rows.is_empty() {
         return Err(ApiKeyError::NotFound(name_or_id.chars().take(80).collect()));

@@ -290,6 +290,11 @@ impl Executor {
             let (next, events) = match &self.vault {
                 Some(vault) => {
                     // After the decision, before the hash: the log holds only sealed tokens.
+                    // The vault's key calls are bounded per call (its `with_call_timeout_ms`);
+                    // given up, nothing is appended (503). For an event that records a
+                    // provider's answer this is after the provider call: then, as with the
+                    // writer's bound, the command's durable intent stays for a retry or the
+                    // reconciler to settle (see `Payments::confirm`).
                     let mut sealed_any = false;
                     for event in &mut new_events {
                         let before = event.payload.clone();

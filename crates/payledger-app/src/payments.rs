@@ -467,6 +467,13 @@ impl Payments {
         claimed_amount_minor: i64,
         context: &RequestContext,
     ) -> Result<ConfirmOutcome, PaymentError> {
+        // Where each database call stands (every one bounded per call, `call_bounds`; the command
+        // is never given up as a whole): the order's load and the kill-switch read (stream loads)
+        // come before anything is stored or sent, so a time-out there is a 503 that stored and
+        // charged nothing. `StartConfirmation`'s append is the durable intent; after it the
+        // provider is called, and a time-out while recording its answer (the vault's sealing,
+        // the writer) is a 503 with the attempt left started: the client's retry waits for the
+        // outcome, and the reconciler settles it by asking the provider, never by charging again.
         if self.sales_switches.is_some() {
             // Only a confirmation that would start a new charge is stopped: a repeated confirm
             // of a paid order still answers its success. The state this process holds is good
@@ -797,7 +804,11 @@ impl Payments {
             .payment_key
             .as_ref()
             .ok_or(PaymentError::Order(OrderError::NotPaid))?;
-        // The provider is told the reason in clear (or `[erased]` after an erasure).
+        // The provider is told the reason in clear (or `[erased]` after an erasure). The vault's
+        // key read is bounded (`PrivacyVault::with_call_timeout_ms`) and comes after the refund's
+        // durable request and before the provider is asked: a time-out is a 503 that sent
+        // nothing, and a retry with the same refund id drives the stored request on with the
+        // same provider idempotency key.
         let cancel_reason = match self.executor.vault() {
             Some(vault) => vault
                 .reveal_text(&refund.reason)

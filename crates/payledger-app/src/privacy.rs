@@ -18,6 +18,7 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use payledger_store::call_bounds::bounded;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
@@ -127,6 +128,8 @@ pub struct PrivacyVault {
     /// master key, so it is never in the database either.
     digest_key: Zeroizing<[u8; 32]>,
     cache: KeyCache,
+    /// The bound of each of the vault's database calls (`PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`).
+    call_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for PrivacyVault {
@@ -148,7 +151,21 @@ impl PrivacyVault {
             master: Aes256Gcm::new(master_key.into()),
             digest_key,
             cache: KeyCache::new(DEFAULT_KEY_CACHE_TTL),
+            call_timeout_ms: payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS,
         }
+    }
+
+    /// Gives each of the vault's database calls at most `timeout_ms`
+    /// (`payledger_store::call_bounds`). The vault sits inside commands: it seals an event's
+    /// fields between the decision and the append (so after the provider's answer, for the
+    /// events that record one), reveals a refund's reason before the provider is asked, and
+    /// reveals a command's answer after its append. None of these may make the command wait on a
+    /// dead connection for minutes; a call given up is [`PrivacyError::Database`], which every
+    /// caller answers as "unavailable" (503), and what it left undone is resumed by a retry (see
+    /// the callers).
+    pub fn with_call_timeout_ms(mut self, timeout_ms: u64) -> PrivacyVault {
+        self.call_timeout_ms = timeout_ms;
+        self
     }
 
     /// Keeps unwrapped keys this long (0: no cache; at most [`MAX_KEY_CACHE_TTL`]).
@@ -277,12 +294,16 @@ impl PrivacyVault {
             let read_at = Instant::now();
             // At most one generation is live, the newest: an erasure destroys them all, and a
             // new generation is made only when none is live.
-            let row = sqlx::query(
-                "SELECT generation, wrapped_key FROM privacy_subject_keys \
-                 WHERE subject = $1 ORDER BY generation DESC LIMIT 1",
+            let row = bounded(
+                "reading a data subject's key",
+                self.call_timeout_ms,
+                sqlx::query(
+                    "SELECT generation, wrapped_key FROM privacy_subject_keys \
+                     WHERE subject = $1 ORDER BY generation DESC LIMIT 1",
+                )
+                .bind(subject)
+                .fetch_optional(&self.pool),
             )
-            .bind(subject)
-            .fetch_optional(&self.pool)
             .await?;
             let next = match row {
                 Some(row) => {
@@ -300,14 +321,20 @@ impl PrivacyVault {
             let key: SubjectKey = Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).into());
             let wrapped = self.wrap_key(subject, next, &key)?;
             // Two processes racing insert one row; the loser reads the winner's key.
-            let inserted = sqlx::query(
-                "INSERT INTO privacy_subject_keys (subject, generation, wrapped_key) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            // Given up, the insert may still land: the retry reads that key (or inserts the
+            // next generation's, if it was lost), so no text is ever sealed with a key not stored.
+            let inserted = bounded(
+                "storing a data subject's key",
+                self.call_timeout_ms,
+                sqlx::query(
+                    "INSERT INTO privacy_subject_keys (subject, generation, wrapped_key) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(subject)
+                .bind(next)
+                .bind(&wrapped)
+                .execute(&self.pool),
             )
-            .bind(subject)
-            .bind(next)
-            .bind(&wrapped)
-            .execute(&self.pool)
             .await?
             .rows_affected();
             if inserted == 1 {
@@ -328,12 +355,17 @@ impl PrivacyVault {
             return Ok(known);
         }
         let read_at = Instant::now();
-        let wrapped: Option<Option<Vec<u8>>> = sqlx::query_scalar(
-            "SELECT wrapped_key FROM privacy_subject_keys WHERE subject = $1 AND generation = $2",
+        let wrapped: Option<Option<Vec<u8>>> = bounded(
+            "reading a data subject's key",
+            self.call_timeout_ms,
+            sqlx::query_scalar(
+                "SELECT wrapped_key FROM privacy_subject_keys \
+                 WHERE subject = $1 AND generation = $2",
+            )
+            .bind(subject)
+            .bind(generation)
+            .fetch_optional(&self.pool),
         )
-        .bind(subject)
-        .bind(generation)
-        .fetch_optional(&self.pool)
         .await?;
         match wrapped {
             Some(Some(wrapped)) => {
@@ -407,12 +439,18 @@ impl PrivacyVault {
     /// erased already, or never had one). This process forgets the keys at once; other
     /// processes' caches only after [`PrivacyVault::wait_out_key_caches`].
     pub async fn erase(&self, subject: &str) -> Result<u64, PrivacyError> {
-        let destroyed = sqlx::query(
-            "UPDATE privacy_subject_keys SET wrapped_key = NULL, erased_at = now() \
-             WHERE subject = $1 AND wrapped_key IS NOT NULL",
+        // Given up, the erasure may still commit; it is idempotent, and the caller answers 503
+        // so that the operator repeats it.
+        let destroyed = bounded(
+            "erasing a data subject's keys",
+            self.call_timeout_ms,
+            sqlx::query(
+                "UPDATE privacy_subject_keys SET wrapped_key = NULL, erased_at = now() \
+                 WHERE subject = $1 AND wrapped_key IS NOT NULL",
+            )
+            .bind(subject)
+            .execute(&self.pool),
         )
-        .bind(subject)
-        .execute(&self.pool)
         .await?
         .rows_affected();
         self.cache.forget(subject);

@@ -416,6 +416,13 @@ fn label(key: &str) -> (&str, &str) {
             "Say what you did (1 to 500 characters, one line; no personal data). The refund keeps waiting for the provider.",
             "조치 내용을 적어 주세요(1–500자, 한 줄, 개인정보 제외). 환불은 계속 결제사를 기다립니다.",
         ),
+        "unavailable_title" => ("Temporarily unavailable", "일시적으로 사용할 수 없음"),
+        "unavailable_message" => (
+            "The ledger's database did not answer in time. Try again in a few seconds.",
+            "원장 데이터베이스가 제때 응답하지 않았습니다. 몇 초 뒤에 다시 시도해 주세요.",
+        ),
+        "retry_after_seconds" => ("Retry after (seconds)", "다시 시도까지(초)"),
+        "error_code" => ("Error code", "오류 코드"),
         _ => (key, key),
     }
 }

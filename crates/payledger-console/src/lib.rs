@@ -9,6 +9,7 @@
 mod actions;
 mod claims;
 mod customers;
+pub mod deadline_page;
 mod error_page;
 pub mod i18n;
 mod ledger;
@@ -105,7 +106,12 @@ async fn security_headers(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let mut response = next.call(request).await?;
-    let headers = response.headers_mut();
+    insert_security_headers(response.headers_mut());
+    Ok(response)
+}
+
+/// The headers every console response carries, pages and error pages alike.
+fn insert_security_headers(headers: &mut header::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -123,7 +129,6 @@ async fn security_headers(
         // Pages show customers' orders: no shared or back-button cache.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    Ok(response)
 }
 
 /// Reveals sealed personal fields in the console's pages (docs/events.md, "Personal data and
@@ -137,6 +142,7 @@ async fn reveal_personal_fields(
     let vault = request
         .app_data::<web::Data<payledger_app::privacy::PrivacyVault>>()
         .cloned();
+    let lang = i18n::Lang::of(request.request());
     let response = next.call(request).await?.map_into_boxed_body();
     let Some(vault) = vault else {
         return Ok(response);
@@ -172,9 +178,15 @@ async fn reveal_personal_fields(
             ))
         }
     };
+    // The vault's key reads are bounded per call (`PrivacyVault::with_call_timeout_ms`); after
+    // an action (a `POST`) this runs once the action is durable, and a 503 here undoes nothing.
     let revealed = vault.reveal_html(page).await.map_err(|error| {
         tracing::error!(%error, "failed to reveal personal fields in a console page");
-        actix_web::error::ErrorServiceUnavailable("personal fields cannot be revealed now")
+        deadline_page::ConsoleUnavailable {
+            lang,
+            retry_after_s: 2,
+            reason: "personal fields cannot be revealed now".into(),
+        }
     })?;
     Ok(ServiceResponse::new(
         request,

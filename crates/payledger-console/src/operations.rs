@@ -350,7 +350,11 @@ pub async fn replay_outbound(
         back: "/console/webhooks".into(),
     };
     actions::perform(&request, &console, page, &form.csrf, None, |_| {
-        payledger_http::webhooks::replay_outbound(relay, web::Path::from(id.clone()))
+        payledger_http::webhooks::replay_outbound(
+            relay,
+            request.clone(),
+            web::Path::from(id.clone()),
+        )
     })
     .await
 }

@@ -134,9 +134,15 @@ impl Session {
             return Err(Refusal::NotSignedIn);
         };
         let now = state.operations.now();
-        let found = console_sessions::lookup(&state.read_pool, cookie.value(), now)
-            .await
-            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        // Bounded per call: a page's whole request is too (the read deadline), an action's
+        // (`POST`) only by this, and the session is read before the action does anything.
+        let found = payledger_store::call_bounds::bounded(
+            "reading a console session",
+            state.database_call_timeout_ms,
+            console_sessions::lookup(&state.read_pool, cookie.value(), now),
+        )
+        .await
+        .map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let Some(ConsoleSession {
             principal,
             csrf_token,

@@ -96,12 +96,24 @@ pub async fn sign_in(
     let state = app_state(&request)?;
     let now = state.operations.now();
     let key = form.api_key.trim();
-    match console_sessions::sign_in(&state.read_pool, key, console.config.session_ttl_s, now).await
+    // Each call bounded (`call_bounds`); a sign-in given up may still have stored its session,
+    // which nobody holds the token of and which expires (and is purged) as any other.
+    let bound_ms = state.database_call_timeout_ms;
+    let signing_in =
+        console_sessions::sign_in(&state.read_pool, key, console.config.session_ttl_s, now);
+    match payledger_store::call_bounds::bounded("signing in to the console", bound_ms, signing_in)
+        .await
     {
         Ok((token, session)) => {
             console.throttle.record_success(address);
             // Sessions long expired or ended are deleted as people sign in: no extra job needed.
-            if let Err(error) = console_sessions::purge(&state.read_pool, now).await {
+            let purging = console_sessions::purge(&state.read_pool, now);
+            let purged = payledger_store::call_bounds::bounded(
+                "purging old console sessions",
+                bound_ms,
+                purging,
+            );
+            if let Err(error) = purged.await {
                 tracing::warn!(%error, "failed to purge old console sessions");
             }
             tracing::info!(
@@ -169,9 +181,13 @@ pub async fn sign_out(
     session.check_csrf(&form.csrf)?;
     let state = app_state(&request)?;
     if let Some(cookie) = request.cookie(SESSION_COOKIE) {
-        console_sessions::sign_out(&state.read_pool, cookie.value(), state.operations.now())
-            .await
-            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        payledger_store::call_bounds::bounded(
+            "signing out of the console",
+            state.database_call_timeout_ms,
+            console_sessions::sign_out(&state.read_pool, cookie.value(), state.operations.now()),
+        )
+        .await
+        .map_err(|e| Refusal::Unavailable(e.to_string()))?;
     }
     let mut response = see_other("/console/sign-in");
     let _ = response.add_cookie(&console_cookie(&console, SESSION_COOKIE, String::new(), 0));

@@ -12,8 +12,11 @@
 //! request (`payledger_store::call_bounds::drain_or_close_on_release`).
 //!
 //! Commands are not abandoned midway (a provider may be charging); their own database steps
-//! are bounded per call instead: the stream load, the idempotency key's claim and answer, and
-//! the group-commit writer's calls.
+//! are bounded per call instead (`payledger_store::call_bounds::bounded`, the same setting):
+//! the stream load (and with it the kill-switch reads), the idempotency key's claim and
+//! answer, the API-key lookup, the privacy vault's key reads, the group-commit writer's calls,
+//! and the other calls of `POST` handlers ([`call_timeout_ms`]: the webhook inbox, dead-letter
+//! replays, the unsettled check's reads, a billing key's owner lookup).
 
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -52,4 +55,13 @@ pub async fn read_deadline(
             .into())
         }
     }
+}
+
+/// The bound of one database call for a handler that has only its request: the server's
+/// `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`, or the default where no `AppState` is registered.
+pub fn call_timeout_ms(request: &actix_web::HttpRequest) -> u64 {
+    request.app_data::<web::Data<AppState>>().map_or(
+        payledger_store::call_bounds::DEFAULT_DATABASE_CALL_TIMEOUT_MS,
+        |state| state.database_call_timeout_ms,
+    )
 }

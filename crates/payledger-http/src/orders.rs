@@ -522,11 +522,15 @@ impl AppState {
                 return Ok(());
             }
             // The runner may live in another process: its checkpoint is the truth.
-            let checkpoint: Option<i64> =
+            // Bounded per call: a command's handler (the unsettled check) waits here too.
+            let checkpoint: Option<i64> = payledger_store::call_bounds::bounded(
+                "reading a projection's checkpoint",
+                self.database_call_timeout_ms,
                 sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.read_pool)
-                    .await?;
+                    .fetch_optional(&self.read_pool),
+            )
+            .await?;
             if checkpoint.unwrap_or(0) >= min_position {
                 return Ok(());
             }

@@ -57,6 +57,11 @@ pub async fn reveal_personal_fields(
             head.set_body(BoxBody::new(bytes)),
         ));
     }
+    // Revealing runs after the handler, so for a command after its append (and after any
+    // provider call): its key reads are bounded (`PrivacyVault::with_call_timeout_ms`), and one
+    // given up answers 503 without undoing anything. The command is durable; its stored answer
+    // (the idempotency store, inside this middleware, keeps the sealed tokens) is replayed and
+    // revealed again when the client retries with its `Idempotency-Key`.
     let failed = |error| -> actix_web::Error {
         match error {
             payledger_app::privacy::PrivacyError::Database(e) => ApiError::unavailable(e),

@@ -17,6 +17,7 @@ use payledger_domain::money::Currency;
 use payledger_domain::reconciliation::{FlagKind, ReconciliationError, Resolution};
 use payledger_gateway::settlements::{SettlementError, SettlementPeriod, MAX_IMPORT_DAYS};
 use payledger_read_models::reconciliation::{self as rm, ExceptionFilter};
+use payledger_store::call_bounds::bounded_as;
 use serde::Deserialize;
 use std::fmt::Write as _;
 
@@ -180,18 +181,30 @@ pub async fn check_unsettled(
     let schedule = reconciliation
         .schedule(provider)
         .ok_or_else(|| unknown_provider(provider))?;
-    let head = payledger_store::head_position(&state.read_pool).await?;
+    // A `POST`, so outside the read deadline: each read bounded per call (`call_bounds`), all
+    // before anything is recorded (a time-out flags nothing).
+    let bound_ms = state.database_call_timeout_ms;
+    let head = bounded_as::<_, ApiError, _>(
+        "reading the head position",
+        bound_ms,
+        payledger_store::head_position(&state.read_pool),
+    )
+    .await?;
     state.wait_for_projection("orders", Some(head)).await?;
     state
         .wait_for_projection("reconciliation", Some(head))
         .await?;
     let cutoff = as_of - Duration::days(i64::from(schedule.settlement_delay_days) + 1);
-    let rows = rm::unsettled_captures(
-        &state.read_pool,
-        provider,
-        captured_after,
-        cutoff,
-        payledger_app::reconciliation::MAX_UNSETTLED_PER_RUN as i64,
+    let rows: Vec<_> = bounded_as::<_, ApiError, _>(
+        "reading unsettled captures",
+        bound_ms,
+        rm::unsettled_captures(
+            &state.read_pool,
+            provider,
+            captured_after,
+            cutoff,
+            payledger_app::reconciliation::MAX_UNSETTLED_PER_RUN as i64,
+        ),
     )
     .await?;
     let captures: Vec<UnsettledCapture> = rows

@@ -65,16 +65,21 @@ pub async fn receive(
         .extensions()
         .get::<crate::request_context::RequestId>()
         .map(|r| r.0.clone());
-    let accepted = relay
-        .accept_request(
+    // Bounded (`call_bounds`): no provider is called here. A store given up may still land;
+    // the provider delivers again and the inbox answers that delivery as a duplicate.
+    let accepted = payledger_store::call_bounds::bounded(
+        "storing a webhook delivery",
+        crate::deadline::call_timeout_ms(&request),
+        relay.accept_request(
             provider,
             &headers,
             &body,
             remote_addr.as_deref(),
             request_id.as_deref(),
-        )
-        .await
-        .map_err(accept_error)?;
+        ),
+    )
+    .await
+    .map_err(accept_error)?;
     // The request log line names the delivery.
     request
         .extensions_mut()
@@ -302,10 +307,15 @@ pub async fn replay_inbound(
 ) -> Result<HttpResponse, ApiError> {
     let id = dead_letter_id(&path)?;
     let actor = request_context(&request).actor;
-    let letter = relay
-        .replay_inbound(id, &actor)
-        .await
-        .map_err(replay_error)?;
+    // Bounded: a replay given up may still have been queued; asking again then answers that
+    // the delivery is no longer dead-lettered.
+    let letter = payledger_store::call_bounds::bounded(
+        "replaying a dead-lettered webhook",
+        crate::deadline::call_timeout_ms(&request),
+        relay.replay_inbound(id, &actor),
+    )
+    .await
+    .map_err(replay_error)?;
     relay.wakeup.notify_one();
     Ok(HttpResponse::Accepted().json(InboundDeadLetterBody::from(letter)))
 }
@@ -335,11 +345,17 @@ pub async fn outbound_dead_letters(
 )]
 pub async fn replay_outbound(
     relay: web::Data<Relay>,
+    request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dead_letter_id(&path)?;
-    let letter = outbox::replay_outbound(&relay.pool, id, relay.clock.now())
-        .await
-        .map_err(replay_error)?;
+    // Bounded like the inbound replay.
+    let letter = payledger_store::call_bounds::bounded(
+        "replaying a dead-lettered notification",
+        crate::deadline::call_timeout_ms(&request),
+        outbox::replay_outbound(&relay.pool, id, relay.clock.now()),
+    )
+    .await
+    .map_err(replay_error)?;
     Ok(HttpResponse::Accepted().json(OutboundDeadLetterBody::from(letter)))
 }

@@ -8,7 +8,11 @@
 //! - **Every call is given up after `database_call_timeout_ms`** (setting
 //!   `PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`, default [`DEFAULT_DATABASE_CALL_TIMEOUT_MS`]): the
 //!   group-commit writer per call (`WriterConfig::call_timeout_ms`), stream loads per call
-//!   ([`crate::EventStore::read_stream`]), and every read request of the HTTP API as a whole
+//!   ([`crate::EventStore::read_stream`]; also every kill-switch read), every other call a
+//!   command makes per call ([`bounded`]: the idempotency steps, the API-key lookup, the privacy
+//!   vault's key reads, the console's session and key calls, the webhook inbox, the reads of a
+//!   `POST` handler; app services take the bound from [`crate::EventStore::call_timeout_ms`]),
+//!   and every read request of the HTTP API as a whole
 //!   (`payledger_http::deadline`: one timer per request, none per query). A call given up is
 //!   `sqlx::Error::Io` of kind `TimedOut` ([`timed_out`]), which every caller already answers as
 //!   "the database is unavailable" (HTTP 503 `E_UNAVAILABLE`).
@@ -78,6 +82,19 @@ where
             Err(timed_out(what, timeout_ms).into())
         }
     }
+}
+
+/// [`bounded`] for a call whose error converts into the caller's (a read model's `sqlx::Error`
+/// into an HTTP handler's error, say): the one bound, without a conversion at every call site.
+pub async fn bounded_as<T, E, F>(
+    what: &str,
+    timeout_ms: u64,
+    call: impl Future<Output = Result<T, F>>,
+) -> Result<T, E>
+where
+    E: From<sqlx::Error> + From<F>,
+{
+    bounded(what, timeout_ms, async { call.await.map_err(E::from) }).await
 }
 
 /// Pool options whose released connections are drained for at most [`RELEASE_DRAIN_MS`], then

@@ -240,6 +240,12 @@ impl EventStore {
         &self.pool
     }
 
+    /// The bound of one database call (`PAYLEDGER_DATABASE_CALL_TIMEOUT_MS`), for the app
+    /// services' own calls on [`EventStore::pool`] ([`call_bounds::bounded`]).
+    pub fn call_timeout_ms(&self) -> u64 {
+        self.call_timeout_ms
+    }
+
     /// Appends `events` to `stream_id` atomically if the stream is where `expected` says.
     ///
     /// With `check_event_ids`, re-appending events whose ids already exist with the same content

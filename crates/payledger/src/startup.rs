@@ -181,7 +181,8 @@ impl Application {
             },
         );
         // Personal fields are sealed per data subject on their way into the log (issue 20).
-        let vault = crate::privacy_cli::vault(&pool, &settings.data_dir)?.map(Arc::new);
+        let vault = crate::privacy_cli::vault(&pool, &settings.data_dir)?
+            .map(|vault| Arc::new(vault.with_call_timeout_ms(settings.database_call_timeout_ms)));
         let executor = match &vault {
             Some(vault) => Executor::new(store.clone()).with_vault(vault.clone()),
             None => Executor::new(store.clone()),
@@ -491,6 +492,10 @@ impl Application {
                 .wrap(from_fn(payledger_http::screen::screen))
                 // Outside authentication (its lookups are reads too), inside the request log.
                 .wrap(from_fn(payledger_http::deadline::read_deadline))
+                // The console's pages past the deadline get its HTML page, not the API's JSON.
+                .wrap(from_fn(
+                    payledger_console::deadline_page::read_deadline_pages,
+                ))
                 .wrap_fn(payledger_http::request_logging)
                 .wrap_fn(payledger_http::metrics::track)
                 .configure(payledger_http::configure)

@@ -130,9 +130,17 @@ impl Subscriptions {
             )),
             (None, Some(named)) => {
                 let name = api_client.unwrap_or_default();
-                let active = crate::api_keys::is_active_client(self.executor.store().pool(), name)
-                    .await
-                    .map_err(|e| BillingError::Unavailable(e.to_string()))?;
+                // Bounded by the store's setting (`call_bounds`): read before anything is
+                // recorded for this notification, so a time-out records nothing and the
+                // notification is processed again.
+                let store = self.executor.store();
+                let active = payledger_store::call_bounds::bounded(
+                    "looking up an API client",
+                    store.call_timeout_ms(),
+                    crate::api_keys::is_active_client(store.pool(), name),
+                )
+                .await
+                .map_err(|e| BillingError::Unavailable(e.to_string()))?;
                 if active {
                     Ok(RequestContext::new(named, system.request_id.clone()))
                 } else {

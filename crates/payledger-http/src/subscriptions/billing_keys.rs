@@ -64,9 +64,14 @@ pub async fn revoke_billing_key(
     let customer_id = match query.customer_id.as_deref() {
         Some(customer_id) => parse_customer_id(customer_id)?,
         None => {
-            let view = payledger_read_models::subscriptions::get_billing_key(
-                &state.read_pool,
-                billing_key_id.as_str(),
+            // A `DELETE`, outside the read deadline: bounded per call, before anything changes.
+            let view = payledger_store::call_bounds::bounded_as::<_, ApiError, _>(
+                "looking up a billing key's customer",
+                state.database_call_timeout_ms,
+                payledger_read_models::subscriptions::get_billing_key(
+                    &state.read_pool,
+                    billing_key_id.as_str(),
+                ),
             )
             .await?
             .ok_or_else(|| {
