@@ -90,6 +90,8 @@ async fn a_read_waiting_past_the_deadline_is_a_503_and_its_connection_is_closed_
     app.wait_for_projections().await;
     let path = "/v1/orders/stuck-read-1";
     assert_eq!(app.get(path).await.status().as_u16(), 200);
+    let timed_503 = r#"payledger_http_request_duration_seconds_count{method="GET",route="/v1/orders/{order_id}",status_class="5xx"} "#;
+    let timed_before = metric(&app, timed_503).await.unwrap_or(0);
 
     // Hold the read model's table: the read's query waits on the lock.
     let mut lock = app.db.owner_pool.begin().await.unwrap();
@@ -113,13 +115,24 @@ async fn a_read_waiting_past_the_deadline_is_a_503_and_its_connection_is_closed_
     assert_eq!(response.status().as_u16(), 200);
     assert!(started.elapsed() < Duration::from_millis(CALL_TIMEOUT_MS));
     // Counted (the registry is the process's: other tests may have added to it).
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    let counted: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("payledger_read_deadlines_exceeded_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let counted = metric(&app, "payledger_read_deadlines_exceeded_total ")
+        .await
         .expect("payledger_read_deadlines_exceeded_total is exposed");
     assert!(counted >= 1, "the 503 is counted");
+    // And timed with its route, as every answer is (the request went down with the read).
+    let timed_after = metric(&app, timed_503)
+        .await
+        .expect("the 503 is in the request histogram");
+    assert!(timed_after > timed_before, "the 503 is timed");
+}
+
+/// The value of the metric whose line starts with `prefix` (name, labels and a space).
+async fn metric(app: &TestApp, prefix: &str) -> Option<u64> {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Resumes a stopped backend even when the test fails, so nothing stays frozen.

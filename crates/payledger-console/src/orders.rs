@@ -356,9 +356,32 @@ pub async fn order_page(
     } else {
         Vec::new()
     };
+    let has_discrepancy = snapshot.as_ref().is_some_and(|s| {
+        s.state
+            .refunds
+            .values()
+            .any(|refund| refund.discrepancy.is_some())
+    });
+    let (pool, id) = (&state.read_pool, order_id.as_str());
+    let later = crate::refund_discrepancies::later_entries(
+        &entries,
+        TIMELINE_LIMIT,
+        has_discrepancy,
+        |after| payledger_read_models::orders::timeline(pool, id, after, TIMELINE_LIMIT),
+    )
+    .await
+    .map_err(|e| Refusal::Unavailable(e.to_string()))?;
     let discrepancies = snapshot
         .as_ref()
-        .map(|s| crate::refund_discrepancies::views(&order_id, &s.state.refunds, &entries, zone))
+        .map(|s| {
+            let refunds = &s.state.refunds;
+            if later.is_empty() {
+                crate::refund_discrepancies::views(&order_id, refunds, &entries, zone)
+            } else {
+                let whole: Vec<_> = entries.iter().cloned().chain(later).collect();
+                crate::refund_discrepancies::views(&order_id, refunds, &whole, zone)
+            }
+        })
         .unwrap_or_default();
     let timeline = entries
         .into_iter()

@@ -19,6 +19,7 @@ use payledger_http::refund_discrepancies as api;
 use payledger_read_models::orders::TimelineEntry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 
 pub const RESOLVE: Route =
     Route::post("/v1/orders/{order_id}/refunds/{refund_id}/discrepancy/resolve");
@@ -70,6 +71,49 @@ fn text_of(payload: &serde_json::Value, name: &str) -> String {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+/// The events [`views`] reads from the timeline.
+const DISCREPANCY_EVENTS: [&str; 2] = ["RefundDiscrepancyRecorded", "RefundDiscrepancyResolved"];
+/// Timeline pages read at most past the order page's own when looking for [`DISCREPANCY_EVENTS`]
+/// (at 200 entries a page, 10 000 events: far beyond any order).
+const MORE_TIMELINE_PAGES: usize = 50;
+
+/// The discrepancy events of the order's timeline after `shown`, the first entries the order
+/// page shows (at most `page_limit`), read with `next_page` (the page after a position) when
+/// `shown` is a full page and a refund carries a discrepancy; empty otherwise. [`views`] takes
+/// the newest difference and resolution of each refund from the timeline: from a cut one it
+/// would show an older difference's time, or an older resolution's author and note, as the
+/// current ones.
+pub async fn later_entries<Next, Page, E>(
+    shown: &[TimelineEntry],
+    page_limit: i64,
+    has_discrepancy: bool,
+    mut next_page: Next,
+) -> Result<Vec<TimelineEntry>, E>
+where
+    Next: FnMut(i64) -> Page,
+    Page: Future<Output = Result<Vec<TimelineEntry>, E>>,
+{
+    let mut later = Vec::new();
+    if !has_discrepancy {
+        return Ok(later);
+    }
+    let mut full = shown.len() as i64 >= page_limit;
+    let mut after = shown.last().map(|e| e.global_position);
+    for _ in 0..MORE_TIMELINE_PAGES {
+        let Some(position) = after.filter(|_| full) else {
+            break;
+        };
+        let page = next_page(position).await?;
+        full = page.len() as i64 >= page_limit;
+        after = page.last().map(|e| e.global_position);
+        later.extend(
+            page.into_iter()
+                .filter(|e| DISCREPANCY_EVENTS.contains(&e.event_type.as_str())),
+        );
+    }
+    Ok(later)
 }
 
 /// The order's refunds that carry a discrepancy, by refund id.
@@ -317,6 +361,80 @@ mod tests {
             reopened[0].recorded.as_ref().unwrap().iso,
             "2026-12-02T00:00:00.000Z"
         );
+    }
+
+    #[actix_web::test]
+    async fn a_long_timeline_is_read_on_for_the_newest_difference_and_resolution() {
+        // The page shows the first 2 entries of a timeline of 7; a resolution (3) and the
+        // newest difference after it (6) are past the page.
+        let timeline: Vec<TimelineEntry> = (1..=7)
+            .map(|position| match position {
+                1 => entry(
+                    1,
+                    "RefundDiscrepancyRecorded",
+                    json!({"refundId": "rf_1", "at": "2026-12-01T09:30:00Z"}),
+                ),
+                3 => entry(
+                    3,
+                    "RefundDiscrepancyResolved",
+                    json!({"refundId": "rf_1", "resolution": "acknowledged",
+                           "resolvedBy": "admin:old", "note": "old", "at": "2026-12-01T10:00:00Z"}),
+                ),
+                6 => entry(
+                    6,
+                    "RefundDiscrepancyRecorded",
+                    json!({"refundId": "rf_1", "at": "2026-12-03T00:00:00Z"}),
+                ),
+                n => entry(n, "RefundRequested", json!({"refundId": "rf_1"})),
+            })
+            .collect();
+        let shown = &timeline[..2];
+        let asked = std::cell::RefCell::new(Vec::new());
+        let next_page = |after: i64| {
+            asked.borrow_mut().push(after);
+            let page: Vec<TimelineEntry> = timeline
+                .iter()
+                .filter(|e| e.global_position > after)
+                .take(2)
+                .cloned()
+                .collect();
+            async move { Ok::<_, ()>(page) }
+        };
+        let later = later_entries(shown, 2, true, next_page).await.unwrap();
+        assert_eq!(*asked.borrow(), vec![2, 4, 6], "read on until a short page");
+        let positions: Vec<i64> = later.iter().map(|e| e.global_position).collect();
+        assert_eq!(
+            positions,
+            vec![3, 6],
+            "only the discrepancy events are kept"
+        );
+        let all: Vec<TimelineEntry> = shown.iter().cloned().chain(later).collect();
+        let shown_views = views(
+            "o-1",
+            &refunds(refund("AWAITING_PROVIDER", None)),
+            &all,
+            UTC,
+        );
+        assert_eq!(shown_views[0].state, "open");
+        assert!(
+            shown_views[0].resolution.is_none(),
+            "the old resolution is not the current one"
+        );
+        assert_eq!(
+            shown_views[0].recorded.as_ref().unwrap().iso,
+            "2026-12-03T00:00:00.000Z",
+            "the newest difference's time"
+        );
+        // Nothing is read when the page holds the whole timeline or nothing is under review.
+        let never = |_: i64| async { Err::<Vec<TimelineEntry>, _>("read") };
+        assert!(later_entries(&timeline[..1], 2, true, never)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(later_entries(shown, 2, false, never)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! the raw log, authentication's lookups) run on pooled connections, and sqlx gives a query no
 //! deadline of its own; on a connection cut off by a network partition a call waits until the
 //! kernel's retransmissions give up, minutes. One timer per request bounds all of them at no
-//! cost per query. A read is safe to abandon at any await: it changes nothing. The connection
+//! cost per query. A read is safe to abandon at any await: it changes nothing (except the
+//! payment-status read with `checkProvider=true`, which records the provider's answer to its
+//! lookup: abandoned, that answer may or may not be recorded, and the reconciler asks again;
+//! docs/operations.md says what a slow provider does to it). The connection
 //! it held is released mid-answer, and the pool closes it rather than hand it to the next
 //! request (`payledger_store::call_bounds::drain_or_close_on_release`).
 //!

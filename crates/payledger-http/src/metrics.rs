@@ -24,14 +24,25 @@ where
 {
     let started = Instant::now();
     let method = request.method().clone();
+    // Taken before the call: a request that ends in an error (a read past its deadline,
+    // `deadline`) is gone with it, and its answer must be timed and counted all the same.
+    let pattern = request.match_pattern();
     let future = service.call(request);
     async move {
         let response = match future.await {
             Ok(response) => response,
             Err(error) => {
-                // No route pattern to label it with (the request is gone: `deadline`).
+                let route = pattern.unwrap_or_else(|| "unmatched".to_string());
+                let status = error.as_response_error().status_code().as_u16();
+                let m = metrics();
+                m.observe_http(
+                    method.as_str(),
+                    &route,
+                    status,
+                    started.elapsed().as_secs_f64(),
+                );
                 if error.as_error::<ApiError>().map(|e| e.code) == Some(ErrorCode::Unavailable) {
-                    metrics().database_errors.inc();
+                    m.database_errors.inc();
                 }
                 return Err(error);
             }

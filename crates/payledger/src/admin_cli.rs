@@ -339,6 +339,15 @@ async fn resolve_refund_discrepancy(
         Ok(id) => id,
         Err(error) => return Ok(refused(error)),
     };
+    // The API screens every body for card numbers before a command sees it
+    // (`payledger_http::screen`); nothing stands in front of the command line, and the note is
+    // stored as typed, unsealed.
+    if payledger_domain::card_numbers::contains_card_number(&note) {
+        return Ok(refused(payledger_http::errors::ApiError::new(
+            payledger_http::errors::ErrorCode::CardDataRejected,
+            "the note holds a card number; payledger never stores card data",
+        )));
+    }
     let wiring = wire(pool, data_dir, false)?;
     let context = RequestContext::new(cli_actor(), None);
     let resolved = wiring

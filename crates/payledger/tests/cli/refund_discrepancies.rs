@@ -182,6 +182,14 @@ async fn ops_resolve_refund_discrepancy_records_the_resolution_once_with_the_cli
     }
     let refused = resolve("not a refund id!", note);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    // A card number in the note: refused as the API's screen refuses it, never echoed.
+    let refused = resolve(&refund_id, "card 4111 1111 1111 1111 read out on the phone");
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("E_CARD_DATA_REJECTED") && !stderr(&refused).contains("4111"),
+        "{}",
+        stderr(&refused)
+    );
     // A refund the order does not have: the order's state refuses it.
     let unknown = resolve("rf-unknown", note);
     assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
@@ -264,4 +272,34 @@ async fn ops_resolve_refund_discrepancy_records_the_resolution_once_with_the_cli
     assert_eq!(recorded[0]["metadata"]["actor"], "cli:oncall");
     drop(server);
     sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn ops_resolve_refund_discrepancy_refuses_a_note_with_a_card_number_and_stores_nothing() {
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = (db.app_url.as_str(), db.owner_url.as_str());
+    let card = "4111 1111 1111 1111";
+    let output = run(payledger(dir.path(), Some(urls)).args([
+        "ops",
+        "resolve-refund-discrepancy",
+        "--order",
+        "order-cli-card-note",
+        "--refund",
+        "rf_card_note",
+        "--note",
+        &format!("customer read out {card}"),
+    ]));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let said = stderr(&output);
+    assert!(said.contains("E_CARD_DATA_REJECTED"), "{said}");
+    assert!(
+        !said.contains(card) && !said.contains("4111111111111111"),
+        "the number is never echoed: {said}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing was stored");
 }
