@@ -96,6 +96,26 @@ pub const EXIT_INPUT_REFUSED: u8 = 2;
 /// Exit code of a command the order's state refused (nothing open to resolve, …).
 pub const EXIT_STATE_REFUSED: u8 = 3;
 
+/// The command line's card screen, run on every argument before clap or any command sees it.
+///
+/// The API screens every request for card numbers before a command sees it
+/// (`payledger_http::screen`); free text typed on the command line (a switch's or a
+/// cancellation's reason, a booking's notes, a discrepancy's note) is stored as typed, and
+/// clap's own errors repeat the value they refuse. So an argument holding a card number ends
+/// the command here: `E_CARD_DATA_REJECTED`, exit 2, naming the argument by its place only.
+pub fn refuse_card_numbers_in_arguments(args: &[String]) -> Option<ExitCode> {
+    let place = args
+        .iter()
+        .skip(1)
+        .position(|arg| payledger_domain::card_numbers::contains_card_number(arg))?;
+    eprintln!(
+        "error: {}: argument {} holds a card number; payledger never stores card data",
+        payledger_http::errors::ErrorCode::CardDataRejected.as_str(),
+        place + 1
+    );
+    Some(ExitCode::from(EXIT_INPUT_REFUSED))
+}
+
 struct Wiring {
     operations: Operations,
     payments: Arc<Payments>,
@@ -339,15 +359,6 @@ async fn resolve_refund_discrepancy(
         Ok(id) => id,
         Err(error) => return Ok(refused(error)),
     };
-    // The API screens every body for card numbers before a command sees it
-    // (`payledger_http::screen`); nothing stands in front of the command line, and the note is
-    // stored as typed, unsealed.
-    if payledger_domain::card_numbers::contains_card_number(&note) {
-        return Ok(refused(payledger_http::errors::ApiError::new(
-            payledger_http::errors::ErrorCode::CardDataRejected,
-            "the note holds a card number; payledger never stores card data",
-        )));
-    }
     let wiring = wire(pool, data_dir, false)?;
     let context = RequestContext::new(cli_actor(), None);
     let resolved = wiring

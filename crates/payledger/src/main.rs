@@ -300,6 +300,9 @@ fn main() -> ExitCode {
     // First, while this is the only thread: the settings file fills what the environment leaves
     // unset, so every reader (clap's flags included) sees one set of settings.
     let args: Vec<String> = std::env::args().collect();
+    if let Some(refusal) = payledger::admin_cli::refuse_card_numbers_in_arguments(&args) {
+        return refusal;
+    }
     if let Err(error) = payledger::settings::load_before_threads(&args) {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;

@@ -4,6 +4,7 @@
 //! adjustment in another currency (a planted fault) in a signed notification `serve` applies.
 
 use crate::{payledger, run, serve_command, stdout};
+use payledger_domain::card_numbers::test_cards;
 use payledger_testdb::TestDatabase;
 use serde_json::{json, Value};
 use std::process::{Output, Stdio};
@@ -183,10 +184,13 @@ async fn ops_resolve_refund_discrepancy_records_the_resolution_once_with_the_cli
     let refused = resolve("not a refund id!", note);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     // A card number in the note: refused as the API's screen refuses it, never echoed.
-    let refused = resolve(&refund_id, "card 4111 1111 1111 1111 read out on the phone");
+    let refused = resolve(
+        &refund_id,
+        &format!("card {} read out on the phone", test_cards::VISA_SPACED),
+    );
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(
-        stderr(&refused).contains("E_CARD_DATA_REJECTED") && !stderr(&refused).contains("4111"),
+        stderr(&refused).contains("E_CARD_DATA_REJECTED") && !stderr(&refused).contains("4242"),
         "{}",
         stderr(&refused)
     );
@@ -274,12 +278,90 @@ async fn ops_resolve_refund_discrepancy_records_the_resolution_once_with_the_cli
     sandbox.stop().await;
 }
 
+/// Every command line that carries free text (a note, a reason, notes) is refused when the text
+/// holds a card number, before anything runs: exit 2, `E_CARD_DATA_REJECTED`, the number never
+/// repeated, nothing stored.
+#[tokio::test]
+async fn a_card_number_in_any_argument_is_refused_before_the_command_runs_and_stores_nothing() {
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = (db.app_url.as_str(), db.owner_url.as_str());
+    let card = test_cards::VISA_SPACED;
+    let with_card = format!("customer read out {card}");
+    let command_lines: [Vec<&str>; 6] = [
+        vec![
+            "ops",
+            "resolve-refund-discrepancy",
+            "--order",
+            "order-cli-card-note",
+            "--refund",
+            "rf_card_note",
+            "--note",
+            &with_card,
+        ],
+        vec!["switches", "suspend-payments", "--reason", &with_card],
+        vec![
+            "switches",
+            "suspend-payee",
+            "payee-1",
+            "--reason",
+            &with_card,
+        ],
+        vec![
+            "ops",
+            "cancel-enrollment",
+            "order-cli-card",
+            "--reason",
+            &with_card,
+        ],
+        vec![
+            "bookings",
+            "confirm",
+            "order-cli-card",
+            "--notes",
+            &with_card,
+        ],
+        // A card number where a number is expected: refused before clap, whose error would
+        // repeat the value.
+        vec![
+            "ops",
+            "record-external-payment",
+            "order-cli-card",
+            "--provider",
+            "toss",
+            "--transaction-id",
+            "tx-1",
+            "--amount",
+            test_cards::VISA_STRIPE,
+            "--currency",
+            "KRW",
+            "--reason",
+            "paid at the desk",
+        ],
+    ];
+    for args in command_lines {
+        let output = run(payledger(dir.path(), Some(urls)).args(&args));
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("E_CARD_DATA_REJECTED"), "{args:?}: {said}");
+        assert!(
+            !said.contains(card) && !said.contains(test_cards::VISA_STRIPE),
+            "{args:?}: the number is never repeated: {said}"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing was stored");
+}
+
 #[tokio::test]
 async fn ops_resolve_refund_discrepancy_refuses_a_note_with_a_card_number_and_stores_nothing() {
     let db = TestDatabase::fresh().await;
     let dir = tempfile::tempdir().unwrap();
     let urls = (db.app_url.as_str(), db.owner_url.as_str());
-    let card = "4111 1111 1111 1111";
+    let card = test_cards::VISA_SPACED;
     let output = run(payledger(dir.path(), Some(urls)).args([
         "ops",
         "resolve-refund-discrepancy",
@@ -294,7 +376,7 @@ async fn ops_resolve_refund_discrepancy_refuses_a_note_with_a_card_number_and_st
     let said = stderr(&output);
     assert!(said.contains("E_CARD_DATA_REJECTED"), "{said}");
     assert!(
-        !said.contains(card) && !said.contains("4111111111111111"),
+        !said.contains(card) && !said.contains(test_cards::VISA_STRIPE),
         "the number is never echoed: {said}"
     );
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
