@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod server_log;
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -100,6 +102,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
+    server_log::capture();
     let db = TestDatabase::fresh().await;
     // On the scenario clock the test's sandbox follows the application's clock, as the sandbox
     // `serve --test-clock` embeds does: a Toss payment expires when the scenario's time says so.
