@@ -38,7 +38,7 @@ mod tests {
 
     #[test]
     fn a_draw_that_holds_a_card_number_is_drawn_again() {
-        // 0x41 0x11 ... is "4111111111111111", the well-known Visa test number.
+        // 0x41 then seven 0x11: hex "41" then fourteen "1"s, the well-known Visa test number.
         let card_shaped = vec![0x41, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0xab];
         assert!(contains_card_number(&hex::encode(&card_shaped)));
         let mut draws = vec![card_shaped, vec![0xab; 9]].into_iter();
