@@ -283,9 +283,24 @@ impl Browser {
             .to_string()
     }
 
+    /// The text of the element `css` matches, waited for. A page that refreshes itself (the
+    /// rebuild's progress) may replace the element between finding it and reading it: a stale
+    /// reference is found again, within [`WAIT`].
     pub(crate) async fn text(&self, css: &str) -> String {
-        let element = self.wait_for(css).await;
-        self.element_text(&element).await
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let element = self.wait_for(css).await;
+            match self.get(&format!("/element/{element}/text")).await {
+                Ok(text) => return text.as_str().unwrap_or_default().to_string(),
+                Err(error)
+                    if error.contains("stale element reference")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("text of {css}: {error}\n{}", self.diagnosis().await),
+            }
+        }
     }
 
     pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
