@@ -207,19 +207,67 @@ impl Browser {
             .ok_or_else(|| format!("no element reference in {found}"))
     }
 
-    /// Waits (up to [`WAIT`]) until `css` matches, and returns the element.
+    /// Waits (up to [`WAIT`]) until `css` matches, and returns the element. When the wait
+    /// expires, the failure says what the page showed and what the server logged.
     pub(crate) async fn wait_for(&self, css: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let started = tokio::time::Instant::now();
+        let deadline = started + WAIT;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             match self.try_find(css).await {
                 Ok(element) => return element,
-                Err(error) => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "find {css}: {error}"
-                ),
+                Err(error) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        panic!(
+                            "find {css}: {error}\n(no match after {attempts} attempts in {:?})\n{}",
+                            started.elapsed(),
+                            self.diagnosis().await
+                        );
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// What the page shows now (URL, title, the head of its visible text) and the last lines
+    /// the test servers logged about the console or as warnings and errors: for the failure
+    /// message of a wait that expired, so that a flake on a loaded machine can be told apart
+    /// from a page that answered something else. Each part is best effort.
+    pub(crate) async fn diagnosis(&self) -> String {
+        let url = match self.get("/url").await {
+            Ok(url) => url.as_str().unwrap_or_default().to_string(),
+            Err(error) => format!("(unknown: {error})"),
+        };
+        let title = match self.get("/title").await {
+            Ok(title) => title.as_str().unwrap_or_default().to_string(),
+            Err(error) => format!("(unknown: {error})"),
+        };
+        let text = match self
+            .post(
+                "/execute/sync",
+                json!({"script": "return document.body ? document.body.innerText : document.documentElement.outerHTML;", "args": []}),
+            )
+            .await
+        {
+            Ok(text) => text
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(800)
+                .collect::<String>(),
+            Err(error) => format!("(unknown: {error})"),
+        };
+        let log = payledger_tests::server_log::tail(30, |line| {
+            line.contains("/console") || line.contains(" WARN ") || line.contains(" ERROR ")
+        });
+        format!(
+            "the page: {url}\ntitle: {title}\nvisible text (head):\n{text}\n\
+             the servers' last console, warning and error log lines (all tests in this \
+             process):\n{}",
+            log.join("\n")
+        )
     }
 
     pub(crate) async fn exists(&self, css: &str) -> bool {
@@ -235,9 +283,24 @@ impl Browser {
             .to_string()
     }
 
+    /// The text of the element `css` matches, waited for. A page that refreshes itself (the
+    /// rebuild's progress) may replace the element between finding it and reading it: a stale
+    /// reference is found again, within [`WAIT`].
     pub(crate) async fn text(&self, css: &str) -> String {
-        let element = self.wait_for(css).await;
-        self.element_text(&element).await
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let element = self.wait_for(css).await;
+            match self.get(&format!("/element/{element}/text")).await {
+                Ok(text) => return text.as_str().unwrap_or_default().to_string(),
+                Err(error)
+                    if error.contains("stale element reference")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("text of {css}: {error}\n{}", self.diagnosis().await),
+            }
+        }
     }
 
     pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
@@ -310,7 +373,9 @@ impl Browser {
     pub(crate) async fn accept_alert(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while let Err(error) = self.post("/alert/accept", json!({})).await {
-            assert!(tokio::time::Instant::now() < deadline, "no alert: {error}");
+            if tokio::time::Instant::now() >= deadline {
+                panic!("no alert: {error}\n{}", self.diagnosis().await);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

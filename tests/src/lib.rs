@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod server_log;
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -95,11 +97,16 @@ impl Default for SpawnOptions {
     }
 }
 
+/// How long the tests' client reuses an idle connection: well under the server's keep-alive
+/// (actix's default, 5 s), so the server never closes one the client is about to send on.
+pub const KEEP_ALIVE_REUSE_S: u64 = 2;
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(SpawnOptions::default()).await
 }
 
 pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
+    server_log::capture();
     let db = TestDatabase::fresh().await;
     // On the scenario clock the test's sandbox follows the application's clock, as the sandbox
     // `serve --test-clock` embeds does: a Toss payment expires when the scenario's time says so.
@@ -173,6 +180,11 @@ pub async fn spawn_app_with(options: SpawnOptions) -> TestApp {
         address,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // The server closes a connection idle for 5 s (actix's keep-alive); a request sent
+            // on a pooled connection just as it closes fails with `IncompleteMessage` (seen in
+            // loaded full runs, while a browser test kept the client idle). Never reuse one that
+            // old.
+            .pool_idle_timeout(Duration::from_secs(KEEP_ALIVE_REUSE_S))
             .build()
             .expect("build the HTTP client"),
         db,

@@ -15,7 +15,6 @@ use payledger_domain::codec;
 use payledger_domain::operations::{AdminAuditEvent, ApiKeyChange, ADMIN_AUDIT_STREAM};
 use payledger_store::call_bounds::bounded;
 use payledger_store::{EventStore, ExpectedVersion, NewEvent};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use std::fmt;
@@ -135,10 +134,8 @@ pub const KEY_LENGTH: usize = KEY_PREFIX.len() + 64;
 const SHOWN_PREFIX_CHARS: usize = 12;
 
 fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    // ThreadRng is a CSPRNG (ChaCha) seeded and periodically reseeded from the OS.
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+    // Never card-shaped: the console's sign-in form carries the key past the card-data screen.
+    format!("{KEY_PREFIX}{}", crate::tokens::random_hex(32))
 }
 
 /// The stored form of a key. Anything that is not shaped like a key hashes to something no

@@ -10,7 +10,6 @@
 
 use crate::api_keys::{self, Principal, Role};
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use std::fmt;
@@ -60,10 +59,9 @@ pub fn may_sign_in(role: Role) -> bool {
     matches!(role, Role::Support | Role::Auditor | Role::Admin)
 }
 
+/// Never card-shaped: the CSRF token goes back in every form, past the card-data screen.
 fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    crate::tokens::random_hex(32)
 }
 
 fn hash_token(token: &str) -> [u8; 32] {

@@ -24,3 +24,4 @@ pub mod scenario_clock;
 pub mod settlements;
 pub mod subscriptions;
 pub mod switches;
+pub mod tokens;

@@ -151,11 +151,10 @@ impl Chrome {
     }
 }
 
+/// The sign-in form's CSRF token: never card-shaped, since it goes back past the card-data
+/// screen (`payledger_app::tokens`).
 pub fn random_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    payledger_app::tokens::random_hex(16)
 }
 
 /// Renders a template as a complete HTML response.

@@ -95,6 +95,10 @@ pub async fn spawn() -> BookingApp {
         address,
         client: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
+            // Under the server's keep-alive: see `payledger_tests::KEEP_ALIVE_REUSE_S`.
+            .pool_idle_timeout(std::time::Duration::from_secs(
+                payledger_tests::KEEP_ALIVE_REUSE_S,
+            ))
             .build()
             .expect("build the HTTP client"),
         db,
