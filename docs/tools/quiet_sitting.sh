@@ -13,6 +13,9 @@ set -uo pipefail
 bench=${1:?usage: quiet_sitting.sh PEER_BENCH_DIR}
 bench=$(cd "$bench" && pwd)
 scratch=${SCRATCH:-$(mktemp -d "${TMPDIR:-/tmp}/payledger-sitting.XXXXXX")}
+# The benchmark's managed PostgreSQL runs as the `postgres` user when this runs as root, and
+# needs to enter the stores' folder (mktemp makes it 0700).
+chmod 755 "$scratch"
 peers_target=${CARGO_TARGET_DIR:-/tmp/peers-target}
 unset CARGO_TARGET_DIR
 stamp() { echo "=== $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg) :: $*"; }
