@@ -111,8 +111,9 @@ async fn timeline_when(app: &TestApp, order_id: &str, needle: &str) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
-        "the timeline never showed {needle:?}: {}",
-        timeline(app, order_id).await
+        "the timeline never showed {needle:?}: {}\nthe sandbox's Stripe deliveries: {:#?}",
+        timeline(app, order_id).await,
+        app.sandbox.stripe_deliveries()
     );
 }
 
@@ -130,7 +131,10 @@ async fn webhooks_quiet(app: &TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the Stripe webhooks never settled");
+    panic!(
+        "the Stripe webhooks never settled: {:#?}",
+        app.sandbox.stripe_deliveries()
+    );
 }
 
 fn balance(trial: &Value, account: &str) -> i64 {
