@@ -27,6 +27,17 @@ async fn app() -> TestApp {
 }
 
 /// The backend of the service's connection waiting on a lock in a statement like `pattern`.
+/// Holds `table` in ACCESS EXCLUSIVE mode until the returned transaction ends: every database
+/// call that touches it waits, as it would on a connection cut off by a partition.
+async fn locked(owner: &PgPool, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = owner.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 async fn blocked_backend(owner: &PgPool, pattern: &str) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -94,11 +105,7 @@ async fn a_read_waiting_past_the_deadline_is_a_503_and_its_connection_is_closed_
     let timed_before = metric(&app, timed_503).await.unwrap_or(0);
 
     // Hold the read model's table: the read's query waits on the lock.
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE rm.orders IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "rm.orders").await;
     let started = Instant::now();
     assert_unavailable(app.get(path).await, started).await;
     let stuck = blocked_backend(&app.db.owner_pool, "%FROM rm.orders WHERE order_id%").await;
@@ -171,11 +178,7 @@ async fn a_log_read_on_a_frozen_backend_is_a_503_and_the_next_read_gets_another_
 
     // Catch the read's backend waiting on a lock, freeze it, then free the lock: the backend
     // holds its connection open and never answers, as behind a network partition.
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "events").await;
     let started = Instant::now();
     let read = tokio::spawn({
         let request = app.client.get(app.url(path)).bearer_auth(&app.auditor_key);
@@ -210,11 +213,7 @@ async fn a_command_whose_database_steps_are_stuck_is_a_503_within_the_bound_and_
                                      "amount": 5_000});
 
     // The idempotency key's claim waits on a lock: the command is given up before it starts.
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "idempotency_keys").await;
     let started = Instant::now();
     let response = app
         .client
@@ -230,11 +229,7 @@ async fn a_command_whose_database_steps_are_stuck_is_a_503_within_the_bound_and_
 
     // The order's stream load waits on a lock: given up before the provider is called.
     let head = app.head_position().await;
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "events").await;
     let started = Instant::now();
     assert_unavailable(app.post("/v1/payments/confirm", &confirm).await, started).await;
     lock.rollback().await.unwrap();
@@ -275,11 +270,7 @@ async fn a_refund_whose_key_read_is_stuck_is_a_503_stores_and_refunds_nothing_th
     tokio::time::sleep(payledger_app::privacy::MAX_KEY_CACHE_TTL + Duration::from_millis(200))
         .await;
     let head = app.head_position().await;
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE privacy_subject_keys IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "privacy_subject_keys").await;
     let started = Instant::now();
     assert_unavailable(app.post(path, &refund).await, started).await;
     let stuck = blocked_backend(&app.db.owner_pool, "%FROM privacy_subject_keys%").await;
@@ -340,11 +331,7 @@ async fn a_console_page_past_the_read_deadline_is_the_consoles_html_503_and_the_
     assert_eq!(page("en").await.unwrap().status().as_u16(), 200);
 
     // The order page's read waits on the read model's lock past the deadline.
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE rm.orders IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "rm.orders").await;
     for (lang, heading) in [
         ("en", "Temporarily unavailable"),
         ("ko", "일시적으로 사용할 수 없음"),
@@ -383,11 +370,7 @@ async fn a_console_page_past_the_read_deadline_is_the_consoles_html_503_and_the_
 
     // An action (a `POST`, outside the read deadline) whose session read is stuck: bounded on
     // its own, the same page, and it did nothing (the session still works afterwards).
-    let mut lock = app.db.owner_pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE console_sessions IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = locked(&app.db.owner_pool, "console_sessions").await;
     let started = Instant::now();
     let response = app
         .client
