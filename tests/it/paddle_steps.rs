@@ -530,30 +530,4 @@ pub(crate) async fn order_events(app: &TestApp, order_id: &str, event_type: &str
     stream_events(app, &format!("order-{order_id}"), event_type).await
 }
 
-/// The trial balance at the log's head (the journal caught up with everything recorded),
-/// checked to balance.
-pub(crate) async fn balanced_trial_balance(app: &TestApp) -> Value {
-    let head = app.head_position().await;
-    let trial: Value = app
-        .get_as(
-            &app.auditor_key,
-            &format!("/v1/journal/trial-balance?at={head}"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(trial["balanced"], true, "{trial}");
-    trial
-}
-
-/// The account's net (debit − credit) in USD in the trial balance.
-pub(crate) fn account_balance(trial: &Value, account: &str) -> i64 {
-    trial["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|row| row["account"] == account && row["currency"] == "USD")
-        .map(|row| row["debit"].as_i64().unwrap() - row["credit"].as_i64().unwrap())
-        .sum()
-}
+pub(crate) use payledger_tests::{account_balance, balanced_trial_balance};

@@ -3,7 +3,9 @@
 //! as a provider-initiated refund, and a dispute refuses refunds while open and, once lost,
 //! posts the withdrawal and Stripe's fee — with the trial balance still balanced.
 
-use payledger_tests::{spawn_app_with, SpawnOptions, TestApp};
+use payledger_tests::{
+    account_balance, balanced_trial_balance, spawn_app_with, SpawnOptions, TestApp,
+};
 use payledger_webhook_relay::{InboundConfig, Provider, RetryPolicy, WebhookSettings};
 use payledger_webhooks::WebhookSecret;
 use serde_json::{json, Value};
@@ -135,16 +137,6 @@ async fn webhooks_quiet(app: &TestApp) {
         "the Stripe webhooks never settled: {:#?}",
         app.sandbox.stripe_deliveries()
     );
-}
-
-fn balance(trial: &Value, account: &str) -> i64 {
-    trial["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|row| row["account"] == account && row["currency"] == "USD")
-        .map(|row| row["debit"].as_i64().unwrap() - row["credit"].as_i64().unwrap())
-        .sum()
 }
 
 async fn confirm_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
@@ -306,24 +298,14 @@ async fn a_stripe_order_is_confirmed_with_3ds_refunded_at_the_dashboard_disputed
     assert_eq!(lost["capturedAmount"], 10_000, "{lost}");
 
     // The journal: the lost 5 000 and Stripe's $15 fee left provider_clearing; still balanced.
-    let head = app.head_position().await;
-    let trial: Value = app
-        .get_as(
-            &app.auditor_key,
-            &format!("/v1/journal/trial-balance?at={head}"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(trial["balanced"], true, "{trial}");
+    let trial = balanced_trial_balance(&app).await;
     assert_eq!(
-        balance(&trial, "provider_clearing"),
+        account_balance(&trial, "provider_clearing"),
         10_000 - 3_000 - 2_000 - 5_000 - 1_500,
         "{trial}"
     );
-    assert_eq!(balance(&trial, "payee_payable"), 0, "{trial}");
-    assert_eq!(balance(&trial, "dispute_fees"), 1_500, "{trial}");
+    assert_eq!(account_balance(&trial, "payee_payable"), 0, "{trial}");
+    assert_eq!(account_balance(&trial, "dispute_fees"), 1_500, "{trial}");
     assert_eq!(
         app.sandbox.stripe_stats()["chargesByOrderId"][order_id],
         1,
@@ -355,7 +337,11 @@ async fn a_stripe_order_is_confirmed_with_3ds_refunded_at_the_dashboard_disputed
         .filter(|a| a["provider"] == "stripe" && a["currency"] == "USD")
         .map(|a| a["totalMinor"].as_i64().unwrap())
         .sum();
-    assert_eq!(aged, balance(&trial, "provider_clearing"), "{report}");
+    assert_eq!(
+        aged,
+        account_balance(&trial, "provider_clearing"),
+        "{report}"
+    );
     assert_eq!(aged, -1_500, "{report}");
 }
 
