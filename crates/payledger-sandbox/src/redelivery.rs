@@ -10,6 +10,7 @@
 //! run on their own tasks, so a destination that refuses does not hold up the notifications
 //! behind it. Neither Paddle nor Stripe promises order, so a receiver must cope either way.
 
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -31,6 +32,46 @@ pub(crate) struct Outcome {
     pub last_error: Option<String>,
     /// Whether it answered 2xx.
     pub delivered: bool,
+}
+
+/// What happened to one notification sent to one destination, as the sandboxes list it
+/// (`RunningSandbox::paddle_deliveries`, `stripe_deliveries`, and their HTTP views).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub event_type: String,
+    pub url: String,
+    pub attempts: u32,
+    /// The destination's last HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt got no answer (connection refused, timed out), when it got none.
+    pub last_error: Option<String>,
+    /// Whether it answered 2xx.
+    pub delivered: bool,
+}
+
+impl DeliveryRecord {
+    pub(crate) fn new(event_id: String, event_type: String, url: String, outcome: Outcome) -> Self {
+        DeliveryRecord {
+            event_id,
+            event_type,
+            url,
+            attempts: outcome.attempts,
+            last_status: outcome.last_status,
+            last_error: outcome.last_error,
+            delivered: outcome.delivered,
+        }
+    }
+
+    /// A notification never attempted: the sandbox's queue for its destination was full.
+    pub(crate) fn queue_full(event_id: String, event_type: String, url: String) -> Self {
+        let outcome = Outcome {
+            last_error: Some("the sandbox's delivery queue was full".to_owned()),
+            ..Outcome::default()
+        };
+        DeliveryRecord::new(event_id, event_type, url, outcome)
+    }
 }
 
 /// How long to wait before attempt `attempts_made + 1`, after `attempts_made` failed ones.

@@ -9,7 +9,6 @@
 use super::store::PendingEvent;
 use crate::redelivery::{self, MAX_CONCURRENT_RETRIES};
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,18 +24,7 @@ pub(crate) const MAX_DESTINATIONS: usize = 10;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What happened to one notification sent to one destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PaddleDeliveryRecord {
-    pub event_id: String,
-    pub event_type: String,
-    pub url: String,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    /// Why the last attempt got no answer (connection refused, timed out), when it got none.
-    pub last_error: Option<String>,
-    pub delivered: bool,
-}
+pub type PaddleDeliveryRecord = redelivery::DeliveryRecord;
 
 #[derive(Clone)]
 struct Destination {
@@ -121,15 +109,11 @@ impl PaddleDeliverer {
                 for destination in job.destinations {
                     record(
                         &self.records,
-                        PaddleDeliveryRecord {
-                            event_id: job.event.event_id.clone(),
-                            event_type: job.event.event_type.clone(),
-                            url: destination.url,
-                            attempts: 0,
-                            last_status: None,
-                            last_error: Some("the sandbox's delivery queue was full".to_owned()),
-                            delivered: false,
-                        },
+                        PaddleDeliveryRecord::queue_full(
+                            job.event.event_id.clone(),
+                            job.event.event_type.clone(),
+                            destination.url,
+                        ),
                     );
                 }
             }
@@ -201,15 +185,7 @@ async fn run(
                 }
                 record(
                     &records,
-                    PaddleDeliveryRecord {
-                        event_id: event.event_id,
-                        event_type: event.event_type,
-                        url,
-                        attempts: outcome.attempts,
-                        last_status: outcome.last_status,
-                        last_error: outcome.last_error,
-                        delivered: outcome.delivered,
-                    },
+                    PaddleDeliveryRecord::new(event.event_id, event.event_type, url, outcome),
                 );
             })
             .await;

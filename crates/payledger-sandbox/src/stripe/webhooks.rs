@@ -8,7 +8,6 @@
 use super::store::Delivery;
 use crate::redelivery::{self, MAX_CONCURRENT_RETRIES};
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,20 +23,7 @@ const MAX_RECORDS: usize = 10_000;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What happened to one event sent to one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebhookDeliveryRecord {
-    pub event_id: String,
-    pub event_type: String,
-    pub url: String,
-    pub attempts: u32,
-    /// The endpoint's last HTTP status, if it answered.
-    pub last_status: Option<u16>,
-    /// Why the last attempt got no answer (connection refused, timed out), when it got none.
-    pub last_error: Option<String>,
-    /// Whether it answered 2xx.
-    pub delivered: bool,
-}
+pub type WebhookDeliveryRecord = redelivery::DeliveryRecord;
 
 /// An endpoint's queue and the worker draining it.
 type Queue = (mpsc::Sender<Delivery>, JoinHandle<()>);
@@ -95,15 +81,11 @@ impl Deliverer {
                 tracing::warn!(event_type = %delivery.event_type, "stripe webhook queue full; delivery dropped");
                 record(
                     &self.records,
-                    WebhookDeliveryRecord {
-                        event_id: delivery.event_id,
-                        event_type: delivery.event_type,
-                        url: delivery.url,
-                        attempts: 0,
-                        last_status: None,
-                        last_error: Some("the sandbox's delivery queue was full".to_owned()),
-                        delivered: false,
-                    },
+                    WebhookDeliveryRecord::queue_full(
+                        delivery.event_id,
+                        delivery.event_type,
+                        delivery.url,
+                    ),
                 );
             }
         }
@@ -179,15 +161,7 @@ async fn run(
             }
             record(
                 &records,
-                WebhookDeliveryRecord {
-                    event_id: delivery.event_id,
-                    event_type: delivery.event_type,
-                    url: delivery.url,
-                    attempts: outcome.attempts,
-                    last_status: outcome.last_status,
-                    last_error: outcome.last_error,
-                    delivered: outcome.delivered,
-                },
+                WebhookDeliveryRecord::new(delivery.event_id, delivery.event_type, delivery.url, outcome),
             );
         })
         .await;
