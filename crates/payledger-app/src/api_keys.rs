@@ -227,7 +227,9 @@ async fn insert_key<'e>(
     created_by: &str,
 ) -> Result<CreatedKey, ApiKeyError> {
     let secret = generate_secret();
-    let key_id = format!("key_{}", uuid::Uuid::new_v4().simple());
+    let key_id = payledger_domain::card_numbers::first_without_card_number(|| {
+        format!("key_{}", uuid::Uuid::new_v4().simple())
+    });
     let row = sqlx::query(&format!(
         "INSERT INTO api_keys (key_id, name, role, key_hash, key_prefix, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RECORD_COLUMNS}"

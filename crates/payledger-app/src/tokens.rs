@@ -9,7 +9,7 @@
 //! again until it holds no card number by the screen's own rule; a redraw keeps every draw
 //! uniform over the tokens that pass, and costs nothing in practice (one draw in ~500).
 
-use payledger_domain::card_numbers::contains_card_number;
+use payledger_domain::card_numbers::first_without_card_number;
 use rand::RngCore;
 
 /// `bytes` random bytes from the thread's CSPRNG (ChaCha, seeded and reseeded from the
@@ -24,17 +24,13 @@ pub fn random_hex(bytes: usize) -> String {
 
 /// The first draw whose hex holds no card number.
 fn hex_without_card_numbers(mut draw: impl FnMut() -> Vec<u8>) -> String {
-    loop {
-        let token = hex::encode(draw());
-        if !contains_card_number(&token) {
-            return token;
-        }
-    }
+    first_without_card_number(|| hex::encode(draw()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use payledger_domain::card_numbers::contains_card_number;
 
     #[test]
     fn a_draw_that_holds_a_card_number_is_drawn_again() {

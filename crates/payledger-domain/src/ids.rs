@@ -95,7 +95,9 @@ macro_rules! identifier {
         impl $name {
             /// A fresh id for callers that do not bring their own.
             pub fn generate() -> $name {
-                $name(format!("{}{}", $prefix, uuid::Uuid::now_v7().simple()))
+                $name($crate::card_numbers::first_without_card_number(|| {
+                    format!("{}{}", $prefix, uuid::Uuid::now_v7().simple())
+                }))
             }
         }
     };
