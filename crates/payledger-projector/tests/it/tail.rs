@@ -15,7 +15,8 @@ const TOTAL: i64 = WRITERS * APPENDS_EACH * EVENTS_PER_APPEND;
 /// How a follower asks the tail for events.
 #[derive(Clone, Copy)]
 enum Reads {
-    /// [`LogTail::read_after`], as the projections' runner does.
+    /// [`LogTail::read_after`], the one-window read. No follower in `serve` has used it since
+    /// the joined reads; until it is removed, its guarantee is held here too.
     OneSlice,
     /// [`LogTail::read_joined_after`], as the process managers do.
     Joined,
